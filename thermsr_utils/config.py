@@ -1,0 +1,170 @@
+"""Paths, profiles and the one setup call every notebook makes.
+
+All paths derive from the repository root (or from the THERMSR_ARTIFACTS / THERMSR_DATA environment
+variables); notebooks never hard-code a relative path. Profiles decide parameter *defaults* only:
+every value remains overridable from papermill (``-p KEY VALUE`` on the runner).
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+FIGURES_DIR = REPO_ROOT / "figures"            # published figures (committed)
+MANIFEST_DIR = REPO_ROOT / "data_manifest"     # committed split manifests of the synthetic profiles
+REFERENCE_DIR = REPO_ROOT / "data_manifest" / "reference"  # the write-up's reported numbers, as data
+
+PROFILE_NAMES = ("smoke", "demo", "paper")
+DEFAULT_PROFILE = "demo"
+
+
+def artifacts_root() -> Path:
+    """Root of all run outputs (git-ignored); override with THERMSR_ARTIFACTS."""
+    return Path(os.environ.get("THERMSR_ARTIFACTS", REPO_ROOT / "artifacts")).resolve()
+
+
+def data_root() -> Path:
+    """Root of raw datasets (git-ignored); override with THERMSR_DATA."""
+    return Path(os.environ.get("THERMSR_DATA", REPO_ROOT / "data")).resolve()
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles. One flat dict of parameter defaults per profile; a notebook receives the keys it
+# declares in its `parameters` cell. The notebooks' own literals equal the `demo` values (tested),
+# so opening a notebook in Jupyter without papermill runs the demo.
+# ---------------------------------------------------------------------------------------------
+_COMMON = {"seed": 0}
+
+PROFILES: dict[str, dict] = {
+    "smoke": {
+        **_COMMON,
+        "profile": "smoke",
+        # 01_build_dataset
+        "data_source": "synthetic",
+        "sftl54_subjects": 142,
+        "sftl54_frames_per_subject": 1,
+        "thermeval_frames_file1": 8,
+        "thermeval_frames_file2": 6,
+        "sftl54_max_train": 16,
+        "sftl54_max_val": 4,
+        "sftl54_max_test": 8,
+    },
+    "demo": {
+        **_COMMON,
+        "profile": "demo",
+        "data_source": "synthetic",
+        "sftl54_subjects": 142,
+        "sftl54_frames_per_subject": 3,
+        "thermeval_frames_file1": 40,
+        "thermeval_frames_file2": 36,
+        "sftl54_max_train": 150,
+        "sftl54_max_val": 20,
+        "sftl54_max_test": 60,
+    },
+    "paper": {
+        **_COMMON,
+        "profile": "paper",
+        "data_source": "real",
+        "sftl54_subjects": 142,
+        "sftl54_frames_per_subject": 18,
+        "thermeval_frames_file1": 0,
+        "thermeval_frames_file2": 0,
+        "sftl54_max_train": 600,
+        "sftl54_max_val": 80,
+        "sftl54_max_test": 200,
+    },
+}
+
+
+def profile_params(profile: str) -> dict:
+    """The parameter defaults of ``profile`` (a copy)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    return dict(PROFILES[profile])
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every folder one profile's run reads or writes."""
+
+    profile: str
+    root: Path
+
+    @property
+    def crops(self) -> Path:
+        return self.root / "crops"
+
+    @property
+    def manifest(self) -> Path:
+        return self.crops / "manifest.json"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def executed(self) -> Path:
+        return self.root / "executed"
+
+    @property
+    def synthetic_raw(self) -> Path:
+        """Where the synthetic raw datasets of this profile are generated (under the data root)."""
+        return data_root() / "synthetic" / self.profile
+
+    @property
+    def committed_manifest(self) -> Path:
+        return MANIFEST_DIR / f"{self.profile}.json"
+
+
+def run_paths(profile: str) -> RunPaths:
+    """Paths of ``profile``'s artifacts folder (not created)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    return RunPaths(profile, artifacts_root() / profile)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (when installed) torch; ask torch for deterministic kernels."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency, but keep setup importable
+        return
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def setup(profile: str = DEFAULT_PROFILE, seed: int = 0, dpi: int = 110) -> RunPaths:
+    """The one call each notebook makes first: seeds, figure style, and the run's folders."""
+    paths = run_paths(profile)
+    for folder in (paths.root, paths.results, paths.figures):
+        folder.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    try:
+        import matplotlib
+
+        matplotlib.rcParams.update({"figure.dpi": dpi, "savefig.dpi": 150, "savefig.bbox": "tight",
+                                    "axes.grid": False, "image.interpolation": "nearest"})
+    except ImportError:  # pragma: no cover
+        pass
+    return paths

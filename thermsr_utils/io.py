@@ -1,0 +1,138 @@
+"""Small, safe file helpers: atomic writes, image reading with clear errors, pixel hashes.
+
+Every file the pipeline writes goes through ``atomic_write_*``: it is written to a temporary name in
+the same folder and renamed into place, so a killed process leaves either the old file or the new one.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded; the message names the file."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None):
+    """Yield a temporary path beside ``path``; on success rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented, key-sorted JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike):
+    """Parse a JSON file; a parse error names the file and the position."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"JSON file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot parse JSON file {path}: {e}") from None
+
+
+def read_image(path: str | os.PathLike, flags: int | None = None) -> np.ndarray:
+    """Read an image with OpenCV (BGR or gray uint8 by default); raise ImageReadError naming it.
+
+    Reads the bytes ourselves (read-only) and decodes them, so a truncated or corrupt file gives a
+    clear error instead of OpenCV's silent ``None``.
+    """
+    import cv2
+
+    path = Path(path)
+    if flags is None:
+        flags = cv2.IMREAD_UNCHANGED
+    try:
+        with open(path, "rb") as f:
+            buf = np.frombuffer(f.read(), dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageReadError(f"image not found: {path}") from None
+    except OSError as e:
+        raise ImageReadError(f"cannot read image {path}: {e}") from None
+    if buf.size == 0:
+        raise ImageReadError(f"empty image file: {path}")
+    img = cv2.imdecode(buf, flags)
+    if img is None or img.size == 0:
+        raise ImageReadError(f"cannot decode image (corrupt, truncated or not an image): {path}")
+    if _png_truncated(path, buf):
+        raise ImageReadError(f"truncated PNG (no IEND chunk): {path}")
+    return img
+
+
+def _png_truncated(path: Path, buf: np.ndarray) -> bool:
+    """OpenCV decodes some truncated PNGs without complaint; check the IEND trailer ourselves."""
+    if path.suffix.lower() != ".png" or buf[:8].tobytes() != b"\x89PNG\r\n\x1a\n":
+        return False
+    return b"IEND" not in buf[-16:].tobytes()
+
+
+def write_png(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Encode ``img`` (uint8 gray or BGR) as PNG and write it atomically."""
+    import cv2
+
+    ok, enc = cv2.imencode(".png", img)
+    if not ok:
+        raise ValueError(f"cannot encode image for {path}")
+    atomic_write_bytes(path, enc.tobytes())
+
+
+def pixel_sha256(img: np.ndarray) -> str:
+    """sha256 of an image's decoded pixels (shape and dtype included), independent of PNG encoding."""
+    h = hashlib.sha256()
+    h.update(f"{img.dtype.str}:{'x'.join(map(str, img.shape))}:".encode())
+    h.update(np.ascontiguousarray(img).tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
