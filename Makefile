@@ -1,0 +1,44 @@
+# Two commands on a fresh machine (Python 3.11 and make present):
+#   make reproduce   create .venv if missing, install, run every notebook (demo profile)
+#   make test        same setup, then pytest (unit tests + every notebook in the smoke profile)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PROFILE ?= demo
+STAMP  := $(VENV)/.thermsr-installed
+
+.PHONY: install reproduce test test-fast sync opencv clean-artifacts
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(MAKE) --no-print-directory opencv
+	$(PY) -c "import cv2, torch, torchvision, super_image, lpips, rtmlib, papermill, jupytext; print('environment ok: torch', torch.__version__, 'cv2', cv2.__version__)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# super-image asks for opencv-python and rtmlib for opencv-contrib-python (+ opencv-python): all of them
+# install the same `cv2` module over each other. We keep exactly one flavour: the headless contrib build
+# (a superset of both, no GUI libraries needed).
+OPENCV := opencv-contrib-python-headless==5.0.0.93
+opencv:
+	$(PY) -m pip uninstall --quiet --yes opencv-python opencv-python-headless opencv-contrib-python
+	$(PY) -m pip install --quiet --force-reinstall --no-deps '$(OPENCV)'
+
+reproduce: $(STAMP)
+	$(PY) -m thermsr_utils.run --profile $(PROFILE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not notebooks"
+
+# regenerate the .ipynb pairs from the py:percent sources (outputs stay stripped)
+sync: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+
+clean-artifacts:
+	rm -rf artifacts

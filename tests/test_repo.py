@@ -1,0 +1,127 @@
+"""The repository's own contracts: environment files agree, notebook pairs are in sync and clean,
+parameter cells are plain literals matching the demo profile, and the package imports light."""
+import ast
+import importlib.metadata as md
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from thermsr_utils import config, run
+
+ROOT = config.REPO_ROOT
+NOTEBOOKS = run.discover()
+
+
+def _req_name(req: str) -> str:
+    return re.split(r"[<>=!~\[; ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_agrees_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    python = next(d for d in conda if d.startswith("python"))
+    assert python.split("=")[1] == "3.11"
+    assert ">=3.11" in project["requires-python"]
+    # Conda contributes only python and pip; everything else comes from pyproject via `-e .[dev]`.
+    assert sorted(_req_name(d) for d in conda) == ["pip", "python"]
+    declared = {_req_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    for entry in pip:
+        if entry.startswith("-e"):
+            assert entry.replace(" ", "") == "-e.[dev]"
+        else:
+            assert _req_name(entry) in declared, f"environment.yml installs {entry} that pyproject does not declare"
+    assert any(e.startswith("-e") for e in pip), "environment.yml must install this package"
+
+
+def test_exactly_one_opencv_flavour_and_cv2_imports():
+    import cv2
+
+    flavours = {"opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"}
+    installed = set()
+    for dist in md.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name in flavours:
+            installed.add(name)
+    assert installed == {"opencv-contrib-python-headless"}, f"cv2 is provided by {sorted(installed)} (run `make opencv`)"
+    img = cv2.resize(__import__("numpy").zeros((8, 8, 3), "uint8"), (2, 2), interpolation=cv2.INTER_AREA)
+    assert img.shape == (2, 2, 3)
+
+
+def test_torch_and_torchvision_pair_imports():
+    import torch
+    import torchvision
+
+    assert torchvision.ops.nms(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([1.0]), 0.5).tolist() == [0]
+
+
+def test_package_import_is_light():
+    code = "import sys, thermsr_utils, thermsr_utils.config; print(sorted(m for m in ('torch','cv2','lpips','super_image','rtmlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_notebooks_exist_in_order():
+    names = [nb.name for nb in NOTEBOOKS]
+    assert names and names[0] == "01_build_dataset"
+    assert [n[:2] for n in names] == [f"{i:02d}" for i in range(1, len(names) + 1)]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
+def test_jupytext_pair_in_sync_and_stripped(nb):
+    import jupytext
+
+    ipynb = nb.source.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `make sync`"
+    raw = json.loads(ipynb.read_text())
+    assert raw["metadata"]["kernelspec"]["name"] == "python3"
+    for cell in raw["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{ipynb.name} carries outputs"
+    a, b = jupytext.read(nb.source), jupytext.read(ipynb)
+    strip = lambda n: [(c.cell_type, c.source, tuple(c.metadata.get("tags", []))) for c in n.cells]  # noqa: E731
+    assert strip(a) == strip(b), f"{nb.name}: .py and .ipynb differ; run `make sync`"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
+def test_parameters_cell_then_one_setup_call(nb):
+    import jupytext
+
+    code = [c for c in jupytext.read(nb.source).cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be the parameters cell"
+    assert "config.setup(profile, seed)" in code[1].source
+    assert nb.parameters["profile"] == "demo"
+    assert sum("config.setup(" in c.source for c in code) == 1
+
+
+def test_notebook_defaults_are_the_demo_profile():
+    demo = config.profile_params("demo")
+    declared = {}
+    for nb in NOTEBOOKS:
+        for key, value in nb.parameters.items():
+            assert declared.setdefault(key, value) == value, f"{key} has different defaults across notebooks"
+            if key in demo:
+                assert value == demo[key], f"{nb.name}: {key}={value!r} but the demo profile says {demo[key]!r}"
+
+
+def test_every_profile_key_is_declared_and_profiles_agree():
+    declared = set().union(*(nb.parameters for nb in NOTEBOOKS))
+    keys = [set(config.profile_params(p)) for p in config.PROFILE_NAMES]
+    assert keys[0] == keys[1] == keys[2]
+    assert keys[0] <= declared, f"profile keys no notebook declares: {sorted(keys[0] - declared)}"
+
+
+def test_no_machine_paths_in_tracked_files():
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    for f in files:
+        p = ROOT / f
+        if p.suffix in {".py", ".md", ".ipynb", ".toml", ".yml", ".json", ""} and p.is_file():
+            text = p.read_text(errors="ignore")
+            assert "/work/" not in text and "/root/" not in text, f"{f} contains a machine-specific path"
