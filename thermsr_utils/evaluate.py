@@ -1,14 +1,30 @@
-"""Evaluation: run a method over manifest crops and score it."""
+"""Evaluation: run a method over manifest crops, score every crop, and aggregate into tables.
+
+One CSV row per crop (`id`, `dataset`, every metric, nose columns and detection flags) is written under the
+profile's results folder, with a JSON beside it holding the resolved parameters, the weight source and every
+substitute used. Tables follow the write-up's layout: method × split (all / SF-TL54 / ThermEval-D).
+"""
 from __future__ import annotations
 
+import csv
+import io as _io
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from . import data
-from .io import read_image
+from .io import atomic_write_json, atomic_write_text, read_image, read_json, write_png
 
 DATASET_LABELS = {"sftl54": "SF-TL54", "thermeval": "ThermEval-D"}
+SPLITS = ("all", "SF-TL54", "ThermEval-D")
+ROW_FIELDS = ["id", "dataset", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "grad_ratio",
+              "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px", "nose_gt_err_hr", "nose_gt_err_sr"]
+TABLE_COLUMNS = [("method", "Method"), ("split", "Split"), ("n", "N"), ("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"),
+                 ("lpips", "LPIPS ↓"), ("nose_median", "Nose median (px) ↓"), ("nose_mean", "Nose mean (px) ↓"),
+                 ("nose_failed", "Nose failed"), ("grad_ratio", "Grad ratio (1 = HR)")]
 
 
 def load_crops(crops_dir, records) -> np.ndarray:
@@ -18,19 +34,216 @@ def load_crops(crops_dir, records) -> np.ndarray:
     return np.stack([read_image(Path(crops_dir) / r["path"], cv2.IMREAD_COLOR) for r in records])
 
 
-def bicubic_psnr_by_dataset(crops_dir, records, split="test", scale=data.SCALE) -> dict[str, float]:
-    """Mean PSNR (the write-up's definition) of bicubic ×scale per dataset and over all, in dB."""
+def table_subset(records, per_dataset: int | None = 60) -> list[dict]:
+    """The write-up's table subset: the first ``per_dataset`` test crops of each dataset (None = all)."""
+    out = []
+    for name in ("sftl54", "thermeval"):
+        recs = [r for r in records if r["split"] == "test" and r["dataset"] == name]
+        out += recs if per_dataset is None else recs[:per_dataset]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Methods: callables uint8 BGR LR batch (N×h×w×3) → float RGB SR tensor N×3×H×W (unclamped)
+# ------------------------------------------------------------------------------------------------
+def bicubic_method(scale: int = data.SCALE) -> Callable:
+    """Bicubic upsampling (cv2.INTER_CUBIC), the no-model baseline."""
     import cv2
 
+    def sr(lr):
+        return data.bgr_to_tensor(np.stack([cv2.resize(x, (x.shape[1] * scale, x.shape[0] * scale),
+                                                       interpolation=cv2.INTER_CUBIC) for x in lr]))
+    return sr
+
+
+def model_method(model, batch_size: int = 8, device: str = "cpu") -> Callable:
+    """A super-image model, batched, no grad."""
+    from . import models
+
+    def sr(lr):
+        return models.upscale(model, data.bgr_to_tensor(lr), batch_size=batch_size, device=device)
+    return sr
+
+
+@dataclass
+class Scorer:
+    """Everything that scores an SR batch against its HR batch: metrics, LPIPS and the nose locator."""
+
+    lpips: object | None = None          # metrics.LPIPSMetric or None
+    locator: object | None = None        # downstream.NoseLocator or None
+    device: str = "cpu"
+    _hr_nose: dict = field(default_factory=dict, repr=False)
+
+    def substitutes(self) -> dict:
+        """Names of the LPIPS trunk and the nose model used, as recorded with every result."""
+        return {"lpips": getattr(self.lpips, "name", "not computed"),
+                "nose_locator": getattr(self.locator, "name", "not computed")}
+
+    def score(self, ids, sr, hr_bgr, gt_xy) -> dict[str, np.ndarray]:
+        """Per-image metric arrays for one batch (``sr`` float RGB, ``hr_bgr`` uint8)."""
+        from . import metrics
+
+        hr = data.bgr_to_tensor(hr_bgr)
+        sr = sr.detach().float().cpu().clamp(0, 1)
+        out = {"psnr": metrics.psnr(sr, hr).numpy(), "ssim": np.asarray(metrics.ssim(sr, hr)),
+               "psnr_y": metrics.psnr_y(sr, hr, shave=data.SCALE).numpy(),
+               "ssim_y": np.asarray(metrics.ssim_y(sr, hr, shave=data.SCALE)),
+               "grad_ratio": metrics.grad_ratio(sr, hr).numpy(),
+               "hf_ratio": metrics.hf_energy_ratio(sr, hr).numpy()}
+        n = len(ids)
+        out["lpips"] = (self.lpips(sr.to(self.device), hr.to(self.device)).cpu().numpy()
+                        if self.lpips is not None else np.full(n, np.nan))
+        if self.locator is not None:
+            from . import downstream
+
+            sr_bgr = data.tensor_to_bgr(sr)
+            err = downstream.nose_errors(self.locator, hr_bgr, sr_bgr, gt_xy)
+            out.update(nose_hr_found=err["hr_found"], nose_sr_found=err["sr_found"], nose_err_px=err["err_px"],
+                       nose_gt_err_hr=err.get("err_gt_hr", np.full(n, np.nan)),
+                       nose_gt_err_sr=err.get("err_gt_sr", np.full(n, np.nan)))
+        else:
+            out.update(nose_hr_found=np.zeros(n, bool), nose_sr_found=np.zeros(n, bool),
+                       nose_err_px=np.full(n, np.nan), nose_gt_err_hr=np.full(n, np.nan),
+                       nose_gt_err_sr=np.full(n, np.nan))
+        return out
+
+
+def evaluate_method(name: str, sr_fn: Callable, crops_dir, records, scorer: Scorer, *, batch_size: int = 8,
+                    scale: int = data.SCALE, save_sr_dir=None, progress: bool = True) -> list[dict]:
+    """Score method ``name`` on every record; one row per crop. SR crops are saved as PNG if asked."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for start in tqdm(range(0, len(records), batch_size), desc=name, disable=not progress, leave=False):
+        recs = records[start:start + batch_size]
+        hr = load_crops(crops_dir, recs)
+        lr = np.stack([data.make_lr(x, scale) for x in hr])
+        sr = sr_fn(lr)
+        gt = np.array([r["nose"] if r.get("nose") is not None else [np.nan, np.nan] for r in recs], float)
+        scores = scorer.score([r["id"] for r in recs], sr, hr, gt)
+        if save_sr_dir is not None:
+            for r, img in zip(recs, data.tensor_to_bgr(sr)):
+                write_png(Path(save_sr_dir) / f"{r['id']}.png", img)
+        for i, r in enumerate(recs):
+            row = {"id": r["id"], "dataset": r["dataset"], "method": name}
+            row.update({k: (bool(v[i]) if v.dtype == bool else float(v[i])) for k, v in scores.items()})
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+# ------------------------------------------------------------------------------------------------
+def write_rows(rows: list[dict], path, meta: dict) -> Path:
+    """Write per-crop rows as CSV and ``meta`` (parameters, weight source, substitutes) as JSON beside it."""
+    path = Path(path)
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+    atomic_write_json(path.with_suffix(".json"), meta)
+    return path
+
+
+def read_rows(path) -> list[dict]:
+    """Rows written by ``write_rows`` with numbers and flags parsed back."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for k, v in row.items():
+            if k in ("id", "dataset", "method"):
+                continue
+            row[k] = (v == "True") if v in ("True", "False") else float(v)
+    return rows
+
+
+def read_meta(path) -> dict:
+    return read_json(Path(path).with_suffix(".json"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Aggregation and tables
+# ------------------------------------------------------------------------------------------------
+def _nanmean(values) -> float:
+    a = np.asarray(values, float)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Method × split table rows (means; nose median/mean over crops where both detections succeeded)."""
+    table = []
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for method in methods:
+        for split in SPLITS:
+            sel = [r for r in rows if r["method"] == method and split in ("all", DATASET_LABELS[r["dataset"]])]
+            if not sel:
+                continue
+            err = np.array([r["nose_err_px"] for r in sel], float)
+            ok = np.isfinite(err)
+            table.append({
+                "method": method, "split": split, "n": len(sel),
+                "psnr": _nanmean([r["psnr"] for r in sel]), "ssim": _nanmean([r["ssim"] for r in sel]),
+                "psnr_y": _nanmean([r["psnr_y"] for r in sel]), "ssim_y": _nanmean([r["ssim_y"] for r in sel]),
+                "lpips": _nanmean([r["lpips"] for r in sel]),
+                "grad_ratio": _nanmean([r["grad_ratio"] for r in sel]),
+                "hf_ratio": _nanmean([r["hf_ratio"] for r in sel]),
+                "nose_median": float(np.median(err[ok])) if ok.any() else float("nan"),
+                "nose_mean": float(err[ok].mean()) if ok.any() else float("nan"),
+                "nose_failed": int((~ok).sum()),
+                "nose_gt_sr": _nanmean([r["nose_gt_err_sr"] for r in sel]),
+            })
+    return table
+
+
+def _fmt(key, value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(value)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.3f}" if key in ("ssim", "lpips", "ssim_y", "grad_ratio", "hf_ratio") else f"{value:.2f}"
+
+
+def table_markdown(table: list[dict], caption: str, columns=TABLE_COLUMNS) -> str:
+    """A Markdown table with a caption line naming the profile and every substitute."""
+    head = "| " + " | ".join(label for _, label in columns) + " |"
+    rule = "|" + "---|" * len(columns)
+    lines = ["| " + " | ".join(_fmt(k, row.get(k)) for k, _ in columns) + " |" for row in table]
+    return "\n".join([head, rule, *lines, "", f"*{caption}*", ""])
+
+
+def write_table(table: list[dict], stem, caption: str, columns=TABLE_COLUMNS) -> tuple[Path, Path]:
+    """Write ``stem``.csv (all fields) and ``stem``.md (the chosen columns + caption)."""
+    stem = Path(stem)
+    buf = _io.StringIO()
+    fields = list(dict.fromkeys(k for row in table for k in row))
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
+    atomic_write_text(stem.with_suffix(".md"), table_markdown(table, caption, columns))
+    return stem.with_suffix(".csv"), stem.with_suffix(".md")
+
+
+def caption(profile: str, provenance: dict) -> str:
+    """One line saying which profile and which substitutes produced a table or figure."""
+    parts = [f"profile {profile}"] + [f"{k.replace('_', ' ')}: {v}" for k, v in provenance.items()]
+    return " · ".join(parts)
+
+
+def bicubic_psnr_by_dataset(crops_dir, records, split="test", scale=data.SCALE) -> dict[str, float]:
+    """Mean PSNR (the write-up's definition) of bicubic ×scale per dataset and over all, in dB."""
     from . import metrics
 
     out = {}
     chosen = [r for r in records if r["split"] == split]
+    sr_fn = bicubic_method(scale)
     for name in sorted({r["dataset"] for r in chosen}) + ["all"]:
         recs = [r for r in chosen if name in ("all", r["dataset"])]
         hr = load_crops(crops_dir, recs)
-        sr = np.stack([cv2.resize(data.make_lr(h, scale), h.shape[1::-1], interpolation=cv2.INTER_CUBIC)
-                       for h in hr])
-        values = metrics.psnr(data.bgr_to_tensor(sr), data.bgr_to_tensor(hr))
-        out[DATASET_LABELS.get(name, name)] = float(values.mean())
+        sr = sr_fn(np.stack([data.make_lr(h, scale) for h in hr]))
+        out[DATASET_LABELS.get(name, name)] = float(metrics.psnr(sr, data.bgr_to_tensor(hr)).mean())
     return out

@@ -1,0 +1,490 @@
+"""Dataset builders on hand-made SF-TL54-format and ThermEval-D-format folders.
+
+Expected boxes and points below are worked out by hand from the crop protocol (DESIGN.md §3):
+SF-TL54 side = 1.15 x the larger side of the extent of landmarks 0-26, ThermEval-D side = 1.15 x
+max(Person w, h); x0/y0 rounded down, x1/y1 rounded up, then clipped to the image.
+"""
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from thermsr_utils import data, io
+
+SF_W, SF_H = 464, 348  # SF-TL54 frame size
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixture writers
+# ---------------------------------------------------------------------------------------------
+def landmarks(x0, y0, x1, y1, nose=None):
+    """54 points whose landmarks 0-26 span [x0, x1] x [y0, y1]; point 30 at ``nose`` (default centre).
+
+    Point 40 is put far away on purpose: only landmarks 0-26 may define the crop.
+    """
+    c = ((x0 + x1) / 2, (y0 + y1) / 2)
+    pts = np.tile(np.array(c, float), (54, 1))
+    pts[0], pts[1] = (x0, y0), (x1, y1)
+    pts[30] = nose if nose is not None else c
+    pts[40] = (x1 + 30, y1 + 30)
+    return pts
+
+
+def labelme(pts, face=((300, 250), (10, 20))):
+    """A LabelMe dict: landmark shapes (the last four as one multi-point shape), a face box in between."""
+    shapes = [{"label": str(i), "shape_type": "point", "points": [list(map(float, p))]}
+              for i, p in enumerate(pts[:-4])]
+    shapes.append({"label": "extra", "shape_type": "polygon", "points": [list(map(float, p)) for p in pts[-4:]]})
+    shapes.insert(10, {"label": "face", "shape_type": "rectangle", "points": [list(p) for p in face]})
+    return {"version": "5.0.1", "shapes": shapes, "imagePath": "x.png"}
+
+
+def noise_image(h, w, seed=0, channels=1):
+    """Random uint8 image (gray H×W, or H×W×channels)."""
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if channels == 1 else (h, w, channels)
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def add_sftl54(root, split, stem, pts=None, size=(SF_W, SF_H), palette="gray", seed=0):
+    """Write one SF-TL54 gray image and (if pts is not None) its LabelMe JSON."""
+    base = Path(root) / palette / split
+    (base / "images").mkdir(parents=True, exist_ok=True)
+    (base / "json").mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(base / "images" / f"{stem}.png"), noise_image(size[1], size[0], seed))
+    if pts is not None:
+        (base / "json" / f"{stem}.json").write_text(json.dumps(labelme(pts)))
+    return base
+
+
+def sftl54_tree(root, extra=()):
+    """A small valid SF-TL54 tree: one image per split (subjects 1, 101, 121) plus ``extra`` items."""
+    for split, stem in (("train", "1_1_1_1"), ("val", "101_1_1_1"), ("test", "121_1_1_1")):
+        add_sftl54(root, split, stem, landmarks(100, 80, 200, 160), seed=len(stem) + ord(split[0]))
+    for item in extra:
+        add_sftl54(root, *item)
+    return Path(root)
+
+
+def coco(entries, start_id=0):
+    """COCO dict from [(file_name, [person xywh...], [nose xywh...])]; noses listed after persons."""
+    images, anns = [], []
+    for i, (name, persons, noses) in enumerate(entries):
+        images.append({"id": start_id + i, "file_name": name, "width": 0, "height": 0})
+        anns += [{"id": len(anns), "image_id": start_id + i, "category_id": 0, "bbox": list(b)} for b in persons]
+        anns += [{"id": len(anns), "image_id": start_id + i, "category_id": 3, "bbox": list(b)} for b in noses]
+    return {"images": images, "annotations": anns,
+            "categories": [{"id": 0, "name": "Person"}, {"id": 3, "name": "Nose"}]}
+
+
+def thermeval_tree(root, file1, file2, frames=None):
+    """Write images (``frames``: disk name -> (H, W), default 192x256 landscape) and both COCO files."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    frames = dict(frames or {})
+    for name, _, _ in file1 + file2:
+        frames.setdefault(Path(name).with_suffix(".png").name, (192, 256))
+    for i, (disk, (h, w)) in enumerate(sorted(frames.items())):
+        if disk is not None:
+            assert cv2.imwrite(str(root / "images" / disk), noise_image(h, w, seed=100 + i, channels=3))
+    (root / "Annotations" / "annotations_1.json").write_text(json.dumps(coco(file1)))
+    (root / "Annotations" / "annotations_2.json").write_text(json.dumps(coco(file2, start_id=1000)))
+    return root
+
+
+def small_thermeval(root):
+    """One train/val pool image and one test image, each with one Person and one Nose."""
+    person, nose = [50, 40, 60, 80], [75, 60, 10, 8]
+    return thermeval_tree(root, [("p0.png", [person], [nose])], [("t0.png", [person], [nose])])
+
+
+def tree_hash(root):
+    """sha256 over every file's relative path and bytes under ``root`` (detects any write)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(root).rglob("*")):
+        h.update(p.relative_to(root).as_posix().encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def names(res, reason):
+    """Files a BuildResult skipped for ``reason``."""
+    return res.skipped.get(reason, [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry
+# ---------------------------------------------------------------------------------------------
+def test_sftl54_box_interior_rounds_outwards():
+    # extent 100..200 x 80..160 -> centre (150, 120), side 115 -> 92.5..207.5 x 62.5..177.5
+    assert data.sftl54_crop_box(landmarks(100, 80, 200, 160), SF_W, SF_H) == (92, 62, 208, 178)
+    # a larger pad widens the box around the same centre: side 200 -> 50..250 x 20..220
+    assert data.sftl54_crop_box(landmarks(100, 80, 200, 160), SF_W, SF_H, pad=2.0) == (50, 20, 250, 220)
+
+
+def test_sftl54_box_clipped_at_border_and_keep_square():
+    top_left = landmarks(0, 10, 100, 90)  # centre (50, 50), side 115 -> -7.5..107.5
+    assert data.sftl54_crop_box(top_left, SF_W, SF_H) == (0, 0, 108, 108)
+    assert data.sftl54_crop_box(top_left, SF_W, SF_H, keep_square=True) == (0, 0, 115, 115)
+    right = landmarks(420, 150, 463, 170)  # centre (441.5, 160), side 49.45
+    assert data.sftl54_crop_box(right, SF_W, SF_H) == (416, 135, 464, 185)
+    assert data.sftl54_crop_box(right, SF_W, SF_H, keep_square=True) == (414, 135, 464, 185)
+    # a square larger than the frame's short side shrinks to it with keep_square
+    wide = landmarks(10, 20, 90, 40)  # centre (50, 30), side 92 in a 100x60 frame
+    assert data.sftl54_crop_box(wide, 100, 60, keep_square=True) == (20, 0, 80, 60)
+    assert data.sftl54_crop_box(wide, 100, 60) == (4, 0, 96, 60)
+
+
+def test_thermeval_box():
+    # centre (80, 80), side 1.15 * 80 = 92 -> 34..126 on both axes
+    assert data.thermeval_crop_box([50, 40, 60, 80], 256, 192) == (34, 34, 126, 126)
+    assert data.thermeval_crop_box([50, 40, 60, 80], 256, 192, pad=1.0) == (40, 40, 120, 120)
+
+
+def test_rounding_ignores_float_noise():
+    # extent 106.3..142.3 (w 36): x1 = 124.3 + 20.7 = 145 exactly, computed as 145.00000000000003;
+    # it must round to 145, not 146. y: centre 110, 89.3..130.7 -> 89..131
+    assert data.sftl54_crop_box(landmarks(106.3, 100, 142.3, 120), SF_W, SF_H) == (103, 89, 145, 131)
+
+
+def test_degenerate_boxes_raise():
+    with pytest.raises(data.DegenerateCrop, match="outside"):
+        data.sftl54_crop_box(landmarks(500, 400, 600, 450), SF_W, SF_H)
+    with pytest.raises(data.DegenerateCrop, match="smaller than 8"):
+        data.sftl54_crop_box(landmarks(100, 100, 103, 102), SF_W, SF_H)  # side 3.45
+    with pytest.raises(data.DegenerateCrop, match="smaller than 8"):
+        data.thermeval_crop_box([-60, -60, 62, 62], 256, 192)  # clipped to 0..7
+    with pytest.raises(data.DegenerateCrop, match="outside"):
+        data.thermeval_crop_box([300, 10, 20, 20], 256, 192, keep_square=True)
+    with pytest.raises(ValueError, match="pad"):
+        data.thermeval_crop_box([0, 0, 10, 10], 256, 192, pad=0)
+
+
+def test_crop_and_resize_upscale_flag_and_errors():
+    img = np.full((300, 400, 3), 77, np.uint8)
+    out, up = data.crop_and_resize(img, (0, 0, 100, 100))
+    assert out.shape == (192, 192, 3) and out.dtype == np.uint8 and up
+    out, up = data.crop_and_resize(img, (10, 0, 210, 300))
+    assert not up and (out == 77).all()
+    out, up = data.crop_and_resize(img, (0, 0, 300, 150))  # one side below 192
+    assert up
+    with pytest.raises(ValueError, match="outside"):
+        data.crop_and_resize(img, (350, 0, 450, 100))
+    with pytest.raises(ValueError, match="empty"):
+        data.crop_and_resize(img, (10, 10, 10, 50))
+
+
+def test_map_point():
+    box = (92, 62, 208, 178)
+    assert data.map_point((150, 120), box) == pytest.approx((96.0, 96.0))
+    assert data.map_point((92, 62), box) == pytest.approx((0.0, 0.0))
+    # non-square box: x and y scale differently
+    assert data.map_point((40, 100), (0, 0, 80, 400), size=192) == pytest.approx((96.0, 48.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# LabelMe reading
+# ---------------------------------------------------------------------------------------------
+def test_read_labelme_face_box_and_landmark_order(tmp_path):
+    pts = landmarks(100, 80, 200, 160, nose=(151, 121))
+    pts[50:54] = [(1, 2), (3, 4), (5, 6), (7, 8)]
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps(labelme(pts, face=((300, 250), (10, 20)))))
+    face, lm = data.read_labelme(p)
+    assert face.tolist() == [10, 20, 300, 250]
+    assert lm.shape == (54, 2) and np.array_equal(lm, pts)
+
+
+def test_read_labelme_rejects_wrong_count_and_bad_json(tmp_path):
+    p = tmp_path / "short.json"
+    p.write_text(json.dumps(labelme(landmarks(0, 0, 50, 50)[:53])))
+    with pytest.raises(data.BadAnnotation, match=r"short\.json.*found 53"):
+        data.read_labelme(p)
+    q = tmp_path / "broken.json"
+    q.write_text('{"shapes": [')
+    with pytest.raises(ValueError, match=r"broken\.json"):
+        data.read_labelme(q)
+
+
+# ---------------------------------------------------------------------------------------------
+# SF-TL54 builder
+# ---------------------------------------------------------------------------------------------
+def test_build_sftl54_records(tmp_path):
+    root = sftl54_tree(tmp_path / "sf", extra=[("train", "2_1_1_1", landmarks(50, 50, 250, 250, nose=(60, 200)))])
+    res = data.build_sftl54(root, tmp_path / "crops")
+    recs = {r["id"]: r for r in res.records}
+    assert set(recs) == {"sf_1_1_1_1", "sf_2_1_1_1", "sf_101_1_1_1", "sf_121_1_1_1"}
+    r = recs["sf_1_1_1_1"]
+    assert r["split"] == "train" and r["dataset"] == "sftl54" and r["subject"] == 1
+    assert r["box"] == [92, 62, 208, 178] and r["source_size"] == [SF_W, SF_H]
+    assert r["nose"] == [96.0, 96.0] and r["upscaled"] is True
+    assert r["path"] == "train/sftl54/sf_1_1_1_1.png"
+    assert r["source"] == "gray/train/images/1_1_1_1.png"
+    assert recs["sf_101_1_1_1"]["split"] == "val" and recs["sf_121_1_1_1"]["subject"] == 121
+    big = recs["sf_2_1_1_1"]  # side 230 -> 35..265, downscaled with INTER_AREA
+    assert big["box"] == [35, 35, 265, 265] and big["upscaled"] is False
+    assert big["nose"] == [round(25 * 192 / 230, 3), round(165 * 192 / 230, 3)]
+    crop = io.read_image(tmp_path / "crops" / r["path"])
+    assert crop.shape == (192, 192, 3)
+    assert (crop[..., 0] == crop[..., 1]).all() and (crop[..., 1] == crop[..., 2]).all()  # gray x3
+    assert io.pixel_sha256(crop) == r["sha256"]
+    src = cv2.imread(str(root / r["source"]), cv2.IMREAD_COLOR)
+    expected = cv2.resize(src[62:178, 92:208], (192, 192), interpolation=cv2.INTER_CUBIC)
+    assert np.array_equal(crop, expected)
+    src2 = cv2.imread(str(root / big["source"]), cv2.IMREAD_COLOR)  # each crop comes from its own image
+    expected2 = cv2.resize(src2[35:265, 35:265], (192, 192), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(io.read_image(tmp_path / "crops" / big["path"]), expected2)
+
+
+def test_sftl54_caps_take_evenly_spaced_items_in_subject_order(tmp_path):
+    root = tmp_path / "sf"
+    for subject in (1, 2, 3, 10, 11):
+        for frame in (1, 2):
+            add_sftl54(root, "train", f"{subject}_1_1_{frame}", landmarks(20, 20, 80, 80), size=(120, 100),
+                       seed=subject * 10 + frame)
+    for split in ("val", "test"):
+        (root / "gray" / split / "images").mkdir(parents=True)
+    res = data.build_sftl54(root, tmp_path / "crops", caps=(4, 80, 200))
+    # order by subject number: 1a 1b 2a 2b 3a 3b 10a 10b 11a 11b; linspace(0, 9, 4) -> 0, 3, 6, 9
+    assert sorted(r["id"] for r in res.records) == sorted(
+        ["sf_1_1_1_1", "sf_2_1_1_2", "sf_10_1_1_1", "sf_11_1_1_2"])
+    assert res.info["available"] == {"train": 10, "val": 0, "test": 0}
+    assert len(list((tmp_path / "crops" / "train" / "sftl54").glob("*.png"))) == 4
+    assert len(data.build_sftl54(root, tmp_path / "c2", caps=(None, 0, 0)).records) == 10
+    with pytest.raises(ValueError, match="caps"):
+        data.build_sftl54(root, tmp_path / "c3", caps=(4, 80))
+
+
+def test_sftl54_bad_inputs_are_skipped_counted_and_named(tmp_path):
+    root = sftl54_tree(tmp_path / "sf")
+    good = landmarks(100, 80, 200, 160)
+    base = add_sftl54(root, "train", "3_1_1_1", good)            # truncated image
+    raw = (base / "images" / "3_1_1_1.png").read_bytes()
+    (base / "images" / "3_1_1_1.png").write_bytes(raw[: len(raw) // 2])
+    add_sftl54(root, "train", "4_1_1_1", None)                   # unparseable JSON
+    (base / "json" / "4_1_1_1.json").write_text("{not json")
+    add_sftl54(root, "train", "5_1_1_1", good[:53])              # 53 points
+    add_sftl54(root, "train", "6_1_1_1", None)                   # no JSON at all
+    (base / "json" / "7_1_1_1.json").write_text(json.dumps(labelme(good)))  # JSON without image
+    add_sftl54(root, "train", "8_1_1_1", landmarks(600, 400, 700, 500))     # landmarks off the frame
+    add_sftl54(root, "train", "face_1_1_1", good)                 # no subject number
+    add_sftl54(root, "train", "9_1_1_1", landmarks(100, 100, 140, 140))     # side 46 < min_crop_side
+    res = data.build_sftl54(root, tmp_path / "crops", min_crop_side=64)
+    assert names(res, data.R_UNREADABLE) == ["gray/train/images/3_1_1_1.png"]
+    assert names(res, data.R_UNPARSEABLE_JSON) == ["gray/train/json/4_1_1_1.json"]
+    assert names(res, data.R_BAD_ANNOTATION) == ["gray/train/json/5_1_1_1.json"]
+    assert names(res, data.R_MISSING_JSON) == ["gray/train/images/6_1_1_1.png"]
+    assert names(res, data.R_MISSING_IMAGE) == ["gray/train/json/7_1_1_1.json"]
+    assert names(res, data.R_DEGENERATE) == ["gray/train/images/8_1_1_1.png"]
+    assert names(res, data.R_BAD_NAME) == ["gray/train/images/face_1_1_1.png"]
+    assert names(res, data.R_TOO_SMALL) == ["gray/train/images/9_1_1_1.png"]
+    assert sorted(r["id"] for r in res.records) == ["sf_101_1_1_1", "sf_121_1_1_1", "sf_1_1_1_1"]
+
+
+def test_missing_roots_name_path_and_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*expected layout"):
+        data.build_sftl54(tmp_path / "nowhere", tmp_path / "crops")
+    root = sftl54_tree(tmp_path / "sf")
+    with pytest.raises(FileNotFoundError, match="iron"):
+        data.build_sftl54(root, tmp_path / "crops", palette="iron")
+    with pytest.raises(FileNotFoundError, match=r"gone.*expected layout"):
+        data.build_thermeval(tmp_path / "gone", tmp_path / "crops")
+    te = small_thermeval(tmp_path / "te")
+    (te / "Annotations" / "annotations_2.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"annotations_2\.json"):
+        data.build_thermeval(te, tmp_path / "crops")
+
+
+# ---------------------------------------------------------------------------------------------
+# ThermEval-D builder
+# ---------------------------------------------------------------------------------------------
+def test_thermeval_smallest_person_and_jpg_name(tmp_path):
+    big, small, other = [0, 0, 200, 180], [50, 40, 60, 80], [150, 100, 20, 20]  # `other` excludes the nose
+    nose = [75, 60, 10, 8]  # centre (80, 64)
+    root = thermeval_tree(tmp_path / "te", [("f1.jpg", [big, other, small], [nose])],
+                          [("t0.png", [small], [nose])])
+    res = data.build_thermeval(root, tmp_path / "crops")
+    r = next(r for r in res.records if r["id"] == "te_f1_0")
+    assert r["source"] == "images/f1.png" and r["subject"] is None
+    assert r["box"] == [34, 34, 126, 126]  # from the small Person, not the big one
+    assert r["nose"] == [96.0, round(30 * 192 / 92, 3)]
+    assert r["source_size"] == [256, 192]
+
+
+@pytest.mark.parametrize("hw, box", [((256, 192), [82, 142, 192, 256]), ((192, 256), [82, 142, 198, 192])])
+def test_thermeval_reads_the_real_frame_orientation(tmp_path, hw, box):
+    person, nose = [100, 150, 80, 100], [135, 165, 10, 10]  # centre (140, 200), side 115
+    root = thermeval_tree(tmp_path / "te", [("a.png", [person], [nose])], [("b.png", [person], [nose])],
+                          frames={"a.png": hw, "b.png": hw})
+    res = data.build_thermeval(root, tmp_path / "crops")
+    assert [r["box"] for r in res.records] == [box, box]
+    assert res.records[0]["source_size"] == [hw[1], hw[0]]
+
+
+def test_thermeval_splits_by_image_with_seed(tmp_path):
+    person, nose = [50, 40, 60, 80], [75, 60, 10, 8]
+    file1 = [(f"s{i:02d}.png", [person], [nose, nose]) for i in range(10)]
+    file1.insert(4, ("lonely.png", [], [nose]))  # no Person: no crop, not part of the shuffle
+    res = data.build_thermeval(thermeval_tree(tmp_path / "te", file1, [("t.png", [person], [nose])]),
+                               tmp_path / "crops")
+    order = [f"images/s{i:02d}.png" for i in range(10)]
+    random.Random(7).shuffle(order)
+    by_split = {s: {r["source"] for r in res.records if r["split"] == s} for s in data.SPLITS}
+    assert by_split == {"train": set(order[:7]), "val": set(order[7:]), "test": {"images/t.png"}}
+    assert res.info["images"] == {"train": 7, "val": 3, "test": 1}
+    assert sum(r["split"] == "train" for r in res.records) == 14  # two noses per image
+    assert names(res, data.R_NO_PERSON) == ["images/lonely.png (nose 0)"]
+    data.check_disjoint(res.records)
+    other = data.build_thermeval(tmp_path / "te", tmp_path / "c2", seed=8)
+    assert {r["source"] for r in other.records if r["split"] == "train"} != by_split["train"]
+
+
+def test_thermeval_bad_inputs(tmp_path):
+    person, nose = [50, 40, 60, 80], [75, 60, 10, 8]
+    file1 = [("ok.png", [person], [nose, [5, 5, 4, 4], nose]), ("ghost.jpg", [person], [nose]),
+             ("broken.png", [person], [nose])]
+    root = thermeval_tree(tmp_path / "te", file1, [("t.png", [person], [nose])])
+    (root / "images" / "ghost.png").unlink()
+    raw = (root / "images" / "broken.png").read_bytes()
+    (root / "images" / "broken.png").write_bytes(raw[:100])
+    res = data.build_thermeval(root, tmp_path / "crops")
+    assert names(res, data.R_MISSING_IMAGE) == ["Annotations/annotations_1.json: images/ghost.jpg"]
+    assert names(res, data.R_UNREADABLE) == ["images/broken.png"]
+    assert names(res, data.R_NO_PERSON) == ["images/ok.png (nose 1)"]
+    # k counts every Nose of the image, so the ids stay stable when one is skipped
+    assert sorted(r["id"] for r in res.records) == ["te_ok_0", "te_ok_2", "te_t_0"]
+    (root / "Annotations" / "annotations_1.json").write_text('{"images": [')
+    with pytest.raises(ValueError, match=r"annotations_1\.json"):
+        data.build_thermeval(root, tmp_path / "c2")
+    (root / "Annotations" / "annotations_1.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": []}))
+    with pytest.raises(ValueError, match=r"annotations_1\.json: malformed images\[0\]"):
+        data.build_thermeval(root, tmp_path / "c3")
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest
+# ---------------------------------------------------------------------------------------------
+def build_both(tmp_path, **kw):
+    """Build the small SF-TL54 + ThermEval-D fixtures (created once per tmp_path) into tmp_path/crops."""
+    sf, te = tmp_path / "sf", tmp_path / "te"
+    if not sf.exists():
+        sftl54_tree(sf)
+        small_thermeval(te)
+    return data.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, **kw)
+
+
+def test_build_dataset_writes_manifest_in_stable_order(tmp_path):
+    m = build_both(tmp_path)
+    assert m == data.load_manifest(tmp_path / "crops" / "manifest.json")
+    keys = [(r["split"], r["dataset"], r["id"]) for r in m["records"]]
+    # the single pool image of ThermEval-D goes to val: int(0.7 * 1) = 0 train images
+    assert keys == [("train", "sftl54", "sf_1_1_1_1"), ("val", "sftl54", "sf_101_1_1_1"),
+                    ("val", "thermeval", "te_p0_0"), ("test", "sftl54", "sf_121_1_1_1"),
+                    ("test", "thermeval", "te_t0_0")]
+    assert all(set(r) == set(data._RECORD_FIELDS) for r in m["records"])
+    assert m["summary"]["counts"]["val"] == {"sftl54": 1, "thermeval": 1, "total": 2}
+    assert m["params"]["caps"] == [600, 80, 200] and m["params"]["seed"] == 7
+    assert data.verify_crops(tmp_path / "crops", m["records"]) == 5
+    assert not (tmp_path / "crops" / data._STAGING).exists()
+    assert str(tmp_path) not in (tmp_path / "crops" / "manifest.json").read_text()
+    table = data.summary_table(m)
+    assert "train" in table and "skipped: none" in table
+    with pytest.raises(TypeError, match="palete"):
+        build_both(tmp_path, palete="iron")
+
+
+def test_committed_manifest_mismatch_and_update(tmp_path):
+    committed = tmp_path / "committed.json"
+    build_both(tmp_path, committed_manifest=committed)
+    saved = json.loads(committed.read_text())
+    assert set(saved) == {"schema_version", "records"} and str(tmp_path) not in committed.read_text()
+    build_both(tmp_path, committed_manifest=committed)  # same inputs: no mismatch
+    saved["records"][0]["box"] = [0, 0, 10, 10]
+    committed.write_text(json.dumps(saved))
+    before = tree_hash(tmp_path / "crops")
+    with pytest.raises(data.ManifestMismatch, match=r"changed: sf_1_1_1_1 \(box\)"):
+        build_both(tmp_path, committed_manifest=committed)
+    assert tree_hash(tmp_path / "crops") == before  # a refused build changes nothing
+    m = build_both(tmp_path, committed_manifest=committed, update_committed=True)
+    assert data.load_manifest(committed)["records"] == m["records"]
+
+
+def test_compare_manifests_names_ids_and_fields():
+    a = {"id": "a", "box": [0, 0, 1, 1], "sha256": "x"}
+    b = {"id": "b", "box": [0, 0, 1, 1], "sha256": "y"}
+    c = {"id": "c", "box": [0, 0, 1, 1], "sha256": "z"}
+    changed = {**b, "box": [0, 0, 2, 2], "sha256": "w"}
+    assert data.compare_manifests([a, b], [a, b]) == []
+    assert data.compare_manifests([a, changed, c], [a, b]) == ["added: c", "changed: b (box, sha256)"]
+    assert data.compare_manifests([a], [a, b]) == ["removed: b"]
+
+
+def test_subject_in_two_splits_is_refused(tmp_path):
+    sf = sftl54_tree(tmp_path / "sf", extra=[("test", "1_2_1_1", landmarks(100, 80, 200, 160))])
+    with pytest.raises(ValueError, match=r"subject 1 of sftl54 is in splits \['train', 'test'\]"):
+        data.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=None)
+    assert not (tmp_path / "crops" / "manifest.json").exists()
+    recs = [{"id": "x", "dataset": "thermeval", "split": "train", "source": "images/a.png", "subject": None},
+            {"id": "y", "dataset": "thermeval", "split": "val", "source": "images/a.png", "subject": None}]
+    with pytest.raises(ValueError, match="images/a.png"):
+        data.check_disjoint(recs)
+    data.check_disjoint(recs[:1])
+
+
+def test_stale_crops_removed_and_other_files_kept(tmp_path):
+    stale = tmp_path / "crops" / "train" / "sftl54" / "sf_old.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    note = tmp_path / "crops" / "notes.txt"
+    note.write_text("keep me")
+    m = build_both(tmp_path)
+    assert not stale.exists() and note.read_text() == "keep me"
+    assert m["summary"]["stale_removed"] == ["train/sftl54/sf_old.png"]
+
+
+def test_verify_crops_detects_changed_and_missing(tmp_path):
+    m = build_both(tmp_path)
+    crops = tmp_path / "crops"
+    rec = m["records"][0]
+    img = io.read_image(crops / rec["path"])
+    img[0, 0, 0] ^= 1
+    io.write_png(crops / rec["path"], img)
+    with pytest.raises(ValueError, match=rf"1 unreadable or with different pixels: {rec['path']}"):
+        data.verify_crops(crops, m["records"])
+    (crops / m["records"][1]["path"]).unlink()
+    with pytest.raises(ValueError, match=rf"1 missing: {m['records'][1]['path']}"):
+        data.verify_crops(crops, m["records"])
+
+
+def test_raw_tree_unchanged_and_crops_never_inside_it(tmp_path):
+    sf, te = sftl54_tree(tmp_path / "sf"), small_thermeval(tmp_path / "te")
+    add_sftl54(sf, "train", "5_1_1_1", landmarks(0, 0, 50, 50)[:53])  # a skipped file too
+    before = tree_hash(sf), tree_hash(te)
+    m = data.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te)
+    assert (tree_hash(sf), tree_hash(te)) == before
+    assert "5_1_1_1.json" in data.summary_table(m) and "bad annotation: 1" in data.summary_table(m)
+    with pytest.raises(ValueError, match="overlap"):
+        data.build_dataset(sf / "crops", sftl54_root=sf, thermeval_root=te)
+    assert (tree_hash(sf), tree_hash(te)) == before
+
+
+def test_select_and_load_manifest(tmp_path):
+    recs = [{"id": f"{d[:2]}_{i}", "dataset": d, "split": s}
+            for d in data.DATASETS for s in data.SPLITS for i in range(3)]
+    test = data.select(recs, "test", first_n=2)
+    assert [r["id"] for r in test] == ["sf_0", "sf_1", "th_0", "th_1"]
+    assert [r["id"] for r in data.select(recs, "val", "thermeval")] == ["th_0", "th_1", "th_2"]
+    with pytest.raises(ValueError, match="split"):
+        data.select(recs, "dev")
+    bad = tmp_path / "m.json"
+    bad.write_text(json.dumps({"records": []}))
+    with pytest.raises(ValueError, match=r"m\.json"):
+        data.load_manifest(bad)
+    with pytest.raises(FileNotFoundError, match=r"absent\.json"):
+        data.load_manifest(tmp_path / "absent.json")

@@ -1,0 +1,330 @@
+"""Tests of thermsr_utils.models on tiny PAN configs (no network, no downloaded weights)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import super_image
+from thermsr_utils import models as M
+from thermsr_utils.data import make_lr
+
+TINY = {"nf": 8, "unf": 8, "nb": 1}
+
+
+@pytest.fixture(autouse=True)
+def isolated_hf_cache(tmp_path, monkeypatch):
+    """Every test sees an empty, offline Hugging Face cache of its own."""
+    cache = tmp_path / "hf_home" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def tiny_pan(seed: int = 0, scale: int = 4) -> nn.Module:
+    torch.manual_seed(seed)
+    return super_image.PanModel(super_image.PanConfig(scale=scale, **TINY)).eval()
+
+
+def lr_batch(n: int = 2, size: int = 8, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def fake_hub_entry(cache, hub_id: str, model: nn.Module, sha: str = "0" * 39 + "1"):
+    """Write ``model`` into the cache layout huggingface_hub uses (refs/main -> snapshots/<sha>/)."""
+    repo = cache / ("models--" + hub_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    model.save_pretrained(repo / "snapshots" / sha)
+    return repo / "snapshots" / sha
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and random weights
+# ---------------------------------------------------------------------------------------------
+def test_registry_names_and_hub_ids():
+    for name, hub in [("drln", "eugenesiow/drln-bam"), ("a2n", "eugenesiow/a2n"), ("edsr-base", "eugenesiow/edsr-base"),
+                      ("msrn", "eugenesiow/msrn"), ("pan", "eugenesiow/pan")]:
+        assert M.ARCHITECTURES[name].hub_id == hub
+    assert M.ARCHITECTURES["drln"].config_kwargs == {"bam": True}
+    assert set(M.PROFILE_ARCH.values()) <= set(M.ARCHITECTURES)
+    small = M.count_params(M.new_model("pan-small"))
+    assert M.count_params(M.new_model("pan-tiny")) < small < M.count_params(M.new_model("pan"))
+
+
+def test_random_source_tiny_model_shapes_and_info():
+    model, info = M.load_model("pan-tiny", scale=4, source="random")
+    assert info["source"] == "random" and info["architecture"] == "pan-tiny" and info["model_type"] == "PAN"
+    assert info["n_params"] == sum(p.numel() for p in model.parameters()) > 0
+    assert info["config"]["nf"] == 8 and info["scale"] == 4
+    assert not model.training
+    assert model(lr_batch(1, 6)).shape == (1, 3, 24, 24)
+    json.dumps(info)  # result files must be able to carry it
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_random_source_other_scales(scale):
+    model, info = M.load_model("pan-tiny", scale=scale, source="random")
+    assert model(lr_batch(1, 5)).shape == (1, 3, 5 * scale, 5 * scale)
+    assert info["config"]["scale"] == scale
+
+
+def test_bad_scale_and_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match=r"x2, x3, x4"):
+        M.load_model("pan-tiny", scale=8, source="random")
+    with pytest.raises(ValueError, match="scale"):
+        M.standin_path(tmp_path, "pan-tiny", scale=1)
+    with pytest.raises(ValueError, match="unknown source"):
+        M.load_model("pan-tiny", source="internet")
+    with pytest.raises(ValueError, match="unknown model 'no-such-net'"):
+        M.load_model("no-such-net", source="random")
+    with pytest.raises(ValueError, match="unknown architecture"):
+        M.standin_path(tmp_path, "no-such-net")
+
+
+# ---------------------------------------------------------------------------------------------
+# Local directories written by save_pretrained
+# ---------------------------------------------------------------------------------------------
+def test_save_pretrained_round_trip_identical_outputs(tmp_path):
+    model = tiny_pan(seed=3)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "pytorch_model_4x.pt"]
+    loaded, info = M.load_model(tmp_path / "ckpt")
+    assert info["source"] == "local" and info["weights"] == "ckpt" and info["model_type"] == "PAN"
+    assert len(info["weights_sha256"]) == 64
+    x = lr_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+        assert not torch.equal(tiny_pan(seed=4)(x), model(x))  # a different model would be told apart
+
+
+def test_save_model_loads_with_super_image_from_pretrained(tmp_path, capsys):
+    model = tiny_pan(seed=5)
+    out = M.save_model(model, tmp_path / "ft", extra_json={"run.json": {"note": "x"}})
+    assert json.loads((out / "run.json").read_text()) == {"note": "x"}
+    again = super_image.PanModel.from_pretrained(str(out), scale=4)
+    x = lr_batch()
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    # overwriting keeps one folder and leaves no temporary folders behind
+    M.save_model(tiny_pan(seed=6), out)
+    assert [p.name for p in tmp_path.iterdir()] == ["ft"]
+    assert not (out / "run.json").exists()
+
+
+def test_local_dir_missing_files_lists_contents(tmp_path):
+    tiny_pan().save_pretrained(tmp_path / "ckpt")
+    listing = r"pytorch_model_3x\.pt.*holds: config\.json, pytorch_model_4x\.pt"
+    with pytest.raises(M.WeightsNotFoundError, match=listing):
+        M.load_model(tmp_path / "ckpt", scale=3)
+    (tmp_path / "ckpt" / "config.json").unlink()
+    with pytest.raises(M.WeightsNotFoundError, match=r"lacks config\.json"):
+        M.load_model(tmp_path / "ckpt", source="local")
+    with pytest.raises(M.WeightsNotFoundError, match="not found"):
+        M.load_model(tmp_path / "absent", source="local")
+
+
+def test_strict_loading_rejects_missing_keys(tmp_path):
+    model = tiny_pan()
+    model.save_pretrained(tmp_path / "ckpt")
+    sd = model.state_dict()
+    sd.pop("conv_last.weight")
+    torch.save(sd, tmp_path / "ckpt" / "pytorch_model_4x.pt")
+    with pytest.raises(ValueError, match=r"(?s)do not fit.*conv_last\.weight"):
+        M.load_model(tmp_path / "ckpt")
+
+
+def test_data_parallel_prefix_is_accepted(tmp_path):
+    model = tiny_pan(seed=2)
+    model.save_pretrained(tmp_path / "ckpt")
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, tmp_path / "ckpt" / "pytorch_model_4x.pt")
+    loaded, _ = M.load_model(tmp_path / "ckpt")
+    x = lr_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+class _Payload:
+    """Unpickling this runs os.mkdir(path): a stand-in for arbitrary code in a crafted checkpoint."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_crafted_pickle_is_refused_without_running_code(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    tiny_pan().save_pretrained(ckpt)
+    # the payload is real: an unsafe load of an identical file does run it
+    probe_marker = tmp_path / "probe_ran"
+    torch.save({"w": _Payload(probe_marker)}, tmp_path / "probe.pt")
+    torch.load(tmp_path / "probe.pt", weights_only=False)
+    assert probe_marker.is_dir()
+
+    marker = tmp_path / "payload_ran"
+    torch.save({"conv_first.weight": _Payload(marker)}, ckpt / "pytorch_model_4x.pt")
+    with pytest.raises(M.UnsafeCheckpointError, match="refusing to load"):
+        M.load_model(ckpt)
+    assert not marker.exists()
+
+
+def test_non_state_dict_and_corrupt_files(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    tiny_pan().save_pretrained(ckpt)
+    torch.save([torch.zeros(1)], ckpt / "pytorch_model_4x.pt")
+    with pytest.raises(M.UnsafeCheckpointError, match="not a state dict"):
+        M.load_model(ckpt)
+    (ckpt / "pytorch_model_4x.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="cannot read weights file"):
+        M.load_model(ckpt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub cache and the auto order
+# ---------------------------------------------------------------------------------------------
+def test_auto_with_nothing_available_raises_clear_error(tmp_path, isolated_hf_cache):
+    with pytest.raises(M.WeightsNotFoundError) as err:
+        M.load_model("drln", standin_dir=tmp_path / "standins")
+    msg = str(err.value)
+    for part in ("eugenesiow/drln-bam", "not in the Hugging Face cache", str(isolated_hf_cache),
+                 "build_standin", "source='random'", "drln-x4"):
+        assert part in msg
+    with pytest.raises(M.WeightsNotFoundError, match="HF_HUB_OFFLINE"):
+        M.load_model("drln", source="hub")
+    with pytest.raises(M.WeightsNotFoundError, match="no hub weights"):
+        M.load_model("pan-tiny")
+
+
+def test_fake_hub_cache_entry_is_used(isolated_hf_cache):
+    model = tiny_pan(seed=7)
+    fake_hub_entry(isolated_hf_cache, "eugenesiow/pan", model, sha="a" * 40)
+    assert M.cached_hub_files("eugenesiow/pan", 4) is not None
+    assert M.cached_hub_files("eugenesiow/pan", 2) is None
+    x = lr_batch()
+    for spec, source in [("pan", "auto"), ("eugenesiow/pan", "auto"), ("pan", "hub")]:
+        loaded, info = M.load_model(spec, source=source)
+        assert info["source"] == "hub" and info["weights"] == "eugenesiow/pan" and info["revision"] == "a" * 40
+        assert info["architecture"] == "pan" and info["config"]["nf"] == 8
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))
+
+
+def test_auto_prefers_hub_over_standin_and_falls_back_to_standin(tmp_path, isolated_hf_cache):
+    standins = tmp_path / "standins"
+    M.save_model(tiny_pan(seed=8), M.standin_path(standins, "pan"), extra_json={"standin.json": {"arch": "pan"}})
+    _, info = M.load_model("pan", standin_dir=standins)
+    assert info["source"] == "standin"
+    fake_hub_entry(isolated_hf_cache, "eugenesiow/pan", tiny_pan(seed=9))
+    _, info = M.load_model("pan", standin_dir=standins)
+    assert info["source"] == "hub"
+
+
+# ---------------------------------------------------------------------------------------------
+# Stand-in pretraining
+# ---------------------------------------------------------------------------------------------
+def test_build_standin_writes_folder_and_is_deterministic(tmp_path):
+    kw = dict(steps=3, batch=2, patch=16, progress=False)
+    a = M.build_standin("pan-tiny", M.standin_path(tmp_path / "a", "pan-tiny"), seed=0, **kw)
+    b = M.build_standin("pan-tiny", M.standin_path(tmp_path / "b", "pan-tiny"), seed=0, **kw)
+    c = M.build_standin("pan-tiny", M.standin_path(tmp_path / "c", "pan-tiny"), seed=1, **kw)
+    folder = M.standin_path(tmp_path / "a", "pan-tiny")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "pytorch_model_4x.pt", "standin.json"]
+    assert [p.name for p in folder.parent.iterdir()] == ["pan-tiny-x4"]  # no temporary folder left
+    on_disk = json.loads((folder / "standin.json").read_text())
+    assert on_disk["steps"] == 3 and on_disk["train_images"] == list(M.STANDIN_TRAIN_IMAGES)
+    assert M.STANDIN_HOLDOUT_IMAGE not in on_disk["train_images"]
+    assert np.isfinite(on_disk["final_train_l1"]) and on_disk["holdout_psnr_bicubic"] > 20
+    strip = lambda d: {k: v for k, v in d.items() if k != "train_seconds"}  # noqa: E731
+    assert strip(a) == strip(b) and a["final_train_l1"] != c["final_train_l1"]
+    sd = lambda name: torch.load(M.standin_path(tmp_path / name, "pan-tiny") / "pytorch_model_4x.pt",  # noqa: E731
+                                 weights_only=True)
+    sa, sb, sc = sd("a"), sd("b"), sd("c")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    model, info = M.load_model("pan-tiny", source="standin", standin_dir=tmp_path / "a")
+    assert info["source"] == "standin" and info["standin"]["seed"] == 0
+    _, info_dir = M.load_model(folder)
+    assert info_dir["source"] == "standin"  # a stand-in stays labelled as one when loaded by path
+
+
+def test_build_standin_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="multiple of scale"):
+        M.build_standin("pan-tiny", tmp_path / "x", patch=18, steps=1, progress=False)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        M.build_standin("no-such-net", tmp_path / "x", steps=1, progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_skimage_photos_load_offline_as_bgr():
+    for name in M.STANDIN_TRAIN_IMAGES + (M.STANDIN_HOLDOUT_IMAGE,):
+        img = M.skimage_photo(name)
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    import skimage.data
+
+    assert np.array_equal(M.skimage_photo("astronaut")[..., 0], skimage.data.astronaut()[..., 2])
+    with pytest.raises(ValueError, match="no sample image"):
+        M.skimage_photo("not_an_image")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference and bicubic
+# ---------------------------------------------------------------------------------------------
+def test_upscale_shapes_and_batching_equivalence():
+    model = tiny_pan(seed=11)
+    x = lr_batch(5, 7)
+    one = M.upscale(model, x, batch_size=1)
+    four = M.upscale(model, x, batch_size=4)
+    assert one.shape == (5, 3, 28, 28) and one.dtype == torch.float32
+    torch.testing.assert_close(one, four, rtol=0, atol=1e-6)
+    torch.testing.assert_close(M.upscale(model, x[2]), one[2], rtol=0, atol=1e-6)
+    assert not one.requires_grad
+
+
+class _Times3(nn.Module):
+    """Nearest ×2 upsampling times 3: outputs leave [0, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(3.0))
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest") * self.w
+
+
+def test_upscale_does_not_clamp_and_restores_training_mode():
+    model = _Times3().train()
+    out = M.upscale(model, torch.full((2, 3, 3, 3), 0.5), batch_size=1)
+    assert out.shape == (2, 3, 6, 6) and torch.allclose(out, torch.full_like(out, 1.5))
+    assert model.training
+    with pytest.raises(ValueError, match="N×3×H×W"):
+        M.upscale(model, torch.zeros(2, 1, 4, 4))
+
+
+def test_bicubic_baseline():
+    flat = np.full((6, 5, 3), 77, np.uint8)
+    up = M.bicubic(flat, 4)
+    assert up.shape == (24, 20, 3) and up.dtype == np.uint8 and np.all(up == 77)
+    rng = np.random.default_rng(0)
+    smooth = np.clip(np.cumsum(rng.integers(-2, 3, (16, 16, 3)), axis=1) + 128, 0, 255).astype(np.uint8)
+    back = make_lr(M.bicubic(smooth, 4), 4).astype(int)
+    assert np.abs(back - smooth.astype(int)).mean() < 2.0
+    with pytest.raises(ValueError, match="uint8"):
+        M.bicubic(flat.astype(np.float32))
+
+
+def test_no_leftovers_from_failed_save(tmp_path):
+    class Broken(nn.Module):
+        def save_pretrained(self, path):
+            (path / "partial.bin").write_bytes(b"x")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        M.save_model(Broken(), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,586 @@
+"""Tests of thermsr_utils.train: patch dataset, recipes, schedules, EMA, validation, fit and resume."""
+import dataclasses
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from super_image import EdsrConfig, EdsrModel, PretrainedConfig, PreTrainedModel
+from torch import nn
+
+from thermsr_utils import train
+from thermsr_utils.data import bgr_to_tensor, make_lr
+from thermsr_utils.losses import l1_loss, make_loss
+from thermsr_utils.train import Recipe, SRPatchDataset, fit, load_finetuned
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny convolutions run much faster single-threaded on a busy machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------------------ tiny model
+class TinyConfig(PretrainedConfig):
+    model_type = "THERMSR_TINY_TEST"
+
+    def __init__(self, scale=4, n_feats=16, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.n_feats = n_feats
+        self.dropout = dropout
+        self.data_parallel = False
+
+
+class TinySR(PreTrainedModel):
+    """conv → ReLU (→ dropout) → conv → PixelShuffle: the smallest ×4 model with super-image's save/load."""
+
+    config_class = TinyConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        s, nf = config.scale, config.n_feats
+        self.body = nn.Sequential(nn.Conv2d(3, nf, 3, padding=1), nn.ReLU(), nn.Dropout(config.dropout),
+                                  nn.Conv2d(nf, 3 * s * s, 3, padding=1), nn.PixelShuffle(s))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def tiny_model(seed=0, n_feats=16, dropout=0.0):
+    torch.manual_seed(seed)
+    return TinySR(TinyConfig(n_feats=n_feats, dropout=dropout))
+
+
+def noise_images(n, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def smooth_image(size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return cv2.resize(rng.integers(40, 216, (2, 2, 3), dtype=np.uint8), (size, size),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def mae(sr, hr):
+    return (sr - hr).abs().mean(dim=(1, 2, 3))
+
+
+def small_recipe(**kw):
+    base = dict(name="t", epochs=2, batch_size=2, lr=1e-3, weight_decay=1e-4, patch=16, augment=False,
+                val_every=1, select_metric="mae", select_mode="min")
+    base.update(kw)
+    return Recipe(**base)
+
+
+def val_sets(n=2, seed=5):
+    return {"a": SRPatchDataset(noise_images(n, seed=seed), patch=None),
+            "b": SRPatchDataset(noise_images(1, seed=seed + 1), patch=None)}
+
+
+def strip_timing(history):
+    return [{k: v for k, v in rec.items() if k not in train.TIMING_KEYS} for rec in history]
+
+
+def dihedral(img):
+    """The 8 flips/rotations of an H×W×C array."""
+    out = []
+    for flipped in (img, img[:, ::-1]):
+        for k in range(4):
+            out.append(np.rot90(flipped, k, axes=(0, 1)))
+    return out
+
+
+# ------------------------------------------------------------------------------ dataset
+def test_dataset_shapes_range_and_lr_made_from_the_hr_patch():
+    img = noise_images(1, size=64)[0]
+    ds = SRPatchDataset([img], patch=32)
+    lr, hr = ds[0]
+    assert lr.shape == (3, 8, 8) and hr.shape == (3, 32, 32)
+    assert lr.dtype == torch.float32 and 0 <= hr.min() and hr.max() <= 1
+    patch = ds.hr_patch(0)
+    assert torch.equal(hr, bgr_to_tensor(patch))
+    assert torch.equal(lr, bgr_to_tensor(make_lr(patch)))
+    hits = [(y, x) for y in range(33) for x in range(33) if np.array_equal(img[y:y + 32, x:x + 32], patch)]
+    assert len(hits) == 1                                    # a real window of the crop
+
+
+def test_dataset_converts_bgr_to_rgb():
+    blue = np.zeros((16, 16, 3), np.uint8)
+    blue[..., 0] = 255                                       # pure blue in OpenCV's BGR order
+    lr, hr = SRPatchDataset([blue], patch=None)[0]
+    for t in (lr, hr):
+        assert torch.all(t[2] == 1) and torch.all(t[0] == 0) and torch.all(t[1] == 0)
+
+
+def test_dataset_randomness_is_seeded_by_seed_epoch_index():
+    imgs = noise_images(3, size=64)
+    a = SRPatchDataset(imgs, patch=16, augment=True, seed=1)
+    b = SRPatchDataset(imgs, patch=16, augment=True, seed=1)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    _ = b[0], b[1]                                           # earlier draws do not matter
+    assert torch.equal(a[2][1], b[2][1])
+    b.set_epoch(4)
+    assert any(not torch.equal(a[i][1], b[i][1]) for i in range(3))
+    c = SRPatchDataset(imgs, patch=16, augment=True, seed=2)
+    c.set_epoch(3)
+    assert any(not torch.equal(a[i][1], c[i][1]) for i in range(3))
+
+
+def test_dataset_augmentation_is_a_flip_rotation_of_the_crop():
+    img = noise_images(1, size=16)[0]
+    choices = dihedral(img)
+    seen = set()
+    ds = SRPatchDataset([img], patch=None, augment=True)
+    for epoch in range(24):
+        ds.set_epoch(epoch)
+        out = ds.hr_patch(0)
+        idx = [i for i, c in enumerate(choices) if np.array_equal(out, c)]
+        assert len(idx) == 1
+        seen.add(idx[0])
+    assert len(seen) >= 4
+    plain = SRPatchDataset([img], patch=None, augment=False)
+    plain.set_epoch(5)
+    assert np.array_equal(plain.hr_patch(0), img)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"images": [np.zeros((8, 8, 3), np.uint8)], "patch": 16}, "smaller than patch"),
+    ({"images": [np.zeros((16, 16, 3), np.float32)]}, "uint8"),
+    ({"images": [np.zeros((16, 16), np.uint8)]}, "uint8 BGR"),
+    ({"images": [np.zeros((16, 16, 3), np.uint8)], "patch": 10}, "multiple of scale"),
+    ({"images": [np.zeros((18, 18, 3), np.uint8)], "patch": None}, "not divisible"),
+    ({"images": [np.zeros((16, 16, 3), np.uint8)], "names": ["a", "b"]}, "names"),
+    ({"images": []}, "at least one"),
+])
+def test_dataset_rejects_bad_input(kwargs, match):
+    kwargs.setdefault("patch", 16)
+    with pytest.raises(ValueError, match=match):
+        SRPatchDataset(**kwargs)
+
+
+def test_dataset_error_names_the_offending_image():
+    imgs = noise_images(2, size=32) + [np.zeros((8, 8, 3), np.uint8)]
+    with pytest.raises(ValueError, match=r"image 2 \(thermeval\)"):
+        SRPatchDataset(imgs, names=["sftl54", "sftl54", "thermeval"], patch=16)
+
+
+def test_loader_order_depends_only_on_seed_and_epoch():
+    ds = SRPatchDataset(noise_images(6, size=32), patch=16, augment=True)
+    r = small_recipe(batch_size=3)
+    first = [hr for _, hr in train.make_loader(ds, r, epoch=2)]
+    again = [hr for _, hr in train.make_loader(ds, r, epoch=2)]
+    other = [hr for _, hr in train.make_loader(ds, r, epoch=3)]
+    assert all(torch.equal(x, y) for x, y in zip(first, again))
+    assert not all(torch.equal(x, y) for x, y in zip(first, other))
+    workers = [hr for _, hr in train.make_loader(ds, dataclasses.replace(r, num_workers=1), epoch=2)]
+    assert all(torch.equal(x, y) for x, y in zip(first, workers))
+
+
+# ------------------------------------------------------------------------------ recipe
+def test_recipe_v1_and_v2_values():
+    v1, v2 = Recipe.v1(), Recipe.v2()
+    assert (v1.epochs, v1.batch_size, v1.lr, v1.weight_decay, v1.patch, v1.augment) == (60, 16, 1e-5, 1e-5, 128, False)
+    assert (v1.warmup_epochs, v1.val_every, v1.ema_decay, v1.selected_copy) == (0, 5, None, "model")
+    assert (v2.epochs, v2.batch_size, v2.lr, v2.weight_decay, v2.patch, v2.augment) == (200, 16, 2e-5, 1e-5, 192, True)
+    assert (v2.warmup_epochs, v2.ema_decay, v2.selected_copy, v2.select_metric) == (5, 0.999, "ema", "psnr")
+    assert "8" in v2.notes                                  # the script's batch default is recorded
+
+
+def test_recipe_replace_to_dict_and_back():
+    r = dataclasses.replace(Recipe.v2(), epochs=3, warmup_epochs=1, ema_decay=None)
+    assert r.selected_copy == "model"
+    d = r.to_dict()
+    assert d["select_on"] == "model" and d["epochs"] == 3
+    json.dumps(d)
+    assert Recipe.from_dict(d) == dataclasses.replace(r, select_on="model")
+    with pytest.raises(ValueError, match="unknown Recipe fields"):
+        Recipe.from_dict({**d, "bogus": 1})
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"warmup_epochs": 60}, "warmup_epochs"),
+    ({"epochs": 0}, "epochs"),
+    ({"lr": 0.0}, "lr"),
+    ({"patch": 30}, "patch"),
+    ({"schedule": "step"}, "schedule"),
+    ({"ema_decay": 1.5}, "ema_decay"),
+    ({"select_on": "ema"}, "select_on"),
+    ({"select_mode": "up"}, "select_mode"),
+    ({"amp": "fp8"}, "amp"),
+])
+def test_recipe_rejects_bad_values(change, field):
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(Recipe.v1(), **change)
+
+
+# ------------------------------------------------------------------------------ optimiser / schedule / EMA
+def test_make_optimizer_is_adamw_over_trainable_parameters():
+    model = tiny_model()
+    model.body[0].bias.requires_grad_(False)
+    opt = train.make_optimizer(model, Recipe.v1())
+    assert isinstance(opt, torch.optim.AdamW)
+    group = opt.param_groups[0]
+    assert group["lr"] == 1e-5 and group["weight_decay"] == 1e-5
+    assert len(group["params"]) == 3
+    frozen = nn.Conv2d(1, 1, 1).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable"):
+        train.make_optimizer(frozen, Recipe.v1())
+
+
+def _lrs(recipe):
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=recipe.lr)
+    sched = train.make_scheduler(opt, recipe)
+    lrs = []
+    for _ in range(recipe.epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_v1_schedule_is_cosine_over_all_epochs():
+    lrs = _lrs(Recipe.v1())
+    peak, n = 1e-5, 60
+    assert lrs[0] == pytest.approx(peak)
+    assert lrs[30] == pytest.approx(peak * 0.5)
+    assert lrs[-1] == pytest.approx(peak * (1 + math.cos(math.pi * (n - 1) / n)) / 2)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_v2_schedule_warms_up_linearly_then_cosine():
+    r = Recipe.v2()
+    lrs = _lrs(r)
+    peak, w, n, f = 2e-5, 5, 200, r.warmup_start_factor
+    assert lrs[0] == pytest.approx(peak * f)
+    assert lrs[w - 1] == pytest.approx(peak * (f + (1 - f) * (w - 1) / w))
+    assert lrs[w] == pytest.approx(peak)                    # warmup over: peak, start of the cosine
+    assert lrs[-1] == pytest.approx(peak * (1 + math.cos(math.pi * (n - 1 - w) / (n - w))) / 2)
+    assert all(a < b for a, b in zip(lrs[:w], lrs[1:w + 1]))
+    assert all(a > b for a, b in zip(lrs[w:], lrs[w + 1:]))
+
+
+def test_constant_schedule_keeps_the_lr():
+    lrs = _lrs(small_recipe(epochs=4, schedule="constant", lr=3e-3))
+    assert lrs == pytest.approx([3e-3] * 4)
+
+
+def test_ema_copies_then_averages_with_decay():
+    model = nn.Linear(2, 1)
+    ema = train.make_ema(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update_parameters(model)                            # the first update copies
+    assert torch.allclose(ema.module.weight, torch.ones(1, 2))
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update_parameters(model)
+    assert torch.allclose(ema.module.weight, torch.full((1, 2), 0.9 * 1.0 + 0.1 * 3.0))
+    assert ema.module is not model
+
+
+# ------------------------------------------------------------------------------ evaluate
+class Upsample(nn.Module):
+    def __init__(self, offset=0.0):
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, x):
+        return nn.functional.interpolate(x, scale_factor=4, mode="nearest") + self.offset
+
+
+def _const_pairs(values):
+    return [(torch.full((3, 2, 2), v), torch.full((3, 8, 8), v)) for v in values]
+
+
+def test_evaluate_pools_all_images_not_set_means():
+    sets = {"a": _const_pairs([0.2, 0.4]), "b": _const_pairs([0.9])}
+    res = train.evaluate(Upsample(), sets, {"hr_mean": lambda sr, hr: hr.mean(dim=(1, 2, 3))}, batch_size=1)
+    assert res["a"]["hr_mean"] == pytest.approx(0.3)
+    assert res["b"]["hr_mean"] == pytest.approx(0.9)
+    assert res["all"]["hr_mean"] == pytest.approx(0.5)      # (0.2 + 0.4 + 0.9) / 3, not (0.3 + 0.9) / 2
+    assert (res["a"]["n"], res["b"]["n"], res["all"]["n"]) == (2, 1, 3)
+
+
+def test_evaluate_clamps_the_output_and_restores_training_mode():
+    model = Upsample(offset=5.0).train()
+    res = train.evaluate(model, {"a": _const_pairs([0.5])}, {"max": lambda sr, hr: sr.amax(dim=(1, 2, 3))})
+    assert res["a"]["max"] == pytest.approx(1.0)
+    assert model.training
+
+
+def test_evaluate_accepts_datasets():
+    sets = val_sets()
+    res = train.evaluate(Upsample(), sets, {"mae": mae}, batch_size=2)
+    assert res["a"]["n"] == 2 and res["all"]["n"] == 3
+    assert 0 < res["all"]["mae"] < 1
+
+
+@pytest.mark.parametrize("sets, metrics, match", [
+    ({"all": _const_pairs([0.5])}, {"m": mae}, "reserved"),
+    ({"a": []}, {"m": mae}, "empty"),
+    ({}, {"m": mae}, "no validation sets"),
+    ({"a": _const_pairs([0.5, 0.5])}, {"m": lambda sr, hr: torch.zeros(1)}, "returned 1 values"),
+])
+def test_evaluate_errors(sets, metrics, match):
+    with pytest.raises(ValueError, match=match):
+        train.evaluate(Upsample(), sets, metrics, batch_size=2)
+
+
+# ------------------------------------------------------------------------------ state
+def test_rng_states_round_trip_through_weights_only_file(tmp_path):
+    import random
+
+    states = train.rng_states()
+    torch.save(states, tmp_path / "rng.pt")
+    loaded = torch.load(tmp_path / "rng.pt", weights_only=True)
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    train.set_rng_states(loaded)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_load_state_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="state.pt"):
+        train.load_state(tmp_path / "state.pt")
+    (tmp_path / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="state.pt"):
+        train.load_state(tmp_path / "state.pt")
+    torch.save({"format": 99}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt"):
+        train.load_state(tmp_path / "other.pt")
+
+
+# ------------------------------------------------------------------------------ fit
+def test_fit_writes_history_best_and_state(tmp_path, capsys):
+    train_set = SRPatchDataset(noise_images(3), names=["x", "x", "y"], patch=16)
+    recipe = small_recipe(epochs=3, val_every=2)
+    loss = make_loss("l1+fft", weight=0.5)
+    out = fit(tiny_model(), train_set, val_sets(), loss, recipe, tmp_path, metrics={"mae": mae},
+              extra_meta={"manifest_sha256": "abc", "lr_recipe": "cv2.INTER_AREA x1/4"}, progress=True)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "val[model]" in ln]
+    assert len(lines) == 3                                  # epoch 0, epoch 2 and the last epoch
+
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert [h["val"] is not None for h in history] == [True, False, True, True]
+    assert history[0]["is_best"] is False                   # the initial model is never kept
+    rec = history[1]
+    assert rec["lr"] == pytest.approx(1e-3) and rec["steps"] == 2
+    assert set(rec["train_terms"]) == {"l1", "fft"}
+    assert rec["train_loss"] == pytest.approx(rec["train_terms"]["l1"] + 0.5 * rec["train_terms"]["fft"])
+    assert sum(rec["train_term_share"].values()) == pytest.approx(1.0)
+    assert set(history[2]["val"]) == {"a", "b", "all"}
+    kept = [h["epoch"] for h in history if h["is_best"]]
+    assert out["best_epoch"] == kept[-1]
+    assert out["best_value"] == min(h["val"]["all"]["mae"] for h in history[1:] if h["val"])
+
+    best = tmp_path / "best"
+    meta = json.loads((best / "thermsr.json").read_text())
+    assert meta["epoch"] == out["best_epoch"] and meta["manifest_sha256"] == "abc"
+    assert meta["recipe"] == recipe.to_dict() and meta["selected_copy"] == "model"
+    assert meta["loss"][1] == {"name": "fft", "weight": 0.5, "fn": "fft_amplitude_l1"}
+    assert meta["train_set"]["per_dataset"] == {"x": 2, "y": 1}
+    assert (best / "config.json").is_file() and (best / "pytorch_model_4x.pt").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp leftovers
+
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["epoch"] == 3 and len(state["history"]) == 4 and state["ema"] is None
+
+
+def test_best_folder_loads_with_from_pretrained_and_load_finetuned(tmp_path):
+    recipe = small_recipe(epochs=1)
+    model = tiny_model()
+    fit(model, SRPatchDataset(noise_images(2), patch=16), val_sets(), l1_loss, recipe, tmp_path,
+        metrics={"mae": mae}, progress=False)
+    direct = TinySR.from_pretrained(tmp_path / "best", scale=4)
+    loaded, meta = load_finetuned(tmp_path / "best", model_cls=TinySR)
+    for m in (direct, loaded):
+        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), model.state_dict().values()))
+    assert meta["epoch"] == 1 and meta["loss"] == "l1_loss"
+
+
+def test_load_finetuned_finds_the_super_image_class(tmp_path):
+    model = EdsrModel(EdsrConfig(scale=4, n_resblocks=1, n_feats=4))
+    train.save_best(model, tmp_path, {"epoch": 7})
+    loaded, meta = load_finetuned(tmp_path / "best")
+    assert type(loaded) is EdsrModel and meta == {"epoch": 7}
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    train.save_best(tiny_model(), tmp_path, {"epoch": 8})  # replaces the folder
+    with pytest.raises(ValueError, match="THERMSR_TINY_TEST"):
+        load_finetuned(tmp_path / "best")
+    (tmp_path / "best" / "thermsr.json").unlink()
+    with pytest.raises(FileNotFoundError, match="thermsr.json"):
+        load_finetuned(tmp_path / "best", model_cls=TinySR)
+
+
+def test_fit_overfits_one_batch():
+    img = smooth_image()
+    ds = SRPatchDataset([img] * 8, patch=None)              # every batch is the same image
+    recipe = small_recipe(epochs=40, batch_size=4, lr=1e-2, weight_decay=0.0, patch=None, val_every=1000,
+                          val_at_start=False)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        out = fit(tiny_model(), ds, {"a": ds}, make_loss("l1"), recipe, d, metrics={"mae": mae}, progress=False)
+    losses = [h["train_loss"] for h in out["history"]]
+    assert losses[-1] < losses[0] / 10
+    assert out["best_val"]["all"]["mae"] < losses[0] / 10
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+class KillAfter:
+    """Wraps a CombinedLoss; raises SimulatedKill on call number ``calls + 1`` (a killed process)."""
+
+    def __init__(self, inner, calls):
+        self.inner, self.calls, self.n = inner, calls, 0
+
+    def __call__(self, sr, hr):
+        self.n += 1
+        if self.n > self.calls:
+            raise SimulatedKill
+        return self.inner(sr, hr)
+
+    @property
+    def last(self):
+        return self.inner.last
+
+    def shares(self, values):
+        return self.inner.shares(values)
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
+    train_set = SRPatchDataset(noise_images(5), patch=16, augment=True)   # 3 steps per epoch (2+2+1)
+    recipe = small_recipe(epochs=4, warmup_epochs=1, val_every=2, ema_decay=0.9, seed=3, lr=3e-3)
+    kw = dict(metrics={"mae": mae}, progress=False)
+
+    # dropout draws from the global torch RNG, so its state must travel in state.pt too
+    model = lambda seed: tiny_model(seed, dropout=0.2)  # noqa: E731
+    straight = tmp_path / "straight"
+    fit(model(0), train_set, val_sets(), make_loss("l1+fft", 0.5), recipe, straight, **kw)
+
+    killed = tmp_path / "killed"
+    with pytest.raises(SimulatedKill):
+        fit(model(0), train_set, val_sets(), KillAfter(make_loss("l1+fft", 0.5), calls=7), recipe,
+            killed, **kw)
+    assert train.load_state(killed / "state.pt")["epoch"] == 2
+
+    with pytest.raises(ValueError, match="lr"):             # a changed recipe cannot resume
+        fit(model(1), train_set, val_sets(), make_loss("l1+fft", 0.5),
+            dataclasses.replace(recipe, lr=1e-3), killed, resume=True, **kw)
+
+    # a different initialisation: the resumed run must take everything from state.pt
+    fit(model(1), train_set, val_sets(), make_loss("l1+fft", 0.5), recipe, killed, resume=True, **kw)
+
+    a, b = train.load_state(straight / "state.pt"), train.load_state(killed / "state.pt")
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    assert all(torch.equal(x["exp_avg"], y["exp_avg"])
+               for x, y in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()))
+    assert strip_timing(a["history"]) == strip_timing(b["history"])
+    assert strip_timing(json.loads((straight / "history.json").read_text())) == \
+        strip_timing(json.loads((killed / "history.json").read_text()))
+    wa = torch.load(straight / "best" / "pytorch_model_4x.pt", weights_only=True)
+    wb = torch.load(killed / "best" / "pytorch_model_4x.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_ema_copy_is_validated_and_kept(tmp_path):
+    recipe = small_recipe(epochs=2, ema_decay=0.5, val_every=100, val_at_start=False, lr=1e-2)
+    model = tiny_model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    out = fit(model, SRPatchDataset(noise_images(4), patch=16), val_sets(), l1_loss, recipe, tmp_path,
+              metrics={"mae": mae}, progress=False)
+    kept = torch.load(tmp_path / "best" / "pytorch_model_4x.pt", weights_only=True)
+    ema_sd = out["ema_model"].state_dict()
+    assert all(torch.equal(kept[k], ema_sd[k]) for k in kept)
+    assert not all(torch.equal(kept[k], model.state_dict()[k]) for k in kept)
+    assert not all(torch.equal(kept[k], initial[k]) for k in kept)       # the EMA did move
+    assert out["history"][-1]["val_copy"] == "ema"
+    assert out["best_val"]["all"]["mae"] == pytest.approx(
+        train.evaluate(out["ema_model"], val_sets(), {"mae": mae})["all"]["mae"])
+
+
+@pytest.mark.parametrize("mode, expected", [("max", 3), ("min", 1)])
+def test_selection_direction(tmp_path, mode, expected):
+    calls = []
+
+    def rising(sr, hr):                                     # 1, 2, 3 … on successive validations
+        calls.append(None)
+        return torch.full((sr.shape[0],), float(len(calls)))
+
+    recipe = small_recipe(epochs=3, val_at_start=False, select_metric="rising", select_mode=mode,
+                          batch_size=4)
+    out = fit(tiny_model(), SRPatchDataset(noise_images(2), patch=16), {"a": _const_pairs([0.5])},
+              l1_loss, recipe, tmp_path, metrics={"rising": rising}, progress=False)
+    assert out["best_epoch"] == expected
+    assert json.loads((tmp_path / "best" / "thermsr.json").read_text())["epoch"] == expected
+
+
+def test_fit_argument_errors(tmp_path):
+    ds = SRPatchDataset(noise_images(2), patch=16)
+    with pytest.raises(ValueError, match="select_metric"):
+        fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(), tmp_path, metrics={"other": mae})
+    with pytest.raises(ValueError, match="reserved"):
+        fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(), tmp_path, metrics={"mae": mae},
+            extra_meta={"recipe": "x"})
+    with pytest.raises(TypeError, match="save_pretrained"):
+        fit(nn.Conv2d(3, 3, 1), ds, val_sets(), l1_loss, small_recipe(), tmp_path, metrics={"mae": mae})
+
+
+def test_fit_stops_on_a_non_finite_loss(tmp_path):
+    def nan_loss(sr, hr):
+        return (sr - hr).abs().mean() * float("nan")
+
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        fit(tiny_model(), SRPatchDataset(noise_images(2), patch=16), val_sets(), nan_loss, small_recipe(),
+            tmp_path, metrics={"mae": mae}, progress=False)
+
+
+def test_max_steps_per_epoch_caps_the_epoch(tmp_path):
+    recipe = small_recipe(epochs=1, batch_size=1, max_steps_per_epoch=2, val_at_start=False)
+    out = fit(tiny_model(), SRPatchDataset(noise_images(5), patch=16), val_sets(), l1_loss, recipe, tmp_path,
+              metrics={"mae": mae}, progress=False)
+    assert out["history"][-1]["steps"] == 2
+
+
+def test_fresh_start_clears_an_old_run(tmp_path):
+    ds = SRPatchDataset(noise_images(2), patch=16)
+    fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(epochs=2), tmp_path, metrics={"mae": mae},
+        progress=False)
+    out = fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(epochs=1), tmp_path, metrics={"mae": mae},
+              progress=False, resume=False)
+    assert [h["epoch"] for h in out["history"]] == [0, 1]
+    assert json.loads((tmp_path / "best" / "thermsr.json").read_text())["recipe"]["epochs"] == 1
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    recipe = small_recipe(epochs=1, amp="bf16", val_at_start=False)
+    out = fit(tiny_model(), SRPatchDataset(noise_images(2), patch=16), val_sets(), l1_loss, recipe, tmp_path,
+              metrics={"mae": mae}, progress=False)
+    rec = out["history"][-1]
+    assert math.isfinite(rec["train_loss"]) and math.isfinite(rec["val"]["all"]["mae"])
+
+
+@pytest.mark.parametrize("value, best, mode, expected", [
+    (30.0, None, "max", True),
+    (31.0, 30.0, "max", True),
+    (30.0, 30.0, "max", False),                             # ties keep the earlier epoch
+    (0.1, 0.2, "min", True),
+    (0.3, 0.2, "min", False),
+    (float("inf"), 40.0, "max", True),                      # PSNR of an exact copy is inf, still the best
+    (float("nan"), None, "max", False),
+])
+def test_is_better(value, best, mode, expected):
+    assert train._is_better(value, best, mode) is expected

@@ -1,0 +1,152 @@
+"""Training losses: L1, the LPIPS perceptual term, the offline FFT-amplitude stand-in, and their sum.
+
+Convention: ``sr`` and ``hr`` are float RGB tensors N×3×H×W. ``hr`` lies in [0, 1]; ``sr`` is the raw
+network output and may leave [0, 1]. Every loss returns a scalar tensor that carries gradients to ``sr``.
+
+The training loop receives the loss as an argument (``thermsr_utils.train.fit``); it never builds one.
+``make_loss`` gives the recipes used by the notebooks:
+
+- ``"l1"``        v1: L1 on the unclamped output.
+- ``"l1+lpips"``  v2: L1 + 0.05 · LPIPS on the clamped output (LPIPS expects [-1, 1]; the metric scales).
+- ``"l1+fft"``    the offline stand-in for v2: L1 + 4 · L1 between FFT amplitude spectra.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+DEFAULT_WEIGHTS = {"lpips": 0.05, "fft": 4.0}
+LOSS_NAMES = ("l1", "l1+lpips", "l1+fft")
+
+
+def _check_pair(sr: torch.Tensor, hr: torch.Tensor) -> None:
+    """Raise ValueError unless ``sr`` and ``hr`` are floating tensors of the same shape."""
+    if sr.shape != hr.shape:
+        raise ValueError(f"sr and hr shapes differ: {tuple(sr.shape)} vs {tuple(hr.shape)}")
+    if not (sr.is_floating_point() and hr.is_floating_point()):
+        raise ValueError(f"sr and hr must be floating tensors, got {sr.dtype} and {hr.dtype}")
+
+
+def l1_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over all elements; sr unclamped (any range), hr in [0, 1]; scalar ≥ 0."""
+    _check_pair(sr, hr)
+    return F.l1_loss(sr, hr)
+
+
+def fft_amplitude_l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """Mean |‖FFT2(sr)‖ − ‖FFT2(hr)‖| per channel (orthonormal FFT over H, W); N×C×H×W in, scalar ≥ 0.
+
+    Amplitudes ignore phase, so a circular shift of ``sr`` does not change the value: the term
+    rewards matching the energy of each spatial frequency (sharpness), not pixel alignment.
+    """
+    _check_pair(sr, hr)
+    amp_sr = torch.fft.fft2(sr.float(), norm="ortho").abs()
+    amp_hr = torch.fft.fft2(hr.float(), norm="ortho").abs()
+    return F.l1_loss(amp_sr, amp_hr)
+
+
+def perceptual_term(lpips_metric) -> LossFn:
+    """Loss callable: ``lpips_metric.loss`` on sr clamped to [0, 1] (the metric scales to [-1, 1]); scalar.
+
+    ``lpips_metric`` is a ``thermsr_utils.metrics.LPIPSMetric`` (or any object with ``.loss(sr, hr)``
+    taking [0, 1] tensors and an optional ``.name``).
+    """
+    if not callable(getattr(lpips_metric, "loss", None)):
+        raise TypeError(f"lpips_metric needs a .loss(sr, hr) method, got {type(lpips_metric).__name__}")
+
+    def lpips_on_clamped(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """LPIPS of clamp(sr, 0, 1) against hr; N×3×H×W in, scalar."""
+        _check_pair(sr, hr)
+        return lpips_metric.loss(sr.clamp(0.0, 1.0), hr)
+
+    lpips_on_clamped.description = f"{getattr(lpips_metric, 'name', 'lpips')} on clamp(sr, 0, 1)"
+    return lpips_on_clamped
+
+
+class CombinedLoss(nn.Module):
+    """Weighted sum of named loss terms; remembers each term's last (unweighted) value in ``.last``.
+
+    ``terms`` is a list of ``(name, weight, fn)`` with ``fn(sr, hr) -> scalar``. A term of weight 0
+    is still computed (without gradient) so it can be watched during training.
+    """
+
+    def __init__(self, terms: list[tuple[str, float, LossFn]]):
+        super().__init__()
+        if not terms:
+            raise ValueError("CombinedLoss needs at least one term")
+        names = [t[0] for t in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"loss term names must be unique, got {names}")
+        for name, weight, fn in terms:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"loss term name must be a non-empty string, got {name!r}")
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"weight of loss term {name!r} must be a finite number ≥ 0, got {weight!r}")
+            if not callable(fn):
+                raise TypeError(f"loss term {name!r} is not callable: {fn!r}")
+        self.terms = [(name, float(weight), fn) for name, weight, fn in terms]
+        self.weights = {name: float(weight) for name, weight, _ in terms}
+        self.last: dict[str, float] = {}
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """Total loss Σ weight·term(sr, hr) as a scalar tensor; updates ``.last`` with detached floats."""
+        total = None
+        last = {}
+        for name, weight, fn in self.terms:
+            if weight == 0:
+                with torch.no_grad():
+                    last[name] = float(fn(sr, hr))
+                continue
+            value = fn(sr, hr)
+            last[name] = float(value.detach())
+            total = weight * value if total is None else total + weight * value
+        if total is None:
+            raise ValueError("every loss term has weight 0: nothing to optimise")
+        self.last = last
+        return total
+
+    def shares(self, values: dict[str, float] | None = None) -> dict[str, float]:
+        """Each term's weighted share of the total (0..1) from ``values`` (default: ``.last``)."""
+        values = self.last if values is None else values
+        weighted = {name: self.weights[name] * values[name] for name in self.weights if name in values}
+        total = sum(weighted.values())
+        return {name: (w / total if total else 0.0) for name, w in weighted.items()}
+
+    def describe(self) -> list[dict]:
+        """The terms as plain data (name, weight, what computes it), for run metadata."""
+        return [{"name": name, "weight": weight,
+                 "fn": getattr(fn, "description", getattr(fn, "__name__", type(fn).__name__))}
+                for name, weight, fn in self.terms]
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}×{weight:g}" for name, weight, _ in self.terms)
+
+
+def make_loss(name: str, weight: float | None = None, lpips_metric=None) -> CombinedLoss:
+    """The named recipe loss: "l1", "l1+lpips" (needs ``lpips_metric``) or "l1+fft"; weight = 2nd term's."""
+    if name == "l1":
+        if weight is not None:
+            raise ValueError("make_loss('l1') has no second term; weight must be None")
+        return CombinedLoss([("l1", 1.0, l1_loss)])
+    if name == "l1+lpips":
+        if lpips_metric is None:
+            raise ValueError("make_loss('l1+lpips') needs lpips_metric (a thermsr_utils.metrics.LPIPSMetric)")
+        w = DEFAULT_WEIGHTS["lpips"] if weight is None else weight
+        return CombinedLoss([("l1", 1.0, l1_loss), ("lpips", w, perceptual_term(lpips_metric))])
+    if name == "l1+fft":
+        w = DEFAULT_WEIGHTS["fft"] if weight is None else weight
+        return CombinedLoss([("l1", 1.0, l1_loss), ("fft", w, fft_amplitude_l1)])
+    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+
+
+def describe_loss(loss_fn) -> list[dict] | str:
+    """Plain-data description of any loss callable (CombinedLoss terms, else its name)."""
+    if isinstance(loss_fn, CombinedLoss):
+        return loss_fn.describe()
+    return getattr(loss_fn, "description", getattr(loss_fn, "__name__", type(loss_fn).__name__))

@@ -1,0 +1,705 @@
+"""The training engine: patch dataset, recipes, optimiser/scheduler/EMA, and one resumable ``fit`` loop.
+
+One loop serves both recipes of the study. v1 and v2 differ only in their ``Recipe`` (patch size,
+augmentation, warmup, EMA, length) and in the loss the caller passes; the loop never builds a loss.
+
+Outputs of ``fit`` in ``out_dir``:
+
+- ``history.json``  one record per epoch (learning rate, train loss and its terms, validation metrics
+  per dataset and over all images, timings, whether this epoch gave the kept checkpoint);
+- ``best/``         the kept model, written by super-image's ``save_pretrained`` (so
+  ``XxxModel.from_pretrained(out_dir / "best", scale=4)`` or ``load_finetuned`` loads it) plus
+  ``thermsr.json``: the resolved recipe, the epoch, its metric values, the loss terms and the caller's
+  metadata;
+- ``state.pt``      everything needed to continue after an interruption, rewritten at the end of every
+  epoch; it holds tensors and plain containers only, so ``torch.load(weights_only=True)`` reads it.
+
+Reproducibility: every random choice of the data pipeline is drawn from generators seeded by
+(recipe seed, epoch, item index), and the global RNG states travel in ``state.pt``. A run interrupted
+after epoch k and resumed ends, on CPU, with the same weights and history as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io as _stdio
+import itertools
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset
+
+from . import __version__
+from .data import SCALE, bgr_to_tensor, make_lr
+from .io import atomic_path, atomic_write_json, read_image, read_json
+from .losses import describe_loss
+
+STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"
+BEST_DIR = "best"
+META_FILE = "thermsr.json"
+ALL = "all"                     # key of the pooled validation result (mean over every image)
+LR_METHOD = "cv2.resize INTER_AREA to 1/scale, made on the fly"
+TIMING_KEYS = ("train_seconds", "val_seconds", "steps_per_second")
+SCHEDULES = ("cosine", "constant")
+_RESUME_FREE_FIELDS = ("num_workers",)   # recipe fields that may change on resume (no effect on results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+class SRPatchDataset(Dataset):
+    """(LR, HR) training pairs cut from HR crops: random patch, optional flip/rot90, LR made on the fly.
+
+    ``images`` are uint8 BGR H×W×3 arrays (the 192×192 crops). An item is ``(lr, hr)``: float RGB
+    tensors in [0, 1] of shape 3×(patch/scale)×(patch/scale) and 3×patch×patch. ``patch=None`` uses
+    the whole image. The crop position and augmentation of item ``i`` in epoch ``e`` come from a
+    generator seeded by ``(seed, e, i)``: independent of worker count, order and earlier draws.
+    """
+
+    def __init__(self, images, names=None, patch: int | None = 128, scale: int = SCALE,
+                 augment: bool = False, seed: int = 0):
+        images = list(images)
+        if not images:
+            raise ValueError("SRPatchDataset needs at least one image")
+        if names is not None:
+            names = list(names)
+            if len(names) != len(images):
+                raise ValueError(f"names has {len(names)} entries for {len(images)} images")
+        if scale < 1:
+            raise ValueError(f"scale must be ≥ 1, got {scale}")
+        if patch is not None and (patch <= 0 or patch % scale):
+            raise ValueError(f"patch must be a positive multiple of scale {scale}, got {patch}")
+        for i, img in enumerate(images):
+            _check_hr_image(img, i, patch, scale, None if names is None else names[i])
+        self.images = images
+        self.names = names
+        self.patch = patch
+        self.scale = scale
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    @classmethod
+    def from_files(cls, paths, names=None, **kwargs) -> "SRPatchDataset":
+        """Read the HR crops from image files (BGR uint8 via ``io.read_image``) and build the dataset."""
+        return cls([read_image(p) for p in paths], names=names, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random crops/augmentations the next items use."""
+        self.epoch = int(epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator of item ``index`` in the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def hr_patch(self, index: int) -> np.ndarray:
+        """The (augmented) HR patch of item ``index``: uint8 BGR patch×patch×3."""
+        img = self.images[index]
+        rng = self.rng(index)
+        h, w = img.shape[:2]
+        ph = pw = self.patch
+        if self.patch is None:
+            ph, pw = h, w
+        y = int(rng.integers(0, h - ph + 1))
+        x = int(rng.integers(0, w - pw + 1))
+        hr = img[y:y + ph, x:x + pw]
+        if self.augment:
+            if rng.random() < 0.5:
+                hr = hr[:, ::-1]
+            hr = np.rot90(hr, k=int(rng.integers(0, 4)), axes=(0, 1))
+        return np.ascontiguousarray(hr)
+
+    def __getitem__(self, index: int):
+        hr = self.hr_patch(index)
+        lr = make_lr(hr, self.scale)
+        return bgr_to_tensor(lr), bgr_to_tensor(hr)
+
+    def describe(self) -> dict:
+        """The dataset's settings as plain data, for run metadata."""
+        counts: dict[str, int] = {}
+        for n in self.names or []:
+            counts[str(n)] = counts.get(str(n), 0) + 1
+        return {"n_images": len(self), "per_dataset": counts, "patch": self.patch, "scale": self.scale,
+                "augment": "hflip + rot90" if self.augment else "none", "lr_method": LR_METHOD}
+
+
+def _check_hr_image(img, index: int, patch: int | None, scale: int, name) -> None:
+    """Raise ValueError unless ``img`` is a uint8 BGR H×W×3 array large enough for ``patch``."""
+    where = f"image {index}" + (f" ({name})" if name is not None else "")
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise ValueError(f"{where}: expected a uint8 BGR H×W×3 array, got {desc}")
+    h, w = img.shape[:2]
+    if patch is None:
+        if h % scale or w % scale:
+            raise ValueError(f"{where}: size {w}x{h} is not divisible by scale {scale}")
+    elif h < patch or w < patch:
+        raise ValueError(f"{where}: size {w}x{h} is smaller than patch {patch}")
+
+
+def make_loader(dataset, recipe: "Recipe", epoch: int) -> DataLoader:
+    """Shuffled training loader for ``epoch`` (1-based); its order depends only on (seed, epoch)."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    seed = int(np.random.SeedSequence([recipe.seed, epoch, 1]).generate_state(1)[0])
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True, generator=generator,
+                      num_workers=recipe.num_workers, drop_last=False,
+                      worker_init_fn=_seed_worker if recipe.num_workers else None)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed NumPy and Python in a loader worker from its torch seed (the items do not rely on it)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipe
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting of one finetuning run; ``Recipe.v1()`` / ``Recipe.v2()`` hold the write-up's values.
+
+    Size a recipe for a profile with ``dataclasses.replace(Recipe.v2(), epochs=..., ...)``.
+    """
+
+    name: str
+    epochs: int
+    batch_size: int
+    lr: float                           # peak learning rate (AdamW)
+    weight_decay: float
+    patch: int | None                   # HR patch side; None = the whole crop
+    augment: bool                       # random hflip + rot90
+    warmup_epochs: int = 0              # linear warmup epochs before the schedule; 0 = none
+    warmup_start_factor: float = 0.01   # lr factor of the first warmup epoch
+    schedule: str = "cosine"            # "cosine" (to min_lr over the post-warmup epochs) or "constant"
+    min_lr: float = 0.0
+    val_every: int = 5                  # validate every this many epochs, and at the last one
+    val_at_start: bool = True           # also validate the initial model (epoch 0; never kept)
+    ema_decay: float | None = None      # None = no EMA; else decay of the per-step EMA copy
+    select_metric: str = "psnr"         # metric on the pooled validation set that picks the kept epoch
+    select_mode: str = "max"            # "max" (psnr, ssim) or "min" (lpips, errors)
+    select_on: str | None = None        # "ema" or "model"; None = "ema" when EMA is on, else "model"
+    seed: int = 0
+    scale: int = SCALE
+    max_steps_per_epoch: int | None = None  # cap on optimiser steps per epoch (smoke runs)
+    grad_clip: float | None = None      # max gradient norm; None = no clipping
+    amp: str | None = None              # None (float32) or "bf16" autocast for the forward pass
+    num_workers: int = 0                # DataLoader workers (results do not depend on it)
+    notes: str = ""
+
+    def __post_init__(self):
+        def bad(field, why):
+            raise ValueError(f"Recipe {self.name!r}: {field} {why}, got {getattr(self, field)!r}")
+
+        for f in ("epochs", "batch_size", "val_every", "scale"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
+                bad(f, "must be an integer ≥ 1")
+        for f in ("warmup_epochs", "seed", "num_workers"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
+                bad(f, "must be an integer ≥ 0")
+        if not self.lr > 0:
+            bad("lr", "must be > 0")
+        if not self.weight_decay >= 0:
+            bad("weight_decay", "must be ≥ 0")
+        if not 0 < self.warmup_start_factor <= 1:
+            bad("warmup_start_factor", "must be in (0, 1]")
+        if self.warmup_epochs >= self.epochs:
+            bad("warmup_epochs", f"must be smaller than epochs ({self.epochs})")
+        if self.patch is not None and (self.patch < 1 or self.patch % self.scale):
+            bad("patch", f"must be None or a positive multiple of scale {self.scale}")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"must be one of {SCHEDULES}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            bad("ema_decay", "must be None or in (0, 1)")
+        if self.select_mode not in ("max", "min"):
+            bad("select_mode", "must be 'max' or 'min'")
+        if self.select_on not in (None, "ema", "model"):
+            bad("select_on", "must be None, 'ema' or 'model'")
+        if self.select_on == "ema" and self.ema_decay is None:
+            bad("select_on", "is 'ema' but ema_decay is None")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            bad("max_steps_per_epoch", "must be None or ≥ 1")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            bad("grad_clip", "must be None or > 0")
+        if self.amp not in (None, "bf16"):
+            bad("amp", "must be None or 'bf16'")
+
+    @property
+    def selected_copy(self) -> str:
+        """Which copy is validated and kept: "ema" or "model"."""
+        if self.select_on is not None:
+            return self.select_on
+        return "ema" if self.ema_decay is not None else "model"
+
+    @classmethod
+    def v1(cls, **overrides) -> "Recipe":
+        """The write-up's v1: AdamW 1e-5/1e-5, cosine over 60 epochs, batch 16, 128² patches, no aug."""
+        base = cls(name="v1", epochs=60, batch_size=16, lr=1e-5, weight_decay=1e-5, patch=128,
+                   augment=False, warmup_epochs=0, schedule="cosine", val_every=5, ema_decay=None,
+                   select_metric="psnr", select_mode="max")
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def v2(cls, **overrides) -> "Recipe":
+        """The write-up's v2: peak 2e-5, 5 warmup + cosine to 200 epochs, 192² flip/rot90, EMA 0.999."""
+        base = cls(name="v2", epochs=200, batch_size=16, lr=2e-5, weight_decay=1e-5, patch=192,
+                   augment=True, warmup_epochs=5, schedule="cosine", val_every=5, ema_decay=0.999,
+                   select_metric="psnr", select_mode="max",
+                   notes="batch 16 as the write-up's text states (its training script defaulted to 8)")
+        return dataclasses.replace(base, **overrides)
+
+    def to_dict(self) -> dict:
+        """All fields as plain data, with ``select_on`` resolved."""
+        d = dataclasses.asdict(self)
+        d["select_on"] = self.selected_copy
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Recipe":
+        """Rebuild a recipe from ``to_dict()`` output; unknown keys raise ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown Recipe fields: {unknown}")
+        return cls(**dict(d))
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser, schedule, EMA
+# ---------------------------------------------------------------------------------------------
+def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters with the recipe's lr and weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
+    """Per-epoch lr schedule from torch: [LinearLR warmup →] CosineAnnealingLR (or ConstantLR)."""
+    from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, SequentialLR
+
+    rest = recipe.epochs - recipe.warmup_epochs
+    if recipe.schedule == "cosine":
+        main = CosineAnnealingLR(optimizer, T_max=rest, eta_min=recipe.min_lr)
+    else:
+        main = ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if recipe.warmup_epochs == 0:
+        return main
+    warmup = LinearLR(optimizer, start_factor=recipe.warmup_start_factor, end_factor=1.0,
+                      total_iters=recipe.warmup_epochs)
+    return SequentialLR(optimizer, [warmup, main], milestones=[recipe.warmup_epochs])
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """A separate EMA copy of ``model`` (parameters and buffers), updated by ``update_parameters``."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+def default_metrics(lpips_metric=None) -> dict[str, Callable]:
+    """PSNR and SSIM from ``thermsr_utils.metrics`` (imported on first use), plus LPIPS when given one."""
+    from . import metrics
+
+    chosen = {"psnr": metrics.psnr, "ssim": metrics.ssim}
+    if lpips_metric is not None:
+        chosen["lpips"] = lpips_metric
+    return chosen
+
+
+def _per_image(values, n: int, metric: str) -> list[float]:
+    """A metric's per-image output (tensor, array or list of length n) as a list of floats."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy()
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size != n:
+        raise ValueError(f"metric {metric!r} returned {arr.size} values for a batch of {n} images")
+    return arr.tolist()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, val_sets: Mapping, metrics: Mapping[str, Callable], *,
+             device="cpu", batch_size: int = 16, amp: str | None = None) -> dict[str, dict[str, float]]:
+    """Mean of each metric per validation set and over all images ("all"); SR clamped to [0, 1].
+
+    ``val_sets`` maps a dataset name to a list of ``(lr, hr)`` tensor pairs or a Dataset yielding
+    them (3×h×w and 3×H×W, float RGB in [0, 1]). Each metric is ``fn(sr, hr) -> (N,)`` values.
+    The result also holds ``n`` (the image count) per set.
+    """
+    if not val_sets:
+        raise ValueError("no validation sets given")
+    if ALL in val_sets:
+        raise ValueError(f"validation set name {ALL!r} is reserved for the pooled result")
+    if not metrics:
+        raise ValueError("no validation metrics given")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    pooled: dict[str, list[float]] = {m: [] for m in metrics}
+    result: dict[str, dict[str, float]] = {}
+    try:
+        for set_name, pairs in val_sets.items():
+            if len(pairs) == 0:
+                raise ValueError(f"validation set {set_name!r} is empty")
+            per: dict[str, list[float]] = {m: [] for m in metrics}
+            for lr, hr in DataLoader(pairs, batch_size=batch_size, shuffle=False):
+                lr, hr = lr.to(device), hr.to(device)
+                with _autocast(device, amp):
+                    sr = model(lr)
+                sr = sr.float().clamp(0.0, 1.0)
+                if sr.shape != hr.shape:
+                    raise ValueError(f"validation set {set_name!r}: model output {tuple(sr.shape)} does "
+                                     f"not match HR {tuple(hr.shape)}")
+                for m, fn in metrics.items():
+                    per[m] += _per_image(fn(sr, hr), hr.shape[0], m)
+            result[set_name] = {m: float(np.mean(v)) for m, v in per.items()}
+            result[set_name]["n"] = len(per[next(iter(metrics))])
+            for m in metrics:
+                pooled[m] += per[m]
+    finally:
+        model.train(was_training)
+    result[ALL] = {m: float(np.mean(v)) for m, v in pooled.items()}
+    result[ALL]["n"] = len(pooled[next(iter(metrics))])
+    return result
+
+
+def _autocast(device: torch.device, amp: str | None):
+    """bf16 autocast context when ``amp == "bf16"``, else a no-op context."""
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    """Strict improvement of ``value`` over ``best`` ("max" or "min"); NaN never improves."""
+    if value is None or math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+# ---------------------------------------------------------------------------------------------
+# State: save, load, restore
+# ---------------------------------------------------------------------------------------------
+def rng_states() -> dict:
+    """Python, NumPy and torch (CPU, CUDA) RNG states as tensors and plain values."""
+    version, py_state, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    states = {
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss_next": gauss},
+        "numpy": {"bit_generator": np_state["bit_generator"],
+                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return states
+
+
+def set_rng_states(states: Mapping) -> None:
+    """Restore the RNG states captured by ``rng_states``."""
+    py = states["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss_next"]))
+    n = states["numpy"]
+    np.random.set_state({"bit_generator": n["bit_generator"],
+                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_state(path, *, model, optimizer, scheduler, ema, epoch: int, history: list, best: dict | None,
+               recipe: Recipe) -> None:
+    """Write everything needed to resume after ``epoch`` to ``path`` atomically (weights_only-loadable)."""
+    state = {
+        "format": 1,
+        "epoch": int(epoch),
+        "recipe": recipe.to_dict(),
+        "model": model.state_dict(),
+        "ema": None if ema is None else ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_states(),
+        "history": history,
+        "best": best,
+    }
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def load_state(path) -> dict:
+    """Read a ``state.pt`` (weights_only, onto the CPU); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training state not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"cannot load training state {path}: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != 1:
+        raise ValueError(f"{path} is not a thermsr training state (format 1)")
+    return state
+
+
+def _check_resume_recipe(saved: Mapping, recipe: Recipe, path: Path) -> None:
+    """Raise ValueError if the saved recipe differs from ``recipe`` in a field that changes results."""
+    current = recipe.to_dict()
+    diff = sorted(k for k in set(saved) | set(current)
+                  if k not in _RESUME_FREE_FIELDS and saved.get(k) != current.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in diff)
+        raise ValueError(f"cannot resume from {path}: the recipe changed ({detail})")
+
+
+# ---------------------------------------------------------------------------------------------
+# The kept model
+# ---------------------------------------------------------------------------------------------
+def save_best(model: torch.nn.Module, out_dir, meta: dict) -> Path:
+    """Write ``model`` (``save_pretrained``) and ``thermsr.json`` to ``out_dir/best`` via a temp folder + rename."""
+    from .models import save_model
+
+    return save_model(model, Path(out_dir) / BEST_DIR, extra_json={META_FILE: meta})
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Delete temp folders a killed ``save_best`` may have left in ``out_dir``."""
+    for p in out_dir.glob(f".{BEST_DIR}.*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def load_finetuned(path, model_cls: type | None = None, device="cpu"):
+    """Load a ``best/`` folder: (model in eval mode on ``device``, its ``thermsr.json`` metadata).
+
+    Super-image architectures load through ``thermsr_utils.models.load_model`` (class from
+    ``config.json``'s ``model_type``, weights read with ``weights_only=True``, strict). A model class
+    of its own (a super-image ``PreTrainedModel`` subclass) can be given as ``model_cls``.
+    """
+    path = Path(path)
+    config = read_json(path / "config.json")
+    meta = read_json(path / META_FILE)
+    scale = config.get("scale") or SCALE
+    if model_cls is None:
+        from .models import load_model
+
+        model, _info = load_model(path, scale=scale, source="local", device=device)
+        return model, meta
+    with contextlib.redirect_stdout(_stdio.StringIO()):   # from_pretrained prints the weights path
+        model = model_cls.from_pretrained(path, scale=scale)
+    return model.to(device).eval(), meta
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+_RESERVED_META = ("recipe", "epoch", "value", "val", "select_metric", "select_mode", "selected_copy",
+                  "loss", "model_class", "train_set", "versions")
+
+
+def _versions() -> dict:
+    """Versions of the libraries that shape a checkpoint."""
+    v = {"thermsr_utils": __version__, "torch": torch.__version__}
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version
+
+        v["super-image"] = version("super-image")
+    return v
+
+
+def _train_epoch(model, loader, loss_fn, optimizer, ema, recipe: Recipe, device, bar_desc: str,
+                 progress: bool) -> dict:
+    """One pass over ``loader``: forward, loss, step, EMA update; returns the epoch's loss statistics."""
+    from tqdm import tqdm
+
+    model.train()
+    total = 0.0
+    terms: dict[str, float] = {}
+    steps = 0
+    n_batches = len(loader)
+    if recipe.max_steps_per_epoch is not None:
+        n_batches = min(n_batches, recipe.max_steps_per_epoch)
+    bar = tqdm(total=n_batches, desc=bar_desc, leave=False, disable=not progress, unit="step", mininterval=1.0)
+    try:
+        for lr_img, hr_img in itertools.islice(loader, n_batches):
+            lr_img, hr_img = lr_img.to(device), hr_img.to(device)
+            with _autocast(device, recipe.amp):
+                sr = model(lr_img)
+            loss = loss_fn(sr.float(), hr_img)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"non-finite training loss {value} at step {steps} ({bar_desc})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            total += value
+            for k, v in (getattr(loss_fn, "last", None) or {}).items():
+                terms[k] = terms.get(k, 0.0) + float(v)
+            steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / steps:.4g}", refresh=False)
+    finally:
+        bar.close()
+    if steps == 0:
+        raise ValueError("the training set yielded no batches")
+    stats = {"steps": steps, "train_loss": total / steps, "train_terms": {k: v / steps for k, v in terms.items()}}
+    shares = getattr(loss_fn, "shares", None)
+    stats["train_term_share"] = shares(stats["train_terms"]) if callable(shares) and terms else {}
+    return stats
+
+
+def _val_line(epoch: int, epochs: int, record: dict, copy: str) -> str:
+    """One human-readable line summarising a validation."""
+    parts = []
+    for set_name, vals in record["val"].items():
+        ms = " ".join(f"{m} {v:.4g}" for m, v in vals.items() if m != "n")
+        parts.append(f"{set_name}: {ms}")
+    loss = "" if record.get("train_loss") is None else f"loss {record['train_loss']:.4g}  "
+    star = "  * kept" if record.get("is_best") else ""
+    return f"epoch {epoch:>3}/{epochs}  {loss}val[{copy}] " + " | ".join(parts) + star
+
+
+def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable, recipe: Recipe, out_dir, *,
+        metrics: Mapping[str, Callable] | None = None, device="cpu", resume: bool = False,
+        extra_meta: Mapping | None = None, progress: bool = True) -> dict:
+    """Train ``model`` (a super-image PreTrainedModel) with ``loss_fn`` under ``recipe``; keep the best epoch.
+
+    ``train_set`` yields ``(lr, hr)`` float RGB pairs (e.g. ``SRPatchDataset``); ``val_sets`` maps a
+    dataset name to (lr, hr) pairs; ``metrics`` maps a name to ``fn(sr, hr) -> (N,)`` (default: PSNR
+    and SSIM from ``thermsr_utils.metrics``). ``loss_fn(sr, hr) -> scalar`` gets the unclamped output.
+    With ``resume=True`` training continues from ``out_dir/state.pt`` when present. Returns a summary
+    dict (kept epoch and its metrics, the history, the final EMA copy or None).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not callable(getattr(model, "save_pretrained", None)):
+        raise TypeError(f"fit keeps checkpoints with super-image's save_pretrained; {type(model).__name__} "
+                        f"has none")
+    metrics = default_metrics() if metrics is None else dict(metrics)
+    if recipe.select_metric not in metrics:
+        raise ValueError(f"select_metric {recipe.select_metric!r} is not among the metrics {sorted(metrics)}")
+    extra_meta = dict(extra_meta or {})
+    clash = sorted(set(extra_meta) & set(_RESERVED_META))
+    if clash:
+        raise ValueError(f"extra_meta keys {clash} are reserved for the run's own metadata")
+    device = torch.device(device)
+    model.to(device)
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn.to(device)
+
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe)
+    ema = make_ema(model, recipe.ema_decay) if recipe.ema_decay is not None else None
+    state_path = out_dir / STATE_FILE
+    _remove_leftovers(out_dir)
+
+    start_epoch, history, best = 0, [], None
+    if resume and state_path.exists():
+        state = load_state(state_path)
+        _check_resume_recipe(state["recipe"], recipe, state_path)
+        model.load_state_dict(state["model"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_states(state["rng"])
+        start_epoch, history, best = state["epoch"], list(state["history"]), state["best"]
+        if progress:
+            print(f"resuming {recipe.name} from {state_path.name} after epoch {start_epoch}/{recipe.epochs}")
+    else:
+        if resume and progress:
+            print(f"no {STATE_FILE} in the output folder: starting {recipe.name} from scratch")
+        for stale in (state_path, out_dir / HISTORY_FILE):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(out_dir / BEST_DIR, ignore_errors=True)
+        random.seed(recipe.seed)
+        np.random.seed(recipe.seed)
+        torch.manual_seed(recipe.seed)
+
+    copy = recipe.selected_copy
+
+    def eval_model() -> torch.nn.Module:
+        """The copy that is validated and kept (the EMA copy or the trained model itself)."""
+        return ema.module if copy == "ema" else model
+
+    def validate() -> dict:
+        """Validation metrics of the kept copy, per dataset and pooled."""
+        return evaluate(eval_model(), val_sets, metrics, device=device, batch_size=recipe.batch_size,
+                        amp=recipe.amp)
+
+    if start_epoch == 0 and recipe.val_at_start and not history:
+        t0 = time.perf_counter()
+        record = {"epoch": 0, "lr": None, "steps": 0, "train_loss": None, "train_terms": {},
+                  "train_term_share": {}, "train_seconds": 0.0, "steps_per_second": None,
+                  "val": validate(), "val_copy": copy, "is_best": False}
+        record["val_seconds"] = time.perf_counter() - t0
+        history.append(record)
+        if progress:
+            print(_val_line(0, recipe.epochs, record, copy))
+
+    for epoch in range(start_epoch + 1, recipe.epochs + 1):
+        lr_now = optimizer.param_groups[0]["lr"]
+        loader = make_loader(train_set, recipe, epoch)
+        t0 = time.perf_counter()
+        stats = _train_epoch(model, loader, loss_fn, optimizer, ema, recipe, device,
+                             f"{recipe.name} epoch {epoch}/{recipe.epochs}", progress)
+        train_seconds = time.perf_counter() - t0
+        scheduler.step()
+        record = {"epoch": epoch, "lr": lr_now, **stats, "train_seconds": train_seconds,
+                  "steps_per_second": stats["steps"] / train_seconds if train_seconds > 0 else None,
+                  "val": None, "val_copy": None, "val_seconds": None, "is_best": False}
+        if epoch % recipe.val_every == 0 or epoch == recipe.epochs:
+            t0 = time.perf_counter()
+            record["val"], record["val_copy"] = validate(), copy
+            record["val_seconds"] = time.perf_counter() - t0
+            value = record["val"][ALL][recipe.select_metric]
+            if _is_better(value, None if best is None else best["value"], recipe.select_mode):
+                best = {"epoch": epoch, "value": value, "val": record["val"]}
+                record["is_best"] = True
+                meta = {**extra_meta, "recipe": recipe.to_dict(), "epoch": epoch, "value": value,
+                        "val": record["val"], "select_metric": recipe.select_metric,
+                        "select_mode": recipe.select_mode, "selected_copy": copy,
+                        "loss": describe_loss(loss_fn), "model_class": type(eval_model()).__name__,
+                        "train_set": train_set.describe() if hasattr(train_set, "describe") else None,
+                        "versions": _versions()}
+                save_best(eval_model(), out_dir, meta)
+            if progress:
+                print(_val_line(epoch, recipe.epochs, record, copy))
+        history.append(record)
+        atomic_write_json(out_dir / HISTORY_FILE, history)
+        save_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, epoch=epoch,
+                   history=history, best=best, recipe=recipe)
+
+    best = best or {}
+    return {"out_dir": str(out_dir), "best_dir": str(out_dir / BEST_DIR), "best_epoch": best.get("epoch"),
+            "best_value": best.get("value"), "best_val": best.get("val"), "select_metric": recipe.select_metric,
+            "selected_copy": copy, "epochs_completed": recipe.epochs,
+            "history": history, "ema_model": None if ema is None else ema.module}
