@@ -1,0 +1,362 @@
+"""Image-quality metrics for SR outputs: the write-up's PSNR/SSIM/LPIPS, the literature's Y-channel
+PSNR/SSIM, two sharpness-fidelity ratios and GMSD.
+
+Inputs everywhere: float RGB tensors ``sr`` and ``hr`` of the same shape, N×3×H×W (a single 3×H×W
+image is treated as N = 1), nominally in [0, 1]. ``hr`` must lie in [0, 1]; ``sr`` may stray slightly
+outside (model outputs are unbounded) and is clamped to [0, 1] before every metric. Every function
+returns one value per image; averaging over images is left to the caller.
+
+Two families of definitions are kept apart on purpose:
+
+* the write-up's (``psnr``, ``ssim``, ``LPIPSMetric``): PSNR over RGB with no border shave, SSIM on
+  the truncated uint8 grayscale image with scikit-image's default 7×7 uniform window;
+* the SR literature's (``psnr_y``, ``ssim_y``): the BT.601 studio-range Y channel with ``shave``
+  border pixels removed, SSIM with the 11×11 Gaussian window (sigma 1.5) of Wang et al. (2004),
+  as BasicSR computes it. Numbers from the two families are not comparable with each other.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# BT.601 full-range luma weights (the weights of OpenCV's RGB2GRAY), applied to RGB in [0, 1].
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+# BT.601 studio-range Y on RGB in [0, 1]: Y_255 = 16 + 65.481 R + 128.553 G + 24.966 B, in [16, 235].
+# These are MATLAB's rgb2ycbcr / BasicSR's coefficients.
+Y_OFFSET = 16.0
+Y_WEIGHTS = (65.481, 128.553, 24.966)
+# Tolerance on hr's [0, 1] range (an HR image read from uint8 lies exactly inside it).
+HR_RANGE_TOL = 1e-3
+# GMSD stability constant for images on a [0, 255] scale (Xue et al., 2014).
+GMSD_C = 170.0
+# Seed of the random AlexNet trunk of the offline LPIPS stand-in.
+STANDIN_SEED = 0
+
+# torchvision weight enums whose checkpoints the LPIPS trunks load (attribute names in
+# torchvision.models); lpips 0.1.4 asks torchvision for exactly these.
+_LPIPS_TRUNK_WEIGHTS = {
+    "alex": "AlexNet_Weights",
+    "vgg": "VGG16_Weights",
+    "squeeze": "SqueezeNet1_1_Weights",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks and colour conversions
+# ---------------------------------------------------------------------------------------------
+def _as_batch(x, name: str) -> torch.Tensor:
+    """3×H×W or N×3×H×W float tensor → N×3×H×W view; raises on a wrong type, shape or dtype."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be C×H×W or N×C×H×W, got shape {tuple(x.shape)}")
+    if x.shape[1] != 3:
+        raise ValueError(f"{name} must have 3 (RGB) channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype} "
+                         f"(convert uint8 images with data.bgr_to_tensor)")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    return x
+
+
+def _check_pair(sr, hr, finite_sr: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate an (sr, hr) pair and return both as N×3×H×W; hr must lie in [0, 1]."""
+    sr = _as_batch(sr, "sr")
+    hr = _as_batch(hr, "hr")
+    if sr.shape != hr.shape:
+        raise ValueError(f"sr and hr shapes differ: {tuple(sr.shape)} vs {tuple(hr.shape)}")
+    h = hr.detach()
+    if not bool(torch.isfinite(h).all()):
+        raise ValueError("hr contains NaN or infinite values")
+    lo, hi = float(h.min()), float(h.max())
+    if lo < -HR_RANGE_TOL or hi > 1.0 + HR_RANGE_TOL:
+        hint = " (it looks like a 0-255 image; divide by 255)" if hi > 1.5 else ""
+        raise ValueError(f"hr values must lie in [0, 1], got min {lo:.4g}, max {hi:.4g}{hint}")
+    if finite_sr and not bool(torch.isfinite(sr.detach()).all()):
+        raise ValueError("sr contains NaN or infinite values")
+    return sr, hr
+
+
+def _prepare(sr, hr) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked, detached float64 pair on the CPU with sr clamped to [0, 1]."""
+    sr, hr = _check_pair(sr, hr)
+    return sr.detach().cpu().double().clamp(0.0, 1.0), hr.detach().cpu().double().clamp(0.0, 1.0)
+
+
+def rgb_to_luma(x: torch.Tensor) -> torch.Tensor:
+    """N×3×H×W RGB in [0, 1] → N×H×W BT.601 full-range luma in [0, 1] (0.299 R + 0.587 G + 0.114 B)."""
+    w = x.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1)
+
+
+def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
+    """N×3×H×W RGB in [0, 1] → N×H×W BT.601 studio-range Y on the 0-255 scale, in [16, 235]."""
+    w = x.new_tensor(Y_WEIGHTS).view(1, 3, 1, 1)
+    return Y_OFFSET + (x * w).sum(dim=1)
+
+
+def _shave(x: torch.Tensor, shave: int) -> torch.Tensor:
+    """Remove ``shave`` pixels from each border of the last two dims (N×H×W → N×(H-2s)×(W-2s))."""
+    if shave < 0 or int(shave) != shave:
+        raise ValueError(f"shave must be a non-negative integer, got {shave!r}")
+    h, w = x.shape[-2:]
+    if 2 * shave >= min(h, w):
+        raise ValueError(f"shave={shave} leaves nothing of a {h}×{w} image")
+    return x[..., shave:h - shave, shave:w - shave] if shave else x
+
+
+# ---------------------------------------------------------------------------------------------
+# The write-up's PSNR and SSIM
+# ---------------------------------------------------------------------------------------------
+def psnr(sr, hr) -> torch.Tensor:
+    """(N,) float64 PSNR in dB per image: 10·log10(1 / MSE) over RGB in [0, 1], sr clamped, no shave.
+
+    An image identical to its reference has MSE 0 and PSNR ``inf`` (as in scikit-image); it is not
+    capped, so the mean over a set of images containing one is ``inf`` too, which makes an accidental
+    copy of HR visible instead of hiding it inside an average.
+    """
+    sr, hr = _prepare(sr, hr)
+    mse = (sr - hr).pow(2).mean(dim=(1, 2, 3))
+    return 10.0 * torch.log10(1.0 / mse)
+
+
+def _to_gray_uint8(x: torch.Tensor) -> np.ndarray:
+    """3×H×W float RGB in [0, 1] → H×W uint8 gray: ×255, truncated (not rounded), cv2 RGB2GRAY."""
+    import cv2
+
+    rgb = x.clamp(0.0, 1.0).mul(255.0).permute(1, 2, 0).numpy().astype(np.uint8)
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def ssim(sr, hr) -> np.ndarray:
+    """(N,) float64 SSIM per image as the write-up computed it (identical images give 1.0).
+
+    Each image is clamped, multiplied by 255 and truncated to uint8, converted to gray with OpenCV's
+    RGB2GRAY, and scored by ``skimage.metrics.structural_similarity`` with data_range 255 and its
+    default 7×7 uniform window. Images must be at least 7×7.
+    """
+    from skimage.metrics import structural_similarity
+
+    sr, hr = _check_pair(sr, hr)
+    sr = sr.detach().cpu().float()
+    hr = hr.detach().cpu().float()
+    return np.array([structural_similarity(_to_gray_uint8(a), _to_gray_uint8(b), data_range=255)
+                     for a, b in zip(sr, hr)], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# The literature's Y-channel PSNR and SSIM
+# ---------------------------------------------------------------------------------------------
+def psnr_y(sr, hr, shave: int = 4) -> torch.Tensor:
+    """(N,) float64 PSNR in dB on the BT.601 studio-range Y channel (0-255 scale, peak 255).
+
+    sr is clamped to [0, 1] (not quantised); ``shave`` border pixels are removed on every side first,
+    as BasicSR and super-image do with shave = scale. Identical images give ``inf``.
+    """
+    sr, hr = _prepare(sr, hr)
+    ys, yh = _shave(rgb_to_y(sr), shave), _shave(rgb_to_y(hr), shave)
+    mse = (ys - yh).pow(2).mean(dim=(1, 2))
+    return 10.0 * torch.log10(255.0 ** 2 / mse)
+
+
+def ssim_y(sr, hr, shave: int = 4) -> np.ndarray:
+    """(N,) float64 SSIM on the shaved BT.601 Y channel (float, 0-255 scale, data_range 255).
+
+    Uses the Wang et al. (2004) setting that BasicSR also uses: 11×11 Gaussian window with sigma 1.5,
+    population covariances, mean over the window-valid region (scikit-image
+    ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``).
+    The shaved image must be at least 11×11.
+    """
+    from skimage.metrics import structural_similarity
+
+    sr, hr = _prepare(sr, hr)
+    ys, yh = _shave(rgb_to_y(sr), shave).numpy(), _shave(rgb_to_y(hr), shave).numpy()
+    return np.array([structural_similarity(a, b, data_range=255.0, gaussian_weights=True, sigma=1.5,
+                                           use_sample_covariance=False)
+                     for a, b in zip(ys, yh)], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharpness fidelity (SR relative to HR; 1.0 = as sharp as HR, < 1 blurrier, > 1 sharper/noisier)
+# ---------------------------------------------------------------------------------------------
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den elementwise, NaN where den is 0 (the ratio is undefined for a flat reference)."""
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, float("nan")))
+
+
+def _mean_abs_gradient(y: torch.Tensor) -> torch.Tensor:
+    """N×H×W → (N,): mean |vertical difference| + mean |horizontal difference| of adjacent pixels."""
+    dv = (y[:, 1:, :] - y[:, :-1, :]).abs().mean(dim=(1, 2))
+    dh = (y[:, :, 1:] - y[:, :, :-1]).abs().mean(dim=(1, 2))
+    return dv + dh
+
+
+def grad_ratio(sr, hr) -> torch.Tensor:
+    """(N,) float64: mean absolute luma gradient of sr over that of hr (NaN where hr is flat).
+
+    The gradient is the sum of the mean absolute vertical and horizontal differences of adjacent
+    pixels of the BT.601 luma. Images must be at least 2×2.
+    """
+    sr, hr = _prepare(sr, hr)
+    if min(sr.shape[-2:]) < 2:
+        raise ValueError(f"grad_ratio needs images of at least 2×2, got {tuple(sr.shape[-2:])}")
+    return _ratio(_mean_abs_gradient(rgb_to_luma(sr)), _mean_abs_gradient(rgb_to_luma(hr)))
+
+
+def _hf_energy(y: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """N×H×W luma → (N,): FFT energy at radii above ``cutoff`` × Nyquist (mean removed, Hann window)."""
+    h, w = y.shape[-2:]
+    win = torch.outer(torch.hann_window(h, periodic=False, dtype=y.dtype),
+                      torch.hann_window(w, periodic=False, dtype=y.dtype))
+    spec = torch.fft.fft2((y - y.mean(dim=(1, 2), keepdim=True)) * win)
+    fy = torch.fft.fftfreq(h, dtype=y.dtype).view(h, 1)
+    fx = torch.fft.fftfreq(w, dtype=y.dtype).view(1, w)
+    radius = torch.sqrt(fy ** 2 + fx ** 2) / 0.5  # 1.0 = Nyquist along an axis
+    return (spec.abs() ** 2 * (radius > cutoff)).sum(dim=(1, 2))
+
+
+def hf_energy_ratio(sr, hr, cutoff: float = 0.25) -> torch.Tensor:
+    """(N,) float64: luma spectral energy above ``cutoff`` × Nyquist radius, sr over hr.
+
+    Each image's luma has its mean removed and a 2-D Hann window applied (so the image border does
+    not leak into high frequencies) before the FFT. ``cutoff`` must be in (0, 1); NaN where hr has
+    no energy above it. Images must be at least 4×4.
+    """
+    if not 0.0 < cutoff < 1.0:
+        raise ValueError(f"cutoff must be in (0, 1) (a fraction of the Nyquist radius), got {cutoff!r}")
+    sr, hr = _prepare(sr, hr)
+    if min(sr.shape[-2:]) < 4:
+        raise ValueError(f"hf_energy_ratio needs images of at least 4×4, got {tuple(sr.shape[-2:])}")
+    return _ratio(_hf_energy(rgb_to_luma(sr), cutoff), _hf_energy(rgb_to_luma(hr), cutoff))
+
+
+# ---------------------------------------------------------------------------------------------
+# GMSD: a non-learned full-reference quality metric
+# ---------------------------------------------------------------------------------------------
+def _gradient_magnitude(y: np.ndarray) -> np.ndarray:
+    """H×W float → H×W Prewitt gradient magnitude sqrt(gx² + gy²) (GMSD's kernels, normalised by 3)."""
+    from skimage.filters import prewitt_h, prewitt_v
+
+    return np.hypot(prewitt_h(y), prewitt_v(y))
+
+
+def gmsd(sr, hr) -> np.ndarray:
+    """(N,) float64 GMSD, Gradient Magnitude Similarity Deviation (Xue et al., 2014); 0 = identical.
+
+    A non-learned full-reference quality metric; lower is better. On the BT.601 full-range luma
+    (0-255 scale, sr clamped): both images are averaged over 2×2 blocks (odd sizes lose their last
+    row/column), Prewitt gradient magnitudes m are taken with scikit-image's filters, the similarity
+    map is (2 m_sr m_hr + c) / (m_sr² + m_hr² + c) with c = 170, and GMSD is its population standard
+    deviation. Borders are reflected where the authors' MATLAB
+    code zero-pads, so values differ slightly from that code.
+    """
+    from skimage.transform import downscale_local_mean
+
+    sr, hr = _prepare(sr, hr)
+    ys, yh = rgb_to_luma(sr).mul(255.0).numpy(), rgb_to_luma(hr).mul(255.0).numpy()
+    h, w = ys.shape[-2:]
+    h2, w2 = h - h % 2, w - w % 2
+    if min(h2, w2) < 4:
+        raise ValueError(f"gmsd needs images of at least 4×4, got {h}×{w}")
+    out = []
+    for a, b in zip(ys, yh):
+        ma = _gradient_magnitude(downscale_local_mean(a[:h2, :w2], (2, 2)))
+        mb = _gradient_magnitude(downscale_local_mean(b[:h2, :w2], (2, 2)))
+        gms = (2.0 * ma * mb + GMSD_C) / (ma ** 2 + mb ** 2 + GMSD_C)
+        out.append(gms.std())
+    return np.array(out, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# LPIPS (AlexNet v0.1), with a named offline stand-in
+# ---------------------------------------------------------------------------------------------
+def lpips_weights_path(net: str = "alex") -> Path:
+    """Path where torch hub caches the ImageNet checkpoint that the LPIPS ``net`` trunk loads."""
+    if net not in _LPIPS_TRUNK_WEIGHTS:
+        raise ValueError(f"unknown LPIPS net {net!r}; expected one of {sorted(_LPIPS_TRUNK_WEIGHTS)}")
+    import torchvision.models as tvm
+
+    url = getattr(tvm, _LPIPS_TRUNK_WEIGHTS[net]).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def lpips_weights_available(net: str = "alex") -> bool:
+    """True when the trunk's ImageNet checkpoint is in the torch hub cache (never downloads)."""
+    return lpips_weights_path(net).is_file()
+
+
+class LPIPSMetric:
+    """LPIPS v0.1 (lpips package) on RGB in [0, 1]: sr clamped, both inputs scaled to [-1, 1].
+
+    With the trunk's ImageNet checkpoint in the torch hub cache this is the real LPIPS
+    (``name == "lpips-alex"``). Without it, and ``allow_standin`` true, the trunk is randomly
+    initialised from a fixed seed while the package's own linear layers are kept
+    (``name == "lpips-alex-randtrunk (stand-in)"``, ``standin`` true): reproducible, but not
+    comparable with published LPIPS values. Without it and ``allow_standin`` false, construction
+    raises FileNotFoundError naming the missing file. No download is ever attempted.
+    """
+
+    def __init__(self, device="cpu", net: str = "alex", allow_standin: bool = True):
+        weights = lpips_weights_path(net)
+        self.net = net
+        self.device = torch.device(device)
+        self.standin = not lpips_weights_available(net)
+        if self.standin and not allow_standin:
+            raise FileNotFoundError(
+                f"LPIPS-{net} needs torchvision's ImageNet checkpoint {weights.name}, which is not in "
+                f"the torch hub cache: place it at {weights} (or point TORCH_HOME elsewhere), "
+                f"or pass allow_standin=True to use the random-trunk stand-in")
+        self.name = f"lpips-{net}-randtrunk (stand-in)" if self.standin else f"lpips-{net}"
+        self.trunk_weights = None if self.standin else weights.name
+        self.model = self._build().to(self.device)
+
+    def _build(self) -> torch.nn.Module:
+        """Construct the lpips module quietly; the stand-in's trunk from STANDIN_SEED, RNG state restored."""
+        import lpips
+
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\..*")
+            if self.standin:
+                stack.enter_context(torch.random.fork_rng(devices=[]))
+                torch.manual_seed(STANDIN_SEED)
+            model = lpips.LPIPS(net=self.net, version="0.1", pretrained=True, pnet_rand=self.standin,
+                                verbose=False)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    def describe(self) -> dict:
+        """Plain-data record of what this metric is, for result files and captions."""
+        return {"name": self.name, "net": self.net, "version": "0.1", "standin": self.standin,
+                "trunk_weights": self.trunk_weights, "standin_seed": STANDIN_SEED if self.standin else None}
+
+    def _distance(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """N×3×H×W pair in [0, 1] (sr unclamped) → (N,) LPIPS distances on this metric's device."""
+        sr = sr.to(self.device).clamp(0.0, 1.0) * 2.0 - 1.0
+        hr = hr.to(self.device) * 2.0 - 1.0
+        return self.model(sr, hr).flatten()
+
+    @torch.no_grad()
+    def __call__(self, sr, hr, batch_size: int = 32) -> torch.Tensor:
+        """(N,) float32 LPIPS per image on the CPU (lower = more similar), computed without gradients."""
+        sr, hr = _check_pair(sr, hr)
+        parts = [self._distance(sr[i:i + batch_size], hr[i:i + batch_size]).cpu()
+                 for i in range(0, sr.shape[0], batch_size)]
+        return torch.cat(parts).float()
+
+    def loss(self, sr, hr) -> torch.Tensor:
+        """Scalar mean LPIPS over the batch, differentiable with respect to sr (for a training loss)."""
+        sr, hr = _check_pair(sr, hr, finite_sr=False)
+        return self._distance(sr, hr.detach()).mean()
+
+    def __repr__(self) -> str:
+        return f"LPIPSMetric(name={self.name!r}, device={str(self.device)!r})"
