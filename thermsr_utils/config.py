@@ -59,7 +59,7 @@ PROFILES: dict[str, dict] = {
         "sftl54_subjects": 142,
         "sftl54_frames_per_subject": 3,
         "thermeval_frames_file1": 40,
-        "thermeval_frames_file2": 36,
+        "thermeval_frames_file2": 40,
         "sftl54_max_train": 150,
         "sftl54_max_val": 20,
         "sftl54_max_test": 60,
@@ -168,3 +168,31 @@ def setup(profile: str = DEFAULT_PROFILE, seed: int = 0, dpi: int = 110) -> RunP
     except ImportError:  # pragma: no cover
         pass
     return paths
+
+
+def resolve_device(device: str = "auto") -> str:
+    """"auto" → "cuda" when a GPU is visible, else "cpu"; anything else is returned unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def record_provenance(paths: RunPaths, **entries) -> dict:
+    """Merge ``entries`` (what data, weights and substitutes this run used) into the run's provenance.json."""
+    from .io import atomic_write_json, read_json
+
+    file = paths.root / "provenance.json"
+    current = read_json(file) if file.exists() else {}
+    current.update(entries)
+    atomic_write_json(file, current)
+    return current
+
+
+def provenance(paths: RunPaths) -> dict:
+    """The run's provenance so far (empty before notebook 01 ran)."""
+    from .io import read_json
+
+    file = paths.root / "provenance.json"
+    return read_json(file) if file.exists() else {}

@@ -1,0 +1,275 @@
+"""Figures of the notebooks. matplotlib is imported inside the functions, so importing this module is cheap.
+
+Every figure is written with ``save_figure``: rendered to a temporary file beside the target and renamed
+into place, so a figure on disk is always complete.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import io as tio
+
+NOSE_TIP = 30  # SF-TL54 landmark index of the nose tip (0-based)
+_PERSON, _NOSE = 0, 3  # ThermEval-D category ids
+
+
+def save_figure(fig, path: str | os.PathLike, caption: str | None = None, **kwargs):
+    """Add ``caption`` (profile and substitutes) under the figure, save it atomically; return ``fig``.
+
+    The format follows the file suffix.
+    """
+    path = Path(path)
+    if caption:
+        fig.supxlabel(caption, fontsize=7, color="0.35")
+    with tio.atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
+    return fig
+
+
+def _spread(items: list, n: int) -> list:
+    """Up to ``n`` items taken evenly across a sorted list (deterministic)."""
+    if len(items) <= n:
+        return list(items)
+    idx = np.linspace(0, len(items) - 1, n).round().astype(int)
+    return [items[i] for i in idx]
+
+
+def _sftl54_samples(root: Path, n: int) -> list[tuple[Path, Path]]:
+    """(image, json) pairs of the gray palette, spread over subjects and splits."""
+    pairs = []
+    for split in ("train", "val", "test"):
+        for js in sorted((root / "gray" / split / "json").glob("*.json")):
+            img = js.parent.parent / "images" / f"{js.stem}.png"
+            if img.exists():
+                pairs.append((img, js))
+    if not pairs:
+        raise FileNotFoundError(f"no SF-TL54 gray images with annotations under {root}")
+    return _spread(pairs, n)
+
+
+def _labelme_face(ann: dict, path: Path):
+    """Face box (x0, y0, x1, y1) and landmarks (N, 2) from a LabelMe annotation."""
+    box, pts = None, []
+    for shape in ann.get("shapes", []):
+        if shape.get("label") == "face":
+            (x0, y0), (x1, y1) = shape["points"][:2]
+            box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        else:
+            pts.extend(shape["points"])
+    if box is None:
+        raise ValueError(f"no 'face' rectangle in {path}")
+    return box, np.asarray(pts, dtype=float).reshape(-1, 2)
+
+
+def _thermeval_samples(root: Path, n: int) -> list[tuple[Path, list]]:
+    """(image, annotations) pairs spread over both annotation files, images with a Nose preferred."""
+    frames = []
+    for ann_file in sorted((root / "Annotations").glob("annotations_*.json")):
+        coco = tio.read_json(ann_file)
+        by_image: dict = {}
+        for a in coco.get("annotations", []):
+            by_image.setdefault(a["image_id"], []).append(a)
+        for im in coco.get("images", []):
+            disk = root / "images" / im["file_name"]
+            if not disk.exists():  # listed as .jpg while stored as .png
+                disk = disk.with_suffix(".png")
+            anns = by_image.get(im["id"], [])
+            frames.append((any(a["category_id"] == _NOSE for a in anns), disk, anns))
+    if not frames:
+        raise FileNotFoundError(f"no ThermEval-D images listed under {root / 'Annotations'}")
+    with_nose = [f for f in frames if f[0]] or frames
+    return [(disk, anns) for _, disk, anns in _spread(with_nose, n)]
+
+
+def synthetic_samples_figure(sftl54_root, thermeval_root, out_path, n: int = 4, title_prefix: str = "SYNTHETIC"):
+    """Grid of raw frames with their annotations, saved to ``out_path``; returns the figure.
+
+    Row 1: SF-TL54 white-hot frames with the face box, the 54 landmarks and the nose tip (landmark 30).
+    Row 2: the same frames in the iron palette, when that palette exists. Row 3: ThermEval-D frames
+    with Person (green) and Nose (red) boxes. ``title_prefix`` names the kind of data in the title.
+    """
+    import cv2
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    sf_root, te_root = Path(sftl54_root), Path(thermeval_root)
+    sf = _sftl54_samples(sf_root, n)
+    te = _thermeval_samples(te_root, n)
+    iron = [sf_root / "iron" / img.parent.parent.name / "images" / img.name for img, _ in sf]
+    has_iron = all(p.exists() for p in iron)
+    rows = 3 if has_iron else 2
+    fig = Figure(figsize=(3.0 * n, 2.4 * rows + 0.6))
+    axes = fig.subplots(rows, n, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for j, (img_path, js) in enumerate(sf):
+        img = tio.read_image(img_path, cv2.IMREAD_COLOR)[..., ::-1]
+        box, pts = _labelme_face(tio.read_json(js), js)
+        ax = axes[0, j]
+        ax.imshow(img)
+        ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="cyan", lw=1))
+        ax.scatter(pts[:, 0], pts[:, 1], s=3, c="lime", linewidths=0)
+        if len(pts) > NOSE_TIP:
+            ax.scatter([pts[NOSE_TIP, 0]], [pts[NOSE_TIP, 1]], s=40, marker="+", c="red", linewidths=1.2)
+        ax.set_title(f"SF-TL54 gray · {img_path.stem}", fontsize=7)
+        if has_iron:
+            ax = axes[1, j]
+            ax.imshow(tio.read_image(iron[j], cv2.IMREAD_COLOR)[..., ::-1])
+            if len(pts) > NOSE_TIP:
+                ax.scatter([pts[NOSE_TIP, 0]], [pts[NOSE_TIP, 1]], s=40, marker="+", c="cyan", linewidths=1.2)
+            ax.set_title(f"SF-TL54 iron · {img_path.stem}", fontsize=7)
+    for j, (img_path, anns) in enumerate(te):
+        ax = axes[rows - 1, j]
+        ax.imshow(tio.read_image(img_path, cv2.IMREAD_COLOR)[..., ::-1])
+        for a in anns:
+            x, y, w, h = a["bbox"]
+            if a["category_id"] == _PERSON:
+                ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="lime", lw=1))
+            elif a["category_id"] == _NOSE:
+                ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="red", lw=1))
+        ax.set_title(f"ThermEval-D · {img_path.stem}", fontsize=7)
+    fig.suptitle(f"{title_prefix} data: SF-TL54-style portraits (face box, 54 landmarks, + nose tip) and "
+                 f"ThermEval-D-style scenes (Person green, Nose red)", fontsize=9)
+    fig.text(0.5, 0.005, f"sources: {sf_root.name}/, {te_root.name}/ · {title_prefix}", ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.02, 1, 0.96))
+    save_figure(fig, out_path, dpi=130)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Result figures. Built on matplotlib.figure.Figure (not pyplot), so a notebook shows each exactly once.
+# ------------------------------------------------------------------------------------------------
+def new_figure(w: float, h: float):
+    """A pyplot-free matplotlib Figure of ``w``×``h`` inches."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), layout="constrained")
+
+
+def _rgb(img_bgr):
+    return img_bgr[..., ::-1]
+
+
+def crop_grid(crops_dir, records, out_path, *, split="test", per_dataset=6, caption=None):
+    """A grid of HR crops per dataset with their ground-truth nose points."""
+    import cv2
+
+    from .evaluate import DATASET_LABELS
+    from .io import read_image
+
+    names = [d for d in ("sftl54", "thermeval") if any(r["dataset"] == d and r["split"] == split for r in records)]
+    fig = new_figure(1.6 * per_dataset, 1.8 * len(names))
+    axes = fig.subplots(len(names), per_dataset, squeeze=False)
+    for row, name in zip(axes, names):
+        recs = [r for r in records if r["dataset"] == name and r["split"] == split][:per_dataset]
+        for ax, rec in zip(row, recs):
+            ax.imshow(_rgb(read_image(Path(crops_dir) / rec["path"], cv2.IMREAD_COLOR)))
+            if rec.get("nose") is not None:
+                ax.plot(*rec["nose"], "+", color="cyan", ms=8, mew=1.5)
+            ax.set_title(rec["id"], fontsize=6)
+        for ax in row:
+            ax.axis("off")
+        row[0].text(-0.08, 0.5, DATASET_LABELS[name], transform=row[0].transAxes, rotation=90,
+                    va="center", ha="right", fontsize=9)
+    fig.suptitle(f"{split} crops (192×192) with ground-truth nose point", fontsize=10)
+    return save_figure(fig, out_path, caption)
+
+
+def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=None):
+    """Rows of images (uint8 BGR, any sizes) under column titles; ``zoom`` = per-row (x0, y0, x1, y1) in HR
+    pixels: that region is drawn enlarged in an inset and outlined on every column."""
+    from matplotlib.patches import Rectangle
+
+    n_rows, n_cols = len(rows), len(columns)
+    fig = new_figure(1.9 * n_cols, 1.9 * n_rows * (2 if zoom else 1))
+    axes = fig.subplots(n_rows * (2 if zoom else 1), n_cols, squeeze=False)
+    for i, images in enumerate(rows):
+        main = axes[2 * i] if zoom else axes[i]
+        for j, img in enumerate(images):
+            ax = main[j]
+            hr_side = rows[i][0].shape[0]
+            extent = (0, hr_side, hr_side, 0)  # show every column in HR coordinates (LR is nearest-neighbour)
+            ax.imshow(_rgb(img), extent=extent, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize=8)
+            if zoom:
+                x0, y0, x1, y1 = zoom[i]
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=0.8))
+                zax = axes[2 * i + 1][j]
+                zax.imshow(_rgb(img), extent=extent, interpolation="nearest")
+                zax.set_xlim(x0, x1), zax.set_ylim(y1, y0)
+                zax.set_xticks([]), zax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, out_path, caption)
+
+
+def metric_bars(table, metric, out_path, *, label=None, caption=None, lower_is_better=False):
+    """Grouped bars of ``metric`` per method and split from an aggregated table."""
+    import numpy as np
+
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    splits = list(dict.fromkeys(r["split"] for r in table))
+    fig = new_figure(1.2 + 1.1 * len(methods), 3.0)
+    ax = fig.subplots()
+    width = 0.8 / len(splits)
+    for k, split in enumerate(splits):
+        vals = [next((r[metric] for r in table if r["method"] == m and r["split"] == split), np.nan) for m in methods]
+        bars = ax.bar(np.arange(len(methods)) + k * width, vals, width, label=split)
+        ax.bar_label(bars, fmt="%.3g", fontsize=6)
+    ax.set_xticks(np.arange(len(methods)) + width * (len(splits) - 1) / 2, methods, fontsize=8, rotation=15)
+    ax.set_ylabel((label or metric) + (" (lower is better)" if lower_is_better else ""))
+    ax.legend(fontsize=7)
+    return save_figure(fig, out_path, caption)
+
+
+def training_curves(histories: dict, out_path, *, metric="psnr", caption=None):
+    """Validation ``metric`` against epoch: overall (left) and per dataset (right), one line style per run."""
+    fig = new_figure(9, 3.2)
+    ax_all, ax_ds = fig.subplots(1, 2)
+    styles = ["-", "--", ":", "-."]
+    for (name, hist), ls in zip(histories.items(), styles):
+        vals = [h for h in hist if h.get("val")]
+        ep = [h["epoch"] for h in vals]
+        ax_all.plot(ep, [h["val"]["all"][metric] for h in vals], ls, marker="o", ms=3, label=name)
+        for ds in [k for k in vals[0]["val"] if k != "all"] if vals else []:
+            ax_ds.plot(ep, [h["val"][ds][metric] for h in vals], ls, marker="o", ms=3, label=f"{name} · {ds}")
+    ax_all.set_title(f"validation {metric}, all crops", fontsize=9)
+    ax_ds.set_title(f"validation {metric} per dataset", fontsize=9)
+    for ax in (ax_all, ax_ds):
+        ax.set_xlabel("epoch"), ax.set_ylabel(metric), ax.legend(fontsize=7), ax.grid(alpha=0.3)
+    return save_figure(fig, out_path, caption)
+
+
+def scatter(x, y, out_path, *, xlabel, ylabel, labels=None, groups=None, caption=None, title=None,
+            annotate=None, hline=None, vline=None):
+    """A labelled scatter plot; ``groups`` colours points by group name, ``annotate`` marks points by text."""
+    import numpy as np
+
+    fig = new_figure(4.8, 3.8)
+    ax = fig.subplots()
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    groups = np.asarray(groups if groups is not None else [""] * len(x))
+    for g in dict.fromkeys(groups):
+        m = groups == g
+        ax.scatter(x[m], y[m], s=18, alpha=0.75, label=g or None)
+    if annotate is not None:
+        for xi, yi, t in zip(x, y, annotate):
+            ax.annotate(t, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if hline is not None:
+        ax.axhline(hline, color="0.5", lw=0.8)
+    if vline is not None:
+        ax.axvline(vline, color="0.5", lw=0.8)
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if any(groups):
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, out_path, caption)

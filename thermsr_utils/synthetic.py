@@ -1,0 +1,1133 @@
+"""Procedural thermal faces written in the on-disk layouts of SF-TL54 and ThermEval-D.
+
+Offline stand-in for the real datasets. Every frame is rendered as a float temperature map
+in degrees Celsius, then passed through a simple camera model (optics blur, auto-gain window, temporal and
+fixed-pattern noise, 8-bit quantisation) and written white-hot (and, for SF-TL54, also through a colour
+palette). Annotations use the real formats, so the dataset builders read both kinds of data unchanged:
+
+* SF-TL54-like: ``<root>/{gray,iron}/{train,val,test}/{images,json}/`` with LabelMe JSON (a ``face``
+  rectangle and 54 landmark points in SF-TL54 order) and ``<root>/metadata.csv``; 464×348 portraits.
+* ThermEval-D-like: ``<root>/images/*.png`` and ``<root>/Annotations/annotations_{1,2}.json`` in COCO form
+  (Person = 0, Chest = 1, Forehead = 2, Nose = 3; segmentation left empty); 256×192 indoor scenes with one
+  to four people. Some ``file_name`` entries end ``.jpg`` while the file on disk is ``.png``, as in the
+  real lists, and about one Nose in twenty has no Person box.
+
+Geometry lives in a face-centred frame ("face units"): x to the image right, y down, origin between the
+eyes, one unit = half the face width at its widest. A frame's pose maps face units to pixels by a
+similarity transform (centre, scale, roll) plus a small yaw modelled as a depth-weighted horizontal shift,
+so features near the nose move more than the face outline. Landmarks are projected with the same mapping
+the renderer inverts, so each landmark sits on the pixel that shows its feature.
+
+Everything is deterministic: each subject, frame, scene and camera draws from its own NumPy generator
+seeded from ``seed`` and its index.
+"""
+from __future__ import annotations
+
+import csv
+import io as _stdio
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import io as tio
+
+GENERATOR_VERSION = 1
+
+SFTL54_SIZE = (464, 348)  # width, height (FLIR T540)
+THERMEVAL_SIZE = (256, 192)  # width, height (TOPDON TC001+ sensor)
+N_LANDMARKS = 54
+NOSE_TIP = 30  # 0-based landmark index of the nose tip
+INNER_EYE_CORNERS = (39, 42)  # 0-based: image-left eye's inner corner, image-right eye's inner corner
+SFTL54_SPLIT_SIZES = (100, 20, 22)  # subjects in train / val / test for the full 142
+SFTL54_PALETTES = ("gray", "iron")
+THERMEVAL_CATEGORIES = [
+    {"id": 0, "name": "Person", "supercategory": "person"},
+    {"id": 1, "name": "Chest", "supercategory": "person"},
+    {"id": 2, "name": "Forehead", "supercategory": "person"},
+    {"id": 3, "name": "Nose", "supercategory": "person"},
+]
+PERSON, CHEST, FOREHEAD, NOSE = 0, 1, 2, 3
+LABELME_VERSION = "4.5.7"
+STAMP_NAME = "synthetic.json"
+SFTL54_DIRNAME, THERMEVAL_DIRNAME = "SF-TL54", "ThermEval-D"
+
+# Camera models, calibrated so that bicubic x4 on the 192x192 crops scores near real thermal crops.
+SFTL54_CAMERA = dict(blur=0.9, noise=1.4, col_std=0.7, row_std=0.4, halo=0.08, detail=0.0, low_pct=0.5, high_pct=99.9)
+SFTL54_BLUR_RANGE = (0.75, 1.05)  # per-frame optics blur sigma (focus varies), pixels
+THERMEVAL_CAMERA = dict(blur=1.0, noise=2.0, col_std=1.2, row_std=0.6, halo=0.06, detail=0.35, low_pct=1.0,
+                        high_pct=99.5)
+THERMEVAL_BLUR_RANGE = (0.8, 1.1)
+
+_TEX_DU = 0.0125  # face units per texel of the finest subject texture
+_TEX_U = (-1.9, 1.9)  # face-unit window covered by the fine textures
+_TEX_V = (-2.1, 3.8)
+_BODY_DU = 0.1  # face units per texel of the coarse clothing texture
+_BODY_U = (-4.0, 4.0)
+_BODY_V = (-1.0, 22.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Subjects and poses
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Subject:
+    """One person's fixed appearance: geometry in face units, temperatures in degrees Celsius."""
+
+    sub_id: int
+    sex: str
+    half_width: float  # face half-width in SF-TL54 pixels (frames jitter around it)
+    v_widest: float  # y of the widest face level
+    jaw_len: float  # widest level to chin
+    skull_len: float  # widest level to top of skull
+    jaw_p: float  # superellipse exponent of the jaw (2 = round, larger = square)
+    skull_p: float
+    eye_dx: float
+    eye_w: float  # half length of the eye opening
+    eye_h: float  # half height of the eye opening
+    brow_v: float
+    brow_arch: float
+    brow_thick: float
+    tip_v: float  # y of the nose tip
+    nose_w: float  # half width of the nose base
+    nose_h: float  # nose protrusion (depth units), drives the yaw shift of the nose
+    mouth_v: float
+    mouth_w: float
+    lip_h: float
+    hair: str  # short | long | bald | curly
+    hairline: float
+    hair_volume: float
+    hair_len: float  # y where long hair ends
+    hair_frac: float  # hair temperature as a fraction of the way from ambient to skin
+    hair_wave: float
+    beard: float  # 0 = clean shaven, 1 = full beard
+    glasses: bool
+    glass_w: float
+    glass_h: float
+    skin: float  # core facial skin temperature
+    nose_cool: float
+    canthus_hot: float
+    ear_cool: float
+    cheek_cool: float
+    cloth_frac: float
+    neckline: str  # round | vee | collar
+    shoulder_w: float
+    neck_w: float
+    ambient: float
+    tex_seed: int
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Where and how one subject appears in one frame."""
+
+    cx: float  # pixel position of the face-unit origin (between the eyes)
+    cy: float
+    scale: float  # pixels per face unit
+    roll: float  # radians, positive = clockwise on screen
+    yaw: float  # signed fraction; positive turns features toward the image right
+    mouth_open: float  # 0 closed .. 1 open
+    skin_dt: float  # frame-to-frame skin temperature jitter (K)
+    breath: float  # nostril temperature offset (K): exhale > 0 > inhale
+    back_view: bool = False  # facing away from the camera: no face features
+
+
+def make_subject(sub_id: int, rng: np.random.Generator) -> Subject:
+    """Draw one subject's appearance from ``rng`` (a generator private to this subject)."""
+    u = rng.uniform
+    sex = "F" if rng.random() < 0.5 else "M"
+    r_hair = rng.random()
+    if sex == "F":
+        hair = "long" if r_hair < 0.6 else ("curly" if r_hair < 0.8 else "short")
+    else:
+        hair = "short" if r_hair < 0.6 else ("bald" if r_hair < 0.75 else ("curly" if r_hair < 0.9 else "long"))
+    beard = float(u(0.3, 1.0)) if (sex == "M" and rng.random() < 0.35) else 0.0
+    skin = float(rng.normal(34.2, 0.45))
+    return Subject(
+        sub_id=int(sub_id), sex=sex, half_width=float(u(66, 96)),
+        v_widest=float(u(0.05, 0.25)), jaw_len=float(u(1.3, 1.6)), skull_len=float(u(1.55, 1.8)),
+        jaw_p=float(u(1.9, 2.8)), skull_p=float(u(2.0, 2.4)),
+        eye_dx=float(u(0.40, 0.48)), eye_w=float(u(0.17, 0.22)), eye_h=float(u(0.055, 0.085)),
+        brow_v=float(u(-0.36, -0.26)), brow_arch=float(u(0.02, 0.08)), brow_thick=float(u(0.035, 0.075)),
+        tip_v=float(u(0.52, 0.68)), nose_w=float(u(0.17, 0.25)), nose_h=float(u(0.28, 0.42)),
+        mouth_v=float(u(0.98, 1.12)), mouth_w=float(u(0.30, 0.40)), lip_h=float(u(0.04, 0.07)),
+        hair=hair, hairline=float(u(-1.15, -0.85)) if hair != "bald" else -1.9,
+        hair_volume=float(u(0.06, 0.14)) if hair != "curly" else float(u(0.18, 0.32)),
+        hair_len=float(u(1.8, 3.4)), hair_frac=float(u(0.35, 0.6)), hair_wave=float(u(0.0, 0.05)),
+        beard=beard, glasses=bool(rng.random() < 0.3), glass_w=float(u(0.22, 0.3)), glass_h=float(u(0.15, 0.21)),
+        skin=skin, nose_cool=float(u(1.4, 3.4)), canthus_hot=float(u(1.4, 2.3)), ear_cool=float(u(1.5, 3.0)),
+        cheek_cool=float(u(0.5, 1.3)), cloth_frac=float(u(0.4, 0.72)),
+        neckline=("round", "vee", "collar")[int(rng.integers(3))], shoulder_w=float(u(2.4, 3.0)),
+        neck_w=float(u(0.52, 0.64)), ambient=float(u(20.5, 25.0)), tex_seed=int(rng.integers(2**31)),
+    )
+
+
+def canonical_landmarks(s: Subject, mouth_open: float = 0.0) -> np.ndarray:
+    """The 54 SF-TL54 landmarks of ``s`` in face units, float64 (54, 2), in SF-TL54 order."""
+    pts = np.zeros((N_LANDMARKS, 2))
+    # 0-16: jaw contour on the face silhouette, image-left ear level -> chin -> image-right ear level.
+    th = np.pi * (1.0 - np.arange(17) / 16.0)
+    c, sn = np.cos(th), np.abs(np.sin(th))
+    pts[0:17, 0] = np.sign(c) * np.abs(c) ** (2.0 / s.jaw_p)
+    pts[0:17, 1] = s.v_widest + s.jaw_len * sn ** (2.0 / s.jaw_p)
+    # 17-21 image-left brow outer -> inner, 22-26 image-right brow inner -> outer.
+    bx = np.linspace(-0.80, -0.18, 5)
+    pts[17:22] = np.stack([bx, _brow_y(s, bx)], 1)
+    pts[22:27] = np.stack([-bx[::-1], _brow_y(s, -bx[::-1])], 1)
+    # 27-30 nose bridge down to the tip; 31-35 nose base, 33 = centre.
+    pts[27:31, 0] = 0.0
+    pts[27:31, 1] = np.linspace(-0.06, s.tip_v, 4)
+    nb = s.tip_v + 0.11
+    pts[31:36, 0] = np.array([-1.0, -0.5, 0.0, 0.5, 1.0]) * s.nose_w
+    pts[31:36, 1] = nb + np.array([-0.03, 0.0, 0.015, 0.0, -0.03])
+    # 36-41 image-left eye (outer, upper x2, inner, lower x2); 42-47 image-right eye (inner first).
+    for k, (ex, sign) in enumerate(((-s.eye_dx, -1.0), (s.eye_dx, 1.0))):
+        outer, inner = ex + sign * s.eye_w, ex - sign * s.eye_w
+        up = [ex + sign * 0.35 * s.eye_w, ex - sign * 0.35 * s.eye_w]
+        if k == 0:
+            xs = [outer, up[0], up[1], inner, up[1], up[0]]
+        else:
+            xs = [inner, up[1], up[0], outer, up[0], up[1]]
+        xs = np.array(xs)
+        ys = np.array([0, _lid_upper(s, xs[1], ex), _lid_upper(s, xs[2], ex), 0,
+                       _lid_lower(s, xs[4], ex), _lid_lower(s, xs[5], ex)])
+        pts[36 + 6 * k: 42 + 6 * k] = np.stack([xs, ys], 1)
+    # 48-53 lips: left corner, upper-lip top, right corner, lower-lip bottom, upper inner, lower inner.
+    gap = 0.08 * mouth_open
+    mv, mw = s.mouth_v, s.mouth_w
+    pts[48:54] = [[-mw, mv], [0.0, mv - gap / 2 - s.lip_h], [mw, mv], [0.0, mv + gap / 2 + 1.3 * s.lip_h],
+                  [0.0, mv - gap / 2], [0.0, mv + gap / 2]]
+    return pts
+
+
+def _brow_y(s: Subject, x):
+    """y of the brow centre line at face-unit x (either side)."""
+    t = (np.abs(x) - 0.5) / 0.34
+    return s.brow_v - s.brow_arch * (1.0 - np.clip(t, -1, 1) ** 2) + 0.03 * np.clip(np.abs(x) - 0.65, 0, None) / 0.15
+
+
+def _lid_upper(s: Subject, x, ex):
+    """y of the upper eyelid at x for an eye centred at ex."""
+    return -s.eye_h * np.clip(1.0 - ((x - ex) / s.eye_w) ** 2, 0, None)
+
+
+def _lid_lower(s: Subject, x, ex):
+    """y of the lower eyelid at x for an eye centred at ex."""
+    return 0.7 * s.eye_h * np.clip(1.0 - ((x - ex) / s.eye_w) ** 2, 0, None)
+
+
+def _head_radius(s: Subject, u, v):
+    """Superellipse radius of the head outline: 1 on the silhouette, below 1 inside (same dtype as u)."""
+    au, dv = np.abs(u), np.abs(v - s.v_widest)
+    jaw = (au ** s.jaw_p + (dv / s.jaw_len) ** s.jaw_p) ** (1.0 / s.jaw_p)
+    skull = (au ** s.skull_p + (dv / s.skull_len) ** s.skull_p) ** (1.0 / s.skull_p)
+    return np.where(v > s.v_widest, jaw, skull)
+
+
+def _depth(s: Subject, u, v):
+    """Surface height toward the camera (face units): a rounded head plus the nose ridge."""
+    r = _head_radius(s, u, v)
+    d = np.sqrt(np.clip(1.0 - r * r, 0.0, None))
+    t = np.clip((v + 0.06) / (s.tip_v + 0.06), 0.0, 1.0)
+    below = np.exp(-np.clip(v - s.tip_v, 0.0, None) ** 2 / 0.012)
+    nose = s.nose_h * (0.3 + 0.7 * t) * below * np.exp(-u * u / (2 * 0.13 ** 2))
+    return d + nose
+
+
+def project(s: Subject, pose: Pose, pts) -> np.ndarray:
+    """Face-unit points (N, 2) -> pixel coordinates (N, 2) under ``pose`` (inverse of the renderer's map)."""
+    pts = np.asarray(pts, dtype=np.float64)
+    uc, v = pts[:, 0], pts[:, 1]
+    u = uc.copy()
+    for _ in range(40):  # fixed point of u = uc + yaw * depth(u, v); contracting for |yaw| <= 0.2
+        nxt = uc + pose.yaw * _depth(s, u, v)
+        done = np.max(np.abs(nxt - u), initial=0.0) < 1e-7
+        u = nxt
+        if done:
+            break
+    c, sn = np.cos(pose.roll), np.sin(pose.roll)
+    x = pose.cx + pose.scale * (c * u - sn * v)
+    y = pose.cy + pose.scale * (sn * u + c * v)
+    return np.stack([x, y], 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Textures (per subject, in face units)
+# ---------------------------------------------------------------------------------------------
+def _unit_noise(rng, shape, sigma_xy):
+    """Gaussian-blurred white noise rescaled to unit standard deviation, float32 of ``shape``.
+
+    Wide blurs are made on a coarser grid and interpolated up (same look, a fraction of the cost).
+    """
+    h, w = shape
+    f = max(1, int(min(sigma_xy) // 2))
+    n = rng.standard_normal((h // f + 2, w // f + 2), dtype=np.float32)
+    n = cv2.GaussianBlur(n, (0, 0), sigmaX=sigma_xy[0] / f, sigmaY=sigma_xy[1] / f, borderType=cv2.BORDER_REFLECT)
+    if f > 1:
+        n = cv2.resize(n, ((w // f + 2) * f, (h // f + 2) * f), interpolation=cv2.INTER_LINEAR)
+    n = np.ascontiguousarray(n[:h, :w])
+    return n / max(float(n.std()), 1e-6)
+
+
+def make_textures(s: Subject, du: float = _TEX_DU) -> dict:
+    """The subject's fixed texture fields in face units, sampled every ``du`` face units.
+
+    ``fine`` (float32 H×W×4): hair strands, fine isotropic noise (stubble, brow hair), vessel-like ridges,
+    low-frequency wobble for ragged outlines; ``coarse`` (float32 H×W×2): clothing folds and weave.
+    All channels have roughly zero mean and unit spread (the ridges lie in [0, 1]).
+    """
+    rng = np.random.default_rng(s.tex_seed)
+    w = int(np.ceil((_TEX_U[1] - _TEX_U[0]) / du))
+    h = int(np.ceil((_TEX_V[1] - _TEX_V[0]) / du))
+    k = _TEX_DU / du  # coarser texels get proportionally smaller blurs (same look in face units)
+    if s.hair == "curly":
+        strands = 0.7 * _unit_noise(rng, (h, w), (1.6 * k, 1.6 * k)) + 0.7 * _unit_noise(rng, (h, w), (5 * k, 5 * k))
+    else:
+        strands = 0.8 * _unit_noise(rng, (h, w), (0.6 * k, 7.0 * k)) + 0.5 * _unit_noise(rng, (h, w), (3 * k, 12 * k))
+    fine_noise = _unit_noise(rng, (h, w), (0.9 * k, 0.9 * k))
+    veins = np.exp(-(_unit_noise(rng, (h, w), (10.0 * k, 10.0 * k)) / 0.16) ** 2)
+    wobble = _unit_noise(rng, (h, w), (14.0 * k, 14.0 * k))
+    fine = np.ascontiguousarray(np.stack([strands, fine_noise, veins, wobble], -1).astype(np.float32))
+    bw = int(np.ceil((_BODY_U[1] - _BODY_U[0]) / _BODY_DU))
+    bh = int(np.ceil((_BODY_V[1] - _BODY_V[0]) / _BODY_DU))
+    folds = _unit_noise(rng, (bh, bw), (2.5, 6.0))
+    weave = _unit_noise(rng, (bh, bw), (0.5, 0.5))
+    coarse = np.ascontiguousarray(np.stack([folds, weave], -1).astype(np.float32))
+    return {"du": du, "fine": fine, "coarse": coarse}
+
+
+def _sample(tex: np.ndarray, u, v, origin, du, shift=None):
+    """Sample a texture (H, W, C) at face-unit coordinates: bilinear, mirrored borders, float32 (…, C)."""
+    mx = (u - origin[0]) / du
+    if shift is not None:
+        mx = mx + shift
+    my = (v - origin[1]) / du
+    out = cv2.remap(tex, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REFLECT_101)
+    return out if out.ndim == 3 else out[..., None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawing helpers (face units; ``px`` is the size of one pixel in face units)
+# ---------------------------------------------------------------------------------------------
+def _cov(sd, px):
+    """Antialiased coverage of the region sd < 0 (linear ramp one pixel wide), float32 in [0, 1]."""
+    return np.clip(0.5 - sd / px, 0.0, 1.0).astype(np.float32)
+
+
+def _soft(sd, width):
+    """Smooth coverage of the region sd < 0 over ``width`` (smoothstep), float32 in [0, 1]."""
+    t = np.clip(0.5 - sd / width, 0.0, 1.0)
+    return (t * t * (3 - 2 * t)).astype(np.float32)
+
+
+def _gauss(u, v, cx, cy, sx, sy):
+    """Unnormalised 2-D Gaussian bump with peak 1, float32."""
+    return np.exp(-(((u - cx) / sx) ** 2 + ((v - cy) / sy) ** 2) * 0.5).astype(np.float32)
+
+
+def _capsule_sd(u, v, p0, p1, r):
+    """Signed distance to a capsule (segment p0-p1 swept by radius r)."""
+    ax, ay = p1[0] - p0[0], p1[1] - p0[1]
+    t = np.clip(((u - p0[0]) * ax + (v - p0[1]) * ay) / max(ax * ax + ay * ay, 1e-9), 0.0, 1.0)
+    return np.hypot(u - p0[0] - t * ax, v - p0[1] - t * ay) - r
+
+
+def _box_sd(u, v, cx, cy, hx, hy, r=0.0):
+    """Signed distance to an axis-aligned box (half sizes hx, hy) with corners rounded by r."""
+    qx = np.abs(u - cx) - (hx - r)
+    qy = np.abs(v - cy) - (hy - r)
+    return np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0) - r
+
+
+def _over(T, alpha, value):
+    """Composite ``value`` over the temperature map T (in place) with coverage ``alpha``."""
+    T += alpha * (value - T)
+
+
+def _map_px(s: Subject, pose: Pose, cu, cv, body: bool = False):
+    """Face-unit points -> absolute pixel coordinates, ignoring yaw (used for windows, not landmarks).
+
+    The head (``body=False``) rolls about the face origin; the torso (``body=True``) stays upright and
+    joins the head where the neck meets the shoulders.
+    """
+    cu, cv = np.asarray(cu, np.float64), np.asarray(cv, np.float64)
+    c, sn = np.cos(pose.roll), np.sin(pose.roll)
+    if not body:
+        return pose.cx + pose.scale * (c * cu - sn * cv), pose.cy + pose.scale * (sn * cu + c * cv)
+    v_sh = _shoulder_v(s)
+    px, py = pose.cx - pose.scale * sn * v_sh, pose.cy + pose.scale * c * v_sh
+    return px + pose.scale * cu, py + pose.scale * (cv - v_sh)
+
+
+class _Frame:
+    """Face-unit coordinates of a person's pixel window, with sub-windows for cheap local drawing.
+
+    ``u, v`` are head coordinates (rolled, yaw undone on the head); ``ub, vb`` are upright body coordinates.
+    """
+
+    def __init__(self, s: Subject, pose: Pose, roi):
+        self.s, self.pose, self.roi = s, pose, roi
+        y0, y1, x0, x1 = roi
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        xx += 0.5
+        yy += 0.5
+        c, sn = np.float32(np.cos(pose.roll)), np.float32(np.sin(pose.roll))
+        dx = (xx - np.float32(pose.cx)) / np.float32(pose.scale)
+        dy = (yy - np.float32(pose.cy)) / np.float32(pose.scale)
+        self.u = c * dx + sn * dy
+        self.v = -sn * dx + c * dy
+        px0, py0 = _map_px(s, pose, 0.0, _shoulder_v(s), body=True)
+        self.ub = (xx - np.float32(px0)) / np.float32(pose.scale)
+        self.vb = (yy - np.float32(py0)) / np.float32(pose.scale) + np.float32(_shoulder_v(s))
+        self.px = 1.0 / pose.scale
+        if pose.yaw != 0.0:  # undo the yaw shift where the head has depth
+            w = self.win(-1.1, s.v_widest - s.skull_len - 0.1, 1.1, s.v_widest + s.jaw_len + 0.1)
+            if w is not None:
+                self.u[w] -= np.float32(pose.yaw) * _depth(s, self.u[w], self.v[w]).astype(np.float32)
+
+    def win(self, ua, va, ub, vb, body: bool = False):
+        """Slices (rows, cols) of the window covering a face-unit box, or None when it is off-frame."""
+        m = abs(self.pose.yaw) * 1.6 + 3 * self.px
+        xs, ys = _map_px(self.s, self.pose, [ua - m, ub + m, ua - m, ub + m], [va - m, va - m, vb + m, vb + m], body)
+        h, w = self.u.shape
+        x0, x1 = max(int(np.floor(xs.min())) - self.roi[2], 0), min(int(np.ceil(xs.max())) + 1 - self.roi[2], w)
+        y0, y1 = max(int(np.floor(ys.min())) - self.roi[0], 0), min(int(np.ceil(ys.max())) + 1 - self.roi[0], h)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        return slice(y0, y1), slice(x0, x1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The person renderer
+# ---------------------------------------------------------------------------------------------
+def _shoulder_v(s: Subject) -> float:
+    """y of the top of the shoulders where they meet the neck."""
+    return s.v_widest + s.jaw_len + 0.55
+
+
+def _person_extent(s: Subject, full_body: bool):
+    """Face-unit box (u0, v0, u1, v1) containing everything drawn for one person."""
+    bottom = _shoulder_v(s) + 18.2 if full_body else 60.0
+    top = s.v_widest - s.skull_len * (1.0 + s.hair_volume) - 0.2
+    return (-s.shoulder_w - 0.6, top, s.shoulder_w + 0.6, bottom)
+
+
+def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body: bool = False) -> tuple:
+    """Draw one person into the temperature map T (float32 H×W, °C) in place.
+
+    ``full_body`` draws legs and hands (a standing person); otherwise the torso runs off the frame.
+    Returns ``(roi, alpha)``: the (y0, y1, x0, x1) pixel window touched and the person's coverage in it
+    (float32 in [0, 1]), or ``(None, None)`` when the person lies entirely outside the frame.
+    """
+    H, W = T.shape
+    u0, v0, u1, v1 = _person_extent(s, full_body)
+    v_sh = _shoulder_v(s)
+    hx, hy = _map_px(s, pose, [u0, u1, u0, u1], [v0, v0, v_sh + 1.5, v_sh + 1.5])
+    bx, by = _map_px(s, pose, [u0, u1, u0, u1], [v_sh - 0.5, v_sh - 0.5, v1, v1], body=True)
+    xs, ys = np.concatenate([hx, bx]), np.concatenate([hy, by])
+    x0, x1 = max(int(np.floor(xs.min())) - 2, 0), min(int(np.ceil(xs.max())) + 2, W)
+    y0, y1 = max(int(np.floor(ys.min())) - 2, 0), min(int(np.ceil(ys.max())) + 2, H)
+    if x0 >= x1 or y0 >= y1:
+        return None, None
+    F = _Frame(s, pose, (y0, y1, x0, x1))
+    u, v, px = F.u, F.v, F.px
+    sub = T[y0:y1, x0:x1]
+    alpha = np.zeros_like(sub)
+    skin = s.skin + pose.skin_dt
+    amb = s.ambient
+    chin = s.v_widest + s.jaw_len
+    sw, nw = s.shoulder_w, s.neck_w
+    hv = s.hair_volume
+
+    # textures: fine ones around the head, coarse ones on the body
+    du = tex["du"]
+    pre = 0.45 * px / du  # texels per pixel; prefilter so that small people do not alias
+    fine = cv2.GaussianBlur(tex["fine"], (0, 0), pre) if pre > 0.7 else tex["fine"]
+    damp = 1.0 / np.sqrt(max(pre, 1.0))  # sub-pixel detail averages out
+    tw = F.win(-1.5 - hv, v0, 1.5 + hv, max(v_sh + 1.8, s.hair_len + 0.4 if s.hair == "long" else 0.0))
+    ft = np.zeros(u.shape + (4,), np.float32)
+    if tw is not None:
+        shift = None
+        if s.hair_wave > 0:
+            shift = (s.hair_wave / du) * np.sin(v[tw] * 7.0 + (s.tex_seed % 7))
+        ft[tw] = _sample(fine, u[tw], v[tw], (_TEX_U[0], _TEX_V[0]), du, shift)
+    strands, grain, veins, wobble = (ft[..., i] for i in range(4))
+    strands_d, grain_d = strands * damp, grain * damp
+
+    # --- torso and arms (clothing) ---
+    bw = F.win(-sw - 0.6, v_sh - 0.3, sw + 0.6, v1, body=True)
+    cloth = amb + s.cloth_frac * (skin - amb)
+    if bw is not None:
+        uu, vv = F.ub[bw], F.vb[bw]
+        ct = _sample(tex["coarse"], uu, vv, (_BODY_U[0], _BODY_V[0]), _BODY_DU)
+        folds, weave = ct[..., 0], ct[..., 1] * damp
+        hip = v_sh + 7.0 if full_body else 80.0
+        sd = np.minimum(_capsule_sd(uu, vv, (-(nw - 0.1), v_sh + 0.3), (-(sw - 0.55), v_sh + 0.85), 0.55),
+                        _capsule_sd(uu, vv, (nw - 0.1, v_sh + 0.3), (sw - 0.55, v_sh + 0.85), 0.55))
+        sd = np.minimum(sd, _box_sd(uu, vv, 0.0, (v_sh + 0.85 + hip) / 2, sw - 0.5, (hip - v_sh - 0.85) / 2, 0.25))
+        sd = np.minimum(sd, _box_sd(uu, vv, 0.0, v_sh + 0.7, nw + 0.3, 0.5))
+        arm_end = v_sh + 6.6 if full_body else 80.0
+        arms = np.minimum(_capsule_sd(uu, vv, (-(sw - 0.45), v_sh + 1.0), (-(sw - 0.15), arm_end), 0.45),
+                          _capsule_sd(uu, vv, (sw - 0.45, v_sh + 1.0), (sw - 0.15, arm_end), 0.45))
+        sd = np.minimum(sd, arms)
+        t_body = cloth + 0.5 * folds + 0.3 * weave + 0.8 * np.clip(1.0 - (vv - v_sh) / 3.0, 0, 1)
+        crease = _soft(np.abs(np.abs(uu) - (sw - 0.9)) - 0.015, 2 * px) * (vv > v_sh + 1.3)
+        t_body -= 0.8 * crease
+        a = _cov(sd, px)
+        _over(sub[bw], a, t_body)
+        alpha[bw] = np.maximum(alpha[bw], a)
+        if full_body:
+            legs = np.minimum(_capsule_sd(uu, vv, (-0.62, hip), (-0.7, hip + 11.0), 0.52),
+                              _capsule_sd(uu, vv, (0.62, hip), (0.7, hip + 11.0), 0.52))
+            a = _cov(legs, px)
+            _over(sub[bw], a, amb + 0.6 * s.cloth_frac * (skin - amb) + 0.5 * folds)
+            alpha[bw] = np.maximum(alpha[bw], a)
+            hands = np.minimum(np.hypot(uu + sw - 0.15, vv - arm_end - 0.4),
+                               np.hypot(uu - sw + 0.15, vv - arm_end - 0.4))
+            a = _cov(hands - 0.38, px)
+            _over(sub[bw], a, skin - 2.0)
+            alpha[bw] = np.maximum(alpha[bw], a)
+        # skin showing at the neckline, and a collar
+        if s.neckline == "vee":
+            sd_open = np.maximum(np.abs(uu) - 0.62 * np.clip(1 - (vv - v_sh - 0.1) / 1.4, 0, 1), v_sh - 0.2 - vv)
+        elif s.neckline == "round":
+            sd_open = (np.hypot(uu / 0.7, (vv - v_sh - 0.05) / 0.45) - 1.0) * 0.45
+        else:
+            sd_open = (np.hypot(uu / 0.55, (vv - v_sh - 0.05) / 0.3) - 1.0) * 0.3
+        chest = skin - 1.3 - 0.5 * np.clip(vv - v_sh, 0, 1) + 0.15 * grain_d[bw]
+        _over(sub[bw], _soft(sd_open, 1.5 * px) * _cov(sd, px), chest)
+        if s.neckline == "collar":
+            flap = np.minimum(_capsule_sd(uu, vv, (-0.3, v_sh + 0.1), (-0.85, v_sh + 0.55), 0.15),
+                              _capsule_sd(uu, vv, (0.3, v_sh + 0.1), (0.85, v_sh + 0.55), 0.15))
+            _over(sub[bw], _cov(flap, px), cloth - 0.7)
+
+    # --- hair ---
+    t_hair = amb + s.hair_frac * (skin - amb) + 1.4 * strands_d
+    hw = F.win(-1.2 - hv, v0, 1.2 + hv, s.v_widest + 0.8)
+    if s.hair == "long" and not pose.back_view:  # curtains behind the face, over the shoulders
+        lw = F.win(-1.35 - hv, v0, 1.35 + hv, s.hair_len + 0.4)
+        if lw is not None:
+            uu, vv = u[lw], v[lw]
+            dv = vv - s.v_widest
+            top = np.sqrt(np.clip(1.0 - (np.minimum(dv, 0) / (s.skull_len * (1.0 + 0.8 * hv))) ** 2, 0, 1))
+            width = (1.0 + hv + 0.1) * top + 0.07 * np.clip(dv, 0, None) + 0.05 * wobble[lw]
+            sd = np.maximum(np.abs(uu) - width, vv - s.hair_len - 0.2 * wobble[lw])
+            edge = np.clip(-sd / 0.15, 0, 1)
+            a = _soft(sd - 0.02 * strands[lw], 2 * px)
+            t = t_hair[lw] - 1.2 * (1 - edge) - 0.5 * np.clip((vv - chin) / 2.0, 0, 1)
+            _over(sub[lw], a, t)
+            alpha[lw] = np.maximum(alpha[lw], a)
+
+    # --- neck: a warm cylinder flaring into the shoulders ---
+    nwin = F.win(-nw - 0.5, s.v_widest, nw + 0.5, v_sh + 0.8)
+    if nwin is not None:
+        uu, vv = u[nwin], v[nwin]
+        flare = np.clip((vv - v_sh + 0.5) / 0.8, 0, 1)
+        width = nw + 0.3 * flare * flare
+        sd = np.maximum(np.abs(uu) - width, np.maximum(s.v_widest + 0.3 - vv, vv - v_sh - 0.7))
+        a = _cov(sd, px)
+        t = skin - 0.3 + 0.2 * veins[nwin] - 0.4 * np.clip((vv - chin) / 1.2, 0, 1) - 1.6 * (np.abs(uu) / width) ** 4
+        _over(sub[nwin], a, t)
+        alpha[nwin] = np.maximum(alpha[nwin], a)
+
+    # --- ears ---
+    if s.hair not in ("long", "curly") or pose.back_view:
+        for side in (-1.0, 1.0):
+            ew = F.win(side * 1.0 - 0.2, s.v_widest - 0.3, side * 1.0 + 0.2, s.v_widest + 0.5)
+            if ew is None:
+                continue
+            uu, vv = u[ew], v[ew]
+            sd = (np.hypot((uu - side * 1.0) / 0.14, (vv - s.v_widest - 0.08) / 0.3) - 1.0) * 0.14
+            rim = _soft(np.abs(sd + 0.04) - 0.012, 2 * px)
+            a = _cov(sd, px)
+            _over(sub[ew], a, skin - s.ear_cool + 0.7 * rim - 0.4 * _soft(-sd - 0.06, 3 * px))
+            alpha[ew] = np.maximum(alpha[ew], a)
+
+    # --- head ---
+    hd = F.win(-1.05, s.v_widest - s.skull_len - 0.05, 1.05, chin + 0.05)
+    if hd is None:
+        return (y0, y1, x0, x1), alpha
+    uu, vv = u[hd], v[hd]
+    r = _head_radius(s, uu, vv).astype(np.float32)
+    a_head = _cov((r - 1.0) * np.where(vv > s.v_widest, 1.0, 1.3).astype(np.float32), px)
+    alpha[hd] = np.maximum(alpha[hd], a_head)
+    if pose.back_view:
+        _over(sub[hd], a_head, t_hair[hd] if s.hair != "bald" else skin - 1.5)
+        return (y0, y1, x0, x1), alpha
+    rr = np.clip(r, 0.0, 1.0)
+    t = np.full(u.shape, skin, np.float32)
+    th = skin + 0.45 * _gauss(uu, vv, 0.0, -0.75, 0.55, 0.3)  # warm forehead
+    th += 0.35 * (_gauss(uu, vv, -0.82, -0.35, 0.14, 0.3) + _gauss(uu, vv, 0.82, -0.35, 0.14, 0.3))  # temples
+    th -= 2.2 * np.clip((rr - 0.72) / 0.28, 0, 1) ** 2  # grazing-angle edges read cooler
+    th -= 0.9 * uu * uu * np.clip((vv - 0.1) / 0.8, 0, 1)  # lower face cooler toward the jaw
+    th -= s.cheek_cool * (_gauss(uu, vv, -0.62, 0.62, 0.22, 0.28) + _gauss(uu, vv, 0.62, 0.62, 0.22, 0.28))
+    th -= 0.5 * _gauss(uu, vv, 0.0, chin - 0.12, 0.3, 0.14)  # chin
+    th += 0.25 * veins[hd] * _gauss(uu, vv, 0.0, -0.55, 0.9, 0.55)  # superficial vessels
+    th += 0.1 * grain_d[hd]  # skin mottling
+    if s.hair == "bald":
+        th -= 1.0 * np.clip((-vv - 1.0) / 0.5, 0, 1)  # scalp
+    t[hd] = th
+    tip, nb = s.tip_v, s.tip_v + 0.11
+    w = F.win(-0.45, -0.15, 0.45, nb + 0.15)  # nose: cool tip, ridge and wings; warm creases
+    if w is not None:
+        uu, vv = u[w], v[w]
+        tn = -s.nose_cool * _gauss(uu, vv, 0.0, tip - 0.01, 0.15, 0.13)
+        tn -= 0.45 * s.nose_cool * _gauss(uu, vv, 0.0, tip * 0.55, 0.09, 0.2)
+        for side in (-1.0, 1.0):
+            tn -= 0.4 * s.nose_cool * _gauss(uu, vv, side * 0.85 * s.nose_w, nb - 0.05, 0.07, 0.06)
+            ala = np.abs(np.hypot(uu - side * (s.nose_w - 0.05), vv - nb + 0.07) - 0.1) - 0.01
+            tn += 1.0 * _soft(ala, 2.5 * px) * (side * uu > 0.12) * (vv > nb - 0.2)
+            tn += pose.breath * _gauss(uu, vv, side * 0.45 * s.nose_w, nb + 0.005, 0.05, 0.025)
+        t[w] += tn
+    w = F.win(-s.mouth_w - 0.5, nb - 0.1, s.mouth_w + 0.5, s.mouth_v + 0.1)  # nasolabial creases
+    if w is not None:
+        uu, vv = u[w], v[w]
+        for side in (-1.0, 1.0):
+            fold = np.abs(np.hypot(uu - side * (s.nose_w + 0.5), vv - nb + 0.05) - 0.5) - 0.012
+            t[w] += 0.5 * _soft(fold, 2 * px) * (vv > nb - 0.05) * (vv < s.mouth_v) * (side * uu > s.nose_w)
+    for ex, side in ((-s.eye_dx, -1.0), (s.eye_dx, 1.0)):  # warm orbits, hottest inner canthi
+        w = F.win(ex - 0.4, -0.35, ex + 0.4, 0.35)
+        if w is None:
+            continue
+        uu, vv = u[w], v[w]
+        inner = ex - side * s.eye_w
+        te = 0.7 * _gauss(uu, vv, ex + side * 0.02, 0.0, 0.22, 0.14)
+        te -= 0.35 * _gauss(uu, vv, ex, 0.22, 0.16, 0.06)  # lower lid / cheek boundary
+        te += s.canthus_hot * _gauss(uu, vv, inner + side * 0.015, 0.005, 0.045, 0.038)
+        up, lo = _lid_upper(s, uu, ex), _lid_lower(s, uu, ex)
+        a_eye = _cov(-np.minimum(vv - up, lo - vv), px) * (np.abs(uu - ex) < s.eye_w)
+        te += a_eye * (-0.55 - 0.8 * _gauss(uu, vv, ex, 0.0, 0.055, 0.055))  # cornea, iris
+        span = np.clip(1 - ((uu - ex) / (1.05 * s.eye_w)) ** 2, 0, 1)
+        te -= 0.9 * _soft(np.abs(vv - up + 0.008) - 0.012, 1.5 * px) * span  # lash line
+        te += 0.3 * _soft(np.abs(vv - 1.7 * up + 0.045) - 0.008, 2 * px) * span  # lid crease
+        t[w] += te
+    w = F.win(-0.95, s.brow_v - 0.25, 0.95, s.brow_v + 0.15)  # brows: hair insulates, so cooler
+    if w is not None:
+        uu, vv = u[w], v[w]
+        thick = s.brow_thick * np.clip(1.0 - ((np.abs(uu) - 0.35) / 0.55) ** 2, 0.3, 1.0)
+        sd = np.maximum(np.abs(vv - _brow_y(s, uu)) - thick, np.abs(np.abs(uu) - 0.49) - 0.31)
+        a = _soft(sd + 0.02 * wobble[w], 2.5 * px)
+        t[w] -= a * (1.5 + 0.25 * grain_d[w] + 0.3 * wobble[w])
+    mv, mw = s.mouth_v, s.mouth_w
+    w = F.win(-mw - 0.1, mv - 0.2, mw + 0.1, mv + 0.22)  # lips and the warm line between them
+    if w is not None:
+        uu, vv = u[w], v[w]
+        prof = np.clip(1.0 - (uu / mw) ** 2, 0, 1)
+        gap = 0.08 * pose.mouth_open
+        lips = np.maximum(np.maximum(mv - gap / 2 - s.lip_h * prof - vv, vv - mv - gap / 2 - 1.3 * s.lip_h * prof),
+                          np.abs(uu) - mw)
+        line = np.maximum(np.abs(vv - mv) - (0.008 + gap / 2 * prof), np.abs(uu) - mw)
+        t[w] += 0.35 * _soft(lips, 2 * px) + (0.7 + 1.2 * pose.mouth_open) * _soft(line, 1.5 * px)
+    if s.beard > 0:  # beard and moustache: insulating hair, cooler and textured
+        w = F.win(-1.05, tip, 1.05, chin + 0.05)
+        if w is not None:
+            uu, vv = u[w], v[w]
+            au = np.abs(uu)
+            inside = _soft(_head_radius(s, uu, vv) - 0.985, 3 * px)
+            ragged = 0.05 * wobble[w] + 0.012 * strands[w]
+            prof = np.clip(1.0 - (uu / (mw + 0.06)) ** 2, 0, 1)
+            cheeks = _soft(mv - 0.1 - 0.9 * (au - 0.35) - vv + ragged, 4 * px) * _soft(0.3 - au, 4 * px)
+            lower = _soft(mv + (1.3 * s.lip_h + 0.03) * prof + 0.01 - vv + ragged, 3 * px)
+            tache = _soft(nb + 0.05 - vv + ragged, 3 * px) * _soft(vv - mv + (s.lip_h + 0.02) * prof, 2 * px) * (
+                _soft(au - mw - 0.04 + ragged, 3 * px))
+            zone = np.maximum(np.maximum(cheeks, lower), tache) * inside * s.beard
+            t[w] -= zone * (2.0 + 0.35 * grain_d[w] + 0.3 * strands_d[w] + 0.4 * wobble[w])
+    _over(sub[hd], a_head, t[hd])
+
+    # --- hair on the head, framing the face ---
+    if s.hair != "bald" and hw is not None:
+        uu, vv = u[hw], v[hw]
+        rh = _head_radius(s, uu / (1.0 + hv), s.v_widest + (vv - s.v_widest) / (1.0 + 0.8 * hv))
+        sd_out = (rh - 1.0) * 1.1 + 0.035 * wobble[hw] - 0.012 * strands[hw]
+        fw = {"short": 0.95, "curly": 0.9, "long": 0.84}[s.hair]  # half width of the face opening
+        vc = s.v_widest - (0.1 if s.hair == "short" else -0.3)
+        fh = vc - s.hairline
+        q = np.where(vv < vc, np.hypot(uu / fw, (vv - vc) / fh), np.abs(uu) / fw)
+        sd_open = (q - 1.0) * fh + 0.05 * wobble[hw] + 0.008 * strands[hw]
+        a = _soft(sd_out, 2.5 * px) * _soft(-sd_open, 3 * px)
+        if s.hair == "long":  # below the temples the curtains behind the face take over
+            a = a * _soft(vv - s.v_widest - 0.6, 0.3)
+        edge = np.clip(-sd_out / 0.2, 0, 1)
+        warm = 1.0 * np.clip(1.0 - sd_open / 0.3, 0, 1)  # scalp heat shows through near the face
+        _over(sub[hw], a, t_hair[hw] + warm - 1.4 * (1 - edge))
+        alpha[hw] = np.maximum(alpha[hw], a)
+
+    # --- glasses: opaque to long-wave infrared, so the lenses show the cold room ---
+    if s.glasses:
+        gw = F.win(-1.05, -0.3, 1.05, 0.32)
+        if gw is not None:
+            uu, vv = u[gw], v[gw]
+            sd_l = None
+            for ex in (-s.eye_dx, s.eye_dx):
+                q = ((np.abs(uu - ex) / s.glass_w) ** 4 + (np.abs(vv - 0.03) / s.glass_h) ** 4) ** 0.25
+                d = (q - 1.0) * min(s.glass_w, s.glass_h)
+                sd_l = d if sd_l is None else np.minimum(sd_l, d)
+            _over(sub[gw], _cov(sd_l, px), amb + 1.3 + 0.6 * _gauss(uu, vv, 0.0, -0.3, 0.6, 0.2))
+            inner = s.eye_dx - s.glass_w
+            frame = np.minimum(np.abs(sd_l) - 0.018, _capsule_sd(uu, vv, (-inner, -0.02), (inner, -0.02), 0.018))
+            frame = np.minimum(frame, np.minimum(
+                _capsule_sd(uu, vv, (-(s.eye_dx + s.glass_w), -0.02), (-0.99, 0.02), 0.016),
+                _capsule_sd(uu, vv, (s.eye_dx + s.glass_w, -0.02), (0.99, 0.02), 0.016)))
+            _over(sub[gw], _cov(frame, px), amb + 0.45 * (skin - amb))
+    return (y0, y1, x0, x1), alpha
+
+# ---------------------------------------------------------------------------------------------
+# Backgrounds and the camera
+# ---------------------------------------------------------------------------------------------
+def _smooth_field(rng, h, w, cells=6):
+    """Smooth random field (float32 H×W, unit-ish amplitude) from an upsampled coarse grid."""
+    g = rng.standard_normal((cells, cells)).astype(np.float32)
+    return cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def portrait_background(rng, s: Subject) -> np.ndarray:
+    """Studio background temperature map (float32 348×464): cool wall with smooth gradients."""
+    w, h = SFTL54_SIZE
+    yy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
+    xx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
+    T = s.ambient - 0.6 + 0.5 * _smooth_field(rng, h, w, 4) + rng.uniform(-0.5, 0.5) * yy + rng.uniform(-0.4, 0.4) * xx
+    if rng.random() < 0.35:  # a warm object or a sunlit patch somewhere behind
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        rr = rng.uniform(20, 80)
+        X, Y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        T += rng.uniform(1.0, 4.0) * np.exp(-((X - cx) ** 2 + (Y - cy) ** 2) / (2 * rr * rr))
+    return T.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A sensor's fixed properties: optics, noise, detail enhancement and fixed-pattern offsets."""
+
+    blur: float  # Gaussian optics blur sigma, pixels (frames may override it)
+    noise: float  # temporal noise, std in 8-bit levels
+    col_fpn: np.ndarray  # per-column offsets, 8-bit levels
+    row_fpn: np.ndarray  # per-row offsets, 8-bit levels
+    halo: float = 0.08  # fraction of the signal scattered into a wide blur (lens scatter)
+    detail: float = 0.0  # gain of the camera's detail enhancement (unsharp mask, sigma 2 px)
+    low_pct: float = 0.5  # auto-gain window: percentiles of the scene
+    high_pct: float = 99.9
+
+
+def make_camera(rng, width, height, *, col_std, row_std, **kw) -> Camera:
+    """A camera whose fixed-pattern offsets (std ``col_std``/``row_std`` levels) are drawn once from ``rng``."""
+    col = rng.normal(0, col_std, width).astype(np.float32)
+    row = rng.normal(0, row_std, height).astype(np.float32)
+    return Camera(col_fpn=col, row_fpn=row, **kw)
+
+
+def _wide_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Approximate a wide Gaussian blur cheaply: blur a 4x smaller copy and scale it back up."""
+    h, w = img.shape
+    small = cv2.resize(img, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / 4.0, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def expose(T: np.ndarray, cam: Camera, rng, blur: float | None = None) -> np.ndarray:
+    """Temperature map (float32 H×W, °C) -> white-hot 8-bit frame (uint8 H×W) through ``cam``.
+
+    Optics blur (plus a little wide scatter), an auto-gain window from scene percentiles, temporal noise,
+    the camera's detail enhancement, column/row fixed-pattern offsets, then rounding to 8 bits.
+    """
+    sigma = cam.blur if blur is None else blur
+    Tb = cv2.GaussianBlur(T, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    if cam.halo > 0:
+        Tb = (1.0 - cam.halo) * Tb + cam.halo * _wide_blur(T, 6.0 * sigma + 6.0)
+    lo, hi = np.percentile(Tb[::2, ::2], (cam.low_pct, cam.high_pct))
+    span = max(float(hi - lo), 2.0)
+    lo, hi = lo - 0.03 * span, hi + 0.04 * span
+    img = (Tb - lo) * np.float32(255.0 / (hi - lo))
+    img += rng.standard_normal(T.shape, dtype=np.float32) * np.float32(cam.noise)
+    if cam.detail > 0:
+        img += np.float32(cam.detail) * (img - cv2.GaussianBlur(img, (0, 0), 2.0, borderType=cv2.BORDER_REFLECT))
+    img += cam.col_fpn[None, :] + cam.row_fpn[:, None]
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def iron(gray: np.ndarray) -> np.ndarray:
+    """White-hot uint8 H×W -> an iron-like colour palette (uint8 BGR H×W×3, OpenCV's inferno)."""
+    return cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO)
+
+
+# ---------------------------------------------------------------------------------------------
+# SF-TL54-like portraits
+# ---------------------------------------------------------------------------------------------
+def sftl54_split(sub_id: int, n_subjects: int = 142) -> str:
+    """Split of a subject: ids 1-100 train, 101-120 val, 121-142 test, scaled for other subject counts."""
+    if not 1 <= sub_id <= n_subjects:
+        raise ValueError(f"sub_id {sub_id} outside 1..{n_subjects}")
+    total = sum(SFTL54_SPLIT_SIZES)
+    n_train = round(n_subjects * SFTL54_SPLIT_SIZES[0] / total)
+    n_val = round(n_subjects * SFTL54_SPLIT_SIZES[1] / total)
+    if n_subjects >= 3:
+        n_val = max(n_val, 1)
+        n_train = min(max(n_train, 1), n_subjects - n_val - 1)
+    if sub_id <= n_train:
+        return "train"
+    return "val" if sub_id <= n_train + n_val else "test"
+
+
+def sftl54_pose(s: Subject, rng) -> Pose:
+    """A frame's pose for a studio portrait: roughly frontal, small translation/roll/yaw/scale changes."""
+    w, h = SFTL54_SIZE
+    scale = s.half_width * float(rng.uniform(0.96, 1.04))
+    top = (s.skull_len * (1.0 + s.hair_volume) - s.v_widest) * scale  # eye line to top of the hair
+    chin = (s.v_widest + s.jaw_len) * scale  # eye line to chin
+    cy = min(max(top + 6.0, 0.36 * h), h - chin - 24.0) + float(np.clip(rng.normal(0, 6), -12, 12))
+    return Pose(cx=w / 2 + float(rng.normal(0, 12)), cy=cy, scale=scale, roll=float(rng.normal(0, 0.05)),
+                yaw=float(np.clip(rng.normal(0, 0.07), -0.18, 0.18)),
+                mouth_open=float(rng.random() < 0.25) * float(rng.uniform(0.3, 1.0)),
+                skin_dt=float(rng.normal(0, 0.15)), breath=float(rng.normal(0, 0.5)))
+
+
+def render_sftl54_frame(s: Subject, pose: Pose, tex: dict, cam: Camera, rng) -> tuple:
+    """One portrait: ``(gray uint8 348×464, landmarks float64 (54, 2) in pixels, face box [x0, y0, x1, y1])``."""
+    T = portrait_background(np.random.default_rng(s.tex_seed + 1), s)
+    T += float(rng.normal(0, 0.1))
+    render_person(T, s, pose, tex)
+    gray = expose(T, cam, rng)
+    lm = project(s, pose, canonical_landmarks(s, pose.mouth_open))
+    box = face_box(s, pose)
+    return gray, lm, box
+
+
+def face_box(s: Subject, pose: Pose) -> list:
+    """Face rectangle [x0, y0, x1, y1] in pixels: jaw contour plus the forehead up to the hairline."""
+    lm = canonical_landmarks(s)[:17]
+    top = min(s.hairline, -0.9) if s.hair != "bald" else -1.1
+    fore = np.stack([np.linspace(-0.85, 0.85, 5), np.full(5, top)], 1)
+    p = project(s, pose, np.concatenate([lm, fore]))
+    w, h = SFTL54_SIZE
+    x0, y0 = np.clip(p.min(0), 0, [w, h])
+    x1, y1 = np.clip(p.max(0), 0, [w, h])
+    return [float(x0), float(y0), float(x1), float(y1)]
+
+
+def _labelme(name: str, box, lm) -> dict:
+    """LabelMe annotation: a ``face`` rectangle then 54 point shapes in SF-TL54 order."""
+    def shape(label, pts, kind):
+        """One LabelMe shape with coordinates rounded to 0.01 px."""
+        return {"label": label, "points": [[round(float(x), 2), round(float(y), 2)] for x, y in pts],
+                "group_id": None, "shape_type": kind, "flags": {}}
+    shapes = [shape("face", [box[:2], box[2:]], "rectangle")]
+    shapes += [shape(str(i + 1), [p], "point") for i, p in enumerate(lm)]
+    w, h = SFTL54_SIZE
+    return {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": f"../images/{name}.png",
+            "imageData": None, "imageHeight": h, "imageWidth": w}
+
+
+def write_sftl54(root, n_subjects=142, frames_per_subject=3, seed=0, palettes=("gray", "iron")) -> dict:
+    """Write an SF-TL54-like dataset under ``root``; returns counts per split and palette."""
+    root = Path(root)
+    if n_subjects < 1 or frames_per_subject < 1:
+        raise ValueError(f"n_subjects and frames_per_subject must be >= 1, got {n_subjects}, {frames_per_subject}")
+    bad = [p for p in palettes if p not in SFTL54_PALETTES]
+    if bad:
+        raise ValueError(f"unknown palette(s) {bad}; choose from {SFTL54_PALETTES}")
+    cam = make_camera(np.random.default_rng([seed, 540]), *SFTL54_SIZE, **SFTL54_CAMERA)
+    rows, counts = [], {sp: 0 for sp in ("train", "val", "test")}
+    for sub_id in range(1, n_subjects + 1):
+        s = make_subject(sub_id, np.random.default_rng([seed, 54, sub_id]))
+        split = sftl54_split(sub_id, n_subjects)
+        tex = make_textures(s)
+        rows.append({"sub_id": sub_id, "split": split, "sex": s.sex, "glasses": int(s.glasses), "hair": s.hair,
+                     "beard": int(s.beard > 0)})
+        for k in range(frames_per_subject):
+            frng = np.random.default_rng([seed, 54, sub_id, k + 1])
+            pose = sftl54_pose(s, frng)
+            focus = replace(cam, blur=float(frng.uniform(*SFTL54_BLUR_RANGE)))
+            gray, lm, box = render_sftl54_frame(s, pose, tex, focus, frng)
+            name = f"{sub_id:03d}_1_{k % 3 + 1}_{k // 3 + 1}_{k + 1:03d}"
+            ann = _labelme(name, box, lm)
+            for pal in palettes:
+                img = gray if pal == "gray" else iron(gray)  # gray: one channel, white-hot
+                tio.write_png(root / pal / split / "images" / f"{name}.png", img)
+                tio.atomic_write_json(root / pal / split / "json" / f"{name}.json", ann)
+            counts[split] += 1
+    buf = _stdio.StringIO()
+    wr = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    wr.writeheader()
+    wr.writerows(rows)
+    tio.atomic_write_text(root / "metadata.csv", buf.getvalue())
+    return {"subjects": n_subjects, "frames": sum(counts.values()), "frames_per_split": counts,
+            "palettes": list(palettes)}
+
+
+# ---------------------------------------------------------------------------------------------
+# ThermEval-D-like indoor scenes
+# ---------------------------------------------------------------------------------------------
+def indoor_background(rng, ambient: float) -> np.ndarray:
+    """Indoor scene temperature map (float32 192×256): walls, floor and warm or cold clutter."""
+    w, h = THERMEVAL_SIZE
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    T = ambient + 0.35 * _smooth_field(rng, h, w, 5) + rng.uniform(-0.8, 0.8) * (yy / h - 0.5)
+    horizon = rng.uniform(0.45, 0.8) * h
+    T += np.where(yy > horizon, rng.uniform(-1.5, 0.5) + 0.8 * (yy - horizon) / h, 0.0).astype(np.float32)
+    if rng.random() < 0.5:  # wall corner
+        xc = rng.uniform(0.1, 0.9) * w
+        T += np.where((xx > xc) & (yy < horizon), rng.uniform(-0.8, 0.8), 0.0).astype(np.float32)
+
+    def rect(x0, y0, x1, y1, value, r=1.0):
+        """Paint an antialiased rounded rectangle of temperature ``value``; returns its coverage."""
+        a = _cov(_box_sd(xx, yy, (x0 + x1) / 2, (y0 + y1) / 2, abs(x1 - x0) / 2, abs(y1 - y0) / 2, r), 1.0)
+        T[...] += a * (value - T)
+        return a
+
+    for _ in range(int(rng.integers(2, 6))):
+        kind = rng.choice(["monitor", "window", "radiator", "desk", "lamp", "cup", "door", "shelf"])
+        x0, y0 = rng.uniform(-0.1, 0.9) * w, rng.uniform(0.05, 0.85) * h
+        if kind == "monitor":
+            ww, hh = rng.uniform(30, 90), rng.uniform(22, 55)
+            rect(x0, y0, x0 + ww, y0 + hh, ambient + rng.uniform(1.0, 3.0))
+            rect(x0 + 2, y0 + 2, x0 + ww - 2, y0 + hh - 2, ambient + rng.uniform(3.0, 9.0))
+            rect(x0 + ww * 0.2, y0 + hh - 3, x0 + ww * 0.8, y0 + hh, ambient + rng.uniform(6.0, 12.0), 0.5)
+        elif kind == "window":
+            ww, hh = rng.uniform(40, 110), rng.uniform(40, 90)
+            rect(x0, y0, x0 + ww, y0 + hh, ambient - rng.uniform(2.0, 7.0))
+            rect(x0 + ww / 2 - 1.5, y0, x0 + ww / 2 + 1.5, y0 + hh, ambient - 0.5, 0.0)
+        elif kind == "radiator":
+            ww, hh = rng.uniform(35, 90), rng.uniform(18, 40)
+            hot = ambient + rng.uniform(8, 25)
+            a = rect(x0, y0, x0 + ww, y0 + hh, hot)
+            fins = 0.5 + 0.5 * np.cos(2 * np.pi * (xx - x0) / rng.uniform(4, 7))
+            T[...] -= a * fins * (hot - ambient) * 0.35
+        elif kind == "desk":
+            top = rng.uniform(0.55, 0.85) * h
+            rect(x0 - 40, top, x0 + rng.uniform(60, 160), h + 5, ambient + rng.uniform(-1.0, 1.0), 0.0)
+            rect(x0 - 40, top, x0 + rng.uniform(60, 160), top + 2, ambient + rng.uniform(0.5, 2.0), 0.0)
+        elif kind == "lamp":
+            rr = rng.uniform(3, 8)
+            a = _cov(np.hypot(xx - x0, yy - y0) - rr, 1.0)
+            T[...] += a * (ambient + rng.uniform(20, 45) - T)
+            T[...] += rng.uniform(1, 4) * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * (4 * rr) ** 2))
+        elif kind == "cup":
+            ww, hh = rng.uniform(5, 10), rng.uniform(7, 12)
+            rect(x0, y0, x0 + ww, y0 + hh, ambient + rng.uniform(15, 35), 1.5)
+        elif kind == "door":
+            ww = rng.uniform(40, 70)
+            rect(x0, 0.1 * h, x0 + ww, horizon + 2, ambient + rng.uniform(-1.2, 1.2), 0.0)
+            rect(x0 + ww - 8, 0.45 * h, x0 + ww - 4, 0.45 * h + 3, ambient - 1.5, 0.5)
+        else:  # shelf with items
+            ww = rng.uniform(50, 120)
+            rect(x0, y0, x0 + ww, y0 + 3, ambient - 0.6, 0.0)
+            for _ in range(int(rng.integers(2, 6))):
+                bx = x0 + rng.uniform(0, ww - 6)
+                bh = rng.uniform(6, 18)
+                rect(bx, y0 - bh, bx + rng.uniform(3, 10), y0, ambient + rng.uniform(-1.5, 1.5), 0.0)
+    return T.astype(np.float32)
+
+
+def _scene_people(rng, seed: int, scene: int) -> list:
+    """1-4 (subject, pose, full_body) triples for one indoor scene, drawn far to near."""
+    w, h = THERMEVAL_SIZE
+    n = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
+    people = []
+    for i in range(n):
+        s = make_subject(10_000 + i, np.random.default_rng([seed, 256, scene, i]))
+        kind = rng.choice(["far", "mid", "close"], p=[0.25, 0.5, 0.25] if n > 1 else [0.15, 0.45, 0.4])
+        if kind == "far":
+            scale, full = float(rng.uniform(3.2, 6.5)), True
+            cy = float(rng.uniform(0.1, 0.35)) * h
+        elif kind == "mid":
+            scale, full = float(rng.uniform(8.0, 16.0)), False
+            cy = float(rng.uniform(0.25, 0.55)) * h
+        else:
+            scale, full = float(rng.uniform(20.0, 40.0)), False
+            cy = float(rng.uniform(0.3, 0.6)) * h
+        cx = float(rng.uniform(-0.05, 1.05)) * w
+        pose = Pose(cx=cx, cy=cy, scale=scale, roll=float(rng.normal(0, 0.08)),
+                    yaw=float(np.clip(rng.normal(0, 0.08), -0.18, 0.18)),
+                    mouth_open=float(rng.random() < 0.2) * float(rng.uniform(0.2, 1.0)),
+                    skin_dt=float(rng.normal(0, 0.4)), breath=float(rng.normal(0, 0.6)),
+                    back_view=bool(rng.random() < 0.08))
+        people.append((s, pose, full))
+    people.sort(key=lambda p: p[1].scale)
+    return people
+
+
+def _bbox_of(mask: np.ndarray, roi) -> list | None:
+    """COCO box [x, y, w, h] of a boolean mask placed at roi (y0, y1, x0, x1); None if empty."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    y0, _, x0, _ = roi
+    return [float(x0 + xs.min()), float(y0 + ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+
+
+def _proj_box(s: Subject, pose: Pose, u0, v0, u1, v1) -> list | None:
+    """COCO box of a face-unit rectangle after projection, clipped to the frame; None if under 2 px."""
+    w, h = THERMEVAL_SIZE
+    g = np.stack(np.meshgrid(np.linspace(u0, u1, 5), np.linspace(v0, v1, 5)), -1).reshape(-1, 2)
+    p = project(s, pose, g)
+    x0, y0 = np.clip(p.min(0), 0, [w, h])
+    x1, y1 = np.clip(p.max(0), 0, [w, h])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+
+
+def render_thermeval_frame(seed: int, scene: int, cam: Camera) -> tuple:
+    """One indoor frame: ``(gray uint8 192×256, [(category_id, bbox), ...])``."""
+    w, h = THERMEVAL_SIZE
+    rng = np.random.default_rng([seed, 256, scene])
+    ambient = float(rng.uniform(21.0, 27.0))
+    T = indoor_background(rng, ambient)
+    people = _scene_people(rng, seed, scene)
+    owner = np.full((h, w), -1, np.int16)
+    drawn = []
+    for k, (s, pose, full) in enumerate(people):
+        s = replace(s, ambient=ambient)
+        tex = make_textures(s, du=max(_TEX_DU, 0.45 / pose.scale))
+        roi, alpha = render_person(T, s, pose, tex, full_body=full)
+        if roi is None:
+            continue
+        y0, y1, x0, x1 = roi
+        owner[y0:y1, x0:x1][alpha > 0.5] = k
+        drawn.append((k, s, pose, roi, alpha))
+    anns = []
+    drop_rng = np.random.default_rng([seed, 256, scene, 99])
+    for k, s, pose, roi, alpha in drawn:
+        y0, y1, x0, x1 = roi
+        body = alpha > 0.5
+        visible = body & (owner[y0:y1, x0:x1] == k)
+        n_vis = int(visible.sum())
+        if n_vis < 20 or n_vis < 0.3 * int(body.sum()):  # mostly hidden behind someone nearer: not labelled
+            continue
+        pbox = _bbox_of(body, roi)  # the person's full extent inside the frame, as annotators draw it
+        nose = None
+        if not pose.back_view:
+            nx, ny = project(s, pose, canonical_landmarks(s)[NOSE_TIP:NOSE_TIP + 1])[0]
+            ix, iy = int(np.floor(nx)), int(np.floor(ny))
+            if 1 <= nx < w - 1 and 1 <= ny < h - 1 and owner[iy, ix] == k:
+                side = float(np.clip(round(0.45 * pose.scale), 3, 8))
+                nose = [round(nx - side / 2, 2), round(ny - side / 2, 2), side, side]
+        keep_person = nose is None or drop_rng.random() >= 0.05
+        if keep_person:
+            anns.append((PERSON, pbox))
+        if nose is not None:
+            anns.append((NOSE, nose))
+            fb = _proj_box(s, pose, -0.55, -1.0 if s.hair != "bald" else -1.2, 0.55, -0.45)
+            if fb is not None and pose.scale >= 6:
+                anns.append((FOREHEAD, fb))
+        cb = _proj_box(s, pose, -1.0, s.v_widest + s.jaw_len + 1.6, 1.0, s.v_widest + s.jaw_len + 3.2)
+        if cb is not None and not pose.back_view and pose.scale >= 6:
+            anns.append((CHEST, cb))
+    gray = expose(T, cam, rng, blur=float(rng.uniform(*THERMEVAL_BLUR_RANGE)))
+    return gray, anns
+
+
+def write_thermeval(root, frames_file1=40, frames_file2=36, seed=0) -> dict:
+    """Write a ThermEval-D-like dataset under ``root``; returns frame and annotation counts."""
+    root = Path(root)
+    if frames_file1 < 0 or frames_file2 < 0:
+        raise ValueError(f"frame counts must be >= 0, got {frames_file1}, {frames_file2}")
+    w, h = THERMEVAL_SIZE
+    cam = make_camera(np.random.default_rng([seed, 2560]), w, h, **THERMEVAL_CAMERA)
+    summary = {"frames": 0, "persons": 0, "noses": 0, "noses_without_person": 0}
+    ann_id, scene = 1, 0
+    for file_no, n_frames in ((1, frames_file1), (2, frames_file2)):
+        coco = {"info": {"description": "synthetic ThermEval-D-like frames", "version": str(GENERATOR_VERSION)},
+                "images": [], "annotations": [], "categories": THERMEVAL_CATEGORIES}
+        for _ in range(n_frames):
+            scene += 1
+            gray, anns = render_thermeval_frame(seed, scene, cam)
+            stem = f"rec{file_no}{(scene - 1) // 12:02d}_{scene:05d}"
+            tio.write_png(root / "images" / f"{stem}.png", gray)
+            listed = f"{stem}.jpg" if scene % 3 == 0 else f"{stem}.png"  # the real file lists mix both
+            coco["images"].append({"id": scene, "file_name": listed, "width": w, "height": h})
+            for cat, box in anns:
+                box = [round(float(b), 2) for b in box]
+                coco["annotations"].append({"id": ann_id, "image_id": scene, "category_id": cat, "bbox": box,
+                                            "segmentation": [], "area": round(box[2] * box[3], 2), "iscrowd": 0})
+                ann_id += 1
+            summary["persons"] += sum(c == PERSON for c, _ in anns)
+            summary["noses"] += sum(c == NOSE for c, _ in anns)
+            summary["noses_without_person"] += _orphan_noses(anns)
+            summary["frames"] += 1
+        tio.atomic_write_json(root / "Annotations" / f"annotations_{file_no}.json", coco)
+        summary[f"frames_file{file_no}"] = n_frames
+    return summary
+
+
+def _orphan_noses(anns) -> int:
+    """Nose boxes that no Person box of the same frame contains."""
+    persons = [b for c, b in anns if c == PERSON]
+    n = 0
+    for c, b in anns:
+        if c != NOSE:
+            continue
+        nx, ny = b[0] + b[2] / 2, b[1] + b[3] / 2
+        if not any(p[0] <= nx <= p[0] + p[2] and p[1] <= ny <= p[1] + p[3] for p in persons):
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Generate once, reuse while the parameters stay the same
+# ---------------------------------------------------------------------------------------------
+def _stamp(seed, sftl54_subjects, sftl54_frames_per_subject, thermeval_frames_file1, thermeval_frames_file2) -> dict:
+    """The parameters that fully determine the generated files."""
+    return {"generator_version": GENERATOR_VERSION, "seed": int(seed), "sftl54_subjects": int(sftl54_subjects),
+            "sftl54_frames_per_subject": int(sftl54_frames_per_subject),
+            "thermeval_frames_file1": int(thermeval_frames_file1),
+            "thermeval_frames_file2": int(thermeval_frames_file2)}
+
+
+def _is_current(base: Path, stamp: dict) -> bool:
+    """True when ``base`` holds both datasets and a stamp equal to ``stamp``."""
+    if not ((base / SFTL54_DIRNAME).is_dir() and (base / THERMEVAL_DIRNAME).is_dir()):
+        return False
+    try:
+        old = tio.read_json(base / STAMP_NAME)
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(old, dict) and {k: old.get(k) for k in stamp} == stamp
+
+
+def ensure_synthetic(base, *, seed, sftl54_subjects, sftl54_frames_per_subject,
+                     thermeval_frames_file1, thermeval_frames_file2) -> tuple[Path, Path]:
+    """Generate both synthetic datasets under ``base`` unless an identical set is already there.
+
+    Returns ``(base/"SF-TL54", base/"ThermEval-D")``. A new set is written into a temporary sibling folder
+    and renamed into place, with the stamp ``base/synthetic.json`` written last, so an interrupted run
+    never leaves a set that looks complete. The whole of ``base`` is replaced on regeneration.
+    """
+    base = Path(base)
+    stamp = _stamp(seed, sftl54_subjects, sftl54_frames_per_subject, thermeval_frames_file1, thermeval_frames_file2)
+    if not _is_current(base, stamp):
+        base.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{base.name}.tmp-", dir=base.parent))
+        try:
+            sf = write_sftl54(tmp / SFTL54_DIRNAME, sftl54_subjects, sftl54_frames_per_subject, seed)
+            te = write_thermeval(tmp / THERMEVAL_DIRNAME, thermeval_frames_file1, thermeval_frames_file2, seed)
+            tio.atomic_write_json(tmp / STAMP_NAME, {**stamp, "sftl54": sf, "thermeval": te})
+            _swap_in(tmp, base, stamp)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return base / SFTL54_DIRNAME, base / THERMEVAL_DIRNAME
+
+
+def _swap_in(tmp: Path, base: Path, stamp: dict) -> None:
+    """Move the finished folder ``tmp`` to ``base``, retiring any old ``base`` first."""
+    old = None
+    if base.exists():
+        if _is_current(base, stamp):  # a concurrent run finished the same set first
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{base.name}.old-", dir=base.parent))
+        os.replace(base, old / "data")
+    os.replace(tmp, base)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = [
+    "GENERATOR_VERSION", "N_LANDMARKS", "NOSE_TIP", "INNER_EYE_CORNERS", "THERMEVAL_CATEGORIES", "Subject", "Pose",
+    "Camera", "make_subject", "canonical_landmarks", "project", "make_textures", "render_person", "expose", "iron",
+    "sftl54_split", "write_sftl54", "write_thermeval", "ensure_synthetic",
+]
