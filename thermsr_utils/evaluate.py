@@ -247,3 +247,11 @@ def bicubic_psnr_by_dataset(crops_dir, records, split="test", scale=data.SCALE) 
         sr = sr_fn(np.stack([data.make_lr(h, scale) for h in hr]))
         out[DATASET_LABELS.get(name, name)] = float(metrics.psnr(sr, data.bgr_to_tensor(hr)).mean())
     return out
+
+
+def make_scorer(locator=None, *, lpips_standin: bool = True, device: str = "cpu") -> Scorer:
+    """A Scorer with LPIPS (real AlexNet when cached; else the named stand-in if allowed) and ``locator``."""
+    from . import metrics
+
+    return Scorer(lpips=metrics.LPIPSMetric(device=device, allow_standin=lpips_standin), locator=locator,
+                  device=device)

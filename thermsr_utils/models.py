@@ -617,3 +617,24 @@ def build_standin(arch: str, out_dir: str | os.PathLike, *, scale: int = 4, step
     info["holdout_psnr_gain_db"] = info["holdout_psnr_sr"] - info["holdout_psnr_bicubic"]
     save_model(model, out_dir, extra_json={STANDIN_INFO_NAME: info})
     return info
+
+
+def prepare_backbone(spec: str, *, weights: str = "auto", standin_dir=None, build_standin_if_missing=False,
+                     standin_steps: int = 300, scale: int = 4, seed: int = 0, device="cpu",
+                     progress: bool = True) -> tuple[nn.Module, dict]:
+    """Load the initial weights a notebook asks for; build the offline stand-in first when allowed and needed.
+
+    The stand-in is built only when ``weights`` is "auto" or "standin", the hub weights are not cached,
+    no stand-in exists yet and ``build_standin_if_missing`` is true; otherwise this is ``load_model``.
+    """
+    arch = _resolve_arch(spec) if not Path(spec).is_dir() else None
+    if (build_standin_if_missing and weights in ("auto", "standin") and arch is not None
+            and standin_dir is not None and not standin_path(standin_dir, arch, scale).exists()):
+        hub_id = ARCHITECTURES[arch].hub_id
+        if weights == "standin" or hub_id is None or cached_hub_files(hub_id, scale) is None:
+            if progress:
+                print(f"building the offline stand-in for {arch} x{scale}: {standin_steps} steps on "
+                      f"scikit-image's photographs")
+            build_standin(arch, standin_path(standin_dir, arch, scale), scale=scale, steps=standin_steps,
+                          seed=seed, device=device, progress=progress)
+    return load_model(spec, scale, source=weights, standin_dir=standin_dir, device=device)
