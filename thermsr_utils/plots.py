@@ -273,3 +273,38 @@ def scatter(x, y, out_path, *, xlabel, ylabel, labels=None, groups=None, caption
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return save_figure(fig, out_path, caption)
+
+
+def loss_share(history, out_path, *, caption=None):
+    """Each loss term's share of the weighted total per training epoch (stacked areas)."""
+    import numpy as np
+
+    recs = [h for h in history if h.get("train_term_share")]
+    names = list(recs[0]["train_term_share"]) if recs else []
+    ep = [h["epoch"] for h in recs]
+    fig = new_figure(5.0, 3.0)
+    ax = fig.subplots()
+    if recs:
+        ax.stackplot(ep, np.array([[h["train_term_share"][n] for h in recs] for n in names]), labels=names,
+                     alpha=0.8)
+    ax.set_ylim(0, 1), ax.set_xlabel("epoch"), ax.set_ylabel("share of the training loss")
+    ax.legend(fontsize=7, loc="upper left")
+    return save_figure(fig, out_path, caption)
+
+
+def perception_distortion(table, out_path, *, split="all", axes_spec=(("lpips", "LPIPS ↓"),), caption=None):
+    """The perception–distortion plane: PSNR (distortion, right is better) against each perceptual measure
+    (down is better), one point per method; the lower-right corner is out of reach (Blau & Michaeli, 2018)."""
+    import numpy as np
+
+    rows = [r for r in table if r["split"] == split]
+    fig = new_figure(4.4 * len(axes_spec), 3.8)
+    axs = np.atleast_1d(fig.subplots(1, len(axes_spec)))
+    for ax, (key, label) in zip(axs, axes_spec):
+        for r in rows:
+            ax.scatter(r["psnr"], r[key], s=40)
+            ax.annotate(r["method"], (r["psnr"], r[key]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xlabel("PSNR (dB) → less distortion"), ax.set_ylabel(f"{label} (better perception is lower)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Perception–distortion plane ({split} table crops)", fontsize=10)
+    return save_figure(fig, out_path, caption)

@@ -703,3 +703,45 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
             "best_value": best.get("value"), "best_val": best.get("val"), "select_metric": recipe.select_metric,
             "selected_copy": copy, "epochs_completed": recipe.epochs,
             "history": history, "ema_model": None if ema is None else ema.module}
+
+
+def datasets_from_manifest(crops_dir, records, *, patch: int | None, augment: bool, seed: int = 0,
+                           scale: int = SCALE) -> tuple[SRPatchDataset, dict[str, SRPatchDataset]]:
+    """The training set (random patches) and one whole-crop validation set per dataset, from manifest records."""
+    from .evaluate import DATASET_LABELS
+
+    def load(recs):
+        return [read_image(Path(crops_dir) / r["path"]) for r in recs]
+
+    train_recs = [r for r in records if r["split"] == "train"]
+    if not train_recs:
+        raise ValueError("the manifest has no training crops")
+    train_set = SRPatchDataset(load(train_recs), names=[DATASET_LABELS[r["dataset"]] for r in train_recs],
+                               patch=patch, scale=scale, augment=augment, seed=seed)
+    val_sets = {}
+    for name, label in DATASET_LABELS.items():
+        recs = [r for r in records if r["split"] == "val" and r["dataset"] == name]
+        if recs:
+            val_sets[label] = SRPatchDataset(load(recs), names=[label] * len(recs), patch=None, scale=scale)
+    return train_set, val_sets
+
+
+def run_meta(manifest_path, init_info: dict, **more) -> dict:
+    """What a kept checkpoint records besides its recipe: data manifest hash, initial weights, code version."""
+    from . import __version__
+    from .io import file_sha256
+
+    return {"manifest_sha256": file_sha256(manifest_path), "init_weights": init_info,
+            "code_version": __version__ + _git_suffix(), "lr_recipe": LR_METHOD, **more}
+
+
+def _git_suffix() -> str:
+    """'+g<short commit>' when run from a git checkout, else ''."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return f"+g{out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
