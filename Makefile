@@ -28,7 +28,7 @@ opencv:
 	$(PY) -m pip install --quiet --force-reinstall --no-deps '$(OPENCV)'
 
 reproduce: $(STAMP)
-	$(PY) -m thermsr_utils.run --profile $(PROFILE)
+	$(PY) -m thermsr_utils.run --profile $(PROFILE) --publish
 
 test: $(STAMP)
 	$(PY) -m pytest -q

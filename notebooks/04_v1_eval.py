@@ -83,6 +83,10 @@ for split in evaluate.SPLITS:
     lines.append(f"* **{split}**: PSNR {d_psnr:+.2f} dB, SSIM {cell('v1 L1', split, 'ssim') - cell(zs_name, split, 'ssim'):+.3f}, "
                  f"nose median {d_nose:+.2f} px, sharpness ratio {cell(zs_name, split, 'grad_ratio'):.3f} → "
                  f"{cell('v1 L1', split, 'grad_ratio'):.3f}")
+bicubic_rows = [r for r in evaluate.read_rows(paths.results / "bicubic.csv") if r["id"] in table_ids]
+bicubic_psnr = float(np.mean([r["psnr"] for r in bicubic_rows]))
+lines.append(f"* v1 against **bicubic** on the same {len(bicubic_rows)} crops: {cell('v1 L1', 'all', 'psnr'):.2f} dB vs "
+             f"{bicubic_psnr:.2f} dB ({cell('v1 L1', 'all', 'psnr') - bicubic_psnr:+.2f} dB)")
 display(Markdown("Gains of v1 over zero-shot in this run (the write-up: +2.27 dB overall, +2.76 on SF-TL54, "
                  "+1.77 on ThermEval-D; nose median −0.08, +0.06 and +0.77 px):\n\n" + "\n".join(lines)))
 

@@ -41,3 +41,84 @@ def test_raw_figures_written(smoke_run):
     paths, _ = smoke_run
     for name in ("raw_samples.png", "crops_test.png"):
         assert (paths.figures / name).stat().st_size > 10_000
+
+
+FIGURES = ["zero_shot_panel.png", "zero_shot_psnr.png", "v1_training_curves.png", "v1_psnr_gain_vs_nose_change.png",
+           "v1_worst_nose_crops.png", "v2_training_curves.png", "v2_training_lpips.png", "v2_loss_share.png",
+           "v2_panel_sftl54.png", "v2_panel_thermeval.png", "v2_panel_all.png", "v2_lpips.png",
+           "perception_distortion.png"]
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figures_exist(smoke_run, name):
+    paths, _ = smoke_run
+    assert (paths.figures / name).stat().st_size > 5_000
+
+
+def _read_csv(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("table,methods", [
+    ("table_zero_shot", {"bicubic", "zero-shot pan-tiny"}),
+    ("table_v1", {"zero-shot pan-tiny", "v1 L1"}),
+    ("table_v2", {"zero-shot pan-tiny", "v1 L1", "v2 perceptual"}),
+])
+def test_tables_agree_with_per_crop_results(smoke_run, table, methods):
+    paths, _ = smoke_run
+    rows = _read_csv(paths.results / f"{table}.csv")
+    assert {r["method"] for r in rows} == methods
+    assert {(r["method"], r["split"]) for r in rows} == {(m, s) for m in methods for s in evaluate.SPLITS}
+    per_crop = []
+    for m in methods:
+        per_crop += evaluate.read_rows(paths.results / f"{m.replace(' ', '_')}.csv")
+    records = data.load_manifest(paths.manifest)["records"]
+    ids = {r["id"] for r in evaluate.table_subset(records, 60)}
+    expected = evaluate.aggregate([r for r in per_crop if r["id"] in ids])
+    for row in rows:
+        exp = next(e for e in expected if e["method"] == row["method"] and e["split"] == row["split"])
+        assert int(row["n"]) == exp["n"] > 0
+        for key in ("psnr", "ssim", "lpips", "grad_ratio"):
+            assert math.isfinite(float(row[key]))
+            assert float(row[key]) == pytest.approx(exp[key], rel=1e-9)
+        assert 0 < float(row["ssim"]) <= 1 and float(row["lpips"]) >= 0
+    assert (paths.results / f"{table}.md").read_text().count("profile smoke") >= 1
+
+
+def test_per_crop_csv_records_substitutes(smoke_run):
+    paths, _ = smoke_run
+    meta = evaluate.read_meta(paths.results / "v1_L1.csv")
+    assert meta["profile"] == "smoke"
+    assert "stand-in" in meta["provenance"]["lpips"] and "stand-in" in meta["provenance"]["nose_locator"]
+    assert meta["weights"]["source"] == "local"
+
+
+def test_checkpoints_load_with_super_image(smoke_run):
+    from super_image import PanModel
+
+    paths, _ = smoke_run
+    for run_name in ("v1", "v2"):
+        best = paths.checkpoints / run_name / "best"
+        PanModel.from_pretrained(str(best), scale=4)
+        meta = io.read_json(best / "thermsr.json")
+        assert meta["manifest_sha256"] == io.file_sha256(paths.manifest)
+        assert meta["init_weights"]["source"] == "standin" and meta["recipe"]["name"] == run_name
+
+
+def test_recommendation_and_reported_table(smoke_run):
+    paths, _ = smoke_run
+    rows = _read_csv(paths.results / "table_reported_vs_measured.csv")
+    assert {r["source"] for r in rows} == {"reported (write-up)", "measured (smoke)"}
+    assert sum(r["source"].startswith("reported") for r in rows) == 9
+    assert "maximum PSNR" in (paths.results / "recommendation.md").read_text()
+
+
+def test_publish(smoke_run, tmp_path):
+    dest = run.publish("smoke", dest_root=tmp_path)
+    prov = io.read_json(dest / "PROVENANCE.json")
+    assert prov["profile"] == "smoke" and prov["data_manifest_sha256"]
+    assert "stand-in" in prov["substitutes_and_sources"]["lpips"]
+    assert set(FIGURES) <= {p.name for p in dest.iterdir()}

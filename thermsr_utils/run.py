@@ -180,6 +180,58 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
     return outputs
 
 
+PUBLISHED_RESULTS = ("table_*.md", "table_*.csv", "recommendation.md")
+
+
+def publish(profile: str, dest_root: Path | None = None) -> Path:
+    """Copy the profile's figures and tables into ``figures/<profile>/`` with a PROVENANCE.json.
+
+    The folder is assembled beside its destination and swapped in whole, so a reader never finds a mix of
+    two runs' figures.
+    """
+    import datetime
+    import platform
+    import shutil
+
+    from . import __version__
+    from .io import atomic_write_json, file_sha256
+    from .train import _git_suffix
+
+    paths = config.run_paths(profile)
+    files = sorted(paths.figures.glob("*.png"))
+    for pattern in PUBLISHED_RESULTS:
+        files += sorted(paths.results.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"nothing to publish: no figures in {paths.figures} (run the notebooks first)")
+    dest = Path(dest_root or config.FIGURES_DIR) / profile
+    staging = dest.with_name(f".{profile}.publishing")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for f in files:
+        shutil.copy2(f, staging / f.name)
+    try:
+        import torch
+
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    except ImportError:  # pragma: no cover
+        device = platform.machine()
+    atomic_write_json(staging / "PROVENANCE.json", {
+        "profile": profile, "code_version": __version__ + _git_suffix(),
+        "date": datetime.date.today().isoformat(), "device": device,
+        "data_manifest_sha256": file_sha256(paths.manifest) if paths.manifest.exists() else None,
+        "substitutes_and_sources": config.provenance(paths), "files": [f.name for f in files],
+        "note": "demo and smoke figures come from synthetic data and offline stand-ins; see substitutes_and_sources"
+        if profile != "paper" else "paper profile",
+    })
+    old = dest.with_name(f".{profile}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    staging.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m thermsr_utils.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default=config.DEFAULT_PROFILE, choices=config.PROFILE_NAMES)
@@ -188,11 +240,17 @@ def main(argv=None) -> int:
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="override a notebook parameter (repeatable)")
     ap.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
+    ap.add_argument("--publish", action="store_true",
+                    help="after the run, copy figures and tables into figures/<profile>/ with PROVENANCE.json")
+    ap.add_argument("--publish-only", action="store_true", help="publish the last run's figures without running")
     args = ap.parse_args(argv)
     overrides = {k: parse_value(v) for k, v in args.param}
     try:
-        run(args.profile, args.only, args.start, overrides, progress=not args.no_progress)
-    except (ParameterError, NotebookFailed) as e:
+        if not args.publish_only:
+            run(args.profile, args.only, args.start, overrides, progress=not args.no_progress)
+        if args.publish or args.publish_only:
+            print(f"published to {publish(args.profile)}")
+    except (ParameterError, NotebookFailed, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ParameterError) else 1
     return 0
