@@ -204,7 +204,9 @@ def _fmt(key, value) -> str:
         return str(value)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    return f"{value:.3f}" if key in ("ssim", "lpips", "ssim_y", "grad_ratio", "hf_ratio") else f"{value:.2f}"
+    if key == "lpips":
+        return f"{value:.4f}"
+    return f"{value:.3f}" if key in ("ssim", "ssim_y", "grad_ratio", "hf_ratio") else f"{value:.2f}"
 
 
 def table_markdown(table: list[dict], caption: str, columns=TABLE_COLUMNS) -> str:
