@@ -50,7 +50,7 @@ from thermsr_utils import config, data, downstream, evaluate, models, plots
 
 paths = config.setup(profile, seed)
 device = config.resolve_device(device)
-manifest = data.load_manifest(paths.manifest)
+manifest = data.load_verified_manifest(paths)  # every crop checked against its manifest hash
 records = manifest["records"]
 test = [r for r in records if r["split"] == "test"]
 table_ids = {r["id"] for r in evaluate.table_subset(records, table_per_dataset)}

@@ -55,7 +55,7 @@ from thermsr_utils import config, data, evaluate, losses, metrics, models, plots
 
 paths = config.setup(profile, seed)
 device = config.resolve_device(device)
-records = data.load_manifest(paths.manifest)["records"]
+records = data.load_verified_manifest(paths)["records"]  # every crop checked against its hash
 caption = evaluate.caption(profile, config.provenance(paths))
 
 # %% [markdown]

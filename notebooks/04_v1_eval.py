@@ -40,7 +40,7 @@ from thermsr_utils import config, data, downstream, evaluate, models, plots, tra
 
 paths = config.setup(profile, seed)
 device = config.resolve_device(device)
-records = data.load_manifest(paths.manifest)["records"]
+records = data.load_verified_manifest(paths)["records"]  # every crop checked against its hash
 test = [r for r in records if r["split"] == "test"]
 table_ids = {r["id"] for r in evaluate.table_subset(records, table_per_dataset)}
 caption = evaluate.caption(profile, config.provenance(paths))

@@ -59,7 +59,7 @@ from thermsr_utils import config, data, evaluate, io, losses, metrics, models, p
 
 paths = config.setup(profile, seed)
 device = config.resolve_device(device)
-records = data.load_manifest(paths.manifest)["records"]
+records = data.load_verified_manifest(paths)["records"]  # every crop checked against its hash
 
 # %% [markdown]
 # ## The perceptual term

@@ -1,6 +1,7 @@
-"""sr_folder: a user's own images, mixed formats and sizes, corrupt files listed and skipped."""
+"""sr_folder: a user's own images, mixed formats and sizes, corrupt and odd files listed and skipped, tiling."""
 import csv
 import json
+import math
 
 import cv2
 import numpy as np
@@ -79,3 +80,106 @@ def test_model_path_through_save_pretrained(tmp_path, folder):
     report = sr_folder.process_folder(str(tmp_path / "m"), src, tmp_path / "o", metrics=True, progress=False)
     assert len(report.rows) == 5
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["method"]["source"] == "local"
+
+
+# ------------------------------------------------------------------------------ tiling
+def _psnr(a, b):
+    mse = float(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+@pytest.fixture(scope="module")
+def random_pan():
+    import torch
+
+    from thermsr_utils import data, models
+
+    torch.manual_seed(0)
+    model, _ = models.load_model("pan-tiny", source="random")
+    return lambda lr: models.upscale(model, data.bgr_to_tensor(lr)[None], batch_size=1)[0]
+
+
+def test_tiled_output_matches_the_whole_image_pass(random_pan):
+    rng = np.random.default_rng(1)
+    lr = cv2.GaussianBlur(rng.integers(0, 256, (45, 61, 3), dtype=np.uint8), (3, 3), 1)  # not a multiple of the tile
+    whole = random_pan(lr)
+    tiled = sr_folder.upscale_tiled(random_pan, lr, 4, tile=16, overlap=8)
+    assert tiled.shape == whole.shape == (3, 180, 244)
+    assert _psnr(tiled, whole) > 50
+    # without context the tile borders show: the overlap is what makes the tiles seamless
+    assert _psnr(sr_folder.upscale_tiled(random_pan, lr, 4, tile=16, overlap=0), whole) < 50
+
+
+def test_tile_boxes_cover_the_image_once():
+    boxes = sr_folder.tile_boxes(45, 61, 16)
+    cover = np.zeros((45, 61), int)
+    for y0, y1, x0, x1 in boxes:
+        assert 0 < y1 - y0 <= 16 and 0 < x1 - x0 <= 16
+        cover[y0:y1, x0:x1] += 1
+    assert (cover == 1).all() and len(boxes) == 3 * 4
+
+
+def test_large_images_are_tiled_automatically(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "big.png"), cv2.GaussianBlur(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8), (5, 5), 2))
+    cv2.imwrite(str(src / "small.png"), rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    monkeypatch.setattr(sr_folder, "AUTO_TILE_PIXELS", 20 * 20)
+    monkeypatch.setattr(sr_folder, "AUTO_TILE", 16)
+    auto = sr_folder.process_folder("bicubic", src, tmp_path / "auto", progress=False)
+    notes = dict(auto.notes)
+    assert "tiles of 16 px" in notes["big.png"] and "small.png" not in notes
+    sr_folder.process_folder("bicubic", src, tmp_path / "whole", tile=0, progress=False)
+    a = cv2.imread(str(tmp_path / "auto" / "big.png")).astype(int)
+    b = cv2.imread(str(tmp_path / "whole" / "big.png")).astype(int)
+    assert a.shape == b.shape == (160, 208, 3) and np.abs(a - b).max() <= 1
+
+
+def test_bad_tile_arguments(tmp_path, capsys, folder):
+    src, _ = folder
+    with pytest.raises(ValueError, match="--tile"):
+        sr_folder.process_folder("bicubic", src, tmp_path / "o", tile=3, progress=False)
+    assert sr_folder.main(["--model", "bicubic", "--input", str(src), "--output", str(tmp_path / "o"),
+                           "--tile", "-1"]) == 2
+    assert "--tile" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists(), "nothing may be written before the arguments are checked"
+
+
+# ------------------------------------------------------------------------------ odd files
+def test_odd_files_get_a_message_and_the_rest_is_processed(tmp_path):
+    rng = np.random.default_rng(3)
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "good.png"), rng.integers(0, 256, (12, 10, 3), dtype=np.uint8))
+    cv2.imwrite(str(src / "deep.tiff"), rng.integers(0, 60000, (12, 10), dtype=np.uint16))
+    cv2.imwrite(str(src / "rgba.png"), rng.integers(0, 256, (12, 10, 4), dtype=np.uint8))
+    cv2.imwrite(str(src / "line.png"), rng.integers(0, 256, (1, 40, 3), dtype=np.uint8))
+    (src / "empty.png").write_bytes(b"")
+    (src / "notes.txt").write_text("not an image")
+    (src / "fake.jpg").write_text("text saved under an image name")
+    (src / "folder.png").mkdir()                       # a folder, not a file: ignored
+    report = sr_folder.process_folder("bicubic", src, tmp_path / "out", progress=False)
+    assert sorted(report.processed) == ["good.png", "rgba.png"]
+    skipped = dict(report.skipped)
+    assert set(skipped) == {"deep.tiff", "line.png", "empty.png", "notes.txt", "fake.jpg"}
+    assert "16-bit" in skipped["deep.tiff"] and "8 bits" in skipped["deep.tiff"]
+    assert "40x1" in skipped["line.png"] and "too small" in skipped["line.png"]
+    assert skipped["empty.png"] == "empty file (0 bytes)"
+    assert "not an image type (.txt)" in skipped["notes.txt"]
+    assert "cannot decode" in skipped["fake.jpg"] and str(src) not in skipped["fake.jpg"]
+    assert dict(report.notes)["rgba.png"] == "alpha channel dropped"
+    assert cv2.imread(str(tmp_path / "out" / "rgba.png"), cv2.IMREAD_UNCHANGED).shape == (48, 40, 3)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["processed"] == 2 and {s["file"] for s in summary["skipped"]} == set(skipped)
+
+
+def test_inputs_with_the_same_stem_do_not_overwrite_each_other(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.full((8, 8, 3), 10, np.uint8))
+    cv2.imwrite(str(src / "a.bmp"), np.full((8, 8, 3), 200, np.uint8))
+    report = sr_folder.process_folder("bicubic", src, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.png", "a_png.png"]
+    assert "written as a_png.png" in dict(report.notes)["a.png"]
+    assert cv2.imread(str(tmp_path / "out" / "a.png"))[0, 0, 0] == 200      # a.bmp comes first in sorted order

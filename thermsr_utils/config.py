@@ -6,8 +6,10 @@ every value remains overridable from papermill (``-p KEY VALUE`` on the runner).
 """
 from __future__ import annotations
 
+import math
 import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +130,229 @@ PROFILES: dict[str, dict] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Parameter rules. Every parameter a notebook declares has exactly one rule here (a test checks
+# this), and the runner checks every resolved value (profile default or override) against it
+# before any notebook starts. The runner checks types separately, against the notebook's literal.
+# ---------------------------------------------------------------------------------------------
+# The short backbone names of thermsr_utils.models.ARCHITECTURES (repeated here so that checking
+# parameters does not import torch; a test keeps the two lists equal).
+BACKBONE_NAMES = ("drln", "a2n", "edsr-base", "msrn", "pan", "pan-small", "pan-tiny")
+SUPPORTED_SCALES = (2, 3, 4)       # what super-image offers
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class ParameterValueError(ValueError):
+    """A parameter value outside its rule; the message names the parameter and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The values one notebook parameter accepts.
+
+    kind: "int" / "float" (a number in the range lo..hi, ends open when lo_open / hi_open; ints may
+    also have to be a multiple of ``multiple_of``), "choice" (one of ``choices``), "bool", "dir"
+    (an existing folder, or "" for the default location), "backbone" (a short name, a hub id
+    owner/name, or a folder holding a saved model), "backbones" (a list of those), "device"
+    (auto, cpu, cuda or cuda:N).
+    """
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    multiple_of: int | None = None
+    choices: tuple = ()
+
+    def allowed(self) -> str:
+        """The allowed values in words, for error messages."""
+        if self.kind in ("int", "float"):
+            word = "an integer" if self.kind == "int" else "a number"
+            lo, hi = _num(self.lo), _num(self.hi)
+            if self.lo is not None and self.hi is not None:
+                rng = f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+            elif self.lo is not None:
+                rng = f"{'>' if self.lo_open else '≥'} {lo}"
+            elif self.hi is not None:
+                rng = f"{'<' if self.hi_open else '≤'} {hi}"
+            else:
+                rng = "(any finite value)"
+            mult = f", a multiple of {self.multiple_of}" if self.multiple_of else ""
+            return f"{word} {rng}{mult}"
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        return {"bool": "True or False",
+                "dir": "an existing folder, or '' for the default location",
+                "backbone": f"a short name ({', '.join(BACKBONE_NAMES)}), a hub id like 'eugenesiow/drln-bam', "
+                            "or a folder holding a saved model (config.json)",
+                "backbones": "a list of backbones, each a short name, a hub id or a saved-model folder",
+                "device": "'auto', 'cpu', 'cuda' or 'cuda:N'"}[self.kind]
+
+    def check(self, name: str, value):
+        """Return ``value`` (folders made absolute) if allowed, else raise ParameterValueError naming ``name``."""
+        ok, value = self._check(value)
+        if not ok:
+            raise ParameterValueError(f"parameter {name!r} = {value!r} is not allowed: expected {self.allowed()}")
+        return value
+
+    def _check(self, value) -> tuple[bool, object]:
+        """(allowed?, normalised value)."""
+        if self.kind in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return False, value
+            if self.kind == "int" and not isinstance(value, int):
+                return False, value
+            if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+                return False, value
+            if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+                return False, value
+            return not (self.multiple_of and value % self.multiple_of), value
+        if self.kind == "choice":
+            return value in self.choices and type(value) in {type(c) for c in self.choices}, value
+        if self.kind == "bool":
+            return isinstance(value, bool), value
+        if self.kind == "dir":
+            if value == "":
+                return True, value
+            if isinstance(value, str) and Path(value).is_dir():
+                return True, str(Path(value).resolve())
+            return False, value
+        if self.kind == "backbone":
+            return _backbone_ok(value)
+        if self.kind == "backbones":
+            if not isinstance(value, (list, tuple)):
+                return False, value
+            checked = [_backbone_ok(v) for v in value]
+            return all(ok for ok, _ in checked), [v for _, v in checked]
+        if self.kind == "device":
+            return isinstance(value, str) and bool(_DEVICE.match(value)), value
+        raise ValueError(f"unknown rule kind {self.kind!r}")
+
+
+def _num(x) -> str:
+    """A rule bound as text: integers in full, other numbers in short form (None as "")."""
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _backbone_ok(value) -> tuple[bool, object]:
+    """A short name, a hub id (owner/name that is not a path here) or a saved-model folder (made absolute)."""
+    if not isinstance(value, str) or not value:
+        return False, value
+    if value in BACKBONE_NAMES:
+        return True, value
+    path = Path(value)
+    if path.is_dir():
+        return (path / "config.json").is_file(), str(path.resolve())
+    return bool(_HUB_ID.match(value)) and not path.exists(), value
+
+
+def _int(lo=None, hi=None, multiple_of=None) -> Rule:
+    return Rule("int", lo=lo, hi=hi, multiple_of=multiple_of)
+
+
+def _float(lo=None, hi=None, lo_open=False, hi_open=False) -> Rule:
+    return Rule("float", lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+
+
+def _choice(*choices) -> Rule:
+    return Rule("choice", choices=tuple(choices))
+
+
+_BOOL = Rule("bool")
+_POSITIVE = _int(lo=1)
+_COUNT = _int(lo=0)
+_LR = _float(lo=0, hi=1, lo_open=True)
+_WEIGHT = _float(lo=0)
+
+PARAMETER_RULES: dict[str, Rule] = {
+    # every notebook
+    "profile": _choice(*PROFILE_NAMES),
+    "seed": _int(lo=0, hi=2**32 - 1),
+    # 01_build_dataset
+    "data_source": _choice("synthetic", "real"),
+    "sftl54_root": Rule("dir"),
+    "thermeval_root": Rule("dir"),
+    "sftl54_subjects": _int(lo=3),                 # at least one subject per split
+    "sftl54_frames_per_subject": _POSITIVE,
+    "thermeval_frames_file1": _COUNT,
+    "thermeval_frames_file2": _COUNT,
+    "sftl54_max_train": _POSITIVE,
+    "sftl54_max_val": _POSITIVE,
+    "sftl54_max_test": _POSITIVE,
+    "palette": _choice("gray", "iron"),
+    "crop_size": _int(lo=16, multiple_of=4),       # LR = crop / 4
+    "crop_pad": _float(lo=0, lo_open=True),
+    "thermeval_split_seed": _int(lo=0, hi=2**32 - 1),
+    "min_crop_side": _COUNT,
+    "update_manifest": _BOOL,
+    # 02-06: models, metrics, nose model
+    "backbone": Rule("backbone"),
+    "zero_shot_models": Rule("backbones"),
+    "scale": _choice(*SUPPORTED_SCALES),
+    "weights": _choice("auto", "hub", "standin", "random"),
+    "build_standin": _BOOL,
+    "standin_steps": _POSITIVE,
+    "lpips_standin": _BOOL,
+    "nose_model": _choice("auto", "rtmlib", "heatmap"),
+    "locator_epochs": _POSITIVE,
+    "table_per_dataset": _POSITIVE,
+    "batch_size": _POSITIVE,
+    "device": Rule("device"),
+    # 03 and 05: training
+    "v1_epochs": _POSITIVE,
+    "v1_lr": _LR,
+    "v1_batch_size": _POSITIVE,
+    "v1_patch": _int(lo=4, multiple_of=4),
+    "val_every": _POSITIVE,
+    "max_steps_per_epoch": _COUNT,                 # 0 = no cap
+    "resume": _BOOL,
+    "v2_perceptual": _choice("auto", "lpips", "fft"),
+    "lpips_weight": _WEIGHT,
+    "fft_weight": _WEIGHT,
+    "v2_epochs": _POSITIVE,
+    "v2_warmup_epochs": _COUNT,
+    "v2_lr": _LR,
+    "v2_batch_size": _POSITIVE,
+    "v2_ema_decay": _float(lo=0, hi=1, lo_open=True, hi_open=True),
+}
+
+# Rules between two parameters of the same notebook: (names, test, what is required).
+CROSS_RULES = (
+    (("v2_warmup_epochs", "v2_epochs"), lambda w, e: w < e, "v2_warmup_epochs must be smaller than v2_epochs"),
+)
+
+
+def check_parameters(values: dict, where: str = "", require_rules: bool = False) -> dict:
+    """Check the entries of ``values`` against PARAMETER_RULES and CROSS_RULES; return them normalised.
+
+    Raises ParameterValueError naming the parameter (and ``where`` it comes from) for a value outside
+    its rule. A name without a rule passes unchanged unless ``require_rules`` (the project's notebooks
+    have a rule for every parameter; a test keeps it so).
+    """
+    prefix = f"{where}: " if where else ""
+    out = {}
+    for name, value in values.items():
+        rule = PARAMETER_RULES.get(name)
+        if rule is None:
+            if require_rules:
+                raise ParameterValueError(f"{prefix}parameter {name!r} has no rule in config.PARAMETER_RULES")
+            out[name] = value
+            continue
+        try:
+            out[name] = rule.check(name, value)
+        except ParameterValueError as e:
+            raise ParameterValueError(prefix + str(e)) from None
+    for names, test, requirement in CROSS_RULES:
+        if all(n in out for n in names) and not test(*(out[n] for n in names)):
+            got = ", ".join(f"{n}={out[n]!r}" for n in names)
+            raise ParameterValueError(f"{prefix}{requirement} (got {got})")
+    return out
+
+
 def profile_params(profile: str) -> dict:
     """The parameter defaults of ``profile`` (a copy)."""
     if profile not in PROFILES:
@@ -171,6 +396,11 @@ class RunPaths:
         return self.root / "executed"
 
     @property
+    def lock(self) -> Path:
+        """The lock file of a run in progress (owner's pid, host, start time and command)."""
+        return self.root / ".lock"
+
+    @property
     def synthetic_raw(self) -> Path:
         """Where the synthetic raw datasets of this profile are generated (under the data root)."""
         return data_root() / "synthetic" / self.profile
@@ -188,19 +418,41 @@ def run_paths(profile: str) -> RunPaths:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and (when installed) torch; ask torch for deterministic kernels."""
+    """Seed Python, NumPy and torch (CPU and every GPU); ask torch and cuDNN for deterministic kernels.
+
+    ``PYTHONHASHSEED`` only reaches processes started afterwards (e.g. DataLoader workers started with
+    spawn); string hashing is not used for any random choice here. Ops without a deterministic GPU
+    kernel only warn (``warn_only=True``): ``determinism()`` records what was in force with each result.
+    """
     import numpy as np
 
     random.seed(seed)
     np.random.seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS initialises
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a hard dependency, but keep setup importable
         return
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # seeds the CUDA generators too
     torch.use_deterministic_algorithms(True, warn_only=True)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def determinism() -> dict:
+    """The settings that decide whether GPU results repeat bit for bit, as plain data for run records."""
+    import torch
+
+    return {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "cuda_available": torch.cuda.is_available(),
+        "note": "CPU results repeat bit for bit; on a GPU, ops without a deterministic kernel only warn",
+    }
 
 
 def setup(profile: str = DEFAULT_PROFILE, seed: int = 0, dpi: int = 110) -> RunPaths:

@@ -108,6 +108,18 @@ class ManifestMismatch(ValueError):
     """A freshly built manifest differs from the committed one; the message lists the records."""
 
 
+class CropIntegrityError(ValueError):
+    """Crops missing, unreadable or with pixels that differ from the manifest's sha256.
+
+    The message names them (the first 20 of each kind); ``missing`` and ``changed`` hold every one.
+    """
+
+    def __init__(self, message: str, missing: list[str], changed: list[str]):
+        super().__init__(message)
+        self.missing = list(missing)
+        self.changed = list(changed)
+
+
 @dataclass
 class BuildResult:
     """What one dataset builder produced: manifest records, skipped files by reason, and extra counts."""
@@ -646,30 +658,56 @@ def select(records: list[dict], split: str, dataset: str | None = None, first_n:
     return out
 
 
-def verify_crops(crops_dir, records: list[dict]) -> int:
-    """Check every record's crop file exists and its pixel sha256 matches; raise ValueError naming the
-    missing, unreadable and changed files. Returns the number of crops verified."""
+def read_verified_crops(crops_dir, records: list[dict]) -> list[np.ndarray]:
+    """The crops of ``records`` as ``io.read_image`` returns them (uint8 BGR H×W×3), each checked against
+    its manifest sha256. Raises CropIntegrityError naming every missing, unreadable or changed crop (all
+    files are checked before it is raised)."""
     crops_dir = Path(crops_dir)
-    missing, bad = [], []
+    images, missing, bad = [], [], []
     for r in records:
         p = crops_dir / r["path"]
         if not p.is_file():
             missing.append(r["path"])
             continue
         try:
-            ok = io.pixel_sha256(io.read_image(p)) == r["sha256"]
+            img = io.read_image(p)
         except io.ImageReadError:
-            ok = False
-        if not ok:
             bad.append(r["path"])
+            continue
+        if io.pixel_sha256(img) != r["sha256"]:
+            bad.append(r["path"])
+            continue
+        images.append(img)
     if missing or bad:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing: {_head(missing)}")
         if bad:
             parts.append(f"{len(bad)} unreadable or with different pixels: {_head(bad)}")
-        raise ValueError(f"crops in {crops_dir} do not match the manifest; " + "; ".join(parts))
+        raise CropIntegrityError(f"crops in {crops_dir} do not match the manifest; " + "; ".join(parts)
+                                 + ". Rebuild them with notebook 01 (or restore the files).", missing, bad)
+    return images
+
+
+def verify_crops(crops_dir, records: list[dict]) -> int:
+    """Check every record's crop file exists and its pixel sha256 matches; raise CropIntegrityError naming
+    the missing, unreadable and changed files. Returns the number of crops verified."""
+    read_verified_crops(crops_dir, records)
     return len(records)
+
+
+def load_verified_manifest(paths) -> dict:
+    """The run's manifest (``paths.manifest``) after checking every crop under ``paths.crops`` against it.
+
+    ``paths`` is a ``config.RunPaths``. Notebooks 02-06 load the manifest through this, so a crop that
+    went missing or changed since notebook 01 stops the run with its name before anything uses it.
+    """
+    if not Path(paths.manifest).is_file():
+        raise FileNotFoundError(f"no manifest at {paths.manifest}: run notebook 01_build_dataset for profile "
+                                f"{paths.profile!r} first")
+    manifest = load_manifest(paths.manifest)
+    verify_crops(paths.crops, manifest["records"])
+    return manifest
 
 
 def _head(items: list[str], n: int = 20) -> str:

@@ -445,8 +445,9 @@ def save_locator(model: HeatmapNose, info: dict, path: str | os.PathLike) -> Pat
     path = Path(path)
     if path.suffix == ".json":
         raise ValueError(f"locator weights path must not end in .json (the sidecar takes that name): {path}")
-    with atomic_path(path) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # through a file handle, so the archive does not embed the temporary file's name
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, f)
     atomic_write_json(path.with_suffix(".json"), {**info, "width": model.width, "weights_file": path.name})
     return path
 

@@ -65,6 +65,45 @@ def model_method(model, batch_size: int = 8, device: str = "cpu") -> Callable:
     return sr
 
 
+class CachedLocator:
+    """A nose locator that remembers its answer per image content (SHA-1 of the pixels).
+
+    Every method is scored against the same HR crops, so their noses are located once per Scorer instead
+    of once per method. Only images not seen before reach the wrapped locator, in one batched call;
+    ``calls`` counts the images it was given. The locator must be deterministic (both of ours are).
+    """
+
+    def __init__(self, locator, cache: dict | None = None):
+        self.locator = locator
+        self.name = getattr(locator, "name", type(locator).__name__)
+        self.cache = {} if cache is None else cache
+        self.calls = 0
+
+    def locate(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 BGR N×H×W×3 → (N×2 float64 xy, NaN where not found; N bool found), from the cache where possible."""
+        import hashlib
+
+        keys = [hashlib.sha1(np.ascontiguousarray(img).tobytes() + repr(img.shape).encode()).hexdigest()
+                for img in images_bgr]
+        todo, queued = [], set()
+        for i, k in enumerate(keys):
+            if k not in self.cache and k not in queued:
+                queued.add(k)
+                todo.append(i)
+        if todo:
+            xy, found = self.locator.locate(np.ascontiguousarray(images_bgr[todo]))
+            xy, found = np.asarray(xy, dtype=np.float64), np.asarray(found)
+            if xy.shape != (len(todo), 2) or found.shape != (len(todo),):
+                raise ValueError(f"locator {self.name!r} returned xy {xy.shape} and found {found.shape} for "
+                                 f"{len(todo)} images")
+            self.calls += len(todo)
+            for j, i in enumerate(todo):
+                self.cache[keys[i]] = (xy[j].copy(), bool(found[j]))
+        xy = np.array([self.cache[k][0] for k in keys], dtype=np.float64).reshape(len(keys), 2)
+        found = np.array([self.cache[k][1] for k in keys], dtype=bool)
+        return xy, found
+
+
 @dataclass
 class Scorer:
     """Everything that scores an SR batch against its HR batch: metrics, LPIPS and the nose locator."""
@@ -72,7 +111,11 @@ class Scorer:
     lpips: object | None = None          # metrics.LPIPSMetric or None
     locator: object | None = None        # downstream.NoseLocator or None
     device: str = "cpu"
-    _hr_nose: dict = field(default_factory=dict, repr=False)
+    _hr_nose: dict = field(default_factory=dict, repr=False)   # CachedLocator's answers, by pixel hash
+
+    def cached_locator(self) -> CachedLocator | None:
+        """The locator behind a cache shared by every batch and method this Scorer scores (None without one)."""
+        return None if self.locator is None else CachedLocator(self.locator, self._hr_nose)
 
     def substitutes(self) -> dict:
         """Names of the LPIPS trunk and the nose model used, as recorded with every result."""
@@ -97,7 +140,7 @@ class Scorer:
             from . import downstream
 
             sr_bgr = data.tensor_to_bgr(sr)
-            err = downstream.nose_errors(self.locator, hr_bgr, sr_bgr, gt_xy)
+            err = downstream.nose_errors(self.cached_locator(), hr_bgr, sr_bgr, gt_xy)
             out.update(nose_hr_found=err["hr_found"], nose_sr_found=err["sr_found"], nose_err_px=err["err_px"],
                        nose_gt_err_hr=err.get("err_gt_hr", np.full(n, np.nan)),
                        nose_gt_err_sr=err.get("err_gt_sr", np.full(n, np.nan)))
@@ -110,24 +153,37 @@ class Scorer:
 
 def evaluate_method(name: str, sr_fn: Callable, crops_dir, records, scorer: Scorer, *, batch_size: int = 8,
                     scale: int = data.SCALE, save_sr_dir=None, progress: bool = True) -> list[dict]:
-    """Score method ``name`` on every record; one row per crop. SR crops are saved as PNG if asked."""
+    """Score method ``name`` on every record; one row per crop. SR crops are saved as PNG if asked.
+
+    Work is batched: the LR images of a batch come from one ``accel.area_downsample_array`` call (equal to
+    ``data.make_lr``), the SR and LPIPS run batched on the scorer's device, and the crops of the next batch
+    are read from disk in a background thread while the current one is scored.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
+    from . import accel
+
     rows = []
-    for start in tqdm(range(0, len(records), batch_size), desc=name, disable=not progress, leave=False):
-        recs = records[start:start + batch_size]
-        hr = load_crops(crops_dir, recs)
-        lr = np.stack([data.make_lr(x, scale) for x in hr])
-        sr = sr_fn(lr)
-        gt = np.array([r["nose"] if r.get("nose") is not None else [np.nan, np.nan] for r in recs], float)
-        scores = scorer.score([r["id"] for r in recs], sr, hr, gt)
-        if save_sr_dir is not None:
-            for r, img in zip(recs, data.tensor_to_bgr(sr)):
-                write_png(Path(save_sr_dir) / f"{r['id']}.png", img)
-        for i, r in enumerate(recs):
-            row = {"id": r["id"], "dataset": r["dataset"], "method": name}
-            row.update({k: (bool(v[i]) if v.dtype == bool else float(v[i])) for k, v in scores.items()})
-            rows.append(row)
+    batches = [records[start:start + batch_size] for start in range(0, len(records), batch_size)]
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(load_crops, crops_dir, batches[0]) if batches else None
+        for i, recs in enumerate(tqdm(batches, desc=name, disable=not progress, leave=False)):
+            hr = pending.result()
+            if i + 1 < len(batches):
+                pending = reader.submit(load_crops, crops_dir, batches[i + 1])
+            lr = accel.area_downsample_array(hr, scale)
+            sr = sr_fn(lr)
+            gt = np.array([r["nose"] if r.get("nose") is not None else [np.nan, np.nan] for r in recs], float)
+            scores = scorer.score([r["id"] for r in recs], sr, hr, gt)
+            if save_sr_dir is not None:
+                for r, img in zip(recs, data.tensor_to_bgr(sr)):
+                    write_png(Path(save_sr_dir) / f"{r['id']}.png", img)
+            for j, r in enumerate(recs):
+                row = {"id": r["id"], "dataset": r["dataset"], "method": name}
+                row.update({k: (bool(v[j]) if v.dtype == bool else float(v[j])) for k, v in scores.items()})
+                rows.append(row)
     return rows
 
 

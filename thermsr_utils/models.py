@@ -335,7 +335,7 @@ def load_model(spec: str | os.PathLike, scale: int = 4, *, source: str = "auto",
         if found is None:
             raise WeightsNotFoundError(_auto_failure(spec_str, arch, hub_id, scale, standin_dir))
         model, info = found
-    info["spec"] = spec_str
+    info["spec"] = _friendly_name(Path(spec_str)) if is_dir else spec_str
     info["n_params"] = count_params(model)
     info["device"] = str(device)
     return model.to(device).eval(), info

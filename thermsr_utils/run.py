@@ -7,13 +7,21 @@
 The py:percent file ``notebooks/NN_name.py`` is the source that runs (its .ipynb pair is for Jupyter and is
 kept identical by jupytext; a test checks the pairs). Executed copies land in
 ``artifacts/<profile>/executed/``. Parameters are checked against each notebook's ``parameters`` cell
-before any notebook starts: an unknown name or a value of the wrong type stops the run with a message.
+before any notebook starts: an unknown name, a value of the wrong type or a value outside its rule in
+``config.PARAMETER_RULES`` stops the run with a message. One run at a time may write a profile's artifacts
+folder: ``artifacts/<profile>/.lock`` names the running one, and a second run is refused. SIGINT or SIGTERM
+stops the run cleanly: the kernel is shut down and the lock released.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import datetime
+import os
 import re
+import shlex
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +38,10 @@ class ParameterError(ValueError):
 
 class NotebookFailed(RuntimeError):
     """A notebook cell raised; the message names the notebook, the cell and the error."""
+
+
+class RunLocked(RuntimeError):
+    """Another live run holds the profile's artifacts folder; the message names it."""
 
 
 @dataclass
@@ -131,7 +143,11 @@ def resolve_parameters(notebooks: list[Notebook], profile: str, overrides: dict)
             if not _type_ok(value, nb.parameters[key]):
                 raise ParameterError(f"profile {profile!r} sets {key!r}={value!r}, but {nb.name} declares "
                                      f"{type(nb.parameters[key]).__name__}")
-        resolved[nb.name] = values
+        try:  # the values the notebook will see: its own literals where nothing is injected
+            checked = config.check_parameters({**nb.parameters, **values}, where=nb.name)
+        except config.ParameterValueError as e:
+            raise ParameterError(str(e)) from None
+        resolved[nb.name] = {k: checked[k] for k in values}
     return resolved
 
 
@@ -164,19 +180,140 @@ def execute(nb: Notebook, params: dict, paths: config.RunPaths, progress: bool =
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# One writer per artifacts folder
+# ---------------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    """True if a process with ``pid`` exists on this host (signal 0 probes without sending anything)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _pid_start(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (Linux /proc), to tell a reused pid apart; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def read_lock(path) -> dict | None:
+    """The owner record of a lock file (pid, host, started, command); None if absent or unreadable."""
+    from .io import read_json
+
+    try:
+        owner = read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _describe(owner: dict | None) -> str:
+    """A lock owner in words."""
+    if not owner:
+        return "an unknown process (unreadable lock file)"
+    return (f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}, "
+            f"command: {owner.get('command')}")
+
+
+def _owner_is_running(owner: dict | None) -> bool:
+    """True when the lock's owner may still be running: another host, or a live pid that was not reused."""
+    if not owner:
+        return False
+    if owner.get("host") != socket.gethostname():
+        return True  # cannot be checked from here
+    pid = owner.get("pid")
+    if pid == os.getpid() or not _pid_alive(pid):
+        return False
+    recorded = owner.get("pid_start")
+    return recorded is None or recorded == _pid_start(pid)
+
+
+@contextlib.contextmanager
+def run_lock(paths: config.RunPaths, command: str | None = None):
+    """Hold the artifacts folder of ``paths`` for this process; raise RunLocked naming a live holder.
+
+    The folder itself is flock-ed (released by the kernel even when the holder is killed) and
+    ``paths.lock`` records the owner. A lock left by a process that no longer runs on this host is
+    taken over with a message on stderr. The lock file is removed on exit.
+    """
+    from .io import atomic_write_json
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.root, os.O_RDONLY)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - no flock on this platform: the pid check below remains
+            pass
+        except BlockingIOError:
+            raise RunLocked(f"another run is writing {paths.root}: {_describe(read_lock(paths.lock))}. "
+                            "Wait for it to finish or stop it first.") from None
+        if paths.lock.exists():
+            owner = read_lock(paths.lock)
+            if _owner_is_running(owner):
+                raise RunLocked(f"another run is writing {paths.root}: {_describe(owner)}. Wait for it to "
+                                f"finish or stop it; if it is certainly not running, delete {paths.lock}.")
+            print(f"note: taking over the stale lock {paths.lock} of {_describe(owner)}, which is no longer "
+                  "running; its outputs may be incomplete and are rewritten by this run", file=sys.stderr)
+        me = {"pid": os.getpid(), "pid_start": _pid_start(os.getpid()), "host": socket.gethostname(),
+              "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "command": command or shlex.join(sys.argv)}
+        atomic_write_json(paths.lock, me)
+        try:
+            yield me
+        finally:
+            if (read_lock(paths.lock) or {}).get("pid") == me["pid"]:
+                paths.lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt while notebooks run, so papermill shuts the kernel down and the
+    lock is released (the default action would leave a kernel running without its runner)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
-        progress: bool = True) -> list[Path]:
-    """Validate everything first, then execute the selected notebooks in order."""
+        progress: bool = True, command: str | None = None) -> list[Path]:
+    """Validate everything first, then execute the selected notebooks in order, holding the folder's lock."""
     notebooks = select(discover(notebooks_dir), only, start)
     resolved = resolve_parameters(notebooks, profile, overrides or {})
     paths = config.run_paths(profile)
     outputs = []
-    for i, nb in enumerate(notebooks, 1):
-        print(f"[{i}/{len(notebooks)}] {nb.name} (profile {profile})", flush=True)
-        t0 = time.perf_counter()
-        outputs.append(execute(nb, resolved[nb.name], paths, progress=progress))
-        print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.perf_counter() - t0:.0f} s -> {outputs[-1]}",
-              flush=True)
+    with run_lock(paths, command), _sigterm_as_interrupt():
+        for i, nb in enumerate(notebooks, 1):
+            print(f"[{i}/{len(notebooks)}] {nb.name} (profile {profile})", flush=True)
+            t0 = time.perf_counter()
+            outputs.append(execute(nb, resolved[nb.name], paths, progress=progress))
+            print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.perf_counter() - t0:.0f} s -> {outputs[-1]}",
+                  flush=True)
     return outputs
 
 
@@ -189,7 +326,6 @@ def publish(profile: str, dest_root: Path | None = None) -> Path:
     The folder is assembled beside its destination and swapped in whole, so a reader never finds a mix of
     two runs' figures.
     """
-    import datetime
     import platform
     import shutil
 
@@ -245,14 +381,20 @@ def main(argv=None) -> int:
     ap.add_argument("--publish-only", action="store_true", help="publish the last run's figures without running")
     args = ap.parse_args(argv)
     overrides = {k: parse_value(v) for k, v in args.param}
+    command = shlex.join(["python", "-m", "thermsr_utils.run", *(sys.argv[1:] if argv is None else argv)])
     try:
         if not args.publish_only:
-            run(args.profile, args.only, args.start, overrides, progress=not args.no_progress)
+            run(args.profile, args.only, args.start, overrides, progress=not args.no_progress, command=command)
         if args.publish or args.publish_only:
-            print(f"published to {publish(args.profile)}")
-    except (ParameterError, NotebookFailed, FileNotFoundError) as e:
+            with run_lock(config.run_paths(args.profile), command):
+                print(f"published to {publish(args.profile)}")
+    except (ParameterError, NotebookFailed, FileNotFoundError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ParameterError) else 1
+    except KeyboardInterrupt as e:
+        print(f"interrupted{f' ({e})' if str(e) else ''}: training notebooks continue where they stopped when run "
+              "again with `-p resume True` (use --from NN to skip the finished notebooks)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -3,12 +3,15 @@
     python -m thermsr_utils.sr_folder --model eugenesiow/drln-bam --input my_frames --output sr_frames
     python -m thermsr_utils.sr_folder --model artifacts/demo/checkpoints/v2/best --input crops --output out --metrics
     python -m thermsr_utils.sr_folder --model bicubic --input crops --output out --metrics
+    python -m thermsr_utils.sr_folder --model drln --input big_frames --output out --tile 128
 
 Without ``--metrics`` every image is upscaled ×scale (real use). With ``--metrics`` each image is treated as the
 high-resolution truth: it is trimmed to a multiple of the scale, downsampled with INTER_AREA, super-resolved
 and scored (PSNR/SSIM as the write-up computed them, and on the Y channel with the border shaved); the SR
-images, a per-image CSV and a summary JSON are written. Unreadable files are listed and skipped; they never
-stop the rest of the folder. The input folder is only read.
+images, a per-image CSV and a summary JSON are written. Large inputs are super-resolved in overlapping tiles
+(``--tile``), so memory stays bounded whatever the image size. Files that cannot be used (empty, not an image,
+16-bit, too small, corrupt) are listed with the reason and skipped; they never stop the rest of the folder.
+The input folder is only read.
 """
 from __future__ import annotations
 
@@ -20,13 +23,19 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-MIN_SIDE = 32  # smallest HR side scored with --metrics (its LR is 8 px)
+MIN_SIDE = 32            # smallest HR side scored with --metrics (its LR is 8 px)
+MIN_INPUT_SIDE = 4       # smallest side super-resolved without --metrics
+AUTO_TILE_PIXELS = 256 * 256  # LR images with more pixels than this are tiled when no --tile is given
+AUTO_TILE = 128          # LR tile side used then
+TILE_OVERLAP = 8         # LR pixels of context around each tile (cut away from its output)
+MIN_TILE = 8             # smallest allowed --tile
 
 
 @dataclass
@@ -38,14 +47,19 @@ class Report:
 
 
 def to_bgr8(img: np.ndarray, name: str, report: Report) -> np.ndarray | None:
-    """Bring a decoded image to uint8 BGR H×W×3, or record why it cannot be used."""
+    """Bring a decoded image to uint8 BGR H×W×3, or record why it cannot be used (None)."""
     if img.dtype != np.uint8:
-        report.skipped.append((name, f"{img.dtype} pixels: only 8-bit images are supported; convert it first"))
+        bits = f"{img.dtype.itemsize * 8}-bit ({img.dtype})"
+        report.skipped.append((name, f"{bits} pixels: only 8-bit images are supported; convert it to 8 bits "
+                                     "first, choosing the value range (e.g. the temperature span) yourself"))
         return None
     if img.ndim == 2:
         return np.repeat(img[:, :, None], 3, axis=2)
     if img.ndim == 3 and img.shape[2] == 1:
         return np.repeat(img, 3, axis=2)
+    if img.ndim == 3 and img.shape[2] == 2:
+        report.notes.append((name, "alpha channel dropped (gray + alpha image)"))
+        return np.repeat(img[:, :, :1], 3, axis=2)
     if img.ndim == 3 and img.shape[2] == 4:
         report.notes.append((name, "alpha channel dropped"))
         return np.ascontiguousarray(img[:, :, :3])
@@ -56,7 +70,7 @@ def to_bgr8(img: np.ndarray, name: str, report: Report) -> np.ndarray | None:
 
 
 def load_method(spec: str, scale: int, device: str, standin_dir=None):
-    """``bicubic`` or a model spec → (callable LR uint8 BGR → SR float RGB tensor, info dict)."""
+    """``bicubic`` or a model spec → (callable LR uint8 BGR h×w×3 → SR float RGB tensor 3×sh×sw, info dict)."""
     from . import data, models
 
     if spec == "bicubic":
@@ -70,9 +84,94 @@ def load_method(spec: str, scale: int, device: str, standin_dir=None):
     return run_model, info
 
 
+# ---------------------------------------------------------------------------------------------
+# Tiling
+# ---------------------------------------------------------------------------------------------
+def choose_tile(height: int, width: int, tile: int | None) -> int:
+    """The LR tile side to use for an h×w LR image: ``tile`` when given (0 = no tiling), else AUTO_TILE
+    above AUTO_TILE_PIXELS pixels and 0 below. Raises ValueError for a tile below MIN_TILE."""
+    if tile is None:
+        return AUTO_TILE if height * width > AUTO_TILE_PIXELS else 0
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0 or 0 < tile < MIN_TILE:
+        raise ValueError(f"--tile must be 0 (no tiling) or an integer ≥ {MIN_TILE}, got {tile!r}")
+    return tile
+
+
+def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """Core boxes (y0, y1, x0, x1), ends exclusive, of at most ``tile`` px that cover an h×w image exactly once."""
+    if tile < 1:
+        raise ValueError(f"tile must be ≥ 1, got {tile}")
+    return [(y, min(y + tile, height), x, min(x + tile, width))
+            for y in range(0, height, tile) for x in range(0, width, tile)]
+
+
+def upscale_tiled(method: Callable, lr: np.ndarray, scale: int, tile: int, overlap: int = TILE_OVERLAP):
+    """SR of uint8 BGR h×w×3 ``lr`` tile by tile: float RGB tensor 3×(scale·h)×(scale·w), like ``method(lr)``.
+
+    Each core tile is super-resolved with ``overlap`` LR pixels of context on every side (where the image
+    has them), and only the core's part of the output is kept, so tile borders see the same context as
+    in a whole-image pass. With an overlap at least the model's receptive field the result equals the
+    untiled one up to float rounding; only one tile's activations are in memory at a time.
+    """
+    import torch
+
+    if overlap < 0:
+        raise ValueError(f"overlap must be ≥ 0, got {overlap}")
+    h, w = lr.shape[:2]
+    out = None
+    for y0, y1, x0, x1 in tile_boxes(h, w, tile):
+        ry0, ry1 = max(0, y0 - overlap), min(h, y1 + overlap)
+        rx0, rx1 = max(0, x0 - overlap), min(w, x1 + overlap)
+        sr = method(np.ascontiguousarray(lr[ry0:ry1, rx0:rx1]))
+        if tuple(sr.shape[-2:]) != ((ry1 - ry0) * scale, (rx1 - rx0) * scale):
+            raise ValueError(f"the method returned {tuple(sr.shape)} for a {rx1 - rx0}x{ry1 - ry0} tile at scale "
+                             f"{scale}")
+        if out is None:
+            out = torch.empty((sr.shape[0], h * scale, w * scale), dtype=sr.dtype)
+        core = sr[:, (y0 - ry0) * scale:(y1 - ry0) * scale, (x0 - rx0) * scale:(x1 - rx0) * scale]
+        out[:, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = core
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The folder
+# ---------------------------------------------------------------------------------------------
+def _read(path: Path, report: Report) -> np.ndarray | None:
+    """Decode ``path`` (any depth and channel count), or record why not (None)."""
+    import cv2
+
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        report.skipped.append((path.name, f"not an image type ({path.suffix or 'no suffix'}); "
+                                          f"supported: {', '.join(sorted(IMAGE_SUFFIXES))}"))
+        return None
+    if path.stat().st_size == 0:
+        report.skipped.append((path.name, "empty file (0 bytes)"))
+        return None
+    try:
+        return read_image(path, cv2.IMREAD_UNCHANGED)
+    except ImageReadError as e:
+        report.skipped.append((path.name, str(e).replace(str(path), path.name)))
+        return None
+
+
+def _output_name(path: Path, taken: set[str], report: Report) -> str:
+    """``<stem>.png``, or ``<stem>_<suffix>.png`` (with a note) when another input already took that name."""
+    name = f"{path.stem}.png"
+    if name in taken:
+        name = f"{path.stem}_{path.suffix.lstrip('.').lower()}.png"
+        report.notes.append((path.name, f"written as {name}: another input is also called {path.stem}"))
+    taken.add(name)
+    return name
+
+
 def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4, device="cpu",
-                   standin_dir=None, progress=True) -> Report:
-    """Upscale (or, with ``metrics``, score) every image of ``input_dir``; write results to ``output_dir``."""
+                   standin_dir=None, tile: int | None = None, tile_overlap: int = TILE_OVERLAP,
+                   progress=True) -> Report:
+    """Upscale (or, with ``metrics``, score) every image of ``input_dir``; write results to ``output_dir``.
+
+    ``tile``: LR tile side (0 = never tile; None = tile automatically above AUTO_TILE_PIXELS LR pixels);
+    ``tile_overlap``: LR pixels of context around each tile.
+    """
     import cv2
     from tqdm.auto import tqdm
 
@@ -84,23 +183,22 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4,
         raise FileNotFoundError(f"input folder not found: {input_dir}")
     if output_dir.resolve() == input_dir.resolve():
         raise ValueError("--output must differ from --input (the input folder is never written to)")
+    choose_tile(1, 1, tile)  # reject a bad --tile before any work
+    if tile_overlap < 0:
+        raise ValueError(f"--tile-overlap must be ≥ 0, got {tile_overlap}")
     output_dir.mkdir(parents=True, exist_ok=True)
     method, info = load_method(model, scale, device, standin_dir)
     report = Report()
+    taken: set[str] = set()
     files = sorted(p for p in input_dir.iterdir() if p.is_file())
     for path in tqdm(files, desc="sr_folder", disable=not progress):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            report.skipped.append((path.name, f"not an image type ({path.suffix or 'no suffix'})"))
-            continue
-        try:
-            raw = read_image(path, cv2.IMREAD_UNCHANGED)
-        except ImageReadError as e:
-            report.skipped.append((path.name, str(e).replace(str(path), path.name)))
+        raw = _read(path, report)
+        if raw is None:
             continue
         img = to_bgr8(raw, path.name, report)
         if img is None:
             continue
-        gray = raw.ndim == 2 or (raw.ndim == 3 and raw.shape[2] == 1)
+        gray = raw.ndim == 2 or (raw.ndim == 3 and raw.shape[2] in (1, 2))
         h, w = img.shape[:2]
         if metrics:
             if min(h, w) < MIN_SIDE:
@@ -112,12 +210,28 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4,
             hr = img[:hh, :ww]
             lr = data.make_lr(hr, scale)
         else:
+            if min(h, w) < MIN_INPUT_SIDE:
+                report.skipped.append((path.name, f"{w}x{h} is smaller than {MIN_INPUT_SIDE} px on a side, "
+                                                  "too small to super-resolve"))
+                continue
             lr = img
-        sr = method(lr)
+        n_tile = choose_tile(*lr.shape[:2], tile)
+        try:
+            if n_tile and max(lr.shape[:2]) > n_tile:
+                sr = upscale_tiled(method, lr, scale, n_tile, tile_overlap)
+                n = len(tile_boxes(*lr.shape[:2], n_tile))
+                report.notes.append((path.name, f"super-resolved in {n} tiles of {n_tile} px (LR) with "
+                                                f"{tile_overlap} px overlap"))
+            else:
+                sr = method(lr)
+        except RuntimeError as e:  # e.g. out of memory: report it, carry on with the folder
+            report.skipped.append((path.name, f"super-resolution failed ({type(e).__name__}: {e}); "
+                                              "a smaller --tile may help"))
+            continue
         out_img = data.tensor_to_bgr(sr)
         if gray:
             out_img = cv2.cvtColor(out_img, cv2.COLOR_BGR2GRAY)
-        write_png(output_dir / f"{path.stem}.png", out_img)
+        write_png(output_dir / _output_name(path, taken, report), out_img)
         report.processed.append(path.name)
         if metrics:
             srt, hrt = sr[None].clamp(0, 1), data.bgr_to_tensor(hr)[None]
@@ -160,11 +274,17 @@ def main(argv=None) -> int:
     ap.add_argument("--metrics", action="store_true", help="treat inputs as HR: downsample, restore and score")
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tile", type=int, default=None, metavar="N",
+                    help=f"super-resolve in LR tiles of N px (0 = never; default: tiles of {AUTO_TILE} px for "
+                         f"inputs above {AUTO_TILE_PIXELS} LR pixels)")
+    ap.add_argument("--tile-overlap", type=int, default=TILE_OVERLAP, metavar="PX",
+                    help="LR pixels of context around each tile")
     ap.add_argument("--standin-dir", default=None, help="folder of offline stand-in weights (see notebook 02)")
     args = ap.parse_args(argv)
     try:
         report = process_folder(args.model, args.input, args.output, metrics=args.metrics, scale=args.scale,
-                                device=args.device, standin_dir=args.standin_dir)
+                                device=args.device, standin_dir=args.standin_dir, tile=args.tile,
+                                tile_overlap=args.tile_overlap)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -15,8 +15,11 @@ Outputs of ``fit`` in ``out_dir``:
   epoch; it holds tensors and plain containers only, so ``torch.load(weights_only=True)`` reads it.
 
 Reproducibility: every random choice of the data pipeline is drawn from generators seeded by
-(recipe seed, epoch, item index), and the global RNG states travel in ``state.pt``. A run interrupted
+(recipe seed, epoch, item index) (on the device pipeline of ``accel``, by (seed, epoch)), and the
+global RNG states travel in ``state.pt``. A run interrupted
 after epoch k and resumed ends, on CPU, with the same weights and history as an uninterrupted run.
+Every file is written by temp file + rename, so a kill at any moment leaves the last complete version;
+SIGINT / SIGTERM stop at a clean point and say how to resume.
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ import io as _stdio
 import itertools
 import math
 import os
+import pickle
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +43,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
-from . import __version__
+from . import __version__, accel
 from .data import SCALE, bgr_to_tensor, make_lr
 from .io import atomic_path, atomic_write_json, read_image, read_json
 from .losses import describe_loss
@@ -51,7 +56,8 @@ ALL = "all"                     # key of the pooled validation result (mean over
 LR_METHOD = "cv2.resize INTER_AREA to 1/scale, made on the fly"
 TIMING_KEYS = ("train_seconds", "val_seconds", "steps_per_second")
 SCHEDULES = ("cosine", "constant")
-_RESUME_FREE_FIELDS = ("num_workers",)   # recipe fields that may change on resume (no effect on results)
+# Recipe fields that may change on resume: no effect on results, or (fast) checked through the pipeline it resolves to.
+_RESUME_FREE_FIELDS = ("num_workers", "compile", "fast")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,15 +156,21 @@ def _check_hr_image(img, index: int, patch: int | None, scale: int, name) -> Non
         raise ValueError(f"{where}: size {w}x{h} is smaller than patch {patch}")
 
 
-def make_loader(dataset, recipe: "Recipe", epoch: int) -> DataLoader:
-    """Shuffled training loader for ``epoch`` (1-based); its order depends only on (seed, epoch)."""
+def make_loader(dataset, recipe: "Recipe", epoch: int, rank: int = 0, world_size: int = 1):
+    """Shuffled training loader for ``epoch`` (1-based); its order depends only on (seed, epoch).
+
+    With several ranks, rank r loads its ``accel.shard`` of every global batch and the loader yields
+    ``(lr, hr, weight)``; the global batches are those of the single-process loader.
+    """
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
-    seed = int(np.random.SeedSequence([recipe.seed, epoch, 1]).generate_state(1)[0])
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True, generator=generator,
-                      num_workers=recipe.num_workers, drop_last=False,
-                      worker_init_fn=_seed_worker if recipe.num_workers else None)
+    generator = torch.Generator().manual_seed(accel.order_seed(recipe.seed, epoch))
+    workers = dict(num_workers=recipe.num_workers, worker_init_fn=_seed_worker if recipe.num_workers else None,
+                   generator=generator)
+    if world_size > 1:
+        sampler = accel.ShardedBatchSampler(len(dataset), recipe.batch_size, recipe.seed, epoch, rank, world_size)
+        return accel.WeightedLoader(DataLoader(dataset, batch_sampler=sampler, **workers), sampler.weights)
+    return DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True, drop_last=False, **workers)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -199,8 +211,11 @@ class Recipe:
     scale: int = SCALE
     max_steps_per_epoch: int | None = None  # cap on optimiser steps per epoch (smoke runs)
     grad_clip: float | None = None      # max gradient norm; None = no clipping
-    amp: str | None = None              # None (float32) or "bf16" autocast for the forward pass
+    amp: str | None = "auto"            # None (float32), "bf16" autocast of the forward pass, or "auto":
+                                        # bf16 for training steps on CUDA, float32 on CPU and in validation
     num_workers: int = 0                # DataLoader workers (results do not depend on it)
+    fast: bool | None = None            # device data pipeline + channels_last; None = on for CUDA only
+    compile: bool = False               # torch.compile the model for the training steps
     notes: str = ""
 
     def __post_init__(self):
@@ -237,8 +252,12 @@ class Recipe:
             bad("max_steps_per_epoch", "must be None or ≥ 1")
         if self.grad_clip is not None and not self.grad_clip > 0:
             bad("grad_clip", "must be None or > 0")
-        if self.amp not in (None, "bf16"):
-            bad("amp", "must be None or 'bf16'")
+        if self.amp not in accel.AMP_CHOICES:
+            bad("amp", "must be None, 'bf16' or 'auto'")
+        if self.fast not in (None, True, False):
+            bad("fast", "must be None (auto), True or False")
+        if not isinstance(self.compile, bool):
+            bad("compile", "must be True or False")
 
     @property
     def selected_copy(self) -> str:
@@ -382,8 +401,8 @@ def evaluate(model: torch.nn.Module, val_sets: Mapping, metrics: Mapping[str, Ca
 
 
 def _autocast(device: torch.device, amp: str | None):
-    """bf16 autocast context when ``amp == "bf16"``, else a no-op context."""
-    if amp == "bf16":
+    """bf16 autocast context when ``amp`` is "bf16" (or "auto" on CUDA), else a no-op context."""
+    if accel.resolve_amp(amp, device) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -431,7 +450,7 @@ def set_rng_states(states: Mapping) -> None:
 
 
 def save_state(path, *, model, optimizer, scheduler, ema, epoch: int, history: list, best: dict | None,
-               recipe: Recipe) -> None:
+               recipe: Recipe, execution: dict | None = None) -> None:
     """Write everything needed to resume after ``epoch`` to ``path`` atomically (weights_only-loadable)."""
     state = {
         "format": 1,
@@ -444,6 +463,7 @@ def save_state(path, *, model, optimizer, scheduler, ema, epoch: int, history: l
         "rng": rng_states(),
         "history": history,
         "best": best,
+        "execution": execution,
     }
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -459,6 +479,9 @@ def load_state(path) -> dict:
         raise FileNotFoundError(f"training state not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"refusing to load training state {path}: it holds objects other than tensors and "
+                         "plain containers, which only an unpickler that can run code would read") from None
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
         raise ValueError(f"cannot load training state {path}: {e}") from None
     if not isinstance(state, dict) or state.get("format") != 1:
@@ -487,10 +510,14 @@ def save_best(model: torch.nn.Module, out_dir, meta: dict) -> Path:
 
 
 def _remove_leftovers(out_dir: Path) -> None:
-    """Delete temp folders a killed ``save_best`` may have left in ``out_dir``."""
+    """Delete the temp folders and files a killed ``save_best`` / ``save_state`` / history write left in ``out_dir``."""
     for p in out_dir.glob(f".{BEST_DIR}.*"):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
+    for name in (STATE_FILE, HISTORY_FILE):   # io.atomic_path's temp names: .<name>.<random><suffix>
+        for p in out_dir.glob(f".{name}.*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
 
 
 def load_finetuned(path, model_cls: type | None = None, device="cpu"):
@@ -518,7 +545,31 @@ def load_finetuned(path, model_cls: type | None = None, device="cpu"):
 # The loop
 # ---------------------------------------------------------------------------------------------
 _RESERVED_META = ("recipe", "epoch", "value", "val", "select_metric", "select_mode", "selected_copy",
-                  "loss", "model_class", "train_set", "versions")
+                  "loss", "model_class", "train_set", "versions", "execution")
+
+
+def _execution(train_set, recipe: Recipe, device: torch.device, dist) -> dict:
+    """How this run executes (resolved amp, memory format, data pipeline, compile, ranks), as plain data.
+
+    ``recipe.fast`` True with a training set the device pipeline cannot serve raises ValueError; with
+    None (auto) such a set quietly uses the DataLoader.
+    """
+    fast = accel.resolve_fast(recipe.fast, device)
+    problem = accel.device_path_problem(train_set) if fast else None
+    if problem and recipe.fast:
+        raise ValueError(f"recipe.fast is True but the device data pipeline cannot serve the training set: {problem}")
+    return {"device": str(device), "amp": accel.resolve_amp(recipe.amp, device), "channels_last": fast,
+            "data_pipeline": "device" if fast and problem is None else "DataLoader",
+            "compile": recipe.compile, "world_size": dist.world_size}
+
+
+def _check_resume_pipeline(saved: Mapping | None, execution: Mapping, path: Path) -> None:
+    """Raise ValueError if the run in ``path`` drew its patches with another data pipeline than this one would."""
+    before = (saved or {}).get("data_pipeline", "DataLoader")
+    if before != execution["data_pipeline"]:
+        raise ValueError(f"cannot resume from {path}: it drew its training patches with the {before} pipeline "
+                         f"but this run would use the {execution['data_pipeline']} pipeline (different random "
+                         f"windows); set the recipe's fast={before == 'device'} to continue it")
 
 
 def _versions() -> dict:
@@ -532,8 +583,15 @@ def _versions() -> dict:
 
 
 def _train_epoch(model, loader, loss_fn, optimizer, ema, recipe: Recipe, device, bar_desc: str,
-                 progress: bool) -> dict:
-    """One pass over ``loader``: forward, loss, step, EMA update; returns the epoch's loss statistics."""
+                 progress: bool, *, amp: str | None = None, channels_last: bool = False,
+                 ema_source: torch.nn.Module | None = None, distributed: bool = False) -> dict:
+    """One pass over ``loader``: forward, loss, step, EMA update; returns the epoch's loss statistics.
+
+    ``loader`` yields ``(lr, hr)`` or ``(lr, hr, weight)``; the weight scales this rank's loss before the
+    backward pass (see ``accel.shard``). With ``distributed`` the reported loss and terms are the global
+    batch's (``accel.reduce_weighted``), so every rank sees the same values. ``amp`` is the resolved autocast
+    ("bf16" or None); ``ema_source`` is the module the EMA copy follows (default ``model``).
+    """
     from tqdm import tqdm
 
     model.train()
@@ -545,24 +603,33 @@ def _train_epoch(model, loader, loss_fn, optimizer, ema, recipe: Recipe, device,
         n_batches = min(n_batches, recipe.max_steps_per_epoch)
     bar = tqdm(total=n_batches, desc=bar_desc, leave=False, disable=not progress, unit="step", mininterval=1.0)
     try:
-        for lr_img, hr_img in itertools.islice(loader, n_batches):
-            lr_img, hr_img = lr_img.to(device), hr_img.to(device)
-            with _autocast(device, recipe.amp):
+        for lr_img, hr_img, *rest in itertools.islice(loader, n_batches):
+            weight = float(rest[0]) if rest else 1.0
+            lr_img, hr_img = lr_img.to(device, non_blocking=True), hr_img.to(device, non_blocking=True)
+            if channels_last:
+                lr_img = lr_img.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp):
                 sr = model(lr_img)
             loss = loss_fn(sr.float(), hr_img)
-            value = float(loss.detach())
+            step_terms = {k: float(v) for k, v in (getattr(loss_fn, "last", None) or {}).items()}
+            if distributed:
+                reduced = accel.reduce_weighted({"__loss__": float(loss.detach()), **step_terms}, weight, device)
+                value = reduced.pop("__loss__")
+                step_terms = reduced
+            else:
+                value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"non-finite training loss {value} at step {steps} ({bar_desc})")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if weight == 1.0 else loss * weight).backward()
             if recipe.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             optimizer.step()
             if ema is not None:
-                ema.update_parameters(model)
+                ema.update_parameters(ema_source if ema_source is not None else model)
             total += value
-            for k, v in (getattr(loss_fn, "last", None) or {}).items():
-                terms[k] = terms.get(k, 0.0) + float(v)
+            for k, v in step_terms.items():
+                terms[k] = terms.get(k, 0.0) + v
             steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{total / steps:.4g}", refresh=False)
@@ -587,6 +654,133 @@ def _val_line(epoch: int, epochs: int, record: dict, copy: str) -> str:
     return f"epoch {epoch:>3}/{epochs}  {loss}val[{copy}] " + " | ".join(parts) + star
 
 
+# ---------------------------------------------------------------------------------------------
+# Stopping on SIGINT / SIGTERM
+# ---------------------------------------------------------------------------------------------
+class TrainingInterrupted(KeyboardInterrupt):
+    """``fit`` stopped by SIGINT; ``state.pt`` holds the last completed epoch (the message says how to resume)."""
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM handling for one ``fit`` call (installed only in the main thread).
+
+    While an epoch's training steps run, a signal abandons that epoch at once: its partial updates are
+    never written, so ``state.pt`` keeps the previous epoch, exactly what a SIGKILL would leave. Once the
+    steps are done (``hold``), a signal waits until the epoch's validation, checkpoint, history and state
+    are written (``release``); a second signal stops at once. Stopping prints how to resume and raises
+    TrainingInterrupted (SIGINT) or SystemExit (SIGTERM).
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, name: str, state_path: Path, epochs: int):
+        self.name, self.state_path, self.epochs = name, Path(state_path), epochs
+        self.signum = None
+        self.holding = False
+        self.saved_epoch = None
+        self._previous = {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def hold(self) -> None:
+        """The epoch's steps are done: from now on a first signal waits for ``release``."""
+        self.holding = True
+
+    def release(self, epoch: int) -> None:
+        """Epoch ``epoch`` is fully written; stop now if a signal arrived meanwhile."""
+        self.holding = False
+        self.saved_epoch = epoch
+        if self.signum is not None:
+            self._stop()
+
+    def _handle(self, signum, frame) -> None:
+        first = self.signum is None
+        self.signum = signum
+        if self.holding and first:
+            print(f"{self._signal_name()} received: finishing this epoch's validation and checkpoint before "
+                  "stopping (send it again to stop at once)", file=sys.stderr, flush=True)
+            return
+        self._stop()
+
+    def _signal_name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name
+
+    def message(self) -> str:
+        """What was interrupted, what is saved, and how to continue."""
+        if self.saved_epoch is not None:
+            saved = f"{self.state_path} holds epoch {self.saved_epoch}/{self.epochs}"
+        elif self.state_path.exists():
+            saved = f"{self.state_path} holds the last completed epoch"
+        else:
+            saved = "no epoch was completed yet, so a resumed run starts from the beginning"
+        return (f"training {self.name!r} stopped by {self._signal_name()}; {saved}. Continue it with "
+                f"`-p resume True` (python -m thermsr_utils.run) or fit(..., resume=True); the result is the "
+                f"same as an uninterrupted run.")
+
+    def _stop(self):
+        import signal
+
+        self.holding = False
+        msg = self.message()
+        if self.signum == signal.SIGTERM:
+            raise SystemExit(msg)
+        print(msg, file=sys.stderr, flush=True)
+        raise TrainingInterrupted(msg)
+
+
+_active_stop: list[_StopOnSignal] = []
+
+
+def _stop_on_signal(fn):
+    """Run ``fit`` with SIGINT/SIGTERM handled by a ``_StopOnSignal`` (see ``_hold_signals``)."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        recipe, out_dir = bound.arguments["recipe"], bound.arguments["out_dir"]
+        with _StopOnSignal(getattr(recipe, "name", "?"), Path(out_dir) / STATE_FILE,
+                           getattr(recipe, "epochs", 0)) as stop:
+            _active_stop.append(stop)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _active_stop.remove(stop)
+    return wrapper
+
+
+def _hold_signals() -> None:
+    """Inside ``fit``: the current epoch's steps are done; a signal now waits until it is saved."""
+    if _active_stop:
+        _active_stop[-1].hold()
+
+
+def _release_signals(epoch: int) -> None:
+    """Inside ``fit``: epoch ``epoch`` is saved; stop now if a signal arrived while it was being saved."""
+    if _active_stop:
+        _active_stop[-1].release(epoch)
+
+
+@_stop_on_signal
 def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable, recipe: Recipe, out_dir, *,
         metrics: Mapping[str, Callable] | None = None, device="cpu", resume: bool = False,
         extra_meta: Mapping | None = None, progress: bool = True) -> dict:
@@ -596,7 +790,17 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
     dataset name to (lr, hr) pairs; ``metrics`` maps a name to ``fn(sr, hr) -> (N,)`` (default: PSNR
     and SSIM from ``thermsr_utils.metrics``). ``loss_fn(sr, hr) -> scalar`` gets the unclamped output.
     With ``resume=True`` training continues from ``out_dir/state.pt`` when present. Returns a summary
-    dict (kept epoch and its metrics, the history, the final EMA copy or None).
+    dict (kept epoch and its metrics, the history, the final EMA copy or None, ``execution``).
+
+    Execution (recorded as ``execution`` in the result, ``thermsr.json`` and ``state.pt``): on CUDA the
+    training steps run under bf16 autocast (``recipe.amp="auto"``), with channels_last, on batches made
+    on the device by ``accel.DevicePatchSampler`` (``recipe.fast``), optionally through ``torch.compile``;
+    on a CPU the DataLoader path in float32 runs as before. Under ``torchrun`` (WORLD_SIZE > 1) the model
+    is wrapped in DistributedDataParallel, each rank trains on its slice of every global batch
+    (``recipe.batch_size`` stays the global batch), rank 0 validates and alone writes files.
+
+    SIGINT or SIGTERM stops training cleanly (``_StopOnSignal``): ``state.pt`` then holds the last completed epoch, a message
+    says how to resume, and TrainingInterrupted (SIGINT) or SystemExit (SIGTERM) is raised.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -611,7 +815,18 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
     if clash:
         raise ValueError(f"extra_meta keys {clash} are reserved for the run's own metadata")
     device = torch.device(device)
+    if accel.launched_distributed():
+        accel.init_distributed(device.type)
+    dist = accel.dist_info()
+    device = accel.rank_device(device, dist)
+    if recipe.batch_size % dist.world_size:
+        raise ValueError(f"batch_size {recipe.batch_size} (the global batch) is not divisible by the "
+                         f"{dist.world_size} ranks of this run")
+    progress = progress and dist.is_main
+    execution = _execution(train_set, recipe, device, dist)
     model.to(device)
+    if execution["channels_last"]:
+        model.to(memory_format=torch.channels_last)
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn.to(device)
 
@@ -619,12 +834,14 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
     scheduler = make_scheduler(optimizer, recipe)
     ema = make_ema(model, recipe.ema_decay) if recipe.ema_decay is not None else None
     state_path = out_dir / STATE_FILE
-    _remove_leftovers(out_dir)
+    if dist.is_main:
+        _remove_leftovers(out_dir)
 
     start_epoch, history, best = 0, [], None
     if resume and state_path.exists():
         state = load_state(state_path)
         _check_resume_recipe(state["recipe"], recipe, state_path)
+        _check_resume_pipeline(state.get("execution"), execution, state_path)
         model.load_state_dict(state["model"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
@@ -637,9 +854,10 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
     else:
         if resume and progress:
             print(f"no {STATE_FILE} in the output folder: starting {recipe.name} from scratch")
-        for stale in (state_path, out_dir / HISTORY_FILE):
-            stale.unlink(missing_ok=True)
-        shutil.rmtree(out_dir / BEST_DIR, ignore_errors=True)
+        if dist.is_main:
+            for stale in (state_path, out_dir / HISTORY_FILE):
+                stale.unlink(missing_ok=True)
+            shutil.rmtree(out_dir / BEST_DIR, ignore_errors=True)
         random.seed(recipe.seed)
         np.random.seed(recipe.seed)
         torch.manual_seed(recipe.seed)
@@ -651,9 +869,21 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
         return ema.module if copy == "ema" else model
 
     def validate() -> dict:
-        """Validation metrics of the kept copy, per dataset and pooled."""
-        return evaluate(eval_model(), val_sets, metrics, device=device, batch_size=recipe.batch_size,
-                        amp=recipe.amp)
+        """Validation metrics of the kept copy, per dataset and pooled (computed on rank 0, sent to all)."""
+        result = None
+        if dist.is_main:
+            result = evaluate(eval_model(), val_sets, metrics, device=device, batch_size=recipe.batch_size,
+                              amp="bf16" if recipe.amp == "bf16" else None)
+        return accel.broadcast_object(result)
+
+    accel.barrier()     # rank 0 has cleared or read the output folder
+    train_model = accel.wrap_ddp(model, device)
+    if recipe.compile:
+        train_model = torch.compile(train_model)
+    sampler = None
+    if execution["data_pipeline"] == "device":
+        sampler = accel.DevicePatchSampler(train_set, recipe.batch_size, device, order_seed=recipe.seed,
+                                           rank=dist.rank, world_size=dist.world_size)
 
     if start_epoch == 0 and recipe.val_at_start and not history:
         t0 = time.perf_counter()
@@ -667,11 +897,15 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
 
     for epoch in range(start_epoch + 1, recipe.epochs + 1):
         lr_now = optimizer.param_groups[0]["lr"]
-        loader = make_loader(train_set, recipe, epoch)
+        loader = (accel.epoch_view(sampler, epoch) if sampler is not None
+                  else make_loader(train_set, recipe, epoch, dist.rank, dist.world_size))
         t0 = time.perf_counter()
-        stats = _train_epoch(model, loader, loss_fn, optimizer, ema, recipe, device,
-                             f"{recipe.name} epoch {epoch}/{recipe.epochs}", progress)
+        stats = _train_epoch(train_model, loader, loss_fn, optimizer, ema, recipe, device,
+                             f"{recipe.name} epoch {epoch}/{recipe.epochs}", progress, amp=execution["amp"],
+                             channels_last=execution["channels_last"], ema_source=model,
+                             distributed=dist.world_size > 1)
         train_seconds = time.perf_counter() - t0
+        _hold_signals()  # a signal from here on lets this epoch finish saving first
         scheduler.step()
         record = {"epoch": epoch, "lr": lr_now, **stats, "train_seconds": train_seconds,
                   "steps_per_second": stats["steps"] / train_seconds if train_seconds > 0 else None,
@@ -689,29 +923,38 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
                         "select_mode": recipe.select_mode, "selected_copy": copy,
                         "loss": describe_loss(loss_fn), "model_class": type(eval_model()).__name__,
                         "train_set": train_set.describe() if hasattr(train_set, "describe") else None,
-                        "versions": _versions()}
-                save_best(eval_model(), out_dir, meta)
+                        "versions": _versions(), "execution": execution}
+                if dist.is_main:
+                    save_best(eval_model(), out_dir, meta)
             if progress:
                 print(_val_line(epoch, recipe.epochs, record, copy))
         history.append(record)
-        atomic_write_json(out_dir / HISTORY_FILE, history)
-        save_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, epoch=epoch,
-                   history=history, best=best, recipe=recipe)
+        if dist.is_main:
+            atomic_write_json(out_dir / HISTORY_FILE, history)
+            save_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, epoch=epoch,
+                       history=history, best=best, recipe=recipe, execution=execution)
+        _release_signals(epoch)
 
+    accel.barrier()     # every file of rank 0 is written before any rank returns
     best = best or {}
     return {"out_dir": str(out_dir), "best_dir": str(out_dir / BEST_DIR), "best_epoch": best.get("epoch"),
             "best_value": best.get("value"), "best_val": best.get("val"), "select_metric": recipe.select_metric,
-            "selected_copy": copy, "epochs_completed": recipe.epochs,
+            "selected_copy": copy, "epochs_completed": recipe.epochs, "execution": execution,
             "history": history, "ema_model": None if ema is None else ema.module}
 
 
 def datasets_from_manifest(crops_dir, records, *, patch: int | None, augment: bool, seed: int = 0,
                            scale: int = SCALE) -> tuple[SRPatchDataset, dict[str, SRPatchDataset]]:
-    """The training set (random patches) and one whole-crop validation set per dataset, from manifest records."""
+    """The training set (random patches) and one whole-crop validation set per dataset, from manifest records.
+
+    Every crop is checked against its manifest sha256 as it is read (data.CropIntegrityError names the
+    missing or changed ones).
+    """
+    from .data import read_verified_crops
     from .evaluate import DATASET_LABELS
 
     def load(recs):
-        return [read_image(Path(crops_dir) / r["path"]) for r in recs]
+        return read_verified_crops(crops_dir, recs)
 
     train_recs = [r for r in records if r["split"] == "train"]
     if not train_recs:
@@ -727,12 +970,16 @@ def datasets_from_manifest(crops_dir, records, *, patch: int | None, augment: bo
 
 
 def run_meta(manifest_path, init_info: dict, **more) -> dict:
-    """What a kept checkpoint records besides its recipe: data manifest hash, initial weights, code version."""
+    """What a kept checkpoint records besides its recipe: data manifest hash, initial weights, code version,
+    and the determinism settings in force (``config.determinism``)."""
     from . import __version__
     from .io import file_sha256
 
+    from .config import determinism
+
     return {"manifest_sha256": file_sha256(manifest_path), "init_weights": init_info,
-            "code_version": __version__ + _git_suffix(), "lr_recipe": LR_METHOD, **more}
+            "code_version": __version__ + _git_suffix(), "lr_recipe": LR_METHOD,
+            "determinism": determinism(), **more}
 
 
 def _git_suffix() -> str:

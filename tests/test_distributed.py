@@ -1,0 +1,265 @@
+"""Tests of training on several processes: batch sharding, loss weights, and a 2-process torchrun (gloo, CPU)
+whose result must match a single-process run with the same global batch."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from thermsr_utils import accel, train
+from thermsr_utils.train import Recipe, SRPatchDataset
+
+# The training run both sides execute: imported here for the single process, started by torchrun for two.
+SCRIPT = '''
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from super_image import PretrainedConfig, PreTrainedModel
+from torch import nn
+
+from thermsr_utils.losses import make_loss
+from thermsr_utils.train import Recipe, SRPatchDataset, fit
+
+
+class DdpConfig(PretrainedConfig):
+    model_type = "THERMSR_DDP_TEST"
+
+    def __init__(self, scale=4, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.data_parallel = scale, False
+
+
+class DdpSR(PreTrainedModel):
+    """A tiny x4 model with one trainable layer that never takes part (as DRLN has)."""
+
+    config_class = DdpConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 48, 3, padding=1),
+                                  nn.PixelShuffle(4))
+        self.unused = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def images(n, size, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def mae(sr, hr):
+    return (sr - hr).abs().mean(dim=(1, 2, 3))
+
+
+def run(out, fast):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = DdpSR(DdpConfig())
+    # 5 crops, global batch 4: batches of 4 and 1; on two ranks 2+2 and 1+0 (the empty rank weighs 0)
+    train_set = SRPatchDataset(images(5, 24, 1), patch=16, augment=True, seed=3)
+    val_sets = {"a": SRPatchDataset(images(2, 16, 2), patch=None)}
+    recipe = Recipe(name="ddp", epochs=2, batch_size=4, lr=1e-3, weight_decay=1e-4, patch=16, augment=True,
+                    val_every=1, select_metric="mae", select_mode="min", ema_decay=0.5, seed=5, fast=fast)
+    return fit(model, train_set, val_sets, make_loss("l1+fft", 0.5), recipe, out, metrics={"mae": mae},
+               device="cpu", progress=False)
+
+
+if __name__ == "__main__":
+    for fast in (False, True):
+        result = run(Path(sys.argv[1]) / ("fast" if fast else "loader"), fast)
+        # one marker file per rank and pipeline (stdout of the two ranks interleaves)
+        rank = os.environ.get("RANK", "0")
+        marker = Path(sys.argv[1]) / f"done_{result['execution']['world_size']}_{result['execution']['data_pipeline']}_{rank}"
+        marker.write_text("ok")
+'''
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Index(Dataset):
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return i
+
+
+# ------------------------------------------------------------------------------ sharding
+def test_one_rank_sampler_gives_the_shuffled_loader_batches():
+    for n, b, seed, epoch in ((10, 3, 0, 1), (17, 4, 5, 3), (4, 8, 1, 2)):
+        g = torch.Generator().manual_seed(accel.order_seed(seed, epoch))
+        loader = [t.tolist() for t in DataLoader(Index(n), batch_size=b, shuffle=True, generator=g)]
+        assert list(accel.ShardedBatchSampler(n, b, seed, epoch)) == loader
+        assert accel.ShardedBatchSampler(n, b, seed, epoch).weights == [1.0] * len(loader)
+
+
+@pytest.mark.parametrize("n, b, world", [(10, 4, 2), (9, 6, 3), (5, 4, 2), (7, 8, 4), (3, 4, 4)])
+def test_shards_cover_each_global_batch_once_with_weights_that_average_it(n, b, world):
+    whole = list(accel.ShardedBatchSampler(n, b, 2, 1))
+    ranks = [accel.ShardedBatchSampler(n, b, 2, 1, rank=r, world_size=world) for r in range(world)]
+    assert all(len(s) == len(whole) for s in ranks)
+    for j, batch in enumerate(whole):
+        kept = [(s.batches[j], s.weights[j]) for s in ranks]
+        assert [i for idx, w in kept if w > 0 for i in idx] == batch            # contiguous, in order, no repeats
+        # DDP averages over ranks, so an item of rank r counts weight_r / (world · len_r): it must be 1 / len(batch)
+        for idx, w in kept:
+            if w > 0:
+                assert w / (world * len(idx)) == pytest.approx(1 / len(batch))
+        for idx, w in kept:
+            assert len(idx) >= 1                                                # every rank joins every step
+            if w == 0:
+                assert idx == batch[:1]
+
+
+def test_shard_weights_reproduce_the_global_mean_gradient():
+    torch.manual_seed(0)
+    w = torch.randn(5, requires_grad=True)
+    x = torch.randn(7, 5)
+    (x @ w).pow(2).mean().backward()
+    full = w.grad.clone()
+    w.grad = None
+    world, total = 3, torch.zeros(5)
+    for r in range(world):
+        idx, weight = accel.shard(torch.arange(7), r, world)
+        (x[idx] @ w).pow(2).mean().mul(weight).backward()
+        total += w.grad
+        w.grad = None
+    assert torch.allclose(total / world, full, atol=1e-6)                     # what DDP's average gives
+
+
+def test_shard_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="rank 2"):
+        accel.shard(torch.arange(4), 2, 2)
+    with pytest.raises(ValueError, match="empty"):
+        accel.shard(torch.arange(0), 0, 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        accel.global_batches(torch.arange(4), 0)
+
+
+def test_make_loader_shards_are_slices_of_the_single_process_batches():
+    rng = np.random.default_rng(0)
+    ds = SRPatchDataset([rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(5)], patch=8,
+                        augment=True, seed=3)
+    recipe = Recipe(name="t", epochs=2, batch_size=4, lr=1e-3, weight_decay=0.0, patch=8, augment=True, seed=9)
+    single = [hr for _, hr in train.make_loader(ds, recipe, 2)]
+    parts = [list(train.make_loader(ds, recipe, 2, rank=r, world_size=2)) for r in range(2)]
+    for j, hr in enumerate(single):
+        got = torch.cat([p[j][1] for p in parts if p[j][2] > 0])
+        assert torch.equal(got, hr)
+
+
+# ------------------------------------------------------------------------------ process group helpers
+def test_single_process_helpers_are_no_ops(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not accel.launched_distributed()
+    assert accel.init_distributed("cpu") == accel.DistInfo(0, 1, 0)
+    assert accel.dist_info().is_main
+    assert accel.broadcast_object({"a": 1}) == {"a": 1}
+    assert accel.reduce_weighted({"x": 2.0}, 0.5, "cpu") == {"x": 1.0}
+    model = torch.nn.Linear(2, 2)
+    assert accel.wrap_ddp(model, "cpu") is model
+    accel.barrier()
+    assert str(accel.rank_device("cuda", accel.DistInfo(1, 2, 1))) == "cuda:1"
+    assert str(accel.rank_device("cuda:0", accel.DistInfo(1, 2, 1))) == "cuda:0"
+    assert str(accel.rank_device("cpu", accel.DistInfo(1, 2, 1))) == "cpu"
+
+
+def test_bad_launcher_environment_is_named(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE"):
+        accel.launched_distributed()
+
+
+def test_fit_refuses_a_global_batch_the_ranks_cannot_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(accel, "dist_info", lambda: accel.DistInfo(0, 3, 0))
+    mod = load_script(tmp_path)
+    with pytest.raises(ValueError, match="not divisible by the 3 ranks"):
+        mod.run(tmp_path / "out", False)
+
+
+# ------------------------------------------------------------------------------ two processes
+def load_script(tmp_path):
+    path = tmp_path / "ddp_run.py"
+    path.write_text(SCRIPT)
+    spec = importlib.util.spec_from_file_location("ddp_run", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_two_process_torchrun_matches_one_process(tmp_path):
+    mod = load_script(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "ddp_run.py"), str(tmp_path / "ddp")],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    done = sorted(p.name for p in (tmp_path / "ddp").glob("done_*"))
+    assert done == ["done_2_DataLoader_0", "done_2_DataLoader_1", "done_2_device_0", "done_2_device_1"], done
+
+    for pipeline in ("loader", "fast"):
+        single = mod.run(tmp_path / "single" / pipeline, pipeline == "fast")
+        assert single["execution"]["world_size"] == 1
+        ddp_dir, one_dir = tmp_path / "ddp" / pipeline, tmp_path / "single" / pipeline
+        a, b = train.load_state(one_dir / "state.pt"), train.load_state(ddp_dir / "state.pt")
+        assert b["execution"]["world_size"] == 2 and b["epoch"] == 2
+        for key in ("model", "ema"):
+            assert a[key].keys() == b[key].keys()
+            for k in a[key]:
+                assert torch.allclose(a[key][k].float(), b[key][k].float(), atol=1e-5), (pipeline, key, k)
+        assert not torch.equal(a["model"]["body.0.weight"], mod.DdpSR(mod.DdpConfig()).body[0].weight)
+        ha, hb = json.loads((one_dir / "history.json").read_text()), json.loads((ddp_dir / "history.json").read_text())
+        assert [h["steps"] for h in ha] == [h["steps"] for h in hb] == [0, 2, 2]
+        for x, y in zip(ha[1:], hb[1:]):
+            assert y["train_loss"] == pytest.approx(x["train_loss"], rel=1e-5)
+            assert y["train_terms"]["fft"] == pytest.approx(x["train_terms"]["fft"], rel=1e-5)
+            assert y["val"]["all"]["mae"] == pytest.approx(x["val"]["all"]["mae"], rel=1e-5)
+        meta = json.loads((ddp_dir / "best" / "thermsr.json").read_text())
+        assert meta["execution"]["world_size"] == 2
+        # only rank 0 wrote: the same files as the single run, no leftovers
+        assert sorted(p.name for p in ddp_dir.iterdir()) == sorted(p.name for p in one_dir.iterdir())
+
+
+# ------------------------------------------------------------------------------ the torchrun entry point
+def test_entry_point_takes_the_notebooks_parameters():
+    p = accel.notebook_parameters("v1", "smoke")
+    assert (p["v1_epochs"], p["v1_lr"], p["max_steps_per_epoch"]) == (2, 0.001, 2)       # from the profile
+    assert (p["v1_batch_size"], p["v1_patch"]) == (16, 128)                              # the notebook's literals
+    assert accel.notebook_parameters("v1", "smoke", {"v1_epochs": 7})["v1_epochs"] == 7
+    with pytest.raises(ValueError, match="v2_epochs"):                                   # not a v1 parameter
+        accel.notebook_parameters("v1", "smoke", {"v2_epochs": 3})
+    with pytest.raises(ValueError, match="unknown recipe"):
+        accel.notebook_parameters("v3", "smoke")
+
+
+def test_entry_point_builds_the_notebooks_recipes():
+    p1 = accel.notebook_parameters("v1", "smoke")
+    recipe, loss_fn, lpips_metric, term = accel.build_run("v1", p1, "cpu")
+    assert recipe == Recipe.v1(epochs=2, lr=0.001, batch_size=16, patch=128, val_every=1, seed=0, max_steps_per_epoch=2)
+    assert [t["name"] for t in loss_fn.describe()] == ["l1"] and term is None
+    p2 = accel.notebook_parameters("v2", "smoke", {"v2_perceptual": "fft"})
+    recipe, loss_fn, _, term = accel.build_run("v2", p2, "cpu")
+    assert (recipe.epochs, recipe.warmup_epochs, recipe.ema_decay, recipe.patch, recipe.augment) == (2, 1, 0.5, 192, True)
+    assert [(t["name"], t["weight"]) for t in loss_fn.describe()] == [("l1", 1.0), ("fft", 4.0)] and "FFT" in term
+    with pytest.raises(ValueError, match="v2_perceptual"):
+        accel.build_run("v2", {**p2, "v2_perceptual": "vgg"}, "cpu")

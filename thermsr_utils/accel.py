@@ -1,0 +1,546 @@
+"""Faster execution of the same training recipe: on-device training batches, execution settings, several GPUs.
+
+Three parts, all used by ``thermsr_utils.train.fit``:
+
+- ``area_downsample``: OpenCV's ``INTER_AREA`` reduction by an integer factor, reproduced bit for bit on
+  uint8 tensors (any device) and NumPy arrays. For a factor s each LR pixel is the mean of an s×s block;
+  OpenCV rounds that mean half to even, except in its vectorised 2× path, which rounds halves up. Here the
+  block sum is taken in integers and rounded with integer arithmetic, so no float rounding is involved.
+- ``DevicePatchSampler``: the training crops decoded once into one uint8 tensor on the device; random
+  windows, flips and rotations, the LR image and the float conversion all happen there. Batches hold the
+  same items in the same order as ``train.make_loader``; the windows and augmentations are drawn per epoch
+  from a seeded ``torch.Generator`` (so they differ from the DataLoader path's, with the same distribution).
+- Distributed helpers for ``torchrun``: process-group setup, a batch sampler that gives each rank a slice of
+  every global batch, and the loss weights that make DistributedDataParallel's gradient average equal the
+  single-process gradient even for the last, smaller batch of an epoch.
+
+``python -m thermsr_utils.accel --profile paper --recipe v1`` trains one recipe from the profile's manifest
+exactly as notebook 03 (v1) or 05 (v2) configures it; start it with ``torchrun`` to use several GPUs.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+
+from .data import SCALE
+
+HALF_UP_SCALES = (2,)          # factors where OpenCV's INTER_AREA rounds halves up (its vectorised 2× path)
+AMP_CHOICES = (None, "bf16", "auto")
+DIHEDRAL = tuple((flip, k) for flip in (False, True) for k in range(4))   # (horizontal flip, then k·90° turns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact INTER_AREA reduction
+# ---------------------------------------------------------------------------------------------
+def _round_block_mean(total, area: int, half_up: bool):
+    """Integer block sums → their mean ``total / area`` rounded to the nearest integer (ties: up or to even)."""
+    q = total // area
+    twice_r = 2 * (total - q * area)
+    if half_up:
+        return q + (twice_r >= area)
+    return q + ((twice_r > area) | ((twice_r == area) & (q % 2 == 1)))
+
+
+def _check_scale(scale) -> int:
+    """Return ``scale`` as an int if it is an integer ≥ 1, else raise ValueError."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be an integer ≥ 1, got {scale!r}")
+    return int(scale)
+
+
+def area_downsample(x: torch.Tensor, scale: int = SCALE) -> torch.Tensor:
+    """uint8 tensor …×H×W (any device; H, W divisible by ``scale``) → uint8 …×H/s×W/s, equal to cv2 INTER_AREA."""
+    scale = _check_scale(scale)
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim < 2:
+        desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"area_downsample expects a uint8 tensor …×H×W, got {desc}")
+    *batch_dims, h, w = x.shape
+    if h % scale or w % scale:
+        raise ValueError(f"area_downsample: size {w}x{h} is not divisible by scale {scale}")
+    total = x.reshape(*batch_dims, h // scale, scale, w // scale, scale).sum(dim=(-3, -1), dtype=torch.int32)
+    return _round_block_mean(total, scale * scale, scale in HALF_UP_SCALES).to(torch.uint8)
+
+
+def area_downsample_array(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
+    """uint8 array H×W×C or N×H×W×C (OpenCV layout; H, W divisible by ``scale``) → the same at 1/scale, as INTER_AREA."""
+    scale = _check_scale(scale)
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim not in (3, 4):
+        desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise ValueError(f"area_downsample_array expects a uint8 array H×W×C or N×H×W×C, got {desc}")
+    *batch_dims, h, w, c = img.shape
+    if h % scale or w % scale:
+        raise ValueError(f"area_downsample_array: size {w}x{h} is not divisible by scale {scale}")
+    total = img.reshape(*batch_dims, h // scale, scale, w // scale, scale, c).sum(axis=(-4, -2), dtype=np.int32)
+    return _round_block_mean(total, scale * scale, scale in HALF_UP_SCALES).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution settings
+# ---------------------------------------------------------------------------------------------
+def resolve_amp(amp: str | None, device) -> str | None:
+    """The autocast dtype name to use: "auto" → "bf16" on a CUDA device with bf16 support, else None."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
+    if amp != "auto":
+        return amp
+    device = torch.device(device)
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+
+
+def resolve_fast(fast: bool | None, device) -> bool:
+    """Whether the device data pipeline and channels_last are used: None (auto) → True on CUDA only."""
+    if fast not in (None, True, False):
+        raise ValueError(f"fast must be None (auto), True or False, got {fast!r}")
+    return torch.device(device).type == "cuda" if fast is None else bool(fast)
+
+
+def device_path_problem(dataset) -> str | None:
+    """Why ``DevicePatchSampler`` cannot serve ``dataset`` (a reason string), or None when it can."""
+    images = getattr(dataset, "images", None)
+    if images is None or not all(hasattr(dataset, a) for a in ("patch", "scale", "augment", "seed")):
+        return f"{type(dataset).__name__} is not an SRPatchDataset (no images/patch/scale/augment/seed)"
+    if not images:
+        return "the dataset has no images"
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) != 1:
+        return f"the crops differ in size ({len(shapes)} sizes, e.g. {sorted(shapes)[:2]})"
+    h, w = next(iter(shapes))[:2]
+    if dataset.augment and (dataset.patch is None and h != w):
+        return f"rotating non-square {w}x{h} crops changes their shape"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds shared by the DataLoader path and the device path
+# ---------------------------------------------------------------------------------------------
+def order_seed(seed: int, epoch: int) -> int:
+    """Seed of the shuffling generator of ``epoch``; depends only on (seed, epoch)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), 1]).generate_state(1)[0])
+
+
+def window_seed(seed: int, epoch: int) -> int:
+    """Seed of the device path's window/augmentation generator of ``epoch`` (a stream apart from the order)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), 2]).generate_state(1)[0])
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """int64 permutation of range(n): the order in which a shuffled DataLoader seeded by ``order_seed`` visits items.
+
+    Such a loader's iterator first takes one int64 from the generator (the base seed of its workers), then
+    its RandomSampler draws ``torch.randperm``; both draws are repeated here (a test guards the equality).
+    """
+    g = torch.Generator().manual_seed(order_seed(seed, epoch))
+    torch.empty((), dtype=torch.int64).random_(generator=g)
+    return torch.randperm(n, generator=g)
+
+
+def global_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` cut into consecutive batches of ``batch_size`` (the last one may be smaller)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    return list(torch.split(order, batch_size))
+
+
+def shard(batch: torch.Tensor, rank: int, world_size: int) -> tuple[torch.Tensor, float]:
+    """This rank's slice of a global batch and its loss weight.
+
+    The slices are contiguous and differ in length by at most one. DDP averages gradients over ranks, so
+    rank r's loss is scaled by ``len(slice_r) * world_size / len(batch)``; the average is then the gradient
+    of the mean loss over the whole batch. A rank left without items gets the batch's first item with
+    weight 0, so it still joins the gradient all-reduce.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+    n = len(batch)
+    if n == 0:
+        raise ValueError("cannot shard an empty batch")
+    part = torch.tensor_split(batch, world_size)[rank]
+    if len(part) == 0:
+        return batch[:1], 0.0
+    return part, len(part) * world_size / n
+
+
+class ShardedBatchSampler(torch.utils.data.Sampler):
+    """Index lists of one rank: its ``shard`` of every global batch of ``epoch_order(n, seed, epoch)``.
+
+    With ``world_size`` 1 the batches equal those of ``DataLoader(shuffle=True)`` with a generator seeded by
+    ``order_seed(seed, epoch)``. ``weights`` holds each batch's loss weight (see ``shard``).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1):
+        if n < 1:
+            raise ValueError(f"ShardedBatchSampler needs at least one item, got n={n}")
+        parts = [shard(b, rank, world_size) for b in global_batches(epoch_order(n, seed, epoch), batch_size)]
+        self.batches = [p.tolist() for p, _ in parts]
+        self.weights = [w for _, w in parts]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class WeightedLoader:
+    """Wraps a DataLoader built on a ``ShardedBatchSampler``: yields ``(lr, hr, weight)`` per batch."""
+
+    def __init__(self, loader, weights: list[float]):
+        self.loader = loader
+        self.weights = list(weights)
+
+    def __iter__(self):
+        for (lr, hr), w in zip(self.loader, self.weights):
+            yield lr, hr, w
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+
+# ---------------------------------------------------------------------------------------------
+# The device data pipeline
+# ---------------------------------------------------------------------------------------------
+def stack_crops(images, device="cpu") -> torch.Tensor:
+    """uint8 BGR H×W×3 arrays (all one size) → one uint8 RGB tensor N×3×H×W on ``device``."""
+    arr = np.stack(list(images))
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"expected uint8 BGR images H×W×3 of one size, got {arr.dtype} {arr.shape}")
+    rgb = torch.from_numpy(np.ascontiguousarray(arr[..., ::-1].transpose(0, 3, 1, 2)))
+    return rgb.to(device)
+
+
+def _dihedral_tables(size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the 8 flip/rot90 variants of a size×size window: source row and column of every output pixel."""
+    rows = torch.arange(size).view(size, 1).expand(size, size)
+    cols = torch.arange(size).view(1, size).expand(size, size)
+    out_r, out_c = [], []
+    for flip, k in DIHEDRAL:
+        r, c = rows, cols
+        if flip:
+            r, c = r.flip(-1), c.flip(-1)
+        out_r.append(torch.rot90(r, k, dims=(0, 1)))
+        out_c.append(torch.rot90(c, k, dims=(0, 1)))
+    return torch.stack(out_r).to(device), torch.stack(out_c).to(device)
+
+
+class DevicePatchSampler:
+    """Training batches of an ``SRPatchDataset`` made on ``device`` from one uint8 tensor of all its crops.
+
+    ``epoch(e)`` yields ``(lr, hr, weight)``: float RGB tensors in [0, 1] (B×3×p/s×p/s and B×3×p×p, or the
+    whole crop when the dataset's patch is None) and this rank's loss weight (1.0 on one process). Batch b
+    holds the items of ``epoch_order(n, order_seed, e)`` in the same positions as the batch b of
+    ``train.make_loader`` with a recipe whose seed is ``order_seed`` (default: the dataset's seed); with
+    several ranks each takes its ``shard``. Windows (uniform over all positions), the horizontal flip
+    (probability 1/2) and the rotation by k·90° (k uniform in 0..3) of every item in epoch e are drawn at
+    once from a ``torch.Generator`` seeded by ``window_seed(dataset seed, e)``, on the CPU, so they are the
+    same on every device and rank. The LR image is ``area_downsample`` of the uint8 HR patch.
+    """
+
+    def __init__(self, dataset, batch_size: int, device="cpu", *, order_seed: int | None = None, rank: int = 0,
+                 world_size: int = 1):
+        problem = device_path_problem(dataset)
+        if problem:
+            raise ValueError(f"the device data pipeline cannot serve this training set: {problem}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = stack_crops(dataset.images, self.device)
+        self.n, _, self.h, self.w = self.images.shape
+        self.patch = dataset.patch
+        self.ph, self.pw = (self.h, self.w) if self.patch is None else (self.patch, self.patch)
+        self.scale = int(dataset.scale)
+        if self.ph % self.scale or self.pw % self.scale:
+            raise ValueError(f"patch {self.pw}x{self.ph} is not divisible by scale {self.scale}")
+        self.augment = bool(dataset.augment)
+        self.seed = int(dataset.seed)
+        self.order_seed = self.seed if order_seed is None else int(order_seed)
+        self.batch_size = int(batch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+        self._rows, self._cols = _dihedral_tables(self.ph, self.device) if self.augment else (None, None)
+
+    def __len__(self) -> int:
+        """Number of (global) batches per epoch."""
+        return math.ceil(self.n / self.batch_size)
+
+    def draws(self, epoch: int) -> dict[str, torch.Tensor]:
+        """Every item's window corner (y, x), flip flag and rotation count k for ``epoch`` (int64 CPU tensors of n)."""
+        g = torch.Generator().manual_seed(window_seed(self.seed, epoch))
+        y = torch.randint(0, self.h - self.ph + 1, (self.n,), generator=g)
+        x = torch.randint(0, self.w - self.pw + 1, (self.n,), generator=g)
+        if self.augment:
+            flip = torch.randint(0, 2, (self.n,), generator=g)
+            k = torch.randint(0, 4, (self.n,), generator=g)
+        else:
+            flip = k = torch.zeros(self.n, dtype=torch.int64)
+        return {"y": y, "x": x, "flip": flip, "k": k}
+
+    def hr_patches(self, idx: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """uint8 RGB B×3×ph×pw: the (flipped, rotated) windows of items ``idx`` under ``draws``."""
+        idx = idx.cpu()
+        b = len(idx)
+        variant = draws["flip"][idx] * 4 + draws["k"][idx]
+        packed = torch.stack([idx, draws["y"][idx], draws["x"][idx], variant]).to(self.device, non_blocking=True)
+        idx_d, y, x, variant = packed[0], packed[1].view(b, 1, 1), packed[2].view(b, 1, 1), packed[3]
+        if self.augment:
+            rows, cols = self._rows[variant] + y, self._cols[variant] + x       # B×p×p source rows, columns
+        else:
+            rows = torch.arange(self.ph, device=self.device).view(1, self.ph, 1) + y
+            cols = torch.arange(self.pw, device=self.device).view(1, 1, self.pw) + x
+        flat = (rows * self.w + cols).expand(b, self.ph, self.pw).reshape(b, 1, -1).expand(b, 3, -1)
+        src = self.images.index_select(0, idx_d)                                  # B×3×H×W
+        return src.reshape(b, 3, -1).gather(2, flat).reshape(b, 3, self.ph, self.pw)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+        """Yield this rank's ``(lr, hr, weight)`` batches of ``epoch`` (1-based, as in ``fit``)."""
+        draws = self.draws(epoch)
+        for batch in global_batches(epoch_order(self.n, self.order_seed, epoch), self.batch_size):
+            idx, weight = shard(batch, self.rank, self.world_size)
+            hr = self.hr_patches(idx, draws)
+            lr = area_downsample(hr, self.scale)
+            yield lr.float().div_(255.0), hr.float().div_(255.0), weight
+
+    def describe(self) -> dict:
+        """The pipeline's settings as plain data, for run metadata."""
+        return {"pipeline": "device", "device": str(self.device), "n_images": self.n,
+                "patch": self.patch, "scale": self.scale, "augment": self.augment,
+                "resident_mb": round(self.images.numel() / 2**20, 1), "rank": self.rank,
+                "world_size": self.world_size}
+
+
+class _EpochView:
+    """``DevicePatchSampler.epoch(e)`` with a length, as ``fit``'s loop expects of a loader."""
+
+    def __init__(self, sampler: DevicePatchSampler, epoch: int):
+        self.sampler, self.epoch = sampler, epoch
+
+    def __iter__(self):
+        return self.sampler.epoch(self.epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def epoch_view(sampler: DevicePatchSampler, epoch: int) -> _EpochView:
+    """An iterable with ``len`` over the batches of ``epoch``."""
+    return _EpochView(sampler, epoch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes (torchrun)
+# ---------------------------------------------------------------------------------------------
+class DistInfo(NamedTuple):
+    """Where this process stands in a distributed run (0, 1, 0 for a single process)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    """Integer environment variable ``name``; a clear error if it is not an integer."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def launched_distributed() -> bool:
+    """True when torchrun (or another launcher) started this process as one of several (WORLD_SIZE > 1)."""
+    return _env_int("WORLD_SIZE", 1) > 1
+
+
+def dist_info() -> DistInfo:
+    """Rank, world size and local rank of the initialised process group, else (0, 1, 0)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
+    return DistInfo(0, 1, 0)
+
+
+def init_distributed(device_type: str = "cuda") -> DistInfo:
+    """Join the process group described by torchrun's environment (NCCL on CUDA, else gloo), once.
+
+    Does nothing for a single process. On CUDA the process uses GPU ``LOCAL_RANK``.
+    """
+    import torch.distributed as dist
+
+    if not launched_distributed() or dist.is_initialized():
+        return dist_info()
+    local_rank = _env_int("LOCAL_RANK", 0)
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if backend == "nccl":
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s) "
+                               f"are visible: start at most that many processes per node")
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend)
+    return dist_info()
+
+
+def rank_device(device, info: DistInfo) -> torch.device:
+    """``device`` with the rank's GPU index filled in ("cuda" → "cuda:LOCAL_RANK") in a distributed run."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and info.world_size > 1:
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op for a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s ``obj`` on every rank (picklable plain data; returned unchanged for one process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def reduce_weighted(values: dict[str, float], weight: float, device) -> dict[str, float]:
+    """Per key, the mean over ranks of ``weight * value``: with ``shard``'s weights, the global batch's value.
+
+    Every rank must pass the same keys in the same order.
+    """
+    import torch.distributed as dist
+
+    if not values or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return {k: float(v) * weight for k, v in values.items()}
+    keys = list(values)
+    t = torch.tensor([float(values[k]) * weight for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(keys, (t / dist.get_world_size()).tolist()))
+
+
+def wrap_ddp(model: torch.nn.Module, device) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel (gradients averaged over ranks) when several ranks run, else itself."""
+    if dist_info().world_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = torch.device(device)
+    ids = [device.index] if device.type == "cuda" else None
+    # static_graph: the same parameters take part in every step; it also copes with trainable parameters
+    # that never do (DRLN has such a block), which the default setting rejects.
+    return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, static_graph=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: train one recipe as its notebook configures it (under torchrun for several GPUs)
+# ---------------------------------------------------------------------------------------------
+RECIPE_NOTEBOOKS = {"v1": "03_v1_finetune", "v2": "05_v2_finetune"}
+
+
+def notebook_parameters(recipe: str, profile: str, overrides: dict | None = None) -> dict:
+    """The parameters notebook 03 (v1) or 05 (v2) would run with: its cell's literals, the profile, overrides."""
+    from . import run
+
+    if recipe not in RECIPE_NOTEBOOKS:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPE_NOTEBOOKS)}")
+    nbs = run.select(run.discover(), only=[RECIPE_NOTEBOOKS[recipe]])
+    resolved = run.resolve_parameters(nbs, profile, dict(overrides or {}))
+    return {**nbs[0].parameters, **resolved[nbs[0].name]}
+
+
+def build_run(recipe_name: str, p: dict, device: str):
+    """(recipe, loss, validation metrics, LPIPS name, perceptual term name) as the recipe's notebook builds them."""
+    from . import losses, metrics, train
+
+    lpips_metric = metrics.LPIPSMetric(device=device, allow_standin=p["lpips_standin"])
+    cap = p["max_steps_per_epoch"] or None
+    if recipe_name == "v1":
+        recipe = train.Recipe.v1(epochs=p["v1_epochs"], lr=p["v1_lr"], batch_size=p["v1_batch_size"],
+                                 patch=p["v1_patch"], val_every=p["val_every"], seed=p["seed"],
+                                 max_steps_per_epoch=cap)
+        return recipe, losses.make_loss("l1"), lpips_metric, None
+    if p["v2_perceptual"] not in ("auto", "lpips", "fft"):
+        raise ValueError(f"v2_perceptual must be auto, lpips or fft, got {p['v2_perceptual']!r}")
+    term = p["v2_perceptual"] if p["v2_perceptual"] != "auto" else ("fft" if lpips_metric.standin else "lpips")
+    if term == "lpips":
+        loss_fn = losses.make_loss("l1+lpips", weight=p["lpips_weight"], lpips_metric=lpips_metric)
+        term_name = f"{p['lpips_weight']:g}·{lpips_metric.name}"
+    else:
+        loss_fn = losses.make_loss("l1+fft", weight=p["fft_weight"])
+        term_name = f"{p['fft_weight']:g}·FFT-amplitude L1 (stand-in for LPIPS)"
+    recipe = train.Recipe.v2(epochs=p["v2_epochs"], warmup_epochs=p["v2_warmup_epochs"], lr=p["v2_lr"],
+                             batch_size=p["v2_batch_size"], ema_decay=p["v2_ema_decay"], val_every=p["val_every"],
+                             seed=p["seed"], max_steps_per_epoch=cap)
+    return recipe, loss_fn, lpips_metric, term_name
+
+
+def main(argv=None) -> int:
+    """Command-line entry: train v1 or v2 of a profile into its checkpoints folder (rank 0 writes)."""
+    import argparse
+    import contextlib
+    import dataclasses
+
+    from . import config, data, models, run, train
+
+    ap = argparse.ArgumentParser(prog="python -m thermsr_utils.accel",
+                                 description="Train one recipe as its notebook would; start it with torchrun "
+                                             "to train on several GPUs (DistributedDataParallel).")
+    ap.add_argument("--profile", default=config.DEFAULT_PROFILE, choices=config.PROFILE_NAMES)
+    ap.add_argument("--recipe", required=True, choices=sorted(RECIPE_NOTEBOOKS))
+    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="override a parameter of the recipe's notebook (as with thermsr_utils.run)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model for the training steps")
+    ap.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
+                    help="device data pipeline + channels_last (auto: on for CUDA)")
+    args = ap.parse_args(argv)
+
+    p = notebook_parameters(args.recipe, args.profile, {k: run.parse_value(v) for k, v in args.p})
+    device = config.resolve_device(p["device"])
+    info = init_distributed(torch.device(device).type)
+    device = str(rank_device(device, info))
+    paths = config.setup(args.profile, p["seed"]) if info.is_main else config.run_paths(args.profile)
+    if not info.is_main:
+        config.seed_everything(p["seed"])
+    recipe, loss_fn, lpips_metric, term_name = build_run(args.recipe, p, device)
+    recipe = dataclasses.replace(recipe, compile=args.compile,
+                                 fast={"auto": None, "on": True, "off": False}[args.fast])
+    records = data.load_verified_manifest(paths)["records"]
+    patch, augment = (recipe.patch, False) if args.recipe == "v1" else (None, True)
+    train_set, val_sets = train.datasets_from_manifest(paths.crops, records, patch=patch, augment=augment,
+                                                       seed=p["seed"])
+    model, init_info = models.load_model(p["backbone"], source=p["weights"], standin_dir=paths.models / "standin",
+                                         device=device)
+    more = {"lpips": lpips_metric.name}
+    if term_name is not None:
+        more["perceptual_term"] = term_name
+    # rank 0 holds the artifacts folder as the notebook runner does, so no other run writes there meanwhile
+    with run.run_lock(paths) if info.is_main else contextlib.nullcontext():
+        result = train.fit(model, train_set, val_sets, loss_fn, recipe, paths.checkpoints / args.recipe,
+                           metrics=train.default_metrics(lpips_metric), device=device, resume=p["resume"],
+                           extra_meta=train.run_meta(paths.manifest, init_info, **more), progress=info.is_main)
+    if info.is_main:
+        print(f"kept epoch {result['best_epoch']} ({recipe.select_metric} {result['best_value']:.4g}) "
+              f"-> {result['best_dir']}")
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
