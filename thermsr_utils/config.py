@@ -94,7 +94,7 @@ PROFILES: dict[str, dict] = {
         "val_every": 5,
         "max_steps_per_epoch": 0,
         "v2_perceptual": "auto",
-        "v2_epochs": 40,
+        "v2_epochs": 30,
         "v2_warmup_epochs": 3,
         "v2_lr": 0.0005,
         "v2_ema_decay": 0.99,
