@@ -126,3 +126,14 @@ def test_no_machine_paths_in_tracked_files():
             text = p.read_text(errors="ignore")
             for marker in ("/" + "work/", "/" + "root/", "/" + "tmp/"):
                 assert marker not in text, f"{f} contains a machine-specific path ({marker})"
+
+
+def test_readme_table_is_the_published_one():
+    readme = (ROOT / "README.md").read_text()
+    published = (ROOT / "figures" / "demo" / "table_v2.md").read_text().strip()
+    start = readme.index("<!-- table: figures/demo/table_v2.md")
+    block = readme[readme.index("\n", start) + 1:readme.index("<!-- end table -->")].strip()
+    assert block == published, "README's demo table is stale: copy figures/demo/table_v2.md into it"
+    for line in readme.splitlines():
+        if line.startswith("![") and "(figures/" in line:
+            assert (ROOT / line.split("(", 1)[1].rstrip(")")).exists(), line
