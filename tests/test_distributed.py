@@ -84,12 +84,7 @@ if __name__ == "__main__":
 '''
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Index(Dataset):
@@ -260,6 +255,7 @@ def test_entry_point_builds_the_notebooks_recipes():
     p2 = accel.notebook_parameters("v2", "smoke", {"v2_perceptual": "fft"})
     recipe, loss_fn, _, term = accel.build_run("v2", p2, "cpu")
     assert (recipe.epochs, recipe.warmup_epochs, recipe.ema_decay, recipe.patch, recipe.augment) == (2, 1, 0.5, 192, True)
-    assert [(t["name"], t["weight"]) for t in loss_fn.describe()] == [("l1", 1.0), ("fft", 4.0)] and "FFT" in term
+    assert [(t["name"], t["weight"]) for t in loss_fn.describe()] == [("l1", 1.0), ("fft", p2["fft_weight"])] and "FFT" in term
+    assert p2["fft_weight"] == 16.0  # notebook 05's literal
     with pytest.raises(ValueError, match="v2_perceptual"):
         accel.build_run("v2", {**p2, "v2_perceptual": "vgg"}, "cpu")

@@ -8,12 +8,7 @@ from thermsr_utils import losses
 from thermsr_utils.losses import CombinedLoss, fft_amplitude_l1, l1_loss, make_loss, perceptual_term
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rand(*shape, seed=0):

@@ -16,13 +16,7 @@ from thermsr_utils.losses import l1_loss, make_loss
 from thermsr_utils.train import Recipe, SRPatchDataset, fit, load_finetuned
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny convolutions run much faster single-threaded on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------ tiny model
