@@ -140,3 +140,24 @@ shares = [h["train_term_share"] for h in history if h.get("train_term_share")]
 name = [k for k in shares[0] if k != "l1"][0]
 display(Markdown(f"The perceptual term ({term_name}) made up {100 * shares[0][name]:.0f} % of the loss in the first "
                  f"epoch and {100 * shares[-1][name]:.0f} % in the last."))
+
+# %% [markdown]
+# ## Has v2 finished learning?
+#
+# The EMA copy trails the trained weights, and v2 sees each crop whole, so it may still be improving when the
+# schedule ends. If it is, part of any PSNR gap to v1 in notebook 06 is training length rather than the
+# perceptual term.
+
+# %%
+def last_change(hist):
+    vals = [h for h in hist if h["val"]]
+    if len(vals) < 2:
+        return float("nan"), 0
+    return vals[-1]["val"]["all"]["psnr"] - vals[-2]["val"]["all"]["psnr"], vals[-1]["epoch"] - vals[-2]["epoch"]
+
+
+(g1, e1), (g2, e2) = last_change(v1_history), last_change(history)
+display(Markdown(
+    f"Over its last {e2} epochs v2's validation PSNR moved by {g2:+.2f} dB (v1: {g1:+.2f} dB over its last {e1}). "
+    + ("v2 had **not** levelled off: read the PSNR gap in notebook 06 as an upper bound on what the perceptual term "
+       "costs, and raise `v2_epochs` to separate the two." if g2 > 0.05 else "Both runs had levelled off.")))
