@@ -70,16 +70,8 @@ records = data.load_verified_manifest(paths)["records"]  # every crop checked ag
 # ## The perceptual term
 
 # %%
-if v2_perceptual not in ("auto", "lpips", "fft"):
-    raise ValueError(f"v2_perceptual must be auto, lpips or fft, got {v2_perceptual!r}")
 lpips_metric = metrics.LPIPSMetric(device=device, allow_standin=lpips_standin)
-term = v2_perceptual if v2_perceptual != "auto" else ("fft" if lpips_metric.standin else "lpips")
-if term == "lpips":
-    loss_fn = losses.make_loss("l1+lpips", weight=lpips_weight, lpips_metric=lpips_metric)
-    term_name = f"{lpips_weight:g}·{lpips_metric.name}"
-else:
-    loss_fn = losses.make_loss("l1+fft", weight=fft_weight)
-    term_name = f"{fft_weight:g}·FFT-amplitude L1 (stand-in for LPIPS)"
+loss_fn, term_name = losses.v2_loss(v2_perceptual, lpips_metric, lpips_weight=lpips_weight, fft_weight=fft_weight)
 prov = config.record_provenance(paths, v2_loss=f"L1 + {term_name}")
 caption = evaluate.caption(profile, prov)
 print("v2 loss: L1 +", term_name)

@@ -31,14 +31,6 @@ ROOT = config.REPO_ROOT
 PACKAGE = ROOT / "thermsr_utils"
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # =============================================================================================
 # 1 + 3. The smoke pipeline twice: identical outputs; raw data untouched
 # =============================================================================================

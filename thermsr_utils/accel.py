@@ -473,15 +473,8 @@ def build_run(recipe_name: str, p: dict, device: str):
                                  patch=p["v1_patch"], val_every=p["val_every"], seed=p["seed"],
                                  max_steps_per_epoch=cap)
         return recipe, losses.make_loss("l1"), lpips_metric, None
-    if p["v2_perceptual"] not in ("auto", "lpips", "fft"):
-        raise ValueError(f"v2_perceptual must be auto, lpips or fft, got {p['v2_perceptual']!r}")
-    term = p["v2_perceptual"] if p["v2_perceptual"] != "auto" else ("fft" if lpips_metric.standin else "lpips")
-    if term == "lpips":
-        loss_fn = losses.make_loss("l1+lpips", weight=p["lpips_weight"], lpips_metric=lpips_metric)
-        term_name = f"{p['lpips_weight']:g}·{lpips_metric.name}"
-    else:
-        loss_fn = losses.make_loss("l1+fft", weight=p["fft_weight"])
-        term_name = f"{p['fft_weight']:g}·FFT-amplitude L1 (stand-in for LPIPS)"
+    loss_fn, term_name = losses.v2_loss(p["v2_perceptual"], lpips_metric, lpips_weight=p["lpips_weight"],
+                                        fft_weight=p["fft_weight"])
     recipe = train.Recipe.v2(epochs=p["v2_epochs"], warmup_epochs=p["v2_warmup_epochs"], lr=p["v2_lr"],
                              batch_size=p["v2_batch_size"], ema_decay=p["v2_ema_decay"], val_every=p["val_every"],
                              seed=p["seed"], max_steps_per_epoch=cap)

@@ -145,6 +145,19 @@ def make_loss(name: str, weight: float | None = None, lpips_metric=None) -> Comb
     raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
 
 
+
+def v2_loss(choice: str, lpips_metric, *, lpips_weight: float, fft_weight: float) -> tuple[CombinedLoss, str]:
+    """v2's loss and a name for its perceptual term: ``choice`` "lpips", "fft", or "auto" (LPIPS when the
+    metric has the real ImageNet trunk, else the Fourier-amplitude stand-in)."""
+    if choice not in ("auto", "lpips", "fft"):
+        raise ValueError(f"v2_perceptual must be auto, lpips or fft, got {choice!r}")
+    term = choice if choice != "auto" else ("fft" if lpips_metric.standin else "lpips")
+    if term == "lpips":
+        return (make_loss("l1+lpips", weight=lpips_weight, lpips_metric=lpips_metric),
+                f"{lpips_weight:g}·{lpips_metric.name}")
+    return make_loss("l1+fft", weight=fft_weight), f"{fft_weight:g}·FFT-amplitude L1 (stand-in for LPIPS)"
+
+
 def describe_loss(loss_fn) -> list[dict] | str:
     """Plain-data description of any loss callable (CombinedLoss terms, else its name)."""
     if isinstance(loss_fn, CombinedLoss):
