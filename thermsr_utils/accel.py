@@ -466,7 +466,7 @@ def build_run(recipe_name: str, p: dict, device: str):
     """(recipe, loss, validation metrics, LPIPS name, perceptual term name) as the recipe's notebook builds them."""
     from . import losses, metrics, train
 
-    lpips_metric = metrics.LPIPSMetric(device=device, allow_standin=p["lpips_standin"])
+    lpips_metric = metrics.LPIPSMetric(device=device)
     cap = p["max_steps_per_epoch"] or None
     if recipe_name == "v1":
         recipe = train.Recipe.v1(epochs=p["v1_epochs"], lr=p["v1_lr"], batch_size=p["v1_batch_size"],

@@ -18,8 +18,8 @@ process's resident memory on a CPU) and the speed-up. FLOPs per step are counted
 give the model FLOPs utilisation (MFU). Evaluation throughput (crops/s with every metric: PSNR, SSIM,
 Y-channel PSNR/SSIM, sharpness ratios, LPIPS and the nose locator) compares ``evaluate.evaluate_method``
 with a per-image loop. Weights are random (speed does not depend on them), the crops are generated
-thermal-like images, LPIPS uses the offline random-trunk AlexNet when the ImageNet weights are not cached
-(the same FLOPs), and the nose locator is the heatmap stand-in. Figures go to a JSON file.
+thermal-like images, LPIPS uses the ImageNet AlexNet (torchvision's cache or the registry copy), and the nose
+locator is RetinaFace (the offline default). Figures go to a JSON file.
 """
 from __future__ import annotations
 
@@ -263,10 +263,10 @@ def _timed(run_steps, steps: int, warmup: int, device: torch.device) -> float:
 # Training: ours and the reference
 # ---------------------------------------------------------------------------------------------
 def _lpips(device):
-    """The LPIPS metric used by the v2 loss (real AlexNet when cached, else the offline stand-in)."""
+    """The LPIPS metric used by the v2 loss (the real ImageNet AlexNet: torchvision's cache or the registry copy)."""
     from .metrics import LPIPSMetric
 
-    return LPIPSMetric(device=device, allow_standin=True)
+    return LPIPSMetric(device=device)
 
 
 def _recipe(name: str, cfg: BenchConfig):
@@ -412,12 +412,10 @@ def bench_training(cfg: BenchConfig, images, files, device: torch.device, peak: 
 # Evaluation: ours and the reference
 # ---------------------------------------------------------------------------------------------
 def _locator(device):
-    """The heatmap nose locator stand-in (random weights; its cost does not depend on them)."""
-    from .downstream import HeatmapNose, HeatmapNoseLocator
+    """The offline nose locator of the demo: RetinaFace's nose landmark (onnxruntime, on the CPU)."""
+    from .downstream import RetinaFaceNose
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return HeatmapNoseLocator(HeatmapNose(width=8), batch_size=32, device=str(device))
+    return RetinaFaceNose()
 
 
 def _reference_eval(model, crops_dir: Path, records: list[dict], lpips_metric, locator, device) -> None:

@@ -20,11 +20,14 @@ from .io import atomic_write_json, atomic_write_text, read_image, read_json, wri
 
 DATASET_LABELS = {"sftl54": "SF-TL54", "thermeval": "ThermEval-D"}
 SPLITS = ("all", "SF-TL54", "ThermEval-D")
-ROW_FIELDS = ["id", "dataset", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "grad_ratio",
-              "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px", "nose_gt_err_hr", "nose_gt_err_sr"]
+ROW_FIELDS = ["id", "dataset", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists", "lpips_vgg",
+              "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px", "nose_gt_err_hr", "nose_gt_err_sr"]
 TABLE_COLUMNS = [("method", "Method"), ("split", "Split"), ("n", "N"), ("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"),
-                 ("lpips", "LPIPS ↓"), ("nose_median", "Nose median (px) ↓"), ("nose_mean", "Nose mean (px) ↓"),
-                 ("nose_failed", "Nose failed"), ("grad_ratio", "Grad ratio (1 = HR)")]
+                 ("lpips", "LPIPS ↓"), ("dists", "DISTS ↓"), ("nose_median", "Nose median (px) ↓"),
+                 ("nose_mean", "Nose mean (px) ↓"), ("nose_failed_hr", "Nose failed on HR"),
+                 ("nose_failed_sr", "Nose failed on SR")]
+# The perceptual metrics a Scorer computes besides PSNR/SSIM (Scorer attribute = row key).
+PERCEPTUAL_KEYS = ("lpips", "dists", "lpips_vgg")
 
 
 def load_crops(crops_dir, records) -> np.ndarray:
@@ -106,11 +109,13 @@ class CachedLocator:
 
 @dataclass
 class Scorer:
-    """Everything that scores an SR batch against its HR batch: metrics, LPIPS and the nose locator."""
+    """Everything that scores an SR batch against its HR batch: metrics, LPIPS/DISTS and the nose locator."""
 
-    lpips: object | None = None          # metrics.LPIPSMetric or None
+    lpips: object | None = None          # metrics.LPIPSMetric (AlexNet) or None
     locator: object | None = None        # downstream.NoseLocator or None
     device: str = "cpu"
+    dists: object | None = None          # metrics.DISTSMetric or None
+    lpips_vgg: object | None = None      # metrics.LPIPSMetric(net="vgg") or None
     _hr_nose: dict = field(default_factory=dict, repr=False)   # CachedLocator's answers, by pixel hash
 
     def cached_locator(self) -> CachedLocator | None:
@@ -118,9 +123,18 @@ class Scorer:
         return None if self.locator is None else CachedLocator(self.locator, self._hr_nose)
 
     def substitutes(self) -> dict:
-        """Names of the LPIPS trunk and the nose model used, as recorded with every result."""
-        return {"lpips": getattr(self.lpips, "name", "not computed"),
-                "nose_locator": getattr(self.locator, "name", "not computed")}
+        """Names of the perceptual metrics and the nose model used, as recorded with every result."""
+        out = {key: getattr(getattr(self, key), "name", "not computed") for key in PERCEPTUAL_KEYS}
+        out["nose_locator"] = getattr(self.locator, "name", "not computed")
+        return out
+
+    def instruments(self) -> dict:
+        """Full records (weight files, sha256, settings) of every instrument, for result metadata."""
+        out = {key: (m.describe() if hasattr(m, "describe") else getattr(m, "name", None))
+               for key in PERCEPTUAL_KEYS if (m := getattr(self, key)) is not None}
+        if self.locator is not None:
+            out["nose_locator"] = getattr(self.locator, "settings", {"name": getattr(self.locator, "name", None)})
+        return out
 
     def score(self, ids, sr, hr_bgr, gt_xy) -> dict[str, np.ndarray]:
         """Per-image metric arrays for one batch (``sr`` float RGB, ``hr_bgr`` uint8)."""
@@ -134,8 +148,10 @@ class Scorer:
                "grad_ratio": metrics.grad_ratio(sr, hr).numpy(),
                "hf_ratio": metrics.hf_energy_ratio(sr, hr).numpy()}
         n = len(ids)
-        out["lpips"] = (self.lpips(sr.to(self.device), hr.to(self.device)).cpu().numpy()
-                        if self.lpips is not None else np.full(n, np.nan))
+        for key in PERCEPTUAL_KEYS:
+            metric = getattr(self, key)
+            out[key] = (metric(sr.to(self.device), hr.to(self.device)).cpu().numpy()
+                        if metric is not None else np.full(n, np.nan))
         if self.locator is not None:
             from . import downstream
 
@@ -242,15 +258,22 @@ def aggregate(rows: list[dict]) -> list[dict]:
                 "method": method, "split": split, "n": len(sel),
                 "psnr": _nanmean([r["psnr"] for r in sel]), "ssim": _nanmean([r["ssim"] for r in sel]),
                 "psnr_y": _nanmean([r["psnr_y"] for r in sel]), "ssim_y": _nanmean([r["ssim_y"] for r in sel]),
-                "lpips": _nanmean([r["lpips"] for r in sel]),
+                **{key: _nanmean([r.get(key, math.nan) for r in sel]) for key in PERCEPTUAL_KEYS},
                 "grad_ratio": _nanmean([r["grad_ratio"] for r in sel]),
                 "hf_ratio": _nanmean([r["hf_ratio"] for r in sel]),
                 "nose_median": float(np.median(err[ok])) if ok.any() else float("nan"),
                 "nose_mean": float(err[ok].mean()) if ok.any() else float("nan"),
                 "nose_failed": int((~ok).sum()),
+                "nose_failed_hr": int(sum(not _truthy(r["nose_hr_found"]) for r in sel)),
+                "nose_failed_sr": int(sum(not _truthy(r["nose_sr_found"]) for r in sel)),
                 "nose_gt_sr": _nanmean([r["nose_gt_err_sr"] for r in sel]),
             })
     return table
+
+
+def _truthy(value) -> bool:
+    """A found-flag from a row (bool, or "True"/"False" read back from CSV)."""
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1")
 
 
 def _fmt(key, value) -> str:
@@ -260,7 +283,7 @@ def _fmt(key, value) -> str:
         return str(value)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    if key == "lpips":
+    if key in PERCEPTUAL_KEYS:
         return f"{value:.4f}"
     return f"{value:.3f}" if key in ("ssim", "ssim_y", "grad_ratio", "hf_ratio") else f"{value:.2f}"
 
@@ -307,9 +330,41 @@ def bicubic_psnr_by_dataset(crops_dir, records, split="test", scale=data.SCALE) 
     return out
 
 
-def make_scorer(locator=None, *, lpips_standin: bool = True, device: str = "cpu") -> Scorer:
-    """A Scorer with LPIPS (real AlexNet when cached; else the named stand-in if allowed) and ``locator``."""
+def make_scorer(locator=None, *, device: str = "cpu", perceptual=PERCEPTUAL_KEYS) -> Scorer:
+    """A Scorer with the real ImageNet-trunk metrics named in ``perceptual`` and the nose ``locator``."""
     from . import metrics
 
-    return Scorer(lpips=metrics.LPIPSMetric(device=device, allow_standin=lpips_standin), locator=locator,
-                  device=device)
+    built = {}
+    if "lpips" in perceptual:
+        built["lpips"] = metrics.LPIPSMetric(device=device)
+    if "dists" in perceptual:
+        built["dists"] = metrics.DISTSMetric(device=device)
+    if "lpips_vgg" in perceptual:
+        built["lpips_vgg"] = metrics.LPIPSMetric(device=device, net="vgg")
+    return Scorer(locator=locator, device=device, **built)
+
+
+def _source_label(record) -> str:
+    """'name (package==version file, sha256 …)' for an instrument's describe() record."""
+    if not isinstance(record, dict):
+        return str(record)
+    name = record.get("name", "?")
+    if record.get("package"):
+        where = f"{record['package']}=={record['version']} {Path(record['file']).name}"
+    elif record.get("source_package"):
+        where = f"{record['source_package']}=={record.get('source_version', '?')}"
+    elif record.get("trunk_file"):
+        where = f"torchvision cache {record['trunk_file']}"
+    else:
+        where = record.get("trunk_source", "")
+    sha = record.get("sha256") or record.get("trunk_sha256")
+    if isinstance(record.get("alpha_beta"), dict):
+        ab = record["alpha_beta"]
+        sha = f"{sha[:12]}…; α/β {ab['package']}=={ab['version']}" if sha else None
+        return f"{name} ({where}, sha256 {sha})"
+    return f"{name} ({where}{f', sha256 {sha[:12]}…' if sha else ''})" if where else name
+
+
+def instrument_provenance(scorer: Scorer) -> dict:
+    """One caption-ready line per instrument of ``scorer``: its name and the weight file it used."""
+    return {key: _source_label(rec) for key, rec in scorer.instruments().items()}

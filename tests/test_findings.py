@@ -1,0 +1,50 @@
+"""The worded findings of notebooks 04 and 06, decided from paired comparisons of hand-made crops."""
+import numpy as np
+import pytest
+
+from thermsr_utils import findings, stats
+
+
+def _rows(method, psnr, lpips, nose, ids, datasets):
+    return [{"id": i, "dataset": d, "method": method, "psnr": p, "ssim": 0.9, "lpips": l, "dists": l / 2,
+             "nose_err_px": n, "grad_ratio": 0.8, "hf_ratio": 0.7}
+            for i, d, p, l, n in zip(ids, datasets, psnr, lpips, nose)]
+
+
+def _three_methods(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [f"c{i}" for i in range(n)]
+    ds = ["sftl54"] * (n // 2) + ["thermeval"] * (n // 2)
+    base = rng.normal(34, 1, n)
+    zs = _rows("zs", base, rng.normal(0.25, 0.02, n), rng.normal(2.0, 0.2, n), ids, ds)
+    v1 = _rows("v1", base + 1.5 + rng.normal(0, 0.1, n), [r["lpips"] - 0.01 for r in zs],
+               [r["nose_err_px"] + 1.0 for r in zs], ids, ds)
+    v2 = _rows("v2", base + 1.0 + rng.normal(0, 0.1, n), [r["lpips"] - 0.1 for r in zs],
+               [r["nose_err_px"] + rng.normal(0, 0.05) for r in zs], ids, ds)
+    return zs, v1, v2
+
+
+def test_findings_read_the_intervals():
+    zs, v1, v2 = _three_methods()
+    rows = zs + v1 + v2
+    v1_vs_zs = stats.compare(rows, "zs", "v1", n_boot=500)
+    f1 = findings.finding_v1(v1_vs_zs, findings.reported_differences("zero-shot", "v1-l1"), floor_px=0.5)
+    assert f1["psnr_up"] and f1["nose_worse"] == ["all", "SF-TL54", "ThermEval-D"]
+    assert "**(i) v1 raises PSNR" in f1["markdown"] and "[+" in f1["markdown"]
+    f3 = findings.finding_v2(stats.compare(rows, "v1", "v2", n_boot=500), stats.compare(rows, "zs", "v2", n_boot=500),
+                             v1_vs_zs, {"lpips_ratio": findings.reported_lpips_ratio()})
+    assert f3["lpips_cut"] and f3["nose_recovered"] is True and "recovers the nose metric" in f3["markdown"]
+    assert findings.trade_off(stats.compare(rows, "v1", "v2", n_boot=500))["shown"]
+    # v2 no different from v1 on the nose: not recovered
+    v2_bad = [{**r, "nose_err_px": v["nose_err_px"]} for r, v in zip(v2, v1)]
+    rows = zs + v1 + v2_bad
+    f3 = findings.finding_v2(stats.compare(rows, "v1", "v2", n_boot=500), stats.compare(rows, "zs", "v2", n_boot=500),
+                             v1_vs_zs)
+    assert f3["nose_recovered"] is False and "does not detectably recover" in f3["markdown"]
+
+
+def test_reported_differences_come_from_the_writeup_table():
+    d = findings.reported_differences("zero-shot", "v1-l1")
+    assert d["all"]["psnr"] == pytest.approx(39.16 - 36.89)
+    assert d["ThermEval-D"]["nose_err_px"] == pytest.approx(3.01 - 2.24)
+    assert findings.reported_lpips_ratio() == pytest.approx(0.092 / 0.029)

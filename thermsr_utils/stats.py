@@ -1,0 +1,345 @@
+"""Paired bootstrap intervals between two methods, and the words notebooks use for what they show.
+
+Every comparison pairs the crops two methods were scored on (by crop ``id``), takes the difference
+stat(new) − stat(base) of a per-crop metric, and puts a percentile bootstrap interval around it by
+resampling crops with replacement. A difference is called "better" or "worse" only when its interval
+excludes zero; otherwise the two methods are reported as indistinguishable on that metric.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .evaluate import DATASET_LABELS, SPLITS
+from .io import atomic_write_text
+
+# +1: higher is better, −1: lower is better
+METRIC_DIRECTION = {"psnr": +1, "ssim": +1, "psnr_y": +1, "ssim_y": +1, "lpips": -1, "lpips_vgg": -1,
+                    "dists": -1, "nose_err_px": -1, "grad_gap": -1, "hf_gap": -1}
+# the statistic compared per metric: the nose error is heavy-tailed, so its median is compared
+METRIC_STAT = {m: ("median" if m == "nose_err_px" else "mean") for m in METRIC_DIRECTION}
+DEFAULT_METRICS = ("psnr", "ssim", "lpips", "dists", "nose_err_px")
+PERCEPTUAL_METRICS = ("lpips", "dists", "nose_err_px")
+METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS",
+                 "lpips_vgg": "LPIPS-VGG", "dists": "DISTS", "nose_err_px": "nose median",
+                 "grad_gap": "gradient gap", "hf_gap": "high-frequency gap"}
+# (decimals, unit) of format_diff per metric; anything else: 3 decimals, no unit
+_FORMATS = {"psnr": (2, " dB"), "psnr_y": (2, " dB"), "ssim": (3, ""), "ssim_y": (3, ""), "lpips": (4, ""),
+            "dists": (4, ""), "lpips_vgg": (4, ""), "nose_err_px": (2, " px")}
+_GAPS = {"grad_gap": "grad_ratio", "hf_gap": "hf_ratio"}
+VERDICTS = ("better", "worse", "no detectable difference", "not measured")
+COMPARISON_COLUMNS = [("pair", "Base → New"), ("split", "Split"), ("metric", "Metric"), ("stat", "Stat"),
+                      ("n", "N"), ("base_value", "Base"), ("new_value", "New"),
+                      ("interval", "New − Base [95 % CI]"), ("verdict", "Verdict")]
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-crop values
+# ------------------------------------------------------------------------------------------------
+def _float(value) -> float:
+    """``value`` as a float; None, empty strings and anything unparsable become NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def derive_gaps(rows: list[dict]) -> list[dict]:
+    """New row dicts with ``grad_gap`` = |1 − grad_ratio| and ``hf_gap`` = |1 − hf_ratio| (NaN where absent)."""
+    return [{**r, **{gap: abs(1.0 - _float(r.get(ratio))) for gap, ratio in _GAPS.items()}} for r in rows]
+
+
+def _finite_pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (a[i], b[i]) where both are finite, as two float arrays of equal length."""
+    a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays must have the same length, got {a.size} and {b.size}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    return a[ok], b[ok]
+
+
+def _stat(x: np.ndarray, stat: str, axis=None):
+    """Mean or median of ``x`` along ``axis``."""
+    return np.median(x, axis=axis) if stat == "median" else np.mean(x, axis=axis)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bootstrap and verdicts
+# ------------------------------------------------------------------------------------------------
+def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """stat(b) − stat(a) for paired per-crop arrays (length n) with a ``level`` percentile bootstrap interval.
+
+    Pairs where either value is non-finite are dropped first. The interval comes from one n_boot×n matrix of
+    crop indices drawn with replacement by ``np.random.default_rng(seed)``; it is widened to contain ``diff``
+    in the rare case the percentile interval misses it (float rounding on a constant shift, a median on very
+    few crops). Returns {"diff", "lo", "hi", "n", "n_dropped", "stat", "level", "n_boot", "seed"}; NaNs with
+    n = 0 when no finite pair is left.
+    """
+    if stat not in ("mean", "median"):
+        raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    a_all = np.asarray(a, float).ravel()
+    a, b = _finite_pairs(a, b)
+    out = {"n": int(a.size), "n_dropped": int(a_all.size - a.size), "stat": stat, "level": level,
+           "n_boot": n_boot, "seed": seed}
+    if a.size == 0:
+        return {"diff": math.nan, "lo": math.nan, "hi": math.nan, **out}
+    diff = float(_stat(b, stat) - _stat(a, stat))
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    boot = _stat(b[idx], stat, axis=1) - _stat(a[idx], stat, axis=1)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff": diff, "lo": min(float(lo), diff), "hi": max(float(hi), diff), **out}
+
+
+def verdict(ci: dict, direction: int | str) -> str:
+    """"better" / "worse" when ci's [lo, hi] excludes 0 on the good / bad side of ``direction`` (+1, −1 or a
+    metric name), "no detectable difference" when it contains 0, "not measured" when it is NaN."""
+    if isinstance(direction, str):
+        direction = METRIC_DIRECTION[direction]
+    lo, hi = _float(ci["lo"]), _float(ci["hi"])
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "not measured"
+    if lo > 0 or hi < 0:
+        return "better" if (lo > 0) == (direction > 0) else "worse"
+    return "no detectable difference"
+
+
+# ------------------------------------------------------------------------------------------------
+# Comparing two methods
+# ------------------------------------------------------------------------------------------------
+def _by_id(rows: list[dict], method: str) -> dict[str, dict]:
+    """{crop id: row} of ``method``; a ValueError when the method is absent or scored a crop twice."""
+    out = {}
+    for r in rows:
+        if r["method"] != method:
+            continue
+        if r["id"] in out:
+            raise ValueError(f"method {method!r} has more than one row for crop {r['id']!r}.")
+        out[r["id"]] = r
+    if not out:
+        present = sorted({r["method"] for r in rows})
+        raise ValueError(f"method {method!r} has no rows to compare (methods present: {present}).")
+    return out
+
+
+def _in_split(row: dict, split: str) -> bool:
+    return split == "all" or DATASET_LABELS.get(row["dataset"], row["dataset"]) == split
+
+
+def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, ids=None, n_boot: int = 2000,
+            seed: int = 0, level: float = 0.95) -> list[dict]:
+    """new − base per split × metric over the crops both methods scored (paired by "id", within ``ids``).
+
+    ``metrics`` defaults to DEFAULT_METRICS, less any no row carries; ``grad_gap``/``hf_gap`` are derived from
+    the ratios when asked for. Each metric's statistic is METRIC_STAT's. Returns rows {"base", "new", "split",
+    "metric", "stat", "base_value", "new_value", "diff", "lo", "hi", "n", "n_dropped", "verdict"}, where the
+    values are the statistic over the crops used (both values finite) and a split without crops is NaN, n 0.
+    """
+    a_rows, b_rows = _by_id(rows, base), _by_id(rows, new)
+    wanted = None if ids is None else set(ids)
+    shared = [i for i in a_rows if i in b_rows and (wanted is None or i in wanted)]
+    if not shared:
+        raise ValueError(f"methods {base!r} and {new!r} share no crop ids"
+                         + (" within the given ids." if ids is not None else "."))
+    for i in shared:
+        if a_rows[i]["dataset"] != b_rows[i]["dataset"]:
+            raise ValueError(f"crop {i!r} belongs to dataset {a_rows[i]['dataset']!r} for {base!r} "
+                             f"but to {b_rows[i]['dataset']!r} for {new!r}.")
+    pairs = [(a_rows[i], b_rows[i]) for i in shared]
+    if metrics is None:
+        keys = {k for a, b in pairs for k in (*a, *b)}
+        metrics = [m for m in DEFAULT_METRICS if m in keys]
+    if any(m in _GAPS for m in metrics):
+        pairs = list(zip(derive_gaps([a for a, _ in pairs]), derive_gaps([b for _, b in pairs])))
+    out = []
+    for split in splits:
+        sel = [(a, b) for a, b in pairs if _in_split(a, split)]
+        for metric in metrics:
+            stat = METRIC_STAT.get(metric, "mean")
+            va = np.array([_float(a.get(metric)) for a, _ in sel], float)
+            vb = np.array([_float(b.get(metric)) for _, b in sel], float)
+            ci = paired_bootstrap(va, vb, stat=stat, n_boot=n_boot, seed=seed, level=level)
+            fa, fb = _finite_pairs(va, vb)
+            out.append({"base": base, "new": new, "split": split, "metric": metric, "stat": stat,
+                        "base_value": float(_stat(fa, stat)) if fa.size else math.nan,
+                        "new_value": float(_stat(fb, stat)) if fb.size else math.nan,
+                        "diff": ci["diff"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"],
+                        "n_dropped": ci["n_dropped"], "verdict": verdict(ci, METRIC_DIRECTION.get(metric, +1))})
+    return out
+
+
+def find(comparisons: list[dict], metric: str, split: str = "all", *, base: str | None = None,
+         new: str | None = None) -> dict:
+    """The one comparison row of ``metric`` on ``split`` (optionally of the pair base → new); KeyError otherwise."""
+    hits = [c for c in comparisons if c["metric"] == metric and c["split"] == split
+            and (base is None or c["base"] == base) and (new is None or c["new"] == new)]
+    if len(hits) == 1:
+        return hits[0]
+    pair = f" for {base or '*'} → {new or '*'}" if base or new else ""
+    if not hits:
+        have = sorted({(c["metric"], c["split"]) for c in comparisons})
+        raise KeyError(f"no comparison of metric {metric!r} on split {split!r}{pair} (have: {have})")
+    pairs = sorted({(c["base"], c["new"]) for c in hits})
+    raise KeyError(f"{len(hits)} comparisons of metric {metric!r} on split {split!r} (pairs {pairs}); "
+                   "pass base= and new= to choose one")
+
+
+def flip(c: dict) -> dict:
+    """Comparison row ``c`` seen the other way round: base and new swapped, interval negated, verdict mirrored."""
+    mirror = {"better": "worse", "worse": "better"}
+    return {**c, "base": c["new"], "new": c["base"], "base_value": c["new_value"], "new_value": c["base_value"],
+            "diff": 0.0 - c["diff"], "lo": 0.0 - c["hi"], "hi": 0.0 - c["lo"],
+            "verdict": mirror.get(c["verdict"], c["verdict"])}
+
+
+# ------------------------------------------------------------------------------------------------
+# Words and tables
+# ------------------------------------------------------------------------------------------------
+def format_diff(c: dict, digits: int | None = None) -> str:
+    """"+1.23 dB [+0.98, +1.49]": the difference and its interval (psnr 2 dp dB, ssim 3, lpips/dists 4, nose 2 px)."""
+    default, unit = _FORMATS.get(c["metric"], (3, ""))
+    d = default if digits is None else digits
+    diff, lo, hi = _float(c["diff"]), _float(c["lo"]), _float(c["hi"])
+    if not math.isfinite(diff):
+        return "not measured"
+
+    def num(x: float) -> str:
+        return f"{x + 0.0:+.{d}f}" if math.isfinite(x) else "–"  # + 0.0 turns −0.0 into 0.0
+    return f"{num(diff)}{unit} [{num(lo)}, {num(hi)}]"
+
+
+def _value(metric: str, value) -> str:
+    value = _float(value)
+    return f"{value:.{_FORMATS.get(metric, (3, ''))[0]}f}" if math.isfinite(value) else "–"
+
+
+def comparisons_markdown(comparisons: list[dict], caption: str) -> str:
+    """A Markdown table of comparison rows (one line each) with the caption line under it."""
+    head = "| " + " | ".join(label for _, label in COMPARISON_COLUMNS) + " |"
+    rule = "|" + "---|" * len(COMPARISON_COLUMNS)
+    lines = []
+    for c in comparisons:
+        cells = {"pair": f"{c['base']} → {c['new']}", "split": c["split"],
+                 "metric": METRIC_LABELS.get(c["metric"], c["metric"]), "stat": c["stat"], "n": str(c["n"]),
+                 "base_value": _value(c["metric"], c["base_value"]), "new_value": _value(c["metric"], c["new_value"]),
+                 "interval": format_diff(c), "verdict": c["verdict"]}
+        lines.append("| " + " | ".join(cells[k] for k, _ in COMPARISON_COLUMNS) + " |")
+    return "\n".join([head, rule, *lines, "", f"*{caption}*", ""])
+
+
+def write_comparisons(comparisons: list[dict], stem, caption: str) -> tuple[Path, Path]:
+    """Write ``stem``.csv (every field of every comparison row) and ``stem``.md (comparisons_markdown)."""
+    stem = Path(stem)
+    buf = _io.StringIO()
+    fields = list(dict.fromkeys(k for c in comparisons for k in c))
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(comparisons)
+    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
+    atomic_write_text(stem.with_suffix(".md"), comparisons_markdown(comparisons, caption))
+    return stem.with_suffix(".csv"), stem.with_suffix(".md")
+
+
+# ------------------------------------------------------------------------------------------------
+# Recommendation
+# ------------------------------------------------------------------------------------------------
+def _all_rows(comparisons) -> list[dict]:
+    """Comparison rows from a {(base, new): rows} mapping or an iterable of row lists."""
+    groups = comparisons.values() if isinstance(comparisons, Mapping) else comparisons
+    return [c for group in groups for c in group]
+
+
+def _oriented(rows: list[dict], metric: str, split: str, method: str, other: str) -> dict:
+    """The comparison of ``metric`` on ``split`` between two methods, as method − other (new = method)."""
+    for c in rows:
+        if c["metric"] == metric and c["split"] == split:
+            if (c["base"], c["new"]) == (other, method):
+                return c
+            if (c["base"], c["new"]) == (method, other):
+                return flip(c)
+    raise ValueError(f"recommend needs a comparison of {metric!r} on split {split!r} between {method!r} and "
+                     f"{other!r}; pass the compare() rows of that pair.")
+
+
+def _methods(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(m for c in rows for m in (c["base"], c["new"])))
+
+
+def _clause(c: dict) -> str:
+    """"LPIPS v2 − v1 −0.0123 [−0.0150, −0.0100] (better)"."""
+    return f"{METRIC_LABELS.get(c['metric'], c['metric'])} {c['new']} − {c['base']} {format_diff(c)} ({c['verdict']})"
+
+
+def _pixel_pick(rows: list[dict], split: str, metric: str) -> dict:
+    """Maximum-PSNR use case: the highest mean, tied with every method whose interval against it spans 0."""
+    values = {}
+    for c in rows:
+        if c["metric"] == metric and c["split"] == split:
+            values.setdefault(c["base"], _float(c["base_value"]))
+            values.setdefault(c["new"], _float(c["new_value"]))
+    ranked = sorted((m for m in values if math.isfinite(values[m])), key=lambda m: -values[m])
+    label = METRIC_LABELS.get(metric, metric)
+    use = f"maximum {label} (pixel fidelity)"
+    if not ranked:
+        return {"use case": use, "pick": "not measured", "why": f"no method has a finite {label} on {split}"}
+    top = ranked[0]
+    others = [_oriented(rows, metric, split, top, m) for m in ranked[1:]]
+    tied = [c["base"] for c in others if c["verdict"] != "better"]
+    value = f"{top} has the highest {label} ({_value(metric, values[top])}{_FORMATS.get(metric, (3, ''))[1]})"
+    why = "; ".join([value] + [_clause(c) for c in others])
+    if tied:
+        return {"use case": use, "pick": " ≈ ".join([top, *tied]) + f" (no detectable {label} difference)",
+                "why": why}
+    return {"use case": use, "pick": top, "why": why}
+
+
+def _perceptual_pick(rows: list[dict], split: str, metrics) -> dict:
+    """Perception/downstream use case: the method better than every other on the most perceptual metrics."""
+    methods = _methods(rows)
+    metrics = [m for m in metrics if any(c["metric"] == m and c["split"] == split for c in rows)]
+    labels = ", ".join(METRIC_LABELS.get(m, m) for m in metrics)
+    use = f"perceptual quality / downstream nose localisation ({labels})"
+    wins = {m: [k for k in metrics if all(_oriented(rows, k, split, m, o)["verdict"] == "better"
+                                          for o in methods if o != m)] for m in methods}
+    best = max((len(w) for w in wins.values()), default=0)
+    if best == 0:
+        why = "; ".join(_clause(c) for c in rows if c["split"] == split and c["metric"] in metrics)
+        return {"use case": use, "pick": " ≈ ".join(methods) + f" (none is better than all others on any of {labels})",
+                "why": why}
+    picks = [m for m in methods if len(wins[m]) == best]
+    why = "; ".join(_clause(_oriented(rows, k, split, m, o)) for m in picks for k in wins[m]
+                    for o in methods if o != m)
+    if len(picks) > 1:
+        return {"use case": use, "pick": " ≈ ".join(picks) + f" (each better than all others on {best} "
+                f"metric{'s' if best > 1 else ''})", "why": why}
+    return {"use case": use, "pick": picks[0], "why": why}
+
+
+def recommend(comparisons_by_pair, split: str = "all", pixel_metric: str = "psnr",
+              perceptual=PERCEPTUAL_METRICS) -> list[dict]:
+    """Two use cases → [{"use case", "pick", "why"}] from compare() rows of every pair of the candidate methods.
+
+    ``comparisons_by_pair``: {(base, new): compare(rows, base, new, ...)} (or any iterable of such row lists)
+    covering every pair, e.g. zero-shot→v1, v1→v2, zero-shot→v2; the pair each row belongs to is read from its
+    own "base"/"new". Decided on ``split`` only:
+
+    * maximum PSNR: the method with the highest ``pixel_metric`` value; any method whose interval against it
+      spans 0 is reported tied with it ("A ≈ B (no detectable PSNR difference)").
+    * perception/downstream: for each method, the ``perceptual`` metrics on which it is "better" than every
+      other method; the method with the most such metrics is picked, several with equally many are tied, and
+      none with any reports all the methods tied.
+
+    "why" names each interval (format_diff). A pair missing for a needed metric is a ValueError.
+    """
+    rows = _all_rows(comparisons_by_pair)
+    if not rows:
+        raise ValueError("recommend needs at least one list of compare() rows.")
+    return [_pixel_pick(rows, split, pixel_metric), _perceptual_pick(rows, split, perceptual)]

