@@ -454,7 +454,7 @@ def test_dists_equals_the_dists_pytorch_package(dists, monkeypatch):
     ab = torch.load(weights.locate("dists-alpha-beta"), weights_only=True)
     ref.alpha.data, ref.beta.data = ab["alpha"], ab["beta"]
     hr, blurred, _ = _astronaut_pair(size=128)
-    expected = float(ref(blurred, hr))
+    expected = float(ref(blurred, hr).detach())
     assert float(dists(blurred, hr)) == pytest.approx(expected, abs=1e-5)
 
 
@@ -493,3 +493,27 @@ def test_lpips_rejects_wrong_inputs(real_lpips):
         real_lpips(hr[..., :32], hr)
     with pytest.raises(ValueError, match="0-255"):
         real_lpips.loss(hr * 255, hr * 255)
+
+
+def test_building_dists_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    M.DISTSMetric()
+    assert torch.equal(torch.rand(3), expected_next)
+
+
+def test_dists_reference_value_on_astronaut_vs_blur():
+    """Full-size astronaut vs cv2.GaussianBlur(σ=2): 0.17646 (same value from an independent implementation)."""
+    import cv2
+    from skimage import data as skd
+
+    astro = skd.astronaut()
+    assert float(M.DISTSMetric()(_rgb(cv2.GaussianBlur(astro, (0, 0), 2.0)), _rgb(astro))) == pytest.approx(
+        0.17646, abs=1e-4)
+
+
+def test_lpips_vgg_slices_cover_features_0_to_29():
+    metric = M.LPIPSMetric(net="vgg")
+    names = [n for k in range(1, 6) for n, _ in getattr(metric.model.net, f"slice{k}").named_children()]
+    assert names == [str(i) for i in range(30)]

@@ -765,7 +765,7 @@ BAD_VALUES = [
     ("data_source", "synthetc", "'synthetic', 'real'"),
     ("nose_model", "dwpose", "'auto', 'rtmlib', 'retinaface'"),
     ("weights", "hubb", "'auto', 'hub', 'standin', 'random'"),
-    ("v2_perceptual", "perceptual", "'auto', 'lpips', 'fft'"),
+    ("v2_perceptual", "perceptual", "'lpips', 'fft'"),
     ("palette", "rainbow", "'gray', 'iron'"),
     ("device", "gpu", "'cuda:N'"),
     ("device", "cuda:x", "'cuda:N'"),

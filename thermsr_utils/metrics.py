@@ -292,6 +292,20 @@ def lpips_weights_available(net: str = "alex") -> bool:
     return lpips_weights_path(net).is_file()
 
 
+_SHA_CACHE: dict[tuple, str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a (large) checkpoint, computed once per path, size and modification time."""
+    from .weights import sha256_file
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = sha256_file(path)
+    return _SHA_CACHE[key]
+
+
 def _registry_trunk_available(net: str) -> bool:
     from . import weights
 
@@ -304,10 +318,8 @@ def imagenet_trunk(net: str) -> tuple[str, dict | None, dict]:
     FileNotFoundError (one sentence naming both) when neither is there."""
     cached = lpips_weights_path(net)
     if cached.is_file():
-        from .weights import sha256_file
-
         return "torchvision-cache", None, {"trunk_source": "torchvision-cache", "trunk_file": cached.name,
-                                           "trunk_sha256": sha256_file(cached)}
+                                           "trunk_sha256": _file_sha256(cached)}
     if _registry_trunk_available(net):
         from . import weights
 
@@ -438,8 +450,10 @@ class DISTSMetric:
         self.device = torch.device(device)
         self.name = "dists"
         source, features, self.record = imagenet_trunk("vgg")
-        with _quiet_torchvision():
-            vgg = torchvision.models.vgg16().features
+        with _quiet_torchvision(), torch.random.fork_rng(devices=[]):   # the random init must not move the global RNG
+            from torchvision.models.vgg import cfgs, make_layers
+
+            vgg = make_layers(cfgs["D"], batch_norm=False)   # VGG16's `features`, without the 120 M-weight classifier
         if source == "torchvision-cache":
             sd = torch.load(lpips_weights_path("vgg"), map_location="cpu", weights_only=True)
             features = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
@@ -489,7 +503,7 @@ class DISTSMetric:
         return (1 - (d1 + d2)).flatten()
 
     @torch.no_grad()
-    def __call__(self, sr, hr, batch_size: int = 16) -> torch.Tensor:
+    def __call__(self, sr, hr, batch_size: int = 32) -> torch.Tensor:
         """(N,) float32 DISTS per image on the CPU, computed without gradients."""
         sr, hr = _check_pair(sr, hr)
         parts = [self._distance(sr[i:i + batch_size], hr[i:i + batch_size]).cpu()
