@@ -63,7 +63,7 @@ def _read_csv(path):
 
 
 @pytest.mark.parametrize("table,methods", [
-    ("table_zero_shot", {"bicubic", "zero-shot pan-tiny"}),
+    ("table_zero_shot", {"bicubic", "zero-shot pan-tiny", "zero-shot waifu2x-photo ×2 twice"}),
     ("table_v1", {"zero-shot pan-tiny", "v1 L1"}),
     ("table_v2", {"zero-shot pan-tiny", "v1 L1", "v2 perceptual"}),
 ])

@@ -746,7 +746,10 @@ def test_notebook_literals_and_every_profile_pass_their_rules():
 def test_backbone_names_match_the_model_registry():
     from thermsr_utils import models
 
+    from thermsr_utils import zoo
+
     assert set(config.BACKBONE_NAMES) == set(models.ARCHITECTURES)
+    assert set(config.ZOO_NAMES) == set(zoo.ZOO)
     assert set(config.SUPPORTED_SCALES) == set(models.SUPPORTED_SCALES)
 
 

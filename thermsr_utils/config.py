@@ -55,7 +55,7 @@ PROFILES: dict[str, dict] = {
         "sftl54_max_test": 8,
         # 02-06
         "backbone": "pan-tiny",
-        "zero_shot_models": [],
+        "zero_shot_models": ["waifu2x-photo"],
         "build_standin": True,
         "standin_steps": 10,
         "nose_model": "auto",
@@ -82,7 +82,7 @@ PROFILES: dict[str, dict] = {
         "sftl54_max_val": 20,
         "sftl54_max_test": 60,
         "backbone": "pan-small",
-        "zero_shot_models": [],
+        "zero_shot_models": ["srresnet", "waifu2x-photo"],
         "build_standin": True,
         "standin_steps": 300,
         "nose_model": "auto",
@@ -109,7 +109,7 @@ PROFILES: dict[str, dict] = {
         "sftl54_max_val": 80,
         "sftl54_max_test": 200,
         "backbone": "drln",
-        "zero_shot_models": ["a2n", "edsr-base", "msrn"],
+        "zero_shot_models": ["a2n", "edsr-base", "msrn", "dat-light", "srresnet", "waifu2x-photo"],
         "build_standin": False,
         "standin_steps": 300,
         "nose_model": "rtmlib",
@@ -135,6 +135,8 @@ PROFILES: dict[str, dict] = {
 # The short backbone names of thermsr_utils.models.ARCHITECTURES (repeated here so that checking
 # parameters does not import torch; a test keeps the two lists equal).
 BACKBONE_NAMES = ("drln", "a2n", "edsr-base", "msrn", "pan", "pan-small", "pan-tiny")
+# The registry-pretrained networks of thermsr_utils.zoo (also repeated to keep torch out; tested equal).
+ZOO_NAMES = ("dat-light", "srresnet", "waifu2x-photo")
 SUPPORTED_SCALES = (2, 3, 4)       # what super-image offers
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -182,7 +184,7 @@ class Rule:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         return {"bool": "True or False",
                 "dir": "an existing folder, or '' for the default location",
-                "backbone": f"a short name ({', '.join(BACKBONE_NAMES)}), a hub id like 'eugenesiow/drln-bam', "
+                "backbone": f"a short name ({', '.join(BACKBONE_NAMES + ZOO_NAMES)}), a hub id like 'eugenesiow/drln-bam', "
                             "or a folder holding a saved model (config.json)",
                 "backbones": "a list of backbones, each a short name, a hub id or a saved-model folder",
                 "device": "'auto', 'cpu', 'cuda' or 'cuda:N'"}[self.kind]
@@ -239,7 +241,7 @@ def _backbone_ok(value) -> tuple[bool, object]:
     """A short name, a hub id (owner/name that is not a path here) or a saved-model folder (made absolute)."""
     if not isinstance(value, str) or not value:
         return False, value
-    if value in BACKBONE_NAMES:
+    if value in BACKBONE_NAMES or value in ZOO_NAMES:
         return True, value
     path = Path(value)
     if path.is_dir():

@@ -443,8 +443,6 @@ class DISTSMetric:
     STAGES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
 
     def __init__(self, device="cpu"):
-        import torchvision
-
         from . import weights
 
         self.device = torch.device(device)

@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,13 +35,13 @@ import super_image
 
 from . import config as _config
 from .data import bgr_to_tensor, make_lr
-from .io import atomic_write_json, file_sha256, read_json
+from .io import atomic_dir, atomic_write_json, file_sha256, read_json
 
 SUPPORTED_SCALES = (2, 3, 4)
 CONFIG_NAME = "config.json"
 WEIGHTS_TEMPLATE = "pytorch_model_{scale}x.pt"
 STANDIN_INFO_NAME = "standin.json"
-SOURCES = ("auto", "hub", "local", "standin", "random")
+SOURCES = ("auto", "hub", "local", "standin", "random", "registry")
 
 
 class Architecture(NamedTuple):
@@ -308,6 +305,9 @@ def load_model(spec: str | os.PathLike, scale: int = 4, *, source: str = "auto",
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     spec_str = os.fspath(spec)
     is_dir = Path(spec_str).is_dir()
+    zoo_model = _load_zoo(spec_str, is_dir, scale, source, device)
+    if zoo_model is not None:
+        return zoo_model
     arch = None if is_dir else _resolve_arch(spec_str)
     hub_id = ARCHITECTURES[arch].hub_id if arch else (spec_str if _looks_like_hub_id(spec_str) else None)
 
@@ -339,6 +339,47 @@ def load_model(spec: str | os.PathLike, scale: int = 4, *, source: str = "auto",
     info["n_params"] = count_params(model)
     info["device"] = str(device)
     return model.to(device).eval(), info
+
+
+def _load_zoo(spec: str, is_dir: bool, scale: int, source: str, device) -> tuple[nn.Module, dict] | None:
+    """A model of the registry-pretrained zoo by short name, or a folder saved from one; None otherwise."""
+    from . import zoo
+
+    if is_dir:
+        cfg = Path(spec) / CONFIG_NAME
+        if not (cfg.is_file() and read_json(cfg).get("model_type") in zoo.ZOO):
+            return None
+        if source not in ("auto", "local"):
+            raise ValueError(f"{spec} is a saved {read_json(cfg)['model_type']} folder: load it with source='local' "
+                             f"or 'auto', not {source!r}")
+        model, info = zoo.load_zoo_folder(spec, device=device)
+        info["weights"] = _friendly_name(Path(spec))
+    elif spec in zoo.ZOO:
+        if source not in ("auto", "registry"):
+            raise ValueError(f"{spec} is a registry-pretrained zoo model; its weights come from a package "
+                             f"(source 'auto' or 'registry'), not {source!r}")
+        model, info = zoo.load_zoo_model(spec, device=device)
+        info["weights"] = f"{info['package']}=={info['version']} {Path(info['file']).name}"
+    else:
+        return None
+    if scale != zoo.SCALE:
+        raise ValueError(f"{spec} is a ×{zoo.SCALE} model; scale {scale} is not available")
+    info.update(spec=_friendly_name(Path(spec)) if is_dir else spec, n_params=count_params(model), device=str(device),
+                scale=zoo.SCALE)
+    return model.to(device).eval(), info
+
+
+def weights_label(spec: str, info: dict) -> str:
+    """One caption-ready line saying where a loaded model's weights came from (package, file, sha256, scale)."""
+    if info.get("source") == "registry":
+        return (f"{spec}: {info['package']}=={info['version']} {Path(info['file']).name} "
+                f"(sha256 {info['sha256'][:12]}…, {info.get('scale_note', 'native ×4')}, {info.get('training_data', '')})")
+    return f"{spec}: {info.get('source')} ({info.get('weights')})"
+
+
+def method_label(spec: str, info: dict) -> str:
+    """The table name of a zero-shot model; a ×2 network applied twice says so."""
+    return f"zero-shot {spec}" + (" ×2 twice" if info.get("applications", 1) == 2 else "")
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -427,25 +468,28 @@ def _load_hub(arch: str | None, hub_id: str | None, scale: int, *, download: boo
 # Saving
 # ---------------------------------------------------------------------------------------------
 def save_model(model: nn.Module, out_dir: str | os.PathLike, *, extra_json: dict[str, dict] | None = None) -> Path:
-    """``save_pretrained`` into ``out_dir`` atomically (temp folder + rename), plus optional JSON files."""
+    """``save_pretrained`` into ``out_dir`` atomically (temp folder + rename), plus optional JSON files.
+
+    A zoo model (``zoo_name`` attribute) is written as a zoo folder instead; its ``thermsr.json`` merges the
+    registry provenance with ``extra_json["thermsr.json"]``.
+    """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    zoo_name = getattr(model, "zoo_name", None)
+    if zoo_name is not None:
+        from . import zoo
+
+        extra = dict(extra_json or {})
+        zoo.save_zoo_folder(zoo_name, out_dir, model, provenance=extra.pop(zoo.PROVENANCE_NAME, None))
+        for name, obj in extra.items():
+            atomic_write_json(out_dir / name, obj)
+        return out_dir
+
+    def write(tmp: Path):
         model.save_pretrained(tmp)
         for name, obj in (extra_json or {}).items():
             atomic_write_json(tmp / name, obj)
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+
+    return atomic_dir(out_dir, write)
 
 
 # ---------------------------------------------------------------------------------------------

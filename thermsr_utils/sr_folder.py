@@ -268,7 +268,7 @@ def _write_outputs(report: Report, output_dir: Path, info: dict, metrics: bool) 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m thermsr_utils.sr_folder", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="bicubic, a short name (drln), a hub id, or a save_pretrained folder")
+    ap.add_argument("--model", required=True, help="bicubic, a short name (drln, srresnet, dat-light, waifu2x-photo), a hub id, or a saved model folder")
     ap.add_argument("--input", required=True, help="folder of PNG/JPEG/TIFF/BMP images (8-bit gray or colour)")
     ap.add_argument("--output", required=True, help="folder for the results (created)")
     ap.add_argument("--metrics", action="store_true", help="treat inputs as HR: downsample, restore and score")

