@@ -129,7 +129,7 @@ def test_recommendation_and_reported_table(smoke_run):
 def test_findings_answer_the_three_questions_with_intervals(smoke_run):
     paths, _ = smoke_run
     text = (paths.results / "findings.md").read_text()
-    for marker in ("**(i) ", "**(ii) ", "**(iii) v2 "):
+    for marker in ("**(i) ", "**(ii) ", "**(iii) v2**"):
         assert marker in text
     assert text.count("[") >= 6  # every stated difference carries its interval
     rows = _read_csv(paths.results / "table_v2_differences.csv")

@@ -418,7 +418,7 @@ WRITE_CALLS = {"savefig": None, "imwrite": None, "save_pretrained": None, "write
                "copy": ("shutil",), "copy2": ("shutil",), "copyfile": ("shutil",), "copytree": ("shutil",),
                "move": ("shutil",)}
 ALLOWED = {
-    ("models.py", "save_model", "save_pretrained"): "written into a fresh temp folder that is renamed into place",
+    ("models.py", "save_pretrained_into", "save_pretrained"): "written into io.atomic_dir's temp folder, renamed into place",
     ("run.py", "publish", "copy2"): "copied into a staging folder that is swapped in whole",
 }
 

@@ -484,12 +484,12 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike, *, extra_json: dict
             atomic_write_json(out_dir / name, obj)
         return out_dir
 
-    def write(tmp: Path):
+    def save_pretrained_into(tmp: Path):
         model.save_pretrained(tmp)
         for name, obj in (extra_json or {}).items():
             atomic_write_json(tmp / name, obj)
 
-    return atomic_dir(out_dir, write)
+    return atomic_dir(out_dir, save_pretrained_into)
 
 
 # ---------------------------------------------------------------------------------------------
