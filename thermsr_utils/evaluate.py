@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from . import data
-from .io import atomic_write_json, atomic_write_text, read_image, read_json, write_png
+from .io import atomic_write_csv_and_md, atomic_write_json, atomic_write_text, read_image, read_json, write_png
 
 DATASET_LABELS = {"sftl54": "SF-TL54", "thermeval": "ThermEval-D"}
 SPLITS = ("all", "SF-TL54", "ThermEval-D")
@@ -298,15 +298,7 @@ def table_markdown(table: list[dict], caption: str, columns=TABLE_COLUMNS) -> st
 
 def write_table(table: list[dict], stem, caption: str, columns=TABLE_COLUMNS) -> tuple[Path, Path]:
     """Write ``stem``.csv (all fields) and ``stem``.md (the chosen columns + caption)."""
-    stem = Path(stem)
-    buf = _io.StringIO()
-    fields = list(dict.fromkeys(k for row in table for k in row))
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(table)
-    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
-    atomic_write_text(stem.with_suffix(".md"), table_markdown(table, caption, columns))
-    return stem.with_suffix(".csv"), stem.with_suffix(".md")
+    return atomic_write_csv_and_md(table, stem, table_markdown(table, caption, columns))
 
 
 def caption(profile: str, provenance: dict) -> str:

@@ -75,6 +75,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_csv_and_md(rows: list[dict], stem, markdown: str) -> tuple[Path, Path]:
+    """Write ``stem``.csv (every field of every row, in first-seen order) and ``stem``.md, atomically."""
+    import csv
+    import io as _io
+
+    stem = Path(stem)
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
+    atomic_write_text(stem.with_suffix(".md"), markdown)
+    return stem.with_suffix(".csv"), stem.with_suffix(".md")
+
+
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented, key-sorted JSON, atomically."""
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n")

@@ -350,7 +350,24 @@ def _fill_convs(modules, features_sd: dict, what: str) -> None:
         raise ValueError(f"{what}: filled convolutions {sorted(filled)} but the trunk has {sorted(expected)}")
 
 
-class LPIPSMetric:
+class _PairMetric:
+    """Shared interface of the learned metrics: ``_distance(sr, hr)`` → (N,) on the metric's device."""
+
+    @torch.no_grad()
+    def __call__(self, sr, hr, batch_size: int = 32) -> torch.Tensor:
+        """(N,) float32 distance per image on the CPU (lower = more similar), computed without gradients."""
+        sr, hr = _check_pair(sr, hr)
+        parts = [self._distance(sr[i:i + batch_size], hr[i:i + batch_size]).cpu()
+                 for i in range(0, sr.shape[0], batch_size)]
+        return torch.cat(parts).float()
+
+    def loss(self, sr, hr) -> torch.Tensor:
+        """Scalar mean distance over the batch, differentiable with respect to sr (for a training loss)."""
+        sr, hr = _check_pair(sr, hr, finite_sr=False)
+        return self._distance(sr, hr.detach()).mean()
+
+
+class LPIPSMetric(_PairMetric):
     """LPIPS v0.1 (lpips package) on RGB in [0, 1]: sr clamped, both inputs scaled to [-1, 1].
 
     The trunk is ImageNet-trained: torchvision's own cached checkpoint when present, else the same weights
@@ -403,19 +420,6 @@ class LPIPSMetric:
         hr = hr.to(self.device) * 2.0 - 1.0
         return self.model(sr, hr).flatten()
 
-    @torch.no_grad()
-    def __call__(self, sr, hr, batch_size: int = 32) -> torch.Tensor:
-        """(N,) float32 LPIPS per image on the CPU (lower = more similar), computed without gradients."""
-        sr, hr = _check_pair(sr, hr)
-        parts = [self._distance(sr[i:i + batch_size], hr[i:i + batch_size]).cpu()
-                 for i in range(0, sr.shape[0], batch_size)]
-        return torch.cat(parts).float()
-
-    def loss(self, sr, hr) -> torch.Tensor:
-        """Scalar mean LPIPS over the batch, differentiable with respect to sr (for a training loss)."""
-        sr, hr = _check_pair(sr, hr, finite_sr=False)
-        return self._distance(sr, hr.detach()).mean()
-
     def __repr__(self) -> str:
         return f"LPIPSMetric(name={self.name!r}, device={str(self.device)!r})"
 
@@ -434,7 +438,7 @@ class _L2Pool(torch.nn.Module):
         return (out + 1e-12).sqrt()
 
 
-class DISTSMetric:
+class DISTSMetric(_PairMetric):
     """DISTS (Ding et al., 2020) on RGB in [0, 1], as the DISTS_pytorch package computes it: ImageNet VGG16
     features with L2 pooling, learned α/β (from ``dists-pytorch==0.1``); 0 = identical, higher = less similar."""
 
@@ -499,19 +503,6 @@ class DISTSMetric:
             cov = (fs[k] * fh[k]).mean([2, 3], keepdim=True) - xm * ym
             d2 = d2 + (beta[k] * (2 * cov + c2) / (xv + yv + c2)).sum(1, keepdim=True)
         return (1 - (d1 + d2)).flatten()
-
-    @torch.no_grad()
-    def __call__(self, sr, hr, batch_size: int = 32) -> torch.Tensor:
-        """(N,) float32 DISTS per image on the CPU, computed without gradients."""
-        sr, hr = _check_pair(sr, hr)
-        parts = [self._distance(sr[i:i + batch_size], hr[i:i + batch_size]).cpu()
-                 for i in range(0, sr.shape[0], batch_size)]
-        return torch.cat(parts).float()
-
-    def loss(self, sr, hr) -> torch.Tensor:
-        """Scalar mean DISTS over the batch, differentiable with respect to sr."""
-        sr, hr = _check_pair(sr, hr, finite_sr=False)
-        return self._distance(sr, hr.detach()).mean()
 
     def __repr__(self) -> str:
         return f"DISTSMetric(device={str(self.device)!r})"

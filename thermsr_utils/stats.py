@@ -7,8 +7,6 @@ excludes zero; otherwise the two methods are reported as indistinguishable on th
 """
 from __future__ import annotations
 
-import csv
-import io as _io
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluate import DATASET_LABELS, SPLITS
-from .io import atomic_write_text
+from .io import atomic_write_csv_and_md
 
 # +1: higher is better, −1: lower is better
 METRIC_DIRECTION = {"psnr": +1, "ssim": +1, "psnr_y": +1, "ssim_y": +1, "lpips": -1, "lpips_vgg": -1,
@@ -237,15 +235,7 @@ def comparisons_markdown(comparisons: list[dict], caption: str) -> str:
 
 def write_comparisons(comparisons: list[dict], stem, caption: str) -> tuple[Path, Path]:
     """Write ``stem``.csv (every field of every comparison row) and ``stem``.md (comparisons_markdown)."""
-    stem = Path(stem)
-    buf = _io.StringIO()
-    fields = list(dict.fromkeys(k for c in comparisons for k in c))
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(comparisons)
-    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
-    atomic_write_text(stem.with_suffix(".md"), comparisons_markdown(comparisons, caption))
-    return stem.with_suffix(".csv"), stem.with_suffix(".md")
+    return atomic_write_csv_and_md(comparisons, stem, comparisons_markdown(comparisons, caption))
 
 
 # ------------------------------------------------------------------------------------------------
