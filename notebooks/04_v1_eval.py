@@ -24,7 +24,7 @@
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper
 seed = 0  # seeds Python, NumPy and torch
-backbone = "pan-small"  # the finetuned model's architecture, as in 02 and 03
+backbone = "srresnet"  # the finetuned model's architecture, as in 02 and 03
 weights = "auto"  # initial weights of the zero-shot model, as in 02
 nose_model = "auto"  # auto | rtmlib | retinaface, as in 02
 table_per_dataset = 60  # the write-up's tables use the first 60 test crops of each dataset
@@ -53,7 +53,7 @@ caption = evaluate.caption(profile, config.provenance(paths))
 
 # %%
 zs_name = f"zero-shot {backbone}"
-zero_shot_rows = evaluate.read_rows(paths.results / f"{zs_name.replace(' ', '_')}.csv")
+zero_shot_rows = evaluate.read_rows(evaluate.result_stem(paths.results, zs_name).with_suffix(".csv"))
 v1_model, v1_info = models.load_model(paths.checkpoints / "v1" / train.BEST_DIR, device=device)
 locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
 scorer = evaluate.make_scorer(locator, device=device)
@@ -140,8 +140,8 @@ panel, zooms, titles = [], [], ["HR", "LR (nearest)", zs_name, "v1 L1"]
 for k in order:
     rec = next(r for r in test if r["id"] == ids[k])
     hr = evaluate.load_crops(paths.crops, [rec])[0]
-    outs = [evaluate.load_crops(paths.results / "sr" / name, [{"path": f"{rec['id']}.png"}])[0]
-            for name in (zs_name.replace(" ", "_"), "v1_L1")]
+    outs = [evaluate.load_crops(evaluate.result_stem(paths.results / "sr", name), [{"path": f"{rec['id']}.png"}])[0]
+            for name in (zs_name, "v1_L1")]
     panel.append([hr, data.make_lr(hr), *outs])
     nx, ny = rec["nose"] if rec.get("nose") else (96, 96)
     x0, y0 = int(np.clip(nx - 32, 0, 128)), int(np.clip(ny - 40, 0, 128))

@@ -24,7 +24,7 @@
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper
 seed = 0  # seeds Python, NumPy and torch
-backbone = "pan-small"  # the finetuned model's architecture, as in 02-05
+backbone = "srresnet"  # the finetuned model's architecture, as in 02-05
 nose_model = "auto"  # auto | rtmlib | retinaface, as in 02
 table_per_dataset = 60  # the write-up's tables use the first 60 test crops of each dataset
 bootstrap_samples = 2000  # paired bootstrap resamples of the test crops for every interval
@@ -63,7 +63,7 @@ v2_rows = evaluate.evaluate_method("v2 perceptual", evaluate.model_method(v2_mod
 evaluate.write_rows(v2_rows, paths.results / "v2_perceptual.csv",
                     {"method": "v2 perceptual", "weights": v2_info, "profile": profile, "provenance": prov,
                      "instruments": scorer.instruments()})
-rows = (evaluate.read_rows(paths.results / "bicubic.csv") + evaluate.read_rows(paths.results / f"{zs_name.replace(' ', '_')}.csv")
+rows = (evaluate.read_rows(paths.results / "bicubic.csv") + evaluate.read_rows(evaluate.result_stem(paths.results, zs_name).with_suffix(".csv"))
         + evaluate.read_rows(paths.results / "v1_L1.csv") + v2_rows)
 
 # %% [markdown]
@@ -125,8 +125,8 @@ def panel(recs, out_name, title):
     rows_, zooms = [], []
     for rec in recs:
         hr = evaluate.load_crops(paths.crops, [rec])[0]
-        outs = [evaluate.load_crops(paths.results / "sr" / m, [{"path": f"{rec['id']}.png"}])[0]
-                for m in (zs_name.replace(" ", "_"), "v1_L1", "v2_perceptual")]
+        outs = [evaluate.load_crops(evaluate.result_stem(paths.results / "sr", m), [{"path": f"{rec['id']}.png"}])[0]
+                for m in (zs_name, "v1_L1", "v2_perceptual")]
         rows_.append([hr, data.make_lr(hr), *outs])
         nx, ny = rec["nose"] if rec.get("nose") else (96, 96)
         x0, y0 = int(np.clip(nx - 36, 0, 120)), int(np.clip(ny - 56, 0, 120))

@@ -58,6 +58,30 @@ def test_flop_counter_counts_a_known_layer():
     assert layer.weight.grad is None              # the counting step leaves no gradients behind
 
 
+def test_training_step_seconds_trains_a_copy_for_warmup_plus_steps():
+    import numpy as np
+
+    from thermsr_utils import losses, models, train
+
+    rng = np.random.default_rng(0)
+    dataset = train.SRPatchDataset([rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)], patch=16)
+    model = models.new_model("pan-tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    l1, calls = losses.make_loss("l1"), []
+
+    def counting(sr, hr):
+        calls.append(tuple(sr.shape))
+        return l1(sr, hr)
+
+    seconds = bench.training_step_seconds(model, counting, dataset, batch_size=2, steps=3, warmup=1)
+    assert finite_positive(seconds)
+    assert calls == [(2, 3, 16, 16)] * 4                 # 1 warmup + 3 timed steps, on a batch of 2 patches
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # the caller's model is untouched
+    assert bench.training_step_seconds(model, l1, dataset, batch_size=8, steps=1, warmup=0) > 0  # batch ≤ dataset
+    with pytest.raises(ValueError, match="steps and batch_size must be at least 1"):
+        bench.training_step_seconds(model, l1, dataset, batch_size=0)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--small", "--steps", "0"], "--steps must be"),
     (["--small", "--model", "nope"], "invalid choice"),

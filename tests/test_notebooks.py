@@ -55,6 +55,16 @@ def test_figures_exist(smoke_run, name):
     assert (paths.figures / name).stat().st_size > 5_000
 
 
+def test_zero_shot_weights_name_each_model_of_02_and_its_source(smoke_run):
+    paths, _ = smoke_run
+    found = evaluate.zero_shot_weights(paths.results)
+    assert set(found) == {"zero-shot pan-tiny", "zero-shot waifu2x-photo ×2 twice"}
+    waifu = found["zero-shot waifu2x-photo ×2 twice"]
+    assert (waifu["spec"], waifu["source"], waifu["applications"]) == ("waifu2x-photo", "registry", 2)
+    assert found["zero-shot pan-tiny"]["source"] == "standin"
+    assert evaluate.result_stem(paths.results, "zero-shot pan-tiny").with_suffix(".csv").is_file()
+
+
 def _read_csv(path):
     import csv
 
@@ -74,7 +84,7 @@ def test_tables_agree_with_per_crop_results(smoke_run, table, methods):
     assert {(r["method"], r["split"]) for r in rows} == {(m, s) for m in methods for s in evaluate.SPLITS}
     per_crop = []
     for m in methods:
-        per_crop += evaluate.read_rows(paths.results / f"{m.replace(' ', '_')}.csv")
+        per_crop += evaluate.read_rows(evaluate.result_stem(paths.results, m).with_suffix(".csv"))
     records = data.load_manifest(paths.manifest)["records"]
     ids = {r["id"] for r in evaluate.table_subset(records, 60)}
     expected = evaluate.aggregate([r for r in per_crop if r["id"] in ids])

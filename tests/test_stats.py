@@ -203,6 +203,21 @@ def test_write_comparisons(tmp_path):
     assert csv_path.read_text().splitlines()[0].startswith("base,new,split,metric")
 
 
+def test_read_comparisons_gives_back_what_was_written(tmp_path):
+    base, new = _rows()
+    out = stats.compare(base + new, "old", "new", n_boot=100)
+    csv_path, _ = stats.write_comparisons(out, tmp_path / "table", "profile test")
+    back = stats.read_comparisons(csv_path)
+    assert len(back) == len(out)
+    for a, b in zip(out, back):
+        assert (b["base"], b["new"], b["split"], b["metric"], b["verdict"]) == (a["base"], a["new"], a["split"],
+                                                                                a["metric"], a["verdict"])
+        assert isinstance(b["n"], int) and b["n"] == a["n"]
+        for key in ("diff", "lo", "hi", "base_value", "new_value"):
+            assert b[key] == pytest.approx(a[key], nan_ok=True)
+    assert stats.format_diff(stats.find(back, "psnr", "SF-TL54")) == stats.format_diff(stats.find(out, "psnr", "SF-TL54"))
+
+
 # ------------------------------------------------------------------------------------------------
 # recommend
 # ------------------------------------------------------------------------------------------------

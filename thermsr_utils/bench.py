@@ -259,6 +259,32 @@ def _timed(run_steps, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+
+def training_step_seconds(model: torch.nn.Module, loss_fn, dataset, batch_size: int, *, steps: int = 2,
+                          warmup: int = 1, device="cpu") -> float:
+    """Seconds per AdamW training step of a copy of ``model`` on the first ``batch_size`` items of ``dataset``.
+
+    A quick cost estimate, e.g. for choosing which pretrained network to finetune; ``model`` itself is not
+    changed (a deep copy is trained). ``dataset[i]`` gives an (LR, HR) tensor pair, as ``train.SRPatchDataset``
+    does, and ``loss_fn(sr, hr)`` is one of ``losses.make_loss``'s losses.
+    """
+    if steps < 1 or warmup < 0 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be at least 1 and warmup at least 0, got steps={steps}, "
+                         f"batch_size={batch_size}, warmup={warmup}")
+    device = torch.device(device)
+    net = copy.deepcopy(model).to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
+    items = [dataset[i] for i in range(min(batch_size, len(dataset)))]
+    lr, hr = (torch.stack(t).to(device) for t in zip(*items))
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(lr).float(), hr).backward()
+            opt.step()
+
+    return _timed(run, steps, warmup, device)
+
 # ---------------------------------------------------------------------------------------------
 # Training: ours and the reference
 # ---------------------------------------------------------------------------------------------

@@ -234,6 +234,20 @@ def read_meta(path) -> dict:
     return read_json(Path(path).with_suffix(".json"))
 
 
+def result_stem(results_dir, method: str) -> Path:
+    """Where the per-crop rows of ``method`` live: ``<results_dir>/<method, spaces as _>`` (+ .csv/.json)."""
+    return Path(results_dir) / method.replace(" ", "_")
+
+
+def zero_shot_weights(results_dir) -> dict[str, dict]:
+    """{method: weights info} of every zero-shot model notebook 02 scored (its ``zero-shot_*.json`` files)."""
+    found = {}
+    for path in sorted(Path(results_dir).glob("zero-shot_*.json")):
+        meta = read_json(path)
+        found[meta["method"]] = meta["weights"]
+    return found
+
+
 # ------------------------------------------------------------------------------------------------
 # Aggregation and tables
 # ------------------------------------------------------------------------------------------------

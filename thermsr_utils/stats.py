@@ -7,6 +7,7 @@ excludes zero; otherwise the two methods are reported as indistinguishable on th
 """
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -236,6 +237,18 @@ def comparisons_markdown(comparisons: list[dict], caption: str) -> str:
 def write_comparisons(comparisons: list[dict], stem, caption: str) -> tuple[Path, Path]:
     """Write ``stem``.csv (every field of every comparison row) and ``stem``.md (comparisons_markdown)."""
     return atomic_write_csv_and_md(comparisons, stem, comparisons_markdown(comparisons, caption))
+
+
+def read_comparisons(path) -> list[dict]:
+    """Comparison rows written by ``write_comparisons`` (its CSV), with numbers parsed back."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in ("base_value", "new_value", "diff", "lo", "hi"):
+            row[key] = _float(row[key])
+        for key in ("n", "n_dropped"):
+            row[key] = int(row[key])
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------
