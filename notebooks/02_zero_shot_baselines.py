@@ -31,6 +31,7 @@
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper
 seed = 0  # seeds Python, NumPy and torch
+sweep_point = ""  # the sweep point this run belongs to (set by the runner's --sweep; "" is the main run)
 backbone = "srresnet"  # the model finetuned in 03-06 (paper: drln, i.e. eugenesiow/drln-bam)
 zero_shot_models = ["dat-light", "waifu2x-photo", "pan-small"]  # further zero-shot models: registry-pretrained (dat-light, srresnet, waifu2x-photo), hub (a2n, edsr-base, msrn) or a scikit-image stand-in (pan-small)
 weights = "auto"  # auto | hub | standin | random: where initial weights come from
@@ -47,7 +48,7 @@ from IPython.display import Markdown, display
 
 from thermsr_utils import config, data, downstream, evaluate, io, models, plots, stats
 
-paths = config.setup(profile, seed)
+paths = config.setup(profile, seed, sweep_point=sweep_point)
 device = config.resolve_device(device)
 manifest = data.load_verified_manifest(paths)  # every crop checked against its manifest hash
 records = manifest["records"]

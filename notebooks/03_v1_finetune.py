@@ -35,6 +35,7 @@
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper
 seed = 0  # seeds Python, NumPy and torch, and the random patches
+sweep_point = ""  # the sweep point this run belongs to (set by the runner's --sweep; "" is the main run)
 backbone = "srresnet"  # the model to finetune (paper: drln)
 weights = "auto"  # auto | hub | standin | random: initial weights, as in 02
 v1_epochs = 6  # the write-up: 60
@@ -53,7 +54,7 @@ from IPython.display import Markdown, display
 
 from thermsr_utils import bench, config, data, evaluate, losses, metrics, models, plots, stats, train
 
-paths = config.setup(profile, seed)
+paths = config.setup(profile, seed, sweep_point=sweep_point)
 device = config.resolve_device(device)
 records = data.load_verified_manifest(paths)["records"]  # every crop checked against its hash
 caption = evaluate.caption(profile, config.provenance(paths))
@@ -84,38 +85,33 @@ print(f"{backbone}: {init_info['source']} weights, {init_info['n_params']:,} par
 # finetune would train one ×2 stage to do a ×4 job in two passes), and a fraction of DAT-light's cost per step.
 
 # %%
-gains = stats.read_comparisons(paths.results / "table_zero_shot_vs_bicubic.csv")
 steps_per_epoch = min(math.ceil(len(train_set) / v1_batch_size), max_steps_per_epoch or math.inf)
-candidates = []
-for method, info in evaluate.zero_shot_weights(paths.results).items():
-    if info["source"] in ("registry", "hub"):
-        net, _ = models.load_model(info["spec"], source=info["source"], device=device)
-        step_s = bench.training_step_seconds(net, losses.make_loss("l1"), train_set, v1_batch_size, device=device)
-        candidates.append({"method": method, "spec": info["spec"], "n_params": info["n_params"], "step_s": step_s,
-                           "gain": stats.find(gains, "psnr", base="bicubic", new=method)})
+# a sweep point repeats the main run's choice (the backbone is a parameter), so it does not time the candidates again
+candidates = [] if sweep_point else bench.pretrained_candidates(paths.results, train_set, v1_batch_size, device=device)
 display(Markdown("\n".join(
     ["| network | parameters | zero-shot PSNR gain over bicubic [95 % CI] | s per v1 step | s per epoch (estimate) |",
      "|---|---|---|---|---|"]
     + [f"| {c['method']} | {c['n_params']:,} | {stats.format_diff(c['gain'])} | {c['step_s']:.2f} | "
-       f"{c['step_s'] * steps_per_epoch:.0f} |" for c in candidates])))
+       f"{c['step_s'] * steps_per_epoch:.0f} |" for c in candidates]) if candidates else
+    f"Sweep point `{sweep_point}`: the backbone is the main run's choice."))
 
 # %%
 if candidates:
     top = max(candidates, key=lambda c: c["gain"]["diff"])
     cheap = min(candidates, key=lambda c: c["step_s"])
     mine = next((c for c in candidates if c["spec"] == backbone), None)
-    gain_words = f"gains {stats.format_diff(top['gain'])} over bicubic"
+    gain_words = f"{stats.format_diff(top['gain'])} over bicubic"
     cost_words = f"{cheap['step_s']:.2f} s per step of {v1_batch_size} patches on {device}"
     if len(candidates) == 1:
-        words = f"The one pretrained network scored in 02, {top['method']}, {gain_words} and costs {cost_words}. "
+        words = f"The one pretrained network scored in 02, {top['spec']}, gains {gain_words} and costs {cost_words}. "
     elif top is cheap:
-        words = (f"Of the {len(candidates)} pretrained networks scored in 02, {top['method']} both gains most "
+        words = (f"Of the {len(candidates)} pretrained networks scored in 02, {top['spec']} both gains most "
                  f"({gain_words}) and costs least ({cost_words}). ")
     else:
-        words = (f"Of the {len(candidates)} pretrained networks scored in 02, {top['method']} gains most "
-                 f"({gain_words}) and {cheap['method']} costs least ({cost_words}). ")
+        words = (f"Of the {len(candidates)} pretrained networks scored in 02, {top['spec']} gains most "
+                 f"({gain_words}) and {cheap['spec']} costs least ({cost_words}). ")
     if mine:
-        words += (f"This run finetunes {mine['method']}: about {mine['step_s'] * steps_per_epoch * v1_epochs / 60:.1f} "
+        words += (f"This run finetunes {mine['spec']}: about {mine['step_s'] * steps_per_epoch * v1_epochs / 60:.1f} "
                   f"min for {v1_epochs} epochs of {steps_per_epoch} steps.")
     display(Markdown(words))
 print(f"finetuning {models.weights_label(backbone, init_info)}")

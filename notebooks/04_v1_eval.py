@@ -24,6 +24,7 @@
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper
 seed = 0  # seeds Python, NumPy and torch
+sweep_point = ""  # the sweep point this run belongs to (set by the runner's --sweep; "" is the main run)
 backbone = "srresnet"  # the finetuned model's architecture, as in 02 and 03
 weights = "auto"  # initial weights of the zero-shot model, as in 02
 nose_model = "auto"  # auto | rtmlib | retinaface, as in 02
@@ -38,7 +39,7 @@ from IPython.display import Markdown, display
 
 from thermsr_utils import config, data, downstream, evaluate, findings, io, models, plots, stats, train
 
-paths = config.setup(profile, seed)
+paths = config.setup(profile, seed, sweep_point=sweep_point)
 device = config.resolve_device(device)
 records = data.load_verified_manifest(paths)["records"]  # every crop checked against its hash
 test = [r for r in records if r["split"] == "test"]

@@ -41,6 +41,7 @@
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper
 seed = 0  # seeds Python, NumPy and torch, and the augmentation
+sweep_point = ""  # the sweep point this run belongs to (set by the runner's --sweep; "" is the main run)
 backbone = "srresnet"  # the model to finetune (paper: drln)
 weights = "auto"  # auto | hub | standin | random: initial weights, as in 02
 v2_perceptual = "lpips"  # lpips (the write-up's term) | fft (Fourier-amplitude L1, for comparison)
@@ -61,7 +62,7 @@ from IPython.display import Markdown, display
 
 from thermsr_utils import config, data, evaluate, io, losses, metrics, models, plots, train
 
-paths = config.setup(profile, seed)
+paths = config.setup(profile, seed, sweep_point=sweep_point)
 device = config.resolve_device(device)
 records = data.load_verified_manifest(paths)["records"]  # every crop checked against its hash
 

@@ -23,9 +23,30 @@ def smoke_run(tmp_path_factory):
 
 def test_every_notebook_executed(smoke_run):
     paths, outputs = smoke_run
-    assert [p.stem for p in outputs] == [nb.name for nb in run.discover()]
-    for p in outputs:
-        assert p.exists() and p.parent == paths.executed
+    main = [p for p in outputs if p.parent == paths.executed]
+    assert [p.stem for p in main] == [nb.name for nb in run.discover()]
+    points = [p for p in outputs if p.parent != paths.executed]
+    assert points and all(p.exists() and p.parents[2] == paths.sweeps for p in points)
+
+
+def test_the_frontier_sweep_of_the_smoke_profile_ran_before_07(smoke_run):
+    paths, outputs = smoke_run
+    p = config.profile_params("smoke")
+    names = sorted(q.name for q in paths.sweeps.iterdir())
+    expected = {config.point_name("smoke", {"lpips_weight": lam, "v2_epochs": p["frontier_v2_epochs"]})
+                for lam in p["frontier_lambdas"]}
+    expected |= {config.point_name("smoke", {"seed": s}) for s in p["frontier_seeds"]}
+    expected |= {config.point_name("smoke", {"seed": s, "v2_epochs": p["frontier_v2_epochs"]})
+                 for s in p["frontier_seeds"]}
+    assert names == sorted(expected - {""})
+    order = [(q.parents[2] == paths.sweeps, q.stem) for q in outputs]
+    assert order.index((False, "07_perception_distortion_frontier")) > max(
+        i for i, (in_sweep, _) in enumerate(order) if in_sweep)
+    table = _read_csv(paths.results / "table_frontier.csv")
+    assert {r["method"] for r in table} >= {f"v2 λ={lam:g}" for lam in p["frontier_lambdas"]} | {"v2 (EMA)", "v2 raw weights"}
+    for r in table:
+        assert float(r["lpips_lo"]) <= float(r["lpips"]) <= float(r["lpips_hi"])
+    assert (paths.figures / "frontier.png").stat().st_size > 5_000
 
 
 def test_manifest_matches_the_committed_one(smoke_run):

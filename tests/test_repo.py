@@ -96,7 +96,9 @@ def test_parameters_cell_then_one_setup_call(nb):
 
     code = [c for c in jupytext.read(nb.source).cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be the parameters cell"
-    assert "config.setup(profile, seed)" in code[1].source
+    call = "config.setup(profile, seed, sweep_point=sweep_point)" if "sweep_point" in nb.parameters else \
+        "config.setup(profile, seed)"
+    assert call in code[1].source
     assert nb.parameters["profile"] == "demo"
     assert sum("config.setup(" in c.source for c in code) == 1
 

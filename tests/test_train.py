@@ -504,6 +504,17 @@ def test_ema_copy_is_validated_and_kept(tmp_path):
     assert out["history"][-1]["val_copy"] == "ema"
     assert out["best_val"]["all"]["mae"] == pytest.approx(
         train.evaluate(out["ema_model"], val_sets(), {"mae": mae})["all"]["mae"])
+    raw = torch.load(tmp_path / train.BEST_RAW_DIR / "pytorch_model_4x.pt", weights_only=True)
+    assert all(torch.equal(raw[k], model.state_dict()[k]) for k in raw)  # the trained weights of the same epoch
+    raw_meta = json.loads((tmp_path / train.BEST_RAW_DIR / "thermsr.json").read_text())
+    assert (raw_meta["selected_copy"], raw_meta["kept_by"], raw_meta["epoch"]) == ("model", "ema", 2)
+
+
+def test_without_ema_no_raw_copy_is_written(tmp_path):
+    recipe = small_recipe(epochs=1, val_every=1, val_at_start=False)
+    fit(tiny_model(), SRPatchDataset(noise_images(4), patch=16), val_sets(), l1_loss, recipe, tmp_path,
+        metrics={"mae": mae}, progress=False)
+    assert (tmp_path / "best").is_dir() and not (tmp_path / train.BEST_RAW_DIR).exists()
 
 
 @pytest.mark.parametrize("mode, expected", [("max", 3), ("min", 1)])

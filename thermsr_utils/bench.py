@@ -285,6 +285,24 @@ def training_step_seconds(model: torch.nn.Module, loss_fn, dataset, batch_size: 
 
     return _timed(run, steps, warmup, device)
 
+
+def pretrained_candidates(results_dir, train_set, batch_size: int, *, device="cpu") -> list[dict]:
+    """Every genuinely pretrained model notebook 02 scored (registry or hub weights), with its zero-shot PSNR gain
+    over bicubic (02's paired comparison) and the seconds of one L1 training step on ``batch_size`` items of
+    ``train_set``: what notebook 03 chooses its backbone on."""
+    from . import evaluate, losses, models, stats
+
+    gains = stats.read_comparisons(Path(results_dir) / "table_zero_shot_vs_bicubic.csv")
+    out = []
+    for method, info in evaluate.zero_shot_weights(results_dir).items():
+        if info["source"] not in ("registry", "hub"):
+            continue
+        net, _ = models.load_model(info["spec"], source=info["source"], device=device)
+        out.append({"method": method, "spec": info["spec"], "n_params": info["n_params"],
+                    "step_s": training_step_seconds(net, losses.make_loss("l1"), train_set, batch_size, device=device),
+                    "gain": stats.find(gains, "psnr", base="bicubic", new=method)})
+    return out
+
 # ---------------------------------------------------------------------------------------------
 # Training: ours and the reference
 # ---------------------------------------------------------------------------------------------

@@ -69,6 +69,10 @@ PROFILES: dict[str, dict] = {
         "v2_warmup_epochs": 1,
         "v2_lr": 0.001,
         "v2_ema_decay": 0.5,
+        # 07: two λ points and a second seed, so that CI executes every section of 07
+        "frontier_lambdas": [0.0, 0.5],
+        "frontier_seeds": [0, 1],
+        "frontier_v2_epochs": 2,
     },
     "demo": {
         **_COMMON,
@@ -98,6 +102,11 @@ PROFILES: dict[str, dict] = {
         "v2_warmup_epochs": 1,
         "v2_lr": 0.0002,
         "v2_ema_decay": 0.95,
+        # 07: v2 at seven weights λ and v1/v2 at three seeds; v2 points train for 2 epochs (the main run: 6)
+        # to fit the sweep into half an hour on 2 CPU cores
+        "frontier_lambdas": [0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
+        "frontier_seeds": [0, 1, 2],
+        "frontier_v2_epochs": 2,
     },
     "paper": {
         **_COMMON,
@@ -125,6 +134,10 @@ PROFILES: dict[str, dict] = {
         "v2_warmup_epochs": 5,
         "v2_lr": 2e-05,
         "v2_ema_decay": 0.999,
+        # 07: the same λ list at the write-up's full v2 schedule (a GPU job: 9 v2 and 2 v1 trainings)
+        "frontier_lambdas": [0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
+        "frontier_seeds": [0, 1, 2],
+        "frontier_v2_epochs": 200,
     },
 }
 
@@ -142,6 +155,8 @@ ZOO_NAMES = ("dat-light", "srresnet", "waifu2x-photo")
 SUPPORTED_SCALES = (2, 3, 4)       # what super-image offers
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_POINT_VALUE = r"[a-z0-9_]+=[A-Za-z0-9_.+-]+"
+_POINT = re.compile(rf"^{_POINT_VALUE}(,{_POINT_VALUE})*$")
 
 
 class ParameterValueError(ValueError):
@@ -166,6 +181,7 @@ class Rule:
     hi_open: bool = False
     multiple_of: int | None = None
     choices: tuple = ()
+    item: "Rule | None" = None     # kind "list": the rule of every element
 
     def allowed(self) -> str:
         """The allowed values in words, for error messages."""
@@ -189,7 +205,10 @@ class Rule:
                 "backbone": f"a short name ({', '.join(BACKBONE_NAMES + ZOO_NAMES)}), a hub id like 'eugenesiow/drln-bam', "
                             "or a folder holding a saved model (config.json)",
                 "backbones": "a list of backbones, each a short name, a hub id or a saved-model folder",
-                "device": "'auto', 'cpu', 'cuda' or 'cuda:N'"}[self.kind]
+                "device": "'auto', 'cpu', 'cuda' or 'cuda:N'",
+                "list": f"a non-empty list, each element {self.item.allowed() if self.item else ''}",
+                "point": "'' (the main run) or a sweep point name like 'lpips_weight=0.1' or 'seed=1,v2_epochs=2'"
+                }[self.kind]
 
     def check(self, name: str, value):
         """Return ``value`` (folders made absolute) if allowed, else raise ParameterValueError naming ``name``."""
@@ -229,6 +248,13 @@ class Rule:
             return all(ok for ok, _ in checked), [v for _, v in checked]
         if self.kind == "device":
             return isinstance(value, str) and bool(_DEVICE.match(value)), value
+        if self.kind == "list":
+            if not isinstance(value, (list, tuple)) or not value:
+                return False, value
+            checked = [self.item._check(v) for v in value]
+            return all(ok for ok, _ in checked), [v for _, v in checked]
+        if self.kind == "point":
+            return isinstance(value, str) and (value == "" or bool(_POINT.match(value))), value
         raise ValueError(f"unknown rule kind {self.kind!r}")
 
 
@@ -318,6 +344,12 @@ PARAMETER_RULES: dict[str, Rule] = {
     "v2_lr": _LR,
     "v2_batch_size": _POSITIVE,
     "v2_ema_decay": _float(lo=0, hi=1, lo_open=True, hi_open=True),
+    # 02-07: which sweep point a notebook runs in (set by the runner's --sweep; '' is the main run)
+    "sweep_point": Rule("point"),
+    # 07: the frontier sweeps the runner executes before 07 reads them
+    "frontier_lambdas": Rule("list", item=_WEIGHT),
+    "frontier_seeds": Rule("list", item=_int(lo=0, hi=2**32 - 1)),
+    "frontier_v2_epochs": _POSITIVE,
 }
 
 # Rules between two parameters of the same notebook: (names, test, what is required).
@@ -362,14 +394,35 @@ def profile_params(profile: str) -> dict:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Every folder one profile's run reads or writes."""
+    """Every folder one profile's run reads or writes.
+
+    A sweep point (``base`` set) is a run of its own under ``<base>/sweeps/<point>/`` that reuses the main
+    run's crops and models (stand-in weights, converted registry weights, the nose model): those are read from
+    ``base``; results, checkpoints, figures and executed notebooks are the point's own.
+    """
 
     profile: str
     root: Path
+    base: Path | None = None
+
+    @property
+    def main_root(self) -> Path:
+        """The main run's folder (``root`` itself unless this is a sweep point)."""
+        return self.base or self.root
+
+    @property
+    def point(self) -> str:
+        """The sweep point's name, '' for the main run."""
+        return "" if self.base is None else self.root.name
+
+    @property
+    def sweeps(self) -> Path:
+        """Where the sweep points of this profile live."""
+        return self.main_root / "sweeps"
 
     @property
     def crops(self) -> Path:
-        return self.root / "crops"
+        return self.main_root / "crops"
 
     @property
     def manifest(self) -> Path:
@@ -389,7 +442,7 @@ class RunPaths:
 
     @property
     def models(self) -> Path:
-        return self.root / "models"
+        return self.main_root / "models"
 
     @property
     def executed(self) -> Path:
@@ -410,11 +463,40 @@ class RunPaths:
         return MANIFEST_DIR / f"{self.profile}.json"
 
 
-def run_paths(profile: str) -> RunPaths:
-    """Paths of ``profile``'s artifacts folder (not created)."""
+def run_paths(profile: str, sweep_point: str = "") -> RunPaths:
+    """Paths of ``profile``'s artifacts folder, or of one of its sweep points (not created)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
-    return RunPaths(profile, artifacts_root() / profile)
+    main = artifacts_root() / profile
+    if not sweep_point:
+        return RunPaths(profile, main)
+    PARAMETER_RULES["sweep_point"].check("sweep_point", sweep_point)
+    return RunPaths(profile, main / "sweeps" / sweep_point, base=main)
+
+
+def _point_value(value) -> str:
+    """One swept value as it appears in a point's name."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return f"{value:.1f}"
+    return str(value)
+
+
+def point_values(profile: str, values: dict, defaults: dict | None = None) -> dict:
+    """The entries of ``values`` that differ from the profile's defaults (then from ``defaults``, e.g. a
+    notebook's own literals): what makes a sweep point different from the main run."""
+    base = {**(defaults or {}), **PROFILES[profile]}
+    return {k: v for k, v in sorted(values.items()) if k not in base or base[k] != v}
+
+
+def point_name(profile: str, values: dict, defaults: dict | None = None) -> str:
+    """The folder name of the sweep point with these parameter values ('' when they are the main run's):
+    ``name=value`` pairs of the non-default values, sorted and joined by commas."""
+    differing = point_values(profile, values, defaults)
+    name = ",".join(f"{k}={_point_value(v)}" for k, v in differing.items())
+    if name and not _POINT.match(name):
+        raise ParameterValueError(f"cannot name a sweep point after {differing}: swept values must be numbers, "
+                                  "True/False or short names made of letters, digits, '.', '_', '+' and '-'")
+    return name
 
 
 def seed_everything(seed: int) -> None:
@@ -455,9 +537,10 @@ def determinism() -> dict:
     }
 
 
-def setup(profile: str = DEFAULT_PROFILE, seed: int = 0, dpi: int = 110) -> RunPaths:
-    """The one call each notebook makes first: seeds, figure style, and the run's folders."""
-    paths = run_paths(profile)
+def setup(profile: str = DEFAULT_PROFILE, seed: int = 0, sweep_point: str = "", dpi: int = 110) -> RunPaths:
+    """The one call each notebook makes first: seeds, figure style, and the run's folders (a sweep point's
+    when ``sweep_point`` names one)."""
+    paths = run_paths(profile, sweep_point)
     for folder in (paths.root, paths.results, paths.figures):
         folder.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)

@@ -308,3 +308,46 @@ def perception_distortion(table, out_path, *, split="all", axes_spec=(("lpips", 
         ax.grid(alpha=0.3)
     fig.suptitle(f"Perception–distortion plane ({split} table crops)", fontsize=10)
     return save_figure(fig, out_path, caption)
+
+
+def plane_with_intervals(groups: dict, out_path, *, metrics=(("lpips", "LPIPS"),), connect=(), fronts=None,
+                         mark=None, caption=None, title=None):
+    """PSNR (x, right is less distortion) against each metric of ``metrics`` (y, lower is better), one panel each.
+
+    ``groups`` maps a legend label to summary rows (``method``, each metric and its ``_lo``/``_hi`` interval,
+    optional ``tag`` to write beside the point); the groups named in ``connect`` are joined in their order;
+    ``fronts`` maps a metric to the methods of its non-dominated set (drawn as a dashed line); the method
+    ``mark`` gets a star.
+    """
+    import numpy as np
+
+    fig = new_figure(4.3 * len(metrics), 3.9)
+    axs = np.atleast_1d(fig.subplots(1, len(metrics)))
+    every = {r["method"]: r for rows in groups.values() for r in rows}
+    for ax, (key, label) in zip(axs, metrics):
+        for name, rows in groups.items():
+            rows = [r for r in rows if np.isfinite(r["psnr"]) and np.isfinite(r[key])]
+            if not rows:
+                continue
+            x = np.array([r["psnr"] for r in rows])
+            y = np.array([r[key] for r in rows])
+            xerr = np.array([[r["psnr"] - r["psnr_lo"] for r in rows], [r["psnr_hi"] - r["psnr"] for r in rows]])
+            yerr = np.array([[r[key] - r[f"{key}_lo"] for r in rows], [r[f"{key}_hi"] - r[key] for r in rows]])
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o-" if name in connect else "s", ms=4, lw=0.8,
+                        elinewidth=0.7, capsize=2, label=name)
+            for r in rows:
+                ax.annotate(r.get("tag", r["method"]), (r["psnr"], r[key]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
+        front = [every[m] for m in (fronts or {}).get(key, []) if m in every]
+        if len(front) > 1:
+            ax.plot([r["psnr"] for r in front], [r[key] for r in front], "--", color="0.3", lw=1.2,
+                    label="non-dominated", zorder=0)
+        if mark in every and np.isfinite(every[mark][key]):
+            ax.scatter([every[mark]["psnr"]], [every[mark][key]], marker="*", s=160, facecolors="none",
+                       edgecolors="k", linewidths=1.0, label=f"{mark} (the write-up's λ)", zorder=5)
+        ax.set_xlabel("PSNR (dB) → less distortion"), ax.set_ylabel(f"{label} (lower is better)")
+        ax.grid(alpha=0.3)
+    axs[0].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, out_path, caption)

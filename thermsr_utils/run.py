@@ -11,6 +11,17 @@ before any notebook starts: an unknown name, a value of the wrong type or a valu
 ``config.PARAMETER_RULES`` stops the run with a message. One run at a time may write a profile's artifacts
 folder: ``artifacts/<profile>/.lock`` names the running one, and a second run is refused. SIGINT or SIGTERM
 stops the run cleanly: the kernel is shut down and the lock released.
+
+Sweeps run the selected notebooks once per value (``--sweep NAME V1 V2 …``, repeatable for a grid):
+
+    python -m thermsr_utils.run --profile demo --only 05 --sweep lpips_weight 0 0.1 1 -p v2_epochs 2
+
+Each point is a run of its own under ``artifacts/<profile>/sweeps/<name>=<value>,…/`` (named after the values
+that differ from the profile's defaults), which reuses the main run's crops and models and starts from a copy
+of its results and checkpoints (hard links; training state excluded). Every point's values are checked before
+anything runs; a finished point is skipped, an interrupted one resumes (``resume=True``); executed notebooks are
+kept per point. Notebook 07 declares the frontier sweeps (``frontier_*`` parameters): when it is selected, the
+runner executes them before it.
 """
 from __future__ import annotations
 
@@ -18,13 +29,15 @@ import argparse
 import ast
 import contextlib
 import datetime
+import itertools
 import os
 import re
 import shlex
+import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config
@@ -149,6 +162,189 @@ def resolve_parameters(notebooks: list[Notebook], profile: str, overrides: dict)
             raise ParameterError(str(e)) from None
         resolved[nb.name] = {k: checked[k] for k in values}
     return resolved
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps
+# ---------------------------------------------------------------------------------------------
+POINT_RECORD = "point.json"        # in a point's folder: its values and the notebooks finished there
+FRONTIER_TRAINERS = {"v1": "03_v1_finetune", "v2": "05_v2_finetune"}
+_NOT_SWEPT = ("profile", "sweep_point", "resume")
+
+
+@dataclass
+class Point:
+    """One point of a sweep: the notebooks to run there and the values papermill injects into each."""
+
+    name: str                       # folder name under sweeps/ ('' = the main run itself)
+    values: dict                    # the parameter values that differ from the profile's defaults
+    notebooks: list                 # Notebook objects, in order
+    params: dict = field(default_factory=dict)   # notebook name -> injected values
+
+
+def _typed(value, default):
+    """A swept value in the type of the notebook's literal (an int given for a float parameter becomes one)."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def sweep_points(notebooks: list[Notebook], profile: str, grid: dict[str, list], overrides: dict | None = None
+                 ) -> list[Point]:
+    """Every point of ``grid`` (name -> values; several names make a grid) for ``notebooks``, each checked by
+    the same rules as ``-p``, all before anything runs. Points with the same values are one point."""
+    overrides = dict(overrides or {})
+    if not grid:
+        raise ParameterError("a sweep needs at least one --sweep NAME VALUE …")
+    if any(nb.number == "01" for nb in notebooks):
+        raise ParameterError("a sweep reuses the main run's crops, so it cannot run 01_build_dataset; select the "
+                             "notebooks to repeat with --only (e.g. --only 05) or --from")
+    if any("frontier_lambdas" in nb.parameters for nb in notebooks):
+        raise ParameterError("notebook 07 reads sweeps and runs its own before it; run it without --sweep")
+    declared: dict[str, object] = {}
+    for nb in notebooks:
+        declared.update(nb.parameters)
+    for name, values in grid.items():
+        if name in _NOT_SWEPT:
+            raise ParameterError(f"{name!r} cannot be swept")
+        if name in overrides:
+            raise ParameterError(f"parameter {name!r} is given both with -p and with --sweep; choose one")
+        if not values:
+            raise ParameterError(f"--sweep {name} needs at least one value")
+        if name in declared and isinstance(declared[name], (list, dict)):
+            raise ParameterError(f"{name!r} is a list parameter; sweep a number, a flag or a name")
+    points: dict[str, Point] = {}
+    for combo in itertools.product(*grid.values()):
+        chosen = {**overrides, **{k: _typed(v, declared.get(k)) for k, v in zip(grid, combo)}}
+        resolved = resolve_parameters(notebooks, profile, chosen)   # unknown names, types and rules
+        try:
+            name = config.point_name(profile, chosen, declared)
+        except config.ParameterValueError as e:
+            raise ParameterError(str(e)) from None
+        values = config.point_values(profile, chosen, declared)
+        if name not in points:
+            for nb in notebooks:
+                resolved[nb.name] = {**resolved[nb.name], **({"sweep_point": name} if "sweep_point" in nb.parameters
+                                                             else {})}
+                if "resume" in nb.parameters and name:
+                    resolved[nb.name]["resume"] = True      # an interrupted point continues where it stopped
+            points[name] = Point(name, values, list(notebooks), resolved)
+    return list(points.values())
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link ``src`` to ``dst`` (every writer here replaces files by rename, so the main run's copy is never
+    changed through the link); copy where links are not possible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def prepare_point(paths: config.RunPaths) -> None:
+    """Create a sweep point's folder as a copy of the main run's results and checkpoints (training states
+    excluded, so that nothing resumes from the main run) and provenance; assembled beside it, then renamed."""
+    if paths.root.exists():
+        return
+    main = config.RunPaths(paths.profile, paths.main_root)
+    if not main.manifest.is_file():
+        raise FileNotFoundError(f"sweep point {paths.point!r} reuses the main run's crops, but {main.manifest} does "
+                                f"not exist: run `python -m thermsr_utils.run --profile {paths.profile}` first")
+    from . import train
+    from .io import atomic_dir
+
+    def write(tmp: Path) -> None:
+        for sub in ("results", "checkpoints"):
+            if (main.root / sub).is_dir():
+                shutil.copytree(main.root / sub, tmp / sub, copy_function=_link_or_copy,
+                                ignore=shutil.ignore_patterns(train.STATE_FILE, ".*"))
+        if (main.root / "provenance.json").is_file():
+            shutil.copy2(main.root / "provenance.json", tmp / "provenance.json")
+
+    atomic_dir(paths.root, write)
+
+
+def _point_record(paths: config.RunPaths) -> dict:
+    from .io import read_json
+
+    try:
+        record = read_json(paths.root / POINT_RECORD)
+    except (FileNotFoundError, ValueError):
+        return {"finished": {}}
+    return record if isinstance(record.get("finished"), dict) else {"finished": {}}
+
+
+def point_finished(paths: config.RunPaths, nb_name: str, params: dict) -> bool:
+    """True when ``nb_name`` completed in this point with exactly these injected values."""
+    done = _point_record(paths)["finished"].get(nb_name)
+    return done is not None and done.get("params") == _plain(params)
+
+
+def _plain(params: dict) -> dict:
+    """Injected values as JSON would store them (tuples as lists), for comparing with the record."""
+    import json
+
+    return json.loads(json.dumps(params, default=str))
+
+
+def _mark_finished(paths: config.RunPaths, point: Point, nb_name: str) -> None:
+    from .io import atomic_write_json
+
+    record = _point_record(paths)
+    record["values"] = point.values
+    record["finished"][nb_name] = {"params": _plain(point.params[nb_name]),
+                                   "at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    atomic_write_json(paths.root / POINT_RECORD, record)
+
+
+def run_points(points: list[Point], profile: str, progress: bool = True, label: str = "sweep") -> list[Path]:
+    """Execute every point (the caller holds the profile's lock); finished notebooks of a point are skipped."""
+    outputs = []
+    n = len(points)
+    for k, point in enumerate(points, 1):
+        tag = f"[{label} point {k}/{n} {point.name or '(main run)'}]"
+        if not point.name:
+            print(f"{tag} has the main run's values: reusing the main run", flush=True)
+            continue
+        paths = config.run_paths(profile, point.name)
+        todo = [nb for nb in point.notebooks if not point_finished(paths, nb.name, point.params[nb.name])]
+        if not todo:
+            print(f"{tag} finished earlier: skipped", flush=True)
+            continue
+        prepare_point(paths)
+        for i, nb in enumerate(todo, 1):
+            print(f"{tag} [{i}/{len(todo)}] {nb.name}", flush=True)
+            t0 = time.perf_counter()
+            outputs.append(execute(nb, point.params[nb.name], paths, progress=progress))
+            _mark_finished(paths, point, nb.name)
+            print(f"{tag} [{i}/{len(todo)}] {nb.name} done in {time.perf_counter() - t0:.0f} s -> {outputs[-1]}",
+                  flush=True)
+    return outputs
+
+
+def frontier_points(all_notebooks: list[Notebook], reader: Notebook, params: dict, profile: str,
+                    overrides: dict | None = None) -> list[Point]:
+    """The sweeps notebook 07 reads, from its resolved ``frontier_*`` values: v2 at every λ, then v1 and v2 at
+    every seed (v2 points with ``frontier_v2_epochs`` epochs); points shared by two sweeps run once."""
+    values = {**reader.parameters, **params}
+    by_name = {nb.name: nb for nb in all_notebooks}
+    missing = [n for n in FRONTIER_TRAINERS.values() if n not in by_name]
+    if missing:
+        raise ParameterError(f"{reader.name} sweeps {missing}, which are not among the notebooks")
+    v1, v2 = by_name[FRONTIER_TRAINERS["v1"]], by_name[FRONTIER_TRAINERS["v2"]]
+    base = {k: v for k, v in (overrides or {}).items() if k != "sweep_point"}
+    v2_fixed = {**base, "v2_epochs": values["frontier_v2_epochs"]}
+    seen, points = set(), []
+    for nbs, grid, fixed in (([v2], {"lpips_weight": values["frontier_lambdas"]}, v2_fixed),
+                             ([v1], {"seed": values["frontier_seeds"]}, base),
+                             ([v2], {"seed": values["frontier_seeds"]}, v2_fixed)):
+        fixed = {k: v for k, v in fixed.items() if any(k in nb.parameters for nb in nbs)}
+        for point in sweep_points(nbs, profile, grid, fixed):
+            key = (point.name, tuple(nb.name for nb in point.notebooks))
+            if key not in seen:
+                seen.add(key)
+                points.append(point)
+    return points
 
 
 def _to_ipynb(nb: Notebook, folder: Path) -> Path:
@@ -301,14 +497,30 @@ def _sigterm_as_interrupt():
 
 
 def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
-        progress: bool = True, command: str | None = None) -> list[Path]:
-    """Validate everything first, then execute the selected notebooks in order, holding the folder's lock."""
-    notebooks = select(discover(notebooks_dir), only, start)
-    resolved = resolve_parameters(notebooks, profile, overrides or {})
+        progress: bool = True, command: str | None = None, sweep: dict | None = None) -> list[Path]:
+    """Validate everything first, then execute the selected notebooks in order, holding the folder's lock.
+
+    With ``sweep`` (name -> values) the selected notebooks run once per point instead (see ``sweep_points``).
+    A selected notebook that declares the frontier sweeps (07) has them run just before it.
+    """
+    overrides = dict(overrides or {})
+    if "sweep_point" in overrides:
+        raise ParameterError("sweep_point is set by --sweep, not with -p")
+    all_notebooks = discover(notebooks_dir)
+    notebooks = select(all_notebooks, only, start)
     paths = config.run_paths(profile)
+    if sweep:
+        points = sweep_points(notebooks, profile, sweep, overrides)
+        with run_lock(paths, command), _sigterm_as_interrupt():
+            return run_points(points, profile, progress)
+    resolved = resolve_parameters(notebooks, profile, overrides)
+    frontier = {nb.name: frontier_points(all_notebooks, nb, resolved[nb.name], profile, overrides)
+                for nb in notebooks if "frontier_lambdas" in nb.parameters}
     outputs = []
     with run_lock(paths, command), _sigterm_as_interrupt():
         for i, nb in enumerate(notebooks, 1):
+            if nb.name in frontier:
+                outputs += run_points(frontier[nb.name], profile, progress, label="frontier")
             print(f"[{i}/{len(notebooks)}] {nb.name} (profile {profile})", flush=True)
             t0 = time.perf_counter()
             outputs.append(execute(nb, resolved[nb.name], paths, progress=progress))
@@ -317,11 +529,12 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
     return outputs
 
 
-PUBLISHED_RESULTS = ("table_*.md", "table_*.csv", "recommendation.md", "findings.md", "nose_noise_floor.json")
+PUBLISHED_RESULTS = ("table_*.md", "table_*.csv", "recommendation.md", "findings.md", "frontier.md",
+                     "nose_noise_floor.json")
 # The README's results block of a profile lies between these markers; `--publish` rewrites it.
 README_START = "<!-- results: figures/{profile} (written by --publish; a test keeps it equal to the published files) -->"
 README_END = "<!-- end results -->"
-README_FILES = ("findings.md", "table_v2.md")
+README_FILES = ("findings.md", "table_v2.md", "frontier.md")
 
 
 def readme_block(figures_dir: Path) -> str:
@@ -403,16 +616,26 @@ def main(argv=None) -> int:
     ap.add_argument("--from", dest="start", metavar="NN", help="run from this notebook number on")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="override a notebook parameter (repeatable)")
+    ap.add_argument("--sweep", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="run the selected notebooks once per value of parameter NAME, each point in its own "
+                         "folder under artifacts/<profile>/sweeps/ (repeatable: a grid)")
     ap.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
     ap.add_argument("--publish", action="store_true",
                     help="after the run, copy figures and tables into figures/<profile>/ with PROVENANCE.json")
     ap.add_argument("--publish-only", action="store_true", help="publish the last run's figures without running")
     args = ap.parse_args(argv)
     overrides = {k: parse_value(v) for k, v in args.param}
+    sweep = {}
+    for name, *values in args.sweep:
+        if name in sweep:
+            print(f"error: --sweep {name} is given twice; list all its values once", file=sys.stderr)
+            return 2
+        sweep[name] = [parse_value(v) for v in values]
     command = shlex.join(["python", "-m", "thermsr_utils.run", *(sys.argv[1:] if argv is None else argv)])
     try:
         if not args.publish_only:
-            run(args.profile, args.only, args.start, overrides, progress=not args.no_progress, command=command)
+            run(args.profile, args.only, args.start, overrides, progress=not args.no_progress, command=command,
+                sweep=sweep or None)
         if args.publish or args.publish_only:
             with run_lock(config.run_paths(args.profile), command):
                 print(f"published to {publish(args.profile)}")
@@ -423,7 +646,8 @@ def main(argv=None) -> int:
         return 2 if isinstance(e, ParameterError) else 1
     except KeyboardInterrupt as e:
         print(f"interrupted{f' ({e})' if str(e) else ''}: training notebooks continue where they stopped when run "
-              "again with `-p resume True` (use --from NN to skip the finished notebooks)", file=sys.stderr)
+              "again with `-p resume True` (use --from NN to skip the finished notebooks); a sweep skips its finished "
+              "points and resumes the interrupted one when the same command is run again", file=sys.stderr)
         return 130
     return 0
 

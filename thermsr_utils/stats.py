@@ -98,6 +98,16 @@ def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0
     return {"diff": diff, "lo": min(float(lo), diff), "hi": max(float(hi), diff), **out}
 
 
+def interval(values, stat: str = "mean", n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """stat of one method's per-crop ``values`` with the same percentile bootstrap interval as
+    ``paired_bootstrap`` (it is that difference against zeros). Returns {"value", "lo", "hi", "n", "n_dropped",
+    "stat"}; NaNs with n = 0 when no value is finite."""
+    x = np.asarray(values, float).ravel()
+    ci = paired_bootstrap(np.zeros_like(x), x, stat, n_boot=n_boot, seed=seed, level=level)
+    return {"value": ci["diff"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"], "n_dropped": ci["n_dropped"],
+            "stat": stat}
+
+
 def verdict(ci: dict, direction: int | str) -> str:
     """"better" / "worse" when ci's [lo, hi] excludes 0 on the good / bad side of ``direction`` (+1, −1 or a
     metric name), "no detectable difference" when it contains 0, "not measured" when it is NaN."""

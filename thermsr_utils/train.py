@@ -51,6 +51,7 @@ from .losses import describe_loss
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
 BEST_DIR = "best"
+BEST_RAW_DIR = "best_raw"    # with an EMA copy: the trained weights at the EMA copy's kept epoch
 META_FILE = "thermsr.json"
 ALL = "all"                     # key of the pooled validation result (mean over every image)
 LR_METHOD = "cv2.resize INTER_AREA to 1/scale, made on the fly"
@@ -502,16 +503,16 @@ def _check_resume_recipe(saved: Mapping, recipe: Recipe, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # The kept model
 # ---------------------------------------------------------------------------------------------
-def save_best(model: torch.nn.Module, out_dir, meta: dict) -> Path:
-    """Write ``model`` (``save_pretrained``) and ``thermsr.json`` to ``out_dir/best`` via a temp folder + rename."""
+def save_best(model: torch.nn.Module, out_dir, meta: dict, name: str = BEST_DIR) -> Path:
+    """Write ``model`` (``save_pretrained``) and ``thermsr.json`` to ``out_dir/<name>`` via a temp folder + rename."""
     from .models import save_model
 
-    return save_model(model, Path(out_dir) / BEST_DIR, extra_json={META_FILE: meta})
+    return save_model(model, Path(out_dir) / name, extra_json={META_FILE: meta})
 
 
 def _remove_leftovers(out_dir: Path) -> None:
     """Delete the temp folders and files a killed ``save_best`` / ``save_state`` / history write left in ``out_dir``."""
-    for p in out_dir.glob(f".{BEST_DIR}.*"):
+    for p in [*out_dir.glob(f".{BEST_DIR}.*"), *out_dir.glob(f".{BEST_RAW_DIR}.*")]:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
     for name in (STATE_FILE, HISTORY_FILE):   # io.atomic_path's temp names: .<name>.<random><suffix>
@@ -858,6 +859,7 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
             for stale in (state_path, out_dir / HISTORY_FILE):
                 stale.unlink(missing_ok=True)
             shutil.rmtree(out_dir / BEST_DIR, ignore_errors=True)
+            shutil.rmtree(out_dir / BEST_RAW_DIR, ignore_errors=True)
         random.seed(recipe.seed)
         np.random.seed(recipe.seed)
         torch.manual_seed(recipe.seed)
@@ -926,6 +928,9 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
                         "versions": _versions(), "execution": execution}
                 if dist.is_main:
                     save_best(eval_model(), out_dir, meta)
+                    if copy == "ema":  # the raw weights of the same epoch, for comparing EMA with no EMA
+                        save_best(model, out_dir, {**meta, "selected_copy": "model", "kept_by": "ema"},
+                                  name=BEST_RAW_DIR)
             if progress:
                 print(_val_line(epoch, recipe.epochs, record, copy))
         history.append(record)
