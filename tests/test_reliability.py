@@ -423,6 +423,9 @@ WRITE_CALLS = {"savefig": None, "imwrite": None, "save_pretrained": None, "write
 ALLOWED = {
     ("models.py", "save_pretrained_into", "save_pretrained"): "written into io.atomic_dir's temp folder, renamed into place",
     ("run.py", "publish", "copy2"): "copied into a staging folder that is swapped in whole",
+    ("run.py", "fill_point", "copytree"): "a sweep point assembled in io.atomic_dir's temp folder, renamed into place",
+    ("run.py", "fill_point", "copy2"): "the same temp folder",
+    ("run.py", "_link_or_copy", "copy2"): "copytree's copy function inside fill_point's temp folder",
 }
 
 

@@ -253,7 +253,7 @@ def prepare_point(paths: config.RunPaths) -> None:
     from . import train
     from .io import atomic_dir
 
-    def write(tmp: Path) -> None:
+    def fill_point(tmp: Path) -> None:
         for sub in ("results", "checkpoints"):
             if (main.root / sub).is_dir():
                 shutil.copytree(main.root / sub, tmp / sub, copy_function=_link_or_copy,
@@ -261,7 +261,7 @@ def prepare_point(paths: config.RunPaths) -> None:
         if (main.root / "provenance.json").is_file():
             shutil.copy2(main.root / "provenance.json", tmp / "provenance.json")
 
-    atomic_dir(paths.root, write)
+    atomic_dir(paths.root, fill_point)
 
 
 def _point_record(paths: config.RunPaths) -> dict:
