@@ -123,21 +123,23 @@ print(caption)
 # ## Scoring every test crop
 #
 # Each method super-resolves the 4×-downsampled (INTER_AREA) test crops; one CSV row per crop goes to the
-# results folder together with a JSON of the parameters and weight sources.
+# results folder together with a JSON of the parameters and weight sources. The methods are scored together,
+# batch by batch, so each HR batch's features and nose answers are computed once for all of them.
 
 # %%
 methods = {"bicubic": (evaluate.bicubic_method(), {"source": "none"})}
 for spec, (model, info) in zero_shot.items():
     methods[models.method_label(spec, info)] = (evaluate.model_method(model, batch_size, device), info)
 
+scored = evaluate.evaluate_methods({name: sr_fn for name, (sr_fn, _) in methods.items()}, paths.crops, test, scorer,
+                                   batch_size=batch_size,
+                                   save_sr_dirs={name: evaluate.result_stem(paths.results / "sr", name) for name in methods})
 rows = []
-for name, (sr_fn, info) in methods.items():
-    r = evaluate.evaluate_method(name, sr_fn, paths.crops, test, scorer, batch_size=batch_size,
-                                 save_sr_dir=evaluate.result_stem(paths.results / "sr", name))
-    evaluate.write_rows(r, evaluate.result_stem(paths.results, name).with_suffix(".csv"),
+for name, (_, info) in methods.items():
+    evaluate.write_rows(scored[name], evaluate.result_stem(paths.results, name).with_suffix(".csv"),
                         {"method": name, "weights": info, "profile": profile, "provenance": prov,
                          "instruments": scorer.instruments()})
-    rows += r
+    rows += scored[name]
 
 # %% [markdown]
 # ## The zero-shot table

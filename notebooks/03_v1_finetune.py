@@ -118,7 +118,8 @@ print(f"finetuning {models.weights_label(backbone, init_info)}")
 
 # %%
 recipe = train.Recipe.v1(epochs=v1_epochs, lr=v1_lr, batch_size=v1_batch_size, patch=v1_patch,
-                         val_every=val_every, seed=seed, max_steps_per_epoch=max_steps_per_epoch or None)
+                         val_every=val_every, seed=seed, max_steps_per_epoch=max_steps_per_epoch or None,
+                         val_at_start=not sweep_point)  # a sweep point starts where the main run did
 recipe.to_dict()
 
 # %% [markdown]

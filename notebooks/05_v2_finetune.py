@@ -87,7 +87,8 @@ train_set, val_sets = train.datasets_from_manifest(paths.crops, records, patch=N
 model, init_info = models.load_model(backbone, source=weights, standin_dir=paths.models / "standin", device=device)
 recipe = train.Recipe.v2(epochs=v2_epochs, warmup_epochs=v2_warmup_epochs, lr=v2_lr, batch_size=v2_batch_size,
                          ema_decay=v2_ema_decay, val_every=val_every, seed=seed,
-                         max_steps_per_epoch=max_steps_per_epoch or None)
+                         max_steps_per_epoch=max_steps_per_epoch or None,
+                         val_at_start=not sweep_point)  # a sweep point starts where the main run did
 recipe.to_dict()
 
 # %% [markdown]

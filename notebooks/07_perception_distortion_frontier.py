@@ -92,20 +92,18 @@ caption = evaluate.caption(profile, prov)
 # ## Scoring every point
 #
 # The same evaluation engine as notebooks 02–06, on the table crops. Scores are cached next to each point's
-# checkpoint (with its sha256), so rerunning this notebook scores only models that changed.
+# checkpoint (with its sha256), so rerunning this notebook scores only models that changed; the models still to
+# score are scored together, so each test batch's HR features are computed once for all of them.
 
 # %%
 ids = {r["id"] for r in table}
 # the main run's v1 and v2 were scored by notebooks 04 and 06 with the same instruments: their rows are reused
 main_rows = {paths.checkpoints / "v1" / train.BEST_DIR: "v1 L1", paths.checkpoints / "v2" / train.BEST_DIR: "v2 perceptual"}
-scored, rows = {}, []
-for e in entries:
-    if e.checkpoint not in scored and e.checkpoint in main_rows:
-        scored[e.checkpoint] = [r for r in evaluate.read_rows(
-            evaluate.result_stem(paths.results, main_rows[e.checkpoint]).with_suffix(".csv")) if r["id"] in ids]
-    if e.checkpoint not in scored:
-        scored[e.checkpoint] = frontier.score(e, paths.crops, table, scorer, batch_size=batch_size, device=device)
-    rows += [{**r, "method": e.label} for r in scored[e.checkpoint]]
+scored = {ckpt: [r for r in evaluate.read_rows(evaluate.result_stem(paths.results, name).with_suffix(".csv"))
+                 if r["id"] in ids] for ckpt, name in main_rows.items()}
+scored |= frontier.score([e for e in entries if e.checkpoint not in scored], paths.crops, table, scorer,
+                         batch_size=batch_size, device=device)
+rows = [{**r, "method": e.label} for e in entries for r in scored[e.checkpoint]]
 references = {"bicubic": "bicubic", f"zero-shot {backbone}": f"zero-shot {backbone}", "v1 L1": "v1 (main run)"}
 for name, label in references.items():
     rows += [{**r, "method": label} for r in evaluate.read_rows(evaluate.result_stem(paths.results, name).with_suffix(".csv"))

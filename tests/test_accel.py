@@ -539,6 +539,21 @@ def test_hr_noses_are_located_once_per_scorer(tmp_path):
     rows_equal(first, again)
 
 
+def test_several_methods_scored_together_equal_each_scored_alone(tmp_path):
+    recs = crops_on_disk(tmp_path)
+    model = tiny_model().eval()
+    methods = {"bicubic": evaluate.bicubic_method(), "tiny": evaluate.model_method(model, 3)}
+    together = evaluate.evaluate_methods(methods, tmp_path, recs, evaluate.Scorer(locator=CountingLocator()),
+                                         batch_size=3, progress=False)
+    assert list(together) == ["bicubic", "tiny"]
+    for name, sr_fn in methods.items():
+        alone = evaluate.evaluate_method(name, sr_fn, tmp_path, recs, evaluate.Scorer(locator=CountingLocator()),
+                                         batch_size=3, progress=False)
+        assert [r["method"] for r in together[name]] == [name] * len(recs)
+        rows_equal(together[name], alone)
+    assert together["bicubic"][0]["psnr"] != together["tiny"][0]["psnr"]
+
+
 def test_cached_locator_checks_the_wrapped_output():
     class Broken:
         name = "broken"

@@ -458,6 +458,19 @@ def test_dists_equals_the_dists_pytorch_package(dists, monkeypatch):
     assert float(dists(blurred, hr)) == pytest.approx(expected, abs=1e-5)
 
 
+def test_dists_reuses_the_hr_features_only_for_the_same_hr_batch(dists):
+    hr, blurred, noisy = _astronaut_pair()
+    other_hr = torch.flip(hr, dims=[3])
+    fresh = M.DISTSMetric()
+    first = float(dists(blurred, hr))
+    assert float(dists(noisy, hr)) == pytest.approx(float(fresh(noisy, hr)), abs=1e-6)     # from the kept features
+    assert float(dists(blurred, other_hr)) == pytest.approx(float(fresh(blurred, other_hr)), abs=1e-6)  # recomputed
+    assert float(dists(blurred, other_hr)) != pytest.approx(first, abs=1e-4)
+    sr = blurred.clone().requires_grad_(True)
+    dists.loss(sr, hr).backward()              # with gradients nothing is kept
+    assert float(sr.grad.abs().sum()) > 0
+
+
 # ------------------------------------------------------------------------------------------------
 # input checks
 # ------------------------------------------------------------------------------------------------

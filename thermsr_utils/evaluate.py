@@ -169,11 +169,21 @@ class Scorer:
 
 def evaluate_method(name: str, sr_fn: Callable, crops_dir, records, scorer: Scorer, *, batch_size: int = 8,
                     scale: int = data.SCALE, save_sr_dir=None, progress: bool = True) -> list[dict]:
-    """Score method ``name`` on every record; one row per crop. SR crops are saved as PNG if asked.
+    """Score method ``name`` on every record; one row per crop. SR crops are saved as PNG if asked."""
+    return evaluate_methods({name: sr_fn}, crops_dir, records, scorer, batch_size=batch_size, scale=scale,
+                            save_sr_dirs=None if save_sr_dir is None else {name: save_sr_dir}, progress=progress)[name]
+
+
+def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: Scorer, *, batch_size: int = 8,
+                     scale: int = data.SCALE, save_sr_dirs: dict | None = None, progress: bool = True
+                     ) -> dict[str, list[dict]]:
+    """Score several methods on the same records, batch by batch: {name: one row per crop}.
 
     Work is batched: the LR images of a batch come from one ``accel.area_downsample_array`` call (equal to
-    ``data.make_lr``), the SR and LPIPS run batched on the scorer's device, and the crops of the next batch
-    are read from disk in a background thread while the current one is scored.
+    ``data.make_lr``), the SR and the learned metrics run batched on the scorer's device, and the crops of the
+    next batch are read from disk in a background thread while the current one is scored. Every method sees a
+    batch before the next batch is read, so what the metrics compute once per HR batch (DISTS's HR features,
+    the nose locator's HR answers) is shared by all methods.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -181,25 +191,28 @@ def evaluate_method(name: str, sr_fn: Callable, crops_dir, records, scorer: Scor
 
     from . import accel
 
-    rows = []
+    rows = {name: [] for name in methods}
+    save_sr_dirs = save_sr_dirs or {}
     batches = [records[start:start + batch_size] for start in range(0, len(records), batch_size)]
+    desc = next(iter(methods)) if len(methods) == 1 else f"{len(methods)} methods"
     with ThreadPoolExecutor(max_workers=1) as reader:
         pending = reader.submit(load_crops, crops_dir, batches[0]) if batches else None
-        for i, recs in enumerate(tqdm(batches, desc=name, disable=not progress, leave=False)):
+        for i, recs in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
             hr = pending.result()
             if i + 1 < len(batches):
                 pending = reader.submit(load_crops, crops_dir, batches[i + 1])
             lr = accel.area_downsample_array(hr, scale)
-            sr = sr_fn(lr)
             gt = np.array([r["nose"] if r.get("nose") is not None else [np.nan, np.nan] for r in recs], float)
-            scores = scorer.score([r["id"] for r in recs], sr, hr, gt)
-            if save_sr_dir is not None:
-                for r, img in zip(recs, data.tensor_to_bgr(sr)):
-                    write_png(Path(save_sr_dir) / f"{r['id']}.png", img)
-            for j, r in enumerate(recs):
-                row = {"id": r["id"], "dataset": r["dataset"], "method": name}
-                row.update({k: (bool(v[j]) if v.dtype == bool else float(v[j])) for k, v in scores.items()})
-                rows.append(row)
+            for name, sr_fn in methods.items():
+                sr = sr_fn(lr)
+                scores = scorer.score([r["id"] for r in recs], sr, hr, gt)
+                if name in save_sr_dirs:
+                    for r, img in zip(recs, data.tensor_to_bgr(sr)):
+                        write_png(Path(save_sr_dirs[name]) / f"{r['id']}.png", img)
+                for j, r in enumerate(recs):
+                    row = {"id": r["id"], "dataset": r["dataset"], "method": name}
+                    row.update({k: (bool(v[j]) if v.dtype == bool else float(v[j])) for k, v in scores.items()})
+                    rows[name].append(row)
     return rows
 
 

@@ -71,27 +71,43 @@ def _checkpoint_sha256(folder: Path) -> str:
     return h.hexdigest()
 
 
-def score(entry: Entry, crops_dir, records, scorer, *, batch_size: int = 8, device: str = "cpu") -> list[dict]:
-    """Per-crop rows of ``entry``'s model on ``records`` (method = its label). Cached in the point's results
-    folder next to the checkpoint's sha256: a rerun of 07 scores only what changed."""
+def score(entries, crops_dir, records, scorer, *, batch_size: int = 8, device: str = "cpu") -> dict[Path, list[dict]]:
+    """Per-crop rows of each entry's model on ``records`` (method = its label), by checkpoint folder.
+
+    Cached in each point's results folder next to the checkpoint's sha256: a rerun of 07 scores only what
+    changed. The models still to score are scored together, batch by batch, so each HR batch's DISTS features
+    and nose answers are computed once for all of them."""
     from . import models
 
-    if not entry.trained:
-        raise FileNotFoundError(f"{entry.label}: no trained model in {entry.checkpoint}; run the frontier sweeps "
-                                f"(python -m thermsr_utils.run --profile {entry.paths.profile} --only 07)")
-    stem = evaluate.result_stem(entry.paths.results, f"frontier {entry.label}")
-    sha = _checkpoint_sha256(entry.checkpoint)
     ids = sorted(r["id"] for r in records)
-    if stem.with_suffix(".csv").is_file() and stem.with_suffix(".json").is_file():
-        meta = io.read_json(stem.with_suffix(".json"))
-        if meta.get("checkpoint_sha256") == sha and meta.get("ids") == ids and meta.get("instruments") == scorer.instruments():
-            return evaluate.read_rows(stem.with_suffix(".csv"))
-    model, info = models.load_model(entry.checkpoint, device=device)
-    rows = evaluate.evaluate_method(entry.label, evaluate.model_method(model, batch_size, device), crops_dir, records,
-                                    scorer, batch_size=batch_size)
-    evaluate.write_rows(rows, stem.with_suffix(".csv"), {"method": entry.label, "weights": info, "ids": ids,
-                                                         "checkpoint_sha256": sha, "instruments": scorer.instruments()})
-    return rows
+    out, todo = {}, {}
+    for entry in entries:
+        if entry.checkpoint in out or entry.checkpoint in todo:
+            continue
+        if not entry.trained:
+            raise FileNotFoundError(f"{entry.label}: no trained model in {entry.checkpoint}; run the frontier sweeps "
+                                    f"(python -m thermsr_utils.run --profile {entry.paths.profile} --only 07)")
+        stem = evaluate.result_stem(entry.paths.results, f"frontier {entry.label}")
+        sha = _checkpoint_sha256(entry.checkpoint)
+        if stem.with_suffix(".csv").is_file() and stem.with_suffix(".json").is_file():
+            meta = io.read_json(stem.with_suffix(".json"))
+            if (meta.get("checkpoint_sha256") == sha and meta.get("ids") == ids
+                    and meta.get("instruments") == scorer.instruments()):
+                out[entry.checkpoint] = evaluate.read_rows(stem.with_suffix(".csv"))
+                continue
+        todo[entry.checkpoint] = (entry, stem, sha)
+    if not todo:
+        return out
+    loaded = {ckpt: models.load_model(ckpt, device=device) for ckpt in todo}
+    methods = {todo[ckpt][0].label: evaluate.model_method(model, batch_size, device)
+               for ckpt, (model, _) in loaded.items()}
+    rows = evaluate.evaluate_methods(methods, crops_dir, records, scorer, batch_size=batch_size)
+    for ckpt, (entry, stem, sha) in todo.items():
+        evaluate.write_rows(rows[entry.label], stem.with_suffix(".csv"),
+                            {"method": entry.label, "weights": loaded[ckpt][1], "ids": ids,
+                             "checkpoint_sha256": sha, "instruments": scorer.instruments()})
+        out[ckpt] = rows[entry.label]
+    return out
 
 
 def summarise(rows: list[dict], methods, *, n_boot: int = 2000, seed: int = 0) -> list[dict]:
