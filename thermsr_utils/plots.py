@@ -16,14 +16,21 @@ NOSE_TIP = 30  # SF-TL54 landmark index of the nose tip (0-based)
 _PERSON, _NOSE = 0, 3  # ThermEval-D category ids
 
 
+CAPTION_FONTSIZE = 7
+
+
 def save_figure(fig, path: str | os.PathLike, caption: str | None = None, **kwargs):
     """Add ``caption`` (profile and substitutes) under the figure, save it atomically; return ``fig``.
 
     The format follows the file suffix.
     """
+    import textwrap
+
     path = Path(path)
     if caption:
-        fig.supxlabel(caption, fontsize=7, color="0.35")
+        # wrapped to the figure's width: one long line would widen a tight-bboxed figure to fit it
+        chars = max(40, int(fig.get_figwidth() * 72 / (CAPTION_FONTSIZE * 0.55)))
+        fig.supxlabel(textwrap.fill(caption, chars), fontsize=CAPTION_FONTSIZE, color="0.35")
     with tio.atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
     return fig
