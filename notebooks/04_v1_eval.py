@@ -112,7 +112,7 @@ ids = [r["id"] for r in v1_rows if np.isfinite(r["nose_err_px"]) and np.isfinite
 v1 = {r["id"]: r for r in v1_rows}
 d_psnr = np.array([v1[i]["psnr"] - zs[i]["psnr"] for i in ids])
 d_nose = np.array([v1[i]["nose_err_px"] - zs[i]["nose_err_px"] for i in ids])
-groups = [evaluate.DATASET_LABELS[v1[i]["dataset"]] for i in ids]
+groups = [data.DATASET_LABELS[v1[i]["dataset"]] for i in ids]
 fig = plots.scatter(d_psnr, d_nose, paths.figures / "v1_psnr_gain_vs_nose_change.png",
                     xlabel="PSNR gain of v1 over zero-shot (dB)", ylabel="nose error change (px, + = worse)",
                     groups=groups, caption=caption, hline=0, vline=0,

@@ -64,8 +64,8 @@ def every_block_sum(scale):
 def test_every_block_sum_matches_cv2(scale):
     img, sums = every_block_sum(scale)
     expected = cv2_area(img, scale)
-    assert np.array_equal(accel.area_downsample_array(img, scale), expected)
-    assert torch.equal(accel.area_downsample(as_chw(img), scale), as_chw(expected))
+    assert np.array_equal(data.area_downsample_array(img, scale), expected)
+    assert torch.equal(data.area_downsample(as_chw(img), scale), as_chw(expected))
     if scale == 4:                                         # ties (sum ≡ 8 mod 16) go to the even neighbour
         ties = sums % 16 == 8
         got = expected[..., 0].reshape(-1)[ties].astype(int)
@@ -78,20 +78,20 @@ def test_random_images_of_many_sizes_match_cv2(h, w):
     rng = np.random.default_rng(h * 1000 + w)
     imgs = rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8)
     for img in imgs:
-        assert np.array_equal(accel.area_downsample_array(img), cv2_area(img, 4))
-    batch = accel.area_downsample(torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous())
+        assert np.array_equal(data.area_downsample_array(img), cv2_area(img, 4))
+    batch = data.area_downsample(torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous())
     assert torch.equal(batch, torch.from_numpy(np.stack([cv2_area(i, 4) for i in imgs])).permute(0, 3, 1, 2))
-    assert np.array_equal(accel.area_downsample_array(imgs), np.stack([cv2_area(i, 4) for i in imgs]))
+    assert np.array_equal(data.area_downsample_array(imgs), np.stack([cv2_area(i, 4) for i in imgs]))
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 254, 255])
 def test_flat_and_extreme_images(value):
     img = np.full((16, 20, 3), value, np.uint8)
-    out = accel.area_downsample_array(img)
+    out = data.area_downsample_array(img)
     assert np.array_equal(out, cv2_area(img, 4)) and np.all(out == value)
     checker = np.indices((16, 16)).sum(0) % 2 * 255                         # 0/255 checkerboard: sums of 8·255
     img = np.repeat(checker[:, :, None], 3, 2).astype(np.uint8)
-    assert np.array_equal(accel.area_downsample_array(img), cv2_area(img, 4))
+    assert np.array_equal(data.area_downsample_array(img), cv2_area(img, 4))
 
 
 def thermal_crops():
@@ -117,31 +117,31 @@ def test_generated_thermal_crops_match_cv2():
     stack = np.stack(crops)
     assert stack.std() > 10                                   # real structure, not a flat image
     expected = np.stack([data.make_lr(c) for c in crops])
-    assert np.array_equal(accel.area_downsample_array(stack), expected)
+    assert np.array_equal(data.area_downsample_array(stack), expected)
     t = torch.from_numpy(stack).permute(0, 3, 1, 2).contiguous()
-    assert torch.equal(accel.area_downsample(t).permute(0, 2, 3, 1), torch.from_numpy(expected))
+    assert torch.equal(data.area_downsample(t).permute(0, 2, 3, 1), torch.from_numpy(expected))
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 12), st.integers(1, 12), st.sampled_from([3, 4]), st.data())
 def test_property_equals_cv2(bh, bw, scale, draw):
     img = draw.draw(arrays(np.uint8, (bh * scale, bw * scale, 3)))
-    assert np.array_equal(accel.area_downsample_array(img, scale), cv2_area(img, scale))
-    assert torch.equal(accel.area_downsample(as_chw(img), scale), as_chw(cv2_area(img, scale)))
+    assert np.array_equal(data.area_downsample_array(img, scale), cv2_area(img, scale))
+    assert torch.equal(data.area_downsample(as_chw(img), scale), as_chw(cv2_area(img, scale)))
 
 
 def test_area_downsample_rejects_bad_input():
     with pytest.raises(ValueError, match="18x16 is not divisible by scale 4"):
-        accel.area_downsample(torch.zeros(3, 16, 18, dtype=torch.uint8))
+        data.area_downsample(torch.zeros(3, 16, 18, dtype=torch.uint8))
     with pytest.raises(ValueError, match="uint8"):
-        accel.area_downsample(torch.zeros(3, 16, 16))
+        data.area_downsample(torch.zeros(3, 16, 16))
     with pytest.raises(ValueError, match="not divisible"):
-        accel.area_downsample_array(np.zeros((10, 16, 3), np.uint8))
+        data.area_downsample_array(np.zeros((10, 16, 3), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
-        accel.area_downsample_array(np.zeros((16, 16, 3), np.float32))
+        data.area_downsample_array(np.zeros((16, 16, 3), np.float32))
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="scale"):
-            accel.area_downsample_array(np.zeros((16, 16, 3), np.uint8), bad)
+            data.area_downsample_array(np.zeros((16, 16, 3), np.uint8), bad)
 
 
 # ------------------------------------------------------------------------------ device data pipeline

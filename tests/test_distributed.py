@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from thermsr_utils import accel, train
+from thermsr_utils import accel, train, train_cli
 from thermsr_utils.train import Recipe, SRPatchDataset
 
 # The training run both sides execute: imported here for the single process, started by torchrun for two.
@@ -237,25 +237,25 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
 
 # ------------------------------------------------------------------------------ the torchrun entry point
 def test_entry_point_takes_the_notebooks_parameters():
-    p = accel.notebook_parameters("v1", "smoke")
+    p = train_cli.notebook_parameters("v1", "smoke")
     assert (p["v1_epochs"], p["v1_lr"], p["max_steps_per_epoch"]) == (2, 0.001, 2)       # from the profile
     assert (p["v1_batch_size"], p["v1_patch"]) == (16, 128)                              # the notebook's literals
-    assert accel.notebook_parameters("v1", "smoke", {"v1_epochs": 7})["v1_epochs"] == 7
+    assert train_cli.notebook_parameters("v1", "smoke", {"v1_epochs": 7})["v1_epochs"] == 7
     with pytest.raises(ValueError, match="v2_epochs"):                                   # not a v1 parameter
-        accel.notebook_parameters("v1", "smoke", {"v2_epochs": 3})
+        train_cli.notebook_parameters("v1", "smoke", {"v2_epochs": 3})
     with pytest.raises(ValueError, match="unknown recipe"):
-        accel.notebook_parameters("v3", "smoke")
+        train_cli.notebook_parameters("v3", "smoke")
 
 
 def test_entry_point_builds_the_notebooks_recipes():
-    p1 = accel.notebook_parameters("v1", "smoke")
-    recipe, loss_fn, lpips_metric, term = accel.build_run("v1", p1, "cpu")
+    p1 = train_cli.notebook_parameters("v1", "smoke")
+    recipe, loss_fn, lpips_metric, term = train_cli.build_run("v1", p1, "cpu")
     assert recipe == Recipe.v1(epochs=2, lr=0.001, batch_size=16, patch=128, val_every=1, seed=0, max_steps_per_epoch=2)
     assert [t["name"] for t in loss_fn.describe()] == ["l1"] and term is None
-    p2 = accel.notebook_parameters("v2", "smoke", {"v2_perceptual": "fft"})
-    recipe, loss_fn, _, term = accel.build_run("v2", p2, "cpu")
+    p2 = train_cli.notebook_parameters("v2", "smoke", {"v2_perceptual": "fft"})
+    recipe, loss_fn, _, term = train_cli.build_run("v2", p2, "cpu")
     assert (recipe.epochs, recipe.warmup_epochs, recipe.ema_decay, recipe.patch, recipe.augment) == (2, 1, 0.5, 192, True)
     assert [(t["name"], t["weight"]) for t in loss_fn.describe()] == [("l1", 1.0), ("fft", p2["fft_weight"])] and "FFT" in term
     assert p2["fft_weight"] == 16.0  # notebook 05's literal
     with pytest.raises(ValueError, match="v2_perceptual"):
-        accel.build_run("v2", {**p2, "v2_perceptual": "vgg"}, "cpu")
+        train_cli.build_run("v2", {**p2, "v2_perceptual": "vgg"}, "cpu")

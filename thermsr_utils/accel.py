@@ -1,11 +1,7 @@
 """Faster execution of the same training recipe: on-device training batches, execution settings, several GPUs.
 
-Three parts, all used by ``thermsr_utils.train.fit``:
+Two parts, both used by ``thermsr_utils.train.fit``:
 
-- ``area_downsample``: OpenCV's ``INTER_AREA`` reduction by an integer factor, reproduced bit for bit on
-  uint8 tensors (any device) and NumPy arrays. For a factor s each LR pixel is the mean of an s×s block;
-  OpenCV rounds that mean half to even, except in its vectorised 2× path, which rounds halves up. Here the
-  block sum is taken in integers and rounded with integer arithmetic, so no float rounding is involved.
 - ``DevicePatchSampler``: the training crops decoded once into one uint8 tensor on the device; random
   windows, flips and rotations, the LR image and the float conversion all happen there. Batches hold the
   same items in the same order as ``train.make_loader``; the windows and augmentations are drawn per epoch
@@ -14,8 +10,8 @@ Three parts, all used by ``thermsr_utils.train.fit``:
   every global batch, and the loss weights that make DistributedDataParallel's gradient average equal the
   single-process gradient even for the last, smaller batch of an epoch.
 
-``python -m thermsr_utils.accel --profile paper --recipe v1`` trains one recipe from the profile's manifest
-exactly as notebook 03 (v1) or 05 (v2) configures it; start it with ``torchrun`` to use several GPUs.
+The LR operator it uses, ``data.area_downsample``, lives with the data; the command line that trains one
+recipe under ``torchrun`` is ``thermsr_utils.train_cli``.
 """
 from __future__ import annotations
 
@@ -26,56 +22,10 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
-from .data import SCALE
+from .data import area_downsample
 
-HALF_UP_SCALES = (2,)          # factors where OpenCV's INTER_AREA rounds halves up (its vectorised 2× path)
 AMP_CHOICES = (None, "bf16", "auto")
 DIHEDRAL = tuple((flip, k) for flip in (False, True) for k in range(4))   # (horizontal flip, then k·90° turns)
-
-
-# ---------------------------------------------------------------------------------------------
-# Exact INTER_AREA reduction
-# ---------------------------------------------------------------------------------------------
-def _round_block_mean(total, area: int, half_up: bool):
-    """Integer block sums → their mean ``total / area`` rounded to the nearest integer (ties: up or to even)."""
-    q = total // area
-    twice_r = 2 * (total - q * area)
-    if half_up:
-        return q + (twice_r >= area)
-    return q + ((twice_r > area) | ((twice_r == area) & (q % 2 == 1)))
-
-
-def _check_scale(scale) -> int:
-    """Return ``scale`` as an int if it is an integer ≥ 1, else raise ValueError."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
-        raise ValueError(f"scale must be an integer ≥ 1, got {scale!r}")
-    return int(scale)
-
-
-def area_downsample(x: torch.Tensor, scale: int = SCALE) -> torch.Tensor:
-    """uint8 tensor …×H×W (any device; H, W divisible by ``scale``) → uint8 …×H/s×W/s, equal to cv2 INTER_AREA."""
-    scale = _check_scale(scale)
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim < 2:
-        desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"area_downsample expects a uint8 tensor …×H×W, got {desc}")
-    *batch_dims, h, w = x.shape
-    if h % scale or w % scale:
-        raise ValueError(f"area_downsample: size {w}x{h} is not divisible by scale {scale}")
-    total = x.reshape(*batch_dims, h // scale, scale, w // scale, scale).sum(dim=(-3, -1), dtype=torch.int32)
-    return _round_block_mean(total, scale * scale, scale in HALF_UP_SCALES).to(torch.uint8)
-
-
-def area_downsample_array(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
-    """uint8 array H×W×C or N×H×W×C (OpenCV layout; H, W divisible by ``scale``) → the same at 1/scale, as INTER_AREA."""
-    scale = _check_scale(scale)
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim not in (3, 4):
-        desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
-        raise ValueError(f"area_downsample_array expects a uint8 array H×W×C or N×H×W×C, got {desc}")
-    *batch_dims, h, w, c = img.shape
-    if h % scale or w % scale:
-        raise ValueError(f"area_downsample_array: size {w}x{h} is not divisible by scale {scale}")
-    total = img.reshape(*batch_dims, h // scale, scale, w // scale, scale, c).sum(axis=(-4, -2), dtype=np.int32)
-    return _round_block_mean(total, scale * scale, scale in HALF_UP_SCALES).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,97 +393,3 @@ def wrap_ddp(model: torch.nn.Module, device) -> torch.nn.Module:
     # static_graph: the same parameters take part in every step; it also copes with trainable parameters
     # that never do (DRLN has such a block), which the default setting rejects.
     return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, static_graph=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: train one recipe as its notebook configures it (under torchrun for several GPUs)
-# ---------------------------------------------------------------------------------------------
-RECIPE_NOTEBOOKS = {"v1": "03_v1_finetune", "v2": "05_v2_finetune"}
-
-
-def notebook_parameters(recipe: str, profile: str, overrides: dict | None = None) -> dict:
-    """The parameters notebook 03 (v1) or 05 (v2) would run with: its cell's literals, the profile, overrides."""
-    from . import run
-
-    if recipe not in RECIPE_NOTEBOOKS:
-        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPE_NOTEBOOKS)}")
-    nbs = run.select(run.discover(), only=[RECIPE_NOTEBOOKS[recipe]])
-    resolved = run.resolve_parameters(nbs, profile, dict(overrides or {}))
-    return {**nbs[0].parameters, **resolved[nbs[0].name]}
-
-
-def build_run(recipe_name: str, p: dict, device: str):
-    """(recipe, loss, validation metrics, LPIPS name, perceptual term name) as the recipe's notebook builds them."""
-    from . import losses, metrics, train
-
-    lpips_metric = metrics.LPIPSMetric(device=device)
-    cap = p["max_steps_per_epoch"] or None
-    if recipe_name == "v1":
-        recipe = train.Recipe.v1(epochs=p["v1_epochs"], lr=p["v1_lr"], batch_size=p["v1_batch_size"],
-                                 patch=p["v1_patch"], val_every=p["val_every"], seed=p["seed"],
-                                 max_steps_per_epoch=cap)
-        return recipe, losses.make_loss("l1"), lpips_metric, None
-    loss_fn, term_name = losses.v2_loss(p["v2_perceptual"], lpips_metric, lpips_weight=p["lpips_weight"],
-                                        fft_weight=p["fft_weight"])
-    recipe = train.Recipe.v2(epochs=p["v2_epochs"], warmup_epochs=p["v2_warmup_epochs"], lr=p["v2_lr"],
-                             batch_size=p["v2_batch_size"], ema_decay=p["v2_ema_decay"], val_every=p["val_every"],
-                             seed=p["seed"], max_steps_per_epoch=cap)
-    return recipe, loss_fn, lpips_metric, term_name
-
-
-def main(argv=None) -> int:
-    """Command-line entry: train v1 or v2 of a profile into its checkpoints folder (rank 0 writes)."""
-    import argparse
-    import contextlib
-    import dataclasses
-
-    from . import config, data, models, run, train
-
-    ap = argparse.ArgumentParser(prog="python -m thermsr_utils.accel",
-                                 description="Train one recipe as its notebook would; start it with torchrun "
-                                             "to train on several GPUs (DistributedDataParallel).")
-    ap.add_argument("--profile", default=config.DEFAULT_PROFILE, choices=config.PROFILE_NAMES)
-    ap.add_argument("--recipe", required=True, choices=sorted(RECIPE_NOTEBOOKS))
-    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="override a parameter of the recipe's notebook (as with thermsr_utils.run)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model for the training steps")
-    ap.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
-                    help="device data pipeline + channels_last (auto: on for CUDA)")
-    args = ap.parse_args(argv)
-
-    p = notebook_parameters(args.recipe, args.profile, {k: run.parse_value(v) for k, v in args.p})
-    device = config.resolve_device(p["device"])
-    info = init_distributed(torch.device(device).type)
-    device = str(rank_device(device, info))
-    paths = config.setup(args.profile, p["seed"]) if info.is_main else config.run_paths(args.profile)
-    if not info.is_main:
-        config.seed_everything(p["seed"])
-    recipe, loss_fn, lpips_metric, term_name = build_run(args.recipe, p, device)
-    recipe = dataclasses.replace(recipe, compile=args.compile,
-                                 fast={"auto": None, "on": True, "off": False}[args.fast])
-    records = data.load_verified_manifest(paths)["records"]
-    patch, augment = (recipe.patch, False) if args.recipe == "v1" else (None, True)
-    train_set, val_sets = train.datasets_from_manifest(paths.crops, records, patch=patch, augment=augment,
-                                                       seed=p["seed"])
-    model, init_info = models.load_model(p["backbone"], source=p["weights"], standin_dir=paths.models / "standin",
-                                         device=device)
-    more = {"lpips": lpips_metric.name}
-    if term_name is not None:
-        more["perceptual_term"] = term_name
-    # rank 0 holds the artifacts folder as the notebook runner does, so no other run writes there meanwhile
-    with run.run_lock(paths) if info.is_main else contextlib.nullcontext():
-        result = train.fit(model, train_set, val_sets, loss_fn, recipe, paths.checkpoints / args.recipe,
-                           metrics=train.default_metrics(lpips_metric), device=device, resume=p["resume"],
-                           extra_meta=train.run_meta(paths.manifest, init_info, **more), progress=info.is_main)
-    if info.is_main:
-        print(f"kept epoch {result['best_epoch']} ({recipe.select_metric} {result['best_value']:.4g}) "
-              f"-> {result['best_dir']}")
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

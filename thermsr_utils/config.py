@@ -574,6 +574,21 @@ def record_provenance(paths: RunPaths, **entries) -> dict:
     return current
 
 
+def code_version() -> str:
+    """The package version, with '+g<short commit>' when run from a git checkout."""
+    import subprocess
+
+    from . import __version__
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        suffix = f"+g{out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        suffix = ""
+    return __version__ + suffix
+
+
 def provenance(paths: RunPaths) -> dict:
     """The run's provenance so far (empty before notebook 01 ran)."""
     from .io import read_json

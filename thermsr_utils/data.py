@@ -17,6 +17,7 @@ import numpy as np
 from . import io
 
 SCALE = 4
+DATASET_LABELS = {"sftl54": "SF-TL54", "thermeval": "ThermEval-D"}   # manifest name → label in tables
 
 
 def make_lr(hr: np.ndarray, scale: int = SCALE) -> np.ndarray:
@@ -30,6 +31,59 @@ def make_lr(hr: np.ndarray, scale: int = SCALE) -> np.ndarray:
     if h % scale or w % scale:
         raise ValueError(f"HR size {w}x{h} is not divisible by scale {scale}")
     return cv2.resize(hr, (w // scale, h // scale), interpolation=cv2.INTER_AREA)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact INTER_AREA reduction, on tensors (any device) and arrays
+# ---------------------------------------------------------------------------------------------
+# OpenCV's INTER_AREA reduction by an integer factor, reproduced bit for bit (``make_lr`` is the reference): each
+# LR pixel is the mean of an s×s block, rounded half to even except in OpenCV's vectorised 2× path, which rounds
+# halves up. The block sum is taken in integers and rounded with integer arithmetic: no float rounding at all.
+HALF_UP_SCALES = (2,)          # factors where OpenCV's INTER_AREA rounds halves up (its vectorised 2× path)
+
+
+def _round_block_mean(total, area: int, half_up: bool):
+    """Integer block sums → their mean ``total / area`` rounded to the nearest integer (ties: up or to even)."""
+    q = total // area
+    twice_r = 2 * (total - q * area)
+    if half_up:
+        return q + (twice_r >= area)
+    return q + ((twice_r > area) | ((twice_r == area) & (q % 2 == 1)))
+
+
+def _check_scale(scale) -> int:
+    """Return ``scale`` as an int if it is an integer ≥ 1, else raise ValueError."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be an integer ≥ 1, got {scale!r}")
+    return int(scale)
+
+
+def area_downsample(x, scale: int = SCALE):
+    """uint8 torch tensor …×H×W (any device; H, W divisible by ``scale``) → uint8 …×H/s×W/s, equal to cv2 INTER_AREA."""
+    import torch
+
+    scale = _check_scale(scale)
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim < 2:
+        desc = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"area_downsample expects a uint8 tensor …×H×W, got {desc}")
+    *batch_dims, h, w = x.shape
+    if h % scale or w % scale:
+        raise ValueError(f"area_downsample: size {w}x{h} is not divisible by scale {scale}")
+    total = x.reshape(*batch_dims, h // scale, scale, w // scale, scale).sum(dim=(-3, -1), dtype=torch.int32)
+    return _round_block_mean(total, scale * scale, scale in HALF_UP_SCALES).to(torch.uint8)
+
+
+def area_downsample_array(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
+    """uint8 array H×W×C or N×H×W×C (OpenCV layout; H, W divisible by ``scale``) → the same at 1/scale, as INTER_AREA."""
+    scale = _check_scale(scale)
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim not in (3, 4):
+        desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise ValueError(f"area_downsample_array expects a uint8 array H×W×C or N×H×W×C, got {desc}")
+    *batch_dims, h, w, c = img.shape
+    if h % scale or w % scale:
+        raise ValueError(f"area_downsample_array: size {w}x{h} is not divisible by scale {scale}")
+    total = img.reshape(*batch_dims, h // scale, scale, w // scale, scale, c).sum(axis=(-4, -2), dtype=np.int32)
+    return _round_block_mean(total, scale * scale, scale in HALF_UP_SCALES).astype(np.uint8)
 
 
 def bgr_to_tensor(img: np.ndarray):

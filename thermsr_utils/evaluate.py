@@ -18,8 +18,7 @@ import numpy as np
 from . import data
 from .io import atomic_write_csv_and_md, atomic_write_json, atomic_write_text, read_image, read_json, write_png
 
-DATASET_LABELS = {"sftl54": "SF-TL54", "thermeval": "ThermEval-D"}
-SPLITS = ("all", "SF-TL54", "ThermEval-D")
+SPLITS = ("all", *data.DATASET_LABELS.values())
 ROW_FIELDS = ["id", "dataset", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists", "lpips_vgg",
               "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px", "nose_gt_err_hr", "nose_gt_err_sr"]
 TABLE_COLUMNS = [("method", "Method"), ("split", "Split"), ("n", "N"), ("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"),
@@ -179,7 +178,7 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
                      ) -> dict[str, list[dict]]:
     """Score several methods on the same records, batch by batch: {name: one row per crop}.
 
-    Work is batched: the LR images of a batch come from one ``accel.area_downsample_array`` call (equal to
+    Work is batched: the LR images of a batch come from one ``data.area_downsample_array`` call (equal to
     ``data.make_lr``), the SR and the learned metrics run batched on the scorer's device, and the crops of the
     next batch are read from disk in a background thread while the current one is scored. Every method sees a
     batch before the next batch is read, so what the metrics compute once per HR batch (DISTS's HR features,
@@ -188,8 +187,6 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
-
-    from . import accel
 
     rows = {name: [] for name in methods}
     save_sr_dirs = save_sr_dirs or {}
@@ -201,7 +198,7 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
             hr = pending.result()
             if i + 1 < len(batches):
                 pending = reader.submit(load_crops, crops_dir, batches[i + 1])
-            lr = accel.area_downsample_array(hr, scale)
+            lr = data.area_downsample_array(hr, scale)
             gt = np.array([r["nose"] if r.get("nose") is not None else [np.nan, np.nan] for r in recs], float)
             for name, sr_fn in methods.items():
                 sr = sr_fn(lr)
@@ -276,7 +273,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for method in methods:
         for split in SPLITS:
-            sel = [r for r in rows if r["method"] == method and split in ("all", DATASET_LABELS[r["dataset"]])]
+            sel = [r for r in rows if r["method"] == method and split in ("all", data.DATASET_LABELS[r["dataset"]])]
             if not sel:
                 continue
             err = np.array([r["nose_err_px"] for r in sel], float)
@@ -345,7 +342,7 @@ def bicubic_psnr_by_dataset(crops_dir, records, split="test", scale=data.SCALE) 
         recs = [r for r in chosen if name in ("all", r["dataset"])]
         hr = load_crops(crops_dir, recs)
         sr = sr_fn(np.stack([data.make_lr(h, scale) for h in hr]))
-        out[DATASET_LABELS.get(name, name)] = float(metrics.psnr(sr, data.bgr_to_tensor(hr)).mean())
+        out[data.DATASET_LABELS.get(name, name)] = float(metrics.psnr(sr, data.bgr_to_tensor(hr)).mean())
     return out
 
 

@@ -166,7 +166,7 @@ def crop_grid(crops_dir, records, out_path, *, split="test", per_dataset=6, capt
     """A grid of HR crops per dataset with their ground-truth nose points."""
     import cv2
 
-    from .evaluate import DATASET_LABELS
+    from .data import DATASET_LABELS
     from .io import read_image
 
     names = [d for d in ("sftl54", "thermeval") if any(r["dataset"] == d and r["split"] == split for r in records)]

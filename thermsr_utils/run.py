@@ -570,9 +570,7 @@ def publish(profile: str, dest_root: Path | None = None) -> Path:
     import platform
     import shutil
 
-    from . import __version__
     from .io import atomic_write_json, file_sha256
-    from .train import _git_suffix
 
     paths = config.run_paths(profile)
     files = sorted(paths.figures.glob("*.png"))
@@ -593,7 +591,7 @@ def publish(profile: str, dest_root: Path | None = None) -> Path:
     except ImportError:  # pragma: no cover
         device = platform.machine()
     atomic_write_json(staging / "PROVENANCE.json", {
-        "profile": profile, "code_version": __version__ + _git_suffix(),
+        "profile": profile, "code_version": config.code_version(),
         "date": datetime.date.today().isoformat(), "device": device,
         "data_manifest_sha256": file_sha256(paths.manifest) if paths.manifest.exists() else None,
         "substitutes_and_sources": config.provenance(paths), "files": [f.name for f in files],

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import DATASET_LABELS, SPLITS
+from .data import DATASET_LABELS
+from .evaluate import SPLITS
 from .io import atomic_write_csv_and_md
 
 # +1: higher is better, −1: lower is better

@@ -955,8 +955,7 @@ def datasets_from_manifest(crops_dir, records, *, patch: int | None, augment: bo
     Every crop is checked against its manifest sha256 as it is read (data.CropIntegrityError names the
     missing or changed ones).
     """
-    from .data import read_verified_crops
-    from .evaluate import DATASET_LABELS
+    from .data import DATASET_LABELS, read_verified_crops
 
     def load(recs):
         return read_verified_crops(crops_dir, recs)
@@ -977,23 +976,9 @@ def datasets_from_manifest(crops_dir, records, *, patch: int | None, augment: bo
 def run_meta(manifest_path, init_info: dict, **more) -> dict:
     """What a kept checkpoint records besides its recipe: data manifest hash, initial weights, code version,
     and the determinism settings in force (``config.determinism``)."""
-    from . import __version__
+    from .config import code_version, determinism
     from .io import file_sha256
 
-    from .config import determinism
-
     return {"manifest_sha256": file_sha256(manifest_path), "init_weights": init_info,
-            "code_version": __version__ + _git_suffix(), "lr_recipe": LR_METHOD,
+            "code_version": code_version(), "lr_recipe": LR_METHOD,
             "determinism": determinism(), **more}
-
-
-def _git_suffix() -> str:
-    """'+g<short commit>' when run from a git checkout, else ''."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        return f"+g{out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""

@@ -1,0 +1,67 @@
+"""The package's layering: no module imports, directly or through others, a module that imports it back."""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "thermsr_utils"
+
+
+def package_imports(source: str, modules: set[str]) -> set[str]:
+    """Names of the package's modules that ``source`` imports anywhere (module level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level == 1 or base == "thermsr_utils" or base.startswith("thermsr_utils."):
+                base = base.removeprefix("thermsr_utils").lstrip(".")
+                if base:
+                    found.add(base.split(".")[0])
+                else:
+                    found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("thermsr_utils."))
+    return found & modules
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    files = {p.stem: p for p in package.glob("*.py") if p.stem != "__init__"}
+    return {name: package_imports(p.read_text(encoding="utf-8"), set(files)) - {name} for name, p in files.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, …, a], or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle_and_only_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_import_scan_sees_every_import_form():
+    src = ("from . import data, io\nfrom .train import fit\nimport thermsr_utils.models\n"
+           "def f():\n    from thermsr_utils import stats\n    from thermsr_utils.plots import x\n    from . import __version__\n")
+    assert package_imports(src, {"data", "io", "train", "models", "stats", "plots", "zoo"}) == {
+        "data", "io", "train", "models", "stats", "plots"}
+
+
+def test_the_package_has_no_import_cycle():
+    graph = import_graph()
+    assert {"train", "accel", "evaluate", "run"} <= set(graph)
+    assert find_cycle(graph) is None, f"import cycle: {' → '.join(find_cycle(graph))}"
