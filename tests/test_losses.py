@@ -176,7 +176,7 @@ def test_combined_all_zero_weights_is_an_error():
 # ------------------------------------------------------------------------------- make_loss
 def test_make_loss_recipes_and_default_weights():
     assert [(n, w) for n, w, _ in make_loss("l1").terms] == [("l1", 1.0)]
-    assert [(n, w) for n, w, _ in make_loss("l1+fft").terms] == [("l1", 1.0), ("fft", 4.0)]
+    assert [(n, w) for n, w, _ in make_loss("l1+fft").terms] == [("l1", 1.0), ("fft", 16.0)]
     assert [(n, w) for n, w, _ in make_loss("l1+fft", weight=0.5).terms] == [("l1", 1.0), ("fft", 0.5)]
     lp = make_loss("l1+lpips", lpips_metric=FakeLPIPS())
     assert [(n, w) for n, w, _ in lp.terms] == [("l1", 1.0), ("lpips", 0.05)]
@@ -207,5 +207,5 @@ def test_describe_loss_of_plain_function_and_combined():
     assert losses.describe_loss(l1_loss) == "l1_loss"
     assert losses.describe_loss(make_loss("l1+fft")) == [
         {"name": "l1", "weight": 1.0, "fn": "l1_loss"},
-        {"name": "fft", "weight": 4.0, "fn": "fft_amplitude_l1"},
+        {"name": "fft", "weight": 16.0, "fn": "fft_amplitude_l1"},
     ]

@@ -86,7 +86,6 @@ def test_single_chw_image_is_accepted():
     sr = (hr + 0.02).clamp(0, 1)
     assert M.psnr(sr, hr).shape == (1,)
     assert M.ssim(sr, hr).shape == (1,)
-    assert M.gmsd(sr, hr).shape == (1,)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,33 +245,6 @@ def test_hf_energy_ratio_rejects_bad_cutoff(cutoff):
     hr = _smooth_batch(1)
     with pytest.raises(ValueError, match="cutoff"):
         M.hf_energy_ratio(hr, hr, cutoff=cutoff)
-
-
-# ------------------------------------------------------------------------------------------------
-# gmsd
-# ------------------------------------------------------------------------------------------------
-def test_gmsd_hand_computed_step_edge_against_flat():
-    # HR: a vertical step of height a at column 8 of a 16×16 gray image; SR: all zeros.
-    # After 2×2 averaging the step sits between columns 3 and 4 of 8; the Prewitt magnitude is
-    # 255·a on those two columns and 0 elsewhere (reflected borders), SR's is 0 everywhere.
-    # GMS = c / ((255 a)² + c) on a quarter of the map and 1 elsewhere, so
-    # GMSD = (1 - GMS_edge) · sqrt(1/4 · 3/4).
-    a, c = 0.5, 170.0
-    hr = torch.zeros(1, 3, 16, 16)
-    hr[..., 8:] = a
-    sr = torch.zeros_like(hr)
-    g = c / ((255 * a) ** 2 + c)
-    expected = (1 - g) * math.sqrt(3) / 4
-    assert M.gmsd(sr, hr)[0] == pytest.approx(expected, abs=1e-9)
-    assert M.gmsd(hr, sr)[0] == pytest.approx(expected, abs=1e-9)
-
-
-def test_gmsd_identity_zero_and_grows_with_blur():
-    hr = _smooth_batch(2, size=32, sigma=1.0)
-    np.testing.assert_allclose(M.gmsd(hr, hr), 0.0, atol=1e-12)
-    g1 = M.gmsd(_blur(hr, 1.0), hr)
-    g2 = M.gmsd(_blur(hr, 2.5), hr)
-    assert np.all(g1 > 0) and np.all(g2 > g1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -474,7 +446,7 @@ def test_dists_reuses_the_hr_features_only_for_the_same_hr_batch(dists):
 # ------------------------------------------------------------------------------------------------
 # input checks
 # ------------------------------------------------------------------------------------------------
-_ALL = [M.psnr, M.ssim, M.psnr_y, M.ssim_y, M.grad_ratio, M.hf_energy_ratio, M.gmsd]
+_ALL = [M.psnr, M.ssim, M.psnr_y, M.ssim_y, M.grad_ratio, M.hf_energy_ratio]
 
 
 @pytest.mark.parametrize("fn", _ALL)

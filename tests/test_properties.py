@@ -80,6 +80,29 @@ def test_thermeval_box_is_inside_the_image_or_degenerate(width, height, pad, kee
     assert_box_inside(box, width, height, keep_square)
 
 
+# The "inside or degenerate" properties above also hold for a function that always refuses; these do not.
+@FAST
+@given(width=st.integers(200, 700), height=st.integers(200, 700), pad=pads, keep_square=st.booleans(),
+       data_=st.data())
+def test_sftl54_box_of_a_face_well_inside_is_never_degenerate(width, height, pad, keep_square, data_):
+    fx = data_.draw(arrays(np.float64, (data.N_LANDMARKS,), elements=st.floats(0.3, 0.7)))
+    fy = data_.draw(arrays(np.float64, (data.N_LANDMARKS,), elements=st.floats(0.3, 0.7)))
+    pts = np.stack([fx * width, fy * height], axis=1)
+    pts[data.OUTLINE.start] = (0.3 * width, 0.3 * height)     # the outline spans at least 40% of each side
+    pts[data.OUTLINE.stop - 1] = (0.7 * width, 0.7 * height)
+    assert_box_inside(data.sftl54_crop_box(pts, width, height, pad=pad, keep_square=keep_square),
+                      width, height, keep_square)
+
+
+@FAST
+@given(width=st.integers(200, 700), height=st.integers(200, 700), pad=pads, keep_square=st.booleans(),
+       fx=st.floats(0.1, 0.5), fy=st.floats(0.1, 0.5), fw=st.floats(0.3, 0.4), fh=st.floats(0.3, 0.4))
+def test_thermeval_box_well_inside_is_never_degenerate(width, height, pad, keep_square, fx, fy, fw, fh):
+    box = data.thermeval_crop_box([fx * width, fy * height, fw * width, fh * height], width, height, pad=pad,
+                                  keep_square=keep_square)
+    assert_box_inside(box, width, height, keep_square)
+
+
 @FAST
 @given(width=st.integers(8, 700), height=st.integers(8, 700), pad=pads)
 def test_an_all_outside_outline_is_refused(width, height, pad):

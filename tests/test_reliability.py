@@ -756,7 +756,6 @@ def test_backbone_names_match_the_model_registry():
 
     assert set(config.BACKBONE_NAMES) == set(models.ARCHITECTURES)
     assert set(config.ZOO_NAMES) == set(zoo.ZOO)
-    assert set(config.SUPPORTED_SCALES) == set(models.SUPPORTED_SCALES)
 
 
 BAD_VALUES = [
@@ -825,9 +824,9 @@ def test_rule_descriptions():
     rules = config.PARAMETER_RULES
     assert rules["v2_ema_decay"].allowed() == "a number in (0, 1)"
     assert rules["crop_size"].allowed() == "an integer ≥ 16, a multiple of 4"
-    assert rules["scale"].check("scale", 4) == 4
-    with pytest.raises(config.ParameterValueError, match="one of 2, 3, 4"):
-        rules["scale"].check("scale", 8)
+    assert rules["weights"].check("weights", "hub") == "hub"
+    with pytest.raises(config.ParameterValueError, match="one of 'auto', 'hub', 'standin', 'random'"):
+        rules["weights"].check("weights", "cloud")
     with pytest.raises(config.ParameterValueError, match="'resume'"):
         rules["resume"].check("resume", 1)
 

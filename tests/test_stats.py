@@ -281,3 +281,26 @@ def test_recommend_needs_every_pair():
     del table[("zs", "v2")]
     with pytest.raises(ValueError, match="between"):
         stats.recommend(table)
+
+
+def test_aggregate_hand_computed_means_medians_and_failures():
+    from thermsr_utils import evaluate
+
+    def row(i, dataset, psnr, err, hr_found=True, sr_found=True):
+        return {"id": f"c{i}", "dataset": dataset, "method": "m", "psnr": psnr, "ssim": 0.5 + i / 10,
+                "psnr_y": psnr + 1, "ssim_y": 0.9, "lpips": 0.1 * i, "dists": float("nan"), "lpips_vgg": 0.2,
+                "grad_ratio": 1.0, "hf_ratio": 2.0, "nose_hr_found": hr_found, "nose_sr_found": sr_found,
+                "nose_err_px": err, "nose_gt_err_hr": float("nan"), "nose_gt_err_sr": 3.0}
+
+    rows = [row(0, "sftl54", 30.0, 1.0), row(1, "sftl54", 32.0, 5.0), row(2, "thermeval", 40.0, 2.0),
+            row(3, "thermeval", 34.0, float("nan"), sr_found=False)]
+    table = {r["split"]: r for r in evaluate.aggregate(rows)}
+    assert list(table) == ["all", "SF-TL54", "ThermEval-D"]
+    assert table["all"]["n"] == 4 and table["all"]["psnr"] == pytest.approx(34.0)
+    assert table["SF-TL54"]["psnr"] == pytest.approx(31.0) and table["ThermEval-D"]["psnr"] == pytest.approx(37.0)
+    assert table["all"]["ssim"] == pytest.approx(0.65) and table["all"]["lpips"] == pytest.approx(0.15)
+    assert table["all"]["nose_median"] == pytest.approx(2.0) and table["all"]["nose_mean"] == pytest.approx(8 / 3)
+    assert table["SF-TL54"]["nose_median"] == pytest.approx(3.0)
+    assert (table["all"]["nose_failed"], table["all"]["nose_failed_sr"], table["all"]["nose_failed_hr"]) == (1, 1, 0)
+    assert table["ThermEval-D"]["nose_median"] == pytest.approx(2.0) and table["ThermEval-D"]["nose_failed"] == 1
+    assert math.isnan(table["all"]["dists"])          # not computed anywhere: NaN, not 0

@@ -152,7 +152,6 @@ PROFILES: dict[str, dict] = {
 BACKBONE_NAMES = ("drln", "a2n", "edsr-base", "msrn", "pan", "pan-small", "pan-tiny")
 # The registry-pretrained networks of thermsr_utils.zoo (also repeated to keep torch out; tested equal).
 ZOO_NAMES = ("dat-light", "srresnet", "waifu2x-photo")
-SUPPORTED_SCALES = (2, 3, 4)       # what super-image offers
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _POINT_VALUE = r"[a-z0-9_]+=[A-Za-z0-9_.+-]+"
@@ -319,7 +318,6 @@ PARAMETER_RULES: dict[str, Rule] = {
     # 02-06: models, metrics, nose model
     "backbone": Rule("backbone"),
     "zero_shot_models": Rule("backbones"),
-    "scale": _choice(*SUPPORTED_SCALES),
     "weights": _choice("auto", "hub", "standin", "random"),
     "build_standin": _BOOL,
     "standin_steps": _POSITIVE,

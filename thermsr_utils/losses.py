@@ -8,7 +8,7 @@ The training loop receives the loss as an argument (``thermsr_utils.train.fit``)
 
 - ``"l1"``        v1: L1 on the unclamped output.
 - ``"l1+lpips"``  v2: L1 + 0.05 · LPIPS on the clamped output (LPIPS expects [-1, 1]; the metric scales).
-- ``"l1+fft"``    the offline stand-in for v2: L1 + 4 · L1 between FFT amplitude spectra.
+- ``"l1+fft"``    a non-learned option for v2: L1 + 16 · L1 between FFT amplitude spectra.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from torch import nn
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-DEFAULT_WEIGHTS = {"lpips": 0.05, "fft": 4.0}
+DEFAULT_WEIGHTS = {"lpips": 0.05, "fft": 16.0}
 LOSS_NAMES = ("l1", "l1+lpips", "l1+fft")
 
 

@@ -1,5 +1,5 @@
 """Image-quality metrics for SR outputs: the write-up's PSNR/SSIM/LPIPS, the literature's Y-channel
-PSNR/SSIM, two sharpness-fidelity ratios and GMSD.
+PSNR/SSIM, two sharpness-fidelity ratios and DISTS.
 
 Inputs everywhere: float RGB tensors ``sr`` and ``hr`` of the same shape, N×3×H×W (a single 3×H×W
 image is treated as N = 1), nominally in [0, 1]. ``hr`` must lie in [0, 1]; ``sr`` may stray slightly
@@ -31,8 +31,6 @@ Y_OFFSET = 16.0
 Y_WEIGHTS = (65.481, 128.553, 24.966)
 # Tolerance on hr's [0, 1] range (an HR image read from uint8 lies exactly inside it).
 HR_RANGE_TOL = 1e-3
-# GMSD stability constant for images on a [0, 255] scale (Xue et al., 2014).
-GMSD_C = 170.0
 # Seed of the random AlexNet trunk of the offline LPIPS stand-in.
 STANDIN_SEED = 0
 
@@ -235,43 +233,6 @@ def hf_energy_ratio(sr, hr, cutoff: float = 0.25) -> torch.Tensor:
     if min(sr.shape[-2:]) < 4:
         raise ValueError(f"hf_energy_ratio needs images of at least 4×4, got {tuple(sr.shape[-2:])}")
     return _ratio(_hf_energy(rgb_to_luma(sr), cutoff), _hf_energy(rgb_to_luma(hr), cutoff))
-
-
-# ---------------------------------------------------------------------------------------------
-# GMSD: a non-learned full-reference quality metric
-# ---------------------------------------------------------------------------------------------
-def _gradient_magnitude(y: np.ndarray) -> np.ndarray:
-    """H×W float → H×W Prewitt gradient magnitude sqrt(gx² + gy²) (GMSD's kernels, normalised by 3)."""
-    from skimage.filters import prewitt_h, prewitt_v
-
-    return np.hypot(prewitt_h(y), prewitt_v(y))
-
-
-def gmsd(sr, hr) -> np.ndarray:
-    """(N,) float64 GMSD, Gradient Magnitude Similarity Deviation (Xue et al., 2014); 0 = identical.
-
-    A non-learned full-reference quality metric; lower is better. On the BT.601 full-range luma
-    (0-255 scale, sr clamped): both images are averaged over 2×2 blocks (odd sizes lose their last
-    row/column), Prewitt gradient magnitudes m are taken with scikit-image's filters, the similarity
-    map is (2 m_sr m_hr + c) / (m_sr² + m_hr² + c) with c = 170, and GMSD is its population standard
-    deviation. Borders are reflected where the authors' MATLAB
-    code zero-pads, so values differ slightly from that code.
-    """
-    from skimage.transform import downscale_local_mean
-
-    sr, hr = _prepare(sr, hr)
-    ys, yh = rgb_to_luma(sr).mul(255.0).numpy(), rgb_to_luma(hr).mul(255.0).numpy()
-    h, w = ys.shape[-2:]
-    h2, w2 = h - h % 2, w - w % 2
-    if min(h2, w2) < 4:
-        raise ValueError(f"gmsd needs images of at least 4×4, got {h}×{w}")
-    out = []
-    for a, b in zip(ys, yh):
-        ma = _gradient_magnitude(downscale_local_mean(a[:h2, :w2], (2, 2)))
-        mb = _gradient_magnitude(downscale_local_mean(b[:h2, :w2], (2, 2)))
-        gms = (2.0 * ma * mb + GMSD_C) / (ma ** 2 + mb ** 2 + GMSD_C)
-        out.append(gms.std())
-    return np.array(out, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------

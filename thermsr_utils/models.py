@@ -65,9 +65,6 @@ ARCHITECTURES: dict[str, Architecture] = {
     "pan-tiny": Architecture(super_image.PanModel, super_image.PanConfig, None, {"nf": 8, "unf": 8, "nb": 1}),
 }
 
-# The backbone each profile starts from (the paper's DRLN needs a GPU to finetune).
-PROFILE_ARCH = {"smoke": "pan-tiny", "demo": "pan-small", "paper": "drln"}
-
 # Photographs that ship inside scikit-image (no download); the last one is held out for evaluation.
 STANDIN_TRAIN_IMAGES = ("astronaut", "camera", "coffee", "rocket", "brick", "grass", "gravel")
 STANDIN_HOLDOUT_IMAGE = "chelsea"

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import __version__, accel
 from .data import SCALE, bgr_to_tensor, make_lr
-from .io import atomic_path, atomic_write_json, read_image, read_json
+from .io import atomic_path, atomic_write_json, read_json
 from .losses import describe_loss
 
 STATE_FILE = "state.pt"
@@ -95,11 +95,6 @@ class SRPatchDataset(Dataset):
         self.augment = bool(augment)
         self.seed = int(seed)
         self.epoch = 0
-
-    @classmethod
-    def from_files(cls, paths, names=None, **kwargs) -> "SRPatchDataset":
-        """Read the HR crops from image files (BGR uint8 via ``io.read_image``) and build the dataset."""
-        return cls([read_image(p) for p in paths], names=names, **kwargs)
 
     def __len__(self) -> int:
         return len(self.images)
