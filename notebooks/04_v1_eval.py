@@ -54,15 +54,16 @@ caption = evaluate.caption(profile, config.provenance(paths))
 
 # %%
 zs_name = f"zero-shot {backbone}"
-zero_shot_rows = evaluate.read_rows(evaluate.result_stem(paths.results, zs_name).with_suffix(".csv"))
+zero_shot_rows = evaluate.read_method(paths.results, zs_name)
 v1_model, v1_info = models.load_model(paths.checkpoints / "v1" / train.BEST_DIR, device=device)
 locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
 scorer = evaluate.make_scorer(locator, device=device)
 v1_rows = evaluate.evaluate_method("v1 L1", evaluate.model_method(v1_model, batch_size, device), paths.crops, test,
-                                   scorer, batch_size=batch_size, save_sr_dir=paths.results / "sr" / "v1_L1")
-evaluate.write_rows(v1_rows, paths.results / "v1_L1.csv", {"method": "v1 L1", "weights": v1_info,
-                                                           "profile": profile, "provenance": config.provenance(paths),
-                                                           "instruments": scorer.instruments()})
+                                   scorer, batch_size=batch_size,
+                                   save_sr_dir=evaluate.result_stem(paths.results / "sr", "v1 L1"))
+evaluate.write_rows(v1_rows, evaluate.result_stem(paths.results, "v1 L1").with_suffix(".csv"),
+                    {"method": "v1 L1", "weights": v1_info, "profile": profile,
+                     "provenance": config.provenance(paths), "instruments": scorer.instruments()})
 
 # %% [markdown]
 # ## Zero-shot against v1, in the write-up's layout
@@ -91,7 +92,7 @@ v1_finding = findings.finding_v1(diffs, findings.reported_differences("zero-shot
 display(Markdown(v1_finding["markdown"]))
 
 # %%
-bicubic_rows = [r for r in evaluate.read_rows(paths.results / "bicubic.csv") if r["id"] in table_ids]
+bicubic_rows = [r for r in evaluate.read_method(paths.results, "bicubic") if r["id"] in table_ids]
 vs_bicubic = stats.find(stats.compare(bicubic_rows + v1_rows, "bicubic", "v1 L1", ids=table_ids, metrics=("psnr",),
                                       n_boot=bootstrap_samples, seed=seed), "psnr")
 display(Markdown(f"v1 against **bicubic** on the same {vs_bicubic['n']} crops: {vs_bicubic['new_value']:.2f} dB vs "

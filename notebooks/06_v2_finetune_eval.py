@@ -60,12 +60,12 @@ v2_model, v2_info = models.load_model(paths.checkpoints / "v2" / train.BEST_DIR,
 locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
 scorer = evaluate.make_scorer(locator, device=device)
 v2_rows = evaluate.evaluate_method("v2 perceptual", evaluate.model_method(v2_model, batch_size, device), paths.crops,
-                                   test, scorer, batch_size=batch_size, save_sr_dir=paths.results / "sr" / "v2_perceptual")
-evaluate.write_rows(v2_rows, paths.results / "v2_perceptual.csv",
+                                   test, scorer, batch_size=batch_size,
+                                   save_sr_dir=evaluate.result_stem(paths.results / "sr", "v2 perceptual"))
+evaluate.write_rows(v2_rows, evaluate.result_stem(paths.results, "v2 perceptual").with_suffix(".csv"),
                     {"method": "v2 perceptual", "weights": v2_info, "profile": profile, "provenance": prov,
                      "instruments": scorer.instruments()})
-rows = (evaluate.read_rows(paths.results / "bicubic.csv") + evaluate.read_rows(evaluate.result_stem(paths.results, zs_name).with_suffix(".csv"))
-        + evaluate.read_rows(paths.results / "v1_L1.csv") + v2_rows)
+rows = [r for name in ("bicubic", zs_name, "v1 L1") for r in evaluate.read_method(paths.results, name)] + v2_rows
 
 # %% [markdown]
 # ## The three-way table

@@ -99,15 +99,14 @@ caption = evaluate.caption(profile, prov)
 ids = {r["id"] for r in table}
 # the main run's v1 and v2 were scored by notebooks 04 and 06 with the same instruments: their rows are reused
 main_rows = {paths.checkpoints / "v1" / train.BEST_DIR: "v1 L1", paths.checkpoints / "v2" / train.BEST_DIR: "v2 perceptual"}
-scored = {ckpt: [r for r in evaluate.read_rows(evaluate.result_stem(paths.results, name).with_suffix(".csv"))
-                 if r["id"] in ids] for ckpt, name in main_rows.items()}
+scored = {ckpt: [r for r in evaluate.read_method(paths.results, name) if r["id"] in ids]
+          for ckpt, name in main_rows.items()}
 scored |= frontier.score([e for e in entries if e.checkpoint not in scored], paths.crops, table, scorer,
                          batch_size=batch_size, device=device)
 rows = [{**r, "method": e.label} for e in entries for r in scored[e.checkpoint]]
 references = {"bicubic": "bicubic", f"zero-shot {backbone}": f"zero-shot {backbone}", "v1 L1": "v1 (main run)"}
 for name, label in references.items():
-    rows += [{**r, "method": label} for r in evaluate.read_rows(evaluate.result_stem(paths.results, name).with_suffix(".csv"))
-             if r["id"] in ids]
+    rows += [{**r, "method": label} for r in evaluate.read_method(paths.results, name) if r["id"] in ids]
 summary = {r["method"]: r for r in frontier.summarise(rows, dict.fromkeys(r["method"] for r in rows),
                                                       n_boot=bootstrap_samples, seed=seed)}
 by_group = {g: [summary[e.label] for e in entries if e.group == g] for g in ("lambda", "v1 seed", "v2 seed", "ema", "raw")}

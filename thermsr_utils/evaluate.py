@@ -249,6 +249,11 @@ def result_stem(results_dir, method: str) -> Path:
     return Path(results_dir) / method.replace(" ", "_")
 
 
+def read_method(results_dir, method: str) -> list[dict]:
+    """The per-crop rows of ``method`` that a notebook wrote into ``results_dir`` (``result_stem`` + .csv)."""
+    return read_rows(result_stem(results_dir, method).with_suffix(".csv"))
+
+
 def zero_shot_weights(results_dir) -> dict[str, dict]:
     """{method: weights info} of every zero-shot model notebook 02 scored (its ``zero-shot_*.json`` files)."""
     found = {}
