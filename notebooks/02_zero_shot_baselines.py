@@ -46,12 +46,9 @@ device = "auto"  # auto | cpu | cuda
 # %%
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, downstream, evaluate, io, models, plots, stats
+from thermsr_utils import config, data, downstream, evaluate, findings, io, models, plots, stats
 
-paths = config.setup(profile, seed, sweep_point=sweep_point)
-device = config.resolve_device(device)
-manifest = data.load_verified_manifest(paths)  # every crop checked against its manifest hash
-records = manifest["records"]
+paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 test = [r for r in records if r["split"] == "test"]
 table_ids = {r["id"] for r in evaluate.table_subset(records, table_per_dataset)}
 print(f"{len(test)} test crops; the tables use {len(table_ids)} of them; device {device}")
@@ -179,8 +176,10 @@ for name, g in gains.items():
     p = stats.find(g, "psnr")
     lines.append(f"* **{name}**: {p['new_value']:.2f} dB against bicubic's {p['base_value']:.2f} dB, "
                  f"{stats.format_diff(p)} ({p['verdict']}); LPIPS {stats.format_diff(stats.find(g, 'lpips'))}")
-display(Markdown(f"Zero-shot gains over bicubic on this run's {stats.find(g, 'psnr')['n']} table crops "
-                 "(the write-up measured DRLN at 36.89 dB against bicubic's 34.4 dB, +2.5 dB):\n\n" + "\n".join(lines)))
+drln = next(r for r in findings.reported_table() if r["method"] == "zero-shot" and r["split"] == "all")["psnr"]
+display(Markdown(f"Zero-shot gains over bicubic on this run's {stats.find(g, 'psnr')['n']} table crops (the write-up "
+                 f"measured DRLN at {drln:.2f} dB against bicubic's {findings.REPORTED_BICUBIC_PSNR:.1f} dB, "
+                 f"{drln - findings.REPORTED_BICUBIC_PSNR:+.1f} dB):\n\n" + "\n".join(lines)))
 
 # %% [markdown]
 # ## What the methods look like
@@ -189,22 +188,10 @@ display(Markdown(f"Zero-shot gains over bicubic on this run's {stats.find(g, 'ps
 # enlarges the region around the nose.
 
 # %%
-import numpy as np
-
 picks = [r for r in test if r["id"] in table_ids]
 picks = [r for r in picks if r["dataset"] == "sftl54"][:2] + [r for r in picks if r["dataset"] == "thermeval"][:2]
-panel_rows, zooms = [], []
-for rec in picks:
-    hr = evaluate.load_crops(paths.crops, [rec])[0]
-    lr = data.make_lr(hr)
-    outs = [evaluate.load_crops(evaluate.result_stem(paths.results / "sr", m), [{"path": f"{rec['id']}.png"}])[0]
-            for m in methods]
-    panel_rows.append([hr, lr, *outs])
-    nx, ny = rec["nose"] if rec.get("nose") else (96, 96)
-    x0, y0 = int(np.clip(nx - 32, 0, 128)), int(np.clip(ny - 40, 0, 128))
-    zooms.append((x0, y0, x0 + 64, y0 + 64))
-fig = plots.comparison_panel(panel_rows, ["HR", "LR (nearest)", *methods], paths.figures / "zero_shot_panel.png",
-                             zoom=zooms, caption=caption, title="Zero-shot ×4 on thermal test crops")
+fig = plots.method_panel(paths.crops, paths.results / "sr", picks, methods, paths.figures / "zero_shot_panel.png",
+                         caption=caption, title="Zero-shot ×4 on thermal test crops")
 fig
 
 # %%

@@ -17,20 +17,13 @@
 # # 03 · Finetuning v1: the pixel-loss recipe
 #
 # The write-up's first recipe bends the RGB-pretrained backbone toward thermal images with the plainest
-# possible objective: the L1 distance between the super-resolved patch and the HR patch.
-#
-# | setting | the write-up (`paper` profile) |
-# |---|---|
-# | loss | L1 on the unclamped output |
-# | optimiser | AdamW, lr 1e-5, weight decay 1e-5 |
-# | schedule | cosine over 60 epochs, stepped per epoch |
-# | batch | 16 random 128×128 HR patches (LR made on the fly, INTER_AREA ÷4), no augmentation |
-# | kept checkpoint | best validation PSNR, validated every 5 epochs |
+# possible objective: the L1 distance between the super-resolved patch and the HR patch, on random 128×128 HR
+# patches whose LR is made on the fly (INTER_AREA ÷4), with AdamW and a cosine schedule.
 #
 # The `demo` and `smoke` profiles keep the recipe's shape but size it for a CPU: a smaller backbone (a
 # genuinely pretrained one in the demo, a tiny stand-in in smoke), a few epochs and a higher learning rate (a
-# few minutes of training do not move a network at 1e-5). The values used are printed below and saved with the
-# checkpoint.
+# few minutes of training do not move a network at 1e-5). The recipe table below sets this run's values beside
+# the write-up's reported protocol; they are saved with the checkpoint.
 
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper
@@ -52,11 +45,9 @@ import math
 
 from IPython.display import Markdown, display
 
-from thermsr_utils import bench, config, data, evaluate, losses, metrics, models, plots, stats, train
+from thermsr_utils import bench, config, data, evaluate, models, plots, recipes, stats, train
 
-paths = config.setup(profile, seed, sweep_point=sweep_point)
-device = config.resolve_device(device)
-records = data.load_verified_manifest(paths)["records"]  # every crop checked against its hash
+paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 caption = evaluate.caption(profile, config.provenance(paths))
 
 # %% [markdown]
@@ -66,10 +57,11 @@ caption = evaluate.caption(profile, config.provenance(paths))
 # crops, scored separately for each dataset so that the two domains' progress can be watched apart.
 
 # %%
-train_set, val_sets = train.datasets_from_manifest(paths.crops, records, patch=v1_patch, augment=False, seed=seed)
+model, init_info = models.load_model(backbone, source=weights, standin_dir=paths.models / "standin", device=device)
+built = recipes.build("v1", globals(), paths.crops, records, device)  # reads this notebook's parameters by name
+train_set, val_sets, recipe = built.train_set, built.val_sets, built.recipe
 print(train_set.describe())
 print({k: len(v) for k, v in val_sets.items()}, "validation crops")
-model, init_info = models.load_model(backbone, source=weights, standin_dir=paths.models / "standin", device=device)
 print(f"{backbone}: {init_info['source']} weights, {init_info['n_params']:,} parameters")
 
 # %% [markdown]
@@ -116,24 +108,22 @@ if candidates:
     display(Markdown(words))
 print(f"finetuning {models.weights_label(backbone, init_info)}")
 
+# %% [markdown]
+# ## The recipe, beside the write-up's
+
 # %%
-recipe = train.Recipe.v1(epochs=v1_epochs, lr=v1_lr, batch_size=v1_batch_size, patch=v1_patch,
-                         val_every=val_every, seed=seed, max_steps_per_epoch=max_steps_per_epoch or None,
-                         val_at_start=not sweep_point)  # a sweep point starts where the main run did
-recipe.to_dict()
+display(Markdown(recipes.protocol_table(recipe)))
 
 # %% [markdown]
 # ## Training
 #
-# The loss is built here and handed to the one training loop that v2 also uses. A resumable state is saved
+# The loss built with the recipe is handed to the one training loop that v2 also uses. A resumable state is saved
 # after every epoch; `-p resume True` picks an interrupted run up where it stopped.
 
 # %%
-loss_fn = losses.make_loss("l1")
-lpips_metric = metrics.LPIPSMetric(device=device)
-result = train.fit(model, train_set, val_sets, loss_fn, recipe, paths.checkpoints / "v1",
-                   metrics=train.default_metrics(lpips_metric), device=device, resume=resume,
-                   extra_meta=train.run_meta(paths.manifest, init_info, lpips=lpips_metric.name))
+result = train.fit(model, train_set, val_sets, built.loss_fn, recipe, paths.checkpoints / "v1",
+                   metrics=train.default_metrics(built.lpips_metric), device=device, resume=resume,
+                   extra_meta=built.meta(paths.manifest, init_info))
 history = result["history"]
 print(f"kept epoch {result['best_epoch']} (validation PSNR {result['best_value']:.2f} dB) -> {result['best_dir']}")
 

@@ -16,18 +16,14 @@
 # %% [markdown]
 # # 05 · Finetuning v2: the perceptual recipe
 #
-# v1 optimised pixels and lost detail. The write-up's v2 changes five things at once:
-#
-# | change | v1 | v2 (`paper` profile) |
-# |---|---|---|
-# | loss | L1 | L1 + 0.05 · LPIPS(AlexNet), LPIPS on the clamped output scaled to [-1, 1] |
-# | patches | random 128×128 | the whole 192×192 crop |
-# | augmentation | none | random horizontal flip and rotation by a multiple of 90° |
-# | schedule | cosine, 60 epochs, lr 1e-5 | 5 epochs linear warmup, then cosine to 200 epochs, peak lr 2e-5 |
-# | kept weights | the trained model | an EMA copy (decay 0.999, updated every step), validated and kept on its own |
+# v1 optimised pixels and lost detail. The write-up's v2 changes five things at once: the loss (L1 + λ·LPIPS
+# on AlexNet, LPIPS on the clamped output scaled to [-1, 1]), the patches (the whole 192×192 crop instead of a
+# random 128×128), augmentation (random flips and rotations by multiples of 90°), the schedule (a linear warmup,
+# then cosine) and the kept weights (an EMA copy updated every step, validated and kept on its own). The
+# recipe table below sets this run's values beside the write-up's reported protocol.
 #
 # **LPIPS works offline.** Its ImageNet AlexNet trunk is read from torchvision's cache when present, else
-# from the registry copy notebook 02 describes; the term is the real one, as a loss exactly as as a metric.
+# from the registry copy notebook 02 describes; the term is the real one, as a loss exactly as a metric.
 #
 # **λ picks the point on the perception–distortion frontier.** The write-up's 0.05 acted on DRLN (34.6 M
 # parameters) over 200 epochs. The demo runs the same λ = 0.05 on the registry-pretrained SRResNet (1.5 M) for
@@ -60,45 +56,31 @@ device = "auto"  # auto | cpu | cuda
 # %%
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, evaluate, io, losses, metrics, models, plots, train
+from thermsr_utils import config, data, evaluate, io, models, plots, recipes, train
 
-paths = config.setup(profile, seed, sweep_point=sweep_point)
-device = config.resolve_device(device)
-records = data.load_verified_manifest(paths)["records"]  # every crop checked against its hash
+paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 
 # %% [markdown]
-# ## The perceptual term
-
-# %%
-lpips_metric = metrics.LPIPSMetric(device=device)
-loss_fn, term_name = losses.v2_loss(v2_perceptual, lpips_metric, lpips_weight=lpips_weight, fft_weight=fft_weight)
-prov = config.record_provenance(paths, v2_loss=f"L1 + {term_name}")
-caption = evaluate.caption(profile, prov)
-print("v2 loss: L1 +", term_name)
-
-# %% [markdown]
-# ## Data, starting point and recipe
+# ## Data, starting point, loss and recipe
 #
 # The same training crops as v1, now whole and augmented; v2 starts from the same RGB-pretrained weights as v1
 # did, not from v1.
 
 # %%
-train_set, val_sets = train.datasets_from_manifest(paths.crops, records, patch=None, augment=True, seed=seed)
+built = recipes.build("v2", globals(), paths.crops, records, device)  # reads this notebook's parameters by name
 model, init_info = models.load_model(backbone, source=weights, standin_dir=paths.models / "standin", device=device)
-recipe = train.Recipe.v2(epochs=v2_epochs, warmup_epochs=v2_warmup_epochs, lr=v2_lr, batch_size=v2_batch_size,
-                         ema_decay=v2_ema_decay, val_every=val_every, seed=seed,
-                         max_steps_per_epoch=max_steps_per_epoch or None,
-                         val_at_start=not sweep_point)  # a sweep point starts where the main run did
-recipe.to_dict()
+term_name, recipe = built.term_name, built.recipe
+prov = config.record_provenance(paths, v2_loss=f"L1 + {term_name}")
+caption = evaluate.caption(profile, prov)
+display(Markdown(recipes.protocol_table(recipe, term_name)))
 
 # %% [markdown]
 # ## Training
 
 # %%
-result = train.fit(model, train_set, val_sets, loss_fn, recipe, paths.checkpoints / "v2",
-                   metrics=train.default_metrics(lpips_metric), device=device, resume=resume,
-                   extra_meta=train.run_meta(paths.manifest, init_info, lpips=lpips_metric.name,
-                                             perceptual_term=term_name))
+result = train.fit(model, built.train_set, built.val_sets, built.loss_fn, recipe, paths.checkpoints / "v2",
+                   metrics=train.default_metrics(built.lpips_metric), device=device, resume=resume,
+                   extra_meta=built.meta(paths.manifest, init_info))
 history = result["history"]
 print(f"kept epoch {result['best_epoch']} of the EMA copy (validation PSNR {result['best_value']:.2f} dB)")
 

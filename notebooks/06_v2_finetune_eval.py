@@ -33,16 +33,11 @@ batch_size = 8  # inference batch size
 device = "auto"  # auto | cpu | cuda
 
 # %%
-import csv
-
-import numpy as np
 from IPython.display import Markdown, display
 
 from thermsr_utils import config, data, downstream, evaluate, findings, io, models, plots, stats, train
 
-paths = config.setup(profile, seed, sweep_point=sweep_point)
-device = config.resolve_device(device)
-records = data.load_verified_manifest(paths)["records"]  # every crop checked against its hash
+paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 test = [r for r in records if r["split"] == "test"]
 table_ids = {r["id"] for r in evaluate.table_subset(records, table_per_dataset)}
 prov = config.provenance(paths)
@@ -100,17 +95,8 @@ display(Markdown(stats.comparisons_markdown(v1_vs_zs + v2_vs_v1, caption)))
 # code produces on this data; they are not a correction of the write-up.
 
 # %%
-with open(config.REFERENCE_DIR / "reference_results.csv") as f:
-    reported = list(csv.DictReader(line for line in f if not line.startswith("#")))
-method_map = {"zero-shot": zs_name, "v1-l1": "v1 L1", "v2-l1-lpips": "v2 perceptual"}
-both = []
-for ref in reported:
-    both.append({"method": ref["method"], "split": ref["split"], "source": "reported (write-up)", "n": int(ref["n"]),
-                 **{k: float(ref[k]) for k in ("psnr", "ssim", "lpips")},
-                 "nose_median": float(ref["nose_median_px"]), "nose_mean": float(ref["nose_mean_px"])})
-    ours = next((r for r in table if r["method"] == method_map[ref["method"]] and r["split"] == ref["split"]), None)
-    if ours:
-        both.append({**ours, "method": ref["method"], "source": f"measured ({profile})"})
+ours = {"zero-shot": zs_name, "v1-l1": "v1 L1", "v2-l1-lpips": "v2 perceptual"}  # write-up name -> this run's
+both = findings.reported_vs_measured(table, ours, measured_as=f"measured ({profile})")
 cols = [("method", "Method"), ("split", "Split"), ("source", "Source"), *evaluate.TABLE_COLUMNS[2:8]]
 evaluate.write_table(both, paths.results / "table_reported_vs_measured", caption, columns=cols)
 display(Markdown(evaluate.table_markdown(both, caption, columns=cols)))
@@ -123,17 +109,8 @@ display(Markdown(evaluate.table_markdown(both, caption, columns=cols)))
 
 # %%
 def panel(recs, out_name, title):
-    rows_, zooms = [], []
-    for rec in recs:
-        hr = evaluate.load_crops(paths.crops, [rec])[0]
-        outs = [evaluate.load_crops(evaluate.result_stem(paths.results / "sr", m), [{"path": f"{rec['id']}.png"}])[0]
-                for m in (zs_name, "v1_L1", "v2_perceptual")]
-        rows_.append([hr, data.make_lr(hr), *outs])
-        nx, ny = rec["nose"] if rec.get("nose") else (96, 96)
-        x0, y0 = int(np.clip(nx - 36, 0, 120)), int(np.clip(ny - 56, 0, 120))
-        zooms.append((x0, y0, x0 + 72, y0 + 72))
-    return plots.comparison_panel(rows_, ["HR", "LR (nearest)", zs_name, "v1 L1", "v2 perceptual"],
-                                  paths.figures / out_name, zoom=zooms, caption=caption, title=title)
+    return plots.method_panel(paths.crops, paths.results / "sr", recs, [zs_name, "v1 L1", "v2 perceptual"],
+                              paths.figures / out_name, caption=caption, title=title)
 
 
 shown = [r for r in test if r["id"] in table_ids]

@@ -53,9 +53,7 @@ from IPython.display import Markdown, display
 
 from thermsr_utils import config, data, downstream, evaluate, frontier, io, plots, stats, train
 
-paths = config.setup(profile, seed)
-device = config.resolve_device(device)
-records = data.load_verified_manifest(paths)["records"]  # every crop checked against its hash
+paths, device, records = data.open_run(profile, seed, device)  # every crop checked against its hash
 table = evaluate.table_subset(records, table_per_dataset)
 caption = evaluate.caption(profile, config.provenance(paths))
 locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)

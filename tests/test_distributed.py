@@ -1,5 +1,6 @@
 """Tests of training on several processes: batch sharding, loss weights, and a 2-process torchrun (gloo, CPU)
 whose result must match a single-process run with the same global batch."""
+import dataclasses
 import importlib.util
 import json
 import os
@@ -247,15 +248,98 @@ def test_entry_point_takes_the_notebooks_parameters():
         train_cli.notebook_parameters("v3", "smoke")
 
 
-def test_entry_point_builds_the_notebooks_recipes():
-    p1 = train_cli.notebook_parameters("v1", "smoke")
-    recipe, loss_fn, lpips_metric, term = train_cli.build_run("v1", p1, "cpu")
-    assert recipe == Recipe.v1(epochs=2, lr=0.001, batch_size=16, patch=128, val_every=1, seed=0, max_steps_per_epoch=2)
-    assert [t["name"] for t in loss_fn.describe()] == ["l1"] and term is None
-    p2 = train_cli.notebook_parameters("v2", "smoke", {"v2_perceptual": "fft"})
-    recipe, loss_fn, _, term = train_cli.build_run("v2", p2, "cpu")
-    assert (recipe.epochs, recipe.warmup_epochs, recipe.ema_decay, recipe.patch, recipe.augment) == (2, 1, 0.5, 192, True)
-    assert [(t["name"], t["weight"]) for t in loss_fn.describe()] == [("l1", 1.0), ("fft", p2["fft_weight"])] and "FFT" in term
-    assert p2["fft_weight"] == 16.0  # notebook 05's literal
-    with pytest.raises(ValueError, match="v2_perceptual"):
-        train_cli.build_run("v2", {**p2, "v2_perceptual": "vgg"}, "cpu")
+def _notebook_globals(nb_name: str, profile: str, overrides: dict) -> dict:
+    """The names a notebook's parameters cell defines once papermill has injected the runner's values."""
+    from thermsr_utils import run
+
+    nb = run.select(run.discover(), only=[nb_name])[0]
+    namespace = dict(nb.parameters)
+    namespace.update(run.resolve_parameters([nb], profile, overrides)[nb.name])
+    return namespace
+
+
+def _tiny_manifest(paths, side=32, n=6):
+    from thermsr_utils import data, io
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n):
+        img = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        ds = ("sftl54", "thermeval")[i % 2]
+        split = ("train", "train", "val", "val", "test", "test")[i]
+        rel = f"{split}/{ds}/c{i}.png"
+        io.write_png(paths.crops / rel, img)
+        records.append({"id": f"c{i}", "dataset": ds, "split": split, "path": rel, "sha256": io.pixel_sha256(img)})
+    io.atomic_write_json(paths.manifest, {"schema_version": data.SCHEMA_VERSION, "records": records})
+    return records
+
+
+@pytest.mark.parametrize("name, overrides", [("v1", {"v1_patch": 16, "v1_epochs": 3, "v1_lr": 0.003}),
+                                             ("v2", {"v2_perceptual": "fft", "fft_weight": 2.5, "v2_epochs": 4})])
+def test_entry_point_trains_what_the_notebook_builds(tmp_path, monkeypatch, name, overrides):
+    from thermsr_utils import config, models, recipes
+
+    nb_name = train_cli.RECIPE_NOTEBOOKS[name]
+    source = (config.NOTEBOOKS_DIR / f"{nb_name}.py").read_text()
+    assert f'recipes.build("{name}", globals(),' in source          # the notebook builds with this function
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
+    records = _tiny_manifest(config.run_paths("smoke"))
+    tiny = models.new_model("pan-tiny")
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: (tiny, {"source": "random"}))
+    seen = {}
+
+    def fake_fit(model, train_set, val_sets, loss_fn, recipe, out_dir, **kw):
+        seen.update(train_set=train_set, val_sets=val_sets, loss=loss_fn, recipe=recipe, meta=kw["extra_meta"])
+        return {"best_epoch": 1, "best_value": 30.0, "best_dir": str(out_dir)}
+
+    monkeypatch.setattr(train, "fit", fake_fit)
+    argv = ["--profile", "smoke", "--recipe", name, "--fast", "off"]
+    for k, v in overrides.items():
+        argv += ["-p", k, str(v)]
+    assert train_cli.main(argv) == 0
+
+    expected = recipes.build(name, _notebook_globals(nb_name, "smoke", overrides), config.run_paths("smoke").crops,
+                             records, "cpu")
+    assert seen["recipe"] == dataclasses.replace(expected.recipe, fast=False)
+    assert seen["loss"].describe() == expected.loss_fn.describe()
+    assert seen["train_set"].describe() == expected.train_set.describe()
+    assert {k: len(v) for k, v in seen["val_sets"].items()} == {k: len(v) for k, v in expected.val_sets.items()}
+    assert seen["meta"].get("perceptual_term") == expected.term_name
+    for key, value in overrides.items():                               # the overrides reached the recipe and loss
+        field = {"v1_patch": "patch", "v1_epochs": "epochs", "v1_lr": "lr", "v2_epochs": "epochs"}.get(key)
+        if field:
+            assert getattr(seen["recipe"], field) == value
+    if name == "v2":
+        assert [(t["name"], t["weight"]) for t in seen["loss"].describe()] == [("l1", 1.0), ("fft", 2.5)]
+        assert (seen["recipe"].patch, seen["recipe"].augment) == (None, True)   # whole crops, augmented
+    else:
+        assert (seen["recipe"].patch, seen["recipe"].augment) == (16, False)
+
+
+def test_recipe_builders_read_only_their_notebooks_parameters():
+    from thermsr_utils import recipes, run
+
+    for name, nb_name in train_cli.RECIPE_NOTEBOOKS.items():
+        declared = run.select(run.discover(), only=[nb_name])[0].parameters
+        assert set(recipes.PARAMETERS[name]) <= set(declared), name
+    p = _notebook_globals("03_v1_finetune", "smoke", {})
+    with pytest.raises(ValueError, match="v1_lr"):
+        recipes.recipe("v1", {k: v for k, v in p.items() if k != "v1_lr"})
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipes.recipe("v3", p)
+    assert recipes.recipe("v1", {**p, "sweep_point": "lambda-0.1"}).val_at_start is False
+    assert recipes.recipe("v1", p).val_at_start is True
+
+
+def test_protocol_table_sets_the_run_beside_the_reported_protocol():
+    from thermsr_utils import findings, recipes
+
+    reported = {"optimizer": {"v1": "AdamW lr=1e-5", "v2": "AdamW peak"}, "ema": {"v1": "none", "v2": "decay 0.999"}}
+    md = recipes.protocol_table(Recipe.v2(epochs=7, warmup_epochs=2, ema_decay=0.9), "0.05·LPIPS", reported)
+    lines = md.splitlines()
+    assert lines[0] == "| setting | the write-up | this run |"
+    assert "| optimizer | AdamW peak | AdamW lr=2e-05 weight_decay=1e-05 |" in lines
+    assert "| ema | decay 0.999 | decay 0.9, validated and kept |" in lines
+    assert "| schedule | — | 2-epoch linear warmup + cosine over 7 epochs |" in lines
+    assert "| loss | — | L1 + 0.05·LPIPS |" in lines
+    assert findings.reported_protocol()["hr_patch"]["v2"].startswith("random 192x192")

@@ -48,3 +48,39 @@ def test_reported_differences_come_from_the_writeup_table():
     assert d["all"]["psnr"] == pytest.approx(39.16 - 36.89)
     assert d["ThermEval-D"]["nose_err_px"] == pytest.approx(3.01 - 2.24)
     assert findings.reported_lpips_ratio() == pytest.approx(0.092 / 0.029)
+
+
+def test_reported_vs_measured_pairs_each_writeup_row_with_this_runs():
+    reported = [{"method": "zero-shot", "split": "all", "n": 120.0, "psnr": 36.89, "ssim": 0.959, "lpips": 0.094,
+                 "nose_median_px": 1.52, "nose_mean_px": 4.39},
+                {"method": "v1-l1", "split": "all", "n": 120.0, "psnr": 39.16, "ssim": 0.97, "lpips": 0.1,
+                 "nose_median_px": 1.44, "nose_mean_px": 4.0}]
+    table = [{"method": "zero-shot srresnet", "split": "all", "n": 12, "psnr": 30.0},
+             {"method": "zero-shot srresnet", "split": "SF-TL54", "n": 6, "psnr": 31.0},
+             {"method": "bicubic", "split": "all", "n": 12, "psnr": 28.0}]
+    rows = findings.reported_vs_measured(table, {"zero-shot": "zero-shot srresnet", "v1-l1": "v1 L1"}, "measured (x)",
+                                         reported=reported)
+    # the write-up's zero-shot row, this run's zero-shot row under the write-up's name, then v1 (not measured)
+    assert [(r["method"], r["source"], r["n"], r["psnr"]) for r in rows] == [
+        ("zero-shot", "reported (write-up)", 120, 36.89), ("zero-shot", "measured (x)", 12, 30.0),
+        ("v1-l1", "reported (write-up)", 120, 39.16)]
+    assert (rows[0]["nose_median"], rows[0]["nose_mean"]) == (1.52, 4.39)
+    assert isinstance(rows[0]["n"], int)
+
+
+def test_reported_protocol_resolves_same():
+    prot = findings.reported_protocol()
+    assert prot["lr_generation"]["v2"] == prot["lr_generation"]["v1"]       # "same" in the file
+    assert prot["augmentation"] == {"v1": "none", "v2": "random flip + rotation by 0/90/180/270"}
+
+
+def test_reported_v1_story_reads_the_table():
+    def r(method, split, psnr, nose):
+        return {"method": method, "split": split, "psnr": psnr, "nose_median_px": nose}
+
+    table = [r("zero-shot", "all", 30.0, 2.0), r("v1-l1", "all", 31.5, 1.9),
+             r("zero-shot", "ThermEval-D", 29.0, 2.5), r("v1-l1", "ThermEval-D", 30.0, 3.25)]
+    text = findings.reported_v1_story(table)
+    assert "by 1.50 dB" in text and "30.00 → 31.50 dB" in text
+    assert "2.00 → 1.90 px overall" in text and "2.50 → 3.25 px on ThermEval-D" in text
+    assert "by 2.27 dB" in findings.reported_v1_story()        # the write-up's own numbers

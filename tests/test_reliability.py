@@ -573,8 +573,18 @@ def test_notebooks_load_the_manifest_through_the_verified_path():
         if nb.number == "01":
             continue
         text = nb.source.read_text()
-        assert "data.load_verified_manifest(paths)" in text, nb.name
-        assert "load_manifest(" not in text.replace("load_verified_manifest(", ""), nb.name
+        assert "data.open_run(profile, seed, device" in text, nb.name
+        assert "load_manifest(" not in text, nb.name
+
+
+def test_open_run_refuses_changed_crops(tmp_path, monkeypatch):
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
+    paths, records = _tiny_run(tmp_path)
+    got_paths, device, got = data.open_run("smoke", 0, "cpu")
+    assert (got_paths.root, device, got) == (paths.root, "cpu", records)
+    io.write_png(paths.crops / records[1]["path"], np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(data.CropIntegrityError, match=records[1]["path"]):
+        data.open_run("smoke", 0, "cpu")
 
 
 # =============================================================================================

@@ -1,13 +1,11 @@
 """The repository's own contracts: environment files agree, notebook pairs are in sync and clean,
 parameter cells are plain literals matching the demo profile, and the package imports light."""
-import ast
 import importlib.metadata as md
 import json
 import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml

@@ -183,7 +183,7 @@ def test_recipe_v1_and_v2_values():
     v1, v2 = Recipe.v1(), Recipe.v2()
     assert (v1.epochs, v1.batch_size, v1.lr, v1.weight_decay, v1.patch, v1.augment) == (60, 16, 1e-5, 1e-5, 128, False)
     assert (v1.warmup_epochs, v1.val_every, v1.ema_decay, v1.selected_copy) == (0, 5, None, "model")
-    assert (v2.epochs, v2.batch_size, v2.lr, v2.weight_decay, v2.patch, v2.augment) == (200, 16, 2e-5, 1e-5, 192, True)
+    assert (v2.epochs, v2.batch_size, v2.lr, v2.weight_decay, v2.patch, v2.augment) == (200, 16, 2e-5, 1e-5, None, True)
     assert (v2.warmup_epochs, v2.ema_decay, v2.selected_copy, v2.select_metric) == (5, 0.999, "ema", "psnr")
     assert "8" in v2.notes                                  # the script's batch default is recorded
 

@@ -750,6 +750,15 @@ def verify_crops(crops_dir, records: list[dict]) -> int:
     return len(records)
 
 
+def open_run(profile: str, seed: int, device: str = "auto", *, sweep_point: str = ""):
+    """Every notebook's first step: ``(paths, device, records)`` — the run's folders made and everything seeded
+    (``config.setup``), the device resolved, and the manifest's records with every crop verified."""
+    from .config import resolve_device, setup
+
+    paths = setup(profile, seed, sweep_point=sweep_point)
+    return paths, resolve_device(device), load_verified_manifest(paths)["records"]
+
+
 def load_verified_manifest(paths) -> dict:
     """The run's manifest (``paths.manifest``) after checking every crop under ``paths.crops`` against it.
 

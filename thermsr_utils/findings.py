@@ -14,6 +14,8 @@ from . import stats
 SPLITS = ("all", "SF-TL54", "ThermEval-D")
 # write-up method names (reference_results.csv) of the three models
 REPORTED_METHODS = ("zero-shot", "v1-l1", "v2-l1-lpips")
+# The write-up's bicubic PSNR on the table crops: in its text (the recommendation table), not in reference_results.csv.
+REPORTED_BICUBIC_PSNR = 34.4
 _REPORTED_KEYS = {"psnr": "psnr", "ssim": "ssim", "lpips": "lpips", "nose_err_px": "nose_median_px"}
 
 
@@ -27,6 +29,35 @@ def reported_table(path=None) -> list[dict]:
     return [{k: (v if k in ("method", "split") else float(v)) for k, v in r.items()} for r in rows]
 
 
+def reported_protocol(path=None) -> dict[str, dict[str, str]]:
+    """The write-up's training protocol (reference_protocol.csv): {setting: {"v1": …, "v2": …}}, "same" resolved."""
+    from .config import REFERENCE_DIR
+
+    with open(path or REFERENCE_DIR / "reference_protocol.csv", newline="") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    return {r["setting"]: {"v1": r["v1"], "v2": r["v1"] if r["v2"] == "same" else r["v2"]} for r in rows}
+
+
+def reported_vs_measured(table: list[dict], method_map: dict[str, str], measured_as: str,
+                         reported: list[dict] | None = None) -> list[dict]:
+    """Each write-up row followed by this run's row of the same model and split (where the run has one).
+
+    ``table`` holds ``evaluate.aggregate`` rows; ``method_map`` maps a write-up method name to this run's;
+    the measured row takes the write-up's name and ``source`` = ``measured_as``.
+    """
+    reported = reported_table() if reported is None else reported
+    out = []
+    for ref in reported:
+        out.append({"method": ref["method"], "split": ref["split"], "source": "reported (write-up)", "n": int(ref["n"]),
+                    "psnr": ref["psnr"], "ssim": ref["ssim"], "lpips": ref["lpips"],
+                    "nose_median": ref["nose_median_px"], "nose_mean": ref["nose_mean_px"]})
+        mine = method_map.get(ref["method"])
+        ours = next((r for r in table if r["method"] == mine and r["split"] == ref["split"]), None)
+        if ours:
+            out.append({**ours, "method": ref["method"], "source": measured_as})
+    return out
+
+
 def reported_differences(base: str, new: str, table=None) -> dict[str, dict[str, float]]:
     """{split: {metric: new − base}} from the write-up's table (nose: difference of its medians)."""
     table = reported_table() if table is None else table
@@ -38,6 +69,21 @@ def reported_differences(base: str, new: str, table=None) -> dict[str, dict[str,
             raise KeyError(f"the write-up's table has no {base!r}/{new!r} rows for split {split!r}")
         out[split] = {m: n[col] - b[col] for m, col in _REPORTED_KEYS.items()}
     return out
+
+
+def reported_v1_story(table=None) -> str:
+    """One sentence of the write-up's v1 result, from its table: the PSNR gain and the nose medians."""
+    table = reported_table() if table is None else table
+
+    def row(method, split):
+        return next(r for r in table if r["method"] == method and r["split"] == split)
+
+    zs, v1 = row("zero-shot", "all"), row("v1-l1", "all")
+    zs_te, v1_te = row("zero-shot", "ThermEval-D"), row("v1-l1", "ThermEval-D")
+    return (f"The write-up's v1 finetune raised test PSNR by {v1['psnr'] - zs['psnr']:.2f} dB over the zero-shot "
+            f"DRLN ({zs['psnr']:.2f} → {v1['psnr']:.2f} dB), yet the downstream nose error did not clearly improve "
+            f"(median {zs['nose_median_px']:.2f} → {v1['nose_median_px']:.2f} px overall, but "
+            f"{zs_te['nose_median_px']:.2f} → {v1_te['nose_median_px']:.2f} px on ThermEval-D).")
 
 
 def _sign(x: float) -> int:

@@ -217,6 +217,31 @@ def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=
     return save_figure(fig, out_path, caption)
 
 
+def nose_box(rec: dict, shape, side: int = 64) -> tuple[int, int, int, int]:
+    """The zoom box (x0, y0, x1, y1) of a method panel: ``side`` px around the crop's nose annotation, a little
+    above it so the eyes show (the crop's centre when it has none), kept inside the crop."""
+    h, w = shape[:2]
+    side = min(side, h, w)
+    nx, ny = rec["nose"] if rec.get("nose") else (w / 2, h / 2)
+    x0, y0 = int(np.clip(nx - side / 2, 0, w - side)), int(np.clip(ny - side * 5 / 8, 0, h - side))
+    return x0, y0, x0 + side, y0 + side
+
+
+def method_panel(crops_dir, sr_dir, recs, methods, out_path, *, caption=None, title=None):
+    """HR, the LR input (nearest-neighbour) and each method's saved output (``<sr_dir>/<method stem>/<id>.png``,
+    as ``evaluate`` writes them) for the crops ``recs``, each with a zoom on its nose."""
+    from .data import make_lr
+    from .evaluate import load_crops, result_stem
+
+    rows, zooms = [], []
+    for rec in recs:
+        hr = load_crops(crops_dir, [rec])[0]
+        outs = [load_crops(result_stem(sr_dir, m), [{"path": f"{rec['id']}.png"}])[0] for m in methods]
+        rows.append([hr, make_lr(hr), *outs])
+        zooms.append(nose_box(rec, hr.shape))
+    return comparison_panel(rows, ["HR", "LR (nearest)", *methods], out_path, zoom=zooms, caption=caption, title=title)
+
+
 def metric_bars(table, metric, out_path, *, label=None, caption=None, lower_is_better=False):
     """Grouped bars of ``metric`` per method and split from an aggregated table."""
     import numpy as np

@@ -26,32 +26,13 @@ def notebook_parameters(recipe: str, profile: str, overrides: dict | None = None
     return {**nbs[0].parameters, **resolved[nbs[0].name]}
 
 
-def build_run(recipe_name: str, p: dict, device: str):
-    """(recipe, loss, validation metrics, LPIPS name, perceptual term name) as the recipe's notebook builds them."""
-    from . import losses, metrics, train
-
-    lpips_metric = metrics.LPIPSMetric(device=device)
-    cap = p["max_steps_per_epoch"] or None
-    if recipe_name == "v1":
-        recipe = train.Recipe.v1(epochs=p["v1_epochs"], lr=p["v1_lr"], batch_size=p["v1_batch_size"],
-                                 patch=p["v1_patch"], val_every=p["val_every"], seed=p["seed"],
-                                 max_steps_per_epoch=cap)
-        return recipe, losses.make_loss("l1"), lpips_metric, None
-    loss_fn, term_name = losses.v2_loss(p["v2_perceptual"], lpips_metric, lpips_weight=p["lpips_weight"],
-                                        fft_weight=p["fft_weight"])
-    recipe = train.Recipe.v2(epochs=p["v2_epochs"], warmup_epochs=p["v2_warmup_epochs"], lr=p["v2_lr"],
-                             batch_size=p["v2_batch_size"], ema_decay=p["v2_ema_decay"], val_every=p["val_every"],
-                             seed=p["seed"], max_steps_per_epoch=cap)
-    return recipe, loss_fn, lpips_metric, term_name
-
-
 def main(argv=None) -> int:
     """Command-line entry: train v1 or v2 of a profile into its checkpoints folder (rank 0 writes)."""
     import argparse
     import contextlib
     import dataclasses
 
-    from . import config, data, models, run, train
+    from . import config, data, models, recipes, run, train
 
     ap = argparse.ArgumentParser(prog="python -m thermsr_utils.train_cli",
                                  description="Train one recipe as its notebook would; start it with torchrun "
@@ -72,23 +53,18 @@ def main(argv=None) -> int:
     paths = config.setup(args.profile, p["seed"]) if info.is_main else config.run_paths(args.profile)
     if not info.is_main:
         config.seed_everything(p["seed"])
-    recipe, loss_fn, lpips_metric, term_name = build_run(args.recipe, p, device)
-    recipe = dataclasses.replace(recipe, compile=args.compile,
-                                 fast={"auto": None, "on": True, "off": False}[args.fast])
     records = data.load_verified_manifest(paths)["records"]
-    patch, augment = (recipe.patch, False) if args.recipe == "v1" else (None, True)
-    train_set, val_sets = train.datasets_from_manifest(paths.crops, records, patch=patch, augment=augment,
-                                                       seed=p["seed"])
+    built = recipes.build(args.recipe, p, paths.crops, records, device)
+    recipe = dataclasses.replace(built.recipe, compile=args.compile,
+                                 fast={"auto": None, "on": True, "off": False}[args.fast])
     model, init_info = models.load_model(p["backbone"], source=p["weights"], standin_dir=paths.models / "standin",
                                          device=device)
-    more = {"lpips": lpips_metric.name}
-    if term_name is not None:
-        more["perceptual_term"] = term_name
     # rank 0 holds the artifacts folder as the notebook runner does, so no other run writes there meanwhile
     with run.run_lock(paths) if info.is_main else contextlib.nullcontext():
-        result = train.fit(model, train_set, val_sets, loss_fn, recipe, paths.checkpoints / args.recipe,
-                           metrics=train.default_metrics(lpips_metric), device=device, resume=p["resume"],
-                           extra_meta=train.run_meta(paths.manifest, init_info, **more), progress=info.is_main)
+        result = train.fit(model, built.train_set, built.val_sets, built.loss_fn, recipe,
+                           paths.checkpoints / args.recipe, metrics=train.default_metrics(built.lpips_metric),
+                           device=device, resume=p["resume"], extra_meta=built.meta(paths.manifest, init_info),
+                           progress=info.is_main)
     if info.is_main:
         print(f"kept epoch {result['best_epoch']} ({recipe.select_metric} {result['best_value']:.4g}) "
               f"-> {result['best_dir']}")

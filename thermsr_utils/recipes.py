@@ -1,0 +1,103 @@
+"""One builder per recipe: a notebook's parameters in; the recipe, its loss and its datasets out.
+
+Notebooks 03 (v1) and 05 (v2) and the torchrun entry point (``train_cli``) all call ``build``, so a run
+started from the command line trains exactly what the notebook trains. ``protocol_table`` sets the recipe
+beside the write-up's reported protocol (``findings.reported_protocol``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from . import findings, losses, metrics
+from .train import Recipe, datasets_from_manifest, run_meta
+
+# The notebook parameters each builder reads (the test holds them equal to the notebooks' parameter cells).
+PARAMETERS = {
+    "v1": ("seed", "sweep_point", "v1_epochs", "v1_lr", "v1_batch_size", "v1_patch", "val_every",
+           "max_steps_per_epoch"),
+    "v2": ("seed", "sweep_point", "v2_perceptual", "lpips_weight", "fft_weight", "v2_epochs", "v2_warmup_epochs",
+           "v2_lr", "v2_batch_size", "v2_ema_decay", "val_every", "max_steps_per_epoch"),
+}
+
+
+@dataclass
+class Built:
+    """What ``train.fit`` needs for one recipe, besides the model."""
+
+    recipe: Recipe
+    loss_fn: Callable
+    lpips_metric: metrics.LPIPSMetric
+    term_name: str | None              # v2's perceptual term, e.g. "0.05·LPIPS (AlexNet, …)"; None for v1
+    train_set: object
+    val_sets: dict
+
+    def meta(self, manifest_path, init_info: dict) -> dict:
+        """The metadata a kept checkpoint records (``train.run_meta`` plus the instruments of this run)."""
+        more = {"lpips": self.lpips_metric.name}
+        if self.term_name is not None:
+            more["perceptual_term"] = self.term_name
+        return run_meta(manifest_path, init_info, **more)
+
+
+def _params(name: str, p: Mapping) -> dict:
+    if name not in PARAMETERS:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(PARAMETERS)}")
+    missing = [k for k in PARAMETERS[name] if k not in p]
+    if missing:
+        raise ValueError(f"recipe {name} needs the notebook parameters {', '.join(missing)}")
+    return {k: p[k] for k in PARAMETERS[name]}
+
+
+def recipe(name: str, p: Mapping) -> Recipe:
+    """The ``Recipe`` of ``name`` ("v1" or "v2") sized by the notebook parameters ``p``."""
+    q = _params(name, p)
+    common = dict(val_every=q["val_every"], seed=q["seed"], max_steps_per_epoch=q["max_steps_per_epoch"] or None,
+                  val_at_start=not q["sweep_point"])  # a sweep point starts where the main run did
+    if name == "v1":
+        return Recipe.v1(epochs=q["v1_epochs"], lr=q["v1_lr"], batch_size=q["v1_batch_size"], patch=q["v1_patch"],
+                         **common)
+    return Recipe.v2(epochs=q["v2_epochs"], warmup_epochs=q["v2_warmup_epochs"], lr=q["v2_lr"],
+                     batch_size=q["v2_batch_size"], ema_decay=q["v2_ema_decay"], **common)
+
+
+def build(name: str, p: Mapping, crops_dir, records, device) -> Built:
+    """Recipe, loss, LPIPS metric and datasets of ``name`` from the notebook parameters ``p`` (a notebook's
+    globals or ``train_cli``'s resolved parameters; only the names in ``PARAMETERS[name]`` are read)."""
+    r = recipe(name, p)
+    lpips_metric = metrics.LPIPSMetric(device=device)
+    if name == "v1":
+        loss_fn, term_name = losses.make_loss("l1"), None
+    else:
+        loss_fn, term_name = losses.v2_loss(p["v2_perceptual"], lpips_metric, lpips_weight=p["lpips_weight"],
+                                            fft_weight=p["fft_weight"])
+    train_set, val_sets = datasets_from_manifest(crops_dir, records, patch=r.patch, augment=r.augment, seed=r.seed,
+                                                 scale=r.scale)
+    return Built(r, loss_fn, lpips_metric, term_name, train_set, val_sets)
+
+
+def _this_run(r: Recipe, term_name: str | None) -> dict[str, str]:
+    schedule = (f"{r.warmup_epochs}-epoch linear warmup + " if r.warmup_epochs else "") + \
+        f"{r.schedule} over {r.epochs} epochs"
+    return {
+        "loss": "L1" if term_name is None else f"L1 + {term_name}",
+        "optimizer": f"AdamW lr={r.lr:g} weight_decay={r.weight_decay:g}",
+        "schedule": schedule,
+        "batch_size": f"{r.batch_size} patches" + (f", at most {r.max_steps_per_epoch} steps per epoch"
+                                                   if r.max_steps_per_epoch else ""),
+        "hr_patch": "the whole crop" if r.patch is None else f"random {r.patch}x{r.patch} crop",
+        "augmentation": "random flip + rotation by 0/90/180/270" if r.augment else "none",
+        "ema": f"decay {r.ema_decay:g}, validated and kept" if r.ema_decay else "none",
+        "kept": f"best validation {r.select_metric.upper()} of the {r.selected_copy} copy, every {r.val_every} "
+                "epochs and at the last",
+    }
+
+
+def protocol_table(r: Recipe, term_name: str | None = None, reported: Mapping | None = None) -> str:
+    """Markdown: each training setting as the write-up reports it and as this run's recipe ``r`` sets it."""
+    reported = findings.reported_protocol() if reported is None else reported
+    lines = ["| setting | the write-up | this run |", "|---|---|---|"]
+    for setting, ours in _this_run(r, term_name).items():
+        theirs = reported.get(setting, {}).get(r.name, "—")
+        lines.append(f"| {setting.replace('_', ' ')} | {theirs} | {ours} |")
+    return "\n".join(lines)
