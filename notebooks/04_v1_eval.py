@@ -36,7 +36,7 @@ device = "auto"  # auto | cpu | cuda
 import numpy as np
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, downstream, evaluate, findings, io, models, plots, stats, train
+from thermsr_utils import checkpoint, config, data, downstream, evaluate, findings, io, models, plots, stats
 
 paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 test = [r for r in records if r["split"] == "test"]
@@ -53,7 +53,7 @@ display(Markdown(findings.reported_v1_story()))
 # %%
 zs_name = f"zero-shot {backbone}"
 zero_shot_rows = evaluate.read_method(paths.results, zs_name)
-v1_model, v1_info = models.load_model(paths.checkpoints / "v1" / train.BEST_DIR, device=device)
+v1_model, v1_info = models.load_model(paths.checkpoints / "v1" / checkpoint.BEST_DIR, device=device)
 locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
 scorer = evaluate.make_scorer(locator, device=device)
 v1_rows = evaluate.evaluate_method("v1 L1", evaluate.model_method(v1_model, batch_size, device), paths.crops, test,

@@ -56,7 +56,7 @@ device = "auto"  # auto | cpu | cuda
 # %%
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, evaluate, io, models, plots, recipes, train
+from thermsr_utils import checkpoint, config, data, evaluate, io, models, plots, recipes, train
 
 paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 
@@ -90,7 +90,7 @@ print(f"kept epoch {result['best_epoch']} of the EMA copy (validation PSNR {resu
 # Validation scores of the EMA copy (v2) and of the trained model (v1), overall and per dataset.
 
 # %%
-v1_history = io.read_json(paths.checkpoints / "v1" / train.HISTORY_FILE)
+v1_history = io.read_json(paths.checkpoints / "v1" / checkpoint.HISTORY_FILE)
 fig = plots.training_curves({"v1 (L1)": v1_history, "v2 (EMA)": history}, paths.figures / "v2_training_curves.png",
                             caption=caption)
 fig

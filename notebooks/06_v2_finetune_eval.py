@@ -35,7 +35,7 @@ device = "auto"  # auto | cpu | cuda
 # %%
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, downstream, evaluate, findings, io, models, plots, stats, train
+from thermsr_utils import checkpoint, config, data, downstream, evaluate, findings, io, models, plots, stats
 
 paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 test = [r for r in records if r["split"] == "test"]
@@ -51,7 +51,7 @@ print(caption)
 
 # %%
 zs_name = f"zero-shot {backbone}"
-v2_model, v2_info = models.load_model(paths.checkpoints / "v2" / train.BEST_DIR, device=device)
+v2_model, v2_info = models.load_model(paths.checkpoints / "v2" / checkpoint.BEST_DIR, device=device)
 locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
 scorer = evaluate.make_scorer(locator, device=device)
 v2_rows = evaluate.evaluate_method("v2 perceptual", evaluate.model_method(v2_model, batch_size, device), paths.crops,

@@ -51,7 +51,7 @@ device = "auto"  # auto | cpu | cuda
 # %%
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, downstream, evaluate, frontier, io, plots, stats, train
+from thermsr_utils import checkpoint, config, data, downstream, evaluate, frontier, io, plots, stats
 
 paths, device, records = data.open_run(profile, seed, device)  # every crop checked against its hash
 table = evaluate.table_subset(records, table_per_dataset)
@@ -73,8 +73,8 @@ if missing:
     raise FileNotFoundError(f"{len(missing)} frontier models are not trained yet ({', '.join(e.label for e in missing)}): "
                             f"run `python -m thermsr_utils.run --profile {profile}`, which runs 01-06, then the "
                             "frontier sweeps, then this notebook (`--only 07` when 01-06 have run)")
-main_v2 = io.read_json(paths.checkpoints / "v2" / train.BEST_DIR / train.META_FILE)
-sweep_v2 = io.read_json(entries[0].checkpoint / train.META_FILE)
+main_v2 = io.read_json(paths.checkpoints / "v2" / checkpoint.BEST_DIR / checkpoint.META_FILE)
+sweep_v2 = io.read_json(entries[0].checkpoint / checkpoint.META_FILE)
 display(Markdown(
     f"{len(frontier_lambdas)} λ points, {len(frontier_seeds)} seeds each for v1 and v2, and the main run's EMA and "
     f"raw weights: {len({e.checkpoint for e in entries})} models. The main run's v2 trained "
@@ -96,7 +96,7 @@ caption = evaluate.caption(profile, prov)
 # %%
 ids = {r["id"] for r in table}
 # the main run's v1 and v2 were scored by notebooks 04 and 06 with the same instruments: their rows are reused
-main_rows = {paths.checkpoints / "v1" / train.BEST_DIR: "v1 L1", paths.checkpoints / "v2" / train.BEST_DIR: "v2 perceptual"}
+main_rows = {paths.checkpoints / "v1" / checkpoint.BEST_DIR: "v1 L1", paths.checkpoints / "v2" / checkpoint.BEST_DIR: "v2 perceptual"}
 scored = {ckpt: [r for r in evaluate.read_method(paths.results, name) if r["id"] in ids]
           for ckpt, name in main_rows.items()}
 scored |= frontier.score([e for e in entries if e.checkpoint not in scored], paths.crops, table, scorer,

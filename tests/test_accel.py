@@ -13,9 +13,10 @@ from hypothesis.extra.numpy import arrays
 from super_image import PretrainedConfig, PreTrainedModel
 from torch import nn
 
-from thermsr_utils import accel, data, evaluate, train
+from thermsr_utils import accel, checkpoint, data, evaluate, train
 from thermsr_utils.losses import make_loss
-from thermsr_utils.train import Recipe, SRPatchDataset, fit
+from thermsr_utils.datasets import SRPatchDataset
+from thermsr_utils.train import Recipe, fit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -410,13 +411,13 @@ def test_fast_path_resumes_exactly_and_refuses_a_pipeline_switch(tmp_path):
     fit(tiny_model(), train_set, val_sets(), make_loss("l1"), recipe, tmp_path / "straight", **kw)
     with pytest.raises(Interrupt):
         fit(tiny_model(), train_set, val_sets(), stops_after(3), recipe, tmp_path / "cut", **kw)
-    assert train.load_state(tmp_path / "cut" / "state.pt")["execution"]["data_pipeline"] == "device"
+    assert checkpoint.load_state(tmp_path / "cut" / "state.pt")["execution"]["data_pipeline"] == "device"
     with pytest.raises(ValueError, match="DataLoader pipeline"):
         fit(tiny_model(), train_set, val_sets(), make_loss("l1"), dataclasses.replace(recipe, fast=False),
             tmp_path / "cut", resume=True, **kw)
     fit(tiny_model(1), train_set, val_sets(), make_loss("l1"), recipe, tmp_path / "cut", resume=True, **kw)
-    a = train.load_state(tmp_path / "straight" / "state.pt")
-    b = train.load_state(tmp_path / "cut" / "state.pt")
+    a = checkpoint.load_state(tmp_path / "straight" / "state.pt")
+    b = checkpoint.load_state(tmp_path / "cut" / "state.pt")
     assert a["epoch"] == b["epoch"] == 3
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
@@ -444,10 +445,10 @@ def test_compile_flag_compiles_the_training_model(tmp_path, monkeypatch):
     out = fit(model, SRPatchDataset(noise_images(2), patch=16), val_sets(), make_loss("l1"),
               small_recipe(epochs=1, compile=True), tmp_path, metrics={"mae": mae}, progress=False)
     assert compiled == [model] and out["execution"]["compile"] is True
-    before = train.load_state(tmp_path / "state.pt")
+    before = checkpoint.load_state(tmp_path / "state.pt")
     fit(tiny_model(), SRPatchDataset(noise_images(2), patch=16), val_sets(), make_loss("l1"),
         small_recipe(epochs=1), tmp_path, metrics={"mae": mae}, progress=False, resume=True)   # compile may change
-    assert train.load_state(tmp_path / "state.pt")["epoch"] == before["epoch"]
+    assert checkpoint.load_state(tmp_path / "state.pt")["epoch"] == before["epoch"]
 
 
 # ------------------------------------------------------------------------------ fast evaluation

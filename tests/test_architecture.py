@@ -65,3 +65,36 @@ def test_the_package_has_no_import_cycle():
     graph = import_graph()
     assert {"train", "accel", "evaluate", "run"} <= set(graph)
     assert find_cycle(graph) is None, f"import cycle: {' → '.join(find_cycle(graph))}"
+
+
+# The layers, lowest first: a module imports only modules of lower layers. The command lines sit on top.
+LAYERS = (
+    ("io",),
+    ("config",),                                                  # paths, profiles, parameter rules
+    ("data", "weights", "synthetic", "losses"),                   # crops and manifest, registry weights, losses
+    ("zoo", "metrics", "downstream", "datasets", "accel"),
+    ("models",),
+    ("checkpoint", "evaluate"),
+    ("train", "stats", "plots"),
+    ("findings", "frontier"),
+    ("recipes",),                                                 # notebook parameters -> recipe, loss, datasets
+    ("run",),                                                     # the notebook runner
+    ("sr_folder", "bench", "train_cli"),                          # the other command lines
+)
+
+
+def layer_violations(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    rank = {m: i for i, layer in enumerate(layers) for m in layer}
+    return sorted(f"{m} imports {d}" for m, deps in graph.items() for d in deps if rank[d] >= rank[m])
+
+
+def test_the_layer_check_catches_an_upward_import():
+    assert layer_violations({"io": {"config"}, "config": set()}, (("io",), ("config",))) == ["io imports config"]
+    assert layer_violations({"io": set(), "config": {"io"}}, (("io",), ("config",))) == []
+
+
+def test_every_module_imports_only_lower_layers():
+    graph = import_graph()
+    declared = [m for layer in LAYERS for m in layer]
+    assert sorted(declared) == sorted(graph), "every module is in exactly one layer"
+    assert layer_violations(graph) == []

@@ -63,10 +63,10 @@ def test_flop_counter_counts_a_known_layer():
 def test_training_step_seconds_trains_a_copy_for_warmup_plus_steps():
     import numpy as np
 
-    from thermsr_utils import losses, models, train
+    from thermsr_utils import datasets, losses, models
 
     rng = np.random.default_rng(0)
-    dataset = train.SRPatchDataset([rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)], patch=16)
+    dataset = datasets.SRPatchDataset([rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)], patch=16)
     model = models.new_model("pan-tiny")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     l1, calls = losses.make_loss("l1"), []

@@ -488,3 +488,27 @@ def test_select_and_load_manifest(tmp_path):
         data.load_manifest(bad)
     with pytest.raises(FileNotFoundError, match=r"absent\.json"):
         data.load_manifest(tmp_path / "absent.json")
+
+
+def test_pixel_only_drift_from_the_committed_manifest_is_tolerated_up_to_a_fraction(tmp_path):
+    committed = tmp_path / "committed.json"
+    m = build_both(tmp_path, committed_manifest=committed)
+    saved = json.loads(committed.read_text())
+    saved["records"][0]["sha256"] = "0" * 64                       # one crop's pixels differ, nothing else
+    committed.write_text(json.dumps(saved))
+    with pytest.raises(data.ManifestMismatch, match=r"\(sha256\)"):  # no tolerance: stops
+        build_both(tmp_path, committed_manifest=committed)
+    n = len(m["records"])
+    again = build_both(tmp_path, committed_manifest=committed, pixel_drift_ok=1 / n)
+    assert again["committed_pixel_drift"] == [saved["records"][0]["id"]]
+    assert again["records"] == m["records"]                          # the run's manifest holds the real hashes
+    saved["records"][1]["sha256"] = "0" * 64                         # two crops: more than the fraction allows
+    committed.write_text(json.dumps(saved))
+    with pytest.raises(data.ManifestMismatch):
+        build_both(tmp_path, committed_manifest=committed, pixel_drift_ok=1 / n)
+    saved["records"][1]["sha256"] = m["records"][1]["sha256"]
+    saved["records"][1]["box"] = [0, 0, 10, 10]                      # any other field still stops the build
+    committed.write_text(json.dumps(saved))
+    with pytest.raises(data.ManifestMismatch, match=r"\(box\)"):
+        build_both(tmp_path, committed_manifest=committed, pixel_drift_ok=0.5)
+    assert data.pixel_drift(["changed: a (sha256)", "changed: b (box, sha256)", "added: c"]) == ["a"]

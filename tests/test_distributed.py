@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from thermsr_utils import accel, train, train_cli
-from thermsr_utils.train import Recipe, SRPatchDataset
+from thermsr_utils import accel, checkpoint, train, train_cli
+from thermsr_utils.datasets import SRPatchDataset
+from thermsr_utils.train import Recipe
 
 # The training run both sides execute: imported here for the single process, started by torchrun for two.
 SCRIPT = '''
@@ -27,7 +28,8 @@ from super_image import PretrainedConfig, PreTrainedModel
 from torch import nn
 
 from thermsr_utils.losses import make_loss
-from thermsr_utils.train import Recipe, SRPatchDataset, fit
+from thermsr_utils.datasets import SRPatchDataset
+from thermsr_utils.train import Recipe, fit
 
 
 class DdpConfig(PretrainedConfig):
@@ -217,7 +219,7 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
         single = mod.run(tmp_path / "single" / pipeline, pipeline == "fast")
         assert single["execution"]["world_size"] == 1
         ddp_dir, one_dir = tmp_path / "ddp" / pipeline, tmp_path / "single" / pipeline
-        a, b = train.load_state(one_dir / "state.pt"), train.load_state(ddp_dir / "state.pt")
+        a, b = checkpoint.load_state(one_dir / "state.pt"), checkpoint.load_state(ddp_dir / "state.pt")
         assert b["execution"]["world_size"] == 2 and b["epoch"] == 2
         for key in ("model", "ema"):
             assert a[key].keys() == b[key].keys()

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from thermsr_utils import config, data, io, run, train
+from thermsr_utils import checkpoint, config, data, datasets, io, run, train
 
 ROOT = config.REPO_ROOT
 PACKAGE = ROOT / "thermsr_utils"
@@ -262,12 +262,12 @@ import time
 import numpy as np
 import torch
 
-from thermsr_utils import losses, models, train
+from thermsr_utils import datasets, losses, models, train
 
 EPOCHS = 20
 
 
-class SlowPatches(train.SRPatchDataset):
+class SlowPatches(datasets.SRPatchDataset):
     """The same items, each a few milliseconds late, so a run lasts long enough to be interrupted."""
 
     def __getitem__(self, index):
@@ -281,8 +281,8 @@ def run(out, resume=False, slow=False):
     images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(8)]
     torch.manual_seed(0)
     model = models.new_model("pan-tiny")
-    train_set = (SlowPatches if slow else train.SRPatchDataset)(images, patch=16, augment=True, seed=1)
-    val_sets = {"a": train.SRPatchDataset(images[:3], patch=None)}
+    train_set = (SlowPatches if slow else datasets.SRPatchDataset)(images, patch=16, augment=True, seed=1)
+    val_sets = {"a": datasets.SRPatchDataset(images[:3], patch=None)}
     recipe = train.Recipe.v2(epochs=EPOCHS, batch_size=2, lr=2e-3, patch=16, warmup_epochs=1, val_every=3,
                              ema_decay=0.9, seed=1)
     return train.fit(model, train_set, val_sets, losses.make_loss("l1"), recipe, out, resume=resume,
@@ -328,24 +328,24 @@ def _start(script: Path, out: Path) -> subprocess.Popen:
 def _check_not_torn(out: Path) -> int:
     """state.pt loads and history.json parses (when present); return the epoch state.pt holds (0 if none)."""
     epoch = 0
-    if (out / train.STATE_FILE).exists():
-        epoch = train.load_state(out / train.STATE_FILE)["epoch"]
-    if (out / train.HISTORY_FILE).exists():
-        history = io.read_json(out / train.HISTORY_FILE)
+    if (out / checkpoint.STATE_FILE).exists():
+        epoch = checkpoint.load_state(out / checkpoint.STATE_FILE)["epoch"]
+    if (out / checkpoint.HISTORY_FILE).exists():
+        history = io.read_json(out / checkpoint.HISTORY_FILE)
         # history.json is written just before state.pt: it holds the same epoch or the next one
         assert history[-1]["epoch"] in (epoch, epoch + 1)
     return epoch
 
 
 def _assert_same_result(out: Path, reference: Path):
-    a, b = train.load_state(reference / train.STATE_FILE), train.load_state(out / train.STATE_FILE)
+    a, b = checkpoint.load_state(reference / checkpoint.STATE_FILE), checkpoint.load_state(out / checkpoint.STATE_FILE)
     assert b["epoch"] == a["epoch"]
     for key in ("model", "ema"):
         assert a[key].keys() == b[key].keys()
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
     strip = lambda h: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in h]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
-    assert strip(io.read_json(out / train.HISTORY_FILE)) == strip(io.read_json(reference / train.HISTORY_FILE))
+    assert strip(io.read_json(out / checkpoint.HISTORY_FILE)) == strip(io.read_json(reference / checkpoint.HISTORY_FILE))
     wa = torch.load(reference / "best" / "pytorch_model_4x.pt", weights_only=True)
     wb = torch.load(out / "best" / "pytorch_model_4x.pt", weights_only=True)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -403,11 +403,11 @@ def test_sigint_in_process_raises_training_interrupted(tmp_path, one_thread):
     recipe = train.Recipe.v1(epochs=6, batch_size=2, lr=1e-3, patch=16, val_every=1, seed=0)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(train.TrainingInterrupted, match=r"holds epoch 2/6.*-p resume True"):
-        train.fit(models.new_model("pan-tiny"), train.SRPatchDataset(images, patch=16),
-                  {"a": train.SRPatchDataset(images[:1], patch=None)}, loss_sending_sigint, recipe, tmp_path,
+        train.fit(models.new_model("pan-tiny"), datasets.SRPatchDataset(images, patch=16),
+                  {"a": datasets.SRPatchDataset(images[:1], patch=None)}, loss_sending_sigint, recipe, tmp_path,
                   progress=False)
     assert signal.getsignal(signal.SIGINT) is before, "fit must restore the previous SIGINT handler"
-    assert train.load_state(tmp_path / "state.pt")["epoch"] == 2
+    assert checkpoint.load_state(tmp_path / "state.pt")["epoch"] == 2
     assert io.read_json(tmp_path / "history.json")[-1]["epoch"] == 2
 
 
@@ -509,11 +509,11 @@ def test_a_training_state_that_would_run_code_is_refused(tmp_path, one_thread):
     out.mkdir()
     torch.save({"format": 1, "epoch": 1, "payload": _RunsCode(marker)}, out / "state.pt")
     with pytest.raises(ValueError, match=r"refusing to load training state .*state\.pt"):
-        train.load_state(out / "state.pt")
+        checkpoint.load_state(out / "state.pt")
     images = [np.zeros((16, 16, 3), np.uint8)] * 2
     with pytest.raises(ValueError, match=r"state\.pt"):
-        train.fit(models.new_model("pan-tiny"), train.SRPatchDataset(images, patch=16),
-                  {"a": train.SRPatchDataset(images, patch=None)}, losses.make_loss("l1"),
+        train.fit(models.new_model("pan-tiny"), datasets.SRPatchDataset(images, patch=16),
+                  {"a": datasets.SRPatchDataset(images, patch=None)}, losses.make_loss("l1"),
                   train.Recipe.v1(epochs=1, batch_size=2, patch=16), out, resume=True, progress=False)
     assert not marker.exists()
 
@@ -559,13 +559,13 @@ def test_missing_manifest_says_which_notebook_makes_it(tmp_path):
 
 def test_training_data_is_verified_before_use(tmp_path):
     paths, records = _tiny_run(tmp_path)
-    train_set, val_sets = train.datasets_from_manifest(paths.crops, records, patch=16, augment=False)
+    train_set, val_sets = datasets.datasets_from_manifest(paths.crops, records, patch=16, augment=False)
     assert len(train_set) == 2 and sum(len(v) for v in val_sets.values()) == 2
     changed = paths.crops / records[0]["path"]      # a training crop
     img = io.read_image(changed)
     io.write_png(changed, 255 - img)
     with pytest.raises(data.CropIntegrityError, match=records[0]["path"]):
-        train.datasets_from_manifest(paths.crops, records, patch=16, augment=False)
+        datasets.datasets_from_manifest(paths.crops, records, patch=16, augment=False)
 
 
 def test_notebooks_load_the_manifest_through_the_verified_path():

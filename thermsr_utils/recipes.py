@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from . import findings, losses, metrics
-from .train import Recipe, datasets_from_manifest, run_meta
+from .datasets import datasets_from_manifest
+from .train import Recipe, run_meta
 
 # The notebook parameters each builder reads (the test holds them equal to the notebooks' parameter cells).
 PARAMETERS = {

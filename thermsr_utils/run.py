@@ -250,14 +250,14 @@ def prepare_point(paths: config.RunPaths) -> None:
     if not main.manifest.is_file():
         raise FileNotFoundError(f"sweep point {paths.point!r} reuses the main run's crops, but {main.manifest} does "
                                 f"not exist: run `python -m thermsr_utils.run --profile {paths.profile}` first")
-    from . import train
+    from . import checkpoint
     from .io import atomic_dir
 
     def fill_point(tmp: Path) -> None:
         for sub in ("results", "checkpoints"):
             if (main.root / sub).is_dir():
                 shutil.copytree(main.root / sub, tmp / sub, copy_function=_link_or_copy,
-                                ignore=shutil.ignore_patterns(train.STATE_FILE, ".*"))
+                                ignore=shutil.ignore_patterns(checkpoint.STATE_FILE, ".*"))
         if (main.root / "provenance.json").is_file():
             shutil.copy2(main.root / "provenance.json", tmp / "provenance.json")
 

@@ -1,4 +1,5 @@
-"""The training engine: patch dataset, recipes, optimiser/scheduler/EMA, and one resumable ``fit`` loop.
+"""The training engine: the recipe, optimiser/scheduler/EMA, and one resumable ``fit`` loop (datasets live in
+``datasets``, the saved state and the kept model in ``checkpoint``).
 
 One loop serves both recipes of the study. v1 and v2 differ only in their ``Recipe`` (patch size,
 augmentation, warmup, EMA, length) and in the loss the caller passes; the loop never builds a loss.
@@ -8,7 +9,7 @@ Outputs of ``fit`` in ``out_dir``:
 - ``history.json``  one record per epoch (learning rate, train loss and its terms, validation metrics
   per dataset and over all images, timings, whether this epoch gave the kept checkpoint);
 - ``best/``         the kept model, written by super-image's ``save_pretrained`` (so
-  ``XxxModel.from_pretrained(out_dir / "best", scale=4)`` or ``load_finetuned`` loads it) plus
+  ``XxxModel.from_pretrained(out_dir / "best", scale=4)`` or ``checkpoint.load_finetuned`` loads it) plus
   ``thermsr.json``: the resolved recipe, the epoch, its metric values, the loss terms and the caller's
   metadata;
 - ``state.pt``      everything needed to continue after an interruption, rewritten at the end of every
@@ -25,11 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io as _stdio
 import itertools
 import math
-import os
-import pickle
 import random
 import shutil
 import sys
@@ -41,117 +39,24 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from . import __version__, accel
-from .data import SCALE, bgr_to_tensor, make_lr
-from .io import atomic_path, atomic_write_json, read_json
+from .data import SCALE
+from .datasets import LR_METHOD
+from .io import atomic_write_json
+from .checkpoint import (BEST_DIR, BEST_RAW_DIR, HISTORY_FILE, STATE_FILE, check_resume_recipe, load_state,
+                         remove_leftovers, save_best, save_state, set_rng_states)
 from .losses import describe_loss
 
-STATE_FILE = "state.pt"
-HISTORY_FILE = "history.json"
-BEST_DIR = "best"
-BEST_RAW_DIR = "best_raw"    # with an EMA copy: the trained weights at the EMA copy's kept epoch
-META_FILE = "thermsr.json"
 ALL = "all"                     # key of the pooled validation result (mean over every image)
-LR_METHOD = "cv2.resize INTER_AREA to 1/scale, made on the fly"
 TIMING_KEYS = ("train_seconds", "val_seconds", "steps_per_second")
 SCHEDULES = ("cosine", "constant")
-# Recipe fields that may change on resume: no effect on results, or (fast) checked through the pipeline it resolves to.
-_RESUME_FREE_FIELDS = ("num_workers", "compile", "fast")
 
 
 # ---------------------------------------------------------------------------------------------
-# Data
+# Loader
 # ---------------------------------------------------------------------------------------------
-class SRPatchDataset(Dataset):
-    """(LR, HR) training pairs cut from HR crops: random patch, optional flip/rot90, LR made on the fly.
-
-    ``images`` are uint8 BGR H×W×3 arrays (the 192×192 crops). An item is ``(lr, hr)``: float RGB
-    tensors in [0, 1] of shape 3×(patch/scale)×(patch/scale) and 3×patch×patch. ``patch=None`` uses
-    the whole image. The crop position and augmentation of item ``i`` in epoch ``e`` come from a
-    generator seeded by ``(seed, e, i)``: independent of worker count, order and earlier draws.
-    """
-
-    def __init__(self, images, names=None, patch: int | None = 128, scale: int = SCALE,
-                 augment: bool = False, seed: int = 0):
-        images = list(images)
-        if not images:
-            raise ValueError("SRPatchDataset needs at least one image")
-        if names is not None:
-            names = list(names)
-            if len(names) != len(images):
-                raise ValueError(f"names has {len(names)} entries for {len(images)} images")
-        if scale < 1:
-            raise ValueError(f"scale must be ≥ 1, got {scale}")
-        if patch is not None and (patch <= 0 or patch % scale):
-            raise ValueError(f"patch must be a positive multiple of scale {scale}, got {patch}")
-        for i, img in enumerate(images):
-            _check_hr_image(img, i, patch, scale, None if names is None else names[i])
-        self.images = images
-        self.names = names
-        self.patch = patch
-        self.scale = scale
-        self.augment = bool(augment)
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random crops/augmentations the next items use."""
-        self.epoch = int(epoch)
-
-    def rng(self, index: int) -> np.random.Generator:
-        """The generator of item ``index`` in the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
-
-    def hr_patch(self, index: int) -> np.ndarray:
-        """The (augmented) HR patch of item ``index``: uint8 BGR patch×patch×3."""
-        img = self.images[index]
-        rng = self.rng(index)
-        h, w = img.shape[:2]
-        ph = pw = self.patch
-        if self.patch is None:
-            ph, pw = h, w
-        y = int(rng.integers(0, h - ph + 1))
-        x = int(rng.integers(0, w - pw + 1))
-        hr = img[y:y + ph, x:x + pw]
-        if self.augment:
-            if rng.random() < 0.5:
-                hr = hr[:, ::-1]
-            hr = np.rot90(hr, k=int(rng.integers(0, 4)), axes=(0, 1))
-        return np.ascontiguousarray(hr)
-
-    def __getitem__(self, index: int):
-        hr = self.hr_patch(index)
-        lr = make_lr(hr, self.scale)
-        return bgr_to_tensor(lr), bgr_to_tensor(hr)
-
-    def describe(self) -> dict:
-        """The dataset's settings as plain data, for run metadata."""
-        counts: dict[str, int] = {}
-        for n in self.names or []:
-            counts[str(n)] = counts.get(str(n), 0) + 1
-        return {"n_images": len(self), "per_dataset": counts, "patch": self.patch, "scale": self.scale,
-                "augment": "hflip + rot90" if self.augment else "none", "lr_method": LR_METHOD}
-
-
-def _check_hr_image(img, index: int, patch: int | None, scale: int, name) -> None:
-    """Raise ValueError unless ``img`` is a uint8 BGR H×W×3 array large enough for ``patch``."""
-    where = f"image {index}" + (f" ({name})" if name is not None else "")
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
-        raise ValueError(f"{where}: expected a uint8 BGR H×W×3 array, got {desc}")
-    h, w = img.shape[:2]
-    if patch is None:
-        if h % scale or w % scale:
-            raise ValueError(f"{where}: size {w}x{h} is not divisible by scale {scale}")
-    elif h < patch or w < patch:
-        raise ValueError(f"{where}: size {w}x{h} is smaller than patch {patch}")
-
-
 def make_loader(dataset, recipe: "Recipe", epoch: int, rank: int = 0, world_size: int = 1):
     """Shuffled training loader for ``epoch`` (1-based); its order depends only on (seed, epoch).
 
@@ -410,131 +315,6 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return True
     return value > best if mode == "max" else value < best
-
-
-# ---------------------------------------------------------------------------------------------
-# State: save, load, restore
-# ---------------------------------------------------------------------------------------------
-def rng_states() -> dict:
-    """Python, NumPy and torch (CPU, CUDA) RNG states as tensors and plain values."""
-    version, py_state, gauss = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    states = {
-        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64),
-                   "gauss_next": gauss},
-        "numpy": {"bit_generator": np_state["bit_generator"],
-                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                  "gauss": float(np_state["gauss"])},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    return states
-
-
-def set_rng_states(states: Mapping) -> None:
-    """Restore the RNG states captured by ``rng_states``."""
-    py = states["python"]
-    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss_next"]))
-    n = states["numpy"]
-    np.random.set_state({"bit_generator": n["bit_generator"],
-                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def save_state(path, *, model, optimizer, scheduler, ema, epoch: int, history: list, best: dict | None,
-               recipe: Recipe, execution: dict | None = None) -> None:
-    """Write everything needed to resume after ``epoch`` to ``path`` atomically (weights_only-loadable)."""
-    state = {
-        "format": 1,
-        "epoch": int(epoch),
-        "recipe": recipe.to_dict(),
-        "model": model.state_dict(),
-        "ema": None if ema is None else ema.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng_states(),
-        "history": history,
-        "best": best,
-        "execution": execution,
-    }
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def load_state(path) -> dict:
-    """Read a ``state.pt`` (weights_only, onto the CPU); errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training state not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"refusing to load training state {path}: it holds objects other than tensors and "
-                         "plain containers, which only an unpickler that can run code would read") from None
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"cannot load training state {path}: {e}") from None
-    if not isinstance(state, dict) or state.get("format") != 1:
-        raise ValueError(f"{path} is not a thermsr training state (format 1)")
-    return state
-
-
-def _check_resume_recipe(saved: Mapping, recipe: Recipe, path: Path) -> None:
-    """Raise ValueError if the saved recipe differs from ``recipe`` in a field that changes results."""
-    current = recipe.to_dict()
-    diff = sorted(k for k in set(saved) | set(current)
-                  if k not in _RESUME_FREE_FIELDS and saved.get(k) != current.get(k))
-    if diff:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in diff)
-        raise ValueError(f"cannot resume from {path}: the recipe changed ({detail})")
-
-
-# ---------------------------------------------------------------------------------------------
-# The kept model
-# ---------------------------------------------------------------------------------------------
-def save_best(model: torch.nn.Module, out_dir, meta: dict, name: str = BEST_DIR) -> Path:
-    """Write ``model`` (``save_pretrained``) and ``thermsr.json`` to ``out_dir/<name>`` via a temp folder + rename."""
-    from .models import save_model
-
-    return save_model(model, Path(out_dir) / name, extra_json={META_FILE: meta})
-
-
-def _remove_leftovers(out_dir: Path) -> None:
-    """Delete the temp folders and files a killed ``save_best`` / ``save_state`` / history write left in ``out_dir``."""
-    for p in [*out_dir.glob(f".{BEST_DIR}.*"), *out_dir.glob(f".{BEST_RAW_DIR}.*")]:
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-    for name in (STATE_FILE, HISTORY_FILE):   # io.atomic_path's temp names: .<name>.<random><suffix>
-        for p in out_dir.glob(f".{name}.*"):
-            if p.is_file():
-                p.unlink(missing_ok=True)
-
-
-def load_finetuned(path, model_cls: type | None = None, device="cpu"):
-    """Load a ``best/`` folder: (model in eval mode on ``device``, its ``thermsr.json`` metadata).
-
-    Super-image architectures load through ``thermsr_utils.models.load_model`` (class from
-    ``config.json``'s ``model_type``, weights read with ``weights_only=True``, strict). A model class
-    of its own (a super-image ``PreTrainedModel`` subclass) can be given as ``model_cls``.
-    """
-    path = Path(path)
-    config = read_json(path / "config.json")
-    meta = read_json(path / META_FILE)
-    scale = config.get("scale") or SCALE
-    if model_cls is None:
-        from .models import load_model
-
-        model, _info = load_model(path, scale=scale, source="local", device=device)
-        return model, meta
-    with contextlib.redirect_stdout(_stdio.StringIO()):   # from_pretrained prints the weights path
-        model = model_cls.from_pretrained(path, scale=scale)
-    return model.to(device).eval(), meta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -831,12 +611,12 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
     ema = make_ema(model, recipe.ema_decay) if recipe.ema_decay is not None else None
     state_path = out_dir / STATE_FILE
     if dist.is_main:
-        _remove_leftovers(out_dir)
+        remove_leftovers(out_dir)
 
     start_epoch, history, best = 0, [], None
     if resume and state_path.exists():
         state = load_state(state_path)
-        _check_resume_recipe(state["recipe"], recipe, state_path)
+        check_resume_recipe(state["recipe"], recipe, state_path)
         _check_resume_pipeline(state.get("execution"), execution, state_path)
         model.load_state_dict(state["model"])
         if ema is not None:
@@ -941,31 +721,6 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
             "best_value": best.get("value"), "best_val": best.get("val"), "select_metric": recipe.select_metric,
             "selected_copy": copy, "epochs_completed": recipe.epochs, "execution": execution,
             "history": history, "ema_model": None if ema is None else ema.module}
-
-
-def datasets_from_manifest(crops_dir, records, *, patch: int | None, augment: bool, seed: int = 0,
-                           scale: int = SCALE) -> tuple[SRPatchDataset, dict[str, SRPatchDataset]]:
-    """The training set (random patches) and one whole-crop validation set per dataset, from manifest records.
-
-    Every crop is checked against its manifest sha256 as it is read (data.CropIntegrityError names the
-    missing or changed ones).
-    """
-    from .data import DATASET_LABELS, read_verified_crops
-
-    def load(recs):
-        return read_verified_crops(crops_dir, recs)
-
-    train_recs = [r for r in records if r["split"] == "train"]
-    if not train_recs:
-        raise ValueError("the manifest has no training crops")
-    train_set = SRPatchDataset(load(train_recs), names=[DATASET_LABELS[r["dataset"]] for r in train_recs],
-                               patch=patch, scale=scale, augment=augment, seed=seed)
-    val_sets = {}
-    for name, label in DATASET_LABELS.items():
-        recs = [r for r in records if r["split"] == "val" and r["dataset"] == name]
-        if recs:
-            val_sets[label] = SRPatchDataset(load(recs), names=[label] * len(recs), patch=None, scale=scale)
-    return train_set, val_sets
 
 
 def run_meta(manifest_path, init_info: dict, **more) -> dict:
