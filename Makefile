@@ -44,7 +44,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not notebooks"
+	$(PY) -m pytest -q -m "not notebooks and not slow"
 
 # regenerate the .ipynb pairs from the py:percent sources (outputs stay stripped)
 sync: $(STAMP)

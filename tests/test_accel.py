@@ -10,12 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from super_image import PretrainedConfig, PreTrainedModel
-from torch import nn
+from conftest import tiny_model as shared_tiny_model
 
 from thermsr_utils import accel, checkpoint, data, evaluate, train
-from thermsr_utils.losses import make_loss
 from thermsr_utils.datasets import SRPatchDataset
+from thermsr_utils.losses import make_loss
 from thermsr_utils.train import Recipe, fit
 
 
@@ -324,30 +323,8 @@ def test_recipe_defaults_and_checks_for_the_fast_path():
 
 
 # ------------------------------------------------------------------------------ fit on the fast path
-class TinyConfig(PretrainedConfig):
-    model_type = "THERMSR_TINY_ACCEL_TEST"
-
-    def __init__(self, scale=4, n_feats=8, **kwargs):
-        super().__init__(**kwargs)
-        self.scale, self.n_feats, self.data_parallel = scale, n_feats, False
-
-
-class TinySR(PreTrainedModel):
-    config_class = TinyConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        s, nf = config.scale, config.n_feats
-        self.body = nn.Sequential(nn.Conv2d(3, nf, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(nf, 3 * s * s, 3, padding=1), nn.PixelShuffle(s))
-
-    def forward(self, x):
-        return self.body(x)
-
-
 def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    return TinySR(TinyConfig())
+    return shared_tiny_model(seed, n_feats=8)
 
 
 def mae(sr, hr):
@@ -385,6 +362,21 @@ def test_fast_path_computes_what_the_dataloader_path_computes(tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
     meta = json.loads((tmp_path / "True" / "best" / "thermsr.json").read_text())
     assert meta["execution"]["data_pipeline"] == "device" and meta["execution"]["amp"] is None
+
+
+@pytest.mark.gpu
+def test_on_cuda_fit_trains_in_bf16_on_the_device_pipeline_close_to_the_cpu(tmp_path):
+    train_set = SRPatchDataset(noise_images(5), patch=None, augment=False)
+    out = {}
+    for device in ("cpu", "cuda"):
+        recipe = small_recipe(patch=None, fast=True, amp="auto", ema_decay=0.5)
+        out[device] = fit(tiny_model(), train_set, val_sets(), make_loss("l1"), recipe, tmp_path / device,
+                          metrics={"mae": mae}, device=device, progress=False)
+    ex = out["cuda"]["execution"]
+    assert (ex["amp"], ex["data_pipeline"], ex["channels_last"]) == ("bf16", "device", True)
+    assert out["cpu"]["execution"]["amp"] is None
+    for a, b in zip(out["cpu"]["history"], out["cuda"]["history"]):    # bf16 steps: close, not equal
+        assert a["val"]["all"]["mae"] == pytest.approx(b["val"]["all"]["mae"], rel=0.05)
 
 
 class Interrupt(Exception):

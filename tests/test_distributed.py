@@ -204,6 +204,7 @@ def load_script(tmp_path):
     return mod
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_matches_one_process(tmp_path):
     mod = load_script(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}

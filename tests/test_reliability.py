@@ -370,6 +370,7 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(trai
     assert all(e < module.EPOCHS for e in epochs_at_kill), f"a kill came after training ended: {epochs_at_kill}"
 
 
+@pytest.mark.slow
 def test_sigterm_saves_state_and_says_how_to_resume(trainer, tmp_path, one_thread):
     script, module, reference = trainer
     out = tmp_path / "terminated"
@@ -714,6 +715,7 @@ sys.exit(run.main(["--profile", "demo", "--no-progress"]))
 '''
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_runner_stops_the_kernel_and_releases_the_lock(artifacts, tmp_path):
     folder = tmp_path / "nbs"
     folder.mkdir()

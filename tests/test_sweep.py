@@ -7,6 +7,8 @@ import pytest
 
 from thermsr_utils import config, run
 
+pytestmark = pytest.mark.slow  # each test builds and runs small notebooks (about 10 s)
+
 HEADER = """# ---
 # jupyter:
 #   kernelspec:

@@ -7,50 +7,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from super_image import EdsrConfig, EdsrModel, PretrainedConfig, PreTrainedModel
+from conftest import TinySR, tiny_model
+from super_image import EdsrConfig, EdsrModel
 from torch import nn
 
 from thermsr_utils import checkpoint, train
 from thermsr_utils.checkpoint import load_finetuned
 from thermsr_utils.data import bgr_to_tensor, make_lr
-from thermsr_utils.losses import l1_loss, make_loss
 from thermsr_utils.datasets import SRPatchDataset
+from thermsr_utils.losses import l1_loss, make_loss
 from thermsr_utils.train import Recipe, fit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-# ------------------------------------------------------------------------------ tiny model
-class TinyConfig(PretrainedConfig):
-    model_type = "THERMSR_TINY_TEST"
-
-    def __init__(self, scale=4, n_feats=16, dropout=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.scale = scale
-        self.n_feats = n_feats
-        self.dropout = dropout
-        self.data_parallel = False
-
-
-class TinySR(PreTrainedModel):
-    """conv → ReLU (→ dropout) → conv → PixelShuffle: the smallest ×4 model with super-image's save/load."""
-
-    config_class = TinyConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        s, nf = config.scale, config.n_feats
-        self.body = nn.Sequential(nn.Conv2d(3, nf, 3, padding=1), nn.ReLU(), nn.Dropout(config.dropout),
-                                  nn.Conv2d(nf, 3 * s * s, 3, padding=1), nn.PixelShuffle(s))
-
-    def forward(self, x):
-        return self.body(x)
-
-
-def tiny_model(seed=0, n_feats=16, dropout=0.0):
-    torch.manual_seed(seed)
-    return TinySR(TinyConfig(n_feats=n_feats, dropout=dropout))
 
 
 def noise_images(n, size=32, seed=0):

@@ -1,4 +1,4 @@
-"""Paths, profiles and the one setup call every notebook makes.
+"""Paths, profiles, parameter rules, seeding and provenance: everything a run is set up from (``config.setup``).
 
 All paths derive from the repository root (or from the THERMSR_ARTIFACTS / THERMSR_DATA environment
 variables); notebooks never hard-code a relative path. Profiles decide parameter *defaults* only:

@@ -1,4 +1,4 @@
-"""Datasets: the SF-TL54 and ThermEval-D builders, the crop manifest, and LR/tensor conversions.
+"""The crops: the SF-TL54 and ThermEval-D builders, the manifest and its verification, LR/tensor conversions.
 
 Image convention: arrays are uint8 as OpenCV reads them, BGR, H×W×3. Tensors are float RGB in [0, 1],
 C×H×W (or N×C×H×W). Conversions happen only in ``bgr_to_tensor`` / ``tensor_to_bgr``.

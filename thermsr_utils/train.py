@@ -520,43 +520,47 @@ class _StopOnSignal:
         raise TrainingInterrupted(msg)
 
 
-_active_stop: list[_StopOnSignal] = []
+def _keep(kept: torch.nn.Module, raw: torch.nn.Module | None, out_dir: Path, meta: dict, recipe: Recipe) -> None:
+    """Write the kept copy to ``best/`` and, with an EMA copy, the trained weights of the same epoch to
+    ``best_raw/`` (for comparing EMA with no EMA); ``meta`` gains the selection and the library versions."""
+    meta = {**meta, "select_metric": recipe.select_metric, "select_mode": recipe.select_mode,
+            "selected_copy": recipe.selected_copy, "model_class": type(kept).__name__, "versions": _versions()}
+    save_best(kept, out_dir, meta)
+    if raw is not None:
+        save_best(raw, out_dir, {**meta, "selected_copy": "model", "kept_by": "ema"}, name=BEST_RAW_DIR)
 
 
-def _stop_on_signal(fn):
-    """Run ``fit`` with SIGINT/SIGTERM handled by a ``_StopOnSignal`` (see ``_hold_signals``)."""
-    import functools
-    import inspect
-
-    sig = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        bound = sig.bind(*args, **kwargs)
-        recipe, out_dir = bound.arguments["recipe"], bound.arguments["out_dir"]
-        with _StopOnSignal(getattr(recipe, "name", "?"), Path(out_dir) / STATE_FILE,
-                           getattr(recipe, "epochs", 0)) as stop:
-            _active_stop.append(stop)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                _active_stop.remove(stop)
-    return wrapper
-
-
-def _hold_signals() -> None:
-    """Inside ``fit``: the current epoch's steps are done; a signal now waits until it is saved."""
-    if _active_stop:
-        _active_stop[-1].hold()
-
-
-def _release_signals(epoch: int) -> None:
-    """Inside ``fit``: epoch ``epoch`` is saved; stop now if a signal arrived while it was being saved."""
-    if _active_stop:
-        _active_stop[-1].release(epoch)
+def _start_or_resume(out_dir: Path, resume: bool, recipe: Recipe, execution: dict, model, ema, optimizer, scheduler,
+                     is_main: bool, progress: bool) -> tuple[int, list, dict | None]:
+    """(first epoch to train after, history, best so far): from ``state.pt`` when resuming, else a clean start
+    (stale files removed, every RNG seeded from the recipe)."""
+    state_path = out_dir / STATE_FILE
+    if resume and state_path.exists():
+        state = load_state(state_path)
+        check_resume_recipe(state["recipe"], recipe, state_path)
+        _check_resume_pipeline(state.get("execution"), execution, state_path)
+        model.load_state_dict(state["model"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_states(state["rng"])
+        if progress:
+            print(f"resuming {recipe.name} from {state_path.name} after epoch {state['epoch']}/{recipe.epochs}")
+        return state["epoch"], list(state["history"]), state["best"]
+    if resume and progress:
+        print(f"no {STATE_FILE} in the output folder: starting {recipe.name} from scratch")
+    if is_main:
+        for stale in (state_path, out_dir / HISTORY_FILE):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(out_dir / BEST_DIR, ignore_errors=True)
+        shutil.rmtree(out_dir / BEST_RAW_DIR, ignore_errors=True)
+    random.seed(recipe.seed)
+    np.random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    return 0, [], None
 
 
-@_stop_on_signal
 def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable, recipe: Recipe, out_dir, *,
         metrics: Mapping[str, Callable] | None = None, device="cpu", resume: bool = False,
         extra_meta: Mapping | None = None, progress: bool = True) -> dict:
@@ -578,7 +582,14 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
     SIGINT or SIGTERM stops training cleanly (``_StopOnSignal``): ``state.pt`` then holds the last completed epoch, a message
     says how to resume, and TrainingInterrupted (SIGINT) or SystemExit (SIGTERM) is raised.
     """
-    out_dir = Path(out_dir)
+    with _StopOnSignal(recipe.name, Path(out_dir) / STATE_FILE, recipe.epochs) as stop:
+        return _fit(model, train_set, val_sets, loss_fn, recipe, Path(out_dir), stop, metrics=metrics, device=device,
+                    resume=resume, extra_meta=extra_meta, progress=progress)
+
+
+def _fit(model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, stop: _StopOnSignal, *, metrics,
+         device, resume: bool, extra_meta, progress: bool) -> dict:
+    """The body of ``fit``, with ``stop`` handling SIGINT/SIGTERM."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if not callable(getattr(model, "save_pretrained", None)) and getattr(model, "zoo_name", None) is None:
         raise TypeError(f"fit keeps checkpoints with super-image's save_pretrained or as a zoo folder; "
@@ -613,31 +624,8 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
     if dist.is_main:
         remove_leftovers(out_dir)
 
-    start_epoch, history, best = 0, [], None
-    if resume and state_path.exists():
-        state = load_state(state_path)
-        check_resume_recipe(state["recipe"], recipe, state_path)
-        _check_resume_pipeline(state.get("execution"), execution, state_path)
-        model.load_state_dict(state["model"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_states(state["rng"])
-        start_epoch, history, best = state["epoch"], list(state["history"]), state["best"]
-        if progress:
-            print(f"resuming {recipe.name} from {state_path.name} after epoch {start_epoch}/{recipe.epochs}")
-    else:
-        if resume and progress:
-            print(f"no {STATE_FILE} in the output folder: starting {recipe.name} from scratch")
-        if dist.is_main:
-            for stale in (state_path, out_dir / HISTORY_FILE):
-                stale.unlink(missing_ok=True)
-            shutil.rmtree(out_dir / BEST_DIR, ignore_errors=True)
-            shutil.rmtree(out_dir / BEST_RAW_DIR, ignore_errors=True)
-        random.seed(recipe.seed)
-        np.random.seed(recipe.seed)
-        torch.manual_seed(recipe.seed)
+    start_epoch, history, best = _start_or_resume(out_dir, resume, recipe, execution, model, ema, optimizer,
+                                                  scheduler, dist.is_main, progress)
 
     copy = recipe.selected_copy
 
@@ -682,7 +670,7 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
                              channels_last=execution["channels_last"], ema_source=model,
                              distributed=dist.world_size > 1)
         train_seconds = time.perf_counter() - t0
-        _hold_signals()  # a signal from here on lets this epoch finish saving first
+        stop.hold()  # a signal from here on lets this epoch finish saving first
         scheduler.step()
         record = {"epoch": epoch, "lr": lr_now, **stats, "train_seconds": train_seconds,
                   "steps_per_second": stats["steps"] / train_seconds if train_seconds > 0 else None,
@@ -695,17 +683,11 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
             if _is_better(value, None if best is None else best["value"], recipe.select_mode):
                 best = {"epoch": epoch, "value": value, "val": record["val"]}
                 record["is_best"] = True
-                meta = {**extra_meta, "recipe": recipe.to_dict(), "epoch": epoch, "value": value,
-                        "val": record["val"], "select_metric": recipe.select_metric,
-                        "select_mode": recipe.select_mode, "selected_copy": copy,
-                        "loss": describe_loss(loss_fn), "model_class": type(eval_model()).__name__,
-                        "train_set": train_set.describe() if hasattr(train_set, "describe") else None,
-                        "versions": _versions(), "execution": execution}
                 if dist.is_main:
-                    save_best(eval_model(), out_dir, meta)
-                    if copy == "ema":  # the raw weights of the same epoch, for comparing EMA with no EMA
-                        save_best(model, out_dir, {**meta, "selected_copy": "model", "kept_by": "ema"},
-                                  name=BEST_RAW_DIR)
+                    meta = {**extra_meta, "recipe": recipe.to_dict(), "epoch": epoch, "value": value,
+                            "val": record["val"], "loss": describe_loss(loss_fn), "execution": execution,
+                            "train_set": train_set.describe() if hasattr(train_set, "describe") else None}
+                    _keep(eval_model(), model if copy == "ema" else None, out_dir, meta, recipe)
             if progress:
                 print(_val_line(epoch, recipe.epochs, record, copy))
         history.append(record)
@@ -713,7 +695,7 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
             atomic_write_json(out_dir / HISTORY_FILE, history)
             save_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, epoch=epoch,
                        history=history, best=best, recipe=recipe, execution=execution)
-        _release_signals(epoch)
+        stop.release(epoch)
 
     accel.barrier()     # every file of rank 0 is written before any rank returns
     best = best or {}
