@@ -51,9 +51,16 @@ def test_the_frontier_sweep_of_the_smoke_profile_ran_before_07(smoke_run):
 
 def test_manifest_matches_the_committed_one(smoke_run):
     paths, _ = smoke_run
-    built = data.load_manifest(paths.manifest)["records"]
+    manifest = data.load_manifest(paths.manifest)
+    built = manifest["records"]
     committed = io.read_json(config.MANIFEST_DIR / "smoke.json")["records"]
-    assert data.compare_manifests(built, committed) == []
+    diffs = data.compare_manifests(built, committed)
+    # the only differences allowed are crops whose pixels alone differ (another CPU's float rounding), named in
+    # the run's manifest and its provenance, and no more of them than data.SYNTHETIC_PIXEL_DRIFT_OK allows
+    drift = manifest.get("committed_pixel_drift", [])
+    assert len(diffs) == len(drift) and data.pixel_drift(diffs) == drift
+    assert len(drift) <= data.SYNTHETIC_PIXEL_DRIFT_OK * len(built)
+    assert bool(drift) == ("crops" in config.provenance(paths))
     assert {r["split"] for r in built} == {"train", "val", "test"}
     assert {r["dataset"] for r in built} == {"sftl54", "thermeval"}
 
