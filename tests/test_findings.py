@@ -72,15 +72,10 @@ def test_reported_protocol_resolves_same():
     prot = findings.reported_protocol()
     assert prot["lr_generation"]["v2"] == prot["lr_generation"]["v1"]       # "same" in the file
     assert prot["augmentation"] == {"v1": "none", "v2": "random flip + rotation by 0/90/180/270"}
-    # the file's loss line has an unquoted comma inside parentheses: L1(SR,HR),L1 + 0.05*LPIPS(AlexNet)
+    # the loss line holds a comma inside its quoted v1 field
     assert prot["loss"] == {"v1": "L1(SR,HR)", "v2": "L1 + 0.05*LPIPS(AlexNet)"}
     assert prot["optimizer"]["v1"] == "AdamW lr=1e-5 weight_decay=1e-5"       # a quoted field stays whole
 
-
-def test_rejoin_parentheses_refuses_a_row_it_cannot_read():
-    assert findings._rejoin_parentheses(["a", "f(x", "y)", "b"]) == ["a", "f(x,y)", "b"]
-    with pytest.raises(ValueError, match="setting,v1,v2"):
-        findings._rejoin_parentheses(["a", "b", "c", "d"])
 
 
 def test_reported_v1_story_reads_the_table():

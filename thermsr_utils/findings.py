@@ -34,25 +34,8 @@ def reported_protocol(path=None) -> dict[str, dict[str, str]]:
     from .config import REFERENCE_DIR
 
     with open(path or REFERENCE_DIR / "reference_protocol.csv", newline="") as f:
-        rows = list(csv.reader(line for line in f if not line.startswith("#")))
-    out = {}
-    for row in rows[1:]:
-        setting, v1, v2 = _rejoin_parentheses(row)
-        out[setting] = {"v1": v1, "v2": v1 if v2 == "same" else v2}
-    return out
-
-
-def _rejoin_parentheses(fields: list[str]) -> list[str]:
-    """Undo the splitting of an unquoted comma inside parentheses ("L1(SR,HR)" read as "L1(SR", "HR)")."""
-    out = []
-    for field in fields:
-        if out and out[-1].count("(") > out[-1].count(")"):
-            out[-1] += "," + field
-        else:
-            out.append(field)
-    if len(out) != 3:
-        raise ValueError(f"reference_protocol.csv: expected setting,v1,v2 but read {fields}")
-    return out
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    return {r["setting"]: {"v1": r["v1"], "v2": r["v1"] if r["v2"] == "same" else r["v2"]} for r in rows}
 
 
 def reported_vs_measured(table: list[dict], method_map: dict[str, str], measured_as: str,
