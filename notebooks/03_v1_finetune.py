@@ -45,7 +45,7 @@ import math
 
 from IPython.display import Markdown, display
 
-from thermsr_utils import bench, config, data, evaluate, models, plots, recipes, stats, train
+from thermsr_utils import bench, config, data, evaluate, models, plots, recipes, train
 
 paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 caption = evaluate.caption(profile, config.provenance(paths))
@@ -80,32 +80,13 @@ print(f"{backbone}: {init_info['source']} weights, {init_info['n_params']:,} par
 steps_per_epoch = min(math.ceil(len(train_set) / v1_batch_size), max_steps_per_epoch or math.inf)
 # a sweep point repeats the main run's choice (the backbone is a parameter), so it does not time the candidates again
 candidates = [] if sweep_point else bench.pretrained_candidates(paths.results, train_set, v1_batch_size, device=device)
-display(Markdown("\n".join(
-    ["| network | parameters | zero-shot PSNR gain over bicubic [95 % CI] | s per v1 step | s per epoch (estimate) |",
-     "|---|---|---|---|---|"]
-    + [f"| {c['method']} | {c['n_params']:,} | {stats.format_diff(c['gain'])} | {c['step_s']:.2f} | "
-       f"{c['step_s'] * steps_per_epoch:.0f} |" for c in candidates]) if candidates else
-    f"Sweep point `{sweep_point}`: the backbone is the main run's choice."))
+display(Markdown(bench.candidates_table(candidates, steps_per_epoch) if candidates else
+                 f"Sweep point `{sweep_point}`: the backbone is the main run's choice."))
 
 # %%
 if candidates:
-    top = max(candidates, key=lambda c: c["gain"]["diff"])
-    cheap = min(candidates, key=lambda c: c["step_s"])
-    mine = next((c for c in candidates if c["spec"] == backbone), None)
-    gain_words = f"{stats.format_diff(top['gain'])} over bicubic"
-    cost_words = f"{cheap['step_s']:.2f} s per step of {v1_batch_size} patches on {device}"
-    if len(candidates) == 1:
-        words = f"The one pretrained network scored in 02, {top['spec']}, gains {gain_words} and costs {cost_words}. "
-    elif top is cheap:
-        words = (f"Of the {len(candidates)} pretrained networks scored in 02, {top['spec']} both gains most "
-                 f"({gain_words}) and costs least ({cost_words}). ")
-    else:
-        words = (f"Of the {len(candidates)} pretrained networks scored in 02, {top['spec']} gains most "
-                 f"({gain_words}) and {cheap['spec']} costs least ({cost_words}). ")
-    if mine:
-        words += (f"This run finetunes {mine['spec']}: about {mine['step_s'] * steps_per_epoch * v1_epochs / 60:.1f} "
-                  f"min for {v1_epochs} epochs of {steps_per_epoch} steps.")
-    display(Markdown(words))
+    display(Markdown(bench.candidates_verdict(candidates, backbone, steps_per_epoch=steps_per_epoch,
+                                              epochs=v1_epochs, batch_size=v1_batch_size, device=device)))
 print(f"finetuning {models.weights_label(backbone, init_info)}")
 
 # %% [markdown]

@@ -124,14 +124,7 @@ display(Markdown(f"The perceptual term ({term_name}) made up {100 * shares[0][na
 # perceptual term.
 
 # %%
-def last_change(hist):
-    vals = [h for h in hist if h["val"]]
-    if len(vals) < 2:
-        return float("nan"), 0
-    return vals[-1]["val"]["all"]["psnr"] - vals[-2]["val"]["all"]["psnr"], vals[-1]["epoch"] - vals[-2]["epoch"]
-
-
-(g1, e1), (g2, e2) = last_change(v1_history), last_change(history)
+(g1, e1), (g2, e2) = train.last_val_change(v1_history), train.last_val_change(history)
 display(Markdown(
     f"Over its last {e2} epochs v2's validation PSNR moved by {g2:+.2f} dB (v1: {g1:+.2f} dB over its last {e1}). "
     + ("v2 had **not** levelled off: read the PSNR gap in notebook 06 as an upper bound on what the perceptual term "

@@ -102,3 +102,20 @@ def test_default_output_path_names_device_and_model():
     cfg = bench.make_config(args)
     assert bench.default_out(cfg).name == "bench-cpu-pan-tiny-small.json"
     assert bench.default_out(cfg).parent.name == "bench"
+
+
+def _candidate(spec, diff, step_s):
+    return {"method": spec, "spec": spec, "n_params": 1000, "step_s": step_s,
+            "gain": {"metric": "psnr", "diff": diff, "lo": diff - 0.1, "hi": diff + 0.1}}
+
+
+def test_candidates_verdict_names_the_best_gain_the_cheapest_step_and_the_chosen_cost():
+    big, small = _candidate("big", 1.5, 2.0), _candidate("small", 0.5, 0.5)
+    words = bench.candidates_verdict([big, small], "small", steps_per_epoch=10, epochs=6, batch_size=4, device="cpu")
+    assert "big gains most" in words and "small costs least (0.50 s per step of 4 patches on cpu)" in words
+    assert "about 0.5 min for 6 epochs of 10 steps" in words          # 0.5 s × 10 steps × 6 epochs = 30 s
+    both = bench.candidates_verdict([_candidate("best", 2.0, 0.1), small], "other", steps_per_epoch=10, epochs=6,
+                                    batch_size=4, device="cpu")
+    assert "best both gains most" in both and "This run finetunes" not in both
+    table = bench.candidates_table([big, small], steps_per_epoch=10).splitlines()
+    assert len(table) == 4 and table[2].endswith("| 2.00 | 20 |")

@@ -421,8 +421,10 @@ def test_compare_manifests_names_ids_and_fields():
     c = {"id": "c", "box": [0, 0, 1, 1], "sha256": "z"}
     changed = {**b, "box": [0, 0, 2, 2], "sha256": "w"}
     assert data.compare_manifests([a, b], [a, b]) == []
-    assert data.compare_manifests([a, changed, c], [a, b]) == ["added: c", "changed: b (box, sha256)"]
-    assert data.compare_manifests([a], [a, b]) == ["removed: b"]
+    diffs = data.compare_manifests([a, changed, c], [a, b])
+    assert [str(d) for d in diffs] == ["added: c", "changed: b (box, sha256)"]
+    assert diffs[1].fields == ("box", "sha256")
+    assert [str(d) for d in data.compare_manifests([a], [a, b])] == ["removed: b"]
 
 
 def test_subject_in_two_splits_is_refused(tmp_path):
@@ -511,4 +513,5 @@ def test_pixel_only_drift_from_the_committed_manifest_is_tolerated_up_to_a_fract
     committed.write_text(json.dumps(saved))
     with pytest.raises(data.ManifestMismatch, match=r"\(box\)"):
         build_both(tmp_path, committed_manifest=committed, pixel_drift_ok=0.5)
-    assert data.pixel_drift(["changed: a (sha256)", "changed: b (box, sha256)", "added: c"]) == ["a"]
+    D = data.ManifestDiff
+    assert data.pixel_drift([D("changed", "a", ("sha256",)), D("changed", "b", ("box", "sha256")), D("added", "c")]) == ["a"]

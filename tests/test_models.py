@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import super_image
+from thermsr_utils import io
 from thermsr_utils import models as M
 from thermsr_utils.data import make_lr
 
@@ -169,7 +170,7 @@ def test_crafted_pickle_is_refused_without_running_code(tmp_path):
 
     marker = tmp_path / "payload_ran"
     torch.save({"conv_first.weight": _Payload(marker)}, ckpt / "pytorch_model_4x.pt")
-    with pytest.raises(M.UnsafeCheckpointError, match="refusing to load"):
+    with pytest.raises(io.UnsafeCheckpointError, match="refusing to load"):
         M.load_model(ckpt)
     assert not marker.exists()
 
@@ -178,7 +179,7 @@ def test_non_state_dict_and_corrupt_files(tmp_path):
     ckpt = tmp_path / "ckpt"
     tiny_pan().save_pretrained(ckpt)
     torch.save([torch.zeros(1)], ckpt / "pytorch_model_4x.pt")
-    with pytest.raises(M.UnsafeCheckpointError, match="not a state dict"):
+    with pytest.raises(io.UnsafeCheckpointError, match="not a state dict"):
         M.load_model(ckpt)
     (ckpt / "pytorch_model_4x.pt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ValueError, match="cannot read weights file"):

@@ -560,3 +560,13 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
 ])
 def test_is_better(value, best, mode, expected):
     assert train._is_better(value, best, mode) is expected
+
+
+def test_last_val_change_is_the_move_between_the_last_two_validations():
+    def h(epoch, psnr):
+        return {"epoch": epoch, "val": {"all": {"psnr": psnr}} if psnr is not None else None}
+
+    history = [h(0, 30.0), h(1, None), h(5, 31.0), h(6, None), h(10, 31.25)]
+    assert train.last_val_change(history) == (0.25, 5)
+    gain, epochs = train.last_val_change(history[:2])
+    assert math.isnan(gain) and epochs == 0

@@ -303,6 +303,40 @@ def pretrained_candidates(results_dir, train_set, batch_size: int, *, device="cp
                     "gain": stats.find(gains, "psnr", base="bicubic", new=method)})
     return out
 
+def candidates_table(candidates: list[dict], steps_per_epoch: int) -> str:
+    """Markdown table of ``pretrained_candidates``: parameters, zero-shot gain, seconds per step and per epoch."""
+    from .stats import format_diff
+
+    return "\n".join(
+        ["| network | parameters | zero-shot PSNR gain over bicubic [95 % CI] | s per v1 step | s per epoch (estimate) |",
+         "|---|---|---|---|---|"]
+        + [f"| {c['method']} | {c['n_params']:,} | {format_diff(c['gain'])} | {c['step_s']:.2f} | "
+           f"{c['step_s'] * steps_per_epoch:.0f} |" for c in candidates])
+
+
+def candidates_verdict(candidates: list[dict], backbone: str, *, steps_per_epoch: int, epochs: int,
+                       batch_size: int, device) -> str:
+    """One paragraph on ``pretrained_candidates``: which gains most, which costs least, what ``backbone`` costs."""
+    from .stats import format_diff
+
+    top = max(candidates, key=lambda c: c["gain"]["diff"])
+    cheap = min(candidates, key=lambda c: c["step_s"])
+    mine = next((c for c in candidates if c["spec"] == backbone), None)
+    gain = f"{format_diff(top['gain'])} over bicubic"
+    cost = f"{cheap['step_s']:.2f} s per step of {batch_size} patches on {device}"
+    of = f"Of the {len(candidates)} pretrained networks scored in 02, {top['spec']}"
+    if len(candidates) == 1:
+        words = f"The one pretrained network scored in 02, {top['spec']}, gains {gain} and costs {cost}. "
+    elif top is cheap:
+        words = f"{of} both gains most ({gain}) and costs least ({cost}). "
+    else:
+        words = f"{of} gains most ({gain}) and {cheap['spec']} costs least ({cost}). "
+    if mine:
+        words += (f"This run finetunes {mine['spec']}: about {mine['step_s'] * steps_per_epoch * epochs / 60:.1f} "
+                  f"min for {epochs} epochs of {steps_per_epoch} steps.")
+    return words
+
+
 # ---------------------------------------------------------------------------------------------
 # Training: ours and the reference
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io as _stdio
 import os
-import pickle
 import random
 import shutil
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from .data import SCALE
-from .io import atomic_path, read_json
+from .io import atomic_path, load_torch, read_json
 
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
@@ -87,17 +86,8 @@ def save_state(path, *, model, optimizer, scheduler, ema, epoch: int, history: l
 
 
 def load_state(path) -> dict:
-    """Read a ``state.pt`` (weights_only, onto the CPU); errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training state not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"refusing to load training state {path}: it holds objects other than tensors and "
-                         "plain containers, which only an unpickler that can run code would read") from None
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"cannot load training state {path}: {e}") from None
+    """Read a ``state.pt`` (``io.load_torch``: weights_only, onto the CPU); errors name the file."""
+    state = load_torch(path, "training state")
     if not isinstance(state, dict) or state.get("format") != 1:
         raise ValueError(f"{path} is not a thermsr training state (format 1)")
     return state

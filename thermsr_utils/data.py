@@ -11,6 +11,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -674,16 +675,27 @@ def _check_unique_ids(records: list[dict]) -> None:
         raise ValueError(f"duplicate crop ids: {sorted(dup)[:20]}")
 
 
-def compare_manifests(new_records: list[dict], committed_records: list[dict]) -> list[str]:
-    """Human-readable differences between two record lists: added, removed, and changed ids (with fields)."""
+class ManifestDiff(NamedTuple):
+    """One difference between two record lists: ``kind`` is "added", "removed" or "changed"; ``fields`` names
+    the changed fields (empty for added and removed ids). ``str()`` is the sentence a message shows."""
+    kind: str
+    id: str
+    fields: tuple[str, ...] = ()
+
+    def __str__(self):
+        return f"{self.kind}: {self.id}" + (f" ({', '.join(self.fields)})" if self.fields else "")
+
+
+def compare_manifests(new_records: list[dict], committed_records: list[dict]) -> list[ManifestDiff]:
+    """Differences between two record lists: added, removed, then changed ids (with their fields)."""
     new = {r["id"]: r for r in new_records}
     old = {r["id"]: r for r in committed_records}
-    diffs = [f"added: {i}" for i in sorted(set(new) - set(old))]
-    diffs += [f"removed: {i}" for i in sorted(set(old) - set(new))]
+    diffs = [ManifestDiff("added", i) for i in sorted(set(new) - set(old))]
+    diffs += [ManifestDiff("removed", i) for i in sorted(set(old) - set(new))]
     for i in sorted(set(new) & set(old)):
-        fields = sorted(k for k in set(new[i]) | set(old[i]) if new[i].get(k) != old[i].get(k))
+        fields = tuple(sorted(k for k in set(new[i]) | set(old[i]) if new[i].get(k) != old[i].get(k)))
         if fields:
-            diffs.append(f"changed: {i} ({', '.join(fields)})")
+            diffs.append(ManifestDiff("changed", i, fields))
     return diffs
 
 
@@ -773,10 +785,10 @@ def load_verified_manifest(paths) -> dict:
     return manifest
 
 
-def _head(items: list[str], n: int = 20) -> str:
+def _head(items: list, n: int = 20) -> str:
     """The first ``n`` items joined by commas, plus how many more there are."""
     more = f" ... and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
+    return ", ".join(map(str, items[:n])) + more
 
 
 def _summary(records: list[dict], results: list[BuildResult]) -> dict:
@@ -860,9 +872,9 @@ def _clear_stale(crops_dir: Path, records: list[dict]) -> list[str]:
 SYNTHETIC_PIXEL_DRIFT_OK = 0.25
 
 
-def pixel_drift(diffs: list[str]) -> list[str]:
+def pixel_drift(diffs: list[ManifestDiff]) -> list[str]:
     """The ids among ``compare_manifests`` differences that changed in their pixel hash alone."""
-    return [d[len("changed: "):-len(" (sha256)")] for d in diffs if d.startswith("changed: ") and d.endswith(" (sha256)")]
+    return [d.id for d in diffs if d.kind == "changed" and d.fields == ("sha256",)]
 
 
 def build_dataset(crops_dir, *, sftl54_root, thermeval_root, committed_manifest=None,

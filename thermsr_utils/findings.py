@@ -19,23 +19,24 @@ REPORTED_BICUBIC_PSNR = 34.4
 _REPORTED_KEYS = {"psnr": "psnr", "ssim": "ssim", "lpips": "lpips", "nose_err_px": "nose_median_px"}
 
 
-def reported_table(path=None) -> list[dict]:
-    """The write-up's table (data_manifest/reference/reference_results.csv) as rows of floats."""
+def _reference_rows(name: str, path=None) -> list[dict[str, str]]:
+    """Rows of one write-up reference CSV (``data_manifest/reference/<name>``), its ``#`` comment lines skipped."""
     from .config import REFERENCE_DIR
 
-    path = path or REFERENCE_DIR / "reference_results.csv"
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
-    return [{k: (v if k in ("method", "split") else float(v)) for k, v in r.items()} for r in rows]
+    with open(path or REFERENCE_DIR / name, newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def reported_table(path=None) -> list[dict]:
+    """The write-up's table (reference_results.csv) as rows of floats."""
+    return [{k: (v if k in ("method", "split") else float(v)) for k, v in r.items()}
+            for r in _reference_rows("reference_results.csv", path)]
 
 
 def reported_protocol(path=None) -> dict[str, dict[str, str]]:
     """The write-up's training protocol (reference_protocol.csv): {setting: {"v1": …, "v2": …}}, "same" resolved."""
-    from .config import REFERENCE_DIR
-
-    with open(path or REFERENCE_DIR / "reference_protocol.csv", newline="") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
-    return {r["setting"]: {"v1": r["v1"], "v2": r["v1"] if r["v2"] == "same" else r["v2"]} for r in rows}
+    return {r["setting"]: {"v1": r["v1"], "v2": r["v1"] if r["v2"] == "same" else r["v2"]}
+            for r in _reference_rows("reference_protocol.csv", path)}
 
 
 def reported_vs_measured(table: list[dict], method_map: dict[str, str], measured_as: str,

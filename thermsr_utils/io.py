@@ -1,4 +1,4 @@
-"""Small, safe file helpers: atomic writes, image reading with clear errors, pixel hashes.
+"""Small, safe file helpers: atomic writes, image and torch-file reading with clear errors, pixel hashes.
 
 Every file the pipeline writes goes through ``atomic_write_*``: it is written to a temporary name in
 the same folder and renamed into place, so a killed process leaves either the old file or the new one.
@@ -178,3 +178,35 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+class UnsafeCheckpointError(ValueError):
+    """A torch file that ``torch.load(weights_only=True)`` refuses, or that is not a plain tensor state dict."""
+
+
+def load_torch(path, what: str = "weights file", *, state_dict: bool = False):
+    """The package's one reader of torch files: ``torch.load(weights_only=True)`` onto the CPU, so no file can run
+    code. Errors name ``what`` and the file: FileNotFoundError, UnsafeCheckpointError (objects that only a
+    code-running unpickler reads; with ``state_dict``, anything but a mapping of names to tensors), ValueError (a
+    truncated file or not a torch file at all)."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+        raise UnsafeCheckpointError(
+            f"refusing to load {what} {path}: it holds objects other than tensors and plain containers, which only "
+            "an unpickler that can run code could read; re-save it as a plain state dict"
+            + (f" ({detail[0]})" if detail else "")) from None
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"cannot read {what} {path}: {type(e).__name__}: {e}") from None
+    if state_dict and not (isinstance(obj, dict) and all(isinstance(k, str) and torch.is_tensor(v)
+                                                          for k, v in obj.items())):
+        raise UnsafeCheckpointError(f"{path} is not a state dict (a mapping of names to tensors)")
+    return obj

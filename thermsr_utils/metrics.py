@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .io import load_torch
+
 # BT.601 full-range luma weights (the weights of OpenCV's RGB2GRAY), applied to RGB in [0, 1].
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # BT.601 studio-range Y on RGB in [0, 1]: Y_255 = 16 + 65.481 R + 128.553 G + 24.966 B, in [16, 235].
@@ -423,13 +425,13 @@ class DISTSMetric(_PairMetric):
 
             vgg = make_layers(cfgs["D"], batch_norm=False)   # VGG16's `features`, without the 120 M-weight classifier
         if source == "torchvision-cache":
-            sd = torch.load(lpips_weights_path("vgg"), map_location="cpu", weights_only=True)
+            sd = load_torch(lpips_weights_path("vgg"), "VGG16 weights")
             features = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
         _fill_convs(list(vgg.named_children()), features, "DISTS VGG16")
         pool_channels = dict(zip(self.POOLS, self.CHANNELS[1:5]))
         layers = [_L2Pool(pool_channels[i]) if i in pool_channels else vgg[i] for i in range(30)]
         self.stages = torch.nn.ModuleList(torch.nn.Sequential(*layers[a:b]) for a, b in self.STAGES).eval()
-        ab = torch.load(weights.locate("dists-alpha-beta"), map_location="cpu", weights_only=True)
+        ab = load_torch(weights.locate("dists-alpha-beta"), "DISTS alpha/beta")
         self.alpha, self.beta = ab["alpha"].detach().float(), ab["beta"].detach().float()
         self.record = {**self.record, "alpha_beta": weights.describe("dists-alpha-beta")}
         self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

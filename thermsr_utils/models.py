@@ -22,7 +22,6 @@ Tensors follow super-image's convention: float RGB in [0, 1], N×3×H×W in, N×
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -35,7 +34,7 @@ import super_image
 
 from . import config as _config
 from .data import bgr_to_tensor, make_lr
-from .io import atomic_dir, atomic_write_json, file_sha256, read_json
+from .io import atomic_dir, atomic_write_json, file_sha256, load_torch, read_json
 
 SUPPORTED_SCALES = (2, 3, 4)
 CONFIG_NAME = "config.json"
@@ -73,10 +72,6 @@ STANDIN_HOLDOUT_SIZE = 256
 
 class WeightsNotFoundError(FileNotFoundError):
     """No weights could be found for a model spec; the message says what is missing and how to get it."""
-
-
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint that is not a plain tensor state dict (refused by ``torch.load(weights_only=True)``)."""
 
 
 def _model_types() -> dict[str, tuple[type, type]]:
@@ -158,22 +153,8 @@ def new_model(arch: str, scale: int = 4) -> nn.Module:
 
 
 def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; refuse anything but a dict of tensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
-        raise UnsafeCheckpointError(
-            f"refusing to load {path}: it holds objects other than tensors, which only an unpickler that "
-            f"can run code could read; re-save it as a plain state dict"
-            + (f" ({detail[0]})" if detail else "")) from None
-    except Exception as e:  # truncated or not a torch file at all
-        raise ValueError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from None
-    if not isinstance(sd, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
-        raise UnsafeCheckpointError(f"{path} is not a state dict (a mapping of names to tensors)")
+    """A checkpoint's state dict (``io.load_torch``), without the ``module.`` prefix of a DataParallel wrapper."""
+    sd = load_torch(path, state_dict=True)
     if sd and all(k.startswith("module.") for k in sd):  # saved from a DataParallel wrapper
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd

@@ -419,6 +419,15 @@ def _train_epoch(model, loader, loss_fn, optimizer, ema, recipe: Recipe, device,
     return stats
 
 
+def last_val_change(history: list[dict], metric: str = "psnr") -> tuple[float, int]:
+    """How much the pooled validation ``metric`` moved between the last two validations of a ``fit`` history,
+    and over how many epochs: (nan, 0) with fewer than two validations."""
+    vals = [h for h in history if h["val"]]
+    if len(vals) < 2:
+        return float("nan"), 0
+    return vals[-1]["val"]["all"][metric] - vals[-2]["val"]["all"][metric], vals[-1]["epoch"] - vals[-2]["epoch"]
+
+
 def _val_line(epoch: int, epochs: int, record: dict, copy: str) -> str:
     """One human-readable line summarising a validation."""
     parts = []

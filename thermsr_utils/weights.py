@@ -230,7 +230,7 @@ def cached_state_dict(key: str, convert, tag: str = "") -> tuple[dict, Path]:
     """
     import torch
 
-    from .io import atomic_path, atomic_write_json, read_json
+    from .io import atomic_path, atomic_write_json, load_torch, read_json
 
     _entry(key)  # an unknown key fails here, before any file is touched
     out = cache_dir() / f"{key}{tag}.pt"
@@ -239,7 +239,7 @@ def cached_state_dict(key: str, convert, tag: str = "") -> tuple[dict, Path]:
     if out.is_file() and meta.is_file():
         try:
             if read_json(meta) == want:
-                return torch.load(out, map_location="cpu", weights_only=True), out
+                return load_torch(out, "weights cache"), out
         except Exception:  # a torn or foreign cache file: rebuild it
             pass
     sd = convert(locate(key))

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from . import weights
 from .weights import RegistryFile, WeightsIntegrityError, WeightsUnavailable
+from .io import load_torch
 
 SCALE = 4
 CONFIG_NAME = "config.json"
@@ -256,7 +257,7 @@ def _dat_from_state_dict(sd: dict, where: str = "DAT-light state dict"):
 
 def read_dat_source(path) -> dict:
     """The tensors of the DAT-light ``.pth`` file (``torch.load(weights_only=True)``, its 'params' entry)."""
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = load_torch(path, "DAT-light weights")
     if isinstance(sd, dict) and "params" in sd and isinstance(sd["params"], dict):
         sd = sd["params"]
     if not isinstance(sd, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
@@ -512,9 +513,7 @@ def load_zoo_folder(directory: str | os.PathLike, device: str | torch.device = "
     if cfg.get("scale") != SCALE:
         raise ValueError(f"{cfg_file}: scale {cfg.get('scale')!r}, zoo models are ×{SCALE}")
     name = cfg["model_type"]
-    sd = torch.load(w_file, map_location="cpu", weights_only=True)
-    if not isinstance(sd, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
-        raise ValueError(f"{w_file} is not a state dict (a mapping of names to tensors)")
+    sd = load_torch(w_file, state_dict=True)
     model = _named(_build(name, cfg.get("arch_kwargs") or None, sd, str(w_file)), name)
     prov_file = directory / PROVENANCE_NAME
     prov = read_json(prov_file) if prov_file.is_file() else {}
