@@ -89,7 +89,7 @@ zero_shot_weights = "; ".join(models.weights_label(spec, info) for spec, (_, inf
 # include the nose tip. Both are RGB models judged on thermal images: the write-up's situation.
 
 # %%
-locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
+locator = downstream.prepare_locator(nose_model, device=device)
 scorer = evaluate.make_scorer(locator, device=device)
 instruments = evaluate.instrument_provenance(scorer)
 for key, line in instruments.items():

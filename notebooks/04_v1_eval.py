@@ -54,7 +54,7 @@ display(Markdown(findings.reported_v1_story()))
 zs_name = f"zero-shot {backbone}"
 zero_shot_rows = evaluate.read_method(paths.results, zs_name)
 v1_model, v1_info = models.load_model(paths.checkpoints / "v1" / checkpoint.BEST_DIR, device=device)
-locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
+locator = downstream.prepare_locator(nose_model, device=device)
 scorer = evaluate.make_scorer(locator, device=device)
 v1_rows = evaluate.evaluate_method("v1 L1", evaluate.model_method(v1_model, batch_size, device), paths.crops, test,
                                    scorer, batch_size=batch_size,

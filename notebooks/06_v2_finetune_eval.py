@@ -52,7 +52,7 @@ print(caption)
 # %%
 zs_name = f"zero-shot {backbone}"
 v2_model, v2_info = models.load_model(paths.checkpoints / "v2" / checkpoint.BEST_DIR, device=device)
-locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
+locator = downstream.prepare_locator(nose_model, device=device)
 scorer = evaluate.make_scorer(locator, device=device)
 v2_rows = evaluate.evaluate_method("v2 perceptual", evaluate.model_method(v2_model, batch_size, device), paths.crops,
                                    test, scorer, batch_size=batch_size,

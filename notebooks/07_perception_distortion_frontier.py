@@ -56,7 +56,7 @@ from thermsr_utils import checkpoint, config, data, downstream, evaluate, fronti
 paths, device, records = data.open_run(profile, seed, device)  # every crop checked against its hash
 table = evaluate.table_subset(records, table_per_dataset)
 caption = evaluate.caption(profile, config.provenance(paths))
-locator = downstream.prepare_locator(nose_model, paths.models / "nose_locator", device=device)
+locator = downstream.prepare_locator(nose_model, device=device)
 scorer = evaluate.make_scorer(locator, device=device, perceptual=("lpips", "dists"))
 print(f"{len(table)} test crops; instruments: {', '.join(scorer.instruments())}")
 

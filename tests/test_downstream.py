@@ -460,7 +460,7 @@ def test_retinaface_refuses_a_changed_or_missing_weight_file(monkeypatch):
     with pytest.raises(weights.WeightsUnavailable, match="make install"):
         ds.RetinaFaceNose()
     with pytest.raises(weights.WeightsUnavailable, match="make install"):
-        ds.prepare_locator("retinaface", None)
+        ds.prepare_locator("retinaface")
 
 
 def test_retinaface_never_imports_the_package():
@@ -534,24 +534,20 @@ def test_noise_floor_of_retinaface_on_the_astronaut(retina, astronaut):
 def test_prepare_locator_auto_falls_back_to_retinaface(tmp_path, monkeypatch, network_calls):
     monkeypatch.setattr(ds, "rtmlib_models_cached", lambda mode="balanced": False)
     assert ds.NOSE_MODELS == ("auto", "rtmlib", "retinaface")
-    loc = ds.prepare_locator("auto", tmp_path / "nose_locator", device="cpu")
+    loc = ds.prepare_locator("auto", device="cpu")
     assert isinstance(loc, ds.RetinaFaceNose) and loc.name == "retinaface-mobilenet0.25"
-    assert not (tmp_path / "nose_locator").exists()  # nothing is trained or written any more
-    # the older call with crops and records still works; those arguments are unused
-    loc = ds.prepare_locator("retinaface", tmp_path, tmp_path / "crops", [{"id": "a"}], [], epochs=3, seed=1,
-                             device="cpu", progress=False, width=4)
-    assert isinstance(loc, ds.RetinaFaceNose)
+    assert list(tmp_path.iterdir()) == []  # nothing is trained or written
     assert network_calls == []
 
 
 def test_prepare_locator_refuses_unknown_models(tmp_path, empty_cache, network_calls):
     for bad in ("heatmap", "dwpose"):
         with pytest.raises(ValueError) as exc:
-            ds.prepare_locator(bad, tmp_path)
+            ds.prepare_locator(bad)
         msg = str(exc.value)
         assert "nose_model" in msg and repr(bad) in msg and "'auto', 'rtmlib', 'retinaface'" in msg
     with pytest.raises(FileNotFoundError, match="will not be downloaded"):
-        ds.prepare_locator("rtmlib", tmp_path)
+        ds.prepare_locator("rtmlib")
     assert network_calls == []
 
 
@@ -566,6 +562,6 @@ def test_prepare_locator_auto_prefers_cached_rtmlib(tmp_path, pose_onnx, empty_c
     empty_cache.mkdir(parents=True)
     make_detector(empty_cache / names["det"][0], (0, 0, DET_SIZE, DET_SIZE), 0.9)
     (empty_cache / names["pose"][0]).write_bytes(pose_onnx.read_bytes())
-    loc = ds.prepare_locator("auto", tmp_path / "unused")
+    loc = ds.prepare_locator("auto")
     assert isinstance(loc, ds.RtmlibNose) and loc.name == "rtmlib-wholebody-balanced"
     assert network_calls == []

@@ -180,10 +180,26 @@ def test_recipe_replace_to_dict_and_back():
     ({"select_on": "ema"}, "select_on"),
     ({"select_mode": "up"}, "select_mode"),
     ({"amp": "fp8"}, "amp"),
+    ({"min_lr": -1.0}, "min_lr"),
+    ({"grad_clip": 0.0}, "grad_clip"),
+    ({"max_steps_per_epoch": 0}, "max_steps_per_epoch"),
+    ({"fast": "yes"}, "fast"),
 ])
 def test_recipe_rejects_bad_values(change, field):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(Recipe.v1(), **change)
+
+
+def test_recipe_fields_and_notebook_parameters_share_one_rule_each():
+    from thermsr_utils import config
+
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    assert set(config.RECIPE_RULES) <= fields
+    for param in ("v1_epochs", "v1_lr", "v1_batch_size", "v2_epochs", "v2_lr", "v2_batch_size", "v2_warmup_epochs"):
+        assert config.PARAMETER_RULES[param] is config.RECIPE_RULES[param.split("_", 1)[1]], param
+    assert dataclasses.replace(Recipe.v2(), ema_decay=None, grad_clip=None).ema_decay is None   # None allowed there
+    with pytest.raises(config.ParameterValueError, match="None or a number in"):
+        config.RECIPE_RULES["ema_decay"].check("ema_decay", 1.0)
 
 
 # ------------------------------------------------------------------------------ optimiser / schedule / EMA

@@ -10,7 +10,7 @@ import math
 import os
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -181,9 +181,12 @@ class Rule:
     multiple_of: int | None = None
     choices: tuple = ()
     item: "Rule | None" = None     # kind "list": the rule of every element
+    or_none: bool = False          # None is allowed too
 
     def allowed(self) -> str:
         """The allowed values in words, for error messages."""
+        if self.or_none:
+            return "None or " + replace(self, or_none=False).allowed()
         if self.kind in ("int", "float"):
             word = "an integer" if self.kind == "int" else "a number"
             lo, hi = _num(self.lo), _num(self.hi)
@@ -218,6 +221,8 @@ class Rule:
 
     def _check(self, value) -> tuple[bool, object]:
         """(allowed?, normalised value)."""
+        if self.or_none and value is None:
+            return True, value
         if self.kind in ("int", "float"):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 return False, value
@@ -293,11 +298,25 @@ _POSITIVE = _int(lo=1)
 _COUNT = _int(lo=0)
 _LR = _float(lo=0, hi=1, lo_open=True)
 _WEIGHT = _float(lo=0)
+_SEED = _int(lo=0, hi=2**32 - 1)
+
+# The fields of a training recipe: train.Recipe checks itself against these, and the notebooks' v1_* / v2_*
+# parameters below are held to the same rules.
+RECIPE_RULES: dict[str, Rule] = {
+    "epochs": _POSITIVE, "batch_size": _POSITIVE, "val_every": _POSITIVE, "scale": _POSITIVE,
+    "lr": _LR, "weight_decay": _WEIGHT, "min_lr": _WEIGHT, "warmup_epochs": _COUNT,
+    "warmup_start_factor": _float(lo=0, hi=1, lo_open=True), "schedule": _choice("cosine", "constant"),
+    "ema_decay": Rule("float", lo=0, hi=1, lo_open=True, hi_open=True, or_none=True),
+    "select_mode": _choice("max", "min"), "select_on": _choice(None, "ema", "model"),
+    "seed": _SEED, "num_workers": _COUNT, "max_steps_per_epoch": Rule("int", lo=1, or_none=True),
+    "grad_clip": Rule("float", lo=0, lo_open=True, or_none=True), "amp": _choice(None, "bf16", "auto"),
+    "fast": _choice(None, True, False), "compile": _BOOL,
+}
 
 PARAMETER_RULES: dict[str, Rule] = {
     # every notebook
     "profile": _choice(*PROFILE_NAMES),
-    "seed": _int(lo=0, hi=2**32 - 1),
+    "seed": _SEED,
     # 01_build_dataset
     "data_source": _choice("synthetic", "real"),
     "sftl54_root": Rule("dir"),
@@ -327,26 +346,26 @@ PARAMETER_RULES: dict[str, Rule] = {
     "batch_size": _POSITIVE,
     "device": Rule("device"),
     # 03 and 05: training
-    "v1_epochs": _POSITIVE,
-    "v1_lr": _LR,
-    "v1_batch_size": _POSITIVE,
+    "v1_epochs": RECIPE_RULES["epochs"],
+    "v1_lr": RECIPE_RULES["lr"],
+    "v1_batch_size": RECIPE_RULES["batch_size"],
     "v1_patch": _int(lo=4, multiple_of=4),
-    "val_every": _POSITIVE,
+    "val_every": RECIPE_RULES["val_every"],
     "max_steps_per_epoch": _COUNT,                 # 0 = no cap
     "resume": _BOOL,
     "v2_perceptual": _choice("lpips", "fft"),
     "lpips_weight": _WEIGHT,
     "fft_weight": _WEIGHT,
-    "v2_epochs": _POSITIVE,
-    "v2_warmup_epochs": _COUNT,
-    "v2_lr": _LR,
-    "v2_batch_size": _POSITIVE,
-    "v2_ema_decay": _float(lo=0, hi=1, lo_open=True, hi_open=True),
+    "v2_epochs": RECIPE_RULES["epochs"],
+    "v2_warmup_epochs": RECIPE_RULES["warmup_epochs"],
+    "v2_lr": RECIPE_RULES["lr"],
+    "v2_batch_size": RECIPE_RULES["batch_size"],
+    "v2_ema_decay": replace(RECIPE_RULES["ema_decay"], or_none=False),
     # 02-07: which sweep point a notebook runs in (set by the runner's --sweep; '' is the main run)
     "sweep_point": Rule("point"),
     # 07: the frontier sweeps the runner executes before 07 reads them
     "frontier_lambdas": Rule("list", item=_WEIGHT),
-    "frontier_seeds": Rule("list", item=_int(lo=0, hi=2**32 - 1)),
+    "frontier_seeds": Rule("list", item=_SEED),
     "frontier_v2_epochs": _POSITIVE,
 }
 

@@ -347,17 +347,11 @@ class RetinaFaceNose:
 NOSE_MODELS = ("auto", "rtmlib", "retinaface")
 
 
-def prepare_locator(nose_model: str, folder=None, crops_dir=None, train_records=None, val_records=None, *,
-                    epochs: int = 30, seed: int = 0, device: str = "cpu", progress: bool = True,
-                    **unused) -> NoseLocator:
+def prepare_locator(nose_model: str, *, device: str = "cpu") -> NoseLocator:
     """The run's nose locator. ``nose_model``: "rtmlib" (Wholebody from local files; a clear error when they
     are missing), "retinaface" (RetinaFace-MobileNet0.25 from the pinned registry package; a
     ``weights.WeightsUnavailable`` naming ``make install`` when it is not installed) or "auto" (rtmlib when
-    its files are cached, else RetinaFace).
-
-    ``folder``, ``crops_dir``, ``train_records``, ``val_records``, ``epochs``, ``seed``, ``progress`` and any
-    further keyword arguments are unused: they belonged to the retired trained heatmap stand-in and are
-    still accepted so that existing callers keep working. Neither locator is trained.
+    its files are cached, else RetinaFace). Neither locator is trained.
     """
     if nose_model not in NOSE_MODELS:
         raise ValueError(f"nose_model must be one of {', '.join(repr(m) for m in NOSE_MODELS)}, "

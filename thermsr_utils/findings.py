@@ -12,8 +12,6 @@ import math
 from . import stats
 
 SPLITS = ("all", "SF-TL54", "ThermEval-D")
-# write-up method names (reference_results.csv) of the three models
-REPORTED_METHODS = ("zero-shot", "v1-l1", "v2-l1-lpips")
 # The write-up's bicubic PSNR on the table crops: in its text (the recommendation table), not in reference_results.csv.
 REPORTED_BICUBIC_PSNR = 34.4
 _REPORTED_KEYS = {"psnr": "psnr", "ssim": "ssim", "lpips": "lpips", "nose_err_px": "nose_median_px"}

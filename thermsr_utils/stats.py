@@ -32,7 +32,6 @@ METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "
 _FORMATS = {"psnr": (2, " dB"), "psnr_y": (2, " dB"), "ssim": (3, ""), "ssim_y": (3, ""), "lpips": (4, ""),
             "dists": (4, ""), "lpips_vgg": (4, ""), "nose_err_px": (2, " px")}
 _GAPS = {"grad_gap": "grad_ratio", "hf_gap": "hf_ratio"}
-VERDICTS = ("better", "worse", "no detectable difference", "not measured")
 COMPARISON_COLUMNS = [("pair", "Base → New"), ("split", "Split"), ("metric", "Metric"), ("stat", "Stat"),
                       ("n", "N"), ("base_value", "Base"), ("new_value", "New"),
                       ("interval", "New − Base [95 % CI]"), ("verdict", "Verdict")]

@@ -45,13 +45,14 @@ from . import __version__, accel
 from .data import SCALE
 from .datasets import LR_METHOD
 from .io import atomic_write_json
+from .config import RECIPE_RULES, ParameterValueError
 from .checkpoint import (BEST_DIR, BEST_RAW_DIR, HISTORY_FILE, STATE_FILE, check_resume_recipe, load_state,
                          remove_leftovers, save_best, save_state, set_rng_states)
 from .losses import describe_loss
 
 ALL = "all"                     # key of the pooled validation result (mean over every image)
 TIMING_KEYS = ("train_seconds", "val_seconds", "steps_per_second")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = RECIPE_RULES["schedule"].choices
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,45 +121,21 @@ class Recipe:
     notes: str = ""
 
     def __post_init__(self):
+        for field, rule in RECIPE_RULES.items():          # one rule per field, shared with the notebook parameters
+            try:
+                rule.check(field, getattr(self, field))
+            except ParameterValueError as e:
+                raise ValueError(f"Recipe {self.name!r}: {e}") from None
+
         def bad(field, why):
             raise ValueError(f"Recipe {self.name!r}: {field} {why}, got {getattr(self, field)!r}")
 
-        for f in ("epochs", "batch_size", "val_every", "scale"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                bad(f, "must be an integer ≥ 1")
-        for f in ("warmup_epochs", "seed", "num_workers"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
-                bad(f, "must be an integer ≥ 0")
-        if not self.lr > 0:
-            bad("lr", "must be > 0")
-        if not self.weight_decay >= 0:
-            bad("weight_decay", "must be ≥ 0")
-        if not 0 < self.warmup_start_factor <= 1:
-            bad("warmup_start_factor", "must be in (0, 1]")
         if self.warmup_epochs >= self.epochs:
             bad("warmup_epochs", f"must be smaller than epochs ({self.epochs})")
-        if self.patch is not None and (self.patch < 1 or self.patch % self.scale):
+        if self.patch is not None and (not isinstance(self.patch, int) or self.patch < 1 or self.patch % self.scale):
             bad("patch", f"must be None or a positive multiple of scale {self.scale}")
-        if self.schedule not in SCHEDULES:
-            bad("schedule", f"must be one of {SCHEDULES}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            bad("ema_decay", "must be None or in (0, 1)")
-        if self.select_mode not in ("max", "min"):
-            bad("select_mode", "must be 'max' or 'min'")
-        if self.select_on not in (None, "ema", "model"):
-            bad("select_on", "must be None, 'ema' or 'model'")
         if self.select_on == "ema" and self.ema_decay is None:
             bad("select_on", "is 'ema' but ema_decay is None")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            bad("max_steps_per_epoch", "must be None or ≥ 1")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            bad("grad_clip", "must be None or > 0")
-        if self.amp not in accel.AMP_CHOICES:
-            bad("amp", "must be None, 'bf16' or 'auto'")
-        if self.fast not in (None, True, False):
-            bad("fast", "must be None (auto), True or False")
-        if not isinstance(self.compile, bool):
-            bad("compile", "must be True or False")
 
     @property
     def selected_copy(self) -> str:
