@@ -63,9 +63,25 @@ def test_sftl54_box_with_landmarks_partly_outside(width, height, pad, keep_squar
     try:
         box = data.sftl54_crop_box(pts, width, height, pad=pad, keep_square=keep_square)
     except data.DegenerateCrop:
-        return  # every outline point outside, or a clipped box below MIN_BOX_SIDE
+        # every outline point outside, or a clipped box below MIN_BOX_SIDE; never an outline wholly inside whose
+        # square (centred inside the image) keeps at least twice MIN_BOX_SIDE on each axis after clipping
+        side = pad * (outline.max(axis=0) - outline.min(axis=0)).max()
+        assert not (inside.all() and min(side / 2, width / 2, height / 2) >= data.MIN_BOX_SIDE + 1)
+        return
     assert inside.any(), "an outline entirely outside the image must be refused"
     assert_box_inside(box, width, height, keep_square)
+
+
+@FAST
+@given(width=st.integers(40, 700), height=st.integers(40, 700), pad=pads, keep_square=st.booleans(), data_=st.data())
+def test_sftl54_box_of_an_outline_inside_the_image_is_never_degenerate(width, height, pad, keep_square, data_):
+    unit = st.floats(0, 1)
+    pts = data_.draw(arrays(np.float64, (data.N_LANDMARKS, 2), elements=unit)) * [width, height]
+    outline = pts[data.OUTLINE]
+    side = pad * (outline.max(axis=0) - outline.min(axis=0)).max()
+    assume(min(side / 2, width / 2, height / 2) >= data.MIN_BOX_SIDE + 1)
+    assert_box_inside(data.sftl54_crop_box(pts, width, height, pad=pad, keep_square=keep_square),
+                      width, height, keep_square)
 
 
 @FAST
@@ -75,6 +91,9 @@ def test_thermeval_box_is_inside_the_image_or_degenerate(width, height, pad, kee
     try:
         box = data.thermeval_crop_box([x, y, w, h], width, height, pad=pad, keep_square=keep_square)
     except data.DegenerateCrop:
+        # never a Person box inside the image whose padded square keeps twice MIN_BOX_SIDE on each axis
+        inside = x >= 0 and y >= 0 and x + w <= width and y + h <= height
+        assert not (inside and min(w, h, pad * max(w, h)) >= 2 * data.MIN_BOX_SIDE)
         return
     assert w > 0 and h > 0, "a Person box without area must be refused"
     assert_box_inside(box, width, height, keep_square)
