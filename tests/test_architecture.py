@@ -71,7 +71,7 @@ def test_the_package_has_no_import_cycle():
 LAYERS = (
     ("io",),
     ("config",),                                                  # paths, profiles, parameter rules
-    ("data", "weights", "synthetic", "losses"),                   # crops and manifest, registry weights, losses
+    ("params", "data", "weights", "synthetic", "losses"),         # parameter rules, crops and manifest, weights, losses
     ("zoo", "metrics", "downstream", "datasets", "accel"),
     ("models",),
     ("checkpoint", "evaluate"),

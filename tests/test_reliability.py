@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from thermsr_utils import checkpoint, config, data, datasets, io, run, train
+from thermsr_utils import checkpoint, config, data, datasets, io, params, run, train
 
 ROOT = config.REPO_ROOT
 PACKAGE = ROOT / "thermsr_utils"
@@ -749,13 +749,13 @@ NOTEBOOKS = run.discover()
 
 def test_every_notebook_parameter_has_a_rule():
     declared = {k for nb in NOTEBOOKS for k in nb.parameters}
-    missing = sorted(declared - set(config.PARAMETER_RULES))
-    assert missing == [], f"parameters without a rule in config.PARAMETER_RULES: {missing}"
+    missing = sorted(declared - set(params.PARAMETER_RULES))
+    assert missing == [], f"parameters without a rule in params.PARAMETER_RULES: {missing}"
 
 
 def test_notebook_literals_and_every_profile_pass_their_rules():
     for nb in NOTEBOOKS:
-        config.check_parameters(nb.parameters, nb.name, require_rules=True)
+        params.check_parameters(nb.parameters, nb.name, require_rules=True)
     for profile in config.PROFILE_NAMES:
         resolved = run.resolve_parameters(NOTEBOOKS, profile, {})
         assert set(resolved) == {nb.name for nb in NOTEBOOKS}
@@ -766,8 +766,8 @@ def test_backbone_names_match_the_model_registry():
 
     from thermsr_utils import zoo
 
-    assert set(config.BACKBONE_NAMES) == set(models.ARCHITECTURES)
-    assert set(config.ZOO_NAMES) == set(zoo.ZOO)
+    assert set(params.BACKBONE_NAMES) == set(models.ARCHITECTURES)
+    assert set(params.ZOO_NAMES) == set(zoo.ZOO)
 
 
 BAD_VALUES = [
@@ -833,7 +833,7 @@ def test_good_values_are_accepted_and_folders_made_absolute(tmp_path, monkeypatc
 
 
 def test_rule_descriptions():
-    rules = config.PARAMETER_RULES
+    rules = params.PARAMETER_RULES
     assert rules["v2_ema_decay"].allowed() == "a number in (0, 1)"
     assert rules["crop_size"].allowed() == "an integer ≥ 16, a multiple of 4"
     assert rules["weights"].check("weights", "hub") == "hub"

@@ -191,15 +191,15 @@ def test_recipe_rejects_bad_values(change, field):
 
 
 def test_recipe_fields_and_notebook_parameters_share_one_rule_each():
-    from thermsr_utils import config
+    from thermsr_utils import config, params
 
     fields = {f.name for f in dataclasses.fields(Recipe)}
-    assert set(config.RECIPE_RULES) <= fields
+    assert set(params.RECIPE_RULES) <= fields
     for param in ("v1_epochs", "v1_lr", "v1_batch_size", "v2_epochs", "v2_lr", "v2_batch_size", "v2_warmup_epochs"):
-        assert config.PARAMETER_RULES[param] is config.RECIPE_RULES[param.split("_", 1)[1]], param
+        assert params.PARAMETER_RULES[param] is params.RECIPE_RULES[param.split("_", 1)[1]], param
     assert dataclasses.replace(Recipe.v2(), ema_decay=None, grad_clip=None).ema_decay is None   # None allowed there
     with pytest.raises(config.ParameterValueError, match="None or a number in"):
-        config.RECIPE_RULES["ema_decay"].check("ema_decay", 1.0)
+        params.RECIPE_RULES["ema_decay"].check("ema_decay", 1.0)
 
 
 # ------------------------------------------------------------------------------ optimiser / schedule / EMA

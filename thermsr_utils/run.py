@@ -8,7 +8,7 @@ The py:percent file ``notebooks/NN_name.py`` is the source that runs (its .ipynb
 kept identical by jupytext; a test checks the pairs). Executed copies land in
 ``artifacts/<profile>/executed/``. Parameters are checked against each notebook's ``parameters`` cell
 before any notebook starts: an unknown name, a value of the wrong type or a value outside its rule in
-``config.PARAMETER_RULES`` stops the run with a message. One run at a time may write a profile's artifacts
+``params.PARAMETER_RULES`` stops the run with a message. One run at a time may write a profile's artifacts
 folder: ``artifacts/<profile>/.lock`` names the running one, and a second run is refused. SIGINT or SIGTERM
 stops the run cleanly: the kernel is shut down and the lock released.
 
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config
+from .params import check_parameters
 
 NOTEBOOK_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
 
@@ -157,7 +158,7 @@ def resolve_parameters(notebooks: list[Notebook], profile: str, overrides: dict)
                 raise ParameterError(f"profile {profile!r} sets {key!r}={value!r}, but {nb.name} declares "
                                      f"{type(nb.parameters[key]).__name__}")
         try:  # the values the notebook will see: its own literals where nothing is injected
-            checked = config.check_parameters({**nb.parameters, **values}, where=nb.name)
+            checked = check_parameters({**nb.parameters, **values}, where=nb.name)
         except config.ParameterValueError as e:
             raise ParameterError(str(e)) from None
         resolved[nb.name] = {k: checked[k] for k in values}

@@ -45,7 +45,8 @@ from . import __version__, accel
 from .data import SCALE
 from .datasets import LR_METHOD
 from .io import atomic_write_json
-from .config import RECIPE_RULES, ParameterValueError
+from .config import ParameterValueError
+from .params import RECIPE_RULES
 from .checkpoint import (BEST_DIR, BEST_RAW_DIR, HISTORY_FILE, STATE_FILE, check_resume_recipe, load_state,
                          remove_leftovers, save_best, save_state, set_rng_states)
 from .losses import describe_loss
