@@ -80,6 +80,7 @@ LAYERS = (
     ("recipes",),                                                 # notebook parameters -> recipe, loss, datasets
     ("run",),                                                     # the notebook runner
     ("sr_folder", "bench", "train_cli"),                          # the other command lines
+    ("gpu_check",),                                               # the GPU check (uses bench)
 )
 
 

@@ -83,6 +83,31 @@ def test_missing_or_wrong_version_package_names_make_install(monkeypatch):
         weights.locate("nope")
 
 
+def test_a_carried_copy_stands_in_only_for_a_package_that_is_not_installed(tmp_path, monkeypatch):
+    exported = weights.export_carried(["retinaface-mobilenet0.25"], tmp_path / "carried")
+    real = weights.REGISTRY["retinaface-mobilenet0.25"]
+    assert exported == [{"key": "retinaface-mobilenet0.25", "path": f"{real.requirement}/{real.member}",
+                         "bytes": weights.locate("retinaface-mobilenet0.25").stat().st_size}]
+    monkeypatch.setenv(weights.CARRIED_ENV, str(tmp_path / "carried"))
+    # installed at the pinned version: the installed file is used, not the copy
+    assert weights.locate("retinaface-mobilenet0.25") != weights.carried_path("retinaface-mobilenet0.25")
+    # the package missing: the carried copy is read, after the same sha256 check
+    missing = weights.RegistryFile("no-such-dist-xyz", "1.0", "w/file.bin", "", "MIT", "a carried file")
+    src = tmp_path / "carried" / "no-such-dist-xyz==1.0" / "w" / "file.bin"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"pinned bytes")
+    monkeypatch.setitem(weights.REGISTRY, "fake", weights.RegistryFile(**{**missing.__dict__, "sha256": _sha(src)}))
+    assert weights.locate("fake") == src
+    src.write_bytes(b"other bytes")
+    with pytest.raises(weights.WeightsIntegrityError, match="pinned"):
+        weights.locate("fake")
+    src.unlink()
+    with pytest.raises(weights.WeightsUnavailable, match="make install"):
+        weights.locate("fake")
+    monkeypatch.delenv(weights.CARRIED_ENV)
+    assert weights.carried_path("fake") is None
+
+
 def test_a_tampered_installed_file_is_refused(monkeypatch):
     real = weights.REGISTRY["retinaface-mobilenet0.25"]
     monkeypatch.setitem(weights.REGISTRY, "retinaface-mobilenet0.25", weights.RegistryFile(

