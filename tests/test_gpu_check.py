@@ -38,9 +38,10 @@ def test_dry_run_measures_every_step_and_writes_the_schema(dry_run):
     for name in ("v1", "v2"):
         assert train[name]["ours"]["patches_per_s"] > 0 and train[name]["reference"]["patches_per_s"] > 0
         assert result["compiled"][name]["compile"] is True and result["compiled"][name]["patches_per_s"] > 0
-    assert result["bench"]["eval"]["n_crops"] == gpu_check.DRY_RUN["eval_crops"]
+    settings = result["bench"]["settings"]
+    assert settings["small"] is True and result["bench"]["eval"]["n_crops"] == settings["eval_crops"]
     epoch = result["v2_epoch"]
-    assert epoch["n_crops"] == gpu_check.DRY_RUN["n_crops"] and epoch["loss"] == "lpips-alex"
+    assert epoch["n_crops"] == settings["n_crops"] and epoch["loss"] == "lpips-alex"
     assert epoch["minutes_for_200_epochs"] == pytest.approx(200 * epoch["train_seconds"] / 60)
     assert set(result["goals"]) == set(gpu_check.GOALS)
     assert all(g["value"] is not None and isinstance(g["met"], bool) for g in result["goals"].values())

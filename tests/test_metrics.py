@@ -276,10 +276,6 @@ def _rgb(img: np.ndarray) -> torch.Tensor:
 def test_weights_check_looks_in_hub_cache(empty_hub):
     path = M.lpips_weights_path("alex")
     assert path.parent == empty_hub / "checkpoints" and path.name.startswith("alexnet-owt-")
-    assert not M.lpips_weights_available()
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"")
-    assert M.lpips_weights_available()
     with pytest.raises(ValueError, match="unknown LPIPS net"):
         M.lpips_weights_path("resnet")
 

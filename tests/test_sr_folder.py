@@ -110,6 +110,45 @@ def test_tiled_output_matches_the_whole_image_pass(random_pan):
     assert _psnr(sr_folder.upscale_tiled(random_pan, lr, 4, tile=16, overlap=0), whole) < 50
 
 
+def test_tiled_bands_equal_the_converted_float_output_and_stream_into_one_png(random_pan, tmp_path):
+    from thermsr_utils import data, io
+
+    rng = np.random.default_rng(2)
+    lr = cv2.GaussianBlur(rng.integers(0, 256, (37, 29, 3), dtype=np.uint8), (3, 3), 1)
+    ref = data.tensor_to_bgr(sr_folder.upscale_tiled(random_pan, lr, 4, tile=12, overlap=4))
+    bands = list(sr_folder.tiled_bands(random_pan, lr, 4, tile=12, overlap=4))
+    assert [b.shape for b in bands] == [(48, 116, 3)] * 3 + [(4, 116, 3)]      # 37 LR rows: 12 + 12 + 12 + 1
+    assert np.array_equal(np.concatenate(bands), ref)
+    gray = np.concatenate(list(sr_folder.tiled_bands(random_pan, lr, 4, tile=12, overlap=4, gray=True)))
+    assert np.array_equal(gray, cv2.cvtColor(ref, cv2.COLOR_BGR2GRAY))
+    io.write_png_bands(tmp_path / "c.png", iter(bands), 116, 148)
+    io.write_png_bands(tmp_path / "g.png", np.array_split(gray, 5), 116, 148, gray=True)
+    assert np.array_equal(cv2.imread(str(tmp_path / "c.png"), cv2.IMREAD_UNCHANGED), ref)
+    assert np.array_equal(cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_UNCHANGED), gray)
+    with pytest.raises(ValueError, match="does not fit a 116-px wide BGR"):
+        io.write_png_bands(tmp_path / "bad.png", [gray], 116, 148)
+    with pytest.raises(ValueError, match="held 96 rows for an image 148 rows high"):   # never a truncated PNG
+        io.write_png_bands(tmp_path / "short.png", bands[:2], 116, 148)
+    with pytest.raises(ValueError, match="more than"):
+        io.write_png_bands(tmp_path / "long.png", bands + bands, 116, 148)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "g.png"]   # nothing half-written is left
+
+
+def test_a_tiled_folder_run_writes_what_the_whole_image_pass_writes(tmp_path):
+    rng = np.random.default_rng(3)
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "gray.png"), cv2.GaussianBlur(rng.integers(0, 256, (40, 52), dtype=np.uint8), (3, 3), 1))
+    cv2.imwrite(str(src / "colour.png"), rng.integers(0, 256, (33, 47, 3), dtype=np.uint8))
+    sr_folder.process_folder("bicubic", src, tmp_path / "tiled", tile=8, tile_overlap=4, progress=False)
+    sr_folder.process_folder("bicubic", src, tmp_path / "whole", tile=0, progress=False)
+    for name in ("gray.png", "colour.png"):
+        tiled = cv2.imread(str(tmp_path / "tiled" / name), cv2.IMREAD_UNCHANGED)
+        whole = cv2.imread(str(tmp_path / "whole" / name), cv2.IMREAD_UNCHANGED)
+        assert tiled.shape == whole.shape and tiled.dtype == np.uint8
+        assert np.array_equal(tiled, whole), name   # bicubic reads 2 LR px around: 4 px of overlap cover it
+
+
 def test_tile_boxes_cover_the_image_once():
     boxes = sr_folder.tile_boxes(45, 61, 16)
     cover = np.zeros((45, 61), int)
@@ -183,3 +222,32 @@ def test_inputs_with_the_same_stem_do_not_overwrite_each_other(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.png", "a_png.png"]
     assert "written as a_png.png" in dict(report.notes)["a.png"]
     assert cv2.imread(str(tmp_path / "out" / "a.png"))[0, 0, 0] == 200      # a.bmp comes first in sorted order
+
+
+def test_bad_outputs_and_scales_are_refused_in_one_sentence_before_any_work(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.full((40, 40), 100, np.uint8))
+    (tmp_path / "file.txt").write_text("x")
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop")
+    cases = [(["--output", str(src / "sub")], "lies inside --input"),
+             (["--output", str(src)], "must differ from --input"),
+             (["--output", str(tmp_path / "file.txt")], "is a file, not a folder"),
+             (["--output", str(loop / "x")], "cannot be used"),
+             (["--output", str(tmp_path / "ok"), "--scale", "0", "--metrics"], "--scale must be an integer ≥ 1")]
+    for extra, message in cases:
+        assert sr_folder.main(["--model", "bicubic", "--input", str(src), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, (extra, err)
+    assert sorted(p.name for p in src.iterdir()) == ["a.png"]          # nothing was written into the input
+    assert not (tmp_path / "ok").exists()
+
+    def read_only(*args, **kwargs):             # a read-only folder (chmod does not stop root, so simulated)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    assert sr_folder.main(["--model", "bicubic", "--input", str(src), "--output", str(tmp_path / "ro")]) == 2
+    assert "--output " + str(tmp_path / "ro") + " cannot be written (Permission denied)" in capsys.readouterr().err

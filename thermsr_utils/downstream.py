@@ -13,7 +13,7 @@ integer coordinates; NaN where not found) and an N-element bool array.
   running the package, and its box/landmark decoding is redone here in floating point (the package rounds
   landmarks to whole pixels, which would swamp sub-pixel SR-vs-HR differences).
 
-``nose_errors`` measures the SR-vs-HR distance per image and ``summarize_nose`` aggregates it. The
+``nose_errors`` measures the SR-vs-HR distance per image (``evaluate.aggregate`` summarises it). The
 write-up averaged over crops where both detections succeeded and did not report the others; here the
 failures are counted and reported beside the median and mean. ``nose_noise_floor`` measures how far a
 locator's nose moves under perturbations that should not move it (±2 grey levels of noise, a 1-px shift
@@ -398,24 +398,6 @@ def nose_errors(locator: NoseLocator, hr_bgr: np.ndarray, sr_bgr: np.ndarray, gt
         out["err_gt_hr"] = np.linalg.norm(hr_xy - gt, axis=1)
         out["err_gt_sr"] = np.linalg.norm(sr_xy - gt, axis=1)
     return out
-
-
-def summarize_nose(err: dict, key: str = "err_px") -> dict:
-    """Aggregate ``nose_errors`` output: n, n_valid, median, mean, p90 (pixels, over finite ``err[key]``),
-    and the failure counts n_failed_hr, n_failed_sr, n_failed_any (either)."""
-    if key not in err:
-        raise KeyError(f"summarize_nose: no {key!r} in the results (keys: {', '.join(err)})")
-    values = np.asarray(err[key], dtype=np.float64)
-    hr_found = np.asarray(err["hr_found"], bool)
-    sr_found = np.asarray(err["sr_found"], bool)
-    valid = values[np.isfinite(values)]
-    has = len(valid) > 0
-    return {"n": int(len(values)), "n_valid": int(len(valid)),
-            "median": float(np.median(valid)) if has else math.nan,
-            "mean": float(np.mean(valid)) if has else math.nan,
-            "p90": float(np.percentile(valid, 90)) if has else math.nan,
-            "n_failed_hr": int((~hr_found).sum()), "n_failed_sr": int((~sr_found).sum()),
-            "n_failed_any": int((~(hr_found & sr_found)).sum())}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ GOALS = {                       # name: (what, threshold, "max" = at most / "min
     "train_speedup_v2": ("v2 training steps, ours over the plain fp32 DataLoader loop", 3.0, "min"),
     "mfu_bf16_v2": ("model FLOP utilisation of our v2 steps against the measured bf16 matmul peak", 0.40, "min"),
 }
-DRY_RUN = {"n_crops": 12, "crop": 48, "v1_patch": 32, "v2_patch": 48, "batch": 4, "eval_crops": 4}
 RESULT_KEYS = ("schema_version", "created_utc", "code_version", "dry_run", "device", "carried", "budget_s",
                "elapsed_s", "bench", "compiled", "v2_epoch", "goals", "skipped")
 

@@ -250,11 +250,6 @@ def lpips_weights_path(net: str = "alex") -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def lpips_weights_available(net: str = "alex") -> bool:
-    """True when the trunk's ImageNet checkpoint is in the torch hub cache (never downloads)."""
-    return lpips_weights_path(net).is_file()
-
-
 _SHA_CACHE: dict[tuple, str] = {}
 
 

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png
+from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png, write_png_bands
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 MIN_SIDE = 32            # smallest HR side scored with --metrics (its LR is 8 px)
@@ -105,6 +105,19 @@ def tile_boxes(height: int, width: int, tile: int) -> list[tuple[int, int, int, 
             for y in range(0, height, tile) for x in range(0, width, tile)]
 
 
+def _tile_core(method: Callable, lr: np.ndarray, scale: int, box, overlap: int):
+    """SR of one core box (y0, y1, x0, x1) of ``lr``, made with ``overlap`` LR pixels of context on every side
+    (where the image has them) and cut back to the core: float RGB tensor 3×(scale·box)."""
+    h, w = lr.shape[:2]
+    y0, y1, x0, x1 = box
+    ry0, ry1 = max(0, y0 - overlap), min(h, y1 + overlap)
+    rx0, rx1 = max(0, x0 - overlap), min(w, x1 + overlap)
+    sr = method(np.ascontiguousarray(lr[ry0:ry1, rx0:rx1]))
+    if tuple(sr.shape[-2:]) != ((ry1 - ry0) * scale, (rx1 - rx0) * scale):
+        raise ValueError(f"the method returned {tuple(sr.shape)} for a {rx1 - rx0}x{ry1 - ry0} tile at scale {scale}")
+    return sr[:, (y0 - ry0) * scale:(y1 - ry0) * scale, (x0 - rx0) * scale:(x1 - rx0) * scale]
+
+
 def upscale_tiled(method: Callable, lr: np.ndarray, scale: int, tile: int, overlap: int = TILE_OVERLAP):
     """SR of uint8 BGR h×w×3 ``lr`` tile by tile: float RGB tensor 3×(scale·h)×(scale·w), like ``method(lr)``.
 
@@ -120,17 +133,34 @@ def upscale_tiled(method: Callable, lr: np.ndarray, scale: int, tile: int, overl
     h, w = lr.shape[:2]
     out = None
     for y0, y1, x0, x1 in tile_boxes(h, w, tile):
-        ry0, ry1 = max(0, y0 - overlap), min(h, y1 + overlap)
-        rx0, rx1 = max(0, x0 - overlap), min(w, x1 + overlap)
-        sr = method(np.ascontiguousarray(lr[ry0:ry1, rx0:rx1]))
-        if tuple(sr.shape[-2:]) != ((ry1 - ry0) * scale, (rx1 - rx0) * scale):
-            raise ValueError(f"the method returned {tuple(sr.shape)} for a {rx1 - rx0}x{ry1 - ry0} tile at scale "
-                             f"{scale}")
+        core = _tile_core(method, lr, scale, (y0, y1, x0, x1), overlap)
         if out is None:
-            out = torch.empty((sr.shape[0], h * scale, w * scale), dtype=sr.dtype)
-        core = sr[:, (y0 - ry0) * scale:(y1 - ry0) * scale, (x0 - rx0) * scale:(x1 - rx0) * scale]
+            out = torch.empty((core.shape[0], h * scale, w * scale), dtype=core.dtype)
         out[:, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = core
     return out
+
+
+def tiled_bands(method: Callable, lr: np.ndarray, scale: int, tile: int, overlap: int = TILE_OVERLAP, *,
+                gray: bool = False):
+    """The uint8 output of ``upscale_tiled``, one band of tiles at a time, top to bottom: arrays of
+    (≤ scale·tile)×(scale·w)×3 BGR, or without the channel axis when ``gray``, converted as ``data.tensor_to_bgr``
+    (then to gray) converts the whole image. Written out as they come (``io.write_png_bands``), memory holds one
+    band, never an image of the output's size."""
+    import cv2
+
+    from .data import tensor_to_bgr
+
+    if overlap < 0:
+        raise ValueError(f"overlap must be ≥ 0, got {overlap}")
+    h, w = lr.shape[:2]
+    for y0 in range(0, h, tile):
+        y1 = min(y0 + tile, h)
+        band = np.empty(((y1 - y0) * scale, w * scale) + (() if gray else (3,)), np.uint8)
+        for x0 in range(0, w, tile):
+            x1 = min(x0 + tile, w)
+            px = tensor_to_bgr(_tile_core(method, lr, scale, (y0, y1, x0, x1), overlap))
+            band[:, x0 * scale:x1 * scale] = cv2.cvtColor(px, cv2.COLOR_BGR2GRAY) if gray else px
+        yield band
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +194,32 @@ def _output_name(path: Path, taken: set[str], report: Report) -> str:
     return name
 
 
+def prepare_output(input_dir: Path, output_dir: Path) -> None:
+    """Create ``output_dir`` and check it can be written, or raise ValueError in one sentence naming it: not the
+    input folder nor inside it (the input is only read), not a file, not a symlink loop, writable."""
+    try:
+        inp, out = input_dir.resolve(strict=True), output_dir.resolve()
+    except (OSError, RuntimeError) as e:   # a symlink loop, a path that cannot be resolved
+        raise ValueError(f"--output {output_dir} cannot be used ({type(e).__name__}: {e}); choose another folder") from None
+    if out == inp:
+        raise ValueError(f"--output {output_dir} must differ from --input {input_dir}: the input folder is never "
+                         "written to")
+    if out.is_relative_to(inp):
+        raise ValueError(f"--output {output_dir} lies inside --input {input_dir}, which is never written to: choose "
+                         "a folder outside it")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output {output_dir} is a file, not a folder: choose a folder (it is created if missing)")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as e:
+        raise ValueError(f"--output {output_dir} cannot be written ({e.strerror or e}): choose a folder you can "
+                         "write to") from None
+
+
 def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4, device="cpu",
                    standin_dir=None, tile: int | None = None, tile_overlap: int = TILE_OVERLAP,
                    progress=True) -> Report:
@@ -181,12 +237,12 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4,
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder not found: {input_dir}")
-    if output_dir.resolve() == input_dir.resolve():
-        raise ValueError("--output must differ from --input (the input folder is never written to)")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"--scale must be an integer ≥ 1, got {scale!r}")
     choose_tile(1, 1, tile)  # reject a bad --tile before any work
     if tile_overlap < 0:
         raise ValueError(f"--tile-overlap must be ≥ 0, got {tile_overlap}")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output(input_dir, output_dir)
     method, info = load_method(model, scale, device, standin_dir)
     report = Report()
     taken: set[str] = set()
@@ -216,22 +272,27 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4,
                 continue
             lr = img
         n_tile = choose_tile(*lr.shape[:2], tile)
+        tiled = bool(n_tile) and max(lr.shape[:2]) > n_tile
+        out_path = output_dir / _output_name(path, taken, report)
         try:
-            if n_tile and max(lr.shape[:2]) > n_tile:
-                sr = upscale_tiled(method, lr, scale, n_tile, tile_overlap)
-                n = len(tile_boxes(*lr.shape[:2], n_tile))
-                report.notes.append((path.name, f"super-resolved in {n} tiles of {n_tile} px (LR) with "
-                                                f"{tile_overlap} px overlap"))
-            else:
-                sr = method(lr)
-        except RuntimeError as e:  # e.g. out of memory: report it, carry on with the folder
+            if tiled and not metrics:   # streamed band by band into the PNG: memory set by the tile, not the image
+                write_png_bands(out_path, tiled_bands(method, lr, scale, n_tile, tile_overlap, gray=gray),
+                                lr.shape[1] * scale, lr.shape[0] * scale, gray=gray)
+            else:                       # untiled, or scored: the float output of an input-sized image
+                sr = upscale_tiled(method, lr, scale, n_tile, tile_overlap) if tiled else method(lr)
+                out_img = data.tensor_to_bgr(sr)
+                write_png(out_path, cv2.cvtColor(out_img, cv2.COLOR_BGR2GRAY) if gray else out_img)
+        except (RuntimeError, MemoryError) as e:  # e.g. out of memory: report it, carry on with the folder
+            taken.discard(out_path.name)
+            report.notes = [n for n in report.notes if n != (path.name, f"written as {out_path.name}: another "
+                                                                         f"input is also called {path.stem}")]
             report.skipped.append((path.name, f"super-resolution failed ({type(e).__name__}: {e}); "
                                               "a smaller --tile may help"))
             continue
-        out_img = data.tensor_to_bgr(sr)
-        if gray:
-            out_img = cv2.cvtColor(out_img, cv2.COLOR_BGR2GRAY)
-        write_png(output_dir / _output_name(path, taken, report), out_img)
+        if tiled:
+            n = len(tile_boxes(*lr.shape[:2], n_tile))
+            report.notes.append((path.name, f"super-resolved in {n} tiles of {n_tile} px (LR) with "
+                                            f"{tile_overlap} px overlap"))
         report.processed.append(path.name)
         if metrics:
             srt, hrt = sr[None].clamp(0, 1), data.bgr_to_tensor(hr)[None]

@@ -53,7 +53,6 @@ from .losses import describe_loss
 
 ALL = "all"                     # key of the pooled validation result (mean over every image)
 TIMING_KEYS = ("train_seconds", "val_seconds", "steps_per_second")
-SCHEDULES = RECIPE_RULES["schedule"].choices
 
 
 # ---------------------------------------------------------------------------------------------

@@ -168,13 +168,15 @@ def export_carried(keys, folder) -> list[dict]:
     (``<dist>==<version>/<member>``); return what was written, with sizes."""
     import shutil
 
+    from .io import atomic_path
+
     out = []
     for key in keys:
         src = _locate_installed(_entry(key))
         e = _entry(key)
         dest = Path(folder) / e.requirement / e.member
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
         out.append({"key": key, "path": str(dest.relative_to(folder)), "bytes": dest.stat().st_size})
     return out
 
