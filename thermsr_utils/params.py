@@ -249,7 +249,7 @@ def check_parameters(values: dict, where: str = "", require_rules: bool = False)
         rule = PARAMETER_RULES.get(name)
         if rule is None:
             if require_rules:
-                raise ParameterValueError(f"{prefix}parameter {name!r} has no rule in config.PARAMETER_RULES")
+                raise ParameterValueError(f"{prefix}parameter {name!r} has no rule in params.PARAMETER_RULES")
             out[name] = value
             continue
         try:
