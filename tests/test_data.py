@@ -515,3 +515,71 @@ def test_pixel_only_drift_from_the_committed_manifest_is_tolerated_up_to_a_fract
         build_both(tmp_path, committed_manifest=committed, pixel_drift_ok=0.5)
     D = data.ManifestDiff
     assert data.pixel_drift([D("changed", "a", ("sha256",)), D("changed", "b", ("box", "sha256")), D("added", "c")]) == ["a"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile and silently-wrong inputs
+# ---------------------------------------------------------------------------------------------
+def test_thermeval_file_name_cannot_leave_the_images_folder(tmp_path):
+    person, nose = [50, 40, 60, 80], [75, 60, 10, 8]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert cv2.imwrite(str(outside / "secret_frame.png"), noise_image(192, 256, seed=3, channels=3))
+    file1 = [("ok.png", [person], [nose]), ("../../outside/secret_frame.png", [person], [nose]),
+             (str(outside / "secret_frame.png"), [person], [nose])]
+    root = thermeval_tree(tmp_path / "data" / "te", file1, [("t.png", [person], [nose])])
+    (root / "images" / "secret_frame.png").unlink()   # the only copy is outside the data root
+    res = data.build_thermeval(root, tmp_path / "crops")
+    assert sorted(r["source"] for r in res.records) == ["images/ok.png", "images/t.png"]
+    assert names(res, data.R_OUTSIDE_ROOT) == [
+        "Annotations/annotations_1.json: ../../outside/secret_frame.png",
+        f"Annotations/annotations_1.json: {outside / 'secret_frame.png'}"]
+    with pytest.raises(data.OutsideRoot, match=r"'\.\./x\.png' leaves .*images"):
+        data.resolve_image(root / "images", "../x.png")
+    with pytest.raises(data.OutsideRoot):
+        data.resolve_image(root / "images", "sub/../ok.png")
+
+
+def test_coco_ids_that_cannot_be_ids_are_named(tmp_path):
+    person, nose = [50, 40, 60, 80], [75, 60, 10, 8]
+    root = thermeval_tree(tmp_path / "te", [("ok.png", [person], [nose])], [("t.png", [person], [nose])])
+    ann = root / "Annotations" / "annotations_1.json"
+    good = json.loads(ann.read_text())
+    bad = json.loads(ann.read_text())
+    bad["images"][0]["id"] = [1, 2]
+    ann.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"annotations_1\.json: malformed images\[0\] .*id must be an integer"):
+        data.build_thermeval(root, tmp_path / "c1")
+    bad = good
+    bad["annotations"][1]["image_id"] = {"id": 0}
+    ann.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"malformed annotations\[1\] .*image_id must be an integer or a string"):
+        data.build_thermeval(root, tmp_path / "c2")
+
+
+def test_sixteen_bit_frames_are_skipped_not_squeezed(tmp_path):
+    root = sftl54_tree(tmp_path / "sf")
+    raw = np.random.default_rng(0).integers(7000, 8021, (SF_H, SF_W), dtype=np.uint16)
+    assert cv2.imwrite(str(root / "gray" / "train" / "images" / "1_1_1_1.png"), raw)
+    res = data.build_sftl54(root, tmp_path / "crops")
+    assert names(res, data.R_NOT_8BIT) == ["gray/train/images/1_1_1_1.png"]
+    assert sorted(r["id"] for r in res.records) == ["sf_101_1_1_1", "sf_121_1_1_1"]
+    with pytest.raises(data.NotEightBit, match=r"1_1_1_1\.png: uint16 pixels, values 7\d\d\d-8\d\d\d"):
+        data.read_frame(root / "gray" / "train" / "images" / "1_1_1_1.png")
+
+
+def test_labelme_size_that_disagrees_with_the_image_is_skipped(tmp_path):
+    root = sftl54_tree(tmp_path / "sf")
+    js = root / "gray" / "val" / "json" / "101_1_1_1.json"
+    ann = json.loads(js.read_text())
+    ann.update(imageWidth=SF_W, imageHeight=SF_H)
+    js.write_text(json.dumps(ann))
+    assert data.build_sftl54(root, tmp_path / "c0").skipped == {}    # agreeing sizes pass
+    assert cv2.imwrite(str(root / "gray" / "val" / "images" / "101_1_1_1.png"), noise_image(2 * SF_H, 2 * SF_W))
+    res = data.build_sftl54(root, tmp_path / "c1")
+    assert names(res, data.R_SIZE_MISMATCH) == [
+        f"gray/val/images/101_1_1_1.png (annotated {SF_W}×{SF_H}, on disk {2 * SF_W}×{2 * SF_H})"]
+    assert [r["split"] for r in res.records] == ["train", "test"]
+    ann.update(imageWidth="wide")
+    js.write_text(json.dumps(ann))
+    assert names(data.build_sftl54(root, tmp_path / "c2"), data.R_BAD_ANNOTATION) == ["gray/val/json/101_1_1_1.json"]

@@ -380,3 +380,48 @@ def test_samples_figure_is_written_and_labelled(sets, tmp_path):
         plots.synthetic_samples_figure(sf_root, te_root, out, n=0)
     with pytest.raises(FileNotFoundError, match="no SF-TL54 gray images"):
         plots.synthetic_samples_figure(tmp_path / "missing" / "SF-TL54", te_root, out)
+
+
+def test_samples_figure_passes_over_what_the_builder_skips(sets, tmp_path):
+    """A truncated first training frame, text coordinates in an annotation, a file_name that leaves images/:
+    the preview shows other frames and counts the ones it passed over, as the builder skips and names them."""
+    import shutil
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from thermsr_utils import plots
+
+    sf_root, te_root = tmp_path / "SF-TL54", tmp_path / "ThermEval-D"
+    shutil.copytree(sets[0], sf_root)
+    shutil.copytree(sets[1], te_root)
+    first = sorted((sf_root / "gray" / "train" / "images").glob("*.png"))[0]
+    first.write_bytes(first.read_bytes()[:200])
+    js = sorted((sf_root / "gray" / "val" / "json").glob("*.json"))[0]
+    ann = json.loads(js.read_text())
+    ann["shapes"][0]["points"] = [["abc", 1.0]]
+    js.write_text(json.dumps(ann))
+    coco_path = te_root / "Annotations" / "annotations_1.json"
+    coco = json.loads(coco_path.read_text())
+    coco["images"][0]["file_name"] = "../../../outside/secret_frame.png"
+    coco_path.write_text(json.dumps(coco))
+    out = tmp_path / "raw_samples.png"
+    fig = plots.synthetic_samples_figure(sf_root, te_root, out, n=4)   # the spread starts with the first frame
+    shown = [ax.get_title() for ax in fig.axes if ax.images]
+    assert f"SF-TL54 gray · {first.stem}" not in shown and f"SF-TL54 gray · {js.stem}" not in shown
+    assert "passed over" in fig.texts[-1].get_text()
+    assert out.is_file() and len(shown) == 4 + 4 + 4
+
+
+def test_samples_figure_shows_the_same_frames_when_all_are_readable(sets, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from thermsr_utils import plots
+
+    fig = plots.synthetic_samples_figure(sets[0], sets[1], tmp_path / "a.png", n=3)
+    stems = [js.stem for split in ("train", "val", "test")
+             for js in sorted((sets[0] / "gray" / split / "json").glob("*.json"))]
+    expected = [f"SF-TL54 gray · {stem}" for stem in plots._spread(stems, 3)]
+    assert [ax.get_title() for ax in fig.axes if ax.get_title().startswith("SF-TL54 gray")] == expected
+    assert "passed over" not in fig.texts[-1].get_text()

@@ -21,12 +21,41 @@ MANIFEST_DIR = REPO_ROOT / "data_manifest"     # committed split manifests of th
 REFERENCE_DIR = REPO_ROOT / "data_manifest" / "reference"  # the write-up's reported numbers, as data
 
 PROFILE_NAMES = ("smoke", "demo", "paper")
+MAX_CROP_SIZE = 1024   # largest HR crop side the builder makes (the write-up's is 192; 100000² would be 30 GB)
 DEFAULT_PROFILE = "demo"
 
 
 def artifacts_root() -> Path:
     """Root of all run outputs (git-ignored); override with THERMSR_ARTIFACTS."""
     return Path(os.environ.get("THERMSR_ARTIFACTS", REPO_ROOT / "artifacts")).resolve()
+
+
+class UnwritableFolder(OSError):
+    """A folder the run must write (the artifacts root or one under it) that is a file or is not writable."""
+
+
+def writable_folder(path, what: str = "artifacts folder") -> Path:
+    """Create ``path`` (and its parents) if missing and prove it writable; return it.
+
+    Raises UnwritableFolder in one sentence naming the folder when it, or a parent, is a file, or when
+    it cannot be written (read-only, another owner), and says what to do: THERMSR_ARTIFACTS moves every
+    output elsewhere.
+    """
+    import tempfile
+
+    path = Path(path)
+    fix = "remove it, or set THERMSR_ARTIFACTS to a writable folder"
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UnwritableFolder(f"{what} {path}: {blocker} is a file, not a folder; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UnwritableFolder(f"{what} {path} is not writable ({e.strerror or e}); make it writable, or set "
+                               "THERMSR_ARTIFACTS to a writable folder") from None
+    return path
 
 
 def data_root() -> Path:
@@ -310,7 +339,7 @@ def setup(profile: str = DEFAULT_PROFILE, seed: int = 0, sweep_point: str = "", 
     when ``sweep_point`` names one)."""
     paths = run_paths(profile, sweep_point)
     for folder in (paths.root, paths.results, paths.figures):
-        folder.mkdir(parents=True, exist_ok=True)
+        writable_folder(folder)
     seed_everything(seed)
     try:
         import matplotlib

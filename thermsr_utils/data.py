@@ -133,6 +133,9 @@ R_DEGENERATE = "degenerate crop"
 R_TOO_SMALL = "crop smaller than min_crop_side"
 R_NO_PERSON = "nose without person"
 R_UNKNOWN_IMAGE = "annotation for unknown image id"
+R_OUTSIDE_ROOT = "file_name outside images/ (absolute or with '..')"
+R_NOT_8BIT = "not an 8-bit image (16-bit raw counts? convert with a fixed temperature range first)"
+R_SIZE_MISMATCH = "annotation's imageWidth/imageHeight differ from the image on disk"
 
 DEFAULT_PARAMS = {
     "palette": "gray",
@@ -354,6 +357,20 @@ def read_labelme(json_path) -> tuple[np.ndarray | None, np.ndarray]:
     return face, landmarks
 
 
+def labelme_image_size(json_path) -> tuple[int, int] | None:
+    """The (width, height) a LabelMe file declares for its image, or None when it declares none.
+
+    Raises BadAnnotation naming the file when the fields are present but not positive integers.
+    """
+    data = io.read_json(json_path)
+    w, h = (data.get("imageWidth"), data.get("imageHeight")) if isinstance(data, dict) else (None, None)
+    if w is None and h is None:
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)):
+        raise BadAnnotation(f"{json_path}: imageWidth/imageHeight must be positive integers, got {w!r}/{h!r}")
+    return w, h
+
+
 def _require_dir(path: Path, what: str, layout: str) -> None:
     """Raise FileNotFoundError naming ``path`` and the expected layout if it is not a folder."""
     if not path.is_dir():
@@ -362,8 +379,10 @@ def _require_dir(path: Path, what: str, layout: str) -> None:
 
 def _check_common(size: int, pad: float, min_crop_side: int) -> None:
     """Validate the parameters both builders share; errors name the parameter."""
-    if not isinstance(size, (int, np.integer)) or size <= 0:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
+    from .config import MAX_CROP_SIZE
+
+    if not isinstance(size, (int, np.integer)) or not 0 < size <= MAX_CROP_SIZE:
+        raise ValueError(f"size must be an integer in 1..{MAX_CROP_SIZE} (the crop side in pixels), got {size!r}")
     if not pad > 0:
         raise ValueError(f"pad must be positive, got {pad!r}")
     if min_crop_side < 0:
@@ -436,6 +455,7 @@ def _sftl54_candidates(root: Path, split: str, palette: str, pad: float, keep_sq
             continue
         try:
             _, landmarks = read_labelme(jsons[stem])
+            declared = labelme_image_size(jsons[stem])
         except BadAnnotation:
             result.skip(R_BAD_ANNOTATION, rel(jsons[stem]))
             continue
@@ -444,7 +464,7 @@ def _sftl54_candidates(root: Path, split: str, palette: str, pad: float, keep_sq
             continue
         cand = _candidate(img_path, rel(img_path), result,
                           lambda w, h: sftl54_crop_box(landmarks, w, h, pad, keep_square),
-                          min_crop_side)
+                          min_crop_side, declared)
         if cand is None:
             continue
         box, (w, h) = cand
@@ -453,20 +473,40 @@ def _sftl54_candidates(root: Path, split: str, palette: str, pad: float, keep_sq
     return cands
 
 
-def _read_bgr(path: Path) -> np.ndarray:
-    """Read an image as uint8 BGR H×W×3 (grayscale replicated to 3 channels); ImageReadError names it."""
+class NotEightBit(io.ImageReadError):
+    """An image stored with more than 8 bits per sample: OpenCV would squeeze it into 8 bits by a shift."""
+
+
+def read_frame(path: Path) -> np.ndarray:
+    """Read an 8-bit image as uint8 BGR H×W×3 (grayscale replicated to 3 channels); ImageReadError names it.
+
+    A 16-bit frame (raw sensor counts, say 7000-8020) is refused with NotEightBit rather than read:
+    OpenCV's 8-bit conversion divides by 256 and would turn it into a flat crop (values 27-31).
+    """
     import cv2
 
-    return io.read_image(path, cv2.IMREAD_COLOR)
+    img = io.read_image(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
+    if img.dtype != np.uint8:
+        raise NotEightBit(f"{path}: {img.dtype} pixels, values {int(img.min())}-{int(img.max())}; the builder "
+                          "reads 8-bit frames: convert it with a fixed temperature range first")
+    return img
 
 
-def _candidate(img_path: Path, name: str, result: BuildResult, box_fn, min_crop_side: int):
-    """Read ``img_path`` for its size and compute its box with ``box_fn(w, h)``; None (and a counted
-    skip named ``name``) if the image is unreadable, the box degenerate, or shorter than min_crop_side."""
+def _candidate(img_path: Path, name: str, result: BuildResult, box_fn, min_crop_side: int,
+               declared_size: tuple[int, int] | None = None):
+    """Read ``img_path`` for its size and compute its box with ``box_fn(w, h)``; None (and a counted skip
+    named ``name``) if the image is unreadable or not 8-bit, its size differs from ``declared_size`` (the
+    annotation's), the box is degenerate, or shorter than min_crop_side."""
     try:
-        h, w = _read_bgr(img_path).shape[:2]
+        h, w = read_frame(img_path).shape[:2]
+    except NotEightBit:
+        result.skip(R_NOT_8BIT, name)
+        return None
     except io.ImageReadError:
         result.skip(R_UNREADABLE, name)
+        return None
+    if declared_size is not None and tuple(declared_size) != (w, h):
+        result.skip(R_SIZE_MISMATCH, f"{name} (annotated {declared_size[0]}×{declared_size[1]}, on disk {w}×{h})")
         return None
     try:
         box = box_fn(w, h)
@@ -484,7 +524,7 @@ def _write_crops(cands: list[_Candidate], crops_dir: Path, size: int) -> list[di
     records, cache = [], (None, None)
     for c in cands:
         if cache[0] != c.image_path:
-            cache = (c.image_path, _read_bgr(c.image_path))
+            cache = (c.image_path, read_frame(c.image_path))
         crop, upscaled = crop_and_resize(cache[1], c.box, size)
         rel_path = f"{c.split}/{c.dataset}/{c.id}.png"
         io.write_png(crops_dir / rel_path, crop)
@@ -503,7 +543,7 @@ def _write_crops(cands: list[_Candidate], crops_dir: Path, size: int) -> list[di
 # ---------------------------------------------------------------------------------------------
 # ThermEval-D
 # ---------------------------------------------------------------------------------------------
-def _read_coco(path: Path) -> tuple[list[dict], list[dict]]:
+def read_coco(path: Path) -> tuple[list[dict], list[dict]]:
     """(images, annotations) of a COCO file; a missing, unparseable or malformed file stops with its name."""
     if not path.is_file():
         raise FileNotFoundError(f"ThermEval-D annotations not found: {path} (expected layout: {THERMEVAL_LAYOUT})")
@@ -524,22 +564,41 @@ def _read_coco(path: Path) -> tuple[list[dict], list[dict]]:
     return data["images"], data["annotations"]
 
 
+def _check_id(value, what: str) -> None:
+    """Raise TypeError unless ``value`` can be a COCO id: an integer or a string (not a list, dict or bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"{what} must be an integer or a string, got {type(value).__name__} {value!r:.40}")
+
+
 def _check_coco_image(im: dict) -> None:
     """Raise KeyError/TypeError if a COCO images[] entry lacks an id or a file_name."""
-    if not isinstance(im["file_name"], str) or im["id"] is None:
-        raise TypeError("file_name must be a string and id must be set")
+    if not isinstance(im["file_name"], str):
+        raise TypeError("file_name must be a string")
+    _check_id(im["id"], "id")
 
 
 def _check_coco_annotation(a: dict) -> None:
     """Raise KeyError/TypeError/ValueError if a COCO annotation lacks image_id, category_id or a bbox."""
-    a["image_id"], int(a["category_id"])
+    _check_id(a["image_id"], "image_id")
+    int(a["category_id"])
     if len(a["bbox"]) != 4 or not all(math.isfinite(float(v)) for v in a["bbox"]):
         raise ValueError("bbox must be 4 finite numbers")
 
 
+class OutsideRoot(ValueError):
+    """A COCO ``file_name`` that would leave the images folder (absolute, or with a '..' component)."""
+
+
 def resolve_image(images_dir, file_name: str) -> Path | None:
-    """The file on disk for a COCO ``file_name``: the name itself, else the same stem with .png/.jpg/.jpeg."""
+    """The file on disk for a COCO ``file_name``: the name itself, else the same stem with .png/.jpg/.jpeg.
+
+    ``file_name`` is relative to ``images_dir`` and may not leave it: an absolute name or one with a
+    ``..`` component raises OutsideRoot (a hostile annotation must not read files from elsewhere).
+    """
     images_dir = Path(images_dir)
+    parts = file_name.replace("\\", "/").split("/")
+    if Path(file_name).is_absolute() or file_name.startswith(("/", "\\")) or ".." in parts:
+        raise OutsideRoot(f"file_name {file_name!r} leaves {images_dir}: use a path relative to it")
     given = images_dir / file_name
     tries = [given] + [given.with_suffix(ext) for ext in IMAGE_EXTS]
     return next((p for p in tries if p.is_file()), None)
@@ -560,7 +619,7 @@ def smallest_person(persons: list, nose_pt) -> list | None:
 def _thermeval_file(root: Path, ann_name: str, pad: float, keep_square: bool, min_crop_side: int,
                     result: BuildResult) -> list[tuple[str, list[_Candidate]]]:
     """Per image (in the file's images[] order): its key and valid crop candidates (split unset)."""
-    images, anns = _read_coco(root / "Annotations" / ann_name)
+    images, anns = read_coco(root / "Annotations" / ann_name)
     by_image = {im["id"]: [] for im in images}
     for a in anns:
         if a["image_id"] not in by_image:
@@ -573,13 +632,20 @@ def _thermeval_file(root: Path, ann_name: str, pad: float, keep_square: bool, mi
         noses = [a for a in by_image[im["id"]] if int(a["category_id"]) == NOSE]
         if not noses:
             continue
-        img_path = resolve_image(root / "images", file_name)
+        try:
+            img_path = resolve_image(root / "images", file_name)
+        except OutsideRoot:
+            result.skip(R_OUTSIDE_ROOT, f"Annotations/{ann_name}: {file_name}")
+            continue
         if img_path is None:
             result.skip(R_MISSING_IMAGE, f"Annotations/{ann_name}: images/{file_name}")
             continue
         source = img_path.relative_to(root).as_posix()
         try:
-            h, w = _read_bgr(img_path).shape[:2]
+            h, w = read_frame(img_path).shape[:2]
+        except NotEightBit:
+            result.skip(R_NOT_8BIT, source)
+            continue
         except io.ImageReadError:
             result.skip(R_UNREADABLE, source)
             continue

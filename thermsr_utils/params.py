@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import PROFILE_NAMES, SWEEP_POINT, ParameterValueError
+from .config import MAX_CROP_SIZE, PROFILE_NAMES, SWEEP_POINT, ParameterValueError
 
 # ---------------------------------------------------------------------------------------------
 # Parameter rules. Every parameter a notebook declares has exactly one rule here (a test checks
@@ -190,7 +190,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     "sftl54_max_val": _POSITIVE,
     "sftl54_max_test": _POSITIVE,
     "palette": _choice("gray", "iron"),
-    "crop_size": _int(lo=16, multiple_of=4),       # LR = crop / 4
+    "crop_size": _int(lo=16, hi=MAX_CROP_SIZE, multiple_of=4),   # LR = crop / 4
     "crop_pad": _float(lo=0, lo_open=True),
     "thermeval_split_seed": _int(lo=0, hi=2**32 - 1),
     "min_crop_side": _COUNT,

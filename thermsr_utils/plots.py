@@ -44,8 +44,26 @@ def _spread(items: list, n: int) -> list:
     return [items[i] for i in idx]
 
 
-def _sftl54_samples(root: Path, n: int) -> list[tuple[Path, Path]]:
-    """(image, json) pairs of the gray palette, spread over subjects and splits."""
+def _spread_readable(items: list, n: int, read) -> tuple[list, int]:
+    """Up to ``n`` of ``items`` spread evenly, each passed through ``read``; items whose ``read`` raises
+    ImageReadError or ValueError (a corrupt frame, a bad annotation) are replaced by others. Returns the
+    read items and how many were passed over. With every item readable this is ``_spread`` itself."""
+    pool, good, passed_over = list(items), [], 0
+    while pool and len(good) < n:
+        for item in _spread(pool, n - len(good)):
+            pool.remove(item)
+            try:
+                good.append(read(item))
+            except (tio.ImageReadError, ValueError):
+                passed_over += 1
+    return good, passed_over
+
+
+def _sftl54_samples(root: Path, n: int) -> tuple[list, int]:
+    """(image, face box or None, landmarks) of the gray palette spread over subjects and splits, read with
+    the builder's own readers; and how many frames were passed over as unreadable."""
+    from . import data
+
     pairs = []
     for split in ("train", "val", "test"):
         for js in sorted((root / "gray" / split / "json").glob("*.json")):
@@ -54,41 +72,40 @@ def _sftl54_samples(root: Path, n: int) -> list[tuple[Path, Path]]:
                 pairs.append((img, js))
     if not pairs:
         raise FileNotFoundError(f"no SF-TL54 gray images with annotations under {root}")
-    return _spread(pairs, n)
+
+    def read(pair):
+        face, landmarks = data.read_labelme(pair[1])
+        return pair[0], data.read_frame(pair[0]), face, landmarks
+
+    return _spread_readable(pairs, n, read)
 
 
-def _labelme_face(ann: dict, path: Path):
-    """Face box (x0, y0, x1, y1) and landmarks (N, 2) from a LabelMe annotation."""
-    box, pts = None, []
-    for shape in ann.get("shapes", []):
-        if shape.get("label") == "face":
-            (x0, y0), (x1, y1) = shape["points"][:2]
-            box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-        else:
-            pts.extend(shape["points"])
-    if box is None:
-        raise ValueError(f"no 'face' rectangle in {path}")
-    return box, np.asarray(pts, dtype=float).reshape(-1, 2)
+def _thermeval_samples(root: Path, n: int) -> tuple[list, int]:
+    """(image path, frame, annotations) spread over both annotation files, frames with a Nose preferred,
+    read with the builder's own readers (a file_name that leaves images/ is never opened); and how many
+    frames were passed over."""
+    from . import data
 
-
-def _thermeval_samples(root: Path, n: int) -> list[tuple[Path, list]]:
-    """(image, annotations) pairs spread over both annotation files, images with a Nose preferred."""
     frames = []
     for ann_file in sorted((root / "Annotations").glob("annotations_*.json")):
-        coco = tio.read_json(ann_file)
+        images, anns = data.read_coco(ann_file)
         by_image: dict = {}
-        for a in coco.get("annotations", []):
+        for a in anns:
             by_image.setdefault(a["image_id"], []).append(a)
-        for im in coco.get("images", []):
-            disk = root / "images" / im["file_name"]
-            if not disk.exists():  # listed as .jpg while stored as .png
-                disk = disk.with_suffix(".png")
-            anns = by_image.get(im["id"], [])
-            frames.append((any(a["category_id"] == _NOSE for a in anns), disk, anns))
+        for im in images:
+            found = by_image.get(im["id"], [])
+            frames.append((any(int(a["category_id"]) == _NOSE for a in found), im["file_name"], found))
     if not frames:
         raise FileNotFoundError(f"no ThermEval-D images listed under {root / 'Annotations'}")
+
+    def read(frame):
+        disk = data.resolve_image(root / "images", frame[1])
+        if disk is None:
+            raise tio.ImageReadError(f"image not found: {root / 'images' / frame[1]}")
+        return disk, data.read_frame(disk), frame[2]
+
     with_nose = [f for f in frames if f[0]] or frames
-    return [(disk, anns) for _, disk, anns in _spread(with_nose, n)]
+    return _spread_readable(with_nose, n, read)
 
 
 def synthetic_samples_figure(sftl54_root, thermeval_root, out_path, n: int = 4, title_prefix: str = "SYNTHETIC"):
@@ -105,44 +122,50 @@ def synthetic_samples_figure(sftl54_root, thermeval_root, out_path, n: int = 4, 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     sf_root, te_root = Path(sftl54_root), Path(thermeval_root)
-    sf = _sftl54_samples(sf_root, n)
-    te = _thermeval_samples(te_root, n)
-    iron = [sf_root / "iron" / img.parent.parent.name / "images" / img.name for img, _ in sf]
+    sf, sf_passed = _sftl54_samples(sf_root, n)
+    te, te_passed = _thermeval_samples(te_root, n)
+    iron = [sf_root / "iron" / img.parent.parent.name / "images" / img.name for img, *_ in sf]
     has_iron = all(p.exists() for p in iron)
     rows = 3 if has_iron else 2
     fig = Figure(figsize=(3.0 * n, 2.4 * rows + 0.6))
     axes = fig.subplots(rows, n, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for j, (img_path, js) in enumerate(sf):
-        img = tio.read_image(img_path, cv2.IMREAD_COLOR)[..., ::-1]
-        box, pts = _labelme_face(tio.read_json(js), js)
+    for j, (img_path, img, box, pts) in enumerate(sf):
         ax = axes[0, j]
-        ax.imshow(img)
-        ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="cyan", lw=1))
+        ax.imshow(img[..., ::-1])
+        if box is not None:
+            ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="cyan", lw=1))
         ax.scatter(pts[:, 0], pts[:, 1], s=3, c="lime", linewidths=0)
         if len(pts) > NOSE_TIP:
             ax.scatter([pts[NOSE_TIP, 0]], [pts[NOSE_TIP, 1]], s=40, marker="+", c="red", linewidths=1.2)
         ax.set_title(f"SF-TL54 gray · {img_path.stem}", fontsize=7)
         if has_iron:
             ax = axes[1, j]
-            ax.imshow(tio.read_image(iron[j], cv2.IMREAD_COLOR)[..., ::-1])
+            try:
+                ax.imshow(tio.read_image(iron[j], cv2.IMREAD_COLOR)[..., ::-1])
+            except tio.ImageReadError:
+                ax.text(0.5, 0.5, f"{iron[j].name}: unreadable", ha="center", fontsize=7, transform=ax.transAxes)
+                sf_passed += 1
             if len(pts) > NOSE_TIP:
                 ax.scatter([pts[NOSE_TIP, 0]], [pts[NOSE_TIP, 1]], s=40, marker="+", c="cyan", linewidths=1.2)
             ax.set_title(f"SF-TL54 iron · {img_path.stem}", fontsize=7)
-    for j, (img_path, anns) in enumerate(te):
+    for j, (img_path, img, anns) in enumerate(te):
         ax = axes[rows - 1, j]
-        ax.imshow(tio.read_image(img_path, cv2.IMREAD_COLOR)[..., ::-1])
+        ax.imshow(img[..., ::-1])
         for a in anns:
-            x, y, w, h = a["bbox"]
-            if a["category_id"] == _PERSON:
+            x, y, w, h = (float(v) for v in a["bbox"])
+            if int(a["category_id"]) == _PERSON:
                 ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="lime", lw=1))
-            elif a["category_id"] == _NOSE:
+            elif int(a["category_id"]) == _NOSE:
                 ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="red", lw=1))
         ax.set_title(f"ThermEval-D · {img_path.stem}", fontsize=7)
     fig.suptitle(f"{title_prefix} data: SF-TL54-style portraits (face box, 54 landmarks, + nose tip) and "
                  f"ThermEval-D-style scenes (Person green, Nose red)", fontsize=9)
-    fig.text(0.5, 0.005, f"sources: {sf_root.name}/, {te_root.name}/ · {title_prefix}", ha="center", fontsize=7)
+    passed = sf_passed + te_passed
+    note = f" · {passed} unreadable frame(s) passed over (the build names them)" if passed else ""
+    fig.text(0.5, 0.005, f"sources: {sf_root.name}/, {te_root.name}/ · {title_prefix}{note}", ha="center",
+             fontsize=7)
     fig.tight_layout(rect=(0, 0.02, 1, 0.96))
     save_figure(fig, out_path, dpi=130)
     return fig
