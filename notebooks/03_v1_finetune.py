@@ -38,6 +38,7 @@ v1_patch = 128  # HR patch side (LR side is a quarter of it)
 val_every = 2  # validate every this many epochs (and at the last)
 max_steps_per_epoch = 0  # cap on steps per epoch; 0 means no cap
 resume = False  # continue from the last completed epoch of an interrupted run
+fresh_start = False  # move an earlier run in the checkpoint folder aside (to <name>.old-<date-time>) and start over
 device = "auto"  # auto | cpu | cuda
 
 # %%
@@ -99,12 +100,13 @@ display(Markdown(recipes.protocol_table(recipe)))
 # ## Training
 #
 # The loss built with the recipe is handed to the one training loop that v2 also uses. A resumable state is saved
-# after every epoch; `-p resume True` picks an interrupted run up where it stopped.
+# after every epoch; `-p resume True` picks an interrupted run up where it stopped, and a rerun without it refuses
+# to touch an interrupted run (`-p fresh_start True` moves it aside and starts over; a finished run is moved aside).
 
 # %%
 result = train.fit(model, train_set, val_sets, built.loss_fn, recipe, paths.checkpoints / "v1",
                    metrics=train.default_metrics(built.lpips_metric), device=device, resume=resume,
-                   extra_meta=built.meta(paths.manifest, init_info))
+                   fresh=fresh_start, extra_meta=built.meta(paths.manifest, init_info))
 history = result["history"]
 print(f"kept epoch {result['best_epoch']} (validation PSNR {result['best_value']:.2f} dB) -> {result['best_dir']}")
 

@@ -51,6 +51,7 @@ v2_ema_decay = 0.95  # the write-up: 0.999 over ~10k steps; a short run needs a 
 val_every = 2  # validate every this many epochs (and at the last)
 max_steps_per_epoch = 0  # cap on steps per epoch; 0 means no cap
 resume = False  # continue from the last completed epoch of an interrupted run
+fresh_start = False  # move an earlier run in the checkpoint folder aside (to <name>.old-<date-time>) and start over
 device = "auto"  # auto | cpu | cuda
 
 # %%
@@ -80,7 +81,7 @@ display(Markdown(recipes.protocol_table(recipe, term_name)))
 # %%
 result = train.fit(model, built.train_set, built.val_sets, built.loss_fn, recipe, paths.checkpoints / "v2",
                    metrics=train.default_metrics(built.lpips_metric), device=device, resume=resume,
-                   extra_meta=built.meta(paths.manifest, init_info))
+                   fresh=fresh_start, extra_meta=built.meta(paths.manifest, init_info))
 history = result["history"]
 print(f"kept epoch {result['best_epoch']} of the EMA copy (validation PSNR {result['best_value']:.2f} dB)")
 

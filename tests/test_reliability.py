@@ -3,6 +3,7 @@
 * the smoke pipeline run twice gives the same crops, checkpoints, results, tables and figures, bit for bit;
   the raw data it reads is unchanged;
 * training killed (SIGKILL) or stopped (SIGTERM) at a random moment resumes to the uninterrupted result;
+  run again without resume it is refused and no file changes;
 * every file writer is atomic; files that could run code on load are refused;
 * crops that changed since the manifest are named before use;
 * one run per artifacts folder;
@@ -368,6 +369,27 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(trai
         module.run(out, resume=True)
         _assert_same_result(out, reference)
     assert all(e < module.EPOCHS for e in epochs_at_kill), f"a kill came after training ended: {epochs_at_kill}"
+
+
+def test_rerunning_a_killed_run_without_resume_loses_nothing(trainer, tmp_path, one_thread):
+    """The same command again without `-p resume True` is refused with the epoch reached and changes no file;
+    resuming afterwards still gives the uninterrupted result."""
+    script, module, reference = trainer
+    out = tmp_path / "killed"
+    proc = _start(script, out)
+    deadline = time.time() + 60
+    while not (out / checkpoint.STATE_FILE).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    epoch = _check_not_torn(out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(train.TrainingRunExists, match=rf"stopped after epoch {epoch}/{module.EPOCHS}\): continue it "
+                                                       r"with `-p resume True`.*`-p fresh_start True`"):
+        module.run(out, resume=False)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    module.run(out, resume=True)
+    _assert_same_result(out, reference)
 
 
 @pytest.mark.slow
@@ -794,6 +816,8 @@ BAD_VALUES = [
     ("zero_shot_models", ["a2n", "bogus"], "a list of backbones"),
     ("sftl54_root", "no-such-folder-here", "an existing folder"),
     ("v2_warmup_epochs", 40, "smaller than v2_epochs"),
+    ("crop_size", 100000, "an integer in [16, 1024]"),                # OpenCV would be asked for 30 GB
+    ("v1_patch", 400, "v1_patch must not exceed crop_size"),         # 03's patch against 01's crops
 ]
 
 

@@ -547,14 +547,65 @@ def test_max_steps_per_epoch_caps_the_epoch(tmp_path):
     assert out["history"][-1]["steps"] == 2
 
 
-def test_fresh_start_clears_an_old_run(tmp_path):
+def _run_files(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_rerun_without_resume_refuses_an_interrupted_run_and_fresh_sets_it_aside(tmp_path, capsys):
+    ds = SRPatchDataset(noise_images(2), patch=16)                       # one step per epoch
+    recipe = small_recipe(epochs=40, val_every=5)
+    kw = dict(metrics={"mae": mae}, progress=False)
+    out = tmp_path / "v1"
+    with pytest.raises(SimulatedKill):                                     # killed during epoch 12 of 40
+        fit(tiny_model(), ds, val_sets(), KillAfter(l1_loss, calls=11), recipe, out, **kw)
+    before = _run_files(out)
+    assert {"state.pt", "history.json", "best/thermsr.json"} <= set(before)
+
+    with pytest.raises(train.TrainingRunExists) as refused:               # the same command again, no resume
+        fit(tiny_model(), ds, val_sets(), l1_loss, recipe, out, resume=False, **kw)
+    msg = str(refused.value)
+    assert msg.startswith(f"{out} holds an interrupted training run (t, stopped after epoch 11/40)")
+    assert "`-p resume True`" in msg and "`-p fresh_start True`" in msg and "\n" not in msg
+    assert _run_files(out) == before, "a refused run must change nothing"
+
+    result = fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(epochs=1), out, fresh=True, **kw)
+    assert [h["epoch"] for h in result["history"]] == [0, 1]
+    (old,) = tmp_path.glob("v1.old-*")
+    assert _run_files(old) == before, "the interrupted run is set aside whole"
+    assert f"the earlier run in {out} was moved to {old}" in capsys.readouterr().out
+    assert checkpoint.load_state(out / "state.pt")["epoch"] == 1
+
+
+def test_a_finished_run_is_reused_with_resume_and_moved_aside_without(tmp_path, capsys):
     ds = SRPatchDataset(noise_images(2), patch=16)
-    fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(epochs=2), tmp_path, metrics={"mae": mae},
-        progress=False)
-    out = fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(epochs=1), tmp_path, metrics={"mae": mae},
-              progress=False, resume=False)
+    kw = dict(metrics={"mae": mae}, progress=False)
+    first = fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(epochs=2), tmp_path / "run", **kw)
+    before = _run_files(tmp_path / "run")
+    again = fit(tiny_model(1), ds, val_sets(), l1_loss, small_recipe(epochs=2), tmp_path / "run", resume=True, **kw)
+    assert strip_timing(again["history"]) == strip_timing(first["history"])
+    assert again["best_epoch"] == first["best_epoch"]
+    assert _run_files(tmp_path / "run") == before, "resuming a finished run trains nothing"
+    out = fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(epochs=1), tmp_path / "run", **kw)  # a rerun
     assert [h["epoch"] for h in out["history"]] == [0, 1]
-    assert json.loads((tmp_path / "best" / "thermsr.json").read_text())["recipe"]["epochs"] == 1
+    assert json.loads((tmp_path / "run" / "best" / "thermsr.json").read_text())["recipe"]["epochs"] == 1
+    assert [_run_files(p) for p in tmp_path.glob("run.old-*")] == [before]
+    assert "the earlier run in" in capsys.readouterr().out
+    second = _run_files(tmp_path / "run")
+    fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(epochs=1), tmp_path / "run", fresh=True, resume=True,
+        **kw)                                                               # fresh wins over resume
+    assert [_run_files(p) for p in sorted(tmp_path.glob("run.old-*"))] == [before, second]   # in time order
+
+
+def test_without_a_state_no_epoch_completed_and_leftovers_are_cleared(tmp_path):
+    ds = SRPatchDataset(noise_images(2), patch=16)
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "thermsr.json").write_text("{}")                 # killed before its first state.pt
+    (tmp_path / "history.json").write_text("[]")
+    fit(tiny_model(), ds, val_sets(), l1_loss, small_recipe(epochs=1, val_at_start=False), tmp_path,
+        metrics={"mae": mae}, progress=False)
+    assert json.loads((tmp_path / "best" / "thermsr.json").read_text())["epoch"] == 1
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}.old-*"))
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path):

@@ -11,6 +11,7 @@ import io as _stdio
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -100,7 +101,8 @@ def check_resume_recipe(saved: Mapping, recipe, path: Path) -> None:
                   if k not in _RESUME_FREE_FIELDS and saved.get(k) != current.get(k))
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in diff)
-        raise ValueError(f"cannot resume from {path}: the recipe changed ({detail})")
+        raise ValueError(f"cannot resume from {path}: the recipe changed ({detail}); restore it, or start over with "
+                         "`-p fresh_start True` (fit(..., fresh=True)), which moves the earlier run aside")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +124,21 @@ def remove_leftovers(out_dir: Path) -> None:
         for p in out_dir.glob(f".{name}.*"):
             if p.is_file():
                 p.unlink(missing_ok=True)
+
+
+def set_aside(out_dir: Path) -> Path | None:
+    """Rename a training folder that holds a run (state, history or kept model) to the sibling
+    ``<name>.old-<date-time>`` and recreate it empty; return the new name, or None when there was no run."""
+    if not any((out_dir / name).exists() for name in (STATE_FILE, HISTORY_FILE, BEST_DIR, BEST_RAW_DIR)):
+        return None
+    base = out_dir.with_name(f"{out_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    old, n = base, 1
+    while old.exists():                      # two fresh starts within a second
+        n += 1
+        old = base.with_name(f"{base.name}-{n}")
+    os.rename(out_dir, old)
+    out_dir.mkdir()
+    return old
 
 
 def load_finetuned(path, model_cls: type | None = None, device="cpu"):

@@ -214,6 +214,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     "val_every": RECIPE_RULES["val_every"],
     "max_steps_per_epoch": _COUNT,                 # 0 = no cap
     "resume": _BOOL,
+    "fresh_start": _BOOL,
     "v2_perceptual": _choice("lpips", "fft"),
     "lpips_weight": _WEIGHT,
     "fft_weight": _WEIGHT,
@@ -230,9 +231,11 @@ PARAMETER_RULES: dict[str, Rule] = {
     "frontier_v2_epochs": _POSITIVE,
 }
 
-# Rules between two parameters of the same notebook: (names, test, what is required).
+# Rules between two parameters, of one notebook or of two that run together: (names, test, what is required).
 CROSS_RULES = (
     (("v2_warmup_epochs", "v2_epochs"), lambda w, e: w < e, "v2_warmup_epochs must be smaller than v2_epochs"),
+    (("v1_patch", "crop_size"), lambda p, c: p <= c,
+     "v1_patch must not exceed crop_size (training patches are cut from the crops)"),
 )
 
 

@@ -29,6 +29,7 @@ import argparse
 import ast
 import contextlib
 import datetime
+import errno
 import itertools
 import os
 import re
@@ -162,6 +163,11 @@ def resolve_parameters(notebooks: list[Notebook], profile: str, overrides: dict)
         except config.ParameterValueError as e:
             raise ParameterError(str(e)) from None
         resolved[nb.name] = {k: checked[k] for k in values}
+    together = {k: v for nb in notebooks for k, v in {**nb.parameters, **resolved[nb.name]}.items()}
+    try:  # rules between parameters of different notebooks (v1_patch of 03 against crop_size of 01)
+        check_parameters(together, where="the selected notebooks")
+    except config.ParameterValueError as e:
+        raise ParameterError(str(e)) from None
     return resolved
 
 
@@ -170,7 +176,8 @@ def resolve_parameters(notebooks: list[Notebook], profile: str, overrides: dict)
 # ---------------------------------------------------------------------------------------------
 POINT_RECORD = "point.json"        # in a point's folder: its values and the notebooks finished there
 FRONTIER_TRAINERS = {"v1": "03_v1_finetune", "v2": "05_v2_finetune"}
-_NOT_SWEPT = ("profile", "sweep_point", "resume")
+_RUN_CONTROL = ("resume", "fresh_start")    # how a training run starts, not what it computes: not in a point's name
+_NOT_SWEPT = ("profile", "sweep_point", *_RUN_CONTROL)
 
 
 @dataclass
@@ -218,11 +225,12 @@ def sweep_points(notebooks: list[Notebook], profile: str, grid: dict[str, list],
     for combo in itertools.product(*grid.values()):
         chosen = {**overrides, **{k: _typed(v, declared.get(k)) for k, v in zip(grid, combo)}}
         resolved = resolve_parameters(notebooks, profile, chosen)   # unknown names, types and rules
+        named = {k: v for k, v in chosen.items() if k not in _RUN_CONTROL}
         try:
-            name = config.point_name(profile, chosen, declared)
+            name = config.point_name(profile, named, declared)
         except config.ParameterValueError as e:
             raise ParameterError(str(e)) from None
-        values = config.point_values(profile, chosen, declared)
+        values = config.point_values(profile, named, declared)
         if name not in points:
             for nb in notebooks:
                 resolved[nb.name] = {**resolved[nb.name], **({"sweep_point": name} if "sweep_point" in nb.parameters
@@ -258,7 +266,7 @@ def prepare_point(paths: config.RunPaths) -> None:
         for sub in ("results", "checkpoints"):
             if (main.root / sub).is_dir():
                 shutil.copytree(main.root / sub, tmp / sub, copy_function=_link_or_copy,
-                                ignore=shutil.ignore_patterns(checkpoint.STATE_FILE, ".*"))
+                                ignore=shutil.ignore_patterns(checkpoint.STATE_FILE, ".*", "*.old-*"))
         if (main.root / "provenance.json").is_file():
             shutil.copy2(main.root / "provenance.json", tmp / "provenance.json")
 
@@ -361,18 +369,57 @@ def _to_ipynb(nb: Notebook, folder: Path) -> Path:
     return target
 
 
-def execute(nb: Notebook, params: dict, paths: config.RunPaths, progress: bool = True) -> Path:
-    """Execute one notebook with papermill; raise NotebookFailed naming the cell on error."""
-    import papermill as pm
+# Errors raised in a notebook whose message is the whole story (it names what to do): reported alone.
+SELF_EXPLAINING_ERRORS = ("TrainingRunExists",)
 
-    paths.executed.mkdir(parents=True, exist_ok=True)
-    src = _to_ipynb(nb, paths.executed / ".src")
+
+def _how_to_resume(nb: Notebook, paths: config.RunPaths) -> str:
+    """How to continue after ``nb`` stopped: the same command again, from ``nb`` on, resuming its training."""
+    if paths.point:
+        return "run the same command again (the sweep skips its finished points and resumes this one)"
+    flags = f"--from {nb.number}" + (" -p resume True" if "resume" in nb.parameters else "")
+    return (f"run the same command again with `{flags}` added"
+            + (" (training continues from its last completed epoch)" if "resume" in nb.parameters else ""))
+
+
+def execute(nb: Notebook, params: dict, paths: config.RunPaths, progress: bool = True) -> Path:
+    """Execute one notebook with papermill into ``executed/<name>.ipynb``; raise NotebookFailed in one sentence
+    when a cell raises, the kernel dies or the copy cannot be written.
+
+    papermill writes into a temp file beside the copy, renamed over it when the run ends (also when a cell
+    failed or the kernel died: papermill saves the partly executed notebook whole first); when that write
+    itself fails (a full disk), the temp file is removed and an earlier copy stays as it was.
+    """
+    import papermill as pm
+    from nbclient.exceptions import DeadKernelError
+
+    from .io import atomic_path
+
     out = paths.executed / f"{nb.name}.ipynb"
+    failure = None
     try:
-        pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3",
-                            progress_bar=progress, cwd=str(nb.source.parent))
-    except pm.PapermillExecutionError as e:
-        raise NotebookFailed(f"{nb.name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
+        paths.executed.mkdir(parents=True, exist_ok=True)
+        for leftover in paths.executed.glob(f".{out.name}.*"):    # temp files of a runner that was killed
+            leftover.unlink(missing_ok=True)
+        src = _to_ipynb(nb, paths.executed / ".src")
+        with atomic_path(out) as tmp:
+            try:
+                pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
+                                    progress_bar=progress, cwd=str(nb.source.parent))
+            except (pm.PapermillExecutionError, DeadKernelError) as e:
+                failure = e
+    except OSError as e:
+        reason = "no space left on device" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+        fix = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the cause"
+        raise NotebookFailed(f"{nb.name} stopped: {reason} while writing its executed copy {out} (an earlier copy "
+                             f"there is left as it was); {fix}, then {_how_to_resume(nb, paths)}.") from None
+    if isinstance(failure, DeadKernelError):
+        raise NotebookFailed(f"{nb.name} stopped: its kernel was killed (most likely out of memory, or by a "
+                             f"signal); the partly executed copy is {out}; {_how_to_resume(nb, paths)}.") from None
+    if failure is not None and failure.ename in SELF_EXPLAINING_ERRORS:
+        raise NotebookFailed(f"{nb.name}: {failure.evalue}") from None
+    if failure is not None:
+        raise NotebookFailed(f"{nb.name} failed in cell {failure.exec_count} ({failure.ename}: {failure.evalue}); "
                              f"partly executed copy: {out}") from None
     return out
 

@@ -20,7 +20,9 @@ Reproducibility: every random choice of the data pipeline is drawn from generato
 global RNG states travel in ``state.pt``. A run interrupted
 after epoch k and resumed ends, on CPU, with the same weights and history as an uninterrupted run.
 Every file is written by temp file + rename, so a kill at any moment leaves the last complete version;
-SIGINT / SIGTERM stop at a clean point and say how to resume.
+SIGINT / SIGTERM stop at a clean point and say how to resume. A run is never deleted: without ``resume`` a folder
+holding an interrupted one is refused (``TrainingRunExists``); a finished one, or any with ``fresh=True``, is moved
+aside to ``<name>.old-<date-time>``.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ from .io import atomic_write_json
 from .config import ParameterValueError
 from .params import RECIPE_RULES
 from .checkpoint import (BEST_DIR, BEST_RAW_DIR, HISTORY_FILE, STATE_FILE, check_resume_recipe, load_state,
-                         remove_leftovers, save_best, save_state, set_rng_states)
+                         remove_leftovers, save_best, save_state, set_aside, set_rng_states)
 from .losses import describe_loss
 
 ALL = "all"                     # key of the pooled validation result (mean over every image)
@@ -423,6 +425,20 @@ class TrainingInterrupted(KeyboardInterrupt):
     """``fit`` stopped by SIGINT; ``state.pt`` holds the last completed epoch (the message says how to resume)."""
 
 
+class TrainingRunExists(RuntimeError):
+    """``fit`` without ``resume`` or ``fresh`` found an interrupted run's ``state.pt`` in its folder and changed
+    nothing; the message names the folder, the epoch the run reached and the two ways on."""
+
+
+def _interrupted_run(out_dir: Path, state: Mapping) -> TrainingRunExists:
+    """The refusal for the unfinished run whose ``state.pt`` is in ``out_dir``, naming the two ways on."""
+    name, epochs, epoch = state["recipe"]["name"], state["recipe"]["epochs"], state["epoch"]
+    return TrainingRunExists(f"{out_dir} holds an interrupted training run ({name}, stopped after epoch {epoch}/"
+                             f"{epochs}): continue it with `-p resume True` (fit(..., resume=True)), or start over "
+                             f"with `-p fresh_start True` (fit(..., fresh=True)), which moves it aside to "
+                             f"{out_dir.name}.old-<date-time> instead of deleting it.")
+
+
 class _StopOnSignal:
     """SIGINT/SIGTERM handling for one ``fit`` call (installed only in the main thread).
 
@@ -516,11 +532,23 @@ def _keep(kept: torch.nn.Module, raw: torch.nn.Module | None, out_dir: Path, met
         save_best(raw, out_dir, {**meta, "selected_copy": "model", "kept_by": "ema"}, name=BEST_RAW_DIR)
 
 
-def _start_or_resume(out_dir: Path, resume: bool, recipe: Recipe, execution: dict, model, ema, optimizer, scheduler,
-                     is_main: bool, progress: bool) -> tuple[int, list, dict | None]:
+def _start_or_resume(out_dir: Path, resume: bool, fresh: bool, recipe: Recipe, execution: dict, model, ema, optimizer,
+                     scheduler, is_main: bool, progress: bool) -> tuple[int, list, dict | None]:
     """(first epoch to train after, history, best so far): from ``state.pt`` when resuming, else a clean start
-    (stale files removed, every RNG seeded from the recipe)."""
+    (every RNG seeded from the recipe). An earlier run's ``state.pt`` without ``resume`` is refused; ``fresh``
+    moves the earlier run aside first. Without a ``state.pt`` no epoch completed: stale files are removed."""
     state_path = out_dir / STATE_FILE
+    if not (resume or fresh) and state_path.exists():
+        state = load_state(state_path)
+        if state["epoch"] < state["recipe"]["epochs"]:
+            raise _interrupted_run(out_dir, state)
+        fresh = True           # a finished run is kept too: moved aside, never deleted
+    if fresh:
+        resume = False
+        old = set_aside(out_dir) if is_main else None
+        if old is not None:
+            print(f"fresh start of {recipe.name}: the earlier run in {out_dir} was moved to {old} "
+                  "(`-p resume True` reuses a finished run without training)", flush=True)
     if resume and state_path.exists():
         state = load_state(state_path)
         check_resume_recipe(state["recipe"], recipe, state_path)
@@ -548,15 +576,18 @@ def _start_or_resume(out_dir: Path, resume: bool, recipe: Recipe, execution: dic
 
 
 def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable, recipe: Recipe, out_dir, *,
-        metrics: Mapping[str, Callable] | None = None, device="cpu", resume: bool = False,
+        metrics: Mapping[str, Callable] | None = None, device="cpu", resume: bool = False, fresh: bool = False,
         extra_meta: Mapping | None = None, progress: bool = True) -> dict:
     """Train ``model`` (a super-image PreTrainedModel) with ``loss_fn`` under ``recipe``; keep the best epoch.
 
     ``train_set`` yields ``(lr, hr)`` float RGB pairs (e.g. ``SRPatchDataset``); ``val_sets`` maps a
     dataset name to (lr, hr) pairs; ``metrics`` maps a name to ``fn(sr, hr) -> (N,)`` (default: PSNR
     and SSIM from ``thermsr_utils.metrics``). ``loss_fn(sr, hr) -> scalar`` gets the unclamped output.
-    With ``resume=True`` training continues from ``out_dir/state.pt`` when present. Returns a summary
-    dict (kept epoch and its metrics, the history, the final EMA copy or None, ``execution``).
+    With ``resume=True`` training continues from ``out_dir/state.pt`` when present (a finished run is returned
+    as it is). Without it, an interrupted run's ``state.pt`` there raises TrainingRunExists before anything
+    changes, and a finished run is renamed to ``<name>.old-<date-time>`` before training starts over, as any run
+    is with ``fresh=True`` (which wins over ``resume``). Returns a
+    summary dict (kept epoch and its metrics, the history, the final EMA copy or None, ``execution``).
 
     Execution (recorded as ``execution`` in the result, ``thermsr.json`` and ``state.pt``): on CUDA the
     training steps run under bf16 autocast (``recipe.amp="auto"``), with channels_last, on batches made
@@ -570,11 +601,11 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
     """
     with _StopOnSignal(recipe.name, Path(out_dir) / STATE_FILE, recipe.epochs) as stop:
         return _fit(model, train_set, val_sets, loss_fn, recipe, Path(out_dir), stop, metrics=metrics, device=device,
-                    resume=resume, extra_meta=extra_meta, progress=progress)
+                    resume=resume, fresh=fresh, extra_meta=extra_meta, progress=progress)
 
 
 def _fit(model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, stop: _StopOnSignal, *, metrics,
-         device, resume: bool, extra_meta, progress: bool) -> dict:
+         device, resume: bool, fresh: bool, extra_meta, progress: bool) -> dict:
     """The body of ``fit``, with ``stop`` handling SIGINT/SIGTERM."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if not callable(getattr(model, "save_pretrained", None)) and getattr(model, "zoo_name", None) is None:
@@ -610,7 +641,7 @@ def _fit(model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, sto
     if dist.is_main:
         remove_leftovers(out_dir)
 
-    start_epoch, history, best = _start_or_resume(out_dir, resume, recipe, execution, model, ema, optimizer,
+    start_epoch, history, best = _start_or_resume(out_dir, resume, fresh, recipe, execution, model, ema, optimizer,
                                                   scheduler, dist.is_main, progress)
 
     copy = recipe.selected_copy

@@ -60,11 +60,17 @@ def main(argv=None) -> int:
     model, init_info = models.load_model(p["backbone"], source=p["weights"], standin_dir=paths.models / "standin",
                                          device=device)
     # rank 0 holds the artifacts folder as the notebook runner does, so no other run writes there meanwhile
-    with run.run_lock(paths) if info.is_main else contextlib.nullcontext():
-        result = train.fit(model, built.train_set, built.val_sets, built.loss_fn, recipe,
-                           paths.checkpoints / args.recipe, metrics=train.default_metrics(built.lpips_metric),
-                           device=device, resume=p["resume"], extra_meta=built.meta(paths.manifest, init_info),
-                           progress=info.is_main)
+    try:
+        with run.run_lock(paths) if info.is_main else contextlib.nullcontext():
+            result = train.fit(model, built.train_set, built.val_sets, built.loss_fn, recipe,
+                               paths.checkpoints / args.recipe, metrics=train.default_metrics(built.lpips_metric),
+                               device=device, resume=p["resume"], fresh=p["fresh_start"],
+                               extra_meta=built.meta(paths.manifest, init_info), progress=info.is_main)
+    except train.TrainingRunExists as e:
+        import sys
+
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if info.is_main:
         print(f"kept epoch {result['best_epoch']} ({recipe.select_metric} {result['best_value']:.4g}) "
               f"-> {result['best_dir']}")
