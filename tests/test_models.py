@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -184,6 +185,122 @@ def test_non_state_dict_and_corrupt_files(tmp_path):
     (ckpt / "pytorch_model_4x.pt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ValueError, match="cannot read weights file"):
         M.load_model(ckpt)
+
+
+def tiny_edsr(seed: int = 0) -> nn.Module:
+    """EDSR at 4 features and 1 residual block (its MeanShift layers assign CPU tensors in __init__)."""
+    torch.manual_seed(seed)
+    return super_image.EdsrModel(super_image.EdsrConfig(scale=4, n_feats=4, n_resblocks=1)).eval()
+
+
+def edit_config(ckpt, **fields):
+    """Overwrite ``fields`` in ``ckpt``/config.json."""
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**cfg, **fields}))
+
+
+@pytest.fixture
+def constructions(monkeypatch):
+    """(seen, real_allowed): ``seen`` lists the devices (``torch.get_default_device().type``) on which EdsrModel and
+    PanModel get constructed; a construction off the meta device while ``real_allowed[0]`` is False fails at once,
+    before it allocates anything."""
+    seen, real_allowed = [], [True]
+    for cls in (super_image.EdsrModel, super_image.PanModel):
+        def spy(self, config, _init=cls.__init__):
+            seen.append(torch.get_default_device().type)
+            assert real_allowed[0] or seen[-1] == "meta", "the network was built on a real device"
+            _init(self, config)
+        monkeypatch.setattr(cls, "__init__", spy)
+    return seen, real_allowed
+
+
+@pytest.mark.parametrize("make, field, value", [
+    (tiny_edsr, "n_feats", -4), (tiny_edsr, "n_resblocks", -1), (tiny_edsr, "n_feats", 3.5),
+    (tiny_edsr, "n_colors", True), (tiny_pan, "nf", -4), (tiny_pan, "nb", 0), (tiny_pan, "unf", None),
+    (tiny_pan, "scale", 0), (tiny_edsr, "scale", 8)])
+def test_nonsense_config_size_is_a_clear_error(tmp_path, constructions, make, field, value):
+    ckpt = tmp_path / "ckpt"
+    make().save_pretrained(ckpt)
+    edit_config(ckpt, **{field: value})
+    constructions[0].clear()
+    with pytest.raises(ValueError) as err:
+        M.load_model(ckpt)
+    msg = str(err.value)
+    assert type(err.value) is ValueError and str(ckpt / "config.json") in msg
+    assert f"field '{field}' is {value!r}" in msg and "re-save the model with save_pretrained" in msg
+    assert constructions[0] == []  # refused before any network was built
+    assert err.value.__context__ is None  # raised directly, with no torch error behind it
+
+
+def test_huge_config_size_is_refused_before_building(tmp_path, constructions):
+    ckpt = tmp_path / "ckpt"
+    tiny_edsr().save_pretrained(ckpt)
+    edit_config(ckpt, n_feats=100000)
+    constructions[0].clear()
+    constructions[1][0] = False
+    with pytest.raises(ValueError, match=rf"field 'n_feats' is 100000, but EDSR sizes must be integers from 1 to "
+                                         rf"{M.MAX_CONFIG_SIZE}"):
+        M.load_model(ckpt)
+    assert constructions[0] == []
+
+
+@pytest.mark.parametrize("make, fields, diff", [
+    (tiny_pan, {"nf": 4096}, r"tensor 'conv_first\.weight' is \(8, 3, 3, 3\) in the weights but \(4096, 3, 3, 3\) "
+                             r"in the model"),
+    (tiny_pan, {"nb": 3}, r"the weights lack tensor 'SCPA_trunk\.1\.conv1_a\.weight' of shape \(4, 8, 1, 1\)"),
+    (tiny_edsr, {"n_feats": 2000, "n_resblocks": 4000}, r"tensor 'head\.0\.weight' is \(4, 3, 3, 3\) in the weights "
+                                                         r"but \(2000, 3, 3, 3\)"),
+    (tiny_edsr, {"n_colors": 1}, r"tensor 'head\.0\.weight' is \(4, 3, 3, 3\) in the weights but \(4, 1, 3, 3\)")])
+def test_config_that_does_not_fit_the_weights_is_refused_on_the_meta_device(tmp_path, constructions, make, fields,
+                                                                             diff):
+    ckpt = tmp_path / "ckpt"
+    make().save_pretrained(ckpt)
+    edit_config(ckpt, **fields)
+    constructions[0].clear()
+    constructions[1][0] = False
+    with pytest.raises(ValueError) as err:
+        M.load_model(ckpt)
+    msg = str(err.value)
+    assert type(err.value) is ValueError
+    assert msg.startswith(f"weights in {ckpt / 'pytorch_model_4x.pt'} do not fit the model built from "
+                          f"{ckpt / 'config.json'}: ")
+    assert re.search(diff, msg) and msg.endswith("re-save the model with save_pretrained or fix config.json")
+    assert constructions[0] == ["meta"]
+
+
+def test_extra_tensor_in_weights_is_named(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    model = tiny_pan()
+    model.save_pretrained(ckpt)
+    torch.save({**model.state_dict(), "stray.weight": torch.zeros(2, 5)}, ckpt / "pytorch_model_4x.pt")
+    with pytest.raises(ValueError, match=r"the weights hold tensor 'stray\.weight' of shape \(2, 5\), which the "
+                                         r"model lacks"):
+        M.load_model(ckpt)
+
+
+def test_config_super_image_cannot_build_is_a_clear_error(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    torch.manual_seed(0)
+    super_image.MsrnModel(super_image.MsrnConfig(scale=4, n_blocks=1, n_feats=4)).save_pretrained(ckpt)
+    edit_config(ckpt, rgb_mean=[0.5, 0.5])
+    with pytest.raises(ValueError, match=r"config\.json: super-image cannot build a MsrnModel from it \(RuntimeError: "
+                                         r".*fix config\.json") as err:
+        M.load_model(ckpt)
+    assert type(err.value) is ValueError
+
+
+@pytest.mark.parametrize("make", [tiny_edsr, tiny_pan])
+def test_config_that_fits_still_loads_identically(tmp_path, constructions, make):
+    model = make(seed=7)
+    out = M.save_model(model, tmp_path / "ft")
+    constructions[0].clear()
+    loaded, info = M.load_model(out)
+    assert constructions[0] == ["meta", "cpu"]  # checked on the meta device, then built for real
+    assert all(p.device.type == "cpu" for p in loaded.state_dict().values())
+    assert info["source"] == "local" and info["config"] == M._config_dict(model.config)
+    x = lr_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
 
 
 # ---------------------------------------------------------------------------------------------

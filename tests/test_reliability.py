@@ -859,7 +859,7 @@ def test_good_values_are_accepted_and_folders_made_absolute(tmp_path, monkeypatc
 def test_rule_descriptions():
     rules = params.PARAMETER_RULES
     assert rules["v2_ema_decay"].allowed() == "a number in (0, 1)"
-    assert rules["crop_size"].allowed() == "an integer ≥ 16, a multiple of 4"
+    assert rules["crop_size"].allowed() == "an integer in [16, 1024], a multiple of 4"
     assert rules["weights"].check("weights", "hub") == "hub"
     with pytest.raises(config.ParameterValueError, match="one of 'auto', 'hub', 'standin', 'random'"):
         rules["weights"].check("weights", "cloud")

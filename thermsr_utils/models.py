@@ -21,6 +21,7 @@ Tensors follow super-image's convention: float RGB in [0, 1], N×3×H×W in, N×
 """
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import super_image
+from torch.overrides import TorchFunctionMode
 
 from . import config as _config
 from .data import bgr_to_tensor, make_lr
@@ -41,6 +43,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_TEMPLATE = "pytorch_model_{scale}x.pt"
 STANDIN_INFO_NAME = "standin.json"
 SOURCES = ("auto", "hub", "local", "standin", "random", "registry")
+MAX_CONFIG_SIZE = 4096  # channels or blocks: no super-image backbone comes near it; more only exhausts memory
+_NOT_SIZES = ("scale", "rgb_range", "res_scale")  # integer config defaults that are not layer sizes
 
 
 class Architecture(NamedTuple):
@@ -168,8 +172,62 @@ def _load_strict(model: nn.Module, sd: dict, path: Path) -> None:
         raise ValueError(f"weights in {path} do not fit the model built from its config: {e}") from None
 
 
+def _check_config_sizes(config_file: Path, cfg_dict: dict, cfg_cls: type) -> None:
+    """Raise ValueError naming ``config_file`` and the field when a size ``cfg_cls`` takes (a field whose default
+    is an integer, e.g. ``n_feats``, ``nb``) is not an integer in 1..MAX_CONFIG_SIZE, or ``scale`` is unsupported."""
+    fix = "re-save the model with save_pretrained or fix the field"
+    scales = cfg_dict.get("scale")
+    for v in scales if isinstance(scales, list) else [scales]:  # a DRN config lists its x2 steps
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v not in SUPPORTED_SCALES):
+            offered = ", ".join(f"x{s}" for s in SUPPORTED_SCALES)
+            raise ValueError(f"{config_file}: field 'scale' is {scales!r}, but super-image models offer {offered}; "
+                             f"{fix}")
+    for name, p in inspect.signature(cfg_cls.__init__).parameters.items():
+        if name in _NOT_SIZES or isinstance(p.default, bool) or not isinstance(p.default, int) or name not in cfg_dict:
+            continue
+        v = cfg_dict[name]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_CONFIG_SIZE:
+            raise ValueError(f"{config_file}: field {name!r} is {v!r}, but {cfg_cls.model_type} sizes must be "
+                             f"integers from 1 to {MAX_CONFIG_SIZE}; {fix}")
+
+
+_SET_DATA = torch.Tensor.data.__set__
+
+
+class _OnMeta(TorchFunctionMode):
+    """Inside ``with torch.device("meta")``: keep super-image's constructors on the meta device where they assign a
+    CPU tensor to a parameter's ``.data`` (MeanShift) or move a sub-module to a real device (DRN)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func == _SET_DATA and args[0].is_meta:
+            args = (args[0], args[1].to("meta"))
+        elif func is torch.Tensor.to and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def _check_fits(model_cls: type, cfg, sd: dict, config_file: Path, weights_file: Path) -> None:
+    """Build ``model_cls(cfg)`` on the meta device (no memory) and compare its tensor names and shapes with ``sd``;
+    raise ValueError naming both files and the first tensor that differs."""
+    try:
+        with torch.device("meta"), _OnMeta():
+            want = {k: tuple(v.shape) for k, v in model_cls(cfg).state_dict().items()}
+    except Exception as e:  # noqa: BLE001 - super-image's own error, re-raised with the file name
+        raise ValueError(f"{config_file}: super-image cannot build a {model_cls.__name__} from it ({type(e).__name__}: "
+                         f"{e}); re-save the model with save_pretrained or fix config.json") from None
+    have = {k: tuple(v.shape) for k, v in sd.items()}
+    for k in [*want, *(k for k in have if k not in want)]:
+        if want.get(k) != have.get(k):
+            diff = (f"the weights lack tensor {k!r} of shape {want[k]}" if k not in have else
+                    f"the weights hold tensor {k!r} of shape {have[k]}, which the model lacks" if k not in want else
+                    f"tensor {k!r} is {have[k]} in the weights but {want[k]} in the model")
+            raise ValueError(f"weights in {weights_file} do not fit the model built from {config_file}: {diff}; "
+                             "re-save the model with save_pretrained or fix config.json")
+
+
 def _model_from_files(config_file: Path, weights_file: Path, scale: int) -> tuple[nn.Module, dict]:
-    """Build a model from a super-image ``config.json`` and load its weights file strictly."""
+    """Build a model from a super-image ``config.json`` and load its weights file strictly. The config's sizes are
+    checked first, then against the weights' shapes on the meta device, so a bad config allocates nothing."""
     cfg_dict = read_json(config_file)
     if not isinstance(cfg_dict, dict) or "model_type" not in cfg_dict:
         raise ValueError(f"{config_file} is not a super-image config (no 'model_type' field)")
@@ -178,14 +236,17 @@ def _model_from_files(config_file: Path, weights_file: Path, scale: int) -> tupl
     if mtype not in types:
         raise ValueError(f"{config_file}: unknown model_type {mtype!r}; super-image knows {', '.join(sorted(types))}")
     model_cls, cfg_cls = types[mtype]
+    _check_config_sizes(config_file, cfg_dict, cfg_cls)
     kwargs = {k: v for k, v in cfg_dict.items() if k not in ("model_type", "_name_or_path")}
     kwargs.update(scale=scale, data_parallel=False)
     try:
         cfg = cfg_cls(**kwargs)
     except TypeError as e:
         raise ValueError(f"{config_file}: invalid {cfg_cls.__name__} fields: {e}") from None
+    sd = load_state_dict_safely(weights_file)
+    _check_fits(model_cls, cfg, sd, config_file, weights_file)
     model = model_cls(cfg)
-    _load_strict(model, load_state_dict_safely(weights_file), weights_file)
+    _load_strict(model, sd, weights_file)
     return model, cfg_dict
 
 
