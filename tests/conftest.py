@@ -1,4 +1,6 @@
 """Shared test fixtures and the tiny super-image model the training tests use (``from conftest import …``)."""
+from pathlib import Path
+
 import pytest
 import torch
 from super_image import PretrainedConfig, PreTrainedModel
@@ -54,3 +56,53 @@ def tiny_model(seed=0, n_feats=16, dropout=0.0):
     """A TinySR initialised from ``seed``."""
     torch.manual_seed(seed)
     return TinySR(TinyConfig(n_feats=n_feats, dropout=dropout))
+
+
+# ---------------------------------------------------------------------------------------------
+# A real browser: headless Chromium (Debian's `chromium` package; .ci/run installs it)
+# ---------------------------------------------------------------------------------------------
+_CHECK_JS = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.getAttribute('src') || '').slice(0, 80));
+  const links = [...document.querySelectorAll('a[href^="#"]')].map(a => a.getAttribute('href').slice(1));
+  const dangling = links.filter(id => id && !document.getElementById(id));
+  const h1 = [...document.querySelectorAll('h1')].map(h => h.textContent.replace('\\u00b6', '').trim());
+  const pre = document.createElement('pre');
+  pre.id = 'thermsr-check';
+  pre.textContent = JSON.stringify({title: document.title, images: imgs.length, broken, links: links.length, dangling, h1});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """``open(html, screenshot)``: load ``html`` in headless Chromium, wait for the load event, save a
+    screenshot, and return what the page reports: title, images (count), broken (images that did not decode:
+    naturalWidth 0), links (internal ``#…`` links), dangling (those whose target id is missing), h1 (headings).
+    The check script runs on a copy in a temporary folder, so a page that is not self-contained fails it."""
+    import html as html_mod
+    import json
+    import re
+    import shutil
+    import subprocess
+
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if exe is None:
+        pytest.skip("no headless browser: install Debian's chromium (apt-get install chromium) to run this test")
+    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=15000"]
+
+    def open_page(page, screenshot):
+        page = Path(page)
+        probe = tmp_path / f"probe-{page.name}"
+        probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _CHECK_JS + "</body>"), encoding="utf-8")
+        dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+        found = re.search(r'<pre id="thermsr-check">(.*?)</pre>', dom.stdout, re.S)
+        assert found, f"the page did not finish loading in Chromium: {dom.stderr[-500:]}"
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*flags, "--window-size=1280,2400", f"--screenshot={screenshot}", page.as_uri()],
+                       capture_output=True, timeout=120, check=True)
+        return json.loads(html_mod.unescape(found.group(1)))
+
+    return open_page

@@ -184,3 +184,31 @@ def test_publish(smoke_run, tmp_path):
     assert prov["substitutes_and_sources"]["lpips"].startswith("lpips-alex (")
     assert "nose_noise_floor" in prov["substitutes_and_sources"]
     assert set(FIGURES) <= {p.name for p in dest.iterdir()}
+
+
+def test_the_published_report_reads_as_the_run_and_opens_in_a_browser(smoke_run, tmp_path, browser):
+    import nbformat
+
+    from thermsr_utils import report
+
+    paths, _ = smoke_run
+    rep = run.publish("smoke", dest_root=tmp_path) / run.REPORT_DIR
+    names = [nb.name for nb in run.discover()]
+    assert sorted(p.stem for p in rep.glob("[0-9][0-9]_*.md")) == names
+    executed = [nbformat.read(str(paths.executed / f"{n}.ipynb"), as_version=4) for n in names]
+    figures = sum("image/png" in o.get("data", {}) for nb in executed for c in nb.cells for o in c.get("outputs", []))
+    assert figures >= len(FIGURES) - 1, "the executed notebooks hold their figures, not their reprs"
+    page = (rep / "01_build_dataset.md").read_text()
+    assert "<Figure size" not in page and "IPKernelApp" not in page
+    text = "".join(p.read_text() for p in rep.glob("*.md")) + (rep / report.INDEX_HTML).read_text()
+    assert "artifacts/smoke" in text
+    for place in (paths.root, config.artifacts_root(), config.data_root(), config.REPO_ROOT):
+        assert str(place) not in text, f"the report names {place}, a folder of the machine that ran it"
+    shot = config.REPO_ROOT / "artifacts" / "browser" / "report_smoke.png"
+    seen = browser(rep / report.INDEX_HTML, shot)
+    assert seen["title"].startswith("thermsr: the study as executed (smoke profile)")
+    assert seen["images"] == figures and seen["broken"] == []
+    assert seen["links"] >= len(names) and seen["dangling"] == []
+    headings = [report.title_of(nb, n) for nb, n in zip(executed, names)]
+    assert [h for h in seen["h1"] if h in headings] == headings, "every notebook's heading, in order"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

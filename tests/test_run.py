@@ -1,5 +1,11 @@
-"""The notebook runner: parameter validation before any work, failure reporting, executed copies."""
+"""The notebook runner: parameter validation before any work, failure reporting, executed copies, and what
+a running notebook shows on the runner's console."""
+import json
+import re
 import textwrap
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -119,10 +125,14 @@ def test_main_returns_nonzero_with_message(nbdir, capsys, monkeypatch):
     assert "'nope' is not declared" in capsys.readouterr().err
 
 
+RELAYED = re.compile(r"^\[\d\d_\w+\] ", re.M)      # a line a notebook printed, relayed by the runner
+
+
 def _runner_error(capsys, argv):
-    """(exit code, stderr) of the runner's command line."""
+    """(exit code, stderr without the lines the notebooks printed) of the runner's command line."""
     code = run.main(argv)
-    return code, capsys.readouterr().err
+    err = capsys.readouterr().err
+    return code, "".join(line for line in err.splitlines(keepends=True) if not RELAYED.match(line))
 
 
 def test_a_killed_kernel_is_reported_in_one_sentence_with_how_to_resume(nbdir, capsys, monkeypatch):
@@ -208,3 +218,126 @@ def test_resume_and_fresh_start_do_not_name_a_sweep_point(nbdir):
     assert all(p.params["05_train"]["resume"] is True for p in points)
     with pytest.raises(run.ParameterError, match="'fresh_start' cannot be swept"):
         run.sweep_points(nb, "demo", {"fresh_start": [True]})
+
+
+
+# ---------------------------------------------------------------------------------------------
+# What a running notebook shows on the runner's console
+# ---------------------------------------------------------------------------------------------
+TCP_WARNING = "Kernel is running over TCP without encryption"
+
+
+def _run_in_thread(fn):
+    """Start ``fn`` in a thread; returns (thread, box) where box holds its result or error when it ends."""
+    box = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: B036 - handed to the test
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def test_printed_epochs_appear_on_the_runners_stderr_prefixed_while_the_notebook_runs(nbdir, tmp_path, capfd):
+    go_on = tmp_path / "go_on"
+    _write(nbdir, "03_epochs", f"""
+        # %% tags=["parameters"]
+        profile = "demo"
+
+        # %%
+        import os, sys, time
+        from tqdm import tqdm
+        for _ in tqdm(range(3), mininterval=0):     # a bar redrawn with \\r: not relayed
+            time.sleep(0.01)
+        print("epoch 1/2 loss 0.5000 val PSNR 20.1 dB", flush=True)
+        for _ in range(600):                         # the test answers when it has seen epoch 1 on the console
+            if os.path.exists({str(go_on)!r}):
+                break
+            time.sleep(0.1)
+        else:
+            raise TimeoutError("the runner did not show epoch 1 while the cell ran")
+        print("epoch 2/2 loss 0.2500 val PSNR 22.3 dB")
+        print("a warning on stderr", file=sys.stderr)
+        print("the kernel sees", os.environ.get("THERMSR_PROGRESS"))
+        """)
+    capfd.readouterr()
+    thread, box = _run_in_thread(lambda: run.run("demo", only=["03"], notebooks_dir=nbdir, progress=False))
+    seen, deadline = "", time.time() + 120
+    while "epoch 1/2" not in seen and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.1)
+        seen += capfd.readouterr().err
+    go_on.touch()
+    thread.join(120)
+    err = seen + capfd.readouterr().err
+    assert "error" not in box, box.get("error")
+    lines = err.splitlines()
+    assert "[03_epochs] epoch 1/2 loss 0.5000 val PSNR 20.1 dB" in seen.splitlines(), "not shown while running"
+    assert lines.count("[03_epochs] epoch 2/2 loss 0.2500 val PSNR 22.3 dB") == 1
+    assert "[03_epochs] a warning on stderr" in lines and "[03_epochs] the kernel sees lines" in lines
+    assert "[03_epochs] cell 3/3: import os, sys, time" in lines     # without a bar a line names each code cell
+    assert not any("it/s" in line or "\r" in line for line in lines), "a progress bar was relayed"
+    assert TCP_WARNING not in err and "IPKernelApp" not in err
+    outputs = json.dumps(json.loads(box["result"][0].read_text())["cells"][2]["outputs"])
+    assert all(text in outputs for text in ("epoch 1/2 loss 0.5000", "epoch 2/2 loss 0.2500", "a warning on stderr"))
+
+
+def test_the_kernel_listens_on_ipc_sockets_in_a_temp_folder_it_removes(nbdir, tmp_path, capfd, monkeypatch):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    _write(nbdir, "04_where", """
+        # %% tags=["parameters"]
+        profile = "demo"
+
+        # %%
+        import json, os
+        from ipykernel import get_connection_info
+        info = json.loads(get_connection_info())
+        print("transport", info["transport"], "at", info["ip"], "in", sorted(os.listdir(os.path.dirname(info["ip"]))))
+        print("beside the notebook", sorted(os.listdir(".")))
+        """)
+    capfd.readouterr()
+    run.run("demo", only=["04"], notebooks_dir=nbdir, progress=True)
+    err = capfd.readouterr().err                    # the bar's redraws share lines with the relayed text here
+    where = re.search(r"\[04_where\] transport (\w+) at (\S+) in (.*)", err)
+    assert where and where.group(1) == "ipc", err
+    folder = Path(where.group(2)).parent
+    assert folder.name.startswith("thermsr-kernel-") and "'ipc-1'" in where.group(3)   # its sockets were there
+    assert not folder.exists(), "the kernel's folder is left behind"
+    beside = re.search(r"\[04_where\] beside the notebook (.*)", err).group(1)
+    assert "ipc" not in beside and "kernel" not in beside, beside
+    assert TCP_WARNING not in err and "IPKernelApp" not in err
+    assert [p.name for p in nbdir.iterdir() if "ipc" in p.name or "kernel" in p.name] == []
+    assert list(work.iterdir()) == []
+    assert "[04_where] cell " not in err, "with the bar, no line per cell"
+
+
+def test_the_relay_shows_whole_lines_and_drops_redrawn_bars(capfd):
+    relay = run._Relay("[05_x] ")
+    for chunk in ("\r  0%|          | 0/4 [00:00<?, ?it/s]", "\r 50%|█████     | 2/4 [00:01<00:01,  2.0it/s]",
+                  "\r                          \r", "epoch 1/4 lo", "ss 0.1\n\nval PSNR ", "30.0 dB\n",
+                  "\r100%|██████████| 4/4 [00:02<00:00,  2.0it/s]\n", "50%| of plain text is kept\n",
+                  "unended"):
+        relay.write(chunk)
+        relay.flush()
+    assert capfd.readouterr().err == ("[05_x] epoch 1/4 loss 0.1\n[05_x] val PSNR 30.0 dB\n"
+                                      "[05_x] 50%| of plain text is kept\n")
+    relay.end()
+    assert capfd.readouterr().err == "[05_x] unended\n"
+
+
+def test_plain_progress_lines_replace_the_bar_under_the_runner(monkeypatch, capsys):
+    from thermsr_utils import progress
+
+    monkeypatch.setenv(progress.PROGRESS_ENV, "lines")
+    assert progress.plain_progress()
+    lines = progress.LineProgress("v1 epoch 3/6", 10, "steps", every=0.0)
+    lines.update(4, ", loss 0.0213")
+    lines.update(10)                                    # the end is the epoch's own line
+    assert capsys.readouterr().err == "v1 epoch 3/6: 4/10 steps, loss 0.0213\n"
+    monkeypatch.delenv(progress.PROGRESS_ENV)
+    assert not progress.plain_progress()

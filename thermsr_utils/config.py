@@ -341,6 +341,7 @@ def setup(profile: str = DEFAULT_PROFILE, seed: int = 0, sweep_point: str = "", 
     for folder in (paths.root, paths.results, paths.figures):
         writable_folder(folder)
     seed_everything(seed)
+    _figures_inline()
     try:
         import matplotlib
 
@@ -349,6 +350,18 @@ def setup(profile: str = DEFAULT_PROFILE, seed: int = 0, sweep_point: str = "", 
     except ImportError:  # pragma: no cover
         pass
     return paths
+
+
+def _figures_inline() -> None:
+    """In a notebook kernel, show each figure a cell returns as a PNG in its output, so the executed notebook
+    (and the report made from it) holds the figure and not its repr; MPLBACKEND=Agg alone would not."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return
+    shell = get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        shell.run_line_magic("matplotlib", "inline")
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from . import data
+from .progress import LineProgress, plain_progress
 from .io import atomic_write_csv_and_md, atomic_write_json, atomic_write_text, read_image, read_json, write_png
 
 SPLITS = ("all", *data.DATASET_LABELS.values())
@@ -27,7 +28,6 @@ TABLE_COLUMNS = [("method", "Method"), ("split", "Split"), ("n", "N"), ("psnr", 
                  ("nose_failed_sr", "Nose failed on SR")]
 # The perceptual metrics a Scorer computes besides PSNR/SSIM (Scorer attribute = row key).
 PERCEPTUAL_KEYS = ("lpips", "dists", "lpips_vgg")
-
 
 def load_crops(crops_dir, records) -> np.ndarray:
     """The HR crops of ``records`` as one uint8 BGR array N×H×W×3."""
@@ -192,9 +192,12 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
     save_sr_dirs = save_sr_dirs or {}
     batches = [records[start:start + batch_size] for start in range(0, len(records), batch_size)]
     desc = next(iter(methods)) if len(methods) == 1 else f"{len(methods)} methods"
+    lines = LineProgress(f"evaluating {desc}", len(batches), "batches") if progress and plain_progress() else None
     with ThreadPoolExecutor(max_workers=1) as reader:
         pending = reader.submit(load_crops, crops_dir, batches[0]) if batches else None
-        for i, recs in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
+        for i, recs in enumerate(tqdm(batches, desc=desc, disable=not progress or lines is not None, leave=False)):
+            if lines is not None:
+                lines.update(i)
             hr = pending.result()
             if i + 1 < len(batches):
                 pending = reader.submit(load_crops, crops_dir, batches[i + 1])

@@ -52,6 +52,7 @@ from .params import RECIPE_RULES
 from .checkpoint import (BEST_DIR, BEST_RAW_DIR, HISTORY_FILE, STATE_FILE, check_resume_recipe, load_state,
                          remove_leftovers, save_best, save_state, set_aside, set_rng_states)
 from .losses import describe_loss
+from .progress import LineProgress, plain_progress
 
 ALL = "all"                     # key of the pooled validation result (mean over every image)
 TIMING_KEYS = ("train_seconds", "val_seconds", "steps_per_second")
@@ -356,7 +357,9 @@ def _train_epoch(model, loader, loss_fn, optimizer, ema, recipe: Recipe, device,
     n_batches = len(loader)
     if recipe.max_steps_per_epoch is not None:
         n_batches = min(n_batches, recipe.max_steps_per_epoch)
-    bar = tqdm(total=n_batches, desc=bar_desc, leave=False, disable=not progress, unit="step", mininterval=1.0)
+    lines = LineProgress(bar_desc, n_batches, "steps") if progress and plain_progress() else None  # under the runner
+    bar = tqdm(total=n_batches, desc=bar_desc, leave=False, disable=not progress or lines is not None, unit="step",
+               mininterval=1.0)
     try:
         for lr_img, hr_img, *rest in itertools.islice(loader, n_batches):
             weight = float(rest[0]) if rest else 1.0
@@ -388,6 +391,8 @@ def _train_epoch(model, loader, loss_fn, optimizer, ema, recipe: Recipe, device,
             steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{total / steps:.4g}", refresh=False)
+            if lines is not None:
+                lines.update(steps, f", loss {total / steps:.4g}")
     finally:
         bar.close()
     if steps == 0:
@@ -707,6 +712,9 @@ def _fit(model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, sto
                     _keep(eval_model(), model if copy == "ema" else None, out_dir, meta, recipe)
             if progress:
                 print(_val_line(epoch, recipe.epochs, record, copy))
+        elif progress:      # one line every epoch, also between validations
+            print(f"epoch {epoch:>3}/{recipe.epochs}  loss {record['train_loss']:.4g}  (validated every "
+                  f"{recipe.val_every} epochs)")
         history.append(record)
         if dist.is_main:
             atomic_write_json(out_dir / HISTORY_FILE, history)
