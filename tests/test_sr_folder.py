@@ -33,7 +33,8 @@ def folder(tmp_path):
 def test_bicubic_metrics_mixed_folder(folder, tmp_path):
     src, before = folder
     out = tmp_path / "out"
-    report = sr_folder.process_folder("bicubic", src, out, metrics=True, progress=False)
+    report = sr_folder.process_folder("bicubic", src, out, metrics=True, perceptual=(), nose_model="none",
+                                      progress=False)
     scored = {r["file"] for r in report.rows}
     assert scored == {"gray.png", "colour.jpg", "odd.bmp", "frame.tiff", "rgba.png"}
     skipped = dict(report.skipped)
@@ -77,9 +78,87 @@ def test_model_path_through_save_pretrained(tmp_path, folder):
     model, _ = models.load_model("pan-tiny", source="random")
     models.save_model(model, tmp_path / "m")
     src, _ = folder
-    report = sr_folder.process_folder(str(tmp_path / "m"), src, tmp_path / "o", metrics=True, progress=False)
+    report = sr_folder.process_folder(str(tmp_path / "m"), src, tmp_path / "o", metrics=True, perceptual=(),
+                                      nose_model="none", progress=False)
     assert len(report.rows) == 5
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["method"]["source"] == "local"
+
+
+# ------------------------------------------------------------------------------ the notebooks' metric set
+FULL_COLUMNS = ["file", "width", "height", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists", "lpips_vgg",
+                "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px"]
+
+
+def test_metrics_are_the_scorers_on_the_same_hr_and_sr(folder, tmp_path, monkeypatch, capsys):
+    """The only test that loads the real LPIPS/DISTS trunks and the nose model (once, through the command line)."""
+    from thermsr_utils import data, evaluate
+
+    src, _ = folder
+    built = []
+    real = sr_folder.make_scorer
+    monkeypatch.setattr(sr_folder, "make_scorer", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    out = tmp_path / "out"
+    assert sr_folder.main(["--model", "bicubic", "--input", str(src), "--output", str(out), "--metrics"]) == 0
+    printed = capsys.readouterr().out
+    (scorer,) = built
+    assert scorer.lpips is not None and scorer.dists is not None and scorer.lpips_vgg is None
+    assert scorer.locator is not None
+    with open(out / "metrics.csv") as f:
+        reader = csv.DictReader(f)
+        rows = {r["file"]: r for r in reader}
+        assert reader.fieldnames == FULL_COLUMNS
+    assert set(rows) == {"gray.png", "colour.jpg", "odd.bmp", "frame.tiff", "rgba.png"}
+    for name, row in rows.items():
+        img = cv2.imread(str(src / name), cv2.IMREAD_COLOR)
+        hr = img[: img.shape[0] // 4 * 4, : img.shape[1] // 4 * 4]
+        sr = evaluate.bicubic_method(4)(data.make_lr(hr, 4)[None])
+        want = scorer.score([name], sr, hr[None], None, scale=4)
+        assert (int(row["width"]), int(row["height"])) == (hr.shape[1], hr.shape[0])
+        for key in FULL_COLUMNS[3:]:
+            if key.endswith("_found"):
+                assert row[key] == str(bool(want[key][0])), (name, key)
+            else:
+                np.testing.assert_allclose(float(row[key]), float(want[key][0]), rtol=1e-6, equal_nan=True,
+                                           err_msg=f"{name} {key}")
+        assert 0 <= float(row["lpips"]) < 1 and 0 <= float(row["dists"]) < 1 and row["lpips_vgg"] == "nan"
+    summary = json.loads((out / "summary.json").read_text())
+    mean, inst = summary["mean"], summary["instruments"]
+    assert mean["lpips"] == pytest.approx(np.mean([float(r["lpips"]) for r in rows.values()]))
+    err = np.array([float(r["nose_err_px"]) for r in rows.values()])
+    assert mean["nose_failed_hr"] == sum(r["nose_hr_found"] == "False" for r in rows.values())
+    assert mean["nose_failed_sr"] == sum(r["nose_sr_found"] == "False" for r in rows.values())
+    assert math.isnan(mean["nose_median"]) if np.isnan(err).all() else mean["nose_median"] == pytest.approx(
+        np.nanmedian(err))
+    assert inst["lpips"] == evaluate.instrument_provenance(scorer)["lpips"] and "alex" in inst["lpips"]
+    assert inst["nose_locator"].startswith(scorer.locator.name) and inst["lpips_vgg"] == "not computed"
+    assert "lpips " in printed and "dists " in printed and "nose: found in" in printed
+    assert inst["lpips"] in printed and inst["nose_locator"] in printed
+
+
+def test_no_perceptual_metrics_and_no_nose(folder, tmp_path):
+    src, _ = folder
+    out = tmp_path / "out"
+    assert sr_folder.main(["--model", "bicubic", "--input", str(src), "--output", str(out), "--metrics",
+                           "--perceptual", "none", "--nose-model", "none"]) == 0
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 and all(r[k] == "nan" for r in rows for k in ("lpips", "dists", "lpips_vgg", "nose_err_px"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert not [k for k in summary["mean"] if k.startswith("nose")] and math.isnan(summary["mean"]["lpips"])
+    assert summary["instruments"] == {"lpips": "not computed", "dists": "not computed",
+                                      "lpips_vgg": "not computed", "nose_locator": "not computed"}
+    assert 20 < summary["mean"]["psnr"] < 60 and summary["mean"]["grad_ratio"] > 0
+
+
+@pytest.mark.parametrize("extra, option", [(["--perceptual", "lpips,ssim"], "--perceptual"),
+                                           (["--nose-model", "dwpose"], "--nose-model")])
+def test_bad_scoring_options_are_refused_before_any_work(folder, tmp_path, capsys, extra, option):
+    src, _ = folder
+    assert sr_folder.main(["--model", "bicubic", "--input", str(src), "--output", str(tmp_path / "o"),
+                           "--metrics", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option}") and repr(extra[1].split(",")[-1]) in err and err.count("\n") == 1
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
 
 
 # ------------------------------------------------------------------------------ tiling

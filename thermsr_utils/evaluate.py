@@ -135,15 +135,16 @@ class Scorer:
             out["nose_locator"] = getattr(self.locator, "settings", {"name": getattr(self.locator, "name", None)})
         return out
 
-    def score(self, ids, sr, hr_bgr, gt_xy) -> dict[str, np.ndarray]:
-        """Per-image metric arrays for one batch (``sr`` float RGB, ``hr_bgr`` uint8)."""
+    def score(self, ids, sr, hr_bgr, gt_xy, scale: int = data.SCALE) -> dict[str, np.ndarray]:
+        """Per-image metric arrays for one batch (``sr`` float RGB, ``hr_bgr`` uint8); the Y-channel metrics
+        shave ``scale`` pixels of border."""
         from . import metrics
 
         hr = data.bgr_to_tensor(hr_bgr)
         sr = sr.detach().float().cpu().clamp(0, 1)
         out = {"psnr": metrics.psnr(sr, hr).numpy(), "ssim": np.asarray(metrics.ssim(sr, hr)),
-               "psnr_y": metrics.psnr_y(sr, hr, shave=data.SCALE).numpy(),
-               "ssim_y": np.asarray(metrics.ssim_y(sr, hr, shave=data.SCALE)),
+               "psnr_y": metrics.psnr_y(sr, hr, shave=scale).numpy(),
+               "ssim_y": np.asarray(metrics.ssim_y(sr, hr, shave=scale)),
                "grad_ratio": metrics.grad_ratio(sr, hr).numpy(),
                "hf_ratio": metrics.hf_energy_ratio(sr, hr).numpy()}
         n = len(ids)
@@ -275,31 +276,36 @@ def _nanmean(values) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
+def summarize(rows: list[dict]) -> dict:
+    """Means of every metric over ``rows`` (NaN-aware); the nose median/mean over rows where both detections
+    succeeded, and how often each failed."""
+    err = np.array([r["nose_err_px"] for r in rows], float)
+    ok = np.isfinite(err)
+    return {
+        "n": len(rows),
+        "psnr": _nanmean([r["psnr"] for r in rows]), "ssim": _nanmean([r["ssim"] for r in rows]),
+        "psnr_y": _nanmean([r["psnr_y"] for r in rows]), "ssim_y": _nanmean([r["ssim_y"] for r in rows]),
+        **{key: _nanmean([r.get(key, math.nan) for r in rows]) for key in PERCEPTUAL_KEYS},
+        "grad_ratio": _nanmean([r["grad_ratio"] for r in rows]),
+        "hf_ratio": _nanmean([r["hf_ratio"] for r in rows]),
+        "nose_median": float(np.median(err[ok])) if ok.any() else float("nan"),
+        "nose_mean": float(err[ok].mean()) if ok.any() else float("nan"),
+        "nose_failed": int((~ok).sum()),
+        "nose_failed_hr": int(sum(not _truthy(r["nose_hr_found"]) for r in rows)),
+        "nose_failed_sr": int(sum(not _truthy(r["nose_sr_found"]) for r in rows)),
+        "nose_gt_sr": _nanmean([r.get("nose_gt_err_sr", math.nan) for r in rows]),
+    }
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Method × split table rows (means; nose median/mean over crops where both detections succeeded)."""
+    """Method × split table rows (``summarize`` of each method's crops per split)."""
     table = []
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for method in methods:
         for split in SPLITS:
             sel = [r for r in rows if r["method"] == method and split in ("all", data.DATASET_LABELS[r["dataset"]])]
-            if not sel:
-                continue
-            err = np.array([r["nose_err_px"] for r in sel], float)
-            ok = np.isfinite(err)
-            table.append({
-                "method": method, "split": split, "n": len(sel),
-                "psnr": _nanmean([r["psnr"] for r in sel]), "ssim": _nanmean([r["ssim"] for r in sel]),
-                "psnr_y": _nanmean([r["psnr_y"] for r in sel]), "ssim_y": _nanmean([r["ssim_y"] for r in sel]),
-                **{key: _nanmean([r.get(key, math.nan) for r in sel]) for key in PERCEPTUAL_KEYS},
-                "grad_ratio": _nanmean([r["grad_ratio"] for r in sel]),
-                "hf_ratio": _nanmean([r["hf_ratio"] for r in sel]),
-                "nose_median": float(np.median(err[ok])) if ok.any() else float("nan"),
-                "nose_mean": float(err[ok].mean()) if ok.any() else float("nan"),
-                "nose_failed": int((~ok).sum()),
-                "nose_failed_hr": int(sum(not _truthy(r["nose_hr_found"]) for r in sel)),
-                "nose_failed_sr": int(sum(not _truthy(r["nose_sr_found"]) for r in sel)),
-                "nose_gt_sr": _nanmean([r["nose_gt_err_sr"] for r in sel]),
-            })
+            if sel:
+                table.append({"method": method, "split": split, **summarize(sel)})
     return table
 
 

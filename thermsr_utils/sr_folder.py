@@ -7,9 +7,13 @@
 
 Without ``--metrics`` every image is upscaled ×scale (real use). With ``--metrics`` each image is treated as the
 high-resolution truth: it is trimmed to a multiple of the scale, downsampled with INTER_AREA, super-resolved
-and scored (PSNR/SSIM as the write-up computed them, and on the Y channel with the border shaved); the SR
-images, a per-image CSV and a summary JSON are written. Large inputs are super-resolved in overlapping tiles
-(``--tile``), so memory stays bounded whatever the image size. Files that cannot be used (empty, not an image,
+and scored by the same code as the notebooks' tables (``evaluate.Scorer``): PSNR/SSIM as the write-up computed
+them and on the Y channel with the border shaved, LPIPS and DISTS (``--perceptual``), the gradient and
+high-frequency energy ratios (sharpness of SR against HR), and the nose metric (``--nose-model``: how far the
+nose landmark moves between HR and SR, where a face is found in both); the SR images, a per-image CSV and a
+summary JSON (means, nose median and failures, and which LPIPS/DISTS weights and nose model were used) are
+written. Large inputs are super-resolved in overlapping tiles (``--tile``), so memory stays bounded whatever
+the image size. Files that cannot be used (empty, not an image,
 16-bit, too small, corrupt) are listed with the reason and skipped; they never stop the rest of the folder.
 The input folder is only read.
 """
@@ -36,6 +40,10 @@ AUTO_TILE_PIXELS = 256 * 256  # LR images with more pixels than this are tiled w
 AUTO_TILE = 128          # LR tile side used then
 TILE_OVERLAP = 8         # LR pixels of context around each tile (cut away from its output)
 MIN_TILE = 8             # smallest allowed --tile
+DEFAULT_PERCEPTUAL = ("lpips", "dists")
+DEFAULT_NOSE_MODEL = "auto"   # notebook 02's default: rtmlib when its files are cached, else RetinaFace
+METRIC_COLUMNS = ["file", "width", "height", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists", "lpips_vgg",
+                  "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px"]
 
 
 @dataclass
@@ -220,19 +228,52 @@ def prepare_output(input_dir: Path, output_dir: Path) -> None:
                          "write to") from None
 
 
+def check_scoring(perceptual, nose_model: str) -> None:
+    """Raise ValueError, in one sentence naming the option, for an unknown perceptual metric or nose model."""
+    from . import downstream, evaluate
+
+    unknown = [p for p in perceptual if p not in evaluate.PERCEPTUAL_KEYS]
+    if unknown:
+        raise ValueError(f"--perceptual: unknown metric {unknown[0]!r}; choose from "
+                         f"{', '.join(evaluate.PERCEPTUAL_KEYS)}, or none")
+    if nose_model != "none" and nose_model not in downstream.NOSE_MODELS:
+        raise ValueError(f"--nose-model must be one of {', '.join(downstream.NOSE_MODELS)} or none, "
+                         f"got {nose_model!r}")
+
+
+def make_scorer(perceptual, nose_model: str, device: str):
+    """The notebooks' Scorer with the perceptual metrics named in ``perceptual`` and the nose model ``nose_model``
+    ("none": no nose metric)."""
+    from . import downstream, evaluate
+
+    check_scoring(perceptual, nose_model)
+    locator = None if nose_model == "none" else downstream.prepare_locator(nose_model, device=device)
+    return evaluate.make_scorer(locator, device=device, perceptual=tuple(perceptual))
+
+
+def score_image(scorer, name: str, sr, hr: np.ndarray, scale: int) -> dict:
+    """One metrics.csv row: ``scorer``'s metrics of SR (float RGB 3×H×W) against HR (uint8 BGR)."""
+    scores = scorer.score([name], sr[None], hr[None], None, scale=scale)
+    row = {"file": name, "width": hr.shape[1], "height": hr.shape[0]}
+    for key in METRIC_COLUMNS[3:]:
+        value = scores[key][0]
+        row[key] = bool(value) if isinstance(value, (bool, np.bool_)) else float(value)
+    return row
+
+
 def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4, device="cpu",
                    standin_dir=None, tile: int | None = None, tile_overlap: int = TILE_OVERLAP,
-                   progress=True) -> Report:
+                   perceptual=DEFAULT_PERCEPTUAL, nose_model: str = DEFAULT_NOSE_MODEL, progress=True) -> Report:
     """Upscale (or, with ``metrics``, score) every image of ``input_dir``; write results to ``output_dir``.
 
     ``tile``: LR tile side (0 = never tile; None = tile automatically above AUTO_TILE_PIXELS LR pixels);
-    ``tile_overlap``: LR pixels of context around each tile.
+    ``tile_overlap``: LR pixels of context around each tile; ``perceptual`` and ``nose_model``: what
+    ``metrics`` scores besides PSNR/SSIM and the sharpness ratios (``make_scorer``).
     """
     import cv2
     from tqdm.auto import tqdm
 
     from . import data
-    from . import metrics as M
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
@@ -242,7 +283,9 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4,
     choose_tile(1, 1, tile)  # reject a bad --tile before any work
     if tile_overlap < 0:
         raise ValueError(f"--tile-overlap must be ≥ 0, got {tile_overlap}")
+    check_scoring(perceptual, nose_model)
     prepare_output(input_dir, output_dir)
+    scorer = make_scorer(perceptual, nose_model, device) if metrics else None
     method, info = load_method(model, scale, device, standin_dir)
     report = Report()
     taken: set[str] = set()
@@ -295,36 +338,52 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4,
                                             f"{tile_overlap} px overlap"))
         report.processed.append(path.name)
         if metrics:
-            srt, hrt = sr[None].clamp(0, 1), data.bgr_to_tensor(hr)[None]
-            report.rows.append({
-                "file": path.name, "width": ww, "height": hh,
-                "psnr": float(M.psnr(srt, hrt)[0]), "ssim": float(M.ssim(srt, hrt)[0]),
-                "psnr_y": float(M.psnr_y(srt, hrt, shave=scale)[0]),
-                "ssim_y": float(M.ssim_y(srt, hrt, shave=scale)[0]),
-            })
-    _write_outputs(report, output_dir, info, metrics)
+            report.rows.append(score_image(scorer, path.name, sr, hr, scale))
+    _write_outputs(report, output_dir, info, scorer)
     return report
 
 
-def _mean(values):
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else float("nan")
+def _write_outputs(report: Report, output_dir: Path, info: dict, scorer) -> None:
+    """summary.json, and with a ``scorer`` (--metrics) metrics.csv and the summary's means and instruments."""
+    from . import evaluate
 
-
-def _write_outputs(report: Report, output_dir: Path, info: dict, metrics: bool) -> None:
     summary = {"method": info, "processed": len(report.processed),
                "skipped": [{"file": f, "reason": r} for f, r in report.skipped],
                "notes": [{"file": f, "note": n} for f, n in report.notes]}
-    if metrics:
+    if scorer is not None:
         buf = _io.StringIO()
-        cols = ["file", "width", "height", "psnr", "ssim", "psnr_y", "ssim_y"]
-        writer = csv.DictWriter(buf, fieldnames=cols)
+        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
         writer.writerows(report.rows)
         atomic_write_text(output_dir / "metrics.csv", buf.getvalue())
-        summary["mean"] = {k: _mean([r[k] for r in report.rows]) for k in cols[3:]}
+        summary["mean"] = _means(report.rows, scorer.locator is not None)
         summary["n_scored"] = len(report.rows)
+        summary["instruments"] = {**scorer.substitutes(), **evaluate.instrument_provenance(scorer)}
     atomic_write_json(output_dir / "summary.json", summary)
+
+
+def _means(rows: list[dict], nose: bool) -> dict:
+    """``evaluate.summarize`` of the rows (the tables' means and nose statistics), without the nose's ground-truth
+    error (there is none here) and, when no nose model ran, without any nose entry."""
+    from . import evaluate
+
+    means = evaluate.summarize(rows) if rows else {}
+    return {k: v for k, v in means.items() if k != "nose_gt_sr" and (nose or not k.startswith("nose_"))}
+
+
+def _summary_lines(output_dir: Path) -> list[str]:
+    """The console's account of summary.json: the means the tables show and the instruments behind them."""
+    summary = json.loads((Path(output_dir) / "summary.json").read_text())
+    means = summary["mean"]
+    shown = ["psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists", "lpips_vgg", "grad_ratio", "hf_ratio",
+             "nose_median"]
+    parts = [f"{k} {means[k]:.4f}" for k in shown if isinstance(means.get(k), float) and math.isfinite(means[k])]
+    lines = ["  mean " + "  ".join(parts)]
+    if summary["instruments"].get("nose_locator") != "not computed":
+        lines.append(f"  nose: found in {means['n'] - means['nose_failed']} of {means['n']} image pairs "
+                     f"(HR missed {means['nose_failed_hr']}, SR missed {means['nose_failed_sr']})")
+    lines += [f"  {k}: {v}" for k, v in summary["instruments"].items() if v != "not computed"]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -332,7 +391,15 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True, help="bicubic, a short name (drln, srresnet, dat-light, waifu2x-photo), a hub id, or a saved model folder")
     ap.add_argument("--input", required=True, help="folder of PNG/JPEG/TIFF/BMP images (8-bit gray or colour)")
     ap.add_argument("--output", required=True, help="folder for the results (created)")
-    ap.add_argument("--metrics", action="store_true", help="treat inputs as HR: downsample, restore and score")
+    ap.add_argument("--metrics", action="store_true",
+                    help="treat inputs as HR: downsample, restore and score them as the notebooks' tables do "
+                         "(PSNR, SSIM and their Y/shave versions, the perceptual metrics, the sharpness ratios, "
+                         "the nose metric)")
+    ap.add_argument("--perceptual", default=",".join(DEFAULT_PERCEPTUAL), metavar="LIST",
+                    help="with --metrics: comma list of lpips, dists, lpips_vgg, or none (default: %(default)s)")
+    ap.add_argument("--nose-model", default=DEFAULT_NOSE_MODEL,
+                    help="with --metrics: auto, rtmlib, retinaface or none (default: %(default)s, rtmlib when its "
+                         "files are cached, else RetinaFace)")
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tile", type=int, default=None, metavar="N",
@@ -345,7 +412,9 @@ def main(argv=None) -> int:
     try:
         report = process_folder(args.model, args.input, args.output, metrics=args.metrics, scale=args.scale,
                                 device=args.device, standin_dir=args.standin_dir, tile=args.tile,
-                                tile_overlap=args.tile_overlap)
+                                tile_overlap=args.tile_overlap, nose_model=args.nose_model,
+                                perceptual=[] if args.perceptual == "none" else
+                                [p.strip() for p in args.perceptual.split(",") if p.strip()])
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -355,8 +424,7 @@ def main(argv=None) -> int:
     for name, reason in report.skipped:
         print(f"  skipped: {name}: {reason}")
     if args.metrics and report.rows:
-        means = json.loads((Path(args.output) / "summary.json").read_text())["mean"]
-        print("  mean " + "  ".join(f"{k} {v:.4f}" for k, v in means.items()))
+        print("\n".join(_summary_lines(args.output)))
     return 0
 
 
