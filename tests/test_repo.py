@@ -168,3 +168,17 @@ def test_update_readme_rewrites_only_its_block(tmp_path):
     assert "old stale table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
     assert "v1 gains 1.0 dB [0.8, 1.2]." in text and "| 1 |" in text
     assert not run.update_readme("smoke", readme, tmp_path / "figures")  # no block for that profile
+
+
+def test_the_results_block_links_the_report_only_once_one_is_published(tmp_path):
+    from thermsr_utils import run
+
+    figs = tmp_path / "figures" / "demo"
+    figs.mkdir(parents=True)
+    (figs / "findings.md").write_text("v1 gains 1.0 dB [0.8, 1.2].\n")
+    assert "report" not in run.readme_block(figs)
+    (figs / run.REPORT_DIR).mkdir()
+    (figs / run.REPORT_DIR / "README.md").write_text("# report\n")
+    block = run.readme_block(figs)
+    assert block.startswith("**Read the study as it ran:**") and block.endswith("v1 gains 1.0 dB [0.8, 1.2].")
+    assert "(figures/demo/report/README.md)" in block and "(figures/demo/report/index.html)" in block

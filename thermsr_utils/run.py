@@ -753,9 +753,15 @@ README_FILES = ("findings.md", "table_v2.md", "frontier.md")
 
 
 def readme_block(figures_dir: Path) -> str:
-    """The README's results block for a published folder: the run's findings, then its three-way table."""
+    """The README's results block for a published folder: a link to its report where one was published, the
+    run's findings, then its three-way table."""
     parts = [(Path(figures_dir) / name).read_text().strip() for name in README_FILES
              if (Path(figures_dir) / name).is_file()]
+    if (Path(figures_dir) / REPORT_DIR / "README.md").is_file():
+        where = f"figures/{Path(figures_dir).name}/{REPORT_DIR}"
+        parts.insert(0, f"**Read the study as it ran:** [the executed notebooks, one page each]({where}/README.md), "
+                        f"with their figures and computed prose, or all of it in one self-contained page, "
+                        f"[`{where}/index.html`]({where}/index.html) (download and open it; it needs no network).")
     return "\n\n".join(parts)
 
 
