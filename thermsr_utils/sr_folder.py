@@ -243,10 +243,9 @@ def check_scoring(perceptual, nose_model: str) -> None:
 
 def make_scorer(perceptual, nose_model: str, device: str):
     """The notebooks' Scorer with the perceptual metrics named in ``perceptual`` and the nose model ``nose_model``
-    ("none": no nose metric)."""
+    ("none": no nose metric); the names are checked first by ``check_scoring``."""
     from . import downstream, evaluate
 
-    check_scoring(perceptual, nose_model)
     locator = None if nose_model == "none" else downstream.prepare_locator(nose_model, device=device)
     return evaluate.make_scorer(locator, device=device, perceptual=tuple(perceptual))
 

@@ -3,7 +3,7 @@
 #
 #   tools/gpu_check.sh --prepare   here, once: download the wheels the accelerator machine lacks and copy the
 #                                  pinned weight files it reads into .gpu/ (git-ignored; about 15 MB)
-#   tools/gpu_check.sh             there: install the carried wheels into /tmp/site (no network, --no-deps),
+#   tools/gpu_check.sh             there: install the carried wheels into .gpu/site (no network, --no-deps),
 #                                  measure, write $OUT/gpu_check.json (figures/bench/ without $OUT), print a table
 #   tools/gpu_check.sh --dry-run   anywhere: every step at tiny sizes on the CPU with this checkout's .venv
 #
@@ -30,8 +30,8 @@ for f in weights.export_carried(gpu_check.CARRIED_WEIGHTS, sys.argv[1]): print("
     ;;
   "")
     [ -d .gpu/wheels ] || { echo "no .gpu/wheels here: run tools/gpu_check.sh --prepare first, and carry .gpu" >&2; exit 2; }
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/wheels/*.whl
-    export PYTHONPATH="/tmp/site:$PWD" THERMSR_WEIGHTS_DIR="$PWD/.gpu/weights" PYTHONUNBUFFERED=1
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$PWD/.gpu/site" .gpu/wheels/*.whl
+    export PYTHONPATH="$PWD/.gpu/site:$PWD" THERMSR_WEIGHTS_DIR="$PWD/.gpu/weights" PYTHONUNBUFFERED=1
     exec python3 -m thermsr_utils.gpu_check --out "${OUT:-figures/bench}/gpu_check.json"
     ;;
   *)
