@@ -319,7 +319,7 @@ def test_recipe_defaults_and_checks_for_the_fast_path():
         dataclasses.replace(r, fast="on")
     with pytest.raises(ValueError, match="compile"):
         dataclasses.replace(r, compile=1)
-    assert Recipe.from_dict(r.to_dict()) == dataclasses.replace(r, select_on="model")
+    assert Recipe(**r.to_dict()) == dataclasses.replace(r, select_on="model")
 
 
 # ------------------------------------------------------------------------------ fit on the fast path

@@ -130,7 +130,7 @@ def test_per_crop_csv_records_instruments_and_their_weight_files(smoke_run):
     from thermsr_utils import weights
 
     paths, _ = smoke_run
-    meta = evaluate.read_meta(paths.results / "v1_L1.csv")
+    meta = io.read_json(paths.results / "v1_L1.json")
     assert meta["profile"] == "smoke"
     assert meta["weights"]["source"] == "local"
     inst = meta["instruments"]

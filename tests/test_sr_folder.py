@@ -329,4 +329,4 @@ def test_bad_outputs_and_scales_are_refused_in_one_sentence_before_any_work(tmp_
 
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
     assert sr_folder.main(["--model", "bicubic", "--input", str(src), "--output", str(tmp_path / "ro")]) == 2
-    assert "--output " + str(tmp_path / "ro") + " cannot be written (Permission denied)" in capsys.readouterr().err
+    assert "--output " + str(tmp_path / "ro") + " is not writable (Permission denied)" in capsys.readouterr().err

@@ -6,8 +6,6 @@ is written by temp file + rename. The kept model is a ``best/`` folder written b
 """
 from __future__ import annotations
 
-import contextlib
-import io as _stdio
 import os
 import random
 import shutil
@@ -18,8 +16,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from .data import SCALE
-from .io import atomic_path, load_torch, read_json
+from .io import atomic_path, load_torch
 
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
@@ -140,23 +137,3 @@ def set_aside(out_dir: Path) -> Path | None:
     out_dir.mkdir()
     return old
 
-
-def load_finetuned(path, model_cls: type | None = None, device="cpu"):
-    """Load a ``best/`` folder: (model in eval mode on ``device``, its ``thermsr.json`` metadata).
-
-    Super-image architectures load through ``thermsr_utils.models.load_model`` (class from
-    ``config.json``'s ``model_type``, weights read with ``weights_only=True``, strict). A model class
-    of its own (a super-image ``PreTrainedModel`` subclass) can be given as ``model_cls``.
-    """
-    path = Path(path)
-    config = read_json(path / "config.json")
-    meta = read_json(path / META_FILE)
-    scale = config.get("scale") or SCALE
-    if model_cls is None:
-        from .models import load_model
-
-        model, _info = load_model(path, scale=scale, source="local", device=device)
-        return model, meta
-    with contextlib.redirect_stdout(_stdio.StringIO()):   # from_pretrained prints the weights path
-        model = model_cls.from_pretrained(path, scale=scale)
-    return model.to(device).eval(), meta

@@ -34,27 +34,26 @@ class UnwritableFolder(OSError):
     """A folder the run must write (the artifacts root or one under it) that is a file or is not writable."""
 
 
-def writable_folder(path, what: str = "artifacts folder") -> Path:
+def writable_folder(path, what: str = "artifacts folder",
+                    fix: str = "set THERMSR_ARTIFACTS to a writable folder") -> Path:
     """Create ``path`` (and its parents) if missing and prove it writable; return it.
 
     Raises UnwritableFolder in one sentence naming the folder when it, or a parent, is a file, or when
-    it cannot be written (read-only, another owner), and says what to do: THERMSR_ARTIFACTS moves every
-    output elsewhere.
+    it cannot be written (read-only, another owner), and says what to do (``fix``; by default
+    THERMSR_ARTIFACTS, which moves every output elsewhere).
     """
     import tempfile
 
     path = Path(path)
-    fix = "remove it, or set THERMSR_ARTIFACTS to a writable folder"
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
-        raise UnwritableFolder(f"{what} {path}: {blocker} is a file, not a folder; {fix}")
+        raise UnwritableFolder(f"{what} {path}: {blocker} is a file, not a folder; remove it, or {fix}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise UnwritableFolder(f"{what} {path} is not writable ({e.strerror or e}); make it writable, or set "
-                               "THERMSR_ARTIFACTS to a writable folder") from None
+        raise UnwritableFolder(f"{what} {path} is not writable ({e.strerror or e}); make it writable, or {fix}") from None
     return path
 
 

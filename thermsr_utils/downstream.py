@@ -43,6 +43,15 @@ class NoseLocator(Protocol):
         ...
 
 
+class _ScoredLocator:
+    """A locator whose ``locate_with_scores`` also returns each image's score; ``locate`` drops the scores."""
+
+    def locate(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 BGR N×H×W×3 → (N×2 float64 xy in pixels, NaN where not found; N bool found)."""
+        xy, found, _ = self.locate_with_scores(images_bgr)
+        return xy, found
+
+
 def check_images(images_bgr, name: str = "images_bgr", multiple: int = 1) -> np.ndarray:
     """Return ``images_bgr`` if it is a uint8 N×H×W×3 array (H, W divisible by ``multiple``); else raise."""
     if not isinstance(images_bgr, np.ndarray):
@@ -116,7 +125,7 @@ def _resolve_rtmlib_models(det_model, pose_model, mode: str) -> tuple[Path, Path
     return resolved["det"], resolved["pose"]
 
 
-class RtmlibNose:
+class RtmlibNose(_ScoredLocator):
     """rtmlib Wholebody nose locator: keypoint 0 (body nose) of the first person the detector returns.
 
     ``found`` is False when the detector returns no person (unless ``whole_image_fallback``, which is
@@ -162,11 +171,6 @@ class RtmlibNose:
                 xy[i] = kpts[0, 0]
                 found[i] = True
         return xy, found, scores
-
-    def locate(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 BGR N×H×W×3 → (N×2 float64 xy in pixels, NaN where not found; N bool found)."""
-        xy, found, _ = self.locate_with_scores(images_bgr)
-        return xy, found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +246,7 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class RetinaFaceNose:
+class RetinaFaceNose(_ScoredLocator):
     """RetinaFace-MobileNet0.25 nose locator: landmark 2 (nose tip) of the highest-scoring face.
 
     Per image: faces whose score exceeds ``score_thr`` go through NMS at IoU ``nms_thr``; the first kept
@@ -334,11 +338,6 @@ class RetinaFaceNose:
                 scores[i] = f["scores"][0]
                 found[i] = True
         return xy, found, scores
-
-    def locate(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 BGR N×H×W×3 → (N×2 float64 xy in pixels, NaN where not found; N bool found)."""
-        xy, found, _ = self.locate_with_scores(images_bgr)
-        return xy, found
 
 
 # ---------------------------------------------------------------------------------------------

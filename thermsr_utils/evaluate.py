@@ -244,10 +244,6 @@ def read_rows(path) -> list[dict]:
     return rows
 
 
-def read_meta(path) -> dict:
-    return read_json(Path(path).with_suffix(".json"))
-
-
 def result_stem(results_dir, method: str) -> Path:
     """Where the per-crop rows of ``method`` live: ``<results_dir>/<method, spaces as _>`` (+ .csv/.json)."""
     return Path(results_dir) / method.replace(" ", "_")

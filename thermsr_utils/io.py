@@ -207,6 +207,7 @@ def pixel_sha256(img: np.ndarray) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file's bytes, read 1 MiB at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -255,12 +255,12 @@ _SHA_CACHE: dict[tuple, str] = {}
 
 def _file_sha256(path: Path) -> str:
     """sha256 of a (large) checkpoint, computed once per path, size and modification time."""
-    from .weights import sha256_file
+    from .io import file_sha256
 
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = sha256_file(path)
+        _SHA_CACHE[key] = file_sha256(path)
     return _SHA_CACHE[key]
 
 

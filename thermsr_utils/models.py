@@ -37,6 +37,7 @@ from torch.overrides import TorchFunctionMode
 from . import config as _config
 from .data import bgr_to_tensor, make_lr
 from .io import atomic_dir, atomic_write_json, file_sha256, load_torch, read_json
+from .zoo import count_params, load_strict
 
 SUPPORTED_SCALES = (2, 3, 4)
 CONFIG_NAME = "config.json"
@@ -99,11 +100,6 @@ def check_scale(scale: int) -> int:
     return int(scale)
 
 
-def count_params(model: nn.Module) -> int:
-    """Number of parameters of ``model`` (frozen ones included)."""
-    return int(sum(p.numel() for p in model.parameters()))
-
-
 def standin_path(standin_dir: str | os.PathLike, arch: str, scale: int = 4) -> Path:
     """Folder of the stand-in weights of ``arch`` at ``scale`` inside ``standin_dir``."""
     if arch not in ARCHITECTURES:
@@ -162,14 +158,6 @@ def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if sd and all(k.startswith("module.") for k in sd):  # saved from a DataParallel wrapper
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
-
-
-def _load_strict(model: nn.Module, sd: dict, path: Path) -> None:
-    """Copy ``sd`` into ``model`` with torch's strict loader (bypassing super-image's lenient overrides)."""
-    try:
-        nn.Module.load_state_dict(model, sd, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"weights in {path} do not fit the model built from its config: {e}") from None
 
 
 def _check_config_sizes(config_file: Path, cfg_dict: dict, cfg_cls: type) -> None:
@@ -246,7 +234,7 @@ def _model_from_files(config_file: Path, weights_file: Path, scale: int) -> tupl
     sd = load_state_dict_safely(weights_file)
     _check_fits(model_cls, cfg, sd, config_file, weights_file)
     model = model_cls(cfg)
-    _load_strict(model, sd, weights_file)
+    load_strict(model, sd, weights_file)
     return model, cfg_dict
 
 

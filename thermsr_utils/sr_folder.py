@@ -215,17 +215,12 @@ def prepare_output(input_dir: Path, output_dir: Path) -> None:
     if out.is_relative_to(inp):
         raise ValueError(f"--output {output_dir} lies inside --input {input_dir}, which is never written to: choose "
                          "a folder outside it")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output {output_dir} is a file, not a folder: choose a folder (it is created if missing)")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        import tempfile
+    from .config import UnwritableFolder, writable_folder
 
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
-    except OSError as e:
-        raise ValueError(f"--output {output_dir} cannot be written ({e.strerror or e}): choose a folder you can "
-                         "write to") from None
+    try:
+        writable_folder(output_dir, "--output", fix="choose a folder you can write to (it is created if missing)")
+    except UnwritableFolder as e:
+        raise ValueError(str(e)) from None
 
 
 def check_scoring(perceptual, nose_model: str) -> None:

@@ -9,7 +9,7 @@ Outputs of ``fit`` in ``out_dir``:
 - ``history.json``  one record per epoch (learning rate, train loss and its terms, validation metrics
   per dataset and over all images, timings, whether this epoch gave the kept checkpoint);
 - ``best/``         the kept model, written by super-image's ``save_pretrained`` (so
-  ``XxxModel.from_pretrained(out_dir / "best", scale=4)`` or ``checkpoint.load_finetuned`` loads it) plus
+  ``XxxModel.from_pretrained(out_dir / "best", scale=4)`` or ``models.load_model`` loads it) plus
   ``thermsr.json``: the resolved recipe, the epoch, its metric values, the loss terms and the caller's
   metadata;
 - ``state.pt``      everything needed to continue after an interruption, rewritten at the end of every
@@ -169,15 +169,6 @@ class Recipe:
         d = dataclasses.asdict(self)
         d["select_on"] = self.selected_copy
         return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "Recipe":
-        """Rebuild a recipe from ``to_dict()`` output; unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown Recipe fields: {unknown}")
-        return cls(**dict(d))
 
 
 # ---------------------------------------------------------------------------------------------

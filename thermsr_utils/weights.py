@@ -16,12 +16,13 @@ JSON sidecar naming the source file and its sha256; a cached file whose sidecar 
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.metadata as md
 import io as _io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+
+from .io import file_sha256
 
 
 class WeightsUnavailable(FileNotFoundError):
@@ -96,19 +97,10 @@ def _entry(key: str) -> RegistryFile:
     return REGISTRY[key]
 
 
-def sha256_file(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_sha256(path: str | Path, expected: str) -> Path:
     """Return ``path`` if its sha256 equals ``expected``; else raise WeightsIntegrityError naming the file."""
     path = Path(path)
-    got = sha256_file(path)
+    got = file_sha256(path)
     if got != expected:
         raise WeightsIntegrityError(
             f"{path}: sha256 {got[:16]}… differs from the pinned {expected[:16]}…; the file is not the one this "

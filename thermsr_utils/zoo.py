@@ -117,10 +117,6 @@ def available(name: str) -> bool:
     return True
 
 
-def _cached_state_dict(key: str, convert, tag: str) -> tuple[dict, Path]:
-    return weights.cached_state_dict(key, convert, tag=tag)
-
-
 # ---------------------------------------------------------------------------------------------
 # The networks
 # ---------------------------------------------------------------------------------------------
@@ -390,11 +386,13 @@ def _convert_upconv7(path) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Building and loading
 # ---------------------------------------------------------------------------------------------
-def _load_strict(model: nn.Module, sd: dict, where: str) -> None:
+def load_strict(model: nn.Module, sd: dict, where) -> None:
+    """Copy ``sd`` into ``model`` with torch's strict loader (bypassing super-image's lenient overrides), or raise
+    ValueError naming ``where`` the weights came from."""
     try:
-        model.load_state_dict(sd, strict=True)
+        nn.Module.load_state_dict(model, sd, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"weights in {where} do not fit the {type(model).__name__} they are for: {e}") from None
+        raise ValueError(f"weights in {where} do not fit the {type(model).__name__} built for them: {e}") from None
 
 
 def _build(name: str, arch_kwargs: dict | None, sd: dict, where: str) -> nn.Module:
@@ -405,7 +403,7 @@ def _build(name: str, arch_kwargs: dict | None, sd: dict, where: str) -> nn.Modu
 
             with _quiet():
                 model = DAT(**arch_kwargs)
-            _load_strict(model, sd, where)
+            load_strict(model, sd, where)
         else:
             model, _ = _dat_from_state_dict(sd, where)
         model.scale = SCALE
@@ -417,7 +415,7 @@ def _build(name: str, arch_kwargs: dict | None, sd: dict, where: str) -> nn.Modu
     else:
         _spec(name)
         raise AssertionError(name)
-    _load_strict(model, sd, where)
+    load_strict(model, sd, where)
     return model
 
 
@@ -441,6 +439,7 @@ def _arch_kwargs(name: str, model: nn.Module) -> dict:
 
 
 def count_params(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (frozen ones included)."""
     return int(sum(p.numel() for p in model.parameters()))
 
 
@@ -455,7 +454,7 @@ def load_zoo_model(name: str, device: str | torch.device = "cpu") -> tuple[nn.Mo
     spec = _spec(name)
     key = spec["key"]
     convert, tag = _CONVERT[name]
-    sd, cached = _cached_state_dict(key, convert, tag)
+    sd, cached = weights.cached_state_dict(key, convert, tag=tag)
     if name == "waifu2x-photo":
         sd = {f"model.{k}": v for k, v in sd.items()}
     model = _named(_build(name, None, sd, cached.name), name)
