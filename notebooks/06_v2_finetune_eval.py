@@ -175,7 +175,7 @@ display(Markdown(md))
 # %%
 matrix = stats.recommend({(zs_name, "v1 L1"): v1_vs_zs, ("v1 L1", "v2 perceptual"): v2_vs_v1,
                           (zs_name, "v2 perceptual"): v2_vs_zs})
-md = ("| Use case | Pick | Why (this run) |\n|---|---|---|\n"
-      + "\n".join(f"| {m['use case']} | {m['pick']} | {m['why']} |" for m in matrix) + f"\n\n*{caption}*\n")
+md = io.markdown_table(("Use case", "Pick", "Why (this run)"), ((m["use case"], m["pick"], m["why"]) for m in matrix),
+                      caption)
 io.atomic_write_text(paths.results / "recommendation.md", md)
 display(Markdown(md))

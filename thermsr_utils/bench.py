@@ -305,13 +305,13 @@ def pretrained_candidates(results_dir, train_set, batch_size: int, *, device="cp
 
 def candidates_table(candidates: list[dict], steps_per_epoch: int) -> str:
     """Markdown table of ``pretrained_candidates``: parameters, zero-shot gain, seconds per step and per epoch."""
+    from .io import markdown_table
     from .stats import format_diff
 
-    return "\n".join(
-        ["| network | parameters | zero-shot PSNR gain over bicubic [95 % CI] | s per v1 step | s per epoch (estimate) |",
-         "|---|---|---|---|---|"]
-        + [f"| {c['method']} | {c['n_params']:,} | {format_diff(c['gain'])} | {c['step_s']:.2f} | "
-           f"{c['step_s'] * steps_per_epoch:.0f} |" for c in candidates])
+    return markdown_table(("network", "parameters", "zero-shot PSNR gain over bicubic [95 % CI]", "s per v1 step",
+                           "s per epoch (estimate)"),
+                          ((c["method"], f"{c['n_params']:,}", format_diff(c["gain"]), f"{c['step_s']:.2f}",
+                            f"{c['step_s'] * steps_per_epoch:.0f}") for c in candidates))
 
 
 def candidates_verdict(candidates: list[dict], backbone: str, *, steps_per_epoch: int, epochs: int,

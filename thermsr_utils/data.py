@@ -80,11 +80,10 @@ def area_downsample_array(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim not in (3, 4):
         desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
         raise ValueError(f"area_downsample_array expects a uint8 array H×W×C or N×H×W×C, got {desc}")
-    *batch_dims, h, w, c = img.shape
-    if h % scale or w % scale:
-        raise ValueError(f"area_downsample_array: size {w}x{h} is not divisible by scale {scale}")
-    total = img.reshape(*batch_dims, h // scale, scale, w // scale, scale, c).sum(axis=(-4, -2), dtype=np.int32)
-    return _round_block_mean(total, scale * scale, scale in HALF_UP_SCALES).astype(np.uint8)
+    import torch
+
+    lr = area_downsample(torch.from_numpy(np.ascontiguousarray(img)).movedim(-1, -3), scale)
+    return np.ascontiguousarray(lr.movedim(-3, -1).numpy())
 
 
 def bgr_to_tensor(img: np.ndarray):

@@ -17,7 +17,8 @@ import numpy as np
 
 from . import data
 from .progress import LineProgress, plain_progress
-from .io import atomic_write_csv_and_md, atomic_write_json, atomic_write_text, read_image, read_json, write_png
+from .io import (atomic_write_csv_and_md, atomic_write_json, atomic_write_text, markdown_table, read_image, read_json,
+                 write_png)
 
 SPLITS = ("all", *data.DATASET_LABELS.values())
 ROW_FIELDS = ["id", "dataset", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists", "lpips_vgg",
@@ -324,10 +325,8 @@ def _fmt(key, value) -> str:
 
 def table_markdown(table: list[dict], caption: str, columns=TABLE_COLUMNS) -> str:
     """A Markdown table with a caption line naming the profile and every substitute."""
-    head = "| " + " | ".join(label for _, label in columns) + " |"
-    rule = "|" + "---|" * len(columns)
-    lines = ["| " + " | ".join(_fmt(k, row.get(k)) for k, _ in columns) + " |" for row in table]
-    return "\n".join([head, rule, *lines, "", f"*{caption}*", ""])
+    return markdown_table([label for _, label in columns], ([_fmt(k, row.get(k)) for k, _ in columns] for row in table),
+                          caption)
 
 
 def write_table(table: list[dict], stem, caption: str, columns=TABLE_COLUMNS) -> tuple[Path, Path]:

@@ -174,18 +174,13 @@ def spread(summary: list[dict], metric: str) -> float:
 
 def table_markdown(summary: list[dict], caption: str) -> str:
     """The frontier table: one row per model, every metric as value [interval]."""
-    head = "| " + " | ".join(label for _, label in TABLE_COLUMNS) + " |"
-    lines = [head, "|" + "---|" * len(TABLE_COLUMNS)]
-    for r in summary:
-        cells = [r["method"], str(r["n"])]
-        for metric in METRICS:
-            d = _DIGITS[metric]
-            if math.isfinite(r[metric]):
-                cells.append(f"{r[metric]:.{d}f} [{r[metric + '_lo']:.{d}f}, {r[metric + '_hi']:.{d}f}]")
-            else:
-                cells.append("–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join([*lines, "", f"*{caption}*", ""])
+    def cell(r: dict, metric: str) -> str:
+        d = _DIGITS[metric]
+        if not math.isfinite(r[metric]):
+            return "–"
+        return f"{r[metric]:.{d}f} [{r[metric + '_lo']:.{d}f}, {r[metric + '_hi']:.{d}f}]"
+    rows = ([r["method"], r["n"], *(cell(r, m) for m in METRICS)] for r in summary)
+    return io.markdown_table([label for _, label in TABLE_COLUMNS], rows, caption)
 
 
 def write_table(summary: list[dict], stem, caption: str) -> tuple[Path, Path]:

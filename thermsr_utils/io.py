@@ -76,6 +76,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def markdown_table(header, rows, caption: str | None = None) -> str:
+    """A Markdown table: ``header`` labels, ``rows`` of cells (as ``str`` gives them), ``caption`` in italics under it."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines + ([] if caption is None else ["", f"*{caption}*", ""]))
+
+
 def atomic_write_csv_and_md(rows: list[dict], stem, markdown: str) -> tuple[Path, Path]:
     """Write ``stem``.csv (every field of every row, in first-seen order) and ``stem``.md, atomically."""
     import csv

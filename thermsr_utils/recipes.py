@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 
 from . import findings, losses, metrics
 from .datasets import datasets_from_manifest
+from .io import markdown_table
 from .train import Recipe, run_meta
 
 # The notebook parameters each builder reads (the test holds them equal to the notebooks' parameter cells).
@@ -97,8 +98,6 @@ def _this_run(r: Recipe, term_name: str | None) -> dict[str, str]:
 def protocol_table(r: Recipe, term_name: str | None = None, reported: Mapping | None = None) -> str:
     """Markdown: each training setting as the write-up reports it and as this run's recipe ``r`` sets it."""
     reported = findings.reported_protocol() if reported is None else reported
-    lines = ["| setting | the write-up | this run |", "|---|---|---|"]
-    for setting, ours in _this_run(r, term_name).items():
-        theirs = reported.get(setting, {}).get(r.name, "—")
-        lines.append(f"| {setting.replace('_', ' ')} | {theirs} | {ours} |")
-    return "\n".join(lines)
+    return markdown_table(("setting", "the write-up", "this run"),
+                          ((setting.replace("_", " "), reported.get(setting, {}).get(r.name, "—"), ours)
+                           for setting, ours in _this_run(r, term_name).items()))

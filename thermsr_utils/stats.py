@@ -16,7 +16,7 @@ import numpy as np
 
 from .data import DATASET_LABELS
 from .evaluate import SPLITS
-from .io import atomic_write_csv_and_md
+from .io import atomic_write_csv_and_md, markdown_table
 
 # +1: higher is better, −1: lower is better
 METRIC_DIRECTION = {"psnr": +1, "ssim": +1, "psnr_y": +1, "ssim_y": +1, "lpips": -1, "lpips_vgg": -1,
@@ -232,16 +232,13 @@ def _value(metric: str, value) -> str:
 
 def comparisons_markdown(comparisons: list[dict], caption: str) -> str:
     """A Markdown table of comparison rows (one line each) with the caption line under it."""
-    head = "| " + " | ".join(label for _, label in COMPARISON_COLUMNS) + " |"
-    rule = "|" + "---|" * len(COMPARISON_COLUMNS)
-    lines = []
-    for c in comparisons:
-        cells = {"pair": f"{c['base']} → {c['new']}", "split": c["split"],
-                 "metric": METRIC_LABELS.get(c["metric"], c["metric"]), "stat": c["stat"], "n": str(c["n"]),
-                 "base_value": _value(c["metric"], c["base_value"]), "new_value": _value(c["metric"], c["new_value"]),
-                 "interval": format_diff(c), "verdict": c["verdict"]}
-        lines.append("| " + " | ".join(cells[k] for k, _ in COMPARISON_COLUMNS) + " |")
-    return "\n".join([head, rule, *lines, "", f"*{caption}*", ""])
+    def cells(c: dict) -> list[str]:
+        by_key = {"pair": f"{c['base']} → {c['new']}", "split": c["split"],
+                  "metric": METRIC_LABELS.get(c["metric"], c["metric"]), "stat": c["stat"], "n": str(c["n"]),
+                  "base_value": _value(c["metric"], c["base_value"]), "new_value": _value(c["metric"], c["new_value"]),
+                  "interval": format_diff(c), "verdict": c["verdict"]}
+        return [by_key[k] for k, _ in COMPARISON_COLUMNS]
+    return markdown_table([label for _, label in COMPARISON_COLUMNS], map(cells, comparisons), caption)
 
 
 def write_comparisons(comparisons: list[dict], stem, caption: str) -> tuple[Path, Path]:
