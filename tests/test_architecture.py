@@ -78,6 +78,7 @@ LAYERS = (
     ("train", "stats", "plots"),
     ("findings", "frontier"),
     ("recipes", "report"),                                        # notebook parameters -> recipe; executed -> report
+    ("console",),                                                 # a running notebook's kernel and console lines
     ("run",),                                                     # the notebook runner
     ("sr_folder", "bench", "train_cli"),                          # the other command lines
     ("gpu_check",),                                               # the GPU check (uses bench)

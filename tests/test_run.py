@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from thermsr_utils import run
+from thermsr_utils import console, run
 
 HEADER = """# ---
 # jupyter:
@@ -317,7 +317,7 @@ def test_the_kernel_listens_on_ipc_sockets_in_a_temp_folder_it_removes(nbdir, tm
 
 
 def test_the_relay_shows_whole_lines_and_drops_redrawn_bars(capfd):
-    relay = run._Relay("[05_x] ")
+    relay = console.Relay("[05_x] ")
     for chunk in ("\r  0%|          | 0/4 [00:00<?, ?it/s]", "\r 50%|█████     | 2/4 [00:01<00:01,  2.0it/s]",
                   "\r                          \r", "epoch 1/4 lo", "ss 0.1\n\nval PSNR ", "30.0 dB\n",
                   "\r100%|██████████| 4/4 [00:02<00:00,  2.0it/s]\n", "50%| of plain text is kept\n",
