@@ -1,4 +1,4 @@
-"""Small, safe file helpers: atomic writes, image and torch-file reading with clear errors, pixel hashes.
+"""Small, safe file helpers: atomic writes, image and torch-file reading with clear errors, hashes, Markdown tables.
 
 Every file the pipeline writes goes through ``atomic_write_*``: it is written to a temporary name in
 the same folder and renamed into place, so a killed process leaves either the old file or the new one.
