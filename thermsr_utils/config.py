@@ -53,7 +53,8 @@ def writable_folder(path, what: str = "artifacts folder",
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise UnwritableFolder(f"{what} {path} is not writable ({e.strerror or e}); make it writable, or {fix}") from None
+        raise UnwritableFolder(f"{what} {path} is not writable ({e.strerror or e}); make it writable, "
+                               f"or {fix}") from None
     return path
 
 
