@@ -76,7 +76,6 @@ def area_downsample(x, scale: int = SCALE):
 
 def area_downsample_array(img: np.ndarray, scale: int = SCALE) -> np.ndarray:
     """uint8 array H×W×C or N×H×W×C (OpenCV layout; H, W divisible by ``scale``) → the same at 1/scale, as INTER_AREA."""
-    scale = _check_scale(scale)
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim not in (3, 4):
         desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
         raise ValueError(f"area_downsample_array expects a uint8 array H×W×C or N×H×W×C, got {desc}")

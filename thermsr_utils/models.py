@@ -34,7 +34,7 @@ import torch.nn.functional as F
 import super_image
 from torch.overrides import TorchFunctionMode
 
-from . import config as _config
+from . import config as _config, zoo
 from .data import bgr_to_tensor, make_lr
 from .io import atomic_dir, atomic_write_json, file_sha256, load_torch, read_json
 from .zoo import count_params, load_strict
@@ -370,8 +370,6 @@ def load_model(spec: str | os.PathLike, scale: int = 4, *, source: str = "auto",
 
 def _load_zoo(spec: str, is_dir: bool, scale: int, source: str, device) -> tuple[nn.Module, dict] | None:
     """A model of the registry-pretrained zoo by short name, or a folder saved from one; None otherwise."""
-    from . import zoo
-
     if is_dir:
         cfg = Path(spec) / CONFIG_NAME
         if not (cfg.is_file() and read_json(cfg).get("model_type") in zoo.ZOO):
@@ -503,8 +501,6 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike, *, extra_json: dict
     out_dir = Path(out_dir)
     zoo_name = getattr(model, "zoo_name", None)
     if zoo_name is not None:
-        from . import zoo
-
         extra = dict(extra_json or {})
         zoo.save_zoo_folder(zoo_name, out_dir, model, provenance=extra.pop(zoo.PROVENANCE_NAME, None))
         for name, obj in extra.items():
