@@ -28,7 +28,7 @@ backbone = "srresnet"  # the finetuned model's architecture, as in 02 and 03
 weights = "auto"  # initial weights of the zero-shot model, as in 02
 nose_model = "auto"  # auto | rtmlib | retinaface, as in 02
 table_per_dataset = 60  # the write-up's tables use the first 60 test crops of each dataset
-bootstrap_samples = 2000  # paired bootstrap resamples of the test crops for every interval
+bootstrap_samples = 2000  # bootstrap resamples (of subjects and source frames) for every interval
 batch_size = 8  # inference batch size
 device = "auto"  # auto | cpu | cuda
 
@@ -76,7 +76,8 @@ display(Markdown(evaluate.table_markdown(table, caption)))
 # ## The write-up's first two findings, tested
 #
 # (i) Does v1 raise PSNR over zero-shot? (ii) Does v1 worsen the nose metric? Each difference is v1 − zero-shot
-# on the same crops, with a paired bootstrap 95 % interval; the nose difference is a difference of medians over
+# on the same crops, with a paired bootstrap 95 % interval over subjects and source frames (as in 02); the nose
+# difference is a difference of medians over
 # the crops where the nose was found on the HR and on both SR images.
 
 # %%

@@ -28,7 +28,7 @@ sweep_point = ""  # the sweep point this run belongs to (set by the runner's --s
 backbone = "srresnet"  # the finetuned model's architecture, as in 02-05
 nose_model = "auto"  # auto | rtmlib | retinaface, as in 02
 table_per_dataset = 60  # the write-up's tables use the first 60 test crops of each dataset
-bootstrap_samples = 2000  # paired bootstrap resamples of the test crops for every interval
+bootstrap_samples = 2000  # bootstrap resamples (of subjects and source frames) for every interval
 batch_size = 8  # inference batch size
 device = "auto"  # auto | cpu | cuda
 
@@ -76,8 +76,9 @@ display(Markdown(evaluate.table_markdown(three, caption)))
 # %% [markdown]
 # ## The differences, with their intervals
 #
-# v1 − zero-shot and v2 − v1 on the same crops, each with a paired bootstrap 95 % interval (crops resampled,
-# both methods' scores of a crop kept together; the nose row is a difference of medians). A verdict of
+# v1 − zero-shot and v2 − v1 on the same crops, each with a paired bootstrap 95 % interval (subjects and source
+# frames resampled with all their crops, both methods' scores of a crop kept together; the nose row is a
+# difference of medians). A verdict of
 # "better" or "worse" means the interval excludes zero.
 
 # %%

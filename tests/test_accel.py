@@ -298,8 +298,14 @@ def test_stack_crops_is_rgb_uint8():
 
 
 # ------------------------------------------------------------------------------ execution settings
-def test_resolve_amp_and_fast():
+def test_resolve_amp_and_fast(monkeypatch):
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: False)     # bf16 emulated: float32 is faster
     assert accel.resolve_amp("auto", "cpu") is None
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: True)      # AMX / AVX512-BF16
+    assert accel.resolve_amp("auto", "cpu") == "bf16"
+    assert accel.resolve_amp(None, "cpu") is None                         # explicit float32 stays float32
+    monkeypatch.undo()
+    assert accel.resolve_amp("auto", "cpu") == ("bf16" if accel.cpu_has_native_bf16() else None)
     assert accel.resolve_amp("bf16", "cpu") == "bf16"
     assert accel.resolve_amp(None, "cuda") is None
     assert accel.resolve_fast(None, "cpu") is False and accel.resolve_fast(True, "cpu") is True
@@ -310,6 +316,30 @@ def test_resolve_amp_and_fast():
         accel.resolve_amp("fp16", "cpu")
     with pytest.raises(ValueError, match="fast"):
         accel.resolve_fast("yes", "cpu")
+
+
+def test_cpu_has_native_bf16_reads_torchs_cpu_probes(monkeypatch):
+    for amx, avx in ((False, False), (True, False), (False, True), (True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx: v, raising=False)
+        assert accel.cpu_has_native_bf16() is (amx or avx)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert accel.cpu_has_native_bf16() is False                           # a torch without the probes: no claim
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_execution_uses_channels_last_with_bf16(monkeypatch, native):
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: native)
+    one = type("OneRank", (), {"world_size": 1})()
+    train_set = SRPatchDataset(noise_images(2), patch=16)
+    auto = train._execution(train_set, small_recipe(fast=False), torch.device("cpu"), one)
+    assert (auto["amp"], auto["channels_last"], auto["data_pipeline"]) == (
+        ("bf16", True, "DataLoader") if native else (None, False, "DataLoader"))
+    plain = train._execution(train_set, small_recipe(fast=False, amp=None), torch.device("cpu"), one)
+    assert (plain["amp"], plain["channels_last"]) == (None, False)
+    forced = train._execution(train_set, small_recipe(fast=False, amp="bf16"), torch.device("cpu"), one)
+    assert (forced["amp"], forced["channels_last"]) == ("bf16", True)
 
 
 def test_recipe_defaults_and_checks_for_the_fast_path():
@@ -347,7 +377,7 @@ def test_fast_path_computes_what_the_dataloader_path_computes(tmp_path):
     train_set = SRPatchDataset(noise_images(5), patch=None, augment=False)
     out = {}
     for fast in (False, True):
-        recipe = small_recipe(patch=None, fast=fast, ema_decay=0.5)
+        recipe = small_recipe(patch=None, fast=fast, ema_half_life=0.25, amp=None)   # float32: exact comparison
         out[fast] = fit(tiny_model(), train_set, val_sets(), make_loss("l1+fft", 0.5), recipe, tmp_path / str(fast),
                         metrics={"mae": mae}, progress=False)
     assert out[True]["execution"]["data_pipeline"] == "device" and out[True]["execution"]["channels_last"]
@@ -369,12 +399,12 @@ def test_on_cuda_fit_trains_in_bf16_on_the_device_pipeline_close_to_the_cpu(tmp_
     train_set = SRPatchDataset(noise_images(5), patch=None, augment=False)
     out = {}
     for device in ("cpu", "cuda"):
-        recipe = small_recipe(patch=None, fast=True, amp="auto", ema_decay=0.5)
+        recipe = small_recipe(patch=None, fast=True, amp="auto", ema_half_life=0.25)
         out[device] = fit(tiny_model(), train_set, val_sets(), make_loss("l1"), recipe, tmp_path / device,
                           metrics={"mae": mae}, device=device, progress=False)
     ex = out["cuda"]["execution"]
     assert (ex["amp"], ex["data_pipeline"], ex["channels_last"]) == ("bf16", "device", True)
-    assert out["cpu"]["execution"]["amp"] is None
+    assert out["cpu"]["execution"]["amp"] == ("bf16" if accel.cpu_has_native_bf16() else None)
     for a, b in zip(out["cpu"]["history"], out["cuda"]["history"]):    # bf16 steps: close, not equal
         assert a["val"]["all"]["mae"] == pytest.approx(b["val"]["all"]["mae"], rel=0.05)
 
@@ -422,7 +452,9 @@ def test_fast_true_refuses_a_set_it_cannot_serve_and_auto_falls_back(tmp_path):
             progress=False)
     out = fit(tiny_model(), mixed, val_sets(), make_loss("l1"), small_recipe(epochs=1), tmp_path, metrics={"mae": mae},
               progress=False)
-    assert out["execution"]["data_pipeline"] == "DataLoader" and out["execution"]["amp"] is None
+    amp = accel.resolve_amp("auto", "cpu")             # "auto": bf16 on a CPU with native bf16, else float32
+    assert out["execution"]["data_pipeline"] == "DataLoader" and out["execution"]["amp"] == amp
+    assert out["execution"]["channels_last"] is (amp == "bf16")
 
 
 def test_compile_flag_compiles_the_training_model(tmp_path, monkeypatch):
@@ -485,7 +517,8 @@ def per_image_rows(name, sr_fn, crops_dir, recs, locator):
         sr = sr_fn(np.stack([data.make_lr(hr[0])]))
         gt = np.array([r["nose"] if r.get("nose") is not None else [np.nan, np.nan]], float)
         s = scorer.score([r["id"]], sr, hr, gt)
-        rows.append({"id": r["id"], "dataset": r["dataset"], "method": name,
+        rows.append({"id": r["id"], "dataset": r["dataset"], "subject": r.get("subject"), "source": r.get("source"),
+                     "method": name,
                      **{k: (bool(v[0]) if v.dtype == bool else float(v[0])) for k, v in s.items()}})
     return rows
 

@@ -72,7 +72,7 @@ def run(out, fast):
     train_set = SRPatchDataset(images(5, 24, 1), patch=16, augment=True, seed=3)
     val_sets = {"a": SRPatchDataset(images(2, 16, 2), patch=None)}
     recipe = Recipe(name="ddp", epochs=2, batch_size=4, lr=1e-3, weight_decay=1e-4, patch=16, augment=True,
-                    val_every=1, select_metric="mae", select_mode="min", ema_decay=0.5, seed=5, fast=fast)
+                    val_every=1, select_metric="mae", select_mode="min", ema_half_life=0.25, seed=5, fast=fast)
     return fit(model, train_set, val_sets, make_loss("l1+fft", 0.5), recipe, out, metrics={"mae": mae},
                device="cpu", progress=False)
 
@@ -338,11 +338,22 @@ def test_protocol_table_sets_the_run_beside_the_reported_protocol():
     from thermsr_utils import findings, recipes
 
     reported = {"optimizer": {"v1": "AdamW lr=1e-5", "v2": "AdamW peak"}, "ema": {"v1": "none", "v2": "decay 0.999"}}
-    md = recipes.protocol_table(Recipe.v2(epochs=7, warmup_epochs=2, ema_decay=0.9), "0.05·LPIPS", reported)
+    r = Recipe.v2(epochs=7, warmup=0.25, ema_half_life=0.1)
+    md = recipes.protocol_table(r, "0.05·LPIPS", reported)
     lines = md.splitlines()
     assert lines[0] == "| setting | the write-up | this run |"
     assert "| optimizer | AdamW peak | AdamW lr=2e-05 weight_decay=1e-05 |" in lines
-    assert "| ema | decay 0.999 | decay 0.9, validated and kept |" in lines
-    assert "| schedule | — | 2-epoch linear warmup + cosine over 7 epochs |" in lines
+    assert "| ema | decay 0.999 | half-life 10.0 % of the run's steps, validated and kept |" in lines
+    assert ("| schedule | — | linear warmup over 25.0 % of the steps, then cosine over 7 epochs, stepped every "
+            "optimizer step |") in lines
     assert "| loss | — | L1 + 0.05·LPIPS |" in lines
+    assert "| kept | — | best validation PSNR of the ema copy, every 5 epochs and at the last |" in lines
+    # sized to a run of 4 steps per epoch: 28 steps, 7 of warmup, the decay whose half-life is 2.8 steps
+    sized = recipes.protocol_table(r, "0.05·LPIPS", reported, sized=train.sized_schedule(r, 4)).splitlines()
+    assert ("| schedule | — | linear warmup over 25.0 % of the steps (7 steps), then cosine over 7 epochs "
+            "(28 optimizer steps), stepped every optimizer step |") in sized
+    assert f"| ema | decay 0.999 | half-life 10.0 % of the run's steps (decay {0.5 ** (1 / 2.8):.4f}), validated and kept |" in sized
+    last = recipes.protocol_table(Recipe.v1(keep="last"), None, reported).splitlines()
+    assert "| kept | — | the last epoch's model copy |" in last and "| ema | none | none |" in last
+    assert "| schedule | — | cosine over 60 epochs, stepped every optimizer step |" in last
     assert findings.reported_protocol()["hr_patch"]["v2"].startswith("random 192x192")

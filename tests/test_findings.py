@@ -6,9 +6,11 @@ from thermsr_utils import findings, stats
 
 
 def _rows(method, psnr, lpips, nose, ids, datasets):
-    return [{"id": i, "dataset": d, "method": method, "psnr": p, "ssim": 0.9, "lpips": l, "dists": l / 2,
-             "nose_err_px": n, "grad_ratio": 0.8, "hf_ratio": 0.7}
-            for i, d, p, l, n in zip(ids, datasets, psnr, lpips, nose)]
+    """One row per crop; every crop is its own subject (SF-TL54) or source frame (ThermEval-D)."""
+    return [{"id": i, "dataset": d, "subject": k if d == "sftl54" else None, "source": f"images/{i}.png",
+             "method": method, "psnr": p, "ssim": 0.9, "lpips": l, "dists": l / 2, "nose_err_px": n,
+             "grad_ratio": 0.8, "hf_ratio": 0.7}
+            for k, (i, d, p, l, n) in enumerate(zip(ids, datasets, psnr, lpips, nose))]
 
 
 def _three_methods(n=40, seed=0):
@@ -88,3 +90,18 @@ def test_reported_v1_story_reads_the_table():
     assert "by 1.50 dB" in text and "30.00 → 31.50 dB" in text
     assert "2.00 → 1.90 px overall" in text and "2.50 → 3.25 px on ThermEval-D" in text
     assert "by 2.27 dB" in findings.reported_v1_story()        # the write-up's own numbers
+
+
+def test_trade_off_words_say_what_v2_traded_and_where_the_split_is():
+    zs, v1, v2 = _three_methods()
+    t = findings.trade_off(stats.compare(zs + v1 + v2, "v1", "v2", n_boot=500))
+    assert t["shown"]
+    assert t["markdown"].startswith("**v2 trades PSNR for perceptual closeness**: it gives up PSNR (-0.")
+    assert "closer to the HR on LPIPS, DISTS (LPIPS -0.09" in t["markdown"]
+    assert t["markdown"].endswith("is split in notebook 07, which trains v2 at λ = 0 alike.")
+    assert "perception–distortion trade-off" not in t["markdown"]
+    # no PSNR cost: not shown, and not worded as a trade
+    same = [{**r, "psnr": a["psnr"]} for r, a in zip(v2, v1)]
+    t = findings.trade_off(stats.compare(zs + v1 + same, "v1", "v2", n_boot=500))
+    assert not t["shown"] and t["markdown"].startswith("**v2 is better than v1 on LPIPS, DISTS without a detectable "
+                                                       "PSNR cost**")

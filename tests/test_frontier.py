@@ -1,9 +1,11 @@
-"""The frontier analysis of notebook 07: non-dominated points, the bend, seed spread, the table, and the
-single-method bootstrap interval it rests on."""
+"""The frontier analysis of notebook 07: non-dominated points, seed spread, the table, the single-method bootstrap
+interval it rests on, the planned points, weight blends, the v1 → v2 decomposition and the learning-rate sweep."""
+import json
 import math
 
 import numpy as np
 import pytest
+import torch
 
 from thermsr_utils import config, frontier, stats
 
@@ -25,16 +27,6 @@ def test_non_dominated_keeps_only_points_nothing_beats_on_both_axes():
     assert frontier.non_dominated(rows, "psnr", "ssim") == ["a", "e"]
 
 
-def test_bend_is_the_point_farthest_from_the_chord():
-    lam = [0.0, 0.1, 0.5, 1.0]
-    psnr = [30.0, 29.9, 29.0, 27.0]       # PSNR holds, then drops
-    lpips = [0.30, 0.15, 0.12, 0.11]      # LPIPS falls fast, then flattens
-    assert frontier.bend(lam, psnr, lpips) == 0.1
-    assert frontier.bend(list(reversed(lam)), list(reversed(psnr)), list(reversed(lpips))) == 0.1  # order by λ
-    assert frontier.bend([0.0, 1.0], [30, 29], [0.3, 0.1]) is None        # two points: no bend
-    assert frontier.bend(lam, [30.0] * 4, lpips) is None                   # a flat axis: undefined
-
-
 def test_steps_and_spread():
     rows = [_row("x", 30, 0.3), _row("y", 29, 0.2), _row("z", 29.5, 0.1)]
     assert frontier.steps(rows, "lpips") == (2, 2)
@@ -45,17 +37,29 @@ def test_steps_and_spread():
 
 def test_summarise_gives_each_metric_with_an_interval_around_it():
     rng = np.random.default_rng(0)
-    rows = [{"method": "m", "id": str(i), "psnr": 30 + rng.normal(), "ssim": 0.9, "lpips": 0.2 + 0.01 * rng.normal(),
+    # 40 crops: SF-TL54 crops of 10 subjects (2 each) and ThermEval-D crops of 10 frames (2 each)
+    rows = [{"method": "m", "id": str(i), "dataset": "sftl54" if i < 20 else "thermeval",
+             "subject": i // 2 if i < 20 else None, "source": f"frame{i // 2}.png",
+             "psnr": 30 + rng.normal(), "ssim": 0.9, "lpips": 0.2 + 0.01 * rng.normal(),
              "dists": 0.1, "nose_err_px": float(i % 5) if i else math.nan} for i in range(40)]
     (s,) = frontier.summarise(rows, ["m"], n_boot=300)
     assert s["psnr"] == pytest.approx(np.mean([r["psnr"] for r in rows]))
     assert s["nose_err_px"] == pytest.approx(np.nanmedian([r["nose_err_px"] for r in rows]))
-    assert s["nose_n"] == 39
+    assert s["nose_n"] == 39 and s["n"] == 40
     for m in frontier.METRICS:
         assert s[f"{m}_lo"] <= s[m] <= s[f"{m}_hi"]
     assert s["psnr_hi"] - s["psnr_lo"] > 0.1
+    # the interval resamples the 20 subjects/frames, not the 40 crops
+    units = [stats.resampling_unit(r) for r in rows]
+    assert len(set(units)) == 20
+    cluster = stats.interval([r["psnr"] for r in rows], "mean", n_boot=300, seed=0, groups=units)
+    assert (s["psnr_lo"], s["psnr_hi"]) == (cluster["lo"], cluster["hi"])
+    crops = stats.interval([r["psnr"] for r in rows], "mean", n_boot=300, seed=0)
+    assert (s["psnr_lo"], s["psnr_hi"]) != (crops["lo"], crops["hi"])
     with pytest.raises(ValueError, match="no rows of method 'absent'"):
         frontier.summarise(rows, ["absent"])
+    with pytest.raises(ValueError, match="'subject'"):          # a row cached before subject/source were written
+        frontier.summarise([{**rows[0], "subject": None}, *rows[1:]], ["m"], n_boot=10)
 
 
 def test_interval_is_the_bootstrap_of_one_method():
@@ -70,17 +74,277 @@ def test_interval_is_the_bootstrap_of_one_method():
 def test_table_markdown_writes_value_and_interval(tmp_path):
     rows = [_row("v2 λ=0.1", 30.123, 0.21234)]
     text = frontier.table_markdown(rows, "profile test")
-    assert "| v2 λ=0.1 | 10 | 30.12 [30.11, 30.13] |" in text and "0.2123 [0.2023, 0.2223]" in text
+    assert "| v2 λ=0.1 | – | 10 | 30.12 [30.11, 30.13] |" in text and "0.2123 [0.2023, 0.2223]" in text
+    assert text.startswith("| Method | Steps | N | PSNR (dB) |")
+    assert "| v2 λ=0.1 | 1200 | 10 | 30.12 [30.11, 30.13] |" in frontier.table_markdown(
+        [_row("v2 λ=0.1", 30.123, 0.21234, steps=1200)], "profile test")
     csv_path, md_path = frontier.write_table(rows, tmp_path / "t", "profile test")
     assert md_path.read_text() == text and "psnr_lo" in csv_path.read_text().splitlines()[0]
 
 
 def test_planned_points_are_named_like_the_runner_names_them():
-    entries = frontier.planned("demo", [0.0, 0.05], [0, 1], 2)
+    main_lambda = config.PROFILES["demo"]["lpips_weight"]                # 0.05
+    entries = frontier.planned("demo", [1.0, 0.0], [0, 1], main_lambda)
     by_label = {e.label: e for e in entries}
-    assert by_label["v2 λ=0"].paths.point == "lpips_weight=0.0,v2_epochs=2"
-    assert by_label["v2 λ=0.05"].paths.point == "v2_epochs=2" == by_label["v2 seed 0"].paths.point
-    assert by_label["v1 seed 0"].paths.point == ""                     # the main run itself
-    assert by_label["v1 seed 1"].paths.point == "seed=1"
+    assert [e.label for e in entries] == ["v2 λ=0", "v2 λ=0.05", "v2 λ=1", "v1 seed 0", "v1 seed 1", "v2 seed 0",
+                                          "v2 seed 1", "v2 (EMA)", "v2 raw weights"]
+    assert by_label["v2 λ=0"].paths.point == "lpips_weight=0.0"
+    assert by_label["v2 λ=1"].paths.point == "lpips_weight=1.0"
+    # the main λ and seed 0 are the main run itself, with the main run's schedule
+    assert by_label["v2 λ=0.05"].paths.point == "" == by_label["v2 seed 0"].paths.point
+    assert by_label["v2 λ=0.05"].checkpoint == by_label["v2 seed 0"].checkpoint == by_label["v2 (EMA)"].checkpoint
+    assert by_label["v1 seed 0"].paths.point == ""
+    assert by_label["v1 seed 1"].paths.point == "seed=1" == by_label["v2 seed 1"].paths.point
+    assert by_label["v1 seed 1"].checkpoint.parts[-2:] == ("v1", "best")
     assert by_label["v2 raw weights"].checkpoint.name == "best_raw"
     assert by_label["v2 λ=0"].paths.crops == config.run_paths("demo").crops
+    assert (by_label["v2 λ=0"].group, by_label["v2 λ=0"].value) == ("lambda", 0.0)
+    # a main λ already in the list appears once
+    assert frontier.lambdas_of([0.05, 0.0, 1], 0.05) == [0.0, 0.05, 1.0]
+    assert frontier.lambdas_of([], 0.05) == [0.05]
+
+
+# ------------------------------------------------------------------------------------------------
+# What each model trained
+# ------------------------------------------------------------------------------------------------
+def _entry(label, group, tmp_path=None):
+    paths = config.run_paths("demo")
+    return frontier.Entry(label, group, None, paths, (tmp_path or paths.root) / label / "best")
+
+
+def test_optimizer_steps_counts_the_steps_up_to_the_kept_epoch(tmp_path):
+    e = _entry("v2", "lambda", tmp_path)
+    e.checkpoint.mkdir(parents=True)
+    (e.checkpoint / "thermsr.json").write_text(json.dumps({"epoch": 2}))
+    history = [{"epoch": 0, "steps": 0}, {"epoch": 1, "steps": 13}, {"epoch": 2, "steps": 13}, {"epoch": 3, "steps": 13}]
+    (e.checkpoint.parent / "history.json").write_text(json.dumps(history))
+    assert frontier.optimizer_steps(e) == 26                 # epoch 3 came after the kept epoch
+    (e.checkpoint / "thermsr.json").write_text(json.dumps({"epoch": 3}))
+    assert frontier.optimizer_steps(e) == 39
+
+
+def test_steps_words_when_every_model_of_a_recipe_trained_alike():
+    entries = [_entry("v2 λ=0", "lambda"), _entry("v2 λ=0.05", "lambda"), _entry("v1 seed 0", "v1 seed"),
+               _entry("v1 seed 1", "v1 seed"), _entry("v2 seed 1", "v2 seed")]
+    steps = {"v2 λ=0": 78, "v2 λ=0.05": 78, "v1 seed 0": 24, "v1 seed 1": 24, "v2 seed 1": 78}
+    text = frontier.steps_words(entries, steps)
+    assert text == ("Every v1 model trained 24 optimizer steps (v1 seed 0, v1 seed 1); every v2 model trained 78 "
+                    "optimizer steps (v2 λ=0, v2 λ=0.05, v2 seed 1). v2 took 3.2× v1's steps (the write-up: 10,400 "
+                    "against 3,120, 3.3×; notebook 05 says why the demo trains both alike). The main run's v2 is the "
+                    "frontier point at its λ, and seed 0 is the main run.")
+
+
+def test_steps_words_when_models_of_one_recipe_trained_differently():
+    entries = [_entry("v2 λ=0", "lambda"), _entry("v2 λ=1", "lambda"), _entry("v1 seed 0", "v1 seed"),
+               _entry("v1 seed 1", "v1 seed")]
+    steps = {"v2 λ=0": 78, "v2 λ=1": 26, "v1 seed 0": 24, "v1 seed 1": 24}
+    text = frontier.steps_words(entries, steps)
+    assert text.startswith("Every v1 model trained 24 optimizer steps (v1 seed 0, v1 seed 1); **the v2 models were "
+                           "not trained alike**: 26, 78 steps (v2 λ=0, v2 λ=1).")
+    assert "took" not in text                                # no ratio between recipes trained unevenly
+    both = frontier.steps_words(entries, {**steps, "v1 seed 1": 30, "v2 λ=1": 78})
+    assert both.startswith("**the v1 models were not trained alike**: 24, 30 steps (v1 seed 0, v1 seed 1); every v2 "
+                           "model trained 78 optimizer steps")
+
+
+def test_steps_words_keeps_the_labels_as_written():
+    entries = [_entry("v1 seed 0", "v1 seed"), _entry("v2 (EMA)", "ema"), _entry("v2 raw weights", "raw")]
+    text = frontier.steps_words(entries, {"v1 seed 0": 24, "v2 (EMA)": 78, "v2 raw weights": 78})
+    assert "(v2 (EMA), v2 raw weights)" in text
+
+
+# ------------------------------------------------------------------------------------------------
+# Weight blends
+# ------------------------------------------------------------------------------------------------
+def _state(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"conv.weight": torch.randn(4, 3, 3, 3, generator=g), "conv.bias": torch.randn(4, generator=g),
+            "bn.num_batches_tracked": torch.tensor(7 + seed), "index": torch.arange(3) + seed}
+
+
+def test_blend_state_ends_midpoint_and_integer_buffers():
+    a, b = _state(0), _state(1)
+    at0, at1, mid = (frontier.blend_state(a, b, alpha) for alpha in (0.0, 1.0, 0.5))
+    assert all(torch.equal(at0[k], a[k]) for k in a)         # α = 0: model a
+    assert all(torch.allclose(at1[k].float(), b[k].float()) for k in ("conv.weight", "conv.bias"))
+    for k in ("conv.weight", "conv.bias"):                  # α = 1: model b; α = 0.5: the midpoint
+        assert torch.allclose(mid[k], (a[k] + b[k]) / 2, atol=1e-7)
+    q = frontier.blend_state(a, b, 0.25)["conv.weight"]
+    assert torch.allclose(q, 0.75 * a["conv.weight"] + 0.25 * b["conv.weight"], atol=1e-6)
+    for k in ("bn.num_batches_tracked", "index"):           # integer buffers: a's, as copies
+        for blended in (at0, at1, mid):
+            assert torch.equal(blended[k], a[k]) and blended[k].dtype == a[k].dtype
+            assert blended[k].data_ptr() != a[k].data_ptr()
+    assert set(mid) == set(a) and mid["conv.weight"].dtype == torch.float32
+    assert torch.equal(a["conv.weight"], _state(0)["conv.weight"])     # the inputs are left alone
+
+
+def test_blend_state_refuses_two_architectures():
+    a, b = _state(0), _state(1)
+    with pytest.raises(ValueError, match="different tensors"):
+        frontier.blend_state(a, {k: v for k, v in b.items() if k != "conv.bias"}, 0.5)
+    with pytest.raises(ValueError, match="different tensors"):
+        frontier.blend_state(a, {**b, "extra": torch.zeros(1)}, 0.5)
+    with pytest.raises(ValueError, match=r"'conv.weight' has shape \(4, 3, 3, 3\) in one model and \(8, 3, 3, 3\)"):
+        frontier.blend_state(a, {**b, "conv.weight": torch.zeros(8, 3, 3, 3)}, 0.5)
+
+
+def test_blend_state_loads_into_a_model_of_the_architecture():
+    from conftest import tiny_model
+
+    m0, m1 = tiny_model(0), tiny_model(1)
+    blended = tiny_model(2)
+    blended.load_state_dict(frontier.blend_state(m0.state_dict(), m1.state_dict(), 0.5))
+    x = torch.rand(1, 3, 4, 4)
+    for k, v in blended.state_dict().items():
+        assert torch.allclose(v, (m0.state_dict()[k] + m1.state_dict()[k]) / 2, atol=1e-7)
+    assert blended(x).shape == (1, 3, 16, 16)
+
+
+def test_blend_alphas_lie_strictly_between_the_trained_ends():
+    assert frontier.blend_alphas(0) == []
+    assert frontier.blend_alphas(1) == [0.5]
+    assert frontier.blend_alphas(3) == [0.25, 0.5, 0.75]
+    assert len(frontier.blend_alphas(9)) == 9 and all(0 < a < 1 for a in frontier.blend_alphas(9))
+    assert [frontier.blend_label(a) for a in frontier.blend_alphas(3)] == ["blend α=0.25", "blend α=0.50",
+                                                                           "blend α=0.75"]
+
+
+# ------------------------------------------------------------------------------------------------
+# v1 → v2 in two parts
+# ------------------------------------------------------------------------------------------------
+def _crop_rows(method, psnr, lpips, dists):
+    """16 crops: 8 of SF-TL54 (4 subjects, 2 crops each) and 8 of ThermEval-D (4 frames, 2 crops each)."""
+    rows = []
+    for i in range(16):
+        sf = i < 8
+        rows.append({"id": f"c{i}", "dataset": "sftl54" if sf else "thermeval", "subject": i // 2 if sf else None,
+                     "source": f"{'sf' if sf else 'te'}/frame{i // 2}.png", "method": method, "psnr": psnr[i],
+                     "ssim": 0.9, "lpips": lpips[i], "dists": dists[i], "nose_err_px": 1.0})
+    return rows
+
+
+def _decomposition_rows(noise=False):
+    rng = np.random.default_rng(4)
+    base = 30.0 + np.arange(16) * 0.25                     # exact binary fractions: shifts stay exact
+    lp = 0.25 + np.arange(16) * 0.0078125
+    e = rng.normal(0, 0.1, 16) if noise else np.zeros(16)
+    return (_crop_rows("v1", base, lp, lp / 2)
+            + _crop_rows("v2 λ=0", base - 1.0 + e, lp - 0.0625, lp / 2 - 0.03125)     # the rest of the recipe
+            + _crop_rows("v2 λ=0.05", base - 1.5 + e, lp - 0.125, lp / 2 - 0.03125))  # + the perceptual term
+
+
+def test_decomposition_splits_v1_to_v2_into_the_recipe_and_the_perceptual_term():
+    rows = _decomposition_rows()
+    parts = frontier.decomposition(rows, "v1", "v2 λ=0", "v2 λ=0.05", n_boot=200)
+    assert set(parts) == {"whole", "recipe", "term"}
+    for key, (base, new) in {"whole": ("v1", "v2 λ=0.05"), "recipe": ("v1", "v2 λ=0"),
+                             "term": ("v2 λ=0", "v2 λ=0.05")}.items():
+        assert [(c["base"], c["new"], c["split"]) for c in parts[key]] == [(base, new, "all")] * 3
+        assert [c["metric"] for c in parts[key]] == ["psnr", "lpips", "dists"]
+        assert all(c["n"] == 16 and c["n_units"] == 8 and c["unit"] == "subject/frame" for c in parts[key])
+    built = {"recipe": {"psnr": -1.0, "lpips": -0.0625, "dists": -0.03125},
+             "term": {"psnr": -0.5, "lpips": -0.0625, "dists": 0.0},
+             "whole": {"psnr": -1.5, "lpips": -0.125, "dists": -0.03125}}
+    for key, diffs in built.items():
+        for metric, diff in diffs.items():
+            c = stats.find(parts[key], metric)
+            assert c["diff"] == pytest.approx(diff, abs=1e-9), (key, metric)
+            assert c["lo"] == pytest.approx(diff, abs=1e-9) and c["hi"] == pytest.approx(diff, abs=1e-9)  # a shift
+    for metric in ("psnr", "lpips", "dists"):               # the whole is the sum of its parts
+        whole, recipe, term = (stats.find(parts[k], metric)["diff"] for k in ("whole", "recipe", "term"))
+        assert whole == pytest.approx(recipe + term, abs=1e-12)
+    assert stats.find(parts["recipe"], "psnr")["verdict"] == "worse"
+    assert stats.find(parts["term"], "lpips")["verdict"] == "better"
+    assert stats.find(parts["term"], "dists")["verdict"] == "no detectable difference"
+    words = frontier.decomposition_words(parts, 0.05).splitlines()
+    assert words[0] == ("* **PSNR**: v1 → v2 -1.50 dB [-1.50, -1.50] (worse) = the rest of the recipe (v1 → v2 at "
+                        "λ = 0) -1.00 dB [-1.00, -1.00] (worse) + the perceptual term (λ = 0 → 0.05) -0.50 dB "
+                        "[-0.50, -0.50] (worse)")
+    assert words[1].startswith("* **LPIPS**: v1 → v2 -0.1250 [-0.1250, -0.1250] (better) = ")
+    assert len(words) == 3
+
+
+def test_decomposition_is_additive_in_the_mean_with_noise_and_resamples_subjects():
+    rows = _decomposition_rows(noise=True)
+    parts = frontier.decomposition(rows, "v1", "v2 λ=0", "v2 λ=0.05", metrics=("psnr",), n_boot=300, seed=2)
+    whole, recipe, term = (stats.find(parts[k], "psnr") for k in ("whole", "recipe", "term"))
+    assert whole["diff"] == pytest.approx(recipe["diff"] + term["diff"], abs=1e-9)
+    assert term["diff"] == pytest.approx(-0.5, abs=1e-9)    # the same noise in λ = 0 and main: an exact shift
+    assert recipe["lo"] < recipe["diff"] < recipe["hi"]
+    expected = stats.compare(rows, "v1", "v2 λ=0", metrics=("psnr",), splits=("all",), n_boot=300, seed=2)
+    assert recipe == expected[0]
+    crops = stats.compare(rows, "v1", "v2 λ=0", metrics=("psnr",), splits=("all",), n_boot=300, seed=2, unit="crop")
+    assert (recipe["lo"], recipe["hi"]) != (crops[0]["lo"], crops[0]["hi"])
+    bad = [{**r, "subject": None} if r["dataset"] == "sftl54" else r for r in rows]
+    with pytest.raises(ValueError, match="'subject'"):
+        frontier.decomposition(bad, "v1", "v2 λ=0", "v2 λ=0.05", n_boot=10)
+
+
+# ------------------------------------------------------------------------------------------------
+# The learning-rate sweep
+# ------------------------------------------------------------------------------------------------
+def _lr_history(start, psnrs, lpips=None, every=2):
+    """A fit history: epoch 0 validated at ``start`` (None: not validated), then one validation every ``every``."""
+    h = [{"epoch": 0, "val": None if start is None else {"all": {"psnr": start}}}]
+    for k, p in enumerate(psnrs, 1):
+        h.append({"epoch": k * every - 1, "val": None})
+        v = {"psnr": p} if lpips is None else {"psnr": p, "lpips": lpips[k - 1]}
+        h.append({"epoch": k * every, "val": {"all": v}})
+    return h
+
+
+def test_lr_table_reads_the_zero_shot_start_and_the_last_validation():
+    histories = {1e-5: _lr_history(None, [30.0, 30.05]), 2e-4: _lr_history(30.0, [30.5, 30.75], [0.3, 0.25]),
+                 1e-3: _lr_history(None, [29.0, 29.5, 29.25])}
+    rows = frontier.lr_table(histories)
+    assert [r["lr"] for r in rows] == [1e-5, 2e-4, 1e-3]
+    assert [r["epochs"] for r in rows] == [4, 4, 6]
+    assert [r["psnr"] for r in rows] == [30.05, 30.75, 29.25]            # the last validation, not the best
+    assert math.isnan(rows[0]["psnr_start"]) and rows[1]["psnr_start"] == 30.0
+    assert rows[1]["lpips"] == 0.25 and math.isnan(rows[0]["lpips"])
+
+
+def test_lr_words_names_the_best_rate_and_those_below_zero_shot():
+    rows = frontier.lr_table({1e-5: _lr_history(None, [30.0, 30.05]), 2e-4: _lr_history(30.0, [30.5, 30.75]),
+                              1e-3: _lr_history(None, [29.0, 29.5, 29.25])})
+    text = frontier.lr_words(rows, 2e-4)
+    assert text == ("v1's validation PSNR after its 4 epochs, by learning rate: 1e-05 → 30.05 dB, 0.0002 → 30.75 dB, "
+                    "0.001 → 29.25 dB (the zero-shot model: 30.00 dB). The best is 0.0002; this run's 0.0002 is that "
+                    "rate. Below zero-shot: 0.001. These are validation crops, so the choice does not peek at the test "
+                    "crops.")
+    other = frontier.lr_words(rows, 1e-5)
+    assert "The best is 0.0002; this run's 1e-05 is 0.70 dB below it." in other
+    fine = frontier.lr_table({1e-5: _lr_history(30.0, [30.25]), 1e-4: _lr_history(None, [30.5])})
+    assert "No rate fell below zero-shot." in frontier.lr_words(fine, 1e-5)
+
+
+def test_lr_runs_reads_each_rate_from_its_sweep_point_and_the_main_run():
+    runs = frontier.lr_runs("demo", [5e-4, 1e-5, 1e-5], 2e-4)
+    assert list(runs) == [1e-5, 2e-4, 5e-4]                               # sorted, each once, the main rate added
+    assert runs[2e-4] == config.run_paths("demo").checkpoints / "v1" / "history.json"
+    assert runs[1e-5] == config.run_paths("demo", "v1_lr=1e-05").checkpoints / "v1" / "history.json"
+
+
+@pytest.mark.parametrize("profile", ["smoke", "demo"])
+def test_the_runner_trains_every_point_with_the_main_schedule_and_the_lr_sweep(profile):
+    from thermsr_utils import run
+
+    notebooks = run.discover()
+    reader = next(nb for nb in notebooks if "frontier_lambdas" in nb.parameters)
+    p = run.resolve_parameters([reader], profile, {})[reader.name]
+    points = run.frontier_points(notebooks, reader, p, profile)
+    v1, v2 = run.FRONTIER_TRAINERS["v1"], run.FRONTIER_TRAINERS["v2"]
+    trained = {(pt.name, nb.name): pt.params[nb.name] for pt in points for nb in pt.notebooks}
+    main = config.profile_params(profile)
+    for (name, nb), params in trained.items():                 # nothing but the swept value differs from main
+        assert "v2_epochs" not in name and params.get("v2_epochs", main["v2_epochs"]) == main["v2_epochs"]
+        assert params["sweep_point"] == name
+    lambdas = frontier.lambdas_of(p["frontier_lambdas"], p["lpips_weight"])
+    want = {(config.point_name(profile, {"lpips_weight": lam}), v2) for lam in lambdas}
+    want |= {(config.point_name(profile, {"seed": s}), nb) for s in p["frontier_seeds"] for nb in (v1, v2)}
+    want |= {(config.point_name(profile, {"v1_lr": lr}), v1) for lr in p["frontier_v1_lrs"]}
+    assert set(trained) == want
+    assert ("", v2) in trained and ("", v1) in trained         # the main λ and seed 0: the main run itself
+    assert all(n == "" or n.startswith(("lpips_weight=", "seed=", "v1_lr=")) for n, _ in trained)
+    assert "frontier_v2_epochs" not in reader.parameters

@@ -284,8 +284,8 @@ def run(out, resume=False, slow=False):
     model = models.new_model("pan-tiny")
     train_set = (SlowPatches if slow else datasets.SRPatchDataset)(images, patch=16, augment=True, seed=1)
     val_sets = {"a": datasets.SRPatchDataset(images[:3], patch=None)}
-    recipe = train.Recipe.v2(epochs=EPOCHS, batch_size=2, lr=2e-3, patch=16, warmup_epochs=1, val_every=3,
-                             ema_decay=0.9, seed=1)
+    recipe = train.Recipe.v2(epochs=EPOCHS, batch_size=2, lr=2e-3, patch=16, warmup=1 / EPOCHS, val_every=3,
+                             ema_half_life=0.1, seed=1)
     return train.fit(model, train_set, val_sets, losses.make_loss("l1"), recipe, out, resume=resume,
                      progress=False)
 
@@ -449,6 +449,7 @@ ALLOWED = {
     ("run.py", "fill_point", "copytree"): "a sweep point assembled in io.atomic_dir's temp folder, renamed into place",
     ("run.py", "fill_point", "copy2"): "the same temp folder",
     ("run.py", "_link_or_copy", "copy2"): "copytree's copy function inside fill_point's temp folder",
+    ("timing.py", "_write", "write_text"): "a per-process temp file renamed into place with os.replace",
 }
 
 
@@ -799,8 +800,17 @@ BAD_VALUES = [
     ("lpips_weight", -0.05, "a number ≥ 0"),
     ("fft_weight", 1e999, "a number ≥ 0"),
     ("v1_lr", 0.0, "in (0, 1]"),
-    ("v2_ema_decay", 1.0, "in (0, 1)"),
-    ("v2_ema_decay", 0, "in (0, 1)"),
+    ("v2_ema_half_life", 1.0, "in (0, 1)"),
+    ("v2_ema_half_life", 0, "in (0, 1)"),
+    ("v2_ema_half_life", None, "expects float"),                     # 05 always validates its EMA copy
+    ("v2_warmup", 1.0, "a number in [0, 1)"),                        # a fraction of the run's steps
+    ("v2_warmup", -0.1, "a number in [0, 1)"),
+    ("keep", "first", "one of 'best', 'last'"),
+    ("frontier_v1_lrs", [1e-4, 0.0], "each element a number in (0, 1]"),
+    ("frontier_v1_lrs", [], "a non-empty list"),
+    ("interpolation_points", -1, "an integer ≥ 0"),
+    ("v2_ema_decay", 0.999, "not declared by any selected notebook"),     # renamed: v2_ema_half_life
+    ("frontier_v2_epochs", 2, "not declared by any selected notebook"),   # removed: every point is the main schedule
     ("seed", -1, "[0, 4294967295]"),
     ("crop_size", 190, "a multiple of 4"),
     ("v1_patch", 130, "a multiple of 4"),
@@ -815,7 +825,6 @@ BAD_VALUES = [
     ("backbone", "not/a/hub/id", "a short name"),
     ("zero_shot_models", ["a2n", "bogus"], "a list of backbones"),
     ("sftl54_root", "no-such-folder-here", "an existing folder"),
-    ("v2_warmup_epochs", 40, "smaller than v2_epochs"),
     ("crop_size", 100000, "an integer in [16, 1024]"),                # OpenCV would be asked for 30 GB
     ("v1_patch", 400, "v1_patch must not exceed crop_size"),         # 03's patch against 01's crops
 ]
@@ -830,8 +839,8 @@ def test_bad_values_are_refused_naming_the_parameter(key, value, allowed):
 
 
 def test_a_bad_value_stops_the_run_before_any_notebook(artifacts):
-    with pytest.raises(run.ParameterError, match="'v2_ema_decay'"):
-        run.run("demo", overrides={"v2_ema_decay": 1.5}, progress=False)
+    with pytest.raises(run.ParameterError, match="'v2_ema_half_life' = 1.5 is not allowed"):
+        run.run("demo", overrides={"v2_ema_half_life": 1.5}, progress=False)
     assert not artifacts.root.exists(), "nothing may be created before the parameters are checked"
 
 
@@ -849,16 +858,23 @@ def test_good_values_are_accepted_and_folders_made_absolute(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     resolved = run.resolve_parameters(NOTEBOOKS, "demo", {
         "backbone": "model", "zero_shot_models": ["eugenesiow/edsr-base", "msrn"], "sftl54_root": "sf",
-        "device": "cuda:1", "v2_ema_decay": 0.999, "lpips_weight": 0, "max_steps_per_epoch": 0})
+        "device": "cuda:1", "v2_ema_half_life": train.WRITEUP_EMA_HALF_LIFE, "lpips_weight": 0,
+        "max_steps_per_epoch": 0, "v2_warmup": 0.0, "keep": "best", "frontier_v1_lrs": [1e-5, 1e-3],
+        "interpolation_points": 0, "v2_epochs": 1})
     assert resolved["03_v1_finetune"]["backbone"] == str(model_dir)
     assert resolved["01_build_dataset"]["sftl54_root"] == str(tmp_path / "sf")
     assert resolved["02_zero_shot_baselines"]["zero_shot_models"] == ["eugenesiow/edsr-base", "msrn"]
     assert resolved["05_v2_finetune"]["device"] == "cuda:1"
+    assert (resolved["05_v2_finetune"]["v2_warmup"], resolved["05_v2_finetune"]["keep"]) == (0.0, "best")
+    assert resolved["03_v1_finetune"]["keep"] == "best"                 # one keep for 03 and 05
+    assert resolved["07_perception_distortion_frontier"]["frontier_v1_lrs"] == [1e-5, 1e-3]
 
 
 def test_rule_descriptions():
     rules = params.PARAMETER_RULES
-    assert rules["v2_ema_decay"].allowed() == "a number in (0, 1)"
+    assert rules["v2_ema_half_life"].allowed() == "a number in (0, 1)"
+    assert rules["v2_warmup"].allowed() == "a number in [0, 1)"
+    assert rules["keep"].allowed() == "one of 'best', 'last'"
     assert rules["crop_size"].allowed() == "an integer in [16, 1024], a multiple of 4"
     assert rules["weights"].check("weights", "hub") == "hub"
     with pytest.raises(config.ParameterValueError, match="one of 'auto', 'hub', 'standin', 'random'"):

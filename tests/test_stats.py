@@ -1,6 +1,8 @@
 """Paired bootstrap intervals, verdicts, comparisons and the recommendation logic (thermsr_utils.stats)."""
+import json
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +89,100 @@ def test_bad_arguments_are_refused():
         stats.paired_bootstrap([1.0], [1.0], stat="mode")
 
 
+def test_no_groups_keeps_the_crop_bootstrap_and_its_draws():
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(0, 1, 30), rng.normal(0.3, 1, 30)
+    ci = stats.paired_bootstrap(a, b, n_boot=300, seed=2)
+    idx = np.random.default_rng(2).integers(0, 30, size=(300, 30))
+    lo, hi = np.quantile(b[idx].mean(axis=1) - a[idx].mean(axis=1), [(1 - 0.95) / 2, (1 + 0.95) / 2])
+    assert (ci["lo"], ci["hi"]) == (min(lo, ci["diff"]), max(hi, ci["diff"]))
+    assert ci["unit"] == "crop" and ci["n_units"] == 30
+
+
+# ------------------------------------------------------------------------------------------------
+# Resampling units (subjects / source frames) instead of crops
+# ------------------------------------------------------------------------------------------------
+def test_identical_crops_of_equal_subjects_give_the_one_crop_per_subject_interval():
+    rng = np.random.default_rng(6)
+    base, new = rng.integers(20, 40, 12).astype(float), rng.integers(20, 40, 12).astype(float)  # exact sums
+    k = 4                                          # 4 identical crops per subject, the subjects interleaved
+    groups = [f"sftl54/subject {s}" for s in range(12)] * k
+    crops_a, crops_b = np.tile(base, k), np.tile(new, k)
+    for stat in ("mean", "median"):
+        cluster = stats.paired_bootstrap(crops_a, crops_b, stat, n_boot=500, seed=3, groups=groups)
+        one = stats.paired_bootstrap(base, new, stat, n_boot=500, seed=3)
+        assert (cluster["diff"], cluster["lo"], cluster["hi"]) == (one["diff"], one["lo"], one["hi"])
+        assert (cluster["n"], cluster["n_units"], cluster["unit"], one["n_units"]) == (48, 12, "cluster", 12)
+        single = stats.interval(crops_b, stat, n_boot=500, seed=3, groups=groups)
+        assert single == {**stats.interval(new, stat, n_boot=500, seed=3), "n": 48, "unit": "cluster"}
+        crops = stats.paired_bootstrap(crops_a, crops_b, stat, n_boot=500, seed=3)
+        assert crops["hi"] - crops["lo"] < cluster["hi"] - cluster["lo"]   # crops pretend to be 48 subjects
+
+
+def test_correlated_crops_of_a_subject_widen_the_interval():
+    rng = np.random.default_rng(7)
+    groups = np.repeat(np.arange(15), 8)               # 15 subjects of 8 crops
+    a = rng.normal(30, 1, 120)
+    b = a + 0.5 + rng.normal(0, 1, 15)[groups] + rng.normal(0, 0.05, 120)
+    for stat in ("mean", "median"):
+        crop = stats.paired_bootstrap(a, b, stat, seed=1)
+        cluster = stats.paired_bootstrap(a, b, stat, seed=1, groups=groups)
+        assert cluster["diff"] == crop["diff"] and cluster["lo"] <= cluster["diff"] <= cluster["hi"]
+        assert cluster["hi"] - cluster["lo"] > 1.5 * (crop["hi"] - crop["lo"])
+        assert (crop["n_units"], cluster["n_units"]) == (120, 15)
+
+
+def test_clusters_of_unequal_size_match_a_brute_force_bootstrap():
+    rng = np.random.default_rng(8)
+    groups = rng.permutation(np.repeat(np.arange(10), rng.integers(1, 6, 10)))
+    a, b = rng.normal(0, 1, groups.size), rng.normal(0.2, 1, groups.size)
+    keys = list(dict.fromkeys(groups.tolist()))        # units are drawn in order of first appearance
+    idx = np.random.default_rng(4).integers(0, 10, size=(200, 10))
+    members = [np.concatenate([np.flatnonzero(groups == keys[u]) for u in row]) for row in idx]
+    for stat, f in (("mean", np.mean), ("median", np.median)):
+        ci = stats.paired_bootstrap(a, b, stat, n_boot=200, seed=4, groups=groups)
+        lo, hi = np.quantile([f(b[m]) - f(a[m]) for m in members], [(1 - 0.95) / 2, (1 + 0.95) / 2])
+        assert ci["lo"] == pytest.approx(min(lo, ci["diff"]), abs=1e-12)
+        assert ci["hi"] == pytest.approx(max(hi, ci["diff"]), abs=1e-12)
+
+
+def test_units_are_counted_among_finite_pairs_and_groups_must_match():
+    ci = stats.paired_bootstrap([1.0, 2.0, 3.0, 4.0], [2.0, np.nan, 4.0, 6.0], groups=["x", "y", "x", "z"])
+    assert (ci["n"], ci["n_units"], ci["n_dropped"]) == (3, 2, 1)
+    empty = stats.interval([np.nan], groups=["x"])
+    assert empty["n_units"] == 0 and math.isnan(empty["value"])
+    with pytest.raises(ValueError, match="one key per element"):
+        stats.paired_bootstrap([1.0, 2.0], [1.0, 2.0], groups=["x"])
+
+
+def test_resampling_unit_is_the_subject_or_the_source_frame():
+    records = json.loads((Path(__file__).parents[1] / "data_manifest" / "demo.json").read_text())["records"]
+    sf = next(r for r in records if r["dataset"] == "sftl54")
+    te = [r for r in records if r["dataset"] == "thermeval"][:2]
+    assert stats.resampling_unit(sf) == f"sftl54/subject {sf['subject']}"
+    assert stats.resampling_unit(te[0]) == stats.resampling_unit(te[1]) == f"thermeval/{te[0]['source']}"
+    assert stats.resampling_unit({"id": "te_1_0", "dataset": "thermeval", "subject": None,
+                                  "source": "images/rec100_00001.png"}) == "thermeval/images/rec100_00001.png"
+    assert stats.resampling_unit({"id": "sf_1", "dataset": "sftl54", "subject": 7.0, "source": "a.png"}) == \
+        "sftl54/subject 7"
+    assert stats.resampling_unit({"id": "x", "dataset": "other", "source": "raw/x.png"}) == "raw/x.png"
+    assert stats.BOOTSTRAP_UNIT == "subject (SF-TL54) / source frame (ThermEval-D)"
+
+
+@pytest.mark.parametrize("row, field", [({"id": "sf_9", "dataset": "sftl54", "source": "a.png"}, "subject"),
+                                        ({"id": "sf_9", "dataset": "sftl54", "subject": math.nan}, "subject"),
+                                        ({"id": "te_9", "dataset": "thermeval", "subject": None, "source": ""}, "source"),
+                                        ({"id": "te_9", "dataset": "thermeval"}, "source"),
+                                        ({"id": "o_9", "dataset": "other", "source": None}, "source"),
+                                        ({"id": "n_9", "source": "a.png"}, "dataset")])
+def test_resampling_unit_names_the_crop_and_the_missing_field_in_one_sentence(row, field):
+    with pytest.raises(ValueError) as err:
+        stats.resampling_unit(row)
+    text = str(err.value)
+    assert f"crop {row['id']!r}" in text and f"no {field!r}" in text
+    assert text.endswith(".") and text.count(". ") == 0 and "\n" not in text
+
+
 # ------------------------------------------------------------------------------------------------
 # verdict
 # ------------------------------------------------------------------------------------------------
@@ -116,20 +212,22 @@ def test_derive_gaps():
 # compare / find / format_diff
 # ------------------------------------------------------------------------------------------------
 def _rows(seed=0, n_each=15):
-    """Two methods over n_each crops per dataset: "new" is +2 dB on SF-TL54 crops, +0 on ThermEval-D."""
+    """Two methods over n_each crops per dataset, 3 crops per subject / source frame: "new" is +2 dB on SF-TL54
+    crops, +0 on ThermEval-D."""
     rng = np.random.default_rng(seed)
     base, new = [], []
     for dataset, shift in (("sftl54", 2.0), ("thermeval", 0.0)):
         for k in range(n_each):
             cid = f"{dataset}-{k}"
+            unit = {"subject": k // 3 if dataset == "sftl54" else None, "source": f"images/{dataset}_{k // 3}.png"}
             p = float(rng.normal(30, 1))
             lp = float(rng.uniform(0.1, 0.3))
             nose = float(rng.uniform(1, 5))
-            base.append({"id": cid, "dataset": dataset, "method": "old", "psnr": p, "ssim": 0.9, "lpips": lp,
+            base.append({"id": cid, "dataset": dataset, **unit, "method": "old", "psnr": p, "ssim": 0.9, "lpips": lp,
                          "dists": lp / 2, "nose_err_px": nose, "grad_ratio": 0.8, "hf_ratio": 0.7})
-            new.append({"id": cid, "dataset": dataset, "method": "new", "psnr": p + shift + float(rng.normal(0, .05)),
-                        "ssim": 0.9, "lpips": lp - 0.05, "dists": lp / 2, "nose_err_px": nose if k else math.nan,
-                        "grad_ratio": 0.9, "hf_ratio": 0.7})
+            new.append({"id": cid, "dataset": dataset, **unit, "method": "new",
+                        "psnr": p + shift + float(rng.normal(0, .05)), "ssim": 0.9, "lpips": lp - 0.05,
+                        "dists": lp / 2, "nose_err_px": nose if k else math.nan, "grad_ratio": 0.9, "hf_ratio": 0.7})
     return base, new
 
 
@@ -152,6 +250,34 @@ def test_compare_pairs_by_id_whatever_the_row_order_and_splits_use_their_own_cro
     for c in out:
         assert c["lo"] <= c["diff"] <= c["hi"]
         assert c["new_value"] - c["base_value"] == pytest.approx(c["diff"])
+
+
+def test_compare_resamples_subjects_and_frames_and_records_the_unit():
+    base, new = _rows()
+    out = stats.compare(base + new, "old", "new", metrics=("psnr", "nose_err_px"), n_boot=300, seed=5)
+    assert {c["unit"] for c in out} == {"subject/frame"}
+    psnr = {s: stats.find(out, "psnr", s) for s in stats.SPLITS}
+    assert [(psnr[s]["n"], psnr[s]["n_units"]) for s in stats.SPLITS] == [(30, 10), (15, 5), (15, 5)]
+    assert stats.find(out, "nose_err_px", "SF-TL54")["n_units"] == 5     # crop 0 dropped, subject 0 kept
+    sf = [(a, b) for a, b in zip(base, new) if a["dataset"] == "sftl54"]
+    expect = stats.paired_bootstrap([a["psnr"] for a, _ in sf], [b["psnr"] for _, b in sf], n_boot=300, seed=5,
+                                    groups=[stats.resampling_unit(a) for a, _ in sf])
+    assert (psnr["SF-TL54"]["lo"], psnr["SF-TL54"]["hi"]) == (expect["lo"], expect["hi"])
+    crops = stats.compare(base + new, "old", "new", metrics=("psnr",), n_boot=300, seed=5, unit="crop")
+    old = stats.paired_bootstrap([a["psnr"] for a, _ in sf], [b["psnr"] for _, b in sf], n_boot=300, seed=5)
+    c = stats.find(crops, "psnr", "SF-TL54")
+    assert (c["unit"], c["n_units"], c["lo"], c["hi"]) == ("crop", 15, old["lo"], old["hi"])
+    assert (c["lo"], c["hi"]) != (psnr["SF-TL54"]["lo"], psnr["SF-TL54"]["hi"])
+    with pytest.raises(ValueError, match="unit must be one of"):
+        stats.compare(base + new, "old", "new", unit="frame")
+
+
+def test_compare_refuses_rows_without_their_unit():
+    base, new = _rows()
+    base[4] = {k: v for k, v in base[4].items() if k != "subject"}
+    with pytest.raises(ValueError, match="crop 'sftl54-4' has no 'subject'"):
+        stats.compare(base + new, "old", "new", n_boot=50)
+    assert stats.find(stats.compare(base + new, "old", "new", n_boot=50, unit="crop"), "psnr")["unit"] == "crop"
 
 
 def test_compare_respects_ids_and_derives_gaps():
@@ -213,6 +339,7 @@ def test_read_comparisons_gives_back_what_was_written(tmp_path):
         assert (b["base"], b["new"], b["split"], b["metric"], b["verdict"]) == (a["base"], a["new"], a["split"],
                                                                                 a["metric"], a["verdict"])
         assert isinstance(b["n"], int) and b["n"] == a["n"]
+        assert isinstance(b["n_units"], int) and (b["n_units"], b["unit"]) == (a["n_units"], "subject/frame")
         for key in ("diff", "lo", "hi", "base_value", "new_value"):
             assert b[key] == pytest.approx(a[key], nan_ok=True)
     assert stats.format_diff(stats.find(back, "psnr", "SF-TL54")) == stats.format_diff(stats.find(out, "psnr", "SF-TL54"))
@@ -276,6 +403,14 @@ def test_recommend_with_no_perceptual_winner_ties_everyone():
     assert perceptual["pick"].startswith("zs ≈ v1 ≈ v2")
 
 
+def test_recommend_refuses_comparisons_of_different_units():
+    table = {k: [{**c, "unit": "subject/frame"} for c in v] for k, v in _table().items()}
+    assert stats.recommend(table)[0]["pick"] == "v1"
+    table[("zs", "v2")] = [{**c, "unit": "crop"} for c in table[("zs", "v2")]]
+    with pytest.raises(ValueError, match="different units"):
+        stats.recommend(table)
+
+
 def test_recommend_needs_every_pair():
     table = _table()
     del table[("zs", "v2")]
@@ -304,3 +439,31 @@ def test_aggregate_hand_computed_means_medians_and_failures():
     assert (table["all"]["nose_failed"], table["all"]["nose_failed_sr"], table["all"]["nose_failed_hr"]) == (1, 1, 0)
     assert table["ThermEval-D"]["nose_median"] == pytest.approx(2.0) and table["ThermEval-D"]["nose_failed"] == 1
     assert math.isnan(table["all"]["dists"])          # not computed anywhere: NaN, not 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-crop rows carry their unit; captions name it
+# ------------------------------------------------------------------------------------------------
+def test_written_rows_keep_subject_and_source(tmp_path):
+    from thermsr_utils import evaluate
+
+    scores = {k: 0.5 for k in evaluate.ROW_FIELDS if k not in ("id", "dataset", "subject", "source", "method")}
+    rows = [{**scores, "id": "sf_1", "dataset": "sftl54", "subject": 12, "source": "gray/test/images/012_1.png",
+             "method": "m", "psnr": 30.5, "nose_hr_found": True},
+            {**scores, "id": "te_1", "dataset": "thermeval", "subject": None, "source": "images/rec100_00001.png",
+             "method": "m", "psnr": 31.0, "nose_hr_found": False}]
+    path = evaluate.write_rows(rows, tmp_path / "m.csv", {"method": "m"})
+    assert path.read_text().splitlines()[0].startswith("id,dataset,subject,source,method,")
+    back = evaluate.read_rows(path)
+    assert [(r["subject"], r["source"]) for r in back] == [(12, "gray/test/images/012_1.png"),
+                                                           (None, "images/rec100_00001.png")]
+    assert back[0]["psnr"] == 30.5 and back[1]["nose_hr_found"] is False
+    assert [stats.resampling_unit(r) for r in back] == ["sftl54/subject 12", "thermeval/images/rec100_00001.png"]
+
+
+def test_every_caption_names_the_bootstrap_unit():
+    from thermsr_utils import evaluate
+
+    for prov in ({}, {"lpips": "lpips-alex (x)", "nose_locator": "stand-in"}):
+        text = evaluate.caption("smoke", prov)
+        assert text.startswith("profile smoke") and text.endswith("bootstrap unit: subject/frame")

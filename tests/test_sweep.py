@@ -183,14 +183,21 @@ def test_notebook_07_reads_the_points_the_runner_trains(profile):
     resolved = run.resolve_parameters([reader], profile, {})[reader.name]
     points = run.frontier_points(notebooks, reader, resolved, profile)
     trained = {(p.name, nb.name) for p in points for nb in p.notebooks}
-    p = config.profile_params(profile)
-    entries = frontier.planned(profile, p["frontier_lambdas"], p["frontier_seeds"], p["frontier_v2_epochs"])
+    p = resolved                                                   # what 07 itself is given
+    entries = frontier.planned(profile, p["frontier_lambdas"], p["frontier_seeds"], p["lpips_weight"])
     trainer = {"v1": run.FRONTIER_TRAINERS["v1"], "v2": run.FRONTIER_TRAINERS["v2"]}
+    read = set()
     for e in entries:
         if e.group in ("ema", "raw"):
             assert e.paths.point == ""
             continue
         key = (e.paths.point, trainer[e.checkpoint.parent.name])
         assert e.paths.point == "" or key in trained, f"{e.label}: 07 reads {key}, which no sweep point trains"
+        read.add(e.paths.point)
+    for lr, history in frontier.lr_runs(profile, p["frontier_v1_lrs"], p["v1_lr"]).items():   # the lr sweep
+        point = config.point_name(profile, {"v1_lr": lr})
+        assert history == config.run_paths(profile, point).checkpoints / "v1" / "history.json"
+        assert point == "" or (point, trainer["v1"]) in trained, f"v1 at lr {lr:g}: no sweep point trains it"
+        read.add(point)
     assert len(points) == len({(p.name, tuple(nb.name for nb in p.notebooks)) for p in points})   # no point twice
-    assert {p.name for p in points if p.name} == {e.paths.point for e in entries if e.paths.point}  # nothing extra
+    assert {p.name for p in points if p.name} == read - {""}                                        # nothing extra

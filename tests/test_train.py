@@ -152,27 +152,34 @@ def test_loader_order_depends_only_on_seed_and_epoch():
 def test_recipe_v1_and_v2_values():
     v1, v2 = Recipe.v1(), Recipe.v2()
     assert (v1.epochs, v1.batch_size, v1.lr, v1.weight_decay, v1.patch, v1.augment) == (60, 16, 1e-5, 1e-5, 128, False)
-    assert (v1.warmup_epochs, v1.val_every, v1.ema_decay, v1.selected_copy) == (0, 5, None, "model")
+    assert (v1.warmup, v1.val_every, v1.ema_half_life, v1.selected_copy, v1.keep) == (0, 5, None, "model", "best")
     assert (v2.epochs, v2.batch_size, v2.lr, v2.weight_decay, v2.patch, v2.augment) == (200, 16, 2e-5, 1e-5, None, True)
-    assert (v2.warmup_epochs, v2.ema_decay, v2.selected_copy, v2.select_metric) == (5, 0.999, "ema", "psnr")
+    assert (v2.selected_copy, v2.select_metric, v2.keep) == ("ema", "psnr", "best")
+    # the write-up's 5 warmup epochs of 200 and EMA decay 0.999, as fractions of its 200 x 52 = 10,400 steps
+    assert (v2.warmup, v2.ema_half_life) == (train.WRITEUP_WARMUP, train.WRITEUP_EMA_HALF_LIFE)
+    assert train.WRITEUP_STEPS == 200 * 52 and train.WRITEUP_WARMUP == pytest.approx(5 / 200)
+    assert train.WRITEUP_EMA_HALF_LIFE * train.WRITEUP_STEPS == pytest.approx(692.8, abs=0.05)
     assert "8" in v2.notes                                  # the script's batch default is recorded
 
 
 def test_recipe_replace_to_dict_and_back():
-    r = dataclasses.replace(Recipe.v2(), epochs=3, warmup_epochs=1, ema_decay=None)
+    r = dataclasses.replace(Recipe.v2(), epochs=3, warmup=0.3, ema_half_life=None, keep="last")
     assert r.selected_copy == "model"
     d = r.to_dict()
-    assert d["select_on"] == "model" and d["epochs"] == 3
+    assert d["select_on"] == "model" and d["epochs"] == 3 and (d["warmup"], d["keep"]) == (0.3, "last")
     assert Recipe(**json.loads(json.dumps(d))) == dataclasses.replace(r, select_on="model")
 
 
 @pytest.mark.parametrize("change, field", [
-    ({"warmup_epochs": 60}, "warmup_epochs"),
+    ({"warmup": 1.0}, "warmup"),
+    ({"warmup": -0.1}, "warmup"),
     ({"epochs": 0}, "epochs"),
     ({"lr": 0.0}, "lr"),
     ({"patch": 30}, "patch"),
     ({"schedule": "step"}, "schedule"),
-    ({"ema_decay": 1.5}, "ema_decay"),
+    ({"ema_half_life": 1.5}, "ema_half_life"),
+    ({"ema_half_life": 0.0}, "ema_half_life"),
+    ({"keep": "first"}, "keep"),
     ({"select_on": "ema"}, "select_on"),
     ({"select_mode": "up"}, "select_mode"),
     ({"amp": "fp8"}, "amp"),
@@ -191,11 +198,14 @@ def test_recipe_fields_and_notebook_parameters_share_one_rule_each():
 
     fields = {f.name for f in dataclasses.fields(Recipe)}
     assert set(params.RECIPE_RULES) <= fields
-    for param in ("v1_epochs", "v1_lr", "v1_batch_size", "v2_epochs", "v2_lr", "v2_batch_size", "v2_warmup_epochs"):
+    for param in ("v1_epochs", "v1_lr", "v1_batch_size", "v2_epochs", "v2_lr", "v2_batch_size", "v2_warmup"):
         assert params.PARAMETER_RULES[param] is params.RECIPE_RULES[param.split("_", 1)[1]], param
-    assert dataclasses.replace(Recipe.v2(), ema_decay=None, grad_clip=None).ema_decay is None   # None allowed there
+    assert params.PARAMETER_RULES["keep"] is params.RECIPE_RULES["keep"]
+    assert dataclasses.replace(Recipe.v2(), ema_half_life=None, grad_clip=None).ema_half_life is None   # None allowed
     with pytest.raises(config.ParameterValueError, match="None or a number in"):
-        params.RECIPE_RULES["ema_decay"].check("ema_decay", 1.0)
+        params.RECIPE_RULES["ema_half_life"].check("ema_half_life", 1.0)
+    with pytest.raises(config.ParameterValueError, match="v2_ema_half_life"):    # the notebook's EMA is always on
+        params.PARAMETER_RULES["v2_ema_half_life"].check("v2_ema_half_life", None)
 
 
 # ------------------------------------------------------------------------------ optimiser / schedule / EMA
@@ -212,42 +222,103 @@ def test_make_optimizer_is_adamw_over_trainable_parameters():
         train.make_optimizer(frozen, Recipe.v1())
 
 
-def _lrs(recipe):
+def _lrs(recipe, total_steps, warmup_steps=0):
+    """The lr in force at each of ``total_steps`` optimizer steps (the scheduler stepped after every one)."""
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([p], lr=recipe.lr)
-    sched = train.make_scheduler(opt, recipe)
+    sched = train.make_scheduler(opt, recipe, total_steps, warmup_steps)
     lrs = []
-    for _ in range(recipe.epochs):
+    for _ in range(total_steps):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    return lrs
+    return lrs, opt.param_groups[0]["lr"]
 
 
-def test_v1_schedule_is_cosine_over_all_epochs():
-    lrs = _lrs(Recipe.v1())
-    peak, n = 1e-5, 60
-    assert lrs[0] == pytest.approx(peak)
-    assert lrs[30] == pytest.approx(peak * 0.5)
-    assert lrs[-1] == pytest.approx(peak * (1 + math.cos(math.pi * (n - 1) / n)) / 2)
+def test_v1_schedule_is_cosine_over_all_steps():
+    r = Recipe.v1(epochs=4)
+    n = 4 * 7                                               # 4 epochs of 7 optimizer steps
+    lrs, after = _lrs(r, n)
+    peak = 1e-5
+    assert lrs == pytest.approx([peak * (1 + math.cos(math.pi * k / n)) / 2 for k in range(n)], rel=1e-9, abs=1e-15)
+    assert lrs[n // 2] == pytest.approx(peak * 0.5)
+    assert after == pytest.approx(r.min_lr, abs=1e-15)      # the cosine ends at min_lr after the last step
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
 
 
-def test_v2_schedule_warms_up_linearly_then_cosine():
-    r = Recipe.v2()
-    lrs = _lrs(r)
-    peak, w, n, f = 2e-5, 5, 200, r.warmup_start_factor
-    assert lrs[0] == pytest.approx(peak * f)
-    assert lrs[w - 1] == pytest.approx(peak * (f + (1 - f) * (w - 1) / w))
+def test_v2_schedule_warms_up_linearly_per_step_then_cosine():
+    r = Recipe.v2(epochs=10, warmup=0.1)
+    total = 10 * 5                                          # 50 optimizer steps
+    sized = train.sized_schedule(r, 5)
+    w = sized["warmup_steps"]
+    assert (sized["total_steps"], w) == (total, 5) == (total, round(0.1 * total))
+    lrs, after = _lrs(r, total, w)
+    peak, f = 2e-5, r.warmup_start_factor
+    for k in range(w):                                      # LinearLR: start_factor → 1 over w steps
+        assert lrs[k] == pytest.approx(peak * (f + (1 - f) * k / w)), k
+    for k in range(w, total):                               # then cosine over the remaining steps
+        assert lrs[k] == pytest.approx(peak * (1 + math.cos(math.pi * (k - w) / (total - w))) / 2), k
     assert lrs[w] == pytest.approx(peak)                    # warmup over: peak, start of the cosine
-    assert lrs[-1] == pytest.approx(peak * (1 + math.cos(math.pi * (n - 1 - w) / (n - w))) / 2)
+    assert after == pytest.approx(0.0, abs=1e-15)
     assert all(a < b for a, b in zip(lrs[:w], lrs[1:w + 1]))
     assert all(a > b for a, b in zip(lrs[w:], lrs[w + 1:]))
 
 
+@pytest.mark.parametrize("warmup, total, steps", [(0.0, 40, 0), (0.1, 40, 4), (0.25, 8, 2), (0.3, 7, 2),
+                                                  (0.5, 9, 4), (train.WRITEUP_WARMUP, 10_400, 260)])
+def test_sized_schedule_rounds_the_warmup_share_of_the_steps(warmup, total, steps):
+    r = Recipe.v2(epochs=total, warmup=warmup)
+    sized = train.sized_schedule(r, 1)
+    assert (sized["total_steps"], sized["warmup_steps"]) == (total, steps) == (total, int(round(warmup * total)))
+
+
+def test_sized_schedule_gives_the_writeups_decay_for_its_length_and_the_same_half_life_share_when_short():
+    r = Recipe.v2()                                         # 200 epochs
+    writeup = train.sized_schedule(r, 52)                   # the write-up's 52 steps per epoch
+    assert writeup["total_steps"] == train.WRITEUP_STEPS == 10_400
+    assert writeup["warmup_steps"] == 260                   # 5 epochs of 52 steps
+    assert writeup["ema_decay"] == pytest.approx(0.999, abs=1e-6)
+    assert writeup["ema_half_life_steps"] == pytest.approx(math.log(2) / -math.log(0.999))
+    short = train.sized_schedule(dataclasses.replace(r, epochs=6), 13)     # 78 steps
+    half = train.WRITEUP_EMA_HALF_LIFE * 78                 # the same share of a 78-step run: 5.2 steps
+    assert short["total_steps"] == 78 and short["ema_half_life_steps"] == pytest.approx(half)
+    assert short["ema_decay"] == pytest.approx(0.5 ** (1 / half)) and short["ema_decay"] == pytest.approx(0.875, abs=1e-3)
+    assert short["ema_decay"] ** short["ema_half_life_steps"] == pytest.approx(0.5)   # it halves in its half-life
+    none = train.sized_schedule(Recipe.v1(epochs=3), 4)
+    assert none == {"total_steps": 12, "warmup_steps": 0, "ema_decay": None, "ema_half_life_steps": None}
+
+
+def test_steps_per_epoch_counts_the_last_partial_batch_and_the_cap():
+    r = small_recipe(batch_size=4)
+    assert [train.steps_per_epoch(n, r) for n in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
+    capped = dataclasses.replace(r, max_steps_per_epoch=2)
+    assert [train.steps_per_epoch(n, capped) for n in (4, 8, 100)] == [1, 2, 2]
+    assert train.steps_per_epoch(5, r) == len(train.make_loader(SRPatchDataset(noise_images(5), patch=16), r, 1))
+
+
 def test_constant_schedule_keeps_the_lr():
-    lrs = _lrs(small_recipe(epochs=4, schedule="constant", lr=3e-3))
-    assert lrs == pytest.approx([3e-3] * 4)
+    lrs, after = _lrs(small_recipe(epochs=4, schedule="constant", lr=3e-3), 12)
+    assert lrs == pytest.approx([3e-3] * 12) and after == pytest.approx(3e-3)
+    warm, _ = _lrs(small_recipe(epochs=4, schedule="constant", lr=3e-3), 12, 4)
+    assert warm[:4] == pytest.approx([3e-3 * (0.01 + 0.99 * k / 4) for k in range(4)])
+    assert warm[4:] == pytest.approx([3e-3] * 8)
+
+
+def test_fit_steps_the_schedule_after_every_optimizer_step(tmp_path):
+    # 5 items in batches of 2: 3 optimizer steps per epoch, 4 epochs = 12 steps, warmup round(0.25 × 12) = 3
+    recipe = small_recipe(epochs=4, warmup=0.25, lr=1e-2, val_every=100, val_at_start=False, amp=None)
+    out = fit(tiny_model(), SRPatchDataset(noise_images(5), patch=16), val_sets(), make_loss("l1"), recipe,
+              tmp_path, metrics={"mae": mae}, progress=False)
+    sized = out["execution"]["schedule"]
+    assert sized == train.sized_schedule(recipe, 3) == {"total_steps": 12, "warmup_steps": 3, "ema_decay": None,
+                                                        "ema_half_life_steps": None}
+    assert [h["steps"] for h in out["history"]] == [3, 3, 3, 3]
+    expected, _ = _lrs(recipe, 12, 3)
+    expected.append(0.0)                                    # after the last step: the cosine's end
+    assert [h["lr"] for h in out["history"]] == pytest.approx(expected[0:12:3])     # lr at each epoch's start
+    assert [h["lr_end"] for h in out["history"]] == pytest.approx(expected[3::3], abs=1e-12)
+    assert out["history"][0]["lr"] == pytest.approx(1e-2 * 0.01)   # the first step runs at the warmup's start
+    assert out["history"][-1]["lr_end"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ema_copies_then_averages_with_decay():
@@ -436,7 +507,8 @@ class KillAfter:
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     train_set = SRPatchDataset(noise_images(5), patch=16, augment=True)   # 3 steps per epoch (2+2+1)
-    recipe = small_recipe(epochs=4, warmup_epochs=1, val_every=2, ema_decay=0.9, seed=3, lr=3e-3)
+    # 12 optimizer steps: 3 of warmup, an EMA half-life of 6 steps; the kill comes mid-epoch, mid-cosine
+    recipe = small_recipe(epochs=4, warmup=0.25, val_every=2, ema_half_life=0.5, seed=3, lr=3e-3)
     kw = dict(metrics={"mae": mae}, progress=False)
 
     # dropout draws from the global torch RNG, so its state must travel in state.pt too
@@ -472,7 +544,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_ema_copy_is_validated_and_kept(tmp_path):
-    recipe = small_recipe(epochs=2, ema_decay=0.5, val_every=100, val_at_start=False, lr=1e-2)
+    recipe = small_recipe(epochs=2, ema_half_life=0.25, val_every=100, val_at_start=False, lr=1e-2)   # 4 steps
     model = tiny_model()
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     out = fit(model, SRPatchDataset(noise_images(4), patch=16), val_sets(), l1_loss, recipe, tmp_path,
@@ -631,3 +703,97 @@ def test_last_val_change_is_the_move_between_the_last_two_validations():
     assert train.last_val_change(history) == (0.25, 5)
     gain, epochs = train.last_val_change(history[:2])
     assert math.isnan(gain) and epochs == 0
+
+
+# ------------------------------------------------------------------------------ keep = "last"
+def _falling(values):
+    """A validation metric (called ``psnr`` below) that gives ``values[i]`` on the i-th validation."""
+    calls = []
+
+    def fn(sr, hr):
+        calls.append(None)
+        return torch.full((sr.shape[0],), float(values[len(calls) - 1]))
+    return fn
+
+
+@pytest.mark.parametrize("keep, kept", [("last", 3), ("best", 1)])
+def test_keep_last_keeps_the_final_epoch_even_when_an_earlier_one_scored_better(tmp_path, keep, kept):
+    recipe = small_recipe(epochs=3, val_at_start=False, select_metric="psnr", select_mode="max", keep=keep,
+                          batch_size=4, lr=1e-2, amp=None)
+    model = tiny_model()
+    out = fit(model, SRPatchDataset(noise_images(2), patch=16), {"a": _const_pairs([0.5])}, l1_loss, recipe,
+              tmp_path, metrics={"psnr": _falling([30.0, 29.0, 28.0])}, progress=False)
+    history = out["history"]
+    assert [h["val"]["all"]["psnr"] for h in history] == [30.0, 29.0, 28.0]     # epoch 1 has the best PSNR
+    assert out["best_epoch"] == kept and out["best_value"] == {1: 30.0, 3: 28.0}[kept]
+    assert json.loads((tmp_path / "best" / "thermsr.json").read_text())["epoch"] == kept
+    assert [h["epoch"] for h in history if h["is_best"]] == [kept]
+    if keep == "last":                                      # the kept weights are the final model's
+        saved = torch.load(tmp_path / "best" / "pytorch_model_4x.pt", weights_only=True)
+        assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+        assert train.kept_words(history, recipe).startswith("Kept: epoch 3 (its last epoch; PSNR 28.00 dB).")
+        assert "would have kept epoch 1 (PSNR 30.00 dB)" in train.kept_words(history, recipe)
+
+
+# ------------------------------------------------------------------------------ prose helpers
+def _val(epoch, psnr, ssim=None, lpips=None, best=False):
+    v = {"psnr": psnr}
+    if ssim is not None:
+        v["ssim"] = ssim
+    if lpips is not None:
+        v["lpips"] = lpips
+    return {"epoch": epoch, "val": {"all": v}, "is_best": best}
+
+
+def _no_val(epoch):
+    return {"epoch": epoch, "val": None, "is_best": False}
+
+
+def test_kept_words_when_the_kept_epoch_is_the_best_psnr_and_when_it_is_not():
+    best = Recipe.v1(epochs=10, val_every=5)
+    history = [_val(0, 35.0, lpips=0.1), _val(5, 30.0, lpips=0.3, best=True), _no_val(6), _val(10, 29.5, lpips=0.2)]
+    words = train.kept_words(history, best)                 # epoch 0 (the initial model) is never kept
+    assert words == ("Kept: epoch 5 (its best validation PSNR; PSNR 30.00 dB, LPIPS 0.3000). It is also the "
+                     "epoch the write-up's rule, the best validation PSNR, would have kept.")
+    last = dataclasses.replace(best, keep="last")
+    history = [_val(0, 35.0), _val(5, 30.0), _val(10, 29.5, best=True)]
+    assert train.kept_words(history, last) == (
+        "Kept: epoch 10 (its last epoch; PSNR 29.50 dB). The write-up's rule, the best validation PSNR, would have "
+        "kept epoch 5 (PSNR 30.00 dB).")
+    by_lpips = dataclasses.replace(best, select_metric="lpips", select_mode="min")
+    history = [_val(5, 31.0, lpips=0.3), _val(10, 30.0, lpips=0.2, best=True)]
+    assert train.kept_words(history, by_lpips).startswith("Kept: epoch 10 (its best validation LPIPS; ")
+    assert train.kept_words([_val(0, 30.0), _no_val(1)], best) == "No epoch was validated."
+
+
+def test_kept_words_without_a_kept_flag_names_the_last_validated_epoch():
+    history = [_val(5, 31.0), _val(10, 30.0), _no_val(11)]
+    assert train.kept_words(history, Recipe.v1(keep="last")).startswith("Kept: epoch 10 (its last epoch; ")
+
+
+def test_kept_words_names_the_epoch_fit_kept_when_the_best_improved_twice():
+    # what fit writes with keep="best" when PSNR improves at epochs 5 and 10: is_best on both, epoch 10 kept
+    history = [_val(0, 30.0), _val(5, 31.0, best=True), _val(10, 32.0, best=True)]
+    assert train.kept_words(history, Recipe.v1(epochs=10)).startswith("Kept: epoch 10 ")
+
+
+def test_levelled_words_says_still_improving_or_levelled_off_per_run():
+    still = [_val(0, 30.0, 0.80, 0.30), _val(5, 31.0, 0.85, 0.25), _no_val(6), _val(10, 31.2, 0.8505, 0.2490)]
+    flat = [_val(0, 30.0, 0.80, 0.30), _val(4, 30.5, 0.82, 0.28), _val(8, 30.52, 0.8205, 0.2795)]
+    worse = [_val(3, 30.0, 0.80, 0.30), _val(6, 29.0, 0.70, 0.40)]
+    words = train.levelled_words({"v1": still, "v2": flat, "v3": worse, "v4": [_val(0, 30.0, 0.8, 0.3)]})
+    assert words == (
+        "Over its last 5 epochs v1 moved by PSNR +0.20, SSIM +0.0005, LPIPS -0.0010: **still improving** on PSNR, so "
+        "its scores are not yet what this recipe reaches with longer training. "
+        "Over its last 4 epochs v2 moved by PSNR +0.02, SSIM +0.0005, LPIPS -0.0005: levelled off on every metric. "
+        "Over its last 3 epochs v3 moved by PSNR -1.00, SSIM -0.1000, LPIPS +0.1000: levelled off on every metric. "
+        "v4 was validated fewer than twice.")
+    lpips_only = [_val(0, 30.0, 0.80, 0.30), _val(5, 30.0, 0.80, 0.29)]      # LPIPS falls by 0.01 > 0.002
+    assert "**still improving** on LPIPS," in train.levelled_words({"v2": lpips_only})
+    both = [_val(0, 30.0, 0.80, 0.30), _val(5, 30.1, 0.81, 0.29)]
+    assert "**still improving** on PSNR, SSIM, LPIPS," in train.levelled_words({"v2": both})
+
+
+def test_levelled_words_skips_a_metric_the_run_did_not_validate():
+    history = [_val(0, 30.0, 0.8), _val(5, 31.0, 0.85)]    # fit with default_metrics() and no LPIPS metric
+    assert train.levelled_words({"v1": history}).startswith("Over its last 5 epochs v1 moved by PSNR +1.00, SSIM")

@@ -376,15 +376,17 @@ def bench_ours(name: str, cfg: BenchConfig, images, device: torch.device, lpips_
         model = _fresh_model(cfg).to(device).to(memory_format=torch.channels_last)
         loss_fn = losses.make_loss("l1") if name == "v1" else losses.make_loss("l1+lpips", lpips_metric=lpips_metric)
         optimizer = train.make_optimizer(model, recipe)
-        ema = train.make_ema(model, recipe.ema_decay) if recipe.ema_decay is not None else None
+        ema = train.make_ema(model, 0.999) if recipe.ema_half_life is not None else None   # the write-up's decay
         step_model = torch.compile(model) if cfg.compile else model
         patches = datasets.SRPatchDataset(images, patch=recipe.patch, augment=recipe.augment, seed=cfg.seed)
         sampler = accel.DevicePatchSampler(patches, recipe.batch_size, device)
         batches = _forever(sampler.epoch)
 
+        scheduler = train.make_scheduler(optimizer, recipe, total_steps=cfg.steps + cfg.warmup)
+
         def run_steps(k: int) -> None:
-            train._train_epoch(step_model, _Take(batches, k), loss_fn, optimizer, ema, recipe, device, "bench",
-                               False, amp=amp, channels_last=True, ema_source=model)
+            train._train_epoch(step_model, _Take(batches, k), loss_fn, optimizer, scheduler, ema, recipe, device,
+                               "bench", False, amp=amp, channels_last=True, ema_source=model)
 
         seconds = _timed(run_steps, cfg.steps, cfg.warmup, device)
     lr, hr, _ = next(batches)

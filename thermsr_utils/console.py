@@ -72,11 +72,16 @@ class Console(logging.Handler):
     """
 
     def __init__(self, name: str, labels: list, cell_lines: bool):
+        import threading
+
         super().__init__(logging.INFO)
         self.prefix, self.labels, self.cell_lines = f"[{name}] ", labels, cell_lines
         self.stdout, self.stderr = Relay(self.prefix), Relay(self.prefix)
+        self.thread = threading.get_ident()     # with notebooks run side by side, only this one's records
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
         try:
             msg = record.getMessage()
             cell = re.match(r"Executing Cell (\d+)", msg)
@@ -136,9 +141,10 @@ def cell_labels(src: Path, injected: bool) -> list:
 
 
 @contextlib.contextmanager
-def kernel_manager_class():
+def kernel_manager_class(env: dict | None = None):
     """A jupyter_client kernel manager class for papermill (``kernel_manager_class``) whose kernel listens on IPC
-    sockets instead of TCP ports on localhost, and whose environment sets PROGRESS_ENV.
+    sockets instead of TCP ports on localhost, and whose environment sets PROGRESS_ENV and the entries of ``env``
+    (for this kernel alone: e.g. its thread count, or where it writes its phase times).
 
     Over TCP any local user can connect to the kernel's ports, and the kernel says so in a warning on every start
     ("Kernel is running over TCP without encryption"). Its IPC sockets and its connection file lie instead in a
@@ -158,7 +164,7 @@ def kernel_manager_class():
                                 "connection_file": str(folder / "kernel.json")})
 
         async def start_kernel(self, **kwargs):
-            kwargs["env"] = {**(kwargs.get("env") or os.environ), PROGRESS_ENV: "lines"}
+            kwargs["env"] = {**(kwargs.get("env") or os.environ), PROGRESS_ENV: "lines", **(env or {})}
             return await super().start_kernel(**kwargs)
 
     try:

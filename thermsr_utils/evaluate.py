@@ -1,8 +1,8 @@
 """Evaluation: run a method over manifest crops, score every crop, and aggregate into tables.
 
-One CSV row per crop (`id`, `dataset`, every metric, nose columns and detection flags) is written under the
-profile's results folder, with a JSON beside it holding the resolved parameters, the weight source and every
-substitute used. Tables follow the write-up's layout: method × split (all / SF-TL54 / ThermEval-D).
+One CSV row per crop (`id`, `dataset`, `subject`, `source`, every metric, nose columns and detection flags) is
+written under the profile's results folder, with a JSON beside it holding the resolved parameters, the weight
+source and every substitute used. Tables follow the write-up's layout: method × split (all / SF-TL54 / ThermEval-D).
 """
 from __future__ import annotations
 
@@ -15,20 +15,26 @@ from typing import Callable
 
 import numpy as np
 
-from . import data
+from . import data, timing
 from .progress import LineProgress, plain_progress
 from .io import (atomic_write_csv_and_md, atomic_write_json, atomic_write_text, markdown_table, read_image, read_json,
                  write_png)
 
 SPLITS = ("all", *data.DATASET_LABELS.values())
-ROW_FIELDS = ["id", "dataset", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists", "lpips_vgg",
-              "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px", "nose_gt_err_hr", "nose_gt_err_sr"]
+# subject (SF-TL54; empty for ThermEval-D) and source (the raw frame) name the bootstrap unit of each crop
+ROW_FIELDS = ["id", "dataset", "subject", "source", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists",
+              "lpips_vgg", "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px", "nose_gt_err_hr", "nose_gt_err_sr"]
 TABLE_COLUMNS = [("method", "Method"), ("split", "Split"), ("n", "N"), ("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"),
                  ("lpips", "LPIPS ↓"), ("dists", "DISTS ↓"), ("nose_median", "Nose median (px) ↓"),
                  ("nose_mean", "Nose mean (px) ↓"), ("nose_failed_hr", "Nose failed on HR"),
                  ("nose_failed_sr", "Nose failed on SR")]
+# The caption's words for what every interval resamples (stats.resampling_unit: SF-TL54 subject / ThermEval-D frame)
+CAPTION_UNIT = "bootstrap unit: subject/frame"
 # The perceptual metrics a Scorer computes besides PSNR/SSIM (Scorer attribute = row key).
 PERCEPTUAL_KEYS = ("lpips", "dists", "lpips_vgg")
+# What the notebooks score by default: LPIPS-VGG doubles the cost of an evaluation on a CPU and no table or
+# sentence reads it (sr_folder --perceptual lpips_vgg still computes it).
+DEFAULT_PERCEPTUAL = ("lpips", "dists")
 
 def load_crops(crops_dir, records) -> np.ndarray:
     """The HR crops of ``records`` as one uint8 BGR array N×H×W×3."""
@@ -116,6 +122,7 @@ class Scorer:
     device: str = "cpu"
     dists: object | None = None          # metrics.DISTSMetric or None
     lpips_vgg: object | None = None      # metrics.LPIPSMetric(net="vgg") or None
+    pixel_extras: bool = True            # SSIM, the Y-channel PSNR/SSIM and the sharpness ratios besides PSNR
     _hr_nose: dict = field(default_factory=dict, repr=False)   # CachedLocator's answers, by pixel hash
 
     def cached_locator(self) -> CachedLocator | None:
@@ -143,21 +150,27 @@ class Scorer:
 
         hr = data.bgr_to_tensor(hr_bgr)
         sr = sr.detach().float().cpu().clamp(0, 1)
-        out = {"psnr": metrics.psnr(sr, hr).numpy(), "ssim": np.asarray(metrics.ssim(sr, hr)),
-               "psnr_y": metrics.psnr_y(sr, hr, shave=scale).numpy(),
-               "ssim_y": np.asarray(metrics.ssim_y(sr, hr, shave=scale)),
-               "grad_ratio": metrics.grad_ratio(sr, hr).numpy(),
-               "hf_ratio": metrics.hf_energy_ratio(sr, hr).numpy()}
         n = len(ids)
+        with timing.phase("score psnr/ssim"):
+            out = {"psnr": metrics.psnr(sr, hr).numpy()}
+            if self.pixel_extras:
+                out |= {"ssim": np.asarray(metrics.ssim(sr, hr)), "psnr_y": metrics.psnr_y(sr, hr, shave=scale).numpy(),
+                        "ssim_y": np.asarray(metrics.ssim_y(sr, hr, shave=scale)),
+                        "grad_ratio": metrics.grad_ratio(sr, hr).numpy(),
+                        "hf_ratio": metrics.hf_energy_ratio(sr, hr).numpy()}
+            else:
+                out |= {key: np.full(n, np.nan) for key in ("ssim", "psnr_y", "ssim_y", "grad_ratio", "hf_ratio")}
         for key in PERCEPTUAL_KEYS:
             metric = getattr(self, key)
-            out[key] = (metric(sr.to(self.device), hr.to(self.device)).cpu().numpy()
-                        if metric is not None else np.full(n, np.nan))
+            with timing.phase(f"score {key}"):
+                out[key] = (metric(sr.to(self.device), hr.to(self.device)).cpu().numpy()
+                            if metric is not None else np.full(n, np.nan))
         if self.locator is not None:
             from . import downstream
 
             sr_bgr = data.tensor_to_bgr(sr)
-            err = downstream.nose_errors(self.cached_locator(), hr_bgr, sr_bgr, gt_xy)
+            with timing.phase("score nose"):
+                err = downstream.nose_errors(self.cached_locator(), hr_bgr, sr_bgr, gt_xy)
             out.update(nose_hr_found=err["hr_found"], nose_sr_found=err["sr_found"], nose_err_px=err["err_px"],
                        nose_gt_err_hr=err.get("err_gt_hr", np.full(n, np.nan)),
                        nose_gt_err_sr=err.get("err_gt_sr", np.full(n, np.nan)))
@@ -206,13 +219,15 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
             lr = data.area_downsample_array(hr, scale)
             gt = np.array([r["nose"] if r.get("nose") is not None else [np.nan, np.nan] for r in recs], float)
             for name, sr_fn in methods.items():
-                sr = sr_fn(lr)
+                with timing.phase("SR inference"):
+                    sr = sr_fn(lr)
                 scores = scorer.score([r["id"] for r in recs], sr, hr, gt)
                 if name in save_sr_dirs:
                     for r, img in zip(recs, data.tensor_to_bgr(sr)):
                         write_png(Path(save_sr_dirs[name]) / f"{r['id']}.png", img)
                 for j, r in enumerate(recs):
-                    row = {"id": r["id"], "dataset": r["dataset"], "method": name}
+                    row = {"id": r["id"], "dataset": r["dataset"], "subject": r.get("subject"),
+                           "source": r.get("source"), "method": name}
                     row.update({k: (bool(v[j]) if v.dtype == bool else float(v[j])) for k, v in scores.items()})
                     rows[name].append(row)
     return rows
@@ -234,12 +249,15 @@ def write_rows(rows: list[dict], path, meta: dict) -> Path:
 
 
 def read_rows(path) -> list[dict]:
-    """Rows written by ``write_rows`` with numbers and flags parsed back."""
+    """Rows written by ``write_rows`` with numbers and flags parsed back (subject an int or None, source a str)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
         for k, v in row.items():
-            if k in ("id", "dataset", "method"):
+            if k in ("id", "dataset", "method", "source"):
+                continue
+            if k == "subject":
+                row[k] = int(v) if v.strip() else None
                 continue
             row[k] = (v == "True") if v in ("True", "False") else float(v)
     return rows
@@ -334,10 +352,14 @@ def write_table(table: list[dict], stem, caption: str, columns=TABLE_COLUMNS) ->
     return atomic_write_csv_and_md(table, stem, table_markdown(table, caption, columns))
 
 
+NOT_IN_CAPTIONS = ("timings",)   # provenance entries about the run's cost, not about what produced a number
+
+
 def caption(profile: str, provenance: dict) -> str:
-    """One line saying which profile and which substitutes produced a table or figure."""
-    parts = [f"profile {profile}"] + [f"{k.replace('_', ' ')}: {v}" for k, v in provenance.items()]
-    return " · ".join(parts)
+    """One line saying which profile and which substitutes produced a table or figure, and the bootstrap unit."""
+    parts = [f"profile {profile}"] + [f"{k.replace('_', ' ')}: {v}" for k, v in provenance.items()
+                                      if k not in NOT_IN_CAPTIONS]
+    return " · ".join(parts + [CAPTION_UNIT])
 
 
 def bicubic_psnr_by_dataset(crops_dir, records, split="test", scale=data.SCALE) -> dict[str, float]:
@@ -355,8 +377,10 @@ def bicubic_psnr_by_dataset(crops_dir, records, split="test", scale=data.SCALE) 
     return out
 
 
-def make_scorer(locator=None, *, device: str = "cpu", perceptual=PERCEPTUAL_KEYS) -> Scorer:
-    """A Scorer with the real ImageNet-trunk metrics named in ``perceptual`` and the nose ``locator``."""
+def make_scorer(locator=None, *, device: str = "cpu", perceptual=DEFAULT_PERCEPTUAL, pixel_extras: bool = True
+                ) -> Scorer:
+    """A Scorer with the real ImageNet-trunk metrics named in ``perceptual`` and the nose ``locator``; without
+    ``pixel_extras`` PSNR is the only pixel metric (the others are NaN: not computed)."""
     from . import metrics
 
     built = {}
@@ -366,7 +390,7 @@ def make_scorer(locator=None, *, device: str = "cpu", perceptual=PERCEPTUAL_KEYS
         built["dists"] = metrics.DISTSMetric(device=device)
     if "lpips_vgg" in perceptual:
         built["lpips_vgg"] = metrics.LPIPSMetric(device=device, net="vgg")
-    return Scorer(locator=locator, device=device, **built)
+    return Scorer(locator=locator, device=device, pixel_extras=pixel_extras, **built)
 
 
 def _source_label(record) -> str:

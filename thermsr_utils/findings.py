@@ -186,9 +186,11 @@ def trade_off(v2_vs_v1: list[dict]) -> dict:
     worse = [m.upper() for m in perceptual if stats.find(v2_vs_v1, m)["verdict"] == "worse"]
     parts = ", ".join(f"{m.upper()} {stats.format_diff(stats.find(v2_vs_v1, m))}" for m in perceptual)
     if p["verdict"] == "worse" and better:
-        text = (f"**That is the perception–distortion trade-off**: v2 gives up PSNR ({stats.format_diff(p)}) and is "
+        text = (f"**v2 trades PSNR for perceptual closeness**: it gives up PSNR ({stats.format_diff(p)}) and is "
                 f"closer to the HR on {', '.join(better)}" + (f" but further from it on {', '.join(worse)}" if worse
-                                                               else "") + f" ({parts}).")
+                                                               else "") + f" ({parts}). v2 changes five things at "
+                "once; how much of this the perceptual term did and how much the rest of the recipe did is split in "
+                "notebook 07, which trains v2 at λ = 0 alike.")
         shown = True
     elif p["verdict"] != "worse" and better:
         text = (f"**v2 is better than v1 on {', '.join(better)} without a detectable PSNR cost** "

@@ -74,7 +74,7 @@ def v2_epoch(cfg, device: str) -> dict:
     train_set = datasets.SRPatchDataset(images[:cfg.n_crops], patch=None, augment=True, seed=cfg.seed)
     val_sets = {"generated": datasets.SRPatchDataset(images[cfg.n_crops:], patch=None, seed=cfg.seed)}
     lpips_metric = bench._lpips(device)
-    recipe = replace(train.Recipe.v2(), epochs=1, warmup_epochs=0, val_every=1, val_at_start=False,
+    recipe = replace(train.Recipe.v2(), epochs=1, warmup=0.0, val_every=1, val_at_start=False,
                      batch_size=cfg.batch, seed=cfg.seed)
     model = bench._fresh_model(cfg)
     with tempfile.TemporaryDirectory(prefix="thermsr-gpu-check-") as tmp:

@@ -165,9 +165,11 @@ _SEED = _int(lo=0, hi=2**32 - 1)
 # parameters below are held to the same rules.
 RECIPE_RULES: dict[str, Rule] = {
     "epochs": _POSITIVE, "batch_size": _POSITIVE, "val_every": _POSITIVE, "scale": _POSITIVE,
-    "lr": _LR, "weight_decay": _WEIGHT, "min_lr": _WEIGHT, "warmup_epochs": _COUNT,
+    "lr": _LR, "weight_decay": _WEIGHT, "min_lr": _WEIGHT,
+    "warmup": _float(lo=0, hi=1, hi_open=True),
     "warmup_start_factor": _float(lo=0, hi=1, lo_open=True), "schedule": _choice("cosine", "constant"),
-    "ema_decay": Rule("float", lo=0, hi=1, lo_open=True, hi_open=True, or_none=True),
+    "ema_half_life": Rule("float", lo=0, hi=1, lo_open=True, hi_open=True, or_none=True),
+    "keep": _choice("best", "last"),
     "select_mode": _choice("max", "min"), "select_on": _choice(None, "ema", "model"),
     "seed": _SEED, "num_workers": _COUNT, "max_steps_per_epoch": Rule("int", lo=1, or_none=True),
     "grad_clip": Rule("float", lo=0, lo_open=True, or_none=True), "amp": _choice(None, "bf16", "auto"),
@@ -219,21 +221,22 @@ PARAMETER_RULES: dict[str, Rule] = {
     "lpips_weight": _WEIGHT,
     "fft_weight": _WEIGHT,
     "v2_epochs": RECIPE_RULES["epochs"],
-    "v2_warmup_epochs": RECIPE_RULES["warmup_epochs"],
+    "v2_warmup": RECIPE_RULES["warmup"],
     "v2_lr": RECIPE_RULES["lr"],
     "v2_batch_size": RECIPE_RULES["batch_size"],
-    "v2_ema_decay": replace(RECIPE_RULES["ema_decay"], or_none=False),
+    "v2_ema_half_life": replace(RECIPE_RULES["ema_half_life"], or_none=False),
+    "keep": RECIPE_RULES["keep"],
     # 02-07: which sweep point a notebook runs in (set by the runner's --sweep; '' is the main run)
     "sweep_point": Rule("point"),
     # 07: the frontier sweeps the runner executes before 07 reads them
     "frontier_lambdas": Rule("list", item=_WEIGHT),
     "frontier_seeds": Rule("list", item=_SEED),
-    "frontier_v2_epochs": _POSITIVE,
+    "frontier_v1_lrs": Rule("list", item=RECIPE_RULES["lr"]),
+    "interpolation_points": _COUNT,                # weight blends between v2 at the smallest and largest λ
 }
 
 # Rules between two parameters, of one notebook or of two that run together: (names, test, what is required).
 CROSS_RULES = (
-    (("v2_warmup_epochs", "v2_epochs"), lambda w, e: w < e, "v2_warmup_epochs must be smaller than v2_epochs"),
     (("v1_patch", "crop_size"), lambda p, c: p <= c,
      "v1_patch must not exceed crop_size (training patches are cut from the crops)"),
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io as tio
+from . import timing
 
 NOSE_TIP = 30  # SF-TL54 landmark index of the nose tip (0-based)
 _PERSON, _NOSE = 0, 3  # ThermEval-D category ids
@@ -31,7 +32,7 @@ def save_figure(fig, path: str | os.PathLike, caption: str | None = None, **kwar
         # wrapped to the figure's width: one long line would widen a tight-bboxed figure to fit it
         chars = max(40, int(fig.get_figwidth() * 72 / (CAPTION_FONTSIZE * 0.55)))
         fig.supxlabel(textwrap.fill(caption, chars), fontsize=CAPTION_FONTSIZE, color="0.35")
-    with tio.atomic_path(path) as tmp:
+    with timing.phase("figures"), tio.atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
     return fig
 

@@ -12,14 +12,14 @@ from typing import Callable, Mapping
 from . import findings, losses, metrics
 from .datasets import datasets_from_manifest
 from .io import markdown_table
-from .train import Recipe, run_meta
+from .train import Recipe, run_meta, sized_schedule, steps_per_epoch
 
 # The notebook parameters each builder reads (the test holds them equal to the notebooks' parameter cells).
 PARAMETERS = {
     "v1": ("seed", "sweep_point", "v1_epochs", "v1_lr", "v1_batch_size", "v1_patch", "val_every",
-           "max_steps_per_epoch"),
-    "v2": ("seed", "sweep_point", "v2_perceptual", "lpips_weight", "fft_weight", "v2_epochs", "v2_warmup_epochs",
-           "v2_lr", "v2_batch_size", "v2_ema_decay", "val_every", "max_steps_per_epoch"),
+           "max_steps_per_epoch", "keep"),
+    "v2": ("seed", "sweep_point", "v2_perceptual", "lpips_weight", "fft_weight", "v2_epochs", "v2_warmup",
+           "v2_lr", "v2_batch_size", "v2_ema_half_life", "val_every", "max_steps_per_epoch", "keep"),
 }
 
 
@@ -33,6 +33,11 @@ class Built:
     term_name: str | None              # v2's perceptual term, e.g. "0.05·LPIPS (AlexNet, …)"; None for v1
     train_set: object
     val_sets: dict
+
+    @property
+    def schedule(self) -> dict:
+        """The recipe's schedule sized to this training set (``train.sized_schedule``): steps, warmup, EMA decay."""
+        return sized_schedule(self.recipe, steps_per_epoch(len(self.train_set), self.recipe))
 
     def meta(self, manifest_path, init_info: dict) -> dict:
         """The metadata a kept checkpoint records (``train.run_meta`` plus the instruments of this run)."""
@@ -55,12 +60,12 @@ def recipe(name: str, p: Mapping) -> Recipe:
     """The ``Recipe`` of ``name`` ("v1" or "v2") sized by the notebook parameters ``p``."""
     q = _params(name, p)
     common = dict(val_every=q["val_every"], seed=q["seed"], max_steps_per_epoch=q["max_steps_per_epoch"] or None,
-                  val_at_start=not q["sweep_point"])  # a sweep point starts where the main run did
+                  val_at_start=not q["sweep_point"], keep=q["keep"])  # a sweep point starts where the main run did
     if name == "v1":
         return Recipe.v1(epochs=q["v1_epochs"], lr=q["v1_lr"], batch_size=q["v1_batch_size"], patch=q["v1_patch"],
                          **common)
-    return Recipe.v2(epochs=q["v2_epochs"], warmup_epochs=q["v2_warmup_epochs"], lr=q["v2_lr"],
-                     batch_size=q["v2_batch_size"], ema_decay=q["v2_ema_decay"], **common)
+    return Recipe.v2(epochs=q["v2_epochs"], warmup=q["v2_warmup"], lr=q["v2_lr"],
+                     batch_size=q["v2_batch_size"], ema_half_life=q["v2_ema_half_life"], **common)
 
 
 def build(name: str, p: Mapping, crops_dir, records, device) -> Built:
@@ -78,9 +83,15 @@ def build(name: str, p: Mapping, crops_dir, records, device) -> Built:
     return Built(r, loss_fn, lpips_metric, term_name, train_set, val_sets)
 
 
-def _this_run(r: Recipe, term_name: str | None) -> dict[str, str]:
-    schedule = (f"{r.warmup_epochs}-epoch linear warmup + " if r.warmup_epochs else "") + \
-        f"{r.schedule} over {r.epochs} epochs"
+def _this_run(r: Recipe, term_name: str | None, sized: dict | None = None) -> dict[str, str]:
+    steps = f" ({sized['total_steps']} optimizer steps)" if sized else ""
+    warm = f" ({sized['warmup_steps']} steps)" if sized else ""
+    schedule = (f"linear warmup over {100 * r.warmup:.1f} % of the steps{warm}, then " if r.warmup else "") + \
+        f"{r.schedule} over {r.epochs} epochs{steps}, stepped every optimizer step"
+    ema = "none"
+    if r.ema_half_life:
+        ema = (f"half-life {100 * r.ema_half_life:.1f} % of the run's steps"
+               + (f" (decay {sized['ema_decay']:.4f})" if sized else "") + ", validated and kept")
     return {
         "loss": "L1" if term_name is None else f"L1 + {term_name}",
         "optimizer": f"AdamW lr={r.lr:g} weight_decay={r.weight_decay:g}",
@@ -89,15 +100,18 @@ def _this_run(r: Recipe, term_name: str | None) -> dict[str, str]:
                                                    if r.max_steps_per_epoch else ""),
         "hr_patch": "the whole crop" if r.patch is None else f"random {r.patch}x{r.patch} crop",
         "augmentation": "random flip + rotation by 0/90/180/270" if r.augment else "none",
-        "ema": f"decay {r.ema_decay:g}, validated and kept" if r.ema_decay else "none",
-        "kept": f"best validation {r.select_metric.upper()} of the {r.selected_copy} copy, every {r.val_every} "
-                "epochs and at the last",
+        "ema": ema,
+        "kept": (f"the last epoch's {r.selected_copy} copy" if r.keep == "last" else
+                 f"best validation {r.select_metric.upper()} of the {r.selected_copy} copy, every {r.val_every} "
+                 "epochs and at the last"),
     }
 
 
-def protocol_table(r: Recipe, term_name: str | None = None, reported: Mapping | None = None) -> str:
-    """Markdown: each training setting as the write-up reports it and as this run's recipe ``r`` sets it."""
+def protocol_table(r: Recipe, term_name: str | None = None, reported: Mapping | None = None,
+                   sized: dict | None = None) -> str:
+    """Markdown: each training setting as the write-up reports it and as this run's recipe ``r`` sets it (with
+    ``sized``, a ``Built.schedule``, the step counts and EMA decay of this run)."""
     reported = findings.reported_protocol() if reported is None else reported
     return markdown_table(("setting", "the write-up", "this run"),
                           ((setting.replace("_", " "), reported.get(setting, {}).get(r.name, "—"), ours)
-                           for setting, ours in _this_run(r, term_name).items()))
+                           for setting, ours in _this_run(r, term_name, sized).items()))

@@ -43,11 +43,12 @@ import shlex
 import shutil
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, report
+from . import config, report, timing
 from .console import Console, cell_labels, kernel_manager_class
 from .params import check_parameters
 
@@ -182,6 +183,7 @@ def resolve_parameters(notebooks: list[Notebook], profile: str, overrides: dict)
 # Sweeps
 # ---------------------------------------------------------------------------------------------
 POINT_RECORD = "point.json"        # in a point's folder: its values and the notebooks finished there
+_RECORD_LOCK = threading.Lock()     # points run side by side write the main run's provenance one at a time
 FRONTIER_TRAINERS = {"v1": "03_v1_finetune", "v2": "05_v2_finetune"}
 _RUN_CONTROL = ("resume", "fresh_start")    # how a training run starts, not what it computes: not in a point's name
 _NOT_SWEPT = ("profile", "sweep_point", *_RUN_CONTROL)
@@ -303,64 +305,126 @@ def _plain(params: dict) -> dict:
     return json.loads(json.dumps(params, default=str))
 
 
-def _mark_finished(paths: config.RunPaths, point: Point, nb_name: str) -> None:
+def _mark_finished(paths: config.RunPaths, point: Point, nb_name: str, stamp: dict | None = None) -> None:
     from .io import atomic_write_json
 
     record = _point_record(paths)
     record["values"] = point.values
-    record["finished"][nb_name] = {"params": _plain(point.params[nb_name]),
+    record["finished"][nb_name] = {"params": _plain({**point.params[nb_name], **(stamp or {})}),
                                    "at": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     atomic_write_json(paths.root / POINT_RECORD, record)
 
 
-def run_points(points: list[Point], profile: str, progress: bool = True, label: str = "sweep") -> list[Path]:
-    """Execute every point (the caller holds the profile's lock); finished notebooks of a point are skipped."""
-    outputs = []
+def run_points(points: list[Point], profile: str, progress: bool = True, label: str = "sweep", upstream: str = "",
+               force: bool = False, jobs: int = 1) -> list[Path]:
+    """Execute every point (the caller holds the profile's lock); notebooks a point finished with the same values,
+    the same package code and the same main run (``upstream``: the main run's cache key it started from) are
+    skipped unless ``force``. With ``jobs`` > 1 that many points run side by side, each kernel with its share of
+    the CPU's cores (two single-thread trainings on two cores finish sooner than two two-thread ones in turn)."""
     n = len(points)
+    stamp = {"code": code_fingerprint(), "upstream": upstream}
+    work = []
     for k, point in enumerate(points, 1):
         tag = f"[{label} point {k}/{n} {point.name or '(main run)'}]"
         if not point.name:
             print(f"{tag} has the main run's values: reusing the main run", flush=True)
             continue
         paths = config.run_paths(profile, point.name)
-        todo = [nb for nb in point.notebooks if not point_finished(paths, nb.name, point.params[nb.name])]
+        todo = [nb for nb in point.notebooks
+                if force or not point_finished(paths, nb.name, {**point.params[nb.name], **stamp})]
         if not todo:
             print(f"{tag} finished earlier: skipped", flush=True)
             continue
         prepare_point(paths)
+        work.append((tag, point, paths, todo))
+    jobs = max(1, min(jobs, len(work)))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+    def one(tag, point, paths, todo) -> list[Path]:
+        done = []
         for i, nb in enumerate(todo, 1):
             print(f"{tag} [{i}/{len(todo)}] {nb.name}", flush=True)
             t0 = time.perf_counter()
-            outputs.append(execute(nb, point.params[nb.name], paths, progress=progress))
-            _mark_finished(paths, point, nb.name)
-            print(f"{tag} [{i}/{len(todo)}] {nb.name} done in {time.perf_counter() - t0:.0f} s -> {outputs[-1]}",
+            done.append(execute(nb, point.params[nb.name], paths, progress=progress and jobs == 1, threads=threads,
+                                tag=point.name if jobs > 1 else ""))
+            with _RECORD_LOCK:
+                record_time(config.run_paths(profile), f"{point.name} {nb.number}", time.perf_counter() - t0,
+                            timing.read(timings_file(paths, nb)), section="points")
+                _mark_finished(paths, point, nb.name, stamp)
+            print(f"{tag} [{i}/{len(todo)}] {nb.name} done in {time.perf_counter() - t0:.0f} s -> {done[-1]}",
                   flush=True)
-    return outputs
+        return done
+
+    if jobs == 1:
+        return [out for item in work for out in one(*item)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    print(f"[{label}] {len(work)} points, {jobs} at a time, {threads} thread(s) each", flush=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(one, *item) for item in sorted(work, key=_point_cost, reverse=True)]
+        return [out for f in futures for out in f.result()]
 
 
-def frontier_points(all_notebooks: list[Notebook], reader: Notebook, params: dict, profile: str,
-                    overrides: dict | None = None) -> list[Point]:
-    """The sweeps notebook 07 reads, from its resolved ``frontier_*`` values: v2 at every λ, then v1 and v2 at
-    every seed (v2 points with ``frontier_v2_epochs`` epochs); points shared by two sweeps run once."""
+def _point_cost(item) -> int:
+    """Rough order of a point's cost, longest first, so that side-by-side lanes end together (v2 trains longest)."""
+    _, point, _, todo = item
+    return sum(2 if "lpips_weight" in nb.parameters else 1 for nb in todo)
+
+
+# Notebook 07's sweeps: (group, recipe, swept parameter, 07's list parameter, whether the main run's value belongs
+# to the group even when the list leaves it out)
+FRONTIER_GROUPS = (("lambda", "v2", "lpips_weight", "frontier_lambdas", True),
+                   ("v1 seed", "v1", "seed", "frontier_seeds", False),
+                   ("v2 seed", "v2", "seed", "frontier_seeds", False),
+                   ("v1 lr", "v1", "v1_lr", "frontier_v1_lrs", True))
+FRONTIER_PLAN = "frontier_plan.json"   # in the main run's folder: which run holds each model notebook 07 reads
+
+
+def frontier_plan(all_notebooks: list[Notebook], reader: Notebook, params: dict, profile: str,
+                  overrides: dict | None = None) -> tuple[list[Point], list[dict]]:
+    """The sweep points notebook 07 reads, and its plan: one entry per model ({group, recipe, value, point}).
+
+    From 07's resolved ``frontier_*`` values: v2 at every λ, v1 and v2 at every seed, v1 at every learning rate,
+    each with the main run's schedule and overrides. A value equal to the main run's is the main run itself
+    (point ''); points shared by two groups run once."""
     values = {**reader.parameters, **params}
     by_name = {nb.name: nb for nb in all_notebooks}
     missing = [n for n in FRONTIER_TRAINERS.values() if n not in by_name]
     if missing:
         raise ParameterError(f"{reader.name} sweeps {missing}, which are not among the notebooks")
-    v1, v2 = by_name[FRONTIER_TRAINERS["v1"]], by_name[FRONTIER_TRAINERS["v2"]]
+    trainers = {recipe: by_name[name] for recipe, name in FRONTIER_TRAINERS.items()}
     base = {k: v for k, v in (overrides or {}).items() if k != "sweep_point"}
-    v2_fixed = {**base, "v2_epochs": values["frontier_v2_epochs"]}
-    seen, points = set(), []
-    for nbs, grid, fixed in (([v2], {"lpips_weight": values["frontier_lambdas"]}, v2_fixed),
-                             ([v1], {"seed": values["frontier_seeds"]}, base),
-                             ([v2], {"seed": values["frontier_seeds"]}, v2_fixed)):
-        fixed = {k: v for k, v in fixed.items() if any(k in nb.parameters for nb in nbs)}
-        for point in sweep_points(nbs, profile, grid, fixed):
-            key = (point.name, tuple(nb.name for nb in point.notebooks))
-            if key not in seen:
-                seen.add(key)
-                points.append(point)
-    return points
+    main = {recipe: resolve_parameters([nb], profile, {k: v for k, v in base.items() if k in nb.parameters})[nb.name]
+            for recipe, nb in trainers.items()}
+    points: dict[tuple, Point] = {}
+    plan = []
+    for group, recipe, name, list_param, with_main in FRONTIER_GROUPS:
+        nb, main_value = trainers[recipe], main[recipe][name]
+        chosen = list(dict.fromkeys([*values[list_param], *([main_value] if with_main else [])]))
+        for value in chosen:
+            if _typed(value, main_value) == main_value:
+                plan.append({"group": group, "recipe": recipe, "value": main_value, "point": ""})
+                continue
+            fixed = {k: v for k, v in base.items() if k != name and k in nb.parameters}
+            (point,) = sweep_points([nb], profile, {name: [value]}, fixed)
+            points.setdefault((point.name, nb.name), point)
+            plan.append({"group": group, "recipe": recipe, "value": _typed(value, main_value), "point": point.name})
+    return list(points.values()), plan
+
+
+def write_plan(paths: config.RunPaths, plan: list[dict]) -> Path:
+    """The frontier plan, atomically, where notebook 07 reads it (``frontier.read_plan``)."""
+    from .io import atomic_write_json
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(paths.root / FRONTIER_PLAN, {"profile": paths.profile, "entries": plan})
+    return paths.root / FRONTIER_PLAN
+
+
+def frontier_points(all_notebooks: list[Notebook], reader: Notebook, params: dict, profile: str,
+                    overrides: dict | None = None) -> list[Point]:
+    """The sweep points of ``frontier_plan``."""
+    return frontier_plan(all_notebooks, reader, params, profile, overrides)[0]
 
 
 def _to_ipynb(nb: Notebook, folder: Path) -> Path:
@@ -392,9 +456,44 @@ def _how_to_resume(nb: Notebook, paths: config.RunPaths) -> str:
 # ---------------------------------------------------------------------------------------------
 # What a running notebook shows on the runner's console, and how its kernel is reached
 # ---------------------------------------------------------------------------------------------
-def execute(nb: Notebook, params: dict, paths: config.RunPaths, progress: bool = True) -> Path:
+def timings_file(paths: config.RunPaths, nb: Notebook) -> Path:
+    """Where ``nb``'s kernel writes its phase times in the run ``paths`` (see ``timing``)."""
+    return paths.root / "timings" / f"{nb.name}.json"
+
+
+def record_time(main: config.RunPaths, key: str, seconds: float, phases: dict | None = None,
+                section: str = "seconds") -> None:
+    """Add one step's wall time and phase times to the main run's provenance: a notebook, the frontier sweeps as a
+    whole or the report under "seconds" (they follow one another: their sum is the run's time), one sweep point's
+    notebook under "points" (points may run side by side)."""
+    timings = config.provenance(main).get("timings") or {"seconds": {}, "phases": {}}
+    timings.setdefault(section, {})[key] = round(seconds, 1)
+    timings.setdefault("phases", {})
+    if phases:
+        timings["phases"][key] = {k: round(v, 1) for k, v in phases.items()}
+    timings["total_seconds"] = round(sum(timings["seconds"].values()), 1)
+    config.record_provenance(main, timings=timings)
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")   # read by torch and NumPy when the kernel starts
+
+
+def points_phases(main: config.RunPaths) -> dict[str, float]:
+    """Each phase's seconds summed over the sweep points recorded in the main run's provenance (kernel time: points
+    that ran side by side count in full)."""
+    timings = config.provenance(main).get("timings") or {}
+    out: dict[str, float] = {}
+    for key in timings.get("points", {}):
+        for name, value in timings.get("phases", {}).get(key, {}).items():
+            out[name] = out.get(name, 0.0) + value
+    return out
+
+
+def execute(nb: Notebook, params: dict, paths: config.RunPaths, progress: bool = True, *, threads: int | None = None,
+            tag: str = "") -> Path:
     """Execute one notebook with papermill into ``executed/<name>.ipynb``; raise NotebookFailed in one sentence
-    when a cell raises, the kernel dies or the copy cannot be written.
+    when a cell raises, the kernel dies or the copy cannot be written. ``threads`` caps the kernel's compute threads
+    (for notebooks run side by side); ``tag`` is added to its console prefix.
 
     papermill writes into a temp file beside the copy, renamed over it when the run ends (also when a cell
     failed or the kernel died: papermill saves the partly executed notebook whole first); when that write
@@ -407,13 +506,19 @@ def execute(nb: Notebook, params: dict, paths: config.RunPaths, progress: bool =
 
     out = paths.executed / f"{nb.name}.ipynb"
     failure = None
+    phases_file = timings_file(paths, nb)
+    phases_file.unlink(missing_ok=True)
+    env = {timing.ENV: str(phases_file)}             # the kernel writes its phase times there
+    if threads:
+        env |= {name: str(threads) for name in THREAD_VARIABLES}
     try:
         paths.executed.mkdir(parents=True, exist_ok=True)
         for leftover in paths.executed.glob(f".{out.name}.*"):    # temp files of a runner that was killed
             leftover.unlink(missing_ok=True)
         src = _to_ipynb(nb, paths.executed / ".src")
-        console = Console(nb.name, cell_labels(src, bool(params)), cell_lines=not progress)
-        with atomic_path(out) as tmp, kernel_manager_class() as manager, console.attached():
+        console = Console(f"{nb.name}{f' {tag}' if tag else ''}", cell_labels(src, bool(params)),
+                          cell_lines=not progress and not tag)
+        with atomic_path(out) as tmp, kernel_manager_class(env) as manager, console.attached():
             try:
                 pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
                                     progress_bar=progress, cwd=str(nb.source.parent), log_output=True,
@@ -558,11 +663,14 @@ def _sigterm_as_interrupt():
 
 
 def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
-        progress: bool = True, command: str | None = None, sweep: dict | None = None) -> list[Path]:
+        progress: bool = True, command: str | None = None, sweep: dict | None = None, force: bool = False,
+        jobs: int = 1) -> list[Path]:
     """Validate everything first, then execute the selected notebooks in order, holding the folder's lock.
 
     With ``sweep`` (name -> values) the selected notebooks run once per point instead (see ``sweep_points``).
-    A selected notebook that declares the frontier sweeps (07) has them run just before it.
+    A selected notebook that declares the frontier sweeps (07) has them run just before it. A notebook whose
+    source, parameters, package code and predecessor are those of its last finished execution is not executed
+    again (``force`` executes it anyway); a clean checkout executes everything.
     """
     overrides = dict(overrides or {})
     if "sweep_point" in overrides:
@@ -573,21 +681,97 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
     if sweep:
         points = sweep_points(notebooks, profile, sweep, overrides)
         with run_lock(paths, command), _sigterm_as_interrupt():
-            return run_points(points, profile, progress)
+            return run_points(points, profile, progress, jobs=jobs)
     resolved = resolve_parameters(notebooks, profile, overrides)
-    frontier = {nb.name: frontier_points(all_notebooks, nb, resolved[nb.name], profile, overrides)
+    frontier = {nb.name: frontier_plan(all_notebooks, nb, resolved[nb.name], profile, overrides)
                 for nb in notebooks if "frontier_lambdas" in nb.parameters}
     outputs = []
     with run_lock(paths, command), _sigterm_as_interrupt():
+        record = read_cache(paths)
         for i, nb in enumerate(notebooks, 1):
+            key = cache_key(nb, resolved[nb.name], previous_key(all_notebooks, nb, record))
             if nb.name in frontier:
-                outputs += run_points(frontier[nb.name], profile, progress, label="frontier")
+                t0 = time.perf_counter()
+                planned_points, plan = frontier[nb.name]
+                write_plan(paths, plan)
+                trained = run_points(planned_points, profile, progress, label="frontier",
+                                     upstream=previous_key(all_notebooks, nb, record), force=force, jobs=jobs)
+                if trained:
+                    record_time(paths, "frontier sweeps", time.perf_counter() - t0, points_phases(paths))
+                outputs += trained
+            out = paths.executed / f"{nb.name}.ipynb"
+            if not force and record.get(nb.name) == key and out.is_file() and (nb.number != "01" or paths.manifest.is_file()):
+                print(f"[{i}/{len(notebooks)}] {nb.name}: unchanged since its last run (source, parameters, code and "
+                      f"the notebooks before it), not executed again; --force runs it anyway", flush=True)
+                outputs.append(out)
+                continue
+            if nb.number == "01":
+                config.record_provenance(paths, timings={"seconds": {}, "phases": {}, "points": {}})   # from the start
+            record.pop(nb.name, None)
+            write_cache(paths, record)
             print(f"[{i}/{len(notebooks)}] {nb.name} (profile {profile})", flush=True)
             t0 = time.perf_counter()
             outputs.append(execute(nb, resolved[nb.name], paths, progress=progress))
+            record_time(paths, nb.name, time.perf_counter() - t0, timing.read(timings_file(paths, nb)))
+            record[nb.name] = key
+            for later in all_notebooks:          # what came after it read its old outputs
+                if later.number > nb.number and later.name not in {n.name for n in notebooks}:
+                    record.pop(later.name, None)
+            write_cache(paths, record)
             print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.perf_counter() - t0:.0f} s -> {outputs[-1]}",
                   flush=True)
     return outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Reruns recompute only what changed (as jupyter-cache or Quarto's freeze do)
+# ---------------------------------------------------------------------------------------------
+CACHE_FILE = "cache.json"
+
+
+def code_fingerprint() -> str:
+    """sha256 over the package's source files: any change to the code counts as a change to every notebook."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cache_key(nb: Notebook, params: dict, upstream: str) -> str:
+    """What a notebook's outputs depend on: its source, its injected parameters, the package's code and the key
+    of the notebook before it (so a change anywhere reruns everything after it)."""
+    import hashlib
+    import json
+
+    blob = json.dumps({"source": nb.source.read_text(), "params": _plain(params), "code": code_fingerprint(),
+                       "upstream": upstream}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def previous_key(all_notebooks: list[Notebook], nb: Notebook, record: dict) -> str:
+    """The recorded key of the notebook just before ``nb`` ('' for the first, 'missing' when it never finished)."""
+    before = [n for n in all_notebooks if n.number < nb.number]
+    return record.get(before[-1].name, "missing") if before else ""
+
+
+def read_cache(paths: config.RunPaths) -> dict:
+    """{notebook name: key of its last finished execution} of the run ``paths`` ({} when none)."""
+    from .io import read_json
+
+    try:
+        data = read_json(paths.executed / CACHE_FILE)
+    except (FileNotFoundError, ValueError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cache(paths: config.RunPaths, record: dict) -> None:
+    from .io import atomic_write_json
+
+    paths.executed.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(paths.executed / CACHE_FILE, record)
 
 
 PUBLISHED_RESULTS = ("table_*.md", "table_*.csv", "recommendation.md", "findings.md", "frontier.md",
@@ -598,11 +782,32 @@ README_END = "<!-- end results -->"
 README_FILES = ("findings.md", "table_v2.md", "frontier.md")
 
 
+def timings_markdown(timings: dict, device: str = "") -> str:
+    """The run's wall time per notebook (and the report) with each one's three longest phases, as Markdown."""
+    seconds, phases = timings.get("seconds", {}), timings.get("phases", {})
+
+    def top(key):
+        ranked = sorted(phases.get(key, {}).items(), key=lambda kv: -kv[1])[:3]
+        return ", ".join(f"{name} {value:.0f} s" for name, value in ranked) or "–"
+    from .io import markdown_table
+
+    rows = [(key, f"{value:.0f}", top(key)) for key, value in seconds.items()]
+    rows.append(("**total**", f"**{sum(seconds.values()):.0f}** ({sum(seconds.values()) / 60:.1f} min)", ""))
+    return (f"### Where the time went ({device or 'this machine'})\n\n"
+            + markdown_table(("step", "seconds", "longest phases"), rows))
+
+
 def readme_block(figures_dir: Path) -> str:
     """The README's results block for a published folder: a link to its report where one was published, the
-    run's findings, then its three-way table."""
+    run's findings, its three-way table and frontier, then where the run's time went."""
+    import json
+
     parts = [(Path(figures_dir) / name).read_text().strip() for name in README_FILES
              if (Path(figures_dir) / name).is_file()]
+    prov_file = Path(figures_dir) / "PROVENANCE.json"
+    prov = json.loads(prov_file.read_text()) if prov_file.is_file() else {}
+    if prov.get("timings", {}).get("seconds"):
+        parts.append(timings_markdown(prov["timings"], prov.get("device", "")))
     if (Path(figures_dir) / REPORT_DIR / "README.md").is_file():
         where = f"figures/{Path(figures_dir).name}/{REPORT_DIR}"
         parts.insert(0, f"**Read the study as it ran:** [the executed notebooks, one page each]({where}/README.md), "
@@ -665,11 +870,12 @@ def publish(profile: str, dest_root: Path | None = None) -> Path:
         "profile": profile, "code_version": config.code_version(),
         "date": datetime.date.today().isoformat(), "device": device,
         "data_manifest_sha256": file_sha256(paths.manifest) if paths.manifest.exists() else None,
-        "substitutes_and_sources": config.provenance(paths), "files": [f.name for f in files],
+        "substitutes_and_sources": {k: v for k, v in config.provenance(paths).items() if k != "timings"},
+        "files": [f.name for f in files],
         "note": "demo and smoke figures come from synthetic data and offline stand-ins; see substitutes_and_sources"
         if profile != "paper" else "paper profile",
     }
-    atomic_write_json(staging / "PROVENANCE.json", provenance)
+    t0 = time.perf_counter()
     executed = [paths.executed / f"{nb.name}.ipynb" for nb in discover()]
     if any(p.is_file() for p in executed):   # the executed narrative, readable without running it
         report.write_report([p for p in executed if p.is_file()], staging / REPORT_DIR,
@@ -677,6 +883,9 @@ def publish(profile: str, dest_root: Path | None = None) -> Path:
                             provenance={k: v for k, v in provenance.items() if k not in ("files", "note")},
                             places={str(paths.root): f"artifacts/{profile}", str(config.artifacts_root()): "artifacts",
                                     str(config.data_root()): "data", str(config.REPO_ROOT): "."})
+    record_time(paths, "report", time.perf_counter() - t0)
+    provenance["timings"] = config.provenance(paths).get("timings")
+    atomic_write_json(staging / "PROVENANCE.json", provenance)
     old = dest.with_name(f".{profile}.old")
     shutil.rmtree(old, ignore_errors=True)
     if dest.exists():
@@ -684,6 +893,13 @@ def publish(profile: str, dest_root: Path | None = None) -> Path:
     staging.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def default_jobs() -> int:
+    """Points side by side: two on a CPU-only machine with at least two cores, else one (a GPU runs one at a time)."""
+    if shutil.which("nvidia-smi"):
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 def main(argv=None) -> int:
@@ -703,6 +919,13 @@ def main(argv=None) -> int:
                          "logs keep it")
     ap.add_argument("--publish", action="store_true",
                     help="after the run, copy figures and tables into figures/<profile>/ with PROVENANCE.json")
+    ap.add_argument("--jobs", type=int, default=default_jobs(), metavar="N",
+                    help="sweep points (and notebook 07's frontier points) run N at a time, each kernel with its "
+                         "share of the cores (default: %(default)s, the cores of this machine on a CPU-only machine "
+                         "up to 2; 1 with a GPU)")
+    ap.add_argument("--force", action="store_true",
+                    help="execute the selected notebooks even where nothing changed since their last run (by default "
+                         "a notebook whose source, parameters, package code and predecessors are unchanged is reused)")
     ap.add_argument("--publish-only", action="store_true", help="publish the last run's figures without running")
     args = ap.parse_args(argv)
     overrides = {k: parse_value(v) for k, v in args.param}
@@ -716,7 +939,7 @@ def main(argv=None) -> int:
     try:
         if not args.publish_only:
             run(args.profile, args.only, args.start, overrides, progress=not args.no_progress, command=command,
-                sweep=sweep or None)
+                sweep=sweep or None, force=args.force, jobs=args.jobs)
         if args.publish or args.publish_only:
             with run_lock(config.run_paths(args.profile), command):
                 print(f"published to {publish(args.profile)}")

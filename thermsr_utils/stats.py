@@ -2,8 +2,11 @@
 
 Every comparison pairs the crops two methods were scored on (by crop ``id``), takes the difference
 stat(new) − stat(base) of a per-crop metric, and puts a percentile bootstrap interval around it by
-resampling crops with replacement. A difference is called "better" or "worse" only when its interval
-excludes zero; otherwise the two methods are reported as indistinguishable on that metric.
+resampling the independent units with replacement, each with all its crops: the subject for SF-TL54 and the
+source frame for ThermEval-D (``resampling_unit``). Crops of one subject or one frame are not independent, so
+resampling crops (what earlier versions did, still ``unit="crop"``) gives intervals that are too narrow. A
+difference is called "better" or "worse" only when its interval excludes zero; otherwise the two methods are
+reported as indistinguishable on that metric.
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "
 _FORMATS = {"psnr": (2, " dB"), "psnr_y": (2, " dB"), "ssim": (3, ""), "ssim_y": (3, ""), "lpips": (4, ""),
             "dists": (4, ""), "lpips_vgg": (4, ""), "nose_err_px": (2, " px")}
 _GAPS = {"grad_gap": "grad_ratio", "hf_gap": "hf_ratio"}
+# what the bootstrap resamples (for captions), and compare()'s choices of unit
+BOOTSTRAP_UNIT = "subject (SF-TL54) / source frame (ThermEval-D)"
+UNITS = ("subject/frame", "crop")
 COMPARISON_COLUMNS = [("pair", "Base → New"), ("split", "Split"), ("metric", "Metric"), ("stat", "Stat"),
                       ("n", "N"), ("base_value", "Base"), ("new_value", "New"),
                       ("interval", "New − Base [95 % CI]"), ("verdict", "Verdict")]
@@ -53,13 +59,37 @@ def derive_gaps(rows: list[dict]) -> list[dict]:
     return [{**r, **{gap: abs(1.0 - _float(r.get(ratio))) for gap, ratio in _GAPS.items()}} for r in rows]
 
 
-def _finite_pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs (a[i], b[i]) where both are finite, as two float arrays of equal length."""
+def _missing(value) -> bool:
+    """True for None, a blank string or a NaN (a field a row does not really carry)."""
+    return value is None or (isinstance(value, str) and not value.strip()) or \
+        (isinstance(value, float) and math.isnan(value))
+
+
+def resampling_unit(row: Mapping) -> str:
+    """The cluster key of one per-crop row: "sftl54/subject <n>", "thermeval/<source>", else its "source"."""
+    dataset = row.get("dataset")
+    field = "dataset" if _missing(dataset) else "subject" if dataset == "sftl54" else "source"
+    value = row.get(field)
+    if _missing(value):
+        raise ValueError(f"crop {row.get('id')!r} has no {field!r} to resample by, so its bootstrap unit is unknown "
+                         "(score it again: evaluate.py now writes subject and source into every row).")
+    if dataset == "sftl54":
+        return f"sftl54/subject {int(value)}"
+    return f"thermeval/{value}" if dataset == "thermeval" else str(value)
+
+
+def _finite(a, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a[ok], b[ok], ok) for paired arrays of length n, ok (bool, length n) where both are finite."""
     a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
     if a.shape != b.shape:
         raise ValueError(f"paired arrays must have the same length, got {a.size} and {b.size}")
     ok = np.isfinite(a) & np.isfinite(b)
-    return a[ok], b[ok]
+    return a[ok], b[ok], ok
+
+
+def _finite_pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (a[i], b[i]) where both are finite, as two float arrays of equal length."""
+    return _finite(a, b)[:2]
 
 
 def _stat(x: np.ndarray, stat: str, axis=None):
@@ -70,42 +100,96 @@ def _stat(x: np.ndarray, stat: str, axis=None):
 # ------------------------------------------------------------------------------------------------
 # Bootstrap and verdicts
 # ------------------------------------------------------------------------------------------------
-def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """stat(b) − stat(a) for paired per-crop arrays (length n) with a ``level`` percentile bootstrap interval.
-
-    Pairs where either value is non-finite are dropped first. The interval comes from one n_boot×n matrix of
-    crop indices drawn with replacement by ``np.random.default_rng(seed)``; it is widened to contain ``diff``
-    in the rare case the percentile interval misses it (float rounding on a constant shift, a median on very
-    few crops). Returns {"diff", "lo", "hi", "n", "n_dropped", "stat", "level", "n_boot", "seed"}; NaNs with
-    n = 0 when no finite pair is left.
-    """
+def _check_bootstrap(stat: str, n_boot: int, level: float) -> None:
+    """A ValueError for a stat other than mean/median, n_boot < 1 or a level outside (0, 1)."""
     if stat not in ("mean", "median"):
         raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    a_all = np.asarray(a, float).ravel()
-    a, b = _finite_pairs(a, b)
-    out = {"n": int(a.size), "n_dropped": int(a_all.size - a.size), "stat": stat, "level": level,
-           "n_boot": n_boot, "seed": seed}
+
+
+def _unit_codes(groups, ok: np.ndarray) -> np.ndarray:
+    """Unit index (0..n_units−1, in order of first appearance) of each kept element: length ok.sum()."""
+    if len(groups) != ok.size:
+        raise ValueError(f"groups must hold one key per element, got {len(groups)} keys for {ok.size} elements")
+    keys = [g for g, keep in zip(groups, ok) if keep]
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    return np.array([index[k] for k in keys], dtype=np.intp)
+
+
+def _unit_counts(rng: np.random.Generator, n_units: int, n_boot: int) -> np.ndarray:
+    """n_boot×n_units: how often each unit is drawn when a replicate draws n_units units with replacement.
+
+    The draw is the crop path's ``rng.integers(0, n, size=(n_boot, n))`` with n = n_units, so units of one
+    crop each give the crop bootstrap's replicates."""
+    idx = rng.integers(0, n_units, size=(n_boot, n_units))
+    flat = (idx + n_units * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n_units).reshape(n_boot, n_units)
+
+
+def _cluster_stat(x: np.ndarray, codes: np.ndarray, counts: np.ndarray, stat: str) -> np.ndarray:
+    """stat per replicate (length n_boot) of x (length n), unit codes[i]'s elements taken counts[r, unit] times."""
+    if stat == "mean":
+        sums = np.bincount(codes, weights=x, minlength=counts.shape[1])
+        sizes = np.bincount(codes, minlength=counts.shape[1])
+        return (counts @ sums) / (counts @ sizes)
+    order = np.argsort(x, kind="stable")
+    cum = np.cumsum(counts[:, codes[order]], axis=1)            # n_boot×n: elements up to each sorted value
+    total = cum[:, -1:]
+    lower = (cum < (total + 1) // 2).sum(axis=1)                # the two middle elements (equal when total is odd)
+    upper = (cum < total // 2 + 1).sum(axis=1)
+    xs = x[order]
+    return (xs[lower] + xs[upper]) / 2
+
+
+def _replicates(a: np.ndarray, b: np.ndarray, codes, stat: str, n_boot: int, seed: int) -> np.ndarray:
+    """stat(b) − stat(a) of n_boot bootstrap replicates (length n_boot): crops drawn, or units if ``codes``."""
+    rng = np.random.default_rng(seed)
+    if codes is None:
+        idx = rng.integers(0, a.size, size=(n_boot, a.size))
+        return _stat(b[idx], stat, axis=1) - _stat(a[idx], stat, axis=1)
+    counts = _unit_counts(rng, int(codes.max()) + 1, n_boot)
+    return _cluster_stat(b, codes, counts, stat) - _cluster_stat(a, codes, counts, stat)
+
+
+def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                     groups=None) -> dict:
+    """stat(b) − stat(a) for paired per-crop arrays (length n) with a ``level`` percentile bootstrap interval.
+
+    Pairs where either value is non-finite are dropped first. Without ``groups`` each replicate draws n crops
+    with replacement (one n_boot×n index matrix from ``np.random.default_rng(seed)``). With ``groups`` (one
+    hashable key per element, length n, e.g. ``resampling_unit`` of each row) each replicate draws as many
+    units as the finite pairs hold, with replacement, and takes every element of each drawn unit; the stat is
+    that of the concatenated elements. The interval is widened to contain ``diff`` in the rare case the
+    percentile interval misses it (float rounding on a constant shift, a median on very few crops). Returns
+    {"diff", "lo", "hi", "n", "n_units", "unit", "n_dropped", "stat", "level", "n_boot", "seed"} with unit
+    "crop" or "cluster"; NaNs with n = 0 when no finite pair is left.
+    """
+    _check_bootstrap(stat, n_boot, level)
+    a, b, ok = _finite(a, b)
+    codes = None if groups is None else _unit_codes(groups, ok)
+    n_units = int(a.size) if codes is None else int(codes.max(initial=-1)) + 1
+    out = {"n": int(a.size), "n_units": n_units, "unit": "crop" if groups is None else "cluster",
+           "n_dropped": int(ok.size - a.size), "stat": stat, "level": level, "n_boot": n_boot, "seed": seed}
     if a.size == 0:
         return {"diff": math.nan, "lo": math.nan, "hi": math.nan, **out}
     diff = float(_stat(b, stat) - _stat(a, stat))
-    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
-    boot = _stat(b[idx], stat, axis=1) - _stat(a[idx], stat, axis=1)
+    boot = _replicates(a, b, codes, stat, n_boot, seed)
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return {"diff": diff, "lo": min(float(lo), diff), "hi": max(float(hi), diff), **out}
 
 
-def interval(values, stat: str = "mean", n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """stat of one method's per-crop ``values`` with the same percentile bootstrap interval as
-    ``paired_bootstrap`` (it is that difference against zeros). Returns {"value", "lo", "hi", "n", "n_dropped",
-    "stat"}; NaNs with n = 0 when no value is finite."""
+def interval(values, stat: str = "mean", n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+             groups=None) -> dict:
+    """stat of one method's per-crop ``values`` (length n; ``groups``: n unit keys or None for crops) with the
+    same percentile bootstrap interval as ``paired_bootstrap`` (it is that difference against zeros). Returns
+    {"value", "lo", "hi", "n", "n_units", "unit", "n_dropped", "stat"}; NaNs with n = 0 when no value is finite."""
     x = np.asarray(values, float).ravel()
-    ci = paired_bootstrap(np.zeros_like(x), x, stat, n_boot=n_boot, seed=seed, level=level)
-    return {"value": ci["diff"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"], "n_dropped": ci["n_dropped"],
-            "stat": stat}
+    ci = paired_bootstrap(np.zeros_like(x), x, stat, n_boot=n_boot, seed=seed, level=level, groups=groups)
+    return {"value": ci["diff"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"], "n_units": ci["n_units"],
+            "unit": ci["unit"], "n_dropped": ci["n_dropped"], "stat": stat}
 
 
 def verdict(ci: dict, direction: int | str) -> str:
@@ -143,15 +227,33 @@ def _in_split(row: dict, split: str) -> bool:
     return split == "all" or DATASET_LABELS.get(row["dataset"], row["dataset"]) == split
 
 
+def _comparison(pairs: list[tuple[dict, dict]], groups, metric: str, n_boot: int, seed: int, level: float) -> dict:
+    """The paired bootstrap of ``metric`` over (base row, new row) ``pairs`` (groups: their unit keys or None)."""
+    stat = METRIC_STAT.get(metric, "mean")
+    va = np.array([_float(a.get(metric)) for a, _ in pairs], float)
+    vb = np.array([_float(b.get(metric)) for _, b in pairs], float)
+    ci = paired_bootstrap(va, vb, stat=stat, n_boot=n_boot, seed=seed, level=level, groups=groups)
+    fa, fb = _finite_pairs(va, vb)
+    return {"metric": metric, "stat": stat, "base_value": float(_stat(fa, stat)) if fa.size else math.nan,
+            "new_value": float(_stat(fb, stat)) if fb.size else math.nan, "diff": ci["diff"], "lo": ci["lo"],
+            "hi": ci["hi"], "n": ci["n"], "n_dropped": ci["n_dropped"],
+            "verdict": verdict(ci, METRIC_DIRECTION.get(metric, +1)), "n_units": ci["n_units"]}
+
+
 def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, ids=None, n_boot: int = 2000,
-            seed: int = 0, level: float = 0.95) -> list[dict]:
+            seed: int = 0, level: float = 0.95, unit: str = "subject/frame") -> list[dict]:
     """new − base per split × metric over the crops both methods scored (paired by "id", within ``ids``).
 
     ``metrics`` defaults to DEFAULT_METRICS, less any no row carries; ``grad_gap``/``hf_gap`` are derived from
-    the ratios when asked for. Each metric's statistic is METRIC_STAT's. Returns rows {"base", "new", "split",
-    "metric", "stat", "base_value", "new_value", "diff", "lo", "hi", "n", "n_dropped", "verdict"}, where the
-    values are the statistic over the crops used (both values finite) and a split without crops is NaN, n 0.
+    the ratios when asked for. Each metric's statistic is METRIC_STAT's. ``unit="subject/frame"`` resamples the
+    ``resampling_unit`` of each base row with all its crops (a row without subject/source is a ValueError);
+    ``unit="crop"`` resamples crops. Returns rows {"base", "new", "split", "metric", "stat", "base_value",
+    "new_value", "diff", "lo", "hi", "n", "n_dropped", "verdict", "n_units", "unit"}, where the values are the
+    statistic over the crops used (both values finite), n counts crops, n_units the units they belong to, and a
+    split without crops is NaN, n 0.
     """
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
     a_rows, b_rows = _by_id(rows, base), _by_id(rows, new)
     wanted = None if ids is None else set(ids)
     shared = [i for i in a_rows if i in b_rows and (wanted is None or i in wanted)]
@@ -163,6 +265,7 @@ def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, 
             raise ValueError(f"crop {i!r} belongs to dataset {a_rows[i]['dataset']!r} for {base!r} "
                              f"but to {b_rows[i]['dataset']!r} for {new!r}.")
     pairs = [(a_rows[i], b_rows[i]) for i in shared]
+    units = [resampling_unit(a) for a, _ in pairs] if unit == "subject/frame" else None
     if metrics is None:
         keys = {k for a, b in pairs for k in (*a, *b)}
         metrics = [m for m in DEFAULT_METRICS if m in keys]
@@ -170,18 +273,11 @@ def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, 
         pairs = list(zip(derive_gaps([a for a, _ in pairs]), derive_gaps([b for _, b in pairs])))
     out = []
     for split in splits:
-        sel = [(a, b) for a, b in pairs if _in_split(a, split)]
+        sel = [k for k, (a, _) in enumerate(pairs) if _in_split(a, split)]
+        groups = None if units is None else [units[k] for k in sel]
         for metric in metrics:
-            stat = METRIC_STAT.get(metric, "mean")
-            va = np.array([_float(a.get(metric)) for a, _ in sel], float)
-            vb = np.array([_float(b.get(metric)) for _, b in sel], float)
-            ci = paired_bootstrap(va, vb, stat=stat, n_boot=n_boot, seed=seed, level=level)
-            fa, fb = _finite_pairs(va, vb)
-            out.append({"base": base, "new": new, "split": split, "metric": metric, "stat": stat,
-                        "base_value": float(_stat(fa, stat)) if fa.size else math.nan,
-                        "new_value": float(_stat(fb, stat)) if fb.size else math.nan,
-                        "diff": ci["diff"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"],
-                        "n_dropped": ci["n_dropped"], "verdict": verdict(ci, METRIC_DIRECTION.get(metric, +1))})
+            c = _comparison([pairs[k] for k in sel], groups, metric, n_boot, seed, level)
+            out.append({"base": base, "new": new, "split": split, **c, "unit": unit})
     return out
 
 
@@ -253,8 +349,9 @@ def read_comparisons(path) -> list[dict]:
     for row in rows:
         for key in ("base_value", "new_value", "diff", "lo", "hi"):
             row[key] = _float(row[key])
-        for key in ("n", "n_dropped"):
-            row[key] = int(row[key])
+        for key in ("n", "n_dropped", "n_units"):
+            if row.get(key) not in (None, ""):
+                row[key] = int(row[key])
     return rows
 
 
@@ -347,9 +444,14 @@ def recommend(comparisons_by_pair, split: str = "all", pixel_metric: str = "psnr
       other method; the method with the most such metrics is picked, several with equally many are tied, and
       none with any reports all the methods tied.
 
-    "why" names each interval (format_diff). A pair missing for a needed metric is a ValueError.
+    "why" names each interval (format_diff). A pair missing for a needed metric, or comparisons resampled by
+    different units (their "unit"), is a ValueError.
     """
     rows = _all_rows(comparisons_by_pair)
     if not rows:
         raise ValueError("recommend needs at least one list of compare() rows.")
+    units = sorted({c["unit"] for c in rows if c.get("unit")})
+    if len(units) > 1:
+        raise ValueError(f"recommend got comparisons resampled by different units {units}; compare every pair "
+                         "with the same unit.")
     return [_pixel_pick(rows, split, pixel_metric), _perceptual_pick(rows, split, perceptual)]

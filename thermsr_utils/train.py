@@ -43,7 +43,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from . import __version__, accel
+from . import __version__, accel, timing
 from .data import SCALE
 from .datasets import LR_METHOD
 from .io import atomic_write_json
@@ -55,6 +55,11 @@ from .losses import describe_loss
 from .progress import LineProgress, plain_progress
 
 ALL = "all"                     # key of the pooled validation result (mean over every image)
+# The write-up's v2 schedule as fractions of its run (200 epochs x 52 steps = 10,400 optimizer steps): 5 warmup
+# epochs, and an EMA decay of 0.999, whose half-life is ln 2 / -ln 0.999 = 692.8 steps.
+WRITEUP_STEPS = 10_400
+WRITEUP_WARMUP = 5 / 200
+WRITEUP_EMA_HALF_LIFE = math.log(2) / -math.log(0.999) / WRITEUP_STEPS
 TIMING_KEYS = ("train_seconds", "val_seconds", "steps_per_second")
 
 
@@ -102,13 +107,14 @@ class Recipe:
     weight_decay: float
     patch: int | None                   # HR patch side; None = the whole crop
     augment: bool                       # random hflip + rot90
-    warmup_epochs: int = 0              # linear warmup epochs before the schedule; 0 = none
-    warmup_start_factor: float = 0.01   # lr factor of the first warmup epoch
-    schedule: str = "cosine"            # "cosine" (to min_lr over the post-warmup epochs) or "constant"
+    warmup: float = 0.0                 # fraction of the run's optimizer steps in linear warmup; 0 = none
+    warmup_start_factor: float = 0.01   # lr factor of the first warmup step
+    schedule: str = "cosine"            # "cosine" (to min_lr over the post-warmup steps) or "constant"
     min_lr: float = 0.0
     val_every: int = 5                  # validate every this many epochs, and at the last one
     val_at_start: bool = True           # also validate the initial model (epoch 0; never kept)
-    ema_decay: float | None = None      # None = no EMA; else decay of the per-step EMA copy
+    ema_half_life: float | None = None  # None = no EMA; else the EMA's half-life as a fraction of the run's steps
+    keep: str = "best"                  # "best": the epoch with the best select_metric; "last": the final epoch
     select_metric: str = "psnr"         # metric on the pooled validation set that picks the kept epoch
     select_mode: str = "max"            # "max" (psnr, ssim) or "min" (lpips, errors)
     select_on: str | None = None        # "ema" or "model"; None = "ema" when EMA is on, else "model"
@@ -116,8 +122,9 @@ class Recipe:
     scale: int = SCALE
     max_steps_per_epoch: int | None = None  # cap on optimiser steps per epoch (smoke runs)
     grad_clip: float | None = None      # max gradient norm; None = no clipping
-    amp: str | None = "auto"            # None (float32), "bf16" autocast of the forward pass, or "auto":
-                                        # bf16 for training steps on CUDA, float32 on CPU and in validation
+    amp: str | None = "auto"            # None (float32), "bf16" autocast of the forward pass, or "auto": bf16
+                                        # for training steps on CUDA and on CPUs with native bf16 (AMX or
+                                        # AVX512-BF16), float32 elsewhere and in validation
     num_workers: int = 0                # DataLoader workers (results do not depend on it)
     fast: bool | None = None            # device data pipeline + channels_last; None = on for CUDA only
     compile: bool = False               # torch.compile the model for the training steps
@@ -133,33 +140,35 @@ class Recipe:
         def bad(field, why):
             raise ValueError(f"Recipe {self.name!r}: {field} {why}, got {getattr(self, field)!r}")
 
-        if self.warmup_epochs >= self.epochs:
-            bad("warmup_epochs", f"must be smaller than epochs ({self.epochs})")
+        if self.warmup >= 1:
+            bad("warmup", "is a fraction of the run's steps and must be smaller than 1")
         if self.patch is not None and (not isinstance(self.patch, int) or self.patch < 1 or self.patch % self.scale):
             bad("patch", f"must be None or a positive multiple of scale {self.scale}")
-        if self.select_on == "ema" and self.ema_decay is None:
-            bad("select_on", "is 'ema' but ema_decay is None")
+        if self.select_on == "ema" and self.ema_half_life is None:
+            bad("select_on", "is 'ema' but ema_half_life is None")
 
     @property
     def selected_copy(self) -> str:
         """Which copy is validated and kept: "ema" or "model"."""
         if self.select_on is not None:
             return self.select_on
-        return "ema" if self.ema_decay is not None else "model"
+        return "ema" if self.ema_half_life is not None else "model"
 
     @classmethod
     def v1(cls, **overrides) -> "Recipe":
         """The write-up's v1: AdamW 1e-5/1e-5, cosine over 60 epochs, batch 16, 128² patches, no aug."""
         base = cls(name="v1", epochs=60, batch_size=16, lr=1e-5, weight_decay=1e-5, patch=128,
-                   augment=False, warmup_epochs=0, schedule="cosine", val_every=5, ema_decay=None,
+                   augment=False, warmup=0.0, schedule="cosine", val_every=5, ema_half_life=None,
                    select_metric="psnr", select_mode="max")
         return dataclasses.replace(base, **overrides)
 
     @classmethod
     def v2(cls, **overrides) -> "Recipe":
-        """The write-up's v2: peak 2e-5, 5 warmup + cosine to 200 epochs, whole crops (192²) flip/rot90, EMA 0.999."""
+        """The write-up's v2: peak 2e-5, 5 of 200 epochs warmup then cosine, whole crops (192²) flip/rot90, EMA 0.999
+        over its 10,400 steps (as fractions of the run: ``WRITEUP_WARMUP``, ``WRITEUP_EMA_HALF_LIFE``)."""
         base = cls(name="v2", epochs=200, batch_size=16, lr=2e-5, weight_decay=1e-5, patch=None,
-                   augment=True, warmup_epochs=5, schedule="cosine", val_every=5, ema_decay=0.999,
+                   augment=True, warmup=WRITEUP_WARMUP, schedule="cosine", val_every=5,
+                   ema_half_life=WRITEUP_EMA_HALF_LIFE,
                    select_metric="psnr", select_mode="max",
                    notes="batch 16 as the write-up's text states (its training script defaulted to 8)")
         return dataclasses.replace(base, **overrides)
@@ -182,20 +191,41 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
-    """Per-epoch lr schedule from torch: [LinearLR warmup →] CosineAnnealingLR (or ConstantLR)."""
+def steps_per_epoch(n_items: int, recipe: Recipe) -> int:
+    """Optimizer steps in one epoch over ``n_items`` training items (the last batch may be smaller)."""
+    steps = math.ceil(n_items / recipe.batch_size)
+    return min(steps, recipe.max_steps_per_epoch) if recipe.max_steps_per_epoch else steps
+
+
+def sized_schedule(recipe: Recipe, n_steps_per_epoch: int) -> dict:
+    """The recipe's fractions made concrete for a run of ``n_steps_per_epoch``: total steps, warmup steps, EMA decay.
+
+    The EMA's decay is the one whose half-life is ``ema_half_life`` of the run's steps (the write-up's 0.999 over
+    10,400 steps for its own length), so that a short run averages over the same share of training instead of
+    lagging further behind."""
+    total = recipe.epochs * n_steps_per_epoch
+    warmup = int(round(recipe.warmup * total))
+    decay = None
+    if recipe.ema_half_life is not None:
+        decay = 0.5 ** (1.0 / max(recipe.ema_half_life * total, 1e-9))
+    return {"total_steps": total, "warmup_steps": warmup, "ema_decay": decay,
+            "ema_half_life_steps": None if decay is None else recipe.ema_half_life * total}
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int, warmup_steps: int = 0):
+    """Per-step lr schedule from torch: [LinearLR warmup over ``warmup_steps`` →] CosineAnnealingLR over the rest
+    (or ConstantLR); stepped after every optimizer step."""
     from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, SequentialLR
 
-    rest = recipe.epochs - recipe.warmup_epochs
+    rest = max(total_steps - warmup_steps, 1)
     if recipe.schedule == "cosine":
         main = CosineAnnealingLR(optimizer, T_max=rest, eta_min=recipe.min_lr)
     else:
         main = ConstantLR(optimizer, factor=1.0, total_iters=0)
-    if recipe.warmup_epochs == 0:
+    if warmup_steps == 0:
         return main
-    warmup = LinearLR(optimizer, start_factor=recipe.warmup_start_factor, end_factor=1.0,
-                      total_iters=recipe.warmup_epochs)
-    return SequentialLR(optimizer, [warmup, main], milestones=[recipe.warmup_epochs])
+    warmup = LinearLR(optimizer, start_factor=recipe.warmup_start_factor, end_factor=1.0, total_iters=warmup_steps)
+    return SequentialLR(optimizer, [warmup, main], milestones=[warmup_steps])
 
 
 def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
@@ -305,7 +335,8 @@ def _execution(train_set, recipe: Recipe, device: torch.device, dist) -> dict:
     problem = accel.device_path_problem(train_set) if fast else None
     if problem and recipe.fast:
         raise ValueError(f"recipe.fast is True but the device data pipeline cannot serve the training set: {problem}")
-    return {"device": str(device), "amp": accel.resolve_amp(recipe.amp, device), "channels_last": fast,
+    amp = accel.resolve_amp(recipe.amp, device)
+    return {"device": str(device), "amp": amp, "channels_last": fast or amp == "bf16",
             "data_pipeline": "device" if fast and problem is None else "DataLoader",
             "compile": recipe.compile, "world_size": dist.world_size}
 
@@ -329,10 +360,11 @@ def _versions() -> dict:
     return v
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, ema, recipe: Recipe, device, bar_desc: str,
+def _train_epoch(model, loader, loss_fn, optimizer, scheduler, ema, recipe: Recipe, device, bar_desc: str,
                  progress: bool, *, amp: str | None = None, channels_last: bool = False,
                  ema_source: torch.nn.Module | None = None, distributed: bool = False) -> dict:
-    """One pass over ``loader``: forward, loss, step, EMA update; returns the epoch's loss statistics.
+    """One pass over ``loader``: forward, loss, optimizer and lr-schedule step, EMA update; returns the epoch's loss
+    statistics.
 
     ``loader`` yields ``(lr, hr)`` or ``(lr, hr, weight)``; the weight scales this rank's loss before the
     backward pass (see ``accel.shard``). With ``distributed`` the reported loss and terms are the global
@@ -374,6 +406,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, ema, recipe: Recipe, device,
             if recipe.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             optimizer.step()
+            scheduler.step()
             if ema is not None:
                 ema.update_parameters(ema_source if ema_source is not None else model)
             total += value
@@ -401,6 +434,59 @@ def last_val_change(history: list[dict], metric: str = "psnr") -> tuple[float, i
     if len(vals) < 2:
         return float("nan"), 0
     return vals[-1]["val"]["all"][metric] - vals[-2]["val"]["all"][metric], vals[-1]["epoch"] - vals[-2]["epoch"]
+
+
+# How much a validation metric must still improve between the last two validations for a run to count as
+# still learning (in its own units), and which way is better.
+LEVEL_TOLERANCE = {"psnr": (0.05, +1), "ssim": (0.001, +1), "lpips": (0.002, -1)}
+
+
+def levelled_words(histories: Mapping[str, list[dict]]) -> str:
+    """One sentence per run: every pooled validation metric's change over its last two validations, and whether
+    the run was still improving on any of them (``LEVEL_TOLERANCE``)."""
+    out = []
+    for name, history in histories.items():
+        moves, still = [], []
+        measured = set.intersection(*(set(h["val"]["all"]) for h in history if h["val"])) if any(
+            h["val"] for h in history) else set()
+        for metric, (tol, sign) in LEVEL_TOLERANCE.items():
+            if metric not in measured:
+                continue
+            change, epochs = last_val_change(history, metric)
+            if epochs == 0 or math.isnan(change):
+                continue
+            digits = 2 if metric == "psnr" else 4
+            moves.append(f"{metric.upper()} {change:+.{digits}f}")
+            if sign * change > tol:
+                still.append(metric.upper())
+        if not moves:
+            out.append(f"{name} was validated fewer than twice.")
+            continue
+        epochs = last_val_change(history, "psnr")[1]
+        out.append(f"Over its last {epochs} epochs {name} moved by " + ", ".join(moves) + ": "
+                   + (f"**still improving** on {', '.join(still)}, so its scores are not yet what this recipe "
+                      "reaches with longer training." if still else "levelled off on every metric."))
+    return " ".join(out)
+
+
+def kept_words(history: list[dict], recipe: Recipe) -> str:
+    """Which epoch the run kept and why, and which epoch the write-up's rule (best validation PSNR) would have kept,
+    with both epochs' pooled validation PSNR and (when measured) LPIPS."""
+    vals = [h for h in history if h["val"] and h["epoch"] > 0]
+    if not vals:
+        return "No epoch was validated."
+    kept = next((h for h in reversed(vals) if h.get("is_best")), vals[-1])   # each new best is marked; the last is kept
+    by_psnr = max(vals, key=lambda h: h["val"][ALL]["psnr"])
+
+    def scores(h):
+        v = h["val"][ALL]
+        return f"PSNR {v['psnr']:.2f} dB" + (f", LPIPS {v['lpips']:.4f}" if "lpips" in v else "")
+    rule = "its last epoch" if recipe.keep == "last" else f"its best validation {recipe.select_metric.upper()}"
+    words = f"Kept: epoch {kept['epoch']} ({rule}; {scores(kept)})."
+    if by_psnr["epoch"] == kept["epoch"]:
+        return words + " It is also the epoch the write-up's rule, the best validation PSNR, would have kept."
+    return words + (f" The write-up's rule, the best validation PSNR, would have kept epoch {by_psnr['epoch']} "
+                    f"({scores(by_psnr)}).")
 
 
 def _val_line(epoch: int, epochs: int, record: dict, copy: str) -> str:
@@ -631,8 +717,10 @@ def _fit(model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, sto
         loss_fn.to(device)
 
     optimizer = make_optimizer(model, recipe)
-    scheduler = make_scheduler(optimizer, recipe)
-    ema = make_ema(model, recipe.ema_decay) if recipe.ema_decay is not None else None
+    sized = sized_schedule(recipe, steps_per_epoch(len(train_set), recipe))
+    execution["schedule"] = sized
+    scheduler = make_scheduler(optimizer, recipe, sized["total_steps"], sized["warmup_steps"])
+    ema = make_ema(model, sized["ema_decay"]) if sized["ema_decay"] is not None else None
     state_path = out_dir / STATE_FILE
     if dist.is_main:
         remove_leftovers(out_dir)
@@ -650,8 +738,9 @@ def _fit(model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, sto
         """Validation metrics of the kept copy, per dataset and pooled (computed on rank 0, sent to all)."""
         result = None
         if dist.is_main:
-            result = evaluate(eval_model(), val_sets, metrics, device=device, batch_size=recipe.batch_size,
-                              amp="bf16" if recipe.amp == "bf16" else None)
+            with timing.phase("validation"):
+                result = evaluate(eval_model(), val_sets, metrics, device=device, batch_size=recipe.batch_size,
+                                  amp="bf16" if recipe.amp == "bf16" else None)
         return accel.broadcast_object(result)
 
     accel.barrier()     # rank 0 has cleared or read the output folder
@@ -678,13 +767,14 @@ def _fit(model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, sto
         loader = (accel.epoch_view(sampler, epoch) if sampler is not None
                   else make_loader(train_set, recipe, epoch, dist.rank, dist.world_size))
         t0 = time.perf_counter()
-        stats = _train_epoch(train_model, loader, loss_fn, optimizer, ema, recipe, device,
-                             f"{recipe.name} epoch {epoch}/{recipe.epochs}", progress, amp=execution["amp"],
-                             channels_last=execution["channels_last"], ema_source=model,
-                             distributed=dist.world_size > 1)
+        with timing.phase("training"):
+            stats = _train_epoch(train_model, loader, loss_fn, optimizer, scheduler, ema, recipe, device,
+                                 f"{recipe.name} epoch {epoch}/{recipe.epochs}", progress, amp=execution["amp"],
+                                 channels_last=execution["channels_last"], ema_source=model,
+                                 distributed=dist.world_size > 1)
         train_seconds = time.perf_counter() - t0
+        stats["lr_end"] = optimizer.param_groups[0]["lr"]
         stop.hold()  # a signal from here on lets this epoch finish saving first
-        scheduler.step()
         record = {"epoch": epoch, "lr": lr_now, **stats, "train_seconds": train_seconds,
                   "steps_per_second": stats["steps"] / train_seconds if train_seconds > 0 else None,
                   "val": None, "val_copy": None, "val_seconds": None, "is_best": False}
@@ -693,7 +783,8 @@ def _fit(model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, sto
             record["val"], record["val_copy"] = validate(), copy
             record["val_seconds"] = time.perf_counter() - t0
             value = record["val"][ALL][recipe.select_metric]
-            if _is_better(value, None if best is None else best["value"], recipe.select_mode):
+            if (epoch == recipe.epochs if recipe.keep == "last"
+                    else _is_better(value, None if best is None else best["value"], recipe.select_mode)):
                 best = {"epoch": epoch, "value": value, "val": record["val"]}
                 record["is_best"] = True
                 if dist.is_main:
