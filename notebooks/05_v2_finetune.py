@@ -30,10 +30,10 @@
 # a few epochs on a CPU; what this run's term did is measured in notebooks 06 and 07, with intervals.
 #
 # **A schedule sized to the run, not shortened.** The write-up warms up for 5 of its 200 epochs (2.5 % of its
-# steps) and its EMA decay of 0.999 forgets half of its past in 693 steps, 6.7 % of its 10,400 steps. A short run
-# that kept a one-epoch warmup would spend a sixth of its training near zero learning rate, and a fixed decay
-# would make the EMA lag a different share of training behind: the demo keeps the two *fractions*, steps the
-# warmup every optimizer step, and derives the decay from its own step count (the table below prints it).
+# steps) and its EMA decay of 0.999 forgets half of its past in 693 steps, 6.7 % of its 10,400 steps. A run of a
+# few epochs that kept a whole warmup epoch would spend a large share of its training near zero learning rate, and
+# a fixed decay would make the EMA lag a different share of training behind: the demo keeps the two *fractions*,
+# steps the warmup every optimizer step, and derives the decay from its own step count (the table below prints it).
 #
 # **Trained alike.** The write-up gave v2 3.3× v1's optimizer steps. Here v2 takes exactly as many steps as v1
 # (same epochs, same batch, one step per 16 crops), so that notebook 06 can split the v1 → v2 change into what the
@@ -55,7 +55,7 @@ weights = "auto"  # auto | hub | standin | random: initial weights, as in 02
 v2_perceptual = "lpips"  # lpips (the write-up's term) | fft (Fourier-amplitude L1, for comparison)
 lpips_weight = 0.05  # λ, weight of the LPIPS term (the write-up and the paper profile: 0.05; see above)
 fft_weight = 16.0  # weight of the Fourier-amplitude term (used when v2_perceptual is fft)
-v2_epochs = 6  # the write-up: 200 (here as many optimizer steps as v1's, see below)
+v2_epochs = 4  # the write-up: 200 (here as many optimizer steps as v1's, see below)
 v2_warmup = 0.025  # fraction of the optimizer steps in linear warmup (the write-up: 5 of 200 epochs)
 v2_lr = 0.0002  # peak AdamW learning rate (the write-up: 2e-5)
 v2_batch_size = 16  # the write-up's text says 16 (its script defaulted to 8)

@@ -82,26 +82,56 @@ def test_table_markdown_writes_value_and_interval(tmp_path):
     assert md_path.read_text() == text and "psnr_lo" in csv_path.read_text().splitlines()[0]
 
 
-def test_planned_points_are_named_like_the_runner_names_them():
-    main_lambda = config.PROFILES["demo"]["lpips_weight"]                # 0.05
-    entries = frontier.planned("demo", [1.0, 0.0], [0, 1], main_lambda)
+def _plan(profile, monkeypatch, tmp_path, overrides=None):
+    """The runner's frontier points and plan for ``profile``, the plan written where 07 reads it."""
+    from thermsr_utils import run
+
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
+    notebooks = run.discover()
+    reader = next(nb for nb in notebooks if "frontier_lambdas" in nb.parameters)
+    own = {k: v for k, v in (overrides or {}).items() if k in reader.parameters}
+    p = run.resolve_parameters([reader], profile, own)[reader.name]
+    points, plan = run.frontier_plan(notebooks, reader, p, profile, overrides)
+    run.write_plan(config.run_paths(profile), plan)
+    return points, plan, frontier.read_plan(config.run_paths(profile))
+
+
+def test_read_plan_names_every_model_where_the_runner_trains_it(monkeypatch, tmp_path):
+    points, _, entries = _plan("demo", monkeypatch, tmp_path)
     by_label = {e.label: e for e in entries}
     assert [e.label for e in entries] == ["v2 λ=0", "v2 λ=0.05", "v2 λ=1", "v1 seed 0", "v1 seed 1", "v2 seed 0",
-                                          "v2 seed 1", "v2 (EMA)", "v2 raw weights"]
+                                          "v2 seed 1", "v1 lr=0.0001", "v1 lr=0.0002", "v1 lr=0.001",
+                                          "v2 (EMA)", "v2 raw weights"]
     assert by_label["v2 λ=0"].paths.point == "lpips_weight=0.0"
     assert by_label["v2 λ=1"].paths.point == "lpips_weight=1.0"
-    # the main λ and seed 0 are the main run itself, with the main run's schedule
-    assert by_label["v2 λ=0.05"].paths.point == "" == by_label["v2 seed 0"].paths.point
+    # the main λ, seed 0 and the main learning rate are the main run itself, with the main run's schedule
+    assert by_label["v2 λ=0.05"].paths.point == "" == by_label["v2 seed 0"].paths.point == by_label["v1 lr=0.0002"].paths.point
     assert by_label["v2 λ=0.05"].checkpoint == by_label["v2 seed 0"].checkpoint == by_label["v2 (EMA)"].checkpoint
-    assert by_label["v1 seed 0"].paths.point == ""
     assert by_label["v1 seed 1"].paths.point == "seed=1" == by_label["v2 seed 1"].paths.point
     assert by_label["v1 seed 1"].checkpoint.parts[-2:] == ("v1", "best")
+    assert by_label["v1 lr=0.001"].paths.point == "v1_lr=0.001"
     assert by_label["v2 raw weights"].checkpoint.name == "best_raw"
     assert by_label["v2 λ=0"].paths.crops == config.run_paths("demo").crops
-    assert (by_label["v2 λ=0"].group, by_label["v2 λ=0"].value) == ("lambda", 0.0)
-    # a main λ already in the list appears once
-    assert frontier.lambdas_of([0.05, 0.0, 1], 0.05) == [0.0, 0.05, 1.0]
-    assert frontier.lambdas_of([], 0.05) == [0.05]
+    trained = {pt.name for pt in points}
+    assert trained == {e.paths.point for e in entries} - {""}          # every point is read, none is extra
+    assert "" not in trained                                          # the main run is not trained again
+
+
+def test_read_plan_follows_the_main_runs_overrides(monkeypatch, tmp_path):
+    """With -p overrides the main run is still the main value's model, and the points carry the overrides."""
+    points, plan, entries = _plan("demo", monkeypatch, tmp_path, {"v2_epochs": 3, "lpips_weight": 0.1})
+    by_label = {e.label: e for e in entries}
+    assert by_label["v2 λ=0.1"].paths.point == ""                    # the overridden main λ
+    assert "v2 λ=0.05" not in by_label
+    assert by_label["v2 λ=0"].paths.point == "lpips_weight=0.0,v2_epochs=3"
+    v2_points = {pt.name: pt for pt in points if any("lpips_weight" in nb.parameters for nb in pt.notebooks)}
+    assert all(pt.params["05_v2_finetune"]["v2_epochs"] == 3 for pt in v2_points.values())
+
+
+def test_read_plan_without_a_plan_says_how_to_make_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="--only 07"):
+        frontier.read_plan(config.run_paths("demo"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -319,32 +349,100 @@ def test_lr_words_names_the_best_rate_and_those_below_zero_shot():
     assert "No rate fell below zero-shot." in frontier.lr_words(fine, 1e-5)
 
 
-def test_lr_runs_reads_each_rate_from_its_sweep_point_and_the_main_run():
-    runs = frontier.lr_runs("demo", [5e-4, 1e-5, 1e-5], 2e-4)
-    assert list(runs) == [1e-5, 2e-4, 5e-4]                               # sorted, each once, the main rate added
-    assert runs[2e-4] == config.run_paths("demo").checkpoints / "v1" / "history.json"
-    assert runs[1e-5] == config.run_paths("demo", "v1_lr=1e-05").checkpoints / "v1" / "history.json"
-
-
 @pytest.mark.parametrize("profile", ["smoke", "demo"])
-def test_the_runner_trains_every_point_with_the_main_schedule_and_the_lr_sweep(profile):
+def test_the_runner_trains_every_point_with_the_main_schedule_and_the_lr_sweep(profile, monkeypatch, tmp_path):
+    points, plan, _ = _plan(profile, monkeypatch, tmp_path)
+    main = config.profile_params(profile)
+    for pt in points:                                           # nothing but the swept value differs from main
+        for nb, params in pt.params.items():
+            assert params.get("v2_epochs", main["v2_epochs"]) == main["v2_epochs"]
+            assert params["sweep_point"] == pt.name
+    assert all(pt.name.startswith(("lpips_weight=", "seed=", "v1_lr=")) for pt in points)
+    groups = {(e["group"], e["value"]): e["point"] for e in plan}
+    assert groups[("lambda", main["lpips_weight"])] == "" and groups[("v1 lr", main["v1_lr"])] == ""
+    assert {v for g, v in groups if g == "lambda"} == set(main["frontier_lambdas"]) | {main["lpips_weight"]}
+
+
+def _subject_rows(method, psnr, lpips, n_subjects=8, per_subject=3, noise=0.0, seed=0):
+    """Per-crop rows of one method: SF-TL54 crops of n_subjects subjects, PSNR and LPIPS around the given values."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_subjects):
+        for k in range(per_subject):
+            rows.append({"id": f"sf_{s}_{k}", "dataset": "sftl54", "subject": s, "source": f"gray/{s}_{k}.png",
+                         "method": method, "psnr": psnr + noise * rng.standard_normal(),
+                         "lpips": lpips + noise * rng.standard_normal()})
+    return rows
+
+
+def test_blend_words_says_which_of_a_trained_point_and_its_nearest_blend_dominates():
+    curve = [_row("v2 λ=0", 37.0, 0.10), _row("blend α=0.33", 36.8, 0.09), _row("blend α=0.67", 36.5, 0.08),
+             _row("v2 λ=1", 36.2, 0.07)]
+    crops = (_subject_rows("blend α=0.33", 36.8, 0.09, noise=0.001, seed=1)
+             + _subject_rows("blend α=0.67", 36.5, 0.08, noise=0.001, seed=2))
+    better = crops + _subject_rows("v2 λ=0.05", 36.8, 0.07, noise=0.001, seed=3)      # same PSNR, lower LPIPS
+    text = frontier.blend_words(better, curve, [_row("v2 λ=0.05", 36.8, 0.07)], n_boot=300)
+    assert "traced 2 models" in text and "(blend α=0.33)" in text
+    assert "the trained v2 λ=0.05 dominates the blend" in text
+    worse = crops + _subject_rows("v2 λ=0.05", 36.7, 0.095, noise=0.001, seed=3)      # lower PSNR, higher LPIPS
+    assert "the blend dominates the trained v2 λ=0.05" in frontier.blend_words(
+        worse, curve, [_row("v2 λ=0.05", 36.7, 0.095)], n_boot=300)
+    mixed = crops + _subject_rows("v2 λ=0.05", 36.9, 0.095, noise=0.001, seed=3)      # better PSNR, worse LPIPS
+    assert "neither dominates the other detectably" in frontier.blend_words(
+        mixed, curve, [_row("v2 λ=0.05", 36.9, 0.095)], n_boot=300)
+    assert "No trained λ point lies between the ends" in frontier.blend_words(crops, curve, [], n_boot=300)
+    assert frontier.blend_words(crops, [_row("v2 λ=0", 37.0, 0.1), _row("v2 λ=1", 36.2, 0.07)], []) == ""
+
+
+def test_points_run_side_by_side_each_with_its_share_of_the_cores(monkeypatch, tmp_path):
     from thermsr_utils import run
 
-    notebooks = run.discover()
-    reader = next(nb for nb in notebooks if "frontier_lambdas" in nb.parameters)
-    p = run.resolve_parameters([reader], profile, {})[reader.name]
-    points = run.frontier_points(notebooks, reader, p, profile)
-    v1, v2 = run.FRONTIER_TRAINERS["v1"], run.FRONTIER_TRAINERS["v2"]
-    trained = {(pt.name, nb.name): pt.params[nb.name] for pt in points for nb in pt.notebooks}
-    main = config.profile_params(profile)
-    for (name, nb), params in trained.items():                 # nothing but the swept value differs from main
-        assert "v2_epochs" not in name and params.get("v2_epochs", main["v2_epochs"]) == main["v2_epochs"]
-        assert params["sweep_point"] == name
-    lambdas = frontier.lambdas_of(p["frontier_lambdas"], p["lpips_weight"])
-    want = {(config.point_name(profile, {"lpips_weight": lam}), v2) for lam in lambdas}
-    want |= {(config.point_name(profile, {"seed": s}), nb) for s in p["frontier_seeds"] for nb in (v1, v2)}
-    want |= {(config.point_name(profile, {"v1_lr": lr}), v1) for lr in p["frontier_v1_lrs"]}
-    assert set(trained) == want
-    assert ("", v2) in trained and ("", v1) in trained         # the main λ and seed 0: the main run itself
-    assert all(n == "" or n.startswith(("lpips_weight=", "seed=", "v1_lr=")) for n, _ in trained)
-    assert "frontier_v2_epochs" not in reader.parameters
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(run, "prepare_point", lambda paths: paths.root.mkdir(parents=True, exist_ok=True))
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 2)
+
+    active, overlaps = set(), []
+
+    def fake_execute(nb, params, paths, progress=True, *, threads=None, tag=""):
+        import time
+
+        calls.append((nb.name, params["sweep_point"], threads, tag, progress))
+        if paths.root in active:                   # two notebooks in one folder at once would race on its files
+            overlaps.append(paths.root)
+        active.add(paths.root)
+        time.sleep(0.05)
+        active.discard(paths.root)
+        return paths.executed / f"{nb.name}.ipynb"
+    monkeypatch.setattr(run, "execute", fake_execute)
+    nbs = {nb.name: nb for nb in run.discover()}
+    v1, v2 = nbs["03_v1_finetune"], nbs["05_v2_finetune"]
+    points = (run.sweep_points([v1], "smoke", {"seed": [1]}) + run.sweep_points([v2], "smoke", {"seed": [1]})
+              + run.sweep_points([v2], "smoke", {"lpips_weight": [0.0]}))
+    outputs = run.run_points(points, "smoke", progress=True, jobs=2)
+    assert len(outputs) == 3 and len(calls) == 3
+    assert overlaps == []                                                      # v1 and v2 at seed 1 took turns
+    assert {c[2] for c in calls} == {1} and all(c[3] == c[1] for c in calls)     # one thread each, tagged
+    assert not any(c[4] for c in calls)                                        # no bars side by side
+    costs = {pt.name + nb.name[:2]: run._point_cost((None, pt, None, pt.notebooks)) for pt in points
+             for nb in pt.notebooks}
+    assert costs["seed=105"] > costs["seed=103"]                               # v2 points are queued first
+    timings = config.provenance(config.run_paths("smoke"))["timings"]
+    assert set(timings["points"]) == {"seed=1 03", "seed=1 05", "lpips_weight=0.0 05"}
+    assert run.run_points(points, "smoke", jobs=2) == []                       # finished points are reused
+    calls.clear()
+    run.run_points(points, "smoke", jobs=1)
+    assert calls == []
+    run.run_points(points, "smoke", jobs=1, force=True)
+    assert {c[2] for c in calls} == {None} and len(calls) == 3                 # one at a time: all the cores
+
+
+def test_a_scorer_without_pixel_extras_computes_psnr_alone():
+    from thermsr_utils import evaluate
+
+    hr = (np.random.default_rng(0).random((2, 32, 32, 3)) * 255).astype(np.uint8)
+    sr = torch.rand(2, 3, 32, 32)
+    full = evaluate.Scorer().score(["a", "b"], sr, hr, np.full((2, 2), np.nan))
+    light = evaluate.Scorer(pixel_extras=False).score(["a", "b"], sr, hr, np.full((2, 2), np.nan))
+    assert np.allclose(full["psnr"], light["psnr"]) and np.isfinite(full["ssim"]).all()
+    assert all(np.isnan(light[k]).all() for k in ("ssim", "psnr_y", "ssim_y", "grad_ratio", "hf_ratio"))

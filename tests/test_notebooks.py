@@ -30,23 +30,36 @@ def test_every_notebook_executed(smoke_run):
 
 
 def test_the_frontier_sweep_of_the_smoke_profile_ran_before_07(smoke_run):
+    from thermsr_utils import frontier
+
     paths, outputs = smoke_run
     p = config.profile_params("smoke")
     names = sorted(q.name for q in paths.sweeps.iterdir())
-    expected = {config.point_name("smoke", {"lpips_weight": lam, "v2_epochs": p["frontier_v2_epochs"]})
-                for lam in p["frontier_lambdas"]}
+    expected = {config.point_name("smoke", {"lpips_weight": lam}) for lam in p["frontier_lambdas"]}
     expected |= {config.point_name("smoke", {"seed": s}) for s in p["frontier_seeds"]}
-    expected |= {config.point_name("smoke", {"seed": s, "v2_epochs": p["frontier_v2_epochs"]})
-                 for s in p["frontier_seeds"]}
-    assert names == sorted(expected - {""})
+    expected |= {config.point_name("smoke", {"v1_lr": lr}) for lr in p["frontier_v1_lrs"]}
+    assert names == sorted(expected - {""})                    # the main λ, seed and rate are the main run
     order = [(q.parents[2] == paths.sweeps, q.stem) for q in outputs]
     assert order.index((False, "07_perception_distortion_frontier")) > max(
         i for i, (in_sweep, _) in enumerate(order) if in_sweep)
     table = _read_csv(paths.results / "table_frontier.csv")
-    assert {r["method"] for r in table} >= {f"v2 λ={lam:g}" for lam in p["frontier_lambdas"]} | {"v2 (EMA)", "v2 raw weights"}
+    lambdas = set(p["frontier_lambdas"]) | {p["lpips_weight"]}
+    assert {r["method"] for r in table} >= {f"v2 λ={lam:g}" for lam in lambdas} | {"v2 (EMA)", "v2 raw weights"}
     for r in table:
         assert float(r["lpips_lo"]) <= float(r["lpips"]) <= float(r["lpips_hi"])
+    steps = {r["method"]: int(r["steps"]) for r in table}      # every model of a recipe trained alike
+    v1 = {steps[m] for m in steps if m.startswith("v1")}
+    v2 = {steps[m] for m in steps if not m.startswith("v1")}
+    assert len(v1) == 1 and len(v2) == 1
+    main = {k: v for k, v in next(r for r in table if r["method"] == "v2 (EMA)").items() if k != "method"}
+    assert main == {k: v for k, v in next(r for r in table if r["method"] == f"v2 λ={p['lpips_weight']:g}").items()
+                    if k != "method"}                           # the main v2 is the point at its λ
+    assert {e.label for e in frontier.read_plan(paths)} >= {f"v1 lr={lr:g}" for lr in p["frontier_v1_lrs"]}
     assert (paths.figures / "frontier.png").stat().st_size > 5_000
+    assert (paths.results / "table_decomposition.csv").is_file()
+    words = (paths.results / "frontier.md").read_text()
+    assert "the rest of the recipe (v1 → v2 at λ = 0)" in words and "the perceptual term" in words
+    assert "Blending the weights" in words
 
 
 def test_manifest_matches_the_committed_one(smoke_run):

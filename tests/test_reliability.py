@@ -40,10 +40,11 @@ PIPELINE = ["01", "02", "03", "04", "05", "06"]
 # =============================================================================================
 # 1 + 3. The smoke pipeline twice: identical outputs; raw data untouched
 # =============================================================================================
-# Run-dependent by nature, and excluded by name: wall-clock timings, and the executed notebooks
-# (papermill stores cell timings and progress output in them).
-TIMING_KEYS = set(train.TIMING_KEYS) | {"train_seconds"}
-EXCLUDED_DIRS = {"executed"}
+# Run-dependent by nature, and excluded by name: wall-clock timings (in histories, in the provenance's "timings" and
+# the kernels' phase files under timings/), and the executed notebooks (papermill stores cell timings and progress
+# output in them).
+TIMING_KEYS = set(train.TIMING_KEYS) | {"train_seconds", "timings"}
+EXCLUDED_DIRS = {"executed", "timings"}
 
 
 def _tree(folder: Path) -> dict[str, tuple[str, int, int]]:

@@ -341,3 +341,66 @@ def test_plain_progress_lines_replace_the_bar_under_the_runner(monkeypatch, caps
     assert capsys.readouterr().err == "v1 epoch 3/6: 4/10 steps, loss 0.0213\n"
     monkeypatch.delenv(progress.PROGRESS_ENV)
     assert not progress.plain_progress()
+
+
+@pytest.fixture
+def chain(tmp_path, monkeypatch):
+    """Three notebooks that each append their name to a log file, so a test sees which ones executed."""
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    log = tmp_path / "executed.log"
+    for name, extra in (("01_make", "size = 2"), ("02_use", "scale = 1.0"), ("03_end", "label = 'x'")):
+        _write(folder, name, f'''
+            # %% tags=["parameters"]
+            profile = "demo"
+            {extra}
+
+            # %%
+            with open({str(log)!r}, "a") as f:
+                f.write("{name}\\n")
+            ''')
+    return folder, log
+
+
+def _executed(log) -> list[str]:
+    names = log.read_text().split() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return names
+
+
+def test_a_rerun_executes_only_what_changed_and_what_came_after_it(chain, monkeypatch):
+    folder, log = chain
+    run.run("demo", notebooks_dir=folder, progress=False)
+    assert _executed(log) == ["01_make", "02_use", "03_end"]                 # a clean run computes everything
+    run.run("demo", notebooks_dir=folder, progress=False)
+    assert _executed(log) == []                                              # nothing changed: nothing runs
+    run.run("demo", notebooks_dir=folder, progress=False, overrides={"scale": 2.0})
+    assert _executed(log) == ["02_use", "03_end"]                            # a parameter of 02: 02 and after
+    run.run("demo", notebooks_dir=folder, progress=False, overrides={"scale": 2.0})
+    assert _executed(log) == []
+    run.run("demo", notebooks_dir=folder, progress=False)                     # back to the default: 02 again
+    assert _executed(log) == ["02_use", "03_end"]
+    src = folder / "01_make.py"
+    src.write_text(src.read_text().replace("size = 2", "size = 3"))          # 01's source changed
+    run.run("demo", notebooks_dir=folder, progress=False)
+    assert _executed(log) == ["01_make", "02_use", "03_end"]
+    run.run("demo", notebooks_dir=folder, progress=False, only=["03"], force=True)
+    assert _executed(log) == ["03_end"]                                      # --force runs what is selected
+    monkeypatch.setattr(run, "code_fingerprint", lambda: "another version of the package")
+    run.run("demo", notebooks_dir=folder, progress=False)
+    assert _executed(log) == ["01_make", "02_use", "03_end"]                 # the code changed: everything
+
+
+def test_a_notebook_run_alone_invalidates_the_ones_after_it(chain):
+    folder, log = chain
+    run.run("demo", notebooks_dir=folder, progress=False)
+    _executed(log)
+    run.run("demo", notebooks_dir=folder, progress=False, only=["02"], overrides={"scale": 3.0})
+    assert _executed(log) == ["02_use"]
+    run.run("demo", notebooks_dir=folder, progress=False, overrides={"scale": 3.0})
+    assert _executed(log) == ["03_end"]          # 03 read 02's old outputs: it runs again, 01 and 02 do not
+    (config_root := run.config.run_paths("demo")).executed.joinpath("02_use.ipynb").unlink()
+    run.run("demo", notebooks_dir=folder, progress=False, overrides={"scale": 3.0})
+    assert _executed(log) == ["02_use", "03_end"]   # a missing executed copy is not reused
+    assert (config_root.executed / run.CACHE_FILE).is_file()

@@ -163,5 +163,5 @@ with timing.phase("work"):
     assert timing.read(main.root / "timings" / "01_timed.json")["work"] >= 0.05   # what the kernel wrote
     assert timing.ENV not in os.environ                        # the runner's own environment is restored
     run.record_time(main, "frontier seed=1 05", 50.0)          # from an earlier run
-    run.run("demo", notebooks_dir=folder, progress=False)      # a run from 01 starts the record afresh
+    run.run("demo", notebooks_dir=folder, progress=False, force=True)   # a run from 01 starts the record afresh
     assert list(config.provenance(main)["timings"]["seconds"]) == ["01_timed"]

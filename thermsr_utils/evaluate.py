@@ -162,9 +162,11 @@ class Scorer:
                 out |= {key: np.full(n, np.nan) for key in ("ssim", "psnr_y", "ssim_y", "grad_ratio", "hf_ratio")}
         for key in PERCEPTUAL_KEYS:
             metric = getattr(self, key)
+            if metric is None:
+                out[key] = np.full(n, np.nan)
+                continue
             with timing.phase(f"score {key}"):
-                out[key] = (metric(sr.to(self.device), hr.to(self.device)).cpu().numpy()
-                            if metric is not None else np.full(n, np.nan))
+                out[key] = metric(sr.to(self.device), hr.to(self.device)).cpu().numpy()
         if self.locator is not None:
             from . import downstream
 

@@ -371,7 +371,8 @@ def plane_with_intervals(groups: dict, out_path, *, metrics=(("lpips", "LPIPS"),
     """PSNR (x, right is less distortion) against each metric of ``metrics`` (y, lower is better), one panel each.
 
     ``groups`` maps a legend label to summary rows (``method``, each metric and its ``_lo``/``_hi`` interval,
-    optional ``tag`` to write beside the point); the groups named in ``connect`` are joined in their order;
+    optional ``tag`` to write beside the point); the groups named in ``connect`` are joined in their order, and
+    left out of a panel whose metric some of their points lack;
     ``fronts`` maps a metric to the methods of its non-dominated set (drawn as a dashed line); the method
     ``mark`` gets a star.
     """
@@ -382,9 +383,10 @@ def plane_with_intervals(groups: dict, out_path, *, metrics=(("lpips", "LPIPS"),
     every = {r["method"]: r for rows in groups.values() for r in rows}
     for ax, (key, label) in zip(axs, metrics):
         for name, rows in groups.items():
-            rows = [r for r in rows if np.isfinite(r["psnr"]) and np.isfinite(r[key])]
-            if not rows:
-                continue
+            finite = [r for r in rows if np.isfinite(r["psnr"]) and np.isfinite(r[key])]
+            if not finite or (name in connect and len(finite) < len(rows)):
+                continue        # a connected group with a metric not computed for all its points: a false line
+            rows = finite
             x = np.array([r["psnr"] for r in rows])
             y = np.array([r[key] for r in rows])
             xerr = np.array([[r["psnr"] - r["psnr_lo"] for r in rows], [r["psnr_hi"] - r["psnr"] for r in rows]])

@@ -27,7 +27,13 @@ that differ from the profile's defaults), which reuses the main run's crops and 
 of its results and checkpoints (hard links; training state excluded). Every point's values are checked before
 anything runs; a finished point is skipped, an interrupted one resumes (``resume=True``); executed notebooks are
 kept per point. Notebook 07 declares the frontier sweeps (``frontier_*`` parameters): when it is selected, the
-runner executes them before it.
+runner executes them before it and writes down which run holds each model (``frontier_plan.json``); sweep points run
+``--jobs`` at a time (two on a CPU-only machine, each kernel with one thread).
+
+A notebook is executed again only when its source, its parameters, the package's code or a notebook before it
+changed since its last finished execution (``executed/cache.json``; ``--force`` executes it anyway); a clean
+checkout executes everything. The wall time of every notebook and of the phases inside it (training, validation,
+SR inference, each metric, figures; ``timing``) goes into the run's provenance, and ``--publish`` shows it.
 """
 from __future__ import annotations
 
@@ -343,6 +349,9 @@ def run_points(points: list[Point], profile: str, progress: bool = True, label: 
     def one(tag, point, paths, todo) -> list[Path]:
         done = []
         for i, nb in enumerate(todo, 1):
+            if isinstance(nb, tuple):             # a lane of several points that share one folder
+                done += one(*nb)
+                continue
             print(f"{tag} [{i}/{len(todo)}] {nb.name}", flush=True)
             t0 = time.perf_counter()
             done.append(execute(nb, point.params[nb.name], paths, progress=progress and jobs == 1, threads=threads,
@@ -359,16 +368,21 @@ def run_points(points: list[Point], profile: str, progress: bool = True, label: 
         return [out for item in work for out in one(*item)]
     from concurrent.futures import ThreadPoolExecutor
 
+    # points that share a folder (v1 and v2 at one seed) run one after the other in one lane, never side by side
+    lanes: dict[str, list] = {}
+    for item in work:
+        lanes.setdefault(item[1].name, []).append(item)
+    items = [group[0] if len(group) == 1 else (group[0][0], group[0][1], group[0][2], group) for group in lanes.values()]
     print(f"[{label}] {len(work)} points, {jobs} at a time, {threads} thread(s) each", flush=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(one, *item) for item in sorted(work, key=_point_cost, reverse=True)]
+        futures = [pool.submit(one, *item) for item in sorted(items, key=_point_cost, reverse=True)]
         return [out for f in futures for out in f.result()]
 
 
 def _point_cost(item) -> int:
-    """Rough order of a point's cost, longest first, so that side-by-side lanes end together (v2 trains longest)."""
+    """Rough order of a lane's cost, longest first, so that side-by-side lanes end together (v2 trains longest)."""
     _, point, _, todo = item
-    return sum(2 if "lpips_weight" in nb.parameters else 1 for nb in todo)
+    return sum(_point_cost(nb) if isinstance(nb, tuple) else 2 if "lpips_weight" in nb.parameters else 1 for nb in todo)
 
 
 # Notebook 07's sweeps: (group, recipe, swept parameter, 07's list parameter, whether the main run's value belongs
@@ -688,6 +702,7 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
     outputs = []
     with run_lock(paths, command), _sigterm_as_interrupt():
         record = read_cache(paths)
+        executed_one = False
         for i, nb in enumerate(notebooks, 1):
             key = cache_key(nb, resolved[nb.name], previous_key(all_notebooks, nb, record))
             if nb.name in frontier:
@@ -700,7 +715,8 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
                     record_time(paths, "frontier sweeps", time.perf_counter() - t0, points_phases(paths))
                 outputs += trained
             out = paths.executed / f"{nb.name}.ipynb"
-            if not force and record.get(nb.name) == key and out.is_file() and (nb.number != "01" or paths.manifest.is_file()):
+            if (not force and not executed_one and record.get(nb.name) == key and out.is_file()
+                    and all(p.exists() for p in KEPT_OUTPUTS.get(nb.name, lambda _: ())(paths))):
                 print(f"[{i}/{len(notebooks)}] {nb.name}: unchanged since its last run (source, parameters, code and "
                       f"the notebooks before it), not executed again; --force runs it anyway", flush=True)
                 outputs.append(out)
@@ -714,6 +730,7 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
             outputs.append(execute(nb, resolved[nb.name], paths, progress=progress))
             record_time(paths, nb.name, time.perf_counter() - t0, timing.read(timings_file(paths, nb)))
             record[nb.name] = key
+            executed_one = True              # what comes after it reads its new outputs: it runs too
             for later in all_notebooks:          # what came after it read its old outputs
                 if later.number > nb.number and later.name not in {n.name for n in notebooks}:
                     record.pop(later.name, None)
@@ -727,6 +744,9 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
 # Reruns recompute only what changed (as jupyter-cache or Quarto's freeze do)
 # ---------------------------------------------------------------------------------------------
 CACHE_FILE = "cache.json"
+# what a notebook makes outside its executed copy that a rerun may not find anymore (removed by hand): its absence
+# reruns it
+KEPT_OUTPUTS = {"01_build_dataset": lambda paths: (paths.manifest,)}
 
 
 def code_fingerprint() -> str:
