@@ -134,6 +134,7 @@ scored = evaluate.evaluate_methods({name: sr_fn for name, (sr_fn, _) in methods.
                                    batch_size=batch_size,
                                    save_sr_dirs={name: evaluate.result_stem(paths.results / "sr", name) for name in methods})
 rows = []
+evaluate.retire_zero_shot(paths.results, methods)  # results of models an earlier run scored are not this run's
 for name, (_, info) in methods.items():
     evaluate.write_rows(scored[name], evaluate.result_stem(paths.results, name).with_suffix(".csv"),
                         {"method": name, "weights": info, "profile": profile, "provenance": prov,

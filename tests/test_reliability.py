@@ -759,10 +759,10 @@ def test_sigterm_to_the_runner_stops_the_kernel_and_releases_the_lock(artifacts,
     assert proc.returncode == 130 and "-p resume True" in err
     assert not artifacts.lock.exists()
     for _ in range(50):  # the kernel is shut down with its runner, not left behind
-        if not run._pid_alive(kernel):
+        if not run.process_alive(kernel):
             break
         time.sleep(0.1)
-    assert not run._pid_alive(kernel)
+    assert not run.process_alive(kernel)
 
 
 # =============================================================================================

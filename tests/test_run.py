@@ -102,7 +102,7 @@ def test_select_only_and_from(nbdir):
     nbs = run.discover(nbdir)
     assert [n.name for n in run.select(nbs, only=["02"])] == ["02_second"]
     assert [n.name for n in run.select(nbs, start="02")] == ["02_second"]
-    with pytest.raises(run.ParameterError, match="unknown notebook"):
+    with pytest.raises(run.ParameterError, match="names no notebook"):
         run.select(nbs, only=["07_nothing"])
 
 

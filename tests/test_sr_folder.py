@@ -276,11 +276,12 @@ def test_odd_files_get_a_message_and_the_rest_is_processed(tmp_path):
     (src / "empty.png").write_bytes(b"")
     (src / "notes.txt").write_text("not an image")
     (src / "fake.jpg").write_text("text saved under an image name")
-    (src / "folder.png").mkdir()                       # a folder, not a file: ignored
+    (src / "folder.png").mkdir()                       # a folder, not a file: listed, not read
     report = sr_folder.process_folder("bicubic", src, tmp_path / "out", progress=False)
     assert sorted(report.processed) == ["good.png", "rgba.png"]
     skipped = dict(report.skipped)
-    assert set(skipped) == {"deep.tiff", "line.png", "empty.png", "notes.txt", "fake.jpg"}
+    assert set(skipped) == {"deep.tiff", "line.png", "empty.png", "notes.txt", "fake.jpg", "folder.png"}
+    assert skipped["folder.png"].startswith("a folder")
     assert "16-bit" in skipped["deep.tiff"] and "8 bits" in skipped["deep.tiff"]
     assert "40x1" in skipped["line.png"] and "too small" in skipped["line.png"]
     assert skipped["empty.png"] == "empty file (0 bytes)"

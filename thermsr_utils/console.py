@@ -140,6 +140,22 @@ def cell_labels(src: Path, injected: bool) -> list:
     return labels
 
 
+KERNEL_PREFIX = "thermsr-kernel-"     # + the runner's pid: a killed runner's folder is found by the next one
+
+
+def remove_dead_kernel_folders(parent: Path) -> list[Path]:
+    """Remove the kernel folders (sockets, connection file) of runners that were killed before removing them."""
+    from .io import process_alive
+
+    removed = []
+    for p in parent.glob(f"{KERNEL_PREFIX}*"):
+        m = re.match(rf"{KERNEL_PREFIX}(\d+)-", p.name)
+        if p.is_dir() and m is not None and not process_alive(int(m.group(1))):   # without a pid: not ours to judge
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def kernel_manager_class(env: dict | None = None):
     """A jupyter_client kernel manager class for papermill (``kernel_manager_class``) whose kernel listens on IPC
@@ -156,7 +172,9 @@ def kernel_manager_class(env: dict | None = None):
     from jupyter_client.manager import AsyncKernelManager
 
     # a Unix socket's path holds at most 103 bytes (macOS): under a longer $TMPDIR the folder goes to /tmp
-    folder = Path(tempfile.mkdtemp(prefix="thermsr-kernel-", dir=None if len(tempfile.gettempdir()) <= 70 else "/tmp"))
+    parent = Path(tempfile.gettempdir() if len(tempfile.gettempdir()) <= 70 else "/tmp")
+    remove_dead_kernel_folders(parent)
+    folder = Path(tempfile.mkdtemp(prefix=f"{KERNEL_PREFIX}{os.getpid()}-", dir=parent))
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):

@@ -275,6 +275,22 @@ def read_method(results_dir, method: str) -> list[dict]:
     return read_rows(result_stem(results_dir, method).with_suffix(".csv"))
 
 
+def retire_zero_shot(results_dir, kept) -> list[str]:
+    """Remove the per-crop results (CSV, JSON and SR images) of zero-shot methods an earlier run of notebook 02
+    scored but this one did not (``kept``: this run's method names), so that nothing downstream reads them as this
+    run's; say which. Returns the removed methods."""
+    import shutil
+
+    gone = [m for m in zero_shot_weights(results_dir) if m not in set(kept)]
+    for method in gone:
+        stem = result_stem(results_dir, method)
+        for suffix in (".csv", ".json"):
+            stem.with_suffix(suffix).unlink(missing_ok=True)
+        shutil.rmtree(result_stem(Path(results_dir) / "sr", method), ignore_errors=True)
+        print(f"removed the results of {method} from an earlier run: this run does not score it")
+    return gone
+
+
 def zero_shot_weights(results_dir) -> dict[str, dict]:
     """{method: weights info} of every zero-shot model notebook 02 scored (its ``zero-shot_*.json`` files)."""
     found = {}

@@ -9,7 +9,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -25,12 +27,60 @@ class ImageReadError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 
+# ---------------------------------------------------------------------------------------------
+# Temporary siblings: named after their target and the writing process, removed by the next writer once that
+# process is gone (a writer killed by SIGKILL cannot remove its own)
+# ---------------------------------------------------------------------------------------------
+def temp_prefix(target: str | os.PathLike, kind: str = "tmp") -> str:
+    """The name prefix of a temporary sibling of ``target`` made by this process: ``.<name>.<kind>-<pid>-``."""
+    return f".{Path(target).name}.{kind}-{os.getpid()}-"
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process with ``pid`` exists on this host (signal 0 probes without sending anything; a process of
+    another user counts)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # another user's live process
+        return True
+    return True
+
+
+def remove_leftovers(target: str | os.PathLike, say=True) -> list[Path]:
+    """Remove the temporary siblings of ``target`` (``.<name>.tmp-…`` / ``.<name>.old-…``) whose writing process
+    is gone, saying so on stderr; return what was removed. Siblings of a live process are left alone."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:tmp|old)-(?:(\d+)-)?")
+    removed = []
+    for p in target.parent.iterdir():
+        m = pattern.match(p.name)
+        if not m or (m.group(1) and process_alive(int(m.group(1)))):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+        if say:
+            print(f"removed {p}, left by an interrupted run", file=sys.stderr, flush=True)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
-    """Yield a temporary path beside ``path``; on success rename it over ``path``."""
+    """Yield a temporary path beside ``path``; on success rename it over ``path``. Temporary files of ``path``
+    that killed writers left are removed first (``remove_leftovers``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix or path.suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
     try:
@@ -43,15 +93,17 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
 
 
 def atomic_dir(out_dir: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp)`` on a temporary folder beside ``out_dir`` and rename it over ``out_dir``."""
+    """Call ``write(tmp)`` on a temporary folder beside ``out_dir`` and rename it over ``out_dir`` (after removing
+    the temporary folders of ``out_dir`` that killed writers left)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_leftovers(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir), dir=out_dir.parent))
     try:
         write(tmp)
         old = None
         if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            old = out_dir.parent / f"{temp_prefix(out_dir, 'old')}{uuid.uuid4().hex[:8]}"
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)
         if old is not None:

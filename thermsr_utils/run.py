@@ -56,6 +56,7 @@ from pathlib import Path
 
 from . import config, report, timing
 from .console import Console, cell_labels, kernel_manager_class
+from .io import process_alive, remove_leftovers
 from .params import check_parameters
 
 NOTEBOOK_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
@@ -112,20 +113,31 @@ def discover(notebooks_dir: Path | None = None) -> list[Notebook]:
     return [Notebook(p.stem, p, read_parameters(p)) for p in found]
 
 
+def find_notebook(notebooks: list[Notebook], text: str, flag: str = "--only") -> Notebook:
+    """The notebook a person means by ``text``: its name ("03_v1_finetune"), its number with or without the leading
+    zero ("03", "3"), or its name without the number ("v1_finetune"). ParameterError naming the notebooks otherwise."""
+    text = str(text).strip()
+    if text.endswith(".py") or text.endswith(".ipynb"):
+        text = Path(text).stem
+    for nb in notebooks:
+        if text in (nb.name, nb.name[3:]) or (text.isdigit() and int(text) == int(nb.number)):
+            return nb
+    raise ParameterError(f"{flag} {text!r} names no notebook; give a number or a name of one of: "
+                         f"{', '.join(nb.name for nb in notebooks)}")
+
+
 def select(notebooks: list[Notebook], only: list[str] | None = None, start: str | None = None) -> list[Notebook]:
-    """Notebooks named by ``only`` (name or number) or from number ``start`` on."""
+    """Notebooks named by ``only`` (each a name or a number, see ``find_notebook``), or from notebook ``start`` on."""
     chosen = notebooks
     if only:
-        wanted = set(only)
-        chosen = [nb for nb in notebooks if nb.name in wanted or nb.number in wanted]
-        missing = wanted - {nb.name for nb in chosen} - {nb.number for nb in chosen}
-        if missing:
-            raise ParameterError(f"unknown notebook(s) {sorted(missing)}; available: "
-                                 f"{', '.join(nb.name for nb in notebooks)}")
+        wanted = {find_notebook(notebooks, text).name for text in only}
+        chosen = [nb for nb in notebooks if nb.name in wanted]
     if start:
-        chosen = [nb for nb in chosen if nb.number >= start[:2]]
+        first = find_notebook(notebooks, start, "--from")
+        chosen = [nb for nb in chosen if nb.number >= first.number]
     if not chosen:
-        raise ParameterError("no notebook selected")
+        raise ParameterError(f"--only {' '.join(only or [])} and --from {start} together select no notebook; "
+                             f"the notebooks are: {', '.join(nb.name for nb in notebooks)}")
     return chosen
 
 
@@ -522,6 +534,7 @@ def execute(nb: Notebook, params: dict, paths: config.RunPaths, progress: bool =
     failure = None
     phases_file = timings_file(paths, nb)
     phases_file.unlink(missing_ok=True)
+    remove_leftovers(phases_file)                    # what a killed kernel was writing
     env = {timing.ENV: str(phases_file)}             # the kernel writes its phase times there
     if threads:
         env |= {name: str(threads) for name in THREAD_VARIABLES}
@@ -559,19 +572,6 @@ def execute(nb: Notebook, params: dict, paths: config.RunPaths, progress: bool =
 # ---------------------------------------------------------------------------------------------
 # One writer per artifacts folder
 # ---------------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    """True if a process with ``pid`` exists on this host (signal 0 probes without sending anything)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
 def _pid_start(pid: int) -> str | None:
     """The kernel's start time of process ``pid`` (Linux /proc), to tell a reused pid apart; None elsewhere."""
     try:
@@ -607,7 +607,7 @@ def _owner_is_running(owner: dict | None) -> bool:
     if owner.get("host") != socket.gethostname():
         return True  # cannot be checked from here
     pid = owner.get("pid")
-    if pid == os.getpid() or not _pid_alive(pid):
+    if pid == os.getpid() or not process_alive(pid):
         return False
     recorded = owner.get("pid_start")
     return recorded is None or recorded == _pid_start(pid)

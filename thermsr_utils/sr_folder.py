@@ -24,6 +24,8 @@ import csv
 import io as _io
 import json
 import math
+import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ class Report:
     skipped: list = field(default_factory=list)     # (file name, reason)
     notes: list = field(default_factory=list)       # (file name, what was adapted)
     rows: list = field(default_factory=list)        # per-image metrics (with --metrics)
+    written: list = field(default_factory=list)     # names of the files this run wrote into --output
 
 
 def to_bgr8(img: np.ndarray, name: str, report: Report) -> np.ndarray | None:
@@ -202,6 +205,22 @@ def _output_name(path: Path, taken: set[str], report: Report) -> str:
     return name
 
 
+def input_files(input_dir: Path, report: "Report") -> list[Path]:
+    """The regular files of ``input_dir``, sorted; every other entry goes to ``report.skipped`` with its reason."""
+    files = []
+    for p in sorted(input_dir.iterdir()):
+        if p.is_symlink() and not p.exists():
+            report.skipped.append((p.name, f"a symbolic link to {os.readlink(p)}, which does not exist"))
+        elif p.is_dir():
+            report.skipped.append((p.name, "a folder: only the images directly in --input are read"))
+        elif not p.is_file():
+            kind = "a named pipe (FIFO)" if stat.S_ISFIFO(p.stat().st_mode) else "not a regular file"
+            report.skipped.append((p.name, f"{kind}: only regular image files are read"))
+        else:
+            files.append(p)
+    return files
+
+
 def prepare_output(input_dir: Path, output_dir: Path) -> None:
     """Create ``output_dir`` and check it can be written, or raise ValueError in one sentence naming it: not the
     input folder nor inside it (the input is only read), not a file, not a symlink loop, writable."""
@@ -221,6 +240,47 @@ def prepare_output(input_dir: Path, output_dir: Path) -> None:
         writable_folder(output_dir, "--output", fix="choose a folder you can write to (it is created if missing)")
     except UnwritableFolder as e:
         raise ValueError(str(e)) from None
+    earlier_run(output_dir)          # refuse foreign files before any work
+
+
+
+
+RUN_RECORD = "summary.json"     # written last by every finished run; its "written" names the files that run wrote
+
+
+def earlier_run(output_dir: Path) -> list[str]:
+    """The files a finished earlier run recorded in ``output_dir``'s summary.json, to be replaced by this run's;
+    ValueError, in one sentence, for a folder that holds anything else (files of yours, or an interrupted run's
+    images, which are never deleted)."""
+    import re
+
+    record = output_dir / RUN_RECORD
+    written: list[str] = []
+    if record.is_file():
+        try:
+            written = json.loads(record.read_text()).get("written") or []
+        except (ValueError, AttributeError):
+            written = []
+    leftover = re.compile(r"^\..+\.(?:tmp|old)-")           # temporary files of killed writers (io.remove_leftovers)
+    foreign = sorted(p.name for p in output_dir.iterdir()
+                     if p.name not in written and p.name != RUN_RECORD and not leftover.match(p.name))
+    if foreign or (record.exists() and not written):
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ValueError(f"--output {output_dir} holds {shown or RUN_RECORD}, which no finished sr_folder run there "
+                         "wrote (your files, or an interrupted run's): choose an empty or new folder, or empty it "
+                         "yourself; nothing in it was changed")
+    return [name for name in written if (output_dir / name).is_file()]
+
+
+def clear_earlier_run(output_dir: Path) -> list[str]:
+    """Remove the files of the finished earlier run in ``output_dir`` (``earlier_run``), saying how many."""
+    removed = earlier_run(output_dir)
+    for name in removed + [RUN_RECORD]:
+        (output_dir / name).unlink(missing_ok=True)
+    if removed:
+        print(f"--output {output_dir}: removed the {len(removed)} file(s) of the earlier run there "
+              f"(its {RUN_RECORD} named them)", file=sys.stderr)
+    return removed
 
 
 def check_scoring(perceptual, nose_model: str) -> None:
@@ -278,12 +338,13 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4,
     if tile_overlap < 0:
         raise ValueError(f"--tile-overlap must be ≥ 0, got {tile_overlap}")
     check_scoring(perceptual, nose_model)
+    report = Report()
     prepare_output(input_dir, output_dir)
     scorer = make_scorer(perceptual, nose_model, device) if metrics else None
     method, info = load_method(model, scale, device, standin_dir)
-    report = Report()
+    clear_earlier_run(output_dir)    # only now that this run can start: a refused run changes nothing
     taken: set[str] = set()
-    files = sorted(p for p in input_dir.iterdir() if p.is_file())
+    files = input_files(input_dir, report)
     for path in tqdm(files, desc="sr_folder", disable=not progress):
         raw = _read(path, report)
         if raw is None:
@@ -331,6 +392,7 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4,
             report.notes.append((path.name, f"super-resolved in {n} tiles of {n_tile} px (LR) with "
                                             f"{tile_overlap} px overlap"))
         report.processed.append(path.name)
+        report.written.append(out_path.name)
         if metrics:
             report.rows.append(score_image(scorer, path.name, sr, hr, scale))
     _write_outputs(report, output_dir, info, scorer)
@@ -350,10 +412,12 @@ def _write_outputs(report: Report, output_dir: Path, info: dict, scorer) -> None
         writer.writeheader()
         writer.writerows(report.rows)
         atomic_write_text(output_dir / "metrics.csv", buf.getvalue())
+        report.written.append("metrics.csv")
         summary["mean"] = _means(report.rows, scorer.locator is not None)
         summary["n_scored"] = len(report.rows)
         summary["instruments"] = {**scorer.substitutes(), **evaluate.instrument_provenance(scorer)}
-    atomic_write_json(output_dir / "summary.json", summary)
+    summary["written"] = sorted(report.written)      # what the next run into this folder replaces
+    atomic_write_json(output_dir / RUN_RECORD, summary)
 
 
 def _means(rows: list[dict], nose: bool) -> dict:

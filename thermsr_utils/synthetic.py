@@ -1099,9 +1099,10 @@ def ensure_synthetic(base, *, seed, sftl54_subjects, sftl54_frames_per_subject,
     """
     base = Path(base)
     stamp = _stamp(seed, sftl54_subjects, sftl54_frames_per_subject, thermeval_frames_file1, thermeval_frames_file2)
-    if not _is_current(base, stamp):
+    tio.remove_leftovers(base)          # the temporary folders of a generation that was killed, also beside a set
+    if not _is_current(base, stamp):    # that is current
         base.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{base.name}.tmp-", dir=base.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=tio.temp_prefix(base), dir=base.parent))
         try:
             sf = write_sftl54(tmp / SFTL54_DIRNAME, sftl54_subjects, sftl54_frames_per_subject, seed)
             te = write_thermeval(tmp / THERMEVAL_DIRNAME, thermeval_frames_file1, thermeval_frames_file2, seed)
@@ -1119,7 +1120,7 @@ def _swap_in(tmp: Path, base: Path, stamp: dict) -> None:
     if base.exists():
         if _is_current(base, stamp):  # a concurrent run finished the same set first
             return
-        old = Path(tempfile.mkdtemp(prefix=f".{base.name}.old-", dir=base.parent))
+        old = Path(tempfile.mkdtemp(prefix=tio.temp_prefix(base, "old"), dir=base.parent))
         os.replace(base, old / "data")
     os.replace(tmp, base)
     if old is not None:

@@ -38,7 +38,7 @@ def _write() -> None:
     if not target:
         return
     path = Path(target)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-w")    # io.remove_leftovers' pattern: swept if killed
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps({k: round(v, 3) for k, v in sorted(_totals.items())}))
