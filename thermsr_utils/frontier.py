@@ -9,6 +9,7 @@ at its λ). The main run's v2 also gives EMA against its raw weights at the same
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,10 @@ def read_plan(paths: config.RunPaths) -> list[Entry]:
 
 def optimizer_steps(entry: Entry) -> int:
     """Optimizer steps the entry's kept model trained (from its history up to the kept epoch)."""
-    meta = io.read_json(entry.checkpoint / "thermsr.json")
-    history = io.read_json(entry.checkpoint.parent / "history.json")
+    from .checkpoint import HISTORY_FILE, META_FILE
+
+    meta = io.read_json(entry.checkpoint / META_FILE)
+    history = io.read_json(entry.checkpoint.parent / HISTORY_FILE)
     return int(sum(h.get("steps", 0) for h in history if h["epoch"] <= meta["epoch"]))
 
 
@@ -225,7 +228,7 @@ def interpolate(start: Entry, end: Entry, alphas, crops_dir, records, scorer, *,
     s0, s1 = m0.state_dict(), m1.state_dict()
     methods = {}
     for alpha in alphas:
-        model, _ = models.load_model(start.checkpoint, device=device)
+        model = copy.deepcopy(m0)                  # the start model's architecture, loaded once
         model.load_state_dict(blend_state(s0, s1, alpha))
         methods[blend_label(alpha)] = evaluate.model_method(model.eval(), batch_size, device)
     rows = evaluate.evaluate_methods(methods, crops_dir, records, scorer, batch_size=batch_size)
