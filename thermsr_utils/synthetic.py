@@ -149,12 +149,12 @@ def make_subject(sub_id: int, rng: np.random.Generator) -> Subject:
     skin = float(rng.normal(34.2, 0.45))
     return Subject(
         sub_id=int(sub_id), sex=sex, half_width=float(u(66, 96)),
-        v_widest=float(u(0.05, 0.25)), jaw_len=float(u(1.3, 1.6)), skull_len=float(u(1.55, 1.8)),
+        v_widest=float(u(0.05, 0.25)), jaw_len=float(u(1.4, 1.65)), skull_len=float(u(1.55, 1.8)),
         jaw_p=float(u(1.9, 2.8)), skull_p=float(u(2.0, 2.4)),
-        eye_dx=float(u(0.40, 0.48)), eye_w=float(u(0.17, 0.22)), eye_h=float(u(0.055, 0.085)),
+        eye_dx=float(u(0.40, 0.48)), eye_w=float(u(0.17, 0.22)), eye_h=float(u(0.08, 0.11)),
         brow_v=float(u(-0.36, -0.26)), brow_arch=float(u(0.02, 0.08)), brow_thick=float(u(0.035, 0.075)),
-        tip_v=float(u(0.52, 0.68)), nose_w=float(u(0.17, 0.25)), nose_h=float(u(0.28, 0.42)),
-        mouth_v=float(u(0.98, 1.12)), mouth_w=float(u(0.30, 0.40)), lip_h=float(u(0.04, 0.07)),
+        tip_v=float(u(0.46, 0.58)), nose_w=float(u(0.17, 0.25)), nose_h=float(u(0.28, 0.42)),
+        mouth_v=float(u(0.86, 0.98)), mouth_w=float(u(0.30, 0.40)), lip_h=float(u(0.04, 0.07)),
         hair=hair, hairline=float(u(-1.15, -0.85)) if hair != "bald" else -1.9,
         hair_volume=float(u(0.06, 0.14)) if hair != "curly" else float(u(0.18, 0.32)),
         hair_len=float(u(1.8, 3.4)), hair_frac=float(u(0.35, 0.6)), hair_wave=float(u(0.0, 0.05)),
@@ -576,13 +576,17 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
     w = F.win(-0.45, -0.15, 0.45, nb + 0.15)  # nose: cool tip, ridge and wings; warm creases
     if w is not None:
         uu, vv = u[w], v[w]
-        tn = -s.nose_cool * _gauss(uu, vv, 0.0, tip - 0.01, 0.15, 0.13)
-        tn -= 0.45 * s.nose_cool * _gauss(uu, vv, 0.0, tip * 0.55, 0.09, 0.2)
+        ridge = np.clip((vv + 0.05) / (tip + 0.05), 0, 1)  # 0 at the bridge, 1 at the tip
+        half = 0.07 + 0.09 * ridge  # the nose widens toward its base
+        along = np.exp(-np.clip(vv - tip, 0, None) ** 2 / (2 * 0.05 ** 2)) * (vv > -0.1)
+        tn = -0.5 * s.nose_cool * (0.4 + 0.6 * ridge) * along * np.exp(-uu * uu / (2 * half * half))
+        tn -= 0.8 * s.nose_cool * _gauss(uu, vv, 0.0, tip, 0.11, 0.08)  # the tip, coolest
         for side in (-1.0, 1.0):
-            tn -= 0.4 * s.nose_cool * _gauss(uu, vv, side * 0.85 * s.nose_w, nb - 0.05, 0.07, 0.06)
-            ala = np.abs(np.hypot(uu - side * (s.nose_w - 0.05), vv - nb + 0.07) - 0.1) - 0.01
-            tn += 1.0 * _soft(ala, 2.5 * px) * (side * uu > 0.12) * (vv > nb - 0.2)
-            tn += pose.breath * _gauss(uu, vv, side * 0.45 * s.nose_w, nb + 0.005, 0.05, 0.025)
+            tn -= 0.2 * s.nose_cool * _gauss(uu, vv, side * 0.8 * s.nose_w, nb - 0.05, 0.05, 0.05)  # alae
+            crease = np.abs(np.hypot(uu - side * (s.nose_w - 0.08), vv - nb + 0.07) - 0.1) - 0.01
+            tn += 0.6 * _soft(crease, 2.5 * px) * (side * uu > s.nose_w - 0.02) * (vv > nb - 0.2)  # alar groove
+            tn += (pose.breath - 1.5) * _gauss(uu, vv, side * 0.45 * s.nose_w, nb - 0.01, 0.06, 0.03)  # nostrils
+        tn += 0.6 * _gauss(uu, vv, 0.0, nb + 0.07, 0.09, 0.04)  # warm philtrum under the nose
         t[w] += tn
     w = F.win(-s.mouth_w - 0.5, nb - 0.1, s.mouth_w + 0.5, s.mouth_v + 0.1)  # nasolabial creases
     if w is not None:
@@ -601,9 +605,9 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
         te += s.canthus_hot * _gauss(uu, vv, inner + side * 0.015, 0.005, 0.045, 0.038)
         up, lo = _lid_upper(s, uu, ex), _lid_lower(s, uu, ex)
         a_eye = _cov(-np.minimum(vv - up, lo - vv), px) * (np.abs(uu - ex) < s.eye_w)
-        te += a_eye * (-0.55 - 0.8 * _gauss(uu, vv, ex, 0.0, 0.055, 0.055))  # cornea, iris
+        te += a_eye * (-4.5 - 1.0 * _gauss(uu, vv, ex, 0.0, 0.055, 0.055))  # cornea, iris
         span = np.clip(1 - ((uu - ex) / (1.05 * s.eye_w)) ** 2, 0, 1)
-        te -= 0.9 * _soft(np.abs(vv - up + 0.008) - 0.012, 1.5 * px) * span  # lash line
+        te -= 2.5 * _soft(np.abs(vv - up + 0.008) - 0.02, 1.5 * px) * span  # lash line
         te += 0.3 * _soft(np.abs(vv - 1.7 * up + 0.045) - 0.008, 2 * px) * span  # lid crease
         t[w] += te
     w = F.win(-0.95, s.brow_v - 0.25, 0.95, s.brow_v + 0.15)  # brows: hair insulates, so cooler
@@ -612,7 +616,7 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
         thick = s.brow_thick * np.clip(1.0 - ((np.abs(uu) - 0.35) / 0.55) ** 2, 0.3, 1.0)
         sd = np.maximum(np.abs(vv - _brow_y(s, uu)) - thick, np.abs(np.abs(uu) - 0.49) - 0.31)
         a = _soft(sd + 0.02 * wobble[w], 2.5 * px)
-        t[w] -= a * (1.5 + 0.25 * grain_d[w] + 0.3 * wobble[w])
+        t[w] -= a * (1.0 + 0.25 * grain_d[w] + 0.3 * wobble[w])
     mv, mw = s.mouth_v, s.mouth_w
     w = F.win(-mw - 0.1, mv - 0.2, mw + 0.1, mv + 0.22)  # lips and the warm line between them
     if w is not None:
@@ -622,7 +626,7 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
         lips = np.maximum(np.maximum(mv - gap / 2 - s.lip_h * prof - vv, vv - mv - gap / 2 - 1.3 * s.lip_h * prof),
                           np.abs(uu) - mw)
         line = np.maximum(np.abs(vv - mv) - (0.008 + gap / 2 * prof), np.abs(uu) - mw)
-        t[w] += 0.35 * _soft(lips, 2 * px) + (0.7 + 1.2 * pose.mouth_open) * _soft(line, 1.5 * px)
+        t[w] += -1.2 * _soft(lips, 2 * px) + (0.9 + 1.2 * pose.mouth_open) * _soft(line, 1.5 * px)
     if s.beard > 0:  # beard and moustache: insulating hair, cooler and textured
         w = F.win(-1.05, tip, 1.05, chin + 0.05)
         if w is not None:
