@@ -36,7 +36,7 @@ import numpy as np
 
 from . import io as tio
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 SFTL54_SIZE = (464, 348)  # width, height (FLIR T540)
 THERMEVAL_SIZE = (256, 192)  # width, height (TOPDON TC001+ sensor)
@@ -111,6 +111,7 @@ class Subject:
     skin: float  # core facial skin temperature
     nose_cool: float
     canthus_hot: float
+    eye_cool: float  # how much cooler the open eye (cornea, lashes) is than the skin around it
     ear_cool: float
     cheek_cool: float
     cloth_frac: float
@@ -162,7 +163,7 @@ def make_subject(sub_id: int, rng: np.random.Generator) -> Subject:
         skin=skin, nose_cool=float(u(1.4, 3.4)), canthus_hot=float(u(1.4, 2.3)), ear_cool=float(u(1.5, 3.0)),
         cheek_cool=float(u(0.5, 1.3)), cloth_frac=float(u(0.4, 0.72)),
         neckline=("round", "vee", "collar")[int(rng.integers(3))], shoulder_w=float(u(2.4, 3.0)),
-        neck_w=float(u(0.52, 0.64)), ambient=float(u(20.5, 25.0)), tex_seed=int(rng.integers(2**31)),
+        neck_w=float(u(0.52, 0.64)), ambient=float(u(20.5, 25.0)), tex_seed=int(rng.integers(2**31)), eye_cool=float(u(4.0, 5.0)),
     )
 
 
@@ -532,6 +533,7 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
         sd = np.maximum(np.abs(uu) - width, np.maximum(s.v_widest + 0.3 - vv, vv - v_sh - 0.7))
         a = _cov(sd, px)
         t = skin - 0.3 + 0.2 * veins[nwin] - 0.4 * np.clip((vv - chin) / 1.2, 0, 1) - 1.6 * (np.abs(uu) / width) ** 4
+        t -= 1.5 * np.exp(-0.5 * ((vv - chin - 0.06) / 0.1) ** 2)  # under the jaw the skin faces away: cooler
         _over(sub[nwin], a, t)
         alpha[nwin] = np.maximum(alpha[nwin], a)
 
@@ -561,10 +563,10 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
         return (y0, y1, x0, x1), alpha
     rr = np.clip(r, 0.0, 1.0)
     t = np.full(u.shape, skin, np.float32)
-    th = skin + 0.45 * _gauss(uu, vv, 0.0, -0.75, 0.55, 0.3)  # warm forehead
+    th = skin + 0.8 * _gauss(uu, vv, 0.0, -0.75, 0.55, 0.3)  # warm forehead
     th += 0.35 * (_gauss(uu, vv, -0.82, -0.35, 0.14, 0.3) + _gauss(uu, vv, 0.82, -0.35, 0.14, 0.3))  # temples
     th -= 2.2 * np.clip((rr - 0.72) / 0.28, 0, 1) ** 2  # grazing-angle edges read cooler
-    th -= 0.9 * uu * uu * np.clip((vv - 0.1) / 0.8, 0, 1)  # lower face cooler toward the jaw
+    th -= 1.5 * uu * uu * np.clip((vv - 0.1) / 0.8, 0, 1)  # lower face cooler toward the jaw
     th -= s.cheek_cool * (_gauss(uu, vv, -0.62, 0.62, 0.22, 0.28) + _gauss(uu, vv, 0.62, 0.62, 0.22, 0.28))
     th -= 0.5 * _gauss(uu, vv, 0.0, chin - 0.12, 0.3, 0.14)  # chin
     th += 0.25 * veins[hd] * _gauss(uu, vv, 0.0, -0.55, 0.9, 0.55)  # superficial vessels
@@ -579,13 +581,13 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
         ridge = np.clip((vv + 0.05) / (tip + 0.05), 0, 1)  # 0 at the bridge, 1 at the tip
         half = 0.07 + 0.09 * ridge  # the nose widens toward its base
         along = np.exp(-np.clip(vv - tip, 0, None) ** 2 / (2 * 0.05 ** 2)) * (vv > -0.1)
-        tn = -0.5 * s.nose_cool * (0.4 + 0.6 * ridge) * along * np.exp(-uu * uu / (2 * half * half))
-        tn -= 0.8 * s.nose_cool * _gauss(uu, vv, 0.0, tip, 0.11, 0.08)  # the tip, coolest
+        tn = -0.8 * s.nose_cool * (0.8 + 0.2 * ridge) * along * np.exp(-uu * uu / (2 * half * half))
+        tn -= 0.1 * s.nose_cool * _gauss(uu, vv, 0.0, tip, 0.11, 0.08)  # the tip, coolest
         for side in (-1.0, 1.0):
             tn -= 0.2 * s.nose_cool * _gauss(uu, vv, side * 0.8 * s.nose_w, nb - 0.05, 0.05, 0.05)  # alae
             crease = np.abs(np.hypot(uu - side * (s.nose_w - 0.08), vv - nb + 0.07) - 0.1) - 0.01
             tn += 0.6 * _soft(crease, 2.5 * px) * (side * uu > s.nose_w - 0.02) * (vv > nb - 0.2)  # alar groove
-            tn += (pose.breath - 1.5) * _gauss(uu, vv, side * 0.45 * s.nose_w, nb - 0.01, 0.06, 0.03)  # nostrils
+            tn += (pose.breath - 2.5) * _gauss(uu, vv, side * 0.45 * s.nose_w, nb - 0.01, 0.06, 0.03)  # nostrils
         tn += 0.6 * _gauss(uu, vv, 0.0, nb + 0.07, 0.09, 0.04)  # warm philtrum under the nose
         t[w] += tn
     w = F.win(-s.mouth_w - 0.5, nb - 0.1, s.mouth_w + 0.5, s.mouth_v + 0.1)  # nasolabial creases
@@ -605,7 +607,7 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
         te += s.canthus_hot * _gauss(uu, vv, inner + side * 0.015, 0.005, 0.045, 0.038)
         up, lo = _lid_upper(s, uu, ex), _lid_lower(s, uu, ex)
         a_eye = _cov(-np.minimum(vv - up, lo - vv), px) * (np.abs(uu - ex) < s.eye_w)
-        te += a_eye * (-4.5 - 1.0 * _gauss(uu, vv, ex, 0.0, 0.055, 0.055))  # cornea, iris
+        te += a_eye * (-s.eye_cool - 1.0 * _gauss(uu, vv, ex, 0.0, 0.055, 0.055))  # cornea, iris
         span = np.clip(1 - ((uu - ex) / (1.05 * s.eye_w)) ** 2, 0, 1)
         te -= 2.5 * _soft(np.abs(vv - up + 0.008) - 0.02, 1.5 * px) * span  # lash line
         te += 0.3 * _soft(np.abs(vv - 1.7 * up + 0.045) - 0.008, 2 * px) * span  # lid crease

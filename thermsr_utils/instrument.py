@@ -1,0 +1,226 @@
+"""Does a landmark model read the test faces? Its five points against the annotated ones, and how far its nose
+moves under the degradations that were measured on real thermal face crops.
+
+The downstream metric (``downstream.nose_errors``) is only as good as the landmark model behind it: if the model
+puts the nose 20 px from where the face's nose is, what moves its estimate between HR and SR is not the nose.
+``check`` measures, on the HR test crops of one dataset:
+
+- the detection rate;
+- the median distance between each of the model's five points (eye centres, nose tip, mouth corners) and the
+  annotation's (SF-TL54: its 54 LabelMe landmarks, eye centre = mean of the six eyelid points; ThermEval-D: only
+  the nose, the centre of the Nose box);
+- the nose's displacement between each crop and the crop under Gaussian blur σ 1 and σ 2 and under bicubic ×4
+  (INTER_AREA ÷4 then bicubic ×4) — beside the same figures measured on 115 real thermal face crops.
+
+``targets`` turns that into the pass/fail lines notebook 02 prints; a dataset on which the model fails them gets
+no downstream verdict in the later notebooks (``verdict_datasets``).
+
+Coordinates: annotations are continuous image coordinates with pixel *corners* at integers (the generator's and
+LabelMe's convention: pixel i covers [i, i + 1)); the landmark models report pixel *centres* at integers. The
+truth is converted (``to_pixel_centres``: − 0.5 px) before any distance is taken.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .data import CROP_SIZE, map_point, read_labelme
+
+POINTS = ("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")  # image left/right
+NOSE = 2
+# 0-based SF-TL54 landmark indices behind each of the five points
+_EYES = (slice(36, 42), slice(42, 48))
+_NOSE_TIP, _MOUTH = 30, (48, 50)
+PERTURBATIONS = ("blur σ1", "blur σ2", "bicubic ×4")
+# Measured on 115 real thermal face crops (DESIGN §4): detection rate, noise floor (px), nose displacement (px)
+REAL_CROPS = {
+    "retinaface": {"detected": 0.90, "floor": 0.66, "blur σ1": 1.71, "blur σ2": 4.39, "bicubic ×4": 3.31},
+    "dlib": {"detected": 0.86, "floor": 1.79, "blur σ1": 1.68, "blur σ2": 3.01, "bicubic ×4": 2.77},
+}
+TARGETS = {"detected": 0.95, "nose_px": 3.0, "ratio": 1.5}   # ≥ detected, ≤ nose_px (192-px crop), within ×ratio
+
+
+def to_pixel_centres(xy) -> np.ndarray:
+    """Annotation coordinates (pixel corners at integers) → the landmark models' (pixel centres at integers)."""
+    return np.asarray(xy, dtype=np.float64) - 0.5
+
+
+def five_points(landmarks) -> np.ndarray:
+    """SF-TL54's 54 landmarks (54×2) → the five points in ``POINTS`` order (5×2), same coordinates."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    return np.stack([lm[_EYES[0]].mean(0), lm[_EYES[1]].mean(0), lm[_NOSE_TIP], lm[_MOUTH[0]], lm[_MOUTH[1]]])
+
+
+def truth_points(records: list[dict], sftl54_root, size: int = CROP_SIZE) -> dict[str, list]:
+    """{crop id: 5×2 list} of the annotated five points in crop coordinates (pixel centres at integers).
+
+    SF-TL54 crops read their source's LabelMe file (``<root>/<palette>/<split>/json/<stem>.json``); ThermEval-D
+    crops know only the nose (the others are None)."""
+    out, root = {}, Path(sftl54_root)
+    for r in records:
+        if r["dataset"] == "sftl54":
+            src = Path(r["source"])            # <palette>/<split>/images/<stem>.png
+            _, lm = read_labelme(root / src.parent.parent / "json" / f"{src.stem}.json")
+            pts = to_pixel_centres([map_point(p, r["box"], size) for p in five_points(lm)])
+            out[r["id"]] = [[round(float(x), 3), round(float(y), 3)] for x, y in pts]
+        else:
+            pts = [None] * len(POINTS)
+            if r.get("nose") is not None:
+                x, y = to_pixel_centres(r["nose"])
+                pts[NOSE] = [round(float(x), 3), round(float(y), 3)]
+            out[r["id"]] = pts
+    return out
+
+
+def truth_array(truth: dict, ids) -> np.ndarray:
+    """len(ids)×5×2 float array from ``truth_points``' dict (NaN where unknown or the id is missing)."""
+    out = np.full((len(ids), len(POINTS), 2), np.nan)
+    for i, cid in enumerate(ids):
+        for j, p in enumerate(truth.get(cid) or []):
+            if p is not None:
+                out[i, j] = p
+    return out
+
+
+def perturb(images_bgr: np.ndarray, name: str, scale: int = 4) -> np.ndarray:
+    """The HR crops under one of ``PERTURBATIONS`` (uint8 N×H×W×3 in and out)."""
+    import cv2
+
+    if name == "blur σ1" or name == "blur σ2":
+        sigma = 1.0 if name == "blur σ1" else 2.0
+        return np.stack([cv2.GaussianBlur(im, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) for im in images_bgr])
+    if name == "bicubic ×4":
+        h, w = images_bgr.shape[1:3]
+        return np.stack([cv2.resize(cv2.resize(im, (w // scale, h // scale), interpolation=cv2.INTER_AREA), (w, h),
+                                    interpolation=cv2.INTER_CUBIC) for im in images_bgr])
+    raise ValueError(f"unknown perturbation {name!r}; choose one of {', '.join(PERTURBATIONS)}")
+
+
+def five_from(locator, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N×5×2 points of the best face, NaN where none; N bool found) from a locator with ``detect``; a locator
+    without it (nose only) fills the nose and leaves the other four NaN."""
+    n = len(images_bgr)
+    pts = np.full((n, len(POINTS), 2), np.nan)
+    found = np.zeros(n, bool)
+    if hasattr(locator, "detect"):
+        for i, face in enumerate(locator.detect(images_bgr)):
+            if len(face["scores"]):
+                pts[i] = face["landmarks"][0]
+                found[i] = True
+    else:
+        xy, found = locator.locate(images_bgr)
+        found = np.asarray(found, bool)
+        pts[found, NOSE] = np.asarray(xy)[found]
+    return pts, found
+
+
+def _median(x) -> float | None:
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if len(x) else None
+
+
+def real_key(locator) -> str | None:
+    """Which real-crop reference row a locator matches ("retinaface", "dlib") by its name; None if neither."""
+    name = str(getattr(locator, "name", "")).lower()
+    return next((k for k in REAL_CROPS if k in name), None)
+
+
+def check(locator, images_bgr: np.ndarray, truth: np.ndarray) -> dict:
+    """The instrument check of one landmark model on HR crops (uint8 BGR N×H×W×3) with ``truth`` N×5×2 (pixel
+    centres, NaN where unknown). Plain JSON data: n, detected (rate), per point median distance to the truth and
+    the number of crops it is taken over, nose displacement per perturbation (median px over crops where the nose
+    was found on both), and the real-crop reference when the model is one of ``REAL_CROPS``."""
+    truth = np.asarray(truth, dtype=np.float64)
+    if truth.shape != (len(images_bgr), len(POINTS), 2):
+        raise ValueError(f"truth must have shape ({len(images_bgr)}, {len(POINTS)}, 2), got {truth.shape}")
+    pts, found = five_from(locator, images_bgr)
+    dist = np.linalg.norm(pts - truth, axis=2)              # NaN where not found or not annotated
+    out = {"locator": getattr(locator, "name", type(locator).__name__), "n": int(len(images_bgr)),
+           "detected": float(found.mean()) if len(found) else None,
+           "to_truth_px": {p: _median(dist[:, j]) for j, p in enumerate(POINTS)},
+           "to_truth_n": {p: int(np.isfinite(dist[:, j]).sum()) for j, p in enumerate(POINTS)},
+           "displacement_px": {}, "displacement_n": {}}
+    for name in PERTURBATIONS:
+        moved, ok = five_from(locator, perturb(images_bgr, name))
+        d = np.linalg.norm(moved[:, NOSE] - pts[:, NOSE], axis=1)
+        out["displacement_px"][name] = _median(d)
+        out["displacement_n"][name] = int(np.isfinite(d).sum())
+    key = real_key(locator)
+    out["real_crops"] = REAL_CROPS.get(key)
+    return out
+
+
+def targets(result: dict, *, with_displacements: bool = True) -> dict[str, bool | None]:
+    """Which of ``TARGETS`` a ``check`` result meets: "detected", "nose" (median nose distance to the truth) and,
+    where a real-crop reference exists, one entry per perturbation (within ×ratio of the real figure). None where
+    it cannot be judged (no truth, no reference)."""
+    out: dict[str, bool | None] = {}
+    det = result.get("detected")
+    out["detected"] = None if det is None else det >= TARGETS["detected"]
+    nose = result["to_truth_px"].get(POINTS[NOSE])
+    out["nose"] = None if nose is None else nose <= TARGETS["nose_px"]
+    ref = result.get("real_crops")
+    if with_displacements:
+        for name in PERTURBATIONS:
+            got = result["displacement_px"].get(name)
+            if ref is None or got is None or not got > 0:
+                out[name] = None
+            else:
+                ratio = got / ref[name]
+                out[name] = 1 / TARGETS["ratio"] <= ratio <= TARGETS["ratio"]
+    return out
+
+
+def reads_faces(result: dict) -> bool:
+    """The condition for stating downstream verdicts on a dataset: detected and nose targets met (displacements
+    are reported beside the real figures but only say how sensitive the instrument is, not where it looks)."""
+    t = targets(result, with_displacements=False)
+    return bool(t["detected"]) and t["nose"] is not False
+
+
+def table_rows(results: dict[tuple[str, str], dict]) -> list[dict]:
+    """One row per (dataset label, model label) → a flat dict for ``io.atomic_write_csv_and_md``."""
+    rows = []
+    for (dataset, model), res in results.items():
+        t = targets(res)
+        ref = res.get("real_crops") or {}
+        row = {"dataset": dataset, "model": model, "n": res["n"],
+               "detected %": None if res["detected"] is None else round(100 * res["detected"], 1)}
+        for p in POINTS:
+            v = res["to_truth_px"][p]
+            row[f"{p} to truth (px)"] = None if v is None else round(v, 2)
+        for name in PERTURBATIONS:
+            v = res["displacement_px"][name]
+            row[f"nose moves, {name} (px)"] = None if v is None else round(v, 2)
+            row[f"real crops, {name} (px)"] = ref.get(name)
+        row["targets met"] = ", ".join(k for k, v in t.items() if v) or "none"
+        row["targets missed"] = ", ".join(k for k, v in t.items() if v is False) or "none"
+        rows.append(row)
+    return rows
+
+
+def summary_line(dataset: str, model: str, res: dict) -> str:
+    """One sentence: detection, nose distance to the truth and the displacements beside the real figures."""
+    t = targets(res)
+    nose = res["to_truth_px"][POINTS[NOSE]]
+    ref = res.get("real_crops") or {}
+    parts = [f"**{model} on {dataset}**: detected {100 * (res['detected'] or 0):.0f} % "
+             f"({'meets' if t['detected'] else 'misses'} ≥ {100 * TARGETS['detected']:.0f} %)"]
+    if nose is not None:
+        parts.append(f"median nose distance to the annotated nose {nose:.2f} px "
+                     f"({'meets' if t['nose'] else 'misses'} ≤ {TARGETS['nose_px']:g} px)")
+    moves = []
+    for name in PERTURBATIONS:
+        got = res["displacement_px"][name]
+        if got is None:
+            continue
+        real = f" (real crops {ref[name]:.2f})" if name in ref else ""
+        moves.append(f"{name} {got:.2f} px{real}")
+    if moves:
+        missed = [k for k in PERTURBATIONS if t.get(k) is False]
+        tail = (f"; outside ×{TARGETS['ratio']:g} of the real figure: {', '.join(missed)}" if missed else
+                (f"; each within ×{TARGETS['ratio']:g} of the real figure" if ref else ""))
+        parts.append("the nose moves under " + ", ".join(moves) + tail)
+    return "; ".join(parts) + "."
