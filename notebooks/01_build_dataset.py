@@ -53,7 +53,9 @@ update_manifest = False  # overwrite the committed manifest in data_manifest/ in
 # %%
 from pathlib import Path
 
-from thermsr_utils import config, data
+from IPython.display import Markdown, display
+
+from thermsr_utils import config, data, io
 
 paths = config.setup(profile, seed)
 print("artifacts:", paths.root)
@@ -89,6 +91,23 @@ from thermsr_utils import plots
 
 fig = plots.synthetic_samples_figure(sf_root, te_root, paths.figures / "raw_samples.png",
                                      title_prefix="SYNTHETIC" if data_source == "synthetic" else "REAL")
+fig
+
+# %% [markdown]
+# ### What the generator varies
+#
+# The synthetic faces follow a face's canonical proportions — eyes at mid-head, the nose tip about a third and the
+# mouth a little over half of the way from the eyes to the chin — with a thermal camera's look: warm inner eye
+# corners, forehead and neck; a cool nose, cheeks and ears; open eyes cooler than the skin around them; hair,
+# beards and glasses cooler than skin (glasses are opaque to long-wave infrared); soft optics and sensor noise.
+# One subject, one generator parameter changed per tile (this is not the test data; notebook 02 checks that a
+# face model reads the test faces where the generator drew them).
+
+# %%
+if data_source == "synthetic":
+    fig = plots.image_gallery(synthetic.gallery(seed=seed), paths.figures / "synthetic_gallery.png", ncols=4,
+                              title="SYNTHETIC: one subject, one generator parameter changed per tile")
+    display(fig)
 
 # %% [markdown]
 # ## Crops, splits and the manifest
@@ -125,13 +144,22 @@ data.verify_crops(paths.crops, records)
 print(f"{len(records)} crops; splits are disjoint and every crop matches its recorded hash")
 
 # %% [markdown]
+# Notebook 02 checks the landmark models against the annotated eyes, nose and mouth of each test crop; those five
+# points are read here from the annotations (SF-TL54: its 54 landmarks; ThermEval-D: only the nose).
+
+# %%
+from thermsr_utils import instrument
+
+truth = instrument.truth_points([r for r in records if r["split"] == "test"], sf_root, size=crop_size)
+io.atomic_write_json(paths.results / "landmark_truth.json", truth)
+print(f"annotated points of {len(truth)} test crops written")
+
+# %% [markdown]
 # One thing the write-up does not mention: when a clipped crop box is smaller than 192 px, "resized to
 # 192×192" means *enlarged*. Those "HR" crops carry no detail beyond their source resolution, which makes the
 # 4× task easier than it looks. We keep the protocol (set `min_crop_side` to drop such crops) but count them.
 
 # %%
-from IPython.display import Markdown, display
-
 for name, label in (("sftl54", "SF-TL54"), ("thermeval", "ThermEval-D")):
     recs = [r for r in records if r["dataset"] == name]
     up = sum(r["upscaled"] for r in recs)
@@ -154,3 +182,4 @@ for name, value in bicubic.items():
 
 # %%
 fig = plots.crop_grid(paths.crops, records, paths.figures / "crops_test.png", split="test")
+fig

@@ -211,6 +211,47 @@ def crop_grid(crops_dir, records, out_path, *, split="test", per_dataset=6, capt
     return save_figure(fig, out_path, caption)
 
 
+def image_gallery(items, out_path, *, ncols: int = 4, caption=None, title=None):
+    """``items`` = [(label, uint8 gray or BGR image)] in a grid of ``ncols`` columns, each titled with its label."""
+    nrows = -(-len(items) // ncols)
+    fig = new_figure(2.6 * ncols, 2.1 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (label, img) in zip(axes.flat, items):
+        ax.imshow(img if img.ndim == 2 else _rgb(img), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(label, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return save_figure(fig, out_path, caption)
+
+
+def landmark_overlay(images, truth, predictions: dict, labels, out_path, *, caption=None, title=None):
+    """HR crops (uint8 BGR N×H×W×3) with the annotated five points (``truth`` N×5×2, green circles) and each
+    model's points (``predictions`` {model name: N×5×2}, NaN where not found) as coloured crosses."""
+    colours = ["red", "deepskyblue", "orange", "magenta"]
+    n = len(images)
+    fig = new_figure(2.3 * n, 2.7)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for i, ax in enumerate(axes):
+        ax.imshow(_rgb(images[i]))
+        t = np.asarray(truth[i], float)
+        ok = np.isfinite(t).all(1)
+        ax.scatter(t[ok, 0], t[ok, 1], s=40, facecolors="none", edgecolors="lime", linewidths=1.5,
+                   label="annotated" if i == 0 else None)
+        for k, (name, pts) in enumerate(predictions.items()):
+            p = np.asarray(pts[i], float)
+            okp = np.isfinite(p).all(1)
+            ax.plot(p[okp, 0], p[okp, 1], "x", color=colours[k % len(colours)], ms=6, mew=1.5,
+                    label=name if i == 0 else None)
+        ax.set_title(labels[i], fontsize=8)
+        ax.axis("off")
+    fig.legend(loc="lower center", ncols=1 + len(predictions), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, out_path, caption)
+
+
 def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=None):
     """Rows of images (uint8 BGR, any sizes) under column titles; ``zoom`` = per-row (x0, y0, x1, y1) in HR
     pixels: that region is drawn enlarged in an inset and outlined on every column."""

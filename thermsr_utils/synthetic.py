@@ -864,6 +864,32 @@ def write_sftl54(root, n_subjects=142, frames_per_subject=3, seed=0, palettes=("
             "palettes": list(palettes)}
 
 
+
+GALLERY = (  # (label, subject changes, pose changes, face scale): one generator parameter at a time
+    ("frontal", {}, {}, 1.0), ("turned left", {}, {"yaw": -0.18}, 1.0), ("turned right", {}, {"yaw": 0.18}, 1.0),
+    ("tilted", {}, {"roll": 0.15}, 1.0), ("mouth open", {}, {"mouth_open": 1.0}, 1.0),
+    ("long hair", {"hair": "long", "hair_len": 3.0}, {}, 1.0), ("curly hair", {"hair": "curly", "hair_volume": 0.25}, {}, 1.0),
+    ("bald", {"hair": "bald", "hairline": -1.9}, {}, 1.0), ("glasses", {"glasses": True}, {}, 1.0),
+    ("beard", {"beard": 0.8}, {}, 1.0), ("farther away", {}, {}, 0.6), ("cold nose, warm room", {"nose_cool": 3.4,
+                                                                                                  "ambient": 25.0}, {}, 1.0),
+)
+
+
+def gallery(seed: int = 0, sub_id: int = 1) -> list[tuple[str, np.ndarray]]:
+    """One subject rendered as an SF-TL54-like portrait under each of ``GALLERY``'s changes:
+    ``[(label, uint8 348×464 white-hot frame)]``. The camera, focus and noise are the dataset's."""
+    base = make_subject(sub_id, np.random.default_rng([seed, 54, sub_id]))
+    cam = replace(make_camera(np.random.default_rng([seed, 540]), *SFTL54_SIZE, **SFTL54_CAMERA), blur=0.9)
+    out = []
+    for label, subject_changes, pose_changes, scale in GALLERY:
+        s = replace(base, **subject_changes)
+        pose = replace(sftl54_pose(s, np.random.default_rng([seed, 54, sub_id, 1])), yaw=0.0, roll=0.0,
+                       mouth_open=0.0)
+        pose = replace(pose, scale=pose.scale * scale, **pose_changes)
+        gray, _, _ = render_sftl54_frame(s, pose, make_textures(s), cam, np.random.default_rng([seed, 54, sub_id, 99]))
+        out.append((label, gray))
+    return out
+
 # ---------------------------------------------------------------------------------------------
 # ThermEval-D-like indoor scenes
 # ---------------------------------------------------------------------------------------------
@@ -1136,5 +1162,5 @@ def _swap_in(tmp: Path, base: Path, stamp: dict) -> None:
 __all__ = [
     "GENERATOR_VERSION", "N_LANDMARKS", "NOSE_TIP", "INNER_EYE_CORNERS", "THERMEVAL_CATEGORIES", "Subject", "Pose",
     "Camera", "make_subject", "canonical_landmarks", "project", "make_textures", "render_person", "expose", "iron",
-    "sftl54_split", "write_sftl54", "write_thermeval", "ensure_synthetic",
+    "sftl54_split", "write_sftl54", "write_thermeval", "ensure_synthetic", "GALLERY", "gallery",
 ]
