@@ -160,7 +160,7 @@ def make_subject(sub_id: int, rng: np.random.Generator) -> Subject:
         hair_volume=float(u(0.06, 0.14)) if hair != "curly" else float(u(0.18, 0.32)),
         hair_len=float(u(1.8, 3.4)), hair_frac=float(u(0.35, 0.6)), hair_wave=float(u(0.0, 0.05)),
         beard=beard, glasses=bool(rng.random() < 0.3), glass_w=float(u(0.22, 0.3)), glass_h=float(u(0.15, 0.21)),
-        skin=skin, nose_cool=float(u(1.4, 3.4)), canthus_hot=float(u(1.4, 2.3)), ear_cool=float(u(1.5, 3.0)),
+        skin=skin, nose_cool=float(u(1.4, 3.4)), canthus_hot=float(u(1.9, 2.7)), ear_cool=float(u(1.5, 3.0)),
         cheek_cool=float(u(0.5, 1.3)), cloth_frac=float(u(0.4, 0.72)),
         neckline=("round", "vee", "collar")[int(rng.integers(3))], shoulder_w=float(u(2.4, 3.0)),
         neck_w=float(u(0.52, 0.64)), ambient=float(u(20.5, 25.0)), tex_seed=int(rng.integers(2**31)), eye_cool=float(u(4.0, 5.0)),
