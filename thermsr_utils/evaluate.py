@@ -1,6 +1,7 @@
 """Evaluation: run a method over manifest crops, score every crop, and aggregate into tables.
 
-One CSV row per crop (`id`, `dataset`, `subject`, `source`, every metric, nose columns and detection flags) is
+One CSV row per crop (`id`, `dataset`, `subject`, `source`, every metric, nose columns, detection and failure flags,
+and the same nose columns of an optional second, independent landmark model, prefixed `nose2_`) is
 written under the profile's results folder, with a JSON beside it holding the resolved parameters, the weight
 source and every substitute used. Tables follow the write-up's layout: method × split (all / SF-TL54 / ThermEval-D).
 """
@@ -21,13 +22,22 @@ from .io import (atomic_write_csv_and_md, atomic_write_json, atomic_write_text, 
                  write_png)
 
 SPLITS = ("all", *data.DATASET_LABELS.values())
+# A nose model's per-crop columns (prefix nose_ for the primary model, nose2_ for the second): found on HR / SR,
+# SR-vs-HR distance, distances to the ground truth, and fail (1.0 when it found no nose on the SR crop, 0.0 when
+# it did, NaN when that model did not run)
+NOSE_KEYS = ("hr_found", "sr_found", "err_px", "gt_err_hr", "gt_err_sr", "fail")
 # subject (SF-TL54; empty for ThermEval-D) and source (the raw frame) name the bootstrap unit of each crop
 ROW_FIELDS = ["id", "dataset", "subject", "source", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists",
-              "lpips_vgg", "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px", "nose_gt_err_hr", "nose_gt_err_sr"]
+              "lpips_vgg", "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px", "nose_gt_err_hr", "nose_gt_err_sr",
+              "nose_fail", *(f"nose2_{k}" for k in NOSE_KEYS)]
 TABLE_COLUMNS = [("method", "Method"), ("split", "Split"), ("n", "N"), ("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"),
                  ("lpips", "LPIPS ↓"), ("dists", "DISTS ↓"), ("nose_median", "Nose median (px) ↓"),
                  ("nose_mean", "Nose mean (px) ↓"), ("nose_failed_hr", "Nose failed on HR"),
-                 ("nose_failed_sr", "Nose failed on SR")]
+                 ("nose_failed_sr", "Nose failed on SR"), ("nose2_median", "Nose 2 median (px) ↓"),
+                 ("nose2_mean", "Nose 2 mean (px) ↓"), ("nose2_failed_hr", "Nose 2 failed on HR"),
+                 ("nose2_failed_sr", "Nose 2 failed on SR")]
+# Columns a table shows only where at least one of its rows has a value (the second nose model is optional)
+OPTIONAL_COLUMNS = ("nose2_median", "nose2_mean", "nose2_failed_hr", "nose2_failed_sr")
 # The caption's words for what every interval resamples (stats.resampling_unit: SF-TL54 subject / ThermEval-D frame)
 CAPTION_UNIT = "bootstrap unit: subject/frame"
 # The perceptual metrics a Scorer computes besides PSNR/SSIM (Scorer attribute = row key).
@@ -79,7 +89,7 @@ class CachedLocator:
 
     Every method is scored against the same HR crops, so their noses are located once per Scorer instead
     of once per method. Only images not seen before reach the wrapped locator, in one batched call;
-    ``calls`` counts the images it was given. The locator must be deterministic (both of ours are).
+    ``calls`` counts the images it was given. The locator must be deterministic (all of ours are).
     """
 
     def __init__(self, locator, cache: dict | None = None):
@@ -115,7 +125,8 @@ class CachedLocator:
 
 @dataclass
 class Scorer:
-    """Everything that scores an SR batch against its HR batch: metrics, LPIPS/DISTS and the nose locator."""
+    """Everything that scores an SR batch against its HR batch: metrics, LPIPS/DISTS and the nose locators (the
+    primary ``locator``, whose columns are nose_*, and an optional, independent ``locator2``: nose2_*)."""
 
     lpips: object | None = None          # metrics.LPIPSMetric (AlexNet) or None
     locator: object | None = None        # downstream.NoseLocator or None
@@ -123,24 +134,34 @@ class Scorer:
     dists: object | None = None          # metrics.DISTSMetric or None
     lpips_vgg: object | None = None      # metrics.LPIPSMetric(net="vgg") or None
     pixel_extras: bool = True            # SSIM, the Y-channel PSNR/SSIM and the sharpness ratios besides PSNR
+    locator2: object | None = None       # a second, independent downstream.NoseLocator (nose2_* columns) or None
     _hr_nose: dict = field(default_factory=dict, repr=False)   # CachedLocator's answers, by pixel hash
+    _hr_nose2: dict = field(default_factory=dict, repr=False)  # the same for locator2
 
     def cached_locator(self) -> CachedLocator | None:
         """The locator behind a cache shared by every batch and method this Scorer scores (None without one)."""
         return None if self.locator is None else CachedLocator(self.locator, self._hr_nose)
 
+    def cached_locator2(self) -> CachedLocator | None:
+        """``locator2`` behind its own shared cache (None without one)."""
+        return None if self.locator2 is None else CachedLocator(self.locator2, self._hr_nose2)
+
     def substitutes(self) -> dict:
-        """Names of the perceptual metrics and the nose model used, as recorded with every result."""
+        """Names of the perceptual metrics and the nose models used, as recorded with every result
+        (``nose_locator2`` only when a second nose model runs)."""
         out = {key: getattr(getattr(self, key), "name", "not computed") for key in PERCEPTUAL_KEYS}
         out["nose_locator"] = getattr(self.locator, "name", "not computed")
+        if self.locator2 is not None:
+            out["nose_locator2"] = getattr(self.locator2, "name", type(self.locator2).__name__)
         return out
 
     def instruments(self) -> dict:
         """Full records (weight files, sha256, settings) of every instrument, for result metadata."""
         out = {key: (m.describe() if hasattr(m, "describe") else getattr(m, "name", None))
                for key in PERCEPTUAL_KEYS if (m := getattr(self, key)) is not None}
-        if self.locator is not None:
-            out["nose_locator"] = getattr(self.locator, "settings", {"name": getattr(self.locator, "name", None)})
+        for key, loc in (("nose_locator", self.locator), ("nose_locator2", self.locator2)):
+            if loc is not None:
+                out[key] = getattr(loc, "settings", {"name": getattr(loc, "name", None)})
         return out
 
     def score(self, ids, sr, hr_bgr, gt_xy, scale: int = data.SCALE) -> dict[str, np.ndarray]:
@@ -167,19 +188,23 @@ class Scorer:
                 continue
             with timing.phase(f"score {key}"):
                 out[key] = metric(sr.to(self.device), hr.to(self.device)).cpu().numpy()
-        if self.locator is not None:
-            from . import downstream
+        sr_bgr = data.tensor_to_bgr(sr) if self.locator is not None or self.locator2 is not None else None
+        for prefix, cached in (("nose", self.cached_locator()), ("nose2", self.cached_locator2())):
+            if cached is not None:
+                from . import downstream
 
-            sr_bgr = data.tensor_to_bgr(sr)
-            with timing.phase("score nose"):
-                err = downstream.nose_errors(self.cached_locator(), hr_bgr, sr_bgr, gt_xy)
-            out.update(nose_hr_found=err["hr_found"], nose_sr_found=err["sr_found"], nose_err_px=err["err_px"],
-                       nose_gt_err_hr=err.get("err_gt_hr", np.full(n, np.nan)),
-                       nose_gt_err_sr=err.get("err_gt_sr", np.full(n, np.nan)))
-        else:
-            out.update(nose_hr_found=np.zeros(n, bool), nose_sr_found=np.zeros(n, bool),
-                       nose_err_px=np.full(n, np.nan), nose_gt_err_hr=np.full(n, np.nan),
-                       nose_gt_err_sr=np.full(n, np.nan))
+                with timing.phase(f"score {prefix}"):
+                    err = downstream.nose_errors(cached, hr_bgr, sr_bgr, gt_xy)
+                cols = {"hr_found": err["hr_found"], "sr_found": err["sr_found"], "err_px": err["err_px"],
+                        "gt_err_hr": err.get("err_gt_hr", np.full(n, np.nan)),
+                        "gt_err_sr": err.get("err_gt_sr", np.full(n, np.nan)),
+                        "fail": (~err["sr_found"]).astype(np.float64)}
+            elif prefix == "nose":   # the primary's found flags stay False without a locator (as before)
+                cols = {"hr_found": np.zeros(n, bool), "sr_found": np.zeros(n, bool),
+                        **{k: np.full(n, np.nan) for k in ("err_px", "gt_err_hr", "gt_err_sr", "fail")}}
+            else:                    # no second model: every nose2_* column is NaN (not computed)
+                cols = {k: np.full(n, np.nan) for k in NOSE_KEYS}
+            out.update({f"{prefix}_{k}": v for k, v in cols.items()})
         return out
 
 
@@ -309,9 +334,29 @@ def _nanmean(values) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
+def _nose2_summary(rows: list[dict]) -> dict:
+    """The second nose model's statistics (``nose2_*``) over the rows where it ran; all NaN where it ran on none."""
+    ran = [r for r in rows if _flag(r.get("nose2_hr_found")) is not None]
+    if not ran:
+        return {f"nose2_{k}": float("nan") for k in ("median", "mean", "failed", "failed_hr", "failed_sr", "gt_sr",
+                                                      "fail_rate")}
+    err = np.array([r.get("nose2_err_px", math.nan) for r in ran], float)
+    ok = np.isfinite(err)
+    return {
+        "nose2_median": float(np.median(err[ok])) if ok.any() else float("nan"),
+        "nose2_mean": float(err[ok].mean()) if ok.any() else float("nan"),
+        "nose2_failed": int((~ok).sum()),
+        "nose2_failed_hr": int(sum(not _flag(r["nose2_hr_found"]) for r in ran)),
+        "nose2_failed_sr": int(sum(not _flag(r.get("nose2_sr_found")) for r in ran)),
+        "nose2_gt_sr": _nanmean([r.get("nose2_gt_err_sr", math.nan) for r in ran]),
+        "nose2_fail_rate": _nanmean([r.get("nose2_fail", math.nan) for r in ran]),
+    }
+
+
 def summarize(rows: list[dict]) -> dict:
     """Means of every metric over ``rows`` (NaN-aware); the nose median/mean over rows where both detections
-    succeeded, and how often each failed."""
+    succeeded, how often each failed, and the failure rate on SR crops (mean of ``nose_fail``; NaN where no nose
+    model ran). The same for the second nose model (``nose2_*``: NaN where it did not run)."""
     err = np.array([r["nose_err_px"] for r in rows], float)
     ok = np.isfinite(err)
     return {
@@ -327,6 +372,8 @@ def summarize(rows: list[dict]) -> dict:
         "nose_failed_hr": int(sum(not _truthy(r["nose_hr_found"]) for r in rows)),
         "nose_failed_sr": int(sum(not _truthy(r["nose_sr_found"]) for r in rows)),
         "nose_gt_sr": _nanmean([r.get("nose_gt_err_sr", math.nan) for r in rows]),
+        "nose_fail_rate": _nanmean([r.get("nose_fail", math.nan) for r in rows]),
+        **_nose2_summary(rows),
     }
 
 
@@ -347,6 +394,17 @@ def _truthy(value) -> bool:
     return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1")
 
 
+def _flag(value) -> bool | None:
+    """A found-flag that may be missing: True / False (bool or its CSV text), None when not computed (NaN,
+    empty or absent)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    text = str(value).strip().lower()
+    return True if text in ("true", "1", "1.0") else False if text in ("false", "0", "0.0") else None
+
+
 def _fmt(key, value) -> str:
     if isinstance(value, str):
         return value
@@ -359,8 +417,21 @@ def _fmt(key, value) -> str:
     return f"{value:.3f}" if key in ("ssim", "ssim_y", "grad_ratio", "hf_ratio") else f"{value:.2f}"
 
 
+def _has_value(value) -> bool:
+    return value is not None and not (isinstance(value, float) and not math.isfinite(value))
+
+
+def shown_columns(table: list[dict], columns=TABLE_COLUMNS) -> list[tuple[str, str]]:
+    """``columns`` without the ``OPTIONAL_COLUMNS`` that no row of ``table`` has a value for (the second nose
+    model's, when it did not run)."""
+    return [(k, label) for k, label in columns
+            if k not in OPTIONAL_COLUMNS or any(_has_value(row.get(k)) for row in table)]
+
+
 def table_markdown(table: list[dict], caption: str, columns=TABLE_COLUMNS) -> str:
-    """A Markdown table with a caption line naming the profile and every substitute."""
+    """A Markdown table with a caption line naming the profile and every substitute (optional columns only
+    where they have values: ``shown_columns``)."""
+    columns = shown_columns(table, columns)
     return markdown_table([label for _, label in columns], ([_fmt(k, row.get(k)) for k, _ in columns] for row in table),
                           caption)
 
@@ -395,10 +466,11 @@ def bicubic_psnr_by_dataset(crops_dir, records, split="test", scale=data.SCALE) 
     return out
 
 
-def make_scorer(locator=None, *, device: str = "cpu", perceptual=DEFAULT_PERCEPTUAL, pixel_extras: bool = True
-                ) -> Scorer:
-    """A Scorer with the real ImageNet-trunk metrics named in ``perceptual`` and the nose ``locator``; without
-    ``pixel_extras`` PSNR is the only pixel metric (the others are NaN: not computed)."""
+def make_scorer(locator=None, *, device: str = "cpu", perceptual=DEFAULT_PERCEPTUAL, pixel_extras: bool = True,
+                locator2=None) -> Scorer:
+    """A Scorer with the real ImageNet-trunk metrics named in ``perceptual``, the nose ``locator`` and optionally
+    a second, independent nose locator ``locator2`` (``downstream.prepare_locators``; its columns are nose2_*);
+    without ``pixel_extras`` PSNR is the only pixel metric (the others are NaN: not computed)."""
     from . import metrics
 
     built = {}
@@ -408,7 +480,7 @@ def make_scorer(locator=None, *, device: str = "cpu", perceptual=DEFAULT_PERCEPT
         built["dists"] = metrics.DISTSMetric(device=device)
     if "lpips_vgg" in perceptual:
         built["lpips_vgg"] = metrics.LPIPSMetric(device=device, net="vgg")
-    return Scorer(locator=locator, device=device, pixel_extras=pixel_extras, **built)
+    return Scorer(locator=locator, locator2=locator2, device=device, pixel_extras=pixel_extras, **built)
 
 
 def _source_label(record) -> str:

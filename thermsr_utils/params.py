@@ -203,7 +203,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     "weights": _choice("auto", "hub", "standin", "random"),
     "build_standin": _BOOL,
     "standin_steps": _POSITIVE,
-    "nose_model": _choice("auto", "rtmlib", "retinaface"),
+    "nose_model": _choice("auto", "rtmlib", "retinaface", "dlib"),
     "table_per_dataset": _POSITIVE,
     "bootstrap_samples": _int(lo=100),             # paired bootstrap resamples of the test crops
     "batch_size": _POSITIVE,

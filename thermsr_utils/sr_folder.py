@@ -422,11 +422,13 @@ def _write_outputs(report: Report, output_dir: Path, info: dict, scorer) -> None
 
 def _means(rows: list[dict], nose: bool) -> dict:
     """``evaluate.summarize`` of the rows (the tables' means and nose statistics), without the nose's ground-truth
-    error (there is none here) and, when no nose model ran, without any nose entry."""
+    error (there is none here), the second nose model's entries (none runs here) and, when no nose model ran,
+    without any nose entry."""
     from . import evaluate
 
     means = evaluate.summarize(rows) if rows else {}
-    return {k: v for k, v in means.items() if k != "nose_gt_sr" and (nose or not k.startswith("nose_"))}
+    return {k: v for k, v in means.items()
+            if k != "nose_gt_sr" and not k.startswith("nose2_") and (nose or not k.startswith("nose_"))}
 
 
 def _summary_lines(output_dir: Path) -> list[str]:

