@@ -92,8 +92,8 @@ zero_shot_weights = "; ".join(models.weights_label(spec, info) for spec, (_, inf
 # include the nose tip. Both are RGB models judged on thermal images: the write-up's situation.
 
 # %%
-locator = downstream.prepare_locator(nose_model, device=device)
-scorer = evaluate.make_scorer(locator, device=device)
+locator, locator2 = downstream.prepare_locators(nose_model, second_nose_model, device=device)
+scorer = evaluate.make_scorer(locator, device=device, locator2=locator2)
 instruments = evaluate.instrument_provenance(scorer)
 for key, line in instruments.items():
     print(f"{key}: {line}")
@@ -128,8 +128,8 @@ display(Markdown(f"**Noise floor of {locator.name}** on {len(hr_test)} HR test c
 # of that model on that dataset.
 
 # %%
-locators = {"RetinaFace": locator} if second_nose_model == "none" else {
-    "RetinaFace": locator, "dlib": downstream.prepare_locator(second_nose_model, device=device)}
+locators = {name: loc for name, loc in ((downstream.short_name(locator), locator),
+                                        (downstream.short_name(locator2), locator2)) if loc is not None}
 truth = io.read_json(paths.results / "landmark_truth.json")
 check, overlays = {}, {}
 for name, label in data.DATASET_LABELS.items():
@@ -141,7 +141,7 @@ for name, label in data.DATASET_LABELS.items():
         display(Markdown(instrument.summary_line(label, model, check[(label, model)])))
     overlays[label] = (imgs[:4], t[:4], {m: instrument.five_from(loc, imgs[:4])[0] for m, loc in locators.items()},
                        [r["id"] for r in recs[:4]])
-reads = {f"{d}|{m}": instrument.reads_faces(res) for (d, m), res in check.items()}
+reads = {f"{d}|{m}": instrument.reads_faces(res, d) for (d, m), res in check.items()}
 io.atomic_write_json(paths.results / "instrument_check.json",
                      {"reads_faces": reads, "results": {f"{d}|{m}": res for (d, m), res in check.items()},
                       "targets": instrument.TARGETS})
@@ -161,11 +161,10 @@ for label, (imgs, t, preds, ids) in overlays.items():
 # The second model's own noise floor, measured as for the first:
 
 # %%
-if "dlib" in locators:
-    floor2 = downstream.nose_noise_floor(locators["dlib"], hr_test, seed=seed)
-    io.atomic_write_json(paths.results / "nose2_noise_floor.json", {"locator": locators["dlib"].name,
-                                                                     **floor2["summary"]})
-    display(Markdown(f"**Noise floor of {locators['dlib'].name}**: {downstream.noise_floor_line(floor2['summary'])}."))
+if locator2 is not None:
+    floor2 = downstream.nose_noise_floor(locator2, hr_test, seed=seed)
+    io.atomic_write_json(paths.results / "nose2_noise_floor.json", {"locator": locator2.name, **floor2["summary"]})
+    display(Markdown(f"**Noise floor of {locator2.name}**: {downstream.noise_floor_line(floor2['summary'])}."))
 
 # %%
 prov = config.record_provenance(paths, init_weights=f"{backbone}: {zero_shot[backbone][1]['source']}",

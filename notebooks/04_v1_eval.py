@@ -27,6 +27,7 @@ sweep_point = ""  # the sweep point this run belongs to (set by the runner's --s
 backbone = "srresnet"  # the finetuned model's architecture, as in 02 and 03
 weights = "auto"  # initial weights of the zero-shot model, as in 02
 nose_model = "auto"  # auto | rtmlib | retinaface, as in 02
+second_nose_model = "dlib"  # dlib | none, as in 02
 table_per_dataset = 60  # the write-up's tables use the first 60 test crops of each dataset
 bootstrap_samples = 2000  # bootstrap resamples (of subjects and source frames) for every interval
 batch_size = 8  # inference batch size
@@ -54,8 +55,8 @@ display(Markdown(findings.reported_v1_story()))
 zs_name = f"zero-shot {backbone}"
 zero_shot_rows = evaluate.read_method(paths.results, zs_name)
 v1_model, v1_info = models.load_model(paths.checkpoints / "v1" / checkpoint.BEST_DIR, device=device)
-locator = downstream.prepare_locator(nose_model, device=device)
-scorer = evaluate.make_scorer(locator, device=device)
+locator, locator2 = downstream.prepare_locators(nose_model, second_nose_model, device=device)
+scorer = evaluate.make_scorer(locator, device=device, locator2=locator2)
 v1_rows = evaluate.evaluate_method("v1 L1", evaluate.model_method(v1_model, batch_size, device), paths.crops, test,
                                    scorer, batch_size=batch_size,
                                    save_sr_dir=evaluate.result_stem(paths.results / "sr", "v1 L1"))

@@ -27,6 +27,7 @@ seed = 0  # seeds Python, NumPy and torch
 sweep_point = ""  # the sweep point this run belongs to (set by the runner's --sweep; "" is the main run)
 backbone = "srresnet"  # the finetuned model's architecture, as in 02-05
 nose_model = "auto"  # auto | rtmlib | retinaface, as in 02
+second_nose_model = "dlib"  # dlib | none, as in 02
 table_per_dataset = 60  # the write-up's tables use the first 60 test crops of each dataset
 bootstrap_samples = 2000  # bootstrap resamples (of subjects and source frames) for every interval
 batch_size = 8  # inference batch size
@@ -52,8 +53,8 @@ print(caption)
 # %%
 zs_name = f"zero-shot {backbone}"
 v2_model, v2_info = models.load_model(paths.checkpoints / "v2" / checkpoint.BEST_DIR, device=device)
-locator = downstream.prepare_locator(nose_model, device=device)
-scorer = evaluate.make_scorer(locator, device=device)
+locator, locator2 = downstream.prepare_locators(nose_model, second_nose_model, device=device)
+scorer = evaluate.make_scorer(locator, device=device, locator2=locator2)
 v2_rows = evaluate.evaluate_method("v2 perceptual", evaluate.model_method(v2_model, batch_size, device), paths.crops,
                                    test, scorer, batch_size=batch_size,
                                    save_sr_dir=evaluate.result_stem(paths.results / "sr", "v2 perceptual"))

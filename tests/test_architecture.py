@@ -72,7 +72,7 @@ LAYERS = (
     ("io", "progress", "timing"),                                # atomic files; progress lines; phase times
     ("config",),                                                  # paths, profiles, parameter rules
     ("params", "data", "weights", "synthetic", "losses"),         # parameter rules, crops and manifest, weights, losses
-    ("zoo", "metrics", "downstream", "datasets", "accel"),
+    ("zoo", "metrics", "downstream", "datasets", "accel", "instrument"),  # ...; a landmark model against the annotations
     ("models",),
     ("checkpoint", "evaluate"),
     ("train", "stats", "plots"),

@@ -474,6 +474,17 @@ def prepare_locator(nose_model: str, *, device: str = "cpu") -> NoseLocator:
     return _build_locator(_resolve_nose_model(nose_model), device)
 
 
+def short_name(locator) -> str | None:
+    """A reader's name for a locator in tables and sentences: "RetinaFace", "dlib", "rtmlib" (None for None)."""
+    if locator is None:
+        return None
+    name = str(getattr(locator, "name", type(locator).__name__))
+    for key, label in (("retinaface", "RetinaFace"), ("dlib", "dlib"), ("rtmlib", "rtmlib")):
+        if key in name.lower():
+            return label
+    return name
+
+
 def prepare_locators(nose_model: str, second_model: str = "dlib", *, device: str = "cpu"
                      ) -> tuple[NoseLocator, NoseLocator | None]:
     """The run's primary nose locator (``prepare_locator(nose_model)``) and a second, independent one

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import data, timing
+from . import data, instrument, timing
 from .progress import LineProgress, plain_progress
 from .io import (atomic_write_csv_and_md, atomic_write_json, atomic_write_text, markdown_table, read_image, read_json,
                  write_png)
@@ -244,7 +244,7 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
             if i + 1 < len(batches):
                 pending = reader.submit(load_crops, crops_dir, batches[i + 1])
             lr = data.area_downsample_array(hr, scale)
-            gt = np.array([r["nose"] if r.get("nose") is not None else [np.nan, np.nan] for r in recs], float)
+            gt = instrument.to_pixel_centres([r["nose"] if r.get("nose") is not None else [np.nan, np.nan] for r in recs])
             for name, sr_fn in methods.items():
                 with timing.phase("SR inference"):
                     sr = sr_fn(lr)

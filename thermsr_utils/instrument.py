@@ -173,11 +173,17 @@ def targets(result: dict, *, with_displacements: bool = True) -> dict[str, bool 
     return out
 
 
-def reads_faces(result: dict) -> bool:
-    """The condition for stating downstream verdicts on a dataset: detected and nose targets met (displacements
-    are reported beside the real figures but only say how sensitive the instrument is, not where it looks)."""
+DETECTION_TARGET_DATASETS = ("SF-TL54",)  # face-sized crops; ThermEval-D's faces are a few pixels of a person crop
+
+
+def reads_faces(result: dict, dataset: str) -> bool:
+    """The condition for stating a model's downstream verdicts on a dataset: its median nose lies within
+    ``TARGETS["nose_px"]`` of the annotated nose and, on face crops (``DETECTION_TARGET_DATASETS``), it detects at
+    least ``TARGETS["detected"]`` of the faces (elsewhere its failures are counted, not gated). The displacements
+    say how sensitive the instrument is, not where it looks, so they are reported beside the real figures only."""
     t = targets(result, with_displacements=False)
-    return bool(t["detected"]) and t["nose"] is not False
+    detected_ok = bool(t["detected"]) if dataset in DETECTION_TARGET_DATASETS else True
+    return detected_ok and t["nose"] is True
 
 
 def table_rows(results: dict[tuple[str, str], dict]) -> list[dict]:

@@ -204,6 +204,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     "build_standin": _BOOL,
     "standin_steps": _POSITIVE,
     "nose_model": _choice("auto", "rtmlib", "retinaface", "dlib"),
+    "second_nose_model": _choice("dlib", "retinaface", "rtmlib", "none"),
     "table_per_dataset": _POSITIVE,
     "bootstrap_samples": _int(lo=100),             # paired bootstrap resamples of the test crops
     "batch_size": _POSITIVE,
