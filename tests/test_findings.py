@@ -105,3 +105,115 @@ def test_trade_off_words_say_what_v2_traded_and_where_the_split_is():
     t = findings.trade_off(stats.compare(zs + v1 + same, "v1", "v2", n_boot=500))
     assert not t["shown"] and t["markdown"].startswith("**v2 is better than v1 on LPIPS, DISTS without a detectable "
                                                        "PSNR cost**")
+
+
+# ------------------------------------------------------------------------------------------------
+# The noise floor rule against the write-up; both landmark models; failure rates
+# ------------------------------------------------------------------------------------------------
+def _nose(diff, lo, hi, metric="nose_err_px", split="all", **extra):
+    c = {"base": "zs", "new": "v1", "split": split, "metric": metric, "stat": stats.METRIC_STAT[metric],
+         "base_value": 2.0, "new_value": 2.0 + diff, "diff": diff, "lo": lo, "hi": hi, "n": 40}
+    return {**c, "verdict": stats.verdict(c, metric), **extra}
+
+
+def test_a_nose_difference_within_the_noise_floor_is_no_change():
+    assert findings.reported_category(-0.08, "nose_err_px", 0.66) == "no change"
+    assert findings.reported_category(-0.08, "nose_err_px", 0.0) == "better"
+    assert findings.reported_category(0.77, "nose_err_px", 0.66) == "worse"
+    clear = _nose(-1.0, -1.2, -0.8)
+    assert findings.measured_category(clear, 0.66) == "better"
+    a = findings.against_reported(clear, -0.08, 0.66)
+    assert (a["reported"], a["measured"], a["same"]) == ("no change", "better", False)
+    assert a["text"] == ("unlike the write-up: the write-up's -0.08 px is within the noise floor (0.66 px): no change; "
+                         "this run: better, beyond the noise floor")
+    # the old wording called this "as in the write-up" because the signs agreed; now it says why it agrees
+    small = _nose(-0.56, -0.9, -0.2)
+    assert small["verdict"] == "better" and findings.measured_category(small, 0.66) == "no change"
+    assert findings._agrees(small, -0.08, 0.66) == (
+        "as in the write-up: the write-up's -0.08 px is within the noise floor (0.66 px): no change; this run's "
+        "-0.56 px is within the noise floor: no change")
+    assert findings.against_reported(small, -0.08, 0.0)["text"] == (
+        "as in the write-up: the write-up's -0.08 px: better; this run: better")
+    within = _nose(0.7, 0.62, 0.65)                   # a shift whose interval is inside ±floor
+    assert "this run's interval lies within ±0.66 px: no change" in findings._agrees(within, 0.0, 0.66)
+    spans = _nose(0.4, -0.5, 1.3)
+    assert findings._agrees(spans, 0.77, 0.66) == (
+        "unlike the write-up: the write-up's +0.77 px is beyond the noise floor (0.66 px): worse; this run's "
+        "interval includes zero: no change")
+    assert findings._agrees(_nose(1.0, 0.8, 1.5), 0.77, 0.66).startswith("as in the write-up: ")
+    assert findings._agrees(_nose(1.0, 0.8, 1.5), None, 0.66) == ""
+    # Holm's correction overrules the interval
+    held = _nose(-1.0, -1.2, -0.8, p=0.01, p_holm=0.07, holm_m=7, verdict_holm="indistinguishable")
+    assert findings.measured_category(held, 0.66) == "no change"
+    assert "this run finds no difference after Holm's correction: no change" in findings._agrees(held, -0.08, 0.66)
+    # PSNR keeps its words
+    psnr = {**_nose(1.0, 0.8, 1.2), "metric": "psnr", "verdict": "better"}
+    assert findings._agrees(psnr, 2.27) == "as in the write-up"
+
+
+def _add_second_model(zs, v1, v2, v1_worse2=False, v2_recovers2=True):
+    """nose2_* columns: model 2 sees zero-shot's error + 0.5 px, v1 +1 px more only if ``v1_worse2``; v1 fails
+    (model 1) on every fourth crop, and where it fails its nose error is NaN."""
+    for k, (a, b, c) in enumerate(zip(zs, v1, v2)):
+        a.update(nose_fail=0.0, nose2_err_px=a["nose_err_px"] + 0.5, nose2_fail=0.0)
+        b.update(nose_fail=float(k % 4 == 0), nose2_err_px=a["nose2_err_px"] + (1.0 if v1_worse2 else 0.0),
+                 nose2_fail=0.0)
+        if k % 4 == 0:
+            b["nose_err_px"] = float("nan")
+        c.update(nose_fail=0.0, nose2_fail=0.0,
+                 nose2_err_px=a["nose2_err_px"] + 0.01 * (k % 3) if v2_recovers2 else b["nose2_err_px"])
+
+
+def test_findings_report_both_landmark_models_and_the_failures():
+    zs, v1, v2 = _three_methods()
+    _add_second_model(zs, v1, v2)
+    rows = zs + v1 + v2
+    models = {"nose": "RetinaFace", "nose2": "dlib"}
+    v1_vs_zs = stats.compare(rows, "zs", "v1", n_boot=500)
+    f1 = findings.finding_v1(v1_vs_zs, findings.reported_differences("zero-shot", "v1-l1"), 0.5, models)
+    text = f1["markdown"]
+    assert f1["nose_worse"] == ["all", "SF-TL54", "ThermEval-D"] and f1["nose_worse_by_model"]["nose2"] == []
+    assert "holds on RetinaFace but not on dlib" in text
+    assert "(RetinaFace: all, SF-TL54, ThermEval-D; dlib: no split)" in text
+    assert "nose median (dlib) " in text and "nose median (RetinaFace) " in text
+    assert "v1 made RetinaFace fail on 10 more crops (+25.0 pp [" in text          # 10 of 40 crops, all split
+    assert f1["fail_worse"]["nose"] == ["all", "SF-TL54", "ThermEval-D"] and f1["fail_worse"]["nose2"] == []
+    # the write-up's −0.08 px overall is within the floor: no change, unlike this run's worsening
+    assert ("unlike the write-up: the write-up's -0.08 px is within the noise floor (0.50 px): no change; this run: "
+            "worse, beyond the noise floor") in text
+    assert "as in the write-up: the write-up's +0.77 px is beyond the noise floor (0.50 px): worse" in text
+    f3 = findings.finding_v2(stats.compare(rows, "v1", "v2", n_boot=500), stats.compare(rows, "zs", "v2", n_boot=500),
+                             v1_vs_zs, {"lpips_ratio": 3.0}, 0.5, models)
+    assert f3["nose_recovered"] is True and f3["nose_recovered_by_model"] == {"nose": True, "nose2": None}
+    assert "dlib: no regression to recover" in f3["markdown"]
+    assert "against v1, v2 made RetinaFace fail on 10 fewer crops" in f3["markdown"]
+
+    # model 2 sees v1's regression too: both models agree on (ii); v2 recovers on model 1 only
+    zs, v1, v2 = _three_methods()
+    _add_second_model(zs, v1, v2, v1_worse2=True, v2_recovers2=False)
+    rows = zs + v1 + v2
+    v1_vs_zs = stats.compare(rows, "zs", "v1", n_boot=500)
+    f1 = findings.finding_v1(v1_vs_zs, None, {"nose": 0.5, "nose2": 0.3}, models)
+    assert "**(ii) v1 worsens the nose metric on all, SF-TL54, ThermEval-D**" in f1["markdown"]
+    assert "this holds on both landmark models (RetinaFace, dlib)" in f1["markdown"]
+    f3 = findings.finding_v2(stats.compare(rows, "v1", "v2", n_boot=500), stats.compare(rows, "zs", "v2", n_boot=500),
+                             v1_vs_zs, None, 0.5, models)
+    assert f3["nose_recovered_by_model"] == {"nose": True, "nose2": False}
+    assert "**recovers the nose metric on some landmark models only**" in f3["markdown"]
+    assert "the recovery holds on RetinaFace but not on dlib" in f3["markdown"]
+    # unnamed models are numbered
+    f1 = findings.finding_v1(v1_vs_zs, None, 0.5)
+    assert "this holds on both landmark models (landmark model 1, landmark model 2)" in f1["markdown"]
+    assert "nose median (model 2) " in f1["markdown"]
+
+
+def test_findings_follow_holm_where_applied():
+    zs, v1, v2 = _three_methods()
+    _add_second_model(zs, v1, v2)
+    diffs = stats.holm(stats.compare(zs + v1 + v2, "zs", "v1", n_boot=500))
+    f1 = findings.finding_v1(diffs, None, 0.5)
+    assert f1["nose_worse"] == ["all", "SF-TL54", "ThermEval-D"]
+    # 12 nose tests (median and failure rate of two models on three splits), no replicate at zero: p < 12/500
+    assert "nose median +1.00 px [+1.00, +1.00] — **worse** (Holm-adjusted p <0.024)" in f1["markdown"]
+    assert "nose median (model 2) +0.00 px [+0.00, +0.00] — **no detectable difference** (Holm-adjusted p 1.000)" \
+        in f1["markdown"]

@@ -99,6 +99,59 @@ def test_no_groups_keeps_the_crop_bootstrap_and_its_draws():
     assert ci["unit"] == "crop" and ci["n_units"] == 30
 
 
+def test_p_value_is_near_zero_for_a_clear_difference_and_large_for_none():
+    rng = np.random.default_rng(11)
+    a = rng.normal(30, 1, 60)
+    groups = np.repeat(np.arange(20), 3)
+    clear = stats.paired_bootstrap(a, a + 1 + rng.normal(0, 0.2, 60), groups=groups)
+    assert clear["p"] == 0.0 and clear["lo"] > 0                    # no replicate at or below zero
+    none = stats.paired_bootstrap(a, a + rng.normal(0, 1, 60), groups=groups)
+    assert none["p"] > 0.2 and none["lo"] < 0 < none["hi"]
+    assert stats.paired_bootstrap(a, a.copy())["p"] == 1.0          # every replicate is exactly zero
+    assert math.isnan(stats.paired_bootstrap([np.nan], [1.0])["p"])
+
+
+def test_p_value_agrees_with_the_interval_and_counts_both_tails():
+    rng = np.random.default_rng(12)
+    for shift in np.linspace(0, 0.6, 13):
+        a = rng.normal(0, 1, 40)
+        ci = stats.paired_bootstrap(a, a + shift + rng.normal(0, 1, 40), n_boot=1000, seed=3)
+        assert (ci["p"] < 0.05) == (ci["lo"] > 0 or ci["hi"] < 0), (shift, ci)
+    boot = np.array([-1.0, 0.0, 1.0, 2.0, 3.0])                     # 2 of 5 ≤ 0, 4 of 5 ≥ 0
+    assert stats.bootstrap_p(boot) == pytest.approx(0.8)
+    assert stats.bootstrap_p([1.0, 2.0]) == 0.0 and stats.bootstrap_p(-boot[2:]) == 0.0
+
+
+def test_holm_adjusts_like_the_textbook():
+    assert stats.holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm_adjust([0.01, 0.02, 0.03, 0.04]) == pytest.approx([0.04, 0.06, 0.06, 0.06])
+    assert stats.holm_adjust([0.5, 0.6]) == pytest.approx([1.0, 1.0])             # capped at 1
+    adj = stats.holm_adjust([0.02, math.nan, 0.01])                                 # NaN: no test, not counted
+    assert adj[0] == pytest.approx(0.02) and math.isnan(adj[1]) and adj[2] == pytest.approx(0.02)
+
+
+def test_holm_corrects_only_its_family_and_words_the_verdict():
+    def c(metric, diff, p):
+        return {"base": "a", "new": "b", "split": "all", "metric": metric, "base_value": 1.0, "new_value": 1.0 + diff,
+                "diff": diff, "lo": diff, "hi": diff,
+                "verdict": "x", "p": p}
+    rows = [c("nose_err_px", 1.0, 0.01), c("nose_fail", -0.05, 0.04), c("nose2_err_px", -0.5, 0.03),
+            c("psnr", 1.0, 0.04), c("nose_gt_err_sr", math.nan, math.nan)]
+    out = stats.holm(rows)
+    assert [r.get("p_holm") for r in out[:3]] == pytest.approx([0.03, 0.06, 0.06])
+    assert [r["verdict_holm"] for r in out[:3]] == ["worse", "indistinguishable", "indistinguishable"]
+    assert "p_holm" not in out[3] and out[3] == rows[3]                               # outside the family
+    assert out[4]["verdict_holm"] == "not measured" and out[0]["holm_m"] == 3
+    assert all("p_holm" not in r for r in rows)                                       # copies, the input untouched
+    assert [r["verdict_holm"] for r in stats.holm(rows, alpha=0.1)[:3]] == ["worse", "better", "better"]
+    psnr_too = stats.holm(rows, family=lambda r: r["metric"] in ("psnr", "nose_err_px"))
+    assert [r.get("p_holm") for r in psnr_too[:4]] == [0.02, None, None, 0.04]
+    assert stats.final_verdict(out[1]) == "no detectable difference" and stats.final_verdict(rows[1]) == "x"
+    assert stats.flip(out[0])["verdict_holm"] == "better"
+    with pytest.raises(ValueError, match="no bootstrap p-value"):
+        stats.holm([{k: v for k, v in rows[0].items() if k != "p"}])
+
+
 # ------------------------------------------------------------------------------------------------
 # Resampling units (subjects / source frames) instead of crops
 # ------------------------------------------------------------------------------------------------
@@ -197,9 +250,11 @@ def test_verdict_respects_direction_for_lower_is_better_metrics():
     assert stats.verdict({"lo": math.nan, "hi": math.nan}, d) == "not measured"
 
 
-def test_metric_stat_is_median_only_for_the_nose():
-    assert stats.METRIC_STAT["nose_err_px"] == "median"
-    assert {v for k, v in stats.METRIC_STAT.items() if k != "nose_err_px"} == {"mean"}
+def test_metric_stat_is_median_only_for_the_nose_errors():
+    medians = {"nose_err_px", "nose_gt_err_sr", "nose2_err_px", "nose2_gt_err_sr"}
+    assert {k for k, v in stats.METRIC_STAT.items() if v == "median"} == medians
+    assert {v for k, v in stats.METRIC_STAT.items() if k not in medians} == {"mean"}
+    assert stats.METRIC_STAT["nose_fail"] == stats.METRIC_STAT["nose2_fail"] == "mean"
 
 
 def test_derive_gaps():
@@ -272,6 +327,39 @@ def test_compare_resamples_subjects_and_frames_and_records_the_unit():
         stats.compare(base + new, "old", "new", unit="frame")
 
 
+def test_compare_adds_the_nose_failure_rate_true_nose_error_and_second_model_where_rows_carry_them():
+    base, new = _rows()
+    rng = np.random.default_rng(3)
+    for rows, fails in ((base, 0.1), (new, 0.4)):
+        for r in rows:
+            f1, f2 = float(rng.random() < fails), float(rng.random() < 0.2)
+            r.update(nose_fail=f1, nose2_fail=f2, nose2_err_px=math.nan if f2 else r["nose_err_px"] + 0.5,
+                     nose_gt_err_sr=math.nan, nose2_gt_err_sr=1.0 if rows is base else 2.0)
+    out = stats.compare(base + new, "old", "new", n_boot=300)
+    metrics = list(dict.fromkeys(c["metric"] for c in out))
+    # the old metrics first, then the nose metrics with a finite value (no true nose here for model 1)
+    assert metrics == [*stats.DEFAULT_METRICS, "nose_fail", "nose2_err_px", "nose2_fail", "nose2_gt_err_sr"]
+    fail = stats.find(out, "nose_fail")
+    assert fail["stat"] == "mean" and fail["n"] == 30
+    assert fail["diff"] == pytest.approx(np.mean([r["nose_fail"] for r in new]) - np.mean([r["nose_fail"] for r in base]))
+    assert stats.find(out, "nose2_gt_err_sr")["diff"] == 1.0 and stats.find(out, "nose2_gt_err_sr")["verdict"] == "worse"
+    assert stats.find(out, "nose2_err_px")["stat"] == "median"
+    assert all(0 <= c["p"] <= 1 for c in out if c["n"]) and {c["n_boot"] for c in out} == {300}
+    assert list(out[0])[-3:] == ["unit", "p", "n_boot"]                  # the new fields after the old ones
+
+
+def test_nose_labels_name_their_landmark_model():
+    models = {"nose": "RetinaFace", "nose2": "dlib"}
+    assert stats.metric_label("nose_err_px") == "nose median" == stats.METRIC_LABELS["nose_err_px"]
+    assert stats.metric_label("nose2_err_px") == "nose median (model 2)"
+    assert stats.metric_label("nose_err_px", models) == "nose median (RetinaFace)"
+    assert stats.metric_label("nose2_fail", models) == "nose failure rate (dlib)"
+    assert stats.metric_label("nose2_gt_err_sr", {"nose": "RetinaFace"}) == "nose median to true nose (model 2)"
+    assert stats.metric_label("psnr", models) == "PSNR" and stats.metric_label("xyz") == "xyz"
+    assert (stats.model_name("nose"), stats.model_name("nose2", models)) == ("landmark model 1", "dlib")
+    assert {stats.METRIC_DIRECTION[m] for m in stats.NOSE_METRICS} == {-1}
+
+
 def test_compare_refuses_rows_without_their_unit():
     base, new = _rows()
     base[4] = {k: v for k, v in base[4].items() if k != "subject"}
@@ -318,6 +406,10 @@ def test_format_diff():
         "+0.50 px [-0.25, +1.00]"
     assert stats.format_diff({**c, "diff": -0.0, "lo": -0.0, "hi": 0.0}) == "+0.00 dB [+0.00, +0.00]"
     assert stats.format_diff(c, digits=1) == "+1.2 dB [+1.0, +1.5]"
+    assert stats.format_diff({**c, "metric": "nose_fail", "diff": 0.0333, "lo": 0.01, "hi": 0.056}) == \
+        "+3.3 pp [+1.0, +5.6]"
+    assert stats.format_diff({**c, "metric": "nose2_gt_err_sr", "diff": -0.5, "lo": -1, "hi": 0}) == \
+        "-0.50 px [-1.00, +0.00]"
 
 
 def test_write_comparisons(tmp_path):
@@ -327,6 +419,30 @@ def test_write_comparisons(tmp_path):
     text = md_path.read_text()
     assert "old → new" in text and "*profile test*" in text and text.count("\n| ") == len(out)
     assert csv_path.read_text().splitlines()[0].startswith("base,new,split,metric")
+    header = text.splitlines()[0]
+    assert header.startswith("| Base → New | Split | Metric | Stat | N | Base | New | New − Base [95 % CI] | "
+                             "Verdict | p |") and "Holm" not in header
+
+
+def test_markdown_shows_p_holm_and_rates_where_present(tmp_path):
+    base, new = _rows()
+    for rows, f in ((base, 0.0), (new, 1.0)):
+        for k, r in enumerate(rows):
+            r["nose_fail"] = f if k % 3 == 0 else 0.0
+    out = stats.holm(stats.compare(base + new, "old", "new", n_boot=400, splits=("all",)))
+    text = stats.comparisons_markdown(out, "cap", models={"nose": "RetinaFace"})
+    assert text.splitlines()[0].endswith("| Verdict | p | p (Holm) | Verdict (Holm) |")
+    fail = next(line for line in text.splitlines() if "nose failure rate (RetinaFace)" in line)
+    c = stats.find(out, "nose_fail")
+    assert "| 0.0 % | 33.3 % | +33.3 pp [" in fail and c["p"] == 0 and c["holm_m"] == 2
+    assert fail.endswith("| worse | <0.0025 | <0.005 | worse |")                   # 1/400 and 2/400
+    psnr = next(line for line in text.splitlines() if "| PSNR |" in line)
+    assert psnr.endswith(" | – | – |")                                                # outside the family
+    csv_path, _ = stats.write_comparisons(out, tmp_path / "t", "cap")
+    back = stats.read_comparisons(csv_path)
+    assert stats.find(back, "nose_fail")["p_holm"] == 0.0 and stats.find(back, "nose_fail")["holm_m"] == 2
+    assert "p_holm" not in stats.find(back, "psnr") and stats.find(back, "psnr")["p"] == stats.find(out, "psnr")["p"]
+    assert stats.comparisons_markdown(back, "cap") == stats.comparisons_markdown(out, "cap")
 
 
 def test_read_comparisons_gives_back_what_was_written(tmp_path):
@@ -369,38 +485,91 @@ def _table(v2_psnr_vs_v1=(-0.8, -1.0, -0.6)):
 
 
 def test_recommend_picks_the_highest_psnr_and_the_perceptual_winner():
-    pixel, perceptual = stats.recommend(_table())
+    pixel, perceptual, nose = stats.recommend(_table())
     assert "maximum PSNR" in pixel["use case"]
     assert pixel["pick"] == "v1"
     assert "+0.80 dB [+0.60, +1.00]" in pixel["why"]  # v1 − v2, the flipped v2 − v1 interval
+    assert perceptual["use case"] == "perceptual quality (LPIPS, DISTS)"
     assert perceptual["pick"] == "v2"  # better than both others on LPIPS and DISTS
     assert "-0.1000 [-0.1200, -0.0800]" in perceptual["why"]
-    assert all(set(m) == {"use case", "pick", "why"} for m in (pixel, perceptual))
+    # the evidence names the nose as measured, even where the nose did not decide the pick
+    assert "nose: v2 − v1 -1.00 px [-1.50, -0.50] (better, landmark model 1)" in perceptual["why"]
+    assert "nose: v2 − zs +0.00 px [-0.50, +0.50] (no detectable difference, landmark model 1)" in perceptual["why"]
+    # v1 is worse than zero-shot on the nose: never the downstream pick; zero-shot and v2 are tied
+    assert nose["use case"] == "downstream nose localisation (nose median)"
+    assert nose["pick"] == "zs ≈ v2 (none of them worse on the nose than another; v1 measured worse on the nose)"
+    assert "nose: zs − v1 -1.00 px [-1.50, -0.50] (better, landmark model 1)" in nose["why"]
+    assert all(set(m) == {"use case", "pick", "why"} for m in (pixel, perceptual, nose))
 
 
 def test_recommend_reports_a_tie_when_the_psnr_interval_spans_zero():
-    pixel, _ = stats.recommend(_table(v2_psnr_vs_v1=(0.1, -0.2, 0.4)))
+    pixel = stats.recommend(_table(v2_psnr_vs_v1=(0.1, -0.2, 0.4)))[0]
     assert pixel["pick"] == "v2 ≈ v1 (no detectable PSNR difference)"
     assert "PSNR v2 − v1 +0.10 dB [-0.20, +0.40] (no detectable difference)" in pixel["why"]
 
 
-def test_recommend_reports_a_perceptual_tie():
+def test_recommend_reports_a_perceptual_tie_and_an_honest_nose_pick():
     table = _table()
-    # v2 still beats both others on LPIPS, no longer on DISTS, and zero-shot now beats v2 (and v1) on the nose
+    # v2 still beats both others on LPIPS, v1 now beats both others on DISTS, and zero-shot beats v2 (and v1) on
+    # the nose
+    table[("zs", "v1")][2] = _c("zs", "v1", "dists", 0.10, -0.05, -0.06, -0.04)
+    table[("v1", "v2")][2] = _c("v1", "v2", "dists", 0.05, 0.02, 0.01, 0.03)
     table[("zs", "v2")] = [_c("zs", "v2", "psnr", 30.0, 0.2, 0.0, 0.4),
                            _c("zs", "v2", "lpips", 0.20, -0.09, -0.11, -0.07),
-                           _c("zs", "v2", "dists", 0.10, 0.0, -0.01, 0.01),
+                           _c("zs", "v2", "dists", 0.10, -0.03, -0.04, -0.02),
                            _c("zs", "v2", "nose_err_px", 2.0, 1.0, 0.5, 1.5)]
-    _, perceptual = stats.recommend(table)
-    assert perceptual["pick"] == "zs ≈ v2 (each better than all others on 1 metric)"
-    assert "nose median zs − v2 -1.00 px [-1.50, -0.50] (better)" in perceptual["why"]
+    _, perceptual, nose = stats.recommend(table, models={"nose": "RetinaFace"})
+    assert perceptual["pick"] == "v1 ≈ v2 (each better than all others on 1 metric)"
+    assert "nose: v2 − zs +1.00 px [+0.50, +1.50] (worse, RetinaFace)" in perceptual["why"]
+    assert nose["pick"] == "zs (v1, v2 measured worse on the nose)"
+    assert "nose: zs − v2 -1.00 px [-1.50, -0.50] (better, RetinaFace)" in nose["why"]
+    assert nose["use case"] == "downstream nose localisation (nose median (RetinaFace))"
+
+
+def test_recommend_never_picks_for_the_nose_a_method_worse_on_the_second_landmark_model():
+    table = _table()
+    # v2 is better than v1 on landmark model 1 but worse than v1 on model 2 and fails more often there
+    table[("zs", "v1")] += [_c("zs", "v1", "nose2_err_px", 2.0, 0.0, -0.3, 0.3),
+                            _c("zs", "v1", "nose2_fail", 0.10, 0.0, -0.02, 0.02)]
+    table[("v1", "v2")] += [_c("v1", "v2", "nose2_err_px", 2.0, 0.87, 0.21, 1.44),
+                            _c("v1", "v2", "nose2_fail", 0.10, 0.033, 0.01, 0.056)]
+    table[("zs", "v2")] += [_c("zs", "v2", "nose2_err_px", 2.0, 0.0, -0.3, 0.3),       # v2 fails less than zs
+                            _c("zs", "v2", "nose2_fail", 0.10, -0.033, -0.056, -0.01)]
+    models = {"nose": "RetinaFace", "nose2": "dlib"}
+    _, perceptual, nose = stats.recommend(table, models=models)
+    assert perceptual["pick"] == "v2"                                 # LPIPS and DISTS still say v2 ...
+    assert "nose: v2 − v1 +0.87 px [+0.21, +1.44] (worse, dlib)" in perceptual["why"]   # ... and say the nose
+    assert nose["pick"] == "none (each method is measured worse than another on some nose metric)"
+    assert "nose failures: v2 − v1 +3.3 pp [+1.0, +5.6] (worse, dlib)" in nose["why"]
+    assert "nose median (RetinaFace), nose median (dlib), nose failure rate (dlib)" in nose["use case"]
+    # where v2 does not fail less than zero-shot, zero-shot is the one method worse on no nose metric than another
+    table[("zs", "v2")][-1] = _c("zs", "v2", "nose2_fail", 0.10, -0.01, -0.03, 0.01)
+    assert stats.recommend(table, models=models)[2]["pick"] == "zs (v1, v2 measured worse on the nose)"
+    # a nose metric one pair lacks is left out rather than refused
+    table[("zs", "v2")] = table[("zs", "v2")][:-1]
+    assert "nose failure rate (dlib)" not in stats.recommend(table, models=models)[2]["use case"]
+    # old callers passing the old perceptual tuple: the nose is judged in its own row, not among the perceptual
+    _, perceptual, nose = stats.recommend(_table(), perceptual=stats.PERCEPTUAL_METRICS)
+    assert perceptual["use case"] == "perceptual quality (LPIPS, DISTS)" and nose["pick"].startswith("zs ≈ v2")
 
 
 def test_recommend_with_no_perceptual_winner_ties_everyone():
     table = {k: [c if c["metric"] == "psnr" else {**c, "lo": -1.0, "hi": 1.0, "verdict": "no detectable difference"}
                  for c in v] for k, v in _table().items()}
-    _, perceptual = stats.recommend(table)
+    _, perceptual, nose = stats.recommend(table)
     assert perceptual["pick"].startswith("zs ≈ v1 ≈ v2")
+    assert nose["pick"] == "zs ≈ v1 ≈ v2 (no detectable nose difference)"
+    assert perceptual["why"].count("nose: ") == nose["why"].count("nose: ") == 3    # each pair once
+
+
+def test_recommend_follows_holm_where_it_was_applied():
+    rows = [{**c, "p": 0.03} for v in _table().values() for c in v]
+    assert stats.recommend([rows])[2]["pick"].startswith("zs ≈ v2 (")          # v1 worse than zero-shot
+    rows = stats.holm(rows)
+    # three nose comparisons with p = 0.03 each: Holm gives 0.09, so v1 is no longer worse than zero-shot
+    assert [c["p_holm"] for c in rows if c["metric"] == "nose_err_px"] == pytest.approx([0.09] * 3)
+    assert all("p_holm" not in c for c in rows if c["metric"] != "nose_err_px")
+    assert stats.recommend([rows])[2]["pick"] == "zs ≈ v1 ≈ v2 (no detectable nose difference)"
 
 
 def test_recommend_refuses_comparisons_of_different_units():

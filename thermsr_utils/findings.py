@@ -2,12 +2,20 @@
 
 The notebooks call these functions and display what they return; the decisions (which way an interval
 points, whether it clears the instrument's noise floor, whether this run agrees with the write-up) are made
-here, once, and tested on hand-made comparison tables. Every function takes rows of ``stats.compare``.
+here, once, and tested on hand-made comparison tables. Every function takes rows of ``stats.compare``
+(through ``stats.holm`` where a notebook corrects its nose family: Holm's verdicts are then the ones used).
+
+A nose difference is held against the write-up under the noise floor rule (``against_reported``): a reported or
+measured difference whose magnitude is below the instrument's noise floor is "no change", and so is a measured
+one whose interval includes zero or lies within ± the floor; this run agrees with the write-up only when both
+are the same of better / worse / no change. Where the comparisons carry a second landmark model (``nose2_*``),
+the findings report both and say whether they hold on both.
 """
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 
 from . import stats
 
@@ -89,21 +97,105 @@ def _sign(x: float) -> int:
     return 0 if not math.isfinite(x) or x == 0 else (1 if x > 0 else -1)
 
 
+def _floor(floor_px, prefix: str) -> float:
+    """The noise floor (px) of landmark model ``prefix``: ``floor_px`` is a number, the first model's floor (what
+    notebook 02 measures), or {prefix: floor}; a model without a measured floor has 0 (no floor applied)."""
+    if isinstance(floor_px, Mapping):
+        value = floor_px.get(prefix)
+    else:
+        value = floor_px if prefix == "nose" else None
+    value = stats._float(value)
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def _is_nose_px(metric: str) -> bool:
+    """A nose metric measured in pixels (a displacement or an error against the true nose), where a floor applies."""
+    return stats.nose_model(metric) is not None and not metric.endswith("_fail")
+
+
+def _direction_word(diff: float, metric: str) -> str:
+    return "better" if (diff > 0) == (stats.METRIC_DIRECTION.get(metric, +1) > 0) else "worse"
+
+
+def reported_category(reported: float, metric: str, floor: float = 0.0) -> str:
+    """The write-up's difference as "better" / "worse" / "no change": no change when its magnitude is below the
+    noise floor (or it is exactly zero)."""
+    if not math.isfinite(reported) or abs(reported) < floor or reported == 0:
+        return "no change"
+    return _direction_word(reported, metric)
+
+
+def measured_category(c: dict, floor: float = 0.0) -> str:
+    """This run's comparison as "better" / "worse" / "no change" ("not measured" without an interval): no change
+    when its interval includes zero (or Holm's correction finds no difference), lies within ± the noise floor,
+    or its difference's magnitude is below the floor; otherwise the direction of the verdict."""
+    verdict = stats.final_verdict(c)
+    lo, hi, diff = stats._float(c["lo"]), stats._float(c["hi"]), stats._float(c["diff"])
+    if verdict == "not measured" or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "not measured"
+    if verdict not in ("better", "worse") or abs(diff) < floor or (-floor <= lo and hi <= floor):
+        return "no change"
+    return verdict
+
+
+def against_reported(c: dict, reported: float | None, floor: float = 0.0) -> dict:
+    """How a nose comparison ``c`` stands to the write-up's reported difference, under the noise floor rule.
+
+    Each difference becomes one of better / worse / no change (``reported_category``, ``measured_category``);
+    "as in the write-up" only when both are the same, "unlike the write-up" otherwise. Returns {"reported",
+    "measured", "same", "text"}; text is "" when there is nothing to compare (no reported value, not measured).
+    """
+    unit = stats._FORMATS.get(c["metric"], (2, ""))[1]
+    rep_cat = reported_category(stats._float(reported), c["metric"], floor) if reported is not None else None
+    mes_cat = measured_category(c, floor)
+    out = {"reported": rep_cat, "measured": mes_cat, "same": rep_cat == mes_cat, "text": ""}
+    if rep_cat is None or not math.isfinite(stats._float(reported)) or mes_cat == "not measured":
+        return out
+    if floor > 0:
+        where = "within" if rep_cat == "no change" else "beyond"
+        rep = f"the write-up's {reported:+.2f}{unit} is {where} the noise floor ({floor:.2f}{unit}): {rep_cat}"
+    else:
+        rep = f"the write-up's {reported:+.2f}{unit}: {rep_cat}"
+    lo, hi, diff = stats._float(c["lo"]), stats._float(c["hi"]), stats._float(c["diff"])
+    if stats.final_verdict(c) not in ("better", "worse"):
+        mes = ("this run's interval includes zero: no change" if lo <= 0 <= hi else
+               "this run finds no difference after Holm's correction: no change")
+    elif floor > 0 and -floor <= lo and hi <= floor:
+        mes = f"this run's interval lies within ±{floor:.2f}{unit}: no change"
+    elif abs(diff) < floor:
+        mes = f"this run's {diff:+.2f}{unit} is within the noise floor: no change"
+    else:
+        mes = f"this run: {mes_cat}" + (", beyond the noise floor" if floor > 0 else "")
+    out["text"] = f"{'as in the write-up' if out['same'] else 'unlike the write-up'}: {rep}; {mes}"
+    return out
+
+
 def _agrees(c: dict, reported: float | None, floor: float = 0.0) -> str:
-    """How this run's comparison ``c`` stands to the write-up's reported difference, in a few words."""
+    """How this run's comparison ``c`` stands to the write-up's reported difference, in a few words (a nose
+    metric in pixels by ``against_reported``'s noise floor rule)."""
     if reported is None or not math.isfinite(reported):
         return ""
-    if c["verdict"] == "no detectable difference":
+    if _is_nose_px(c["metric"]):
+        return against_reported(c, reported, floor)["text"]
+    if stats.final_verdict(c) == "no detectable difference":
         return ("the write-up's difference was " + (f"{reported:+.2f}" if c["metric"] != "lpips" else f"{reported:+.3f}")
                 + ", which this run can neither confirm nor rule out")
     same = _sign(c["diff"]) == _sign(reported) and abs(reported) > floor
     return "as in the write-up" if same else f"unlike the write-up ({reported:+.2f})"
 
 
+def _verdict(c: dict) -> str:
+    """**verdict**, Holm's where set (with its adjusted p)."""
+    if "p_holm" in c and math.isfinite(stats._float(c["p_holm"])):
+        return (f"**{stats.final_verdict(c)}** (Holm-adjusted p "
+                f"{stats.format_p(c['p_holm'], c.get('n_boot'), stats._count(c.get('holm_m')))})")
+    return f"**{stats.final_verdict(c)}**"
+
+
 def _clause(c: dict, what: str, reported: dict | None, floor: float = 0.0) -> str:
     rep = None if reported is None else reported.get(c["split"], {}).get(c["metric"])
     agree = _agrees(c, rep, floor)
-    return f"{what} {stats.format_diff(c)} — **{c['verdict']}**" + (f" ({agree})" if agree else "")
+    return f"{what} {stats.format_diff(c)} — {_verdict(c)}" + (f" ({agree})" if agree else "")
 
 
 def nose_outside_floor(c: dict, floor_px: float) -> bool:
@@ -111,61 +203,189 @@ def nose_outside_floor(c: dict, floor_px: float) -> bool:
     return math.isfinite(c["lo"]) and (c["lo"] > floor_px or c["hi"] < -floor_px)
 
 
-def finding_v1(diffs: list[dict], reported: dict | None = None, floor_px: float = 0.0) -> dict:
+def _has(diffs: list[dict], metric: str, split: str = "all") -> bool:
+    return any(c["metric"] == metric and c["split"] == split for c in diffs)
+
+
+def _models(diffs: list[dict]) -> list[str]:
+    """The landmark models (column prefixes) whose displacement ``diffs`` compare, the write-up's first."""
+    return [m for m in stats.NOSE_MODELS if m == "nose" or any(c["metric"] == f"{m}_err_px" for c in diffs)]
+
+
+def _fail_words(c: dict, who: str, models) -> str:
+    """"v1 made RetinaFace fail on 4 more crops (+3.3 pp [+1.0, +5.6])" when a failure-rate interval excludes
+    zero (Holm's verdict where set), else ""."""
+    if stats.final_verdict(c) not in ("better", "worse"):
+        return ""
+    k = int(round(abs(stats._float(c["diff"])) * c["n"]))
+    more = "more" if c["diff"] > 0 else "fewer"
+    return (f"{who} made {stats.model_name(stats.nose_model(c['metric']), models)} fail on {k} {more} "
+            f"crop{'s' if k != 1 else ''} ({stats.format_diff(c)})")
+
+
+def _nose_lines(diffs: list[dict], split: str, who: str, reported, floor_px, models) -> list[str]:
+    """Clauses of every nose comparison of ``diffs`` on ``split``: displacement per model (with the write-up and
+    the noise floor), failures where their interval excludes zero, and the error against the true nose."""
+    out = []
+    for prefix in _models(diffs):
+        floor = _floor(floor_px, prefix)
+        if not _has(diffs, f"{prefix}_err_px", split):
+            continue
+        n = stats.find(diffs, f"{prefix}_err_px", split)
+        label = stats.metric_label(n["metric"], models)
+        clause = _clause(n, label, reported, floor)
+        beyond = (" and beyond the instrument's noise floor" if floor > 0 and stats.final_verdict(n) == "worse"
+                  and nose_outside_floor(n, floor) and "noise floor" not in clause else "")
+        out.append(clause + beyond)
+        if _has(diffs, f"{prefix}_fail", split):
+            words = _fail_words(stats.find(diffs, f"{prefix}_fail", split), who, models)
+            if words:
+                out.append(words)
+        if _has(diffs, f"{prefix}_gt_err_sr", split):
+            g = stats.find(diffs, f"{prefix}_gt_err_sr", split)
+            if g["n"]:
+                out.append(f"{stats.metric_label(g['metric'], models)} {stats.format_diff(g)} ({stats.final_verdict(g)})")
+    return out
+
+
+def _on_models(by_model: dict[str, object], good, models, what: str) -> str:
+    """", and this holds on both landmark models" / ", on RetinaFace but not on dlib" for a claim that holds on
+    the models whose value satisfies ``good``; "" with one model."""
+    if len(by_model) < 2:
+        return ""
+    names = {m: stats.model_name(m, models) for m in by_model}
+    yes = [names[m] for m, v in by_model.items() if good(v)]
+    no = [names[m] for m, v in by_model.items() if not good(v)]
+    if not no:
+        return f"; {what} holds on both landmark models ({', '.join(names.values())})"
+    if not yes:
+        return f"; {what} holds on neither landmark model ({', '.join(names.values())})"
+    return f"; {what} holds on {', '.join(yes)} but not on {', '.join(no)}"
+
+
+def finding_v1(diffs: list[dict], reported: dict | None = None, floor_px=0.0,
+               models: dict[str, str] | None = None) -> dict:
     """Findings (i) v1 raises PSNR over zero-shot and (ii) v1 worsens the nose metric, per split.
 
-    ``diffs``: stats.compare(rows, zero-shot, v1). Returns {"psnr_up": bool (all splits), "nose_worse":
-    list of splits where the nose median grew beyond its interval, "markdown": the sentences}.
+    ``diffs``: stats.compare(rows, zero-shot, v1) (optionally through ``stats.holm``: Holm's verdicts are then
+    used). ``floor_px``: the noise floor of the first landmark model (a number) or {"nose": …, "nose2": …}.
+    ``models`` names the landmark models ({"nose": "RetinaFace", "nose2": "dlib"}). Where ``diffs`` hold a second
+    landmark model (``nose2_err_px``), each split reports both and the headline says whether the finding holds
+    on both; failure-rate differences whose interval excludes zero are named ("v1 made … fail on N more
+    crops"). Returns {"psnr_up": bool (all splits), "nose_worse": list of splits where the first model's nose
+    median grew beyond its interval, "nose_worse_by_model": {prefix: such splits} per landmark model present,
+    "fail_worse": {prefix: splits where that model failed on more crops}, "markdown": the sentences}.
     """
-    lines, psnr_up, nose_worse = [], True, []
+    prefixes = _models(diffs)
+    lines, psnr_up = [], True
+    worse = {m: [] for m in prefixes}
+    fail_worse = {m: [] for m in prefixes}
     for split in SPLITS:
-        p, n = stats.find(diffs, "psnr", split), stats.find(diffs, "nose_err_px", split)
-        psnr_up &= p["verdict"] == "better"
-        if n["verdict"] == "worse":
-            nose_worse.append(split)
-        beyond = (" and beyond the instrument's noise floor" if nose_outside_floor(n, floor_px) else "")
-        lines.append(f"* **{split}** ({p['n']} crops): {_clause(p, 'PSNR', reported)}; "
-                     f"{_clause(n, 'nose median', reported)}" + (beyond if n["verdict"] == "worse" else ""))
+        p = stats.find(diffs, "psnr", split)
+        stats.find(diffs, "nose_err_px", split)                 # required, as before
+        psnr_up &= stats.final_verdict(p) == "better"
+        for m in prefixes:
+            if _has(diffs, f"{m}_err_px", split) and stats.final_verdict(stats.find(diffs, f"{m}_err_px", split)) == "worse":
+                worse[m].append(split)
+            if _has(diffs, f"{m}_fail", split) and stats.final_verdict(stats.find(diffs, f"{m}_fail", split)) == "worse":
+                fail_worse[m].append(split)
+        nose = "; ".join(_nose_lines(diffs, split, "v1", reported, floor_px, models))
+        lines.append(f"* **{split}** ({p['n']} crops): {_clause(p, 'PSNR', reported)}; {nose}")
     i = ("**(i) v1 raises PSNR over zero-shot on every split**" if psnr_up else
          "**(i) v1 does not raise PSNR detectably on every split**")
-    ii = (f"**(ii) v1 worsens the nose metric on {', '.join(nose_worse)}**" if nose_worse else
-          "**(ii) this run detects no worsening of the nose metric by v1** on any split")
-    return {"psnr_up": psnr_up, "nose_worse": nose_worse,
-            "markdown": f"{i}; {ii}. Differences are v1 − zero-shot with paired bootstrap 95 % intervals:\n\n"
+    nose_worse = worse["nose"]
+    if len(prefixes) == 1:
+        ii = (f"**(ii) v1 worsens the nose metric on {', '.join(nose_worse)}**" if nose_worse else
+              "**(ii) this run detects no worsening of the nose metric by v1** on any split")
+    else:
+        any_worse = [s for s in SPLITS if any(s in w for w in worse.values())]
+        per = "; ".join(f"{stats.model_name(m, models)}: {', '.join(w) or 'no split'}" for m, w in worse.items())
+        if any_worse:
+            ii = (f"**(ii) v1 worsens the nose metric on {', '.join(any_worse)}** ({per})"
+                  + _on_models(worse, lambda w: bool(w) and w == any_worse, models, "this"))
+        else:
+            ii = ("**(ii) this run detects no worsening of the nose metric by v1** on any split, on either landmark "
+                  f"model ({', '.join(stats.model_name(m, models) for m in prefixes)})")
+    fails = [f"{stats.model_name(m, models)} on {', '.join(w)}" for m, w in fail_worse.items() if w]
+    tail = (f" v1 made the landmark model fail to find the nose more often ({'; '.join(fails)})." if fails else "")
+    return {"psnr_up": psnr_up, "nose_worse": nose_worse, "nose_worse_by_model": worse, "fail_worse": fail_worse,
+            "markdown": f"{i}; {ii}.{tail} Differences are v1 − zero-shot with paired bootstrap 95 % intervals:\n\n"
                         + "\n".join(lines)}
 
 
 def finding_v2(v2_vs_v1: list[dict], v2_vs_zs: list[dict], v1_vs_zs: list[dict],
-               reported: dict | None = None, floor_px: float = 0.0) -> dict:
+               reported: dict | None = None, floor_px=0.0, models: dict[str, str] | None = None) -> dict:
     """Finding (iii): does v2 cut LPIPS substantially (against v1) and recover the nose metric?
 
     "Recover" means: on the splits where v1 worsened the nose median against zero-shot, v2 is better than v1
-    there, and v2 is not detectably worse than zero-shot. Returns {"lpips_cut": bool, "lpips_ratio": v1/v2
-    LPIPS over all crops, "nose_recovered": bool | None (None when v1 worsened nothing), "markdown"}.
+    there, and v2 is not detectably worse than zero-shot. It is decided per landmark model where the
+    comparisons hold a second one (``nose2_err_px``), and the sentence says whether it holds on both.
+    ``reported``: {"lpips_ratio": …} and optionally the write-up's v2 − v1 differences by split
+    (``reported_differences("v1-l1", "v2-l1-lpips")``), which the v2 − v1 nose clauses are held against under the
+    noise floor rule; ``floor_px`` and ``models`` as in ``finding_v1``. Returns {"lpips_cut": bool,
+    "lpips_ratio": v1/v2 LPIPS over all crops, "nose_recovered": bool | None for the first landmark model (None
+    when v1 worsened nothing), "nose_recovered_by_model": {prefix: bool | None}, "markdown"}.
     """
     lp = stats.find(v2_vs_v1, "lpips")
     ratio = lp["base_value"] / lp["new_value"] if lp["new_value"] > 0 else math.nan
-    lpips_cut = lp["verdict"] == "better"
-    worse_splits = [s for s in SPLITS if stats.find(v1_vs_zs, "nose_err_px", s)["verdict"] == "worse"]
-    lines = [f"* LPIPS, v2 − v1 over all crops: {stats.format_diff(lp)} — **{lp['verdict']}**; v1's LPIPS is "
+    lpips_cut = stats.final_verdict(lp) == "better"
+    lines = [f"* LPIPS, v2 − v1 over all crops: {stats.format_diff(lp)} — {_verdict(lp)}; v1's LPIPS is "
              f"{ratio:.2f}× v2's (the write-up: {reported['lpips_ratio']:.1f}×)" if reported else
-             f"* LPIPS, v2 − v1 over all crops: {stats.format_diff(lp)} — **{lp['verdict']}**; v1's LPIPS is "
+             f"* LPIPS, v2 − v1 over all crops: {stats.format_diff(lp)} — {_verdict(lp)}; v1's LPIPS is "
              f"{ratio:.2f}× v2's"]
+    prefixes = [m for m in _models(v2_vs_v1) if m == "nose" or all(_has(d, f"{m}_err_px") for d in (v2_vs_zs, v1_vs_zs))]
     for split in SPLITS:
-        a, b = stats.find(v2_vs_v1, "nose_err_px", split), stats.find(v2_vs_zs, "nose_err_px", split)
         d = stats.find(v2_vs_v1, "psnr", split)
-        lines.append(f"* **{split}**: nose median v2 − v1 {stats.format_diff(a)} ({a['verdict']}), v2 − zero-shot "
-                     f"{stats.format_diff(b)} ({b['verdict']}); PSNR v2 − v1 {stats.format_diff(d)} ({d['verdict']})")
-    if worse_splits:
-        recovered = all(stats.find(v2_vs_v1, "nose_err_px", s)["verdict"] == "better"
-                        and stats.find(v2_vs_zs, "nose_err_px", s)["verdict"] != "worse" for s in worse_splits)
-        nose = (f"**recovers the nose metric** where v1 had worsened it ({', '.join(worse_splits)})" if recovered else
-                f"**does not detectably recover the nose metric** where v1 had worsened it ({', '.join(worse_splits)})")
+        parts = []
+        for m in prefixes:
+            metric = f"{m}_err_px"
+            a, b = stats.find(v2_vs_v1, metric, split), stats.find(v2_vs_zs, metric, split)
+            floor = _floor(floor_px, m)
+            rep = (reported or {}).get(split)
+            agree = _agrees(a, rep.get(metric), floor) if isinstance(rep, Mapping) else ""
+            parts.append(f"{stats.metric_label(metric, models)} v2 − v1 {stats.format_diff(a)} "
+                         f"({stats.final_verdict(a)}{'; ' + agree if agree else ''}), v2 − zero-shot "
+                         f"{stats.format_diff(b)} ({stats.final_verdict(b)})")
+            for diffs, who in ((v2_vs_v1, "against v1, v2"), (v2_vs_zs, "against zero-shot, v2")):
+                if _has(diffs, f"{m}_fail", split):
+                    words = _fail_words(stats.find(diffs, f"{m}_fail", split), who, models)
+                    if words:
+                        parts.append(words)
+        lines.append(f"* **{split}**: " + "; ".join(parts) + f"; PSNR v2 − v1 {stats.format_diff(d)} "
+                     f"({stats.final_verdict(d)})")
+    recovered_by = {}
+    worse_by = {}
+    for m in prefixes:
+        metric = f"{m}_err_px"
+        worse_by[m] = [s for s in SPLITS if stats.final_verdict(stats.find(v1_vs_zs, metric, s)) == "worse"]
+        recovered_by[m] = (all(stats.final_verdict(stats.find(v2_vs_v1, metric, s)) == "better"
+                               and stats.final_verdict(stats.find(v2_vs_zs, metric, s)) != "worse"
+                               for s in worse_by[m]) if worse_by[m] else None)
+    recovered, worse_splits = recovered_by["nose"], worse_by["nose"]
+    if len(prefixes) == 1:
+        if worse_splits:
+            nose = (f"**recovers the nose metric** where v1 had worsened it ({', '.join(worse_splits)})" if recovered
+                    else f"**does not detectably recover the nose metric** where v1 had worsened it "
+                         f"({', '.join(worse_splits)})")
+        else:
+            nose = "has no nose regression to recover (v1 worsened no split detectably)"
     else:
-        recovered = None
-        nose = "has no nose regression to recover (v1 worsened no split detectably)"
+        per = "; ".join(f"{stats.model_name(m, models)}: " + (
+            "no regression to recover" if r is None else
+            f"{'recovered' if r else 'not recovered'} on {', '.join(worse_by[m])}") for m, r in recovered_by.items())
+        regressed = [m for m, r in recovered_by.items() if r is not None]
+        if not regressed:
+            nose = "has no nose regression to recover (v1 worsened no split detectably on either landmark model)"
+        elif all(recovered_by[m] for m in regressed):
+            nose = f"**recovers the nose metric** where v1 had worsened it ({per})"
+        elif any(recovered_by[m] for m in regressed):
+            nose = f"**recovers the nose metric on some landmark models only** ({per})"
+        else:
+            nose = f"**does not detectably recover the nose metric** where v1 had worsened it ({per})"
+        nose += _on_models({m: recovered_by[m] for m in regressed}, lambda r: r is True, models, "the recovery")
     cut = (f"**cuts LPIPS** (v1/v2 = {ratio:.2f}×)" if lpips_cut else "**does not cut LPIPS detectably**")
     return {"lpips_cut": lpips_cut, "lpips_ratio": ratio, "nose_recovered": recovered,
+            "nose_recovered_by_model": recovered_by,
             "markdown": f"**(iii) v2** {cut} and {nose}.\n\n" + "\n".join(lines)}
 
 
@@ -182,17 +402,17 @@ def trade_off(v2_vs_v1: list[dict]) -> dict:
     measure (LPIPS or DISTS) better, each by an interval that excludes zero?"""
     p = stats.find(v2_vs_v1, "psnr")
     perceptual = [m for m in ("lpips", "dists") if any(c["metric"] == m and c["split"] == "all" for c in v2_vs_v1)]
-    better = [m.upper() for m in perceptual if stats.find(v2_vs_v1, m)["verdict"] == "better"]
-    worse = [m.upper() for m in perceptual if stats.find(v2_vs_v1, m)["verdict"] == "worse"]
+    better = [m.upper() for m in perceptual if stats.final_verdict(stats.find(v2_vs_v1, m)) == "better"]
+    worse = [m.upper() for m in perceptual if stats.final_verdict(stats.find(v2_vs_v1, m)) == "worse"]
     parts = ", ".join(f"{m.upper()} {stats.format_diff(stats.find(v2_vs_v1, m))}" for m in perceptual)
-    if p["verdict"] == "worse" and better:
+    if stats.final_verdict(p) == "worse" and better:
         text = (f"**v2 trades PSNR for perceptual closeness**: it gives up PSNR ({stats.format_diff(p)}) and is "
                 f"closer to the HR on {', '.join(better)}" + (f" but further from it on {', '.join(worse)}" if worse
                                                                else "") + f" ({parts}). v2 changes five things at "
                 "once; how much of this the perceptual term did and how much the rest of the recipe did is split in "
                 "notebook 07, which trains v2 at λ = 0 alike.")
         shown = True
-    elif p["verdict"] != "worse" and better:
+    elif stats.final_verdict(p) != "worse" and better:
         text = (f"**v2 is better than v1 on {', '.join(better)} without a detectable PSNR cost** "
                 f"({stats.format_diff(p)}; {parts})" + (f", though worse on {', '.join(worse)}" if worse else "")
                 + ".")

@@ -7,11 +7,19 @@ source frame for ThermEval-D (``resampling_unit``). Crops of one subject or one 
 resampling crops (what earlier versions did, still ``unit="crop"``) gives intervals that are too narrow. A
 difference is called "better" or "worse" only when its interval excludes zero; otherwise the two methods are
 reported as indistinguishable on that metric.
+
+Each comparison also carries a two-sided bootstrap p-value from the same replicates (``p``); ``holm`` adjusts
+the p-values of a family of comparisons (by default the nose comparisons) for multiplicity. The downstream
+metrics of a landmark model come as a family of columns per model: ``nose_*`` for the first, ``nose2_*`` for a
+second, independent one (``<prefix>_err_px`` the HR–SR displacement, ``<prefix>_fail`` 1.0 where the model found
+no nose on the SR image, ``<prefix>_gt_err_sr`` the distance to the generator's true nose); ``metric_label``
+names them, optionally after the model (``models={"nose": "RetinaFace", "nose2": "dlib"}``).
 """
 from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,19 +29,65 @@ from .data import DATASET_LABELS
 from .evaluate import SPLITS
 from .io import atomic_write_csv_and_md, markdown_table
 
+# The landmark models' column prefixes (the write-up's model first) and each model's downstream metrics:
+# suffix → (label, stat, decimals, unit). Every one is lower-is-better.
+NOSE_MODELS = ("nose", "nose2")
+_NOSE_KINDS = {"err_px": ("nose median", "median", 2, " px"),
+               "fail": ("nose failure rate", "mean", 1, " pp"),
+               "gt_err_sr": ("nose median to true nose", "median", 2, " px")}
+# every nose comparison metric: per model, displacement, failure rate and error against the true nose
+NOSE_METRICS = tuple(f"{m}_{k}" for m in NOSE_MODELS for k in _NOSE_KINDS)
+_NOSE_RE = re.compile(r"^(nose\d*)_(" + "|".join(_NOSE_KINDS) + r")$")
+# metric → (model prefix, kind) of every nose metric; rates are shown in percent and percentage points
+_NOSE_PARTS = {m: _NOSE_RE.match(m).groups() for m in NOSE_METRICS}
+_PERCENT = {m for m, (_, kind) in _NOSE_PARTS.items() if kind == "fail"}
+
 # +1: higher is better, −1: lower is better
 METRIC_DIRECTION = {"psnr": +1, "ssim": +1, "psnr_y": +1, "ssim_y": +1, "lpips": -1, "lpips_vgg": -1,
-                    "dists": -1, "nose_err_px": -1, "grad_gap": -1, "hf_gap": -1}
-# the statistic compared per metric: the nose error is heavy-tailed, so its median is compared
-METRIC_STAT = {m: ("median" if m == "nose_err_px" else "mean") for m in METRIC_DIRECTION}
+                    "dists": -1, "nose_err_px": -1, "grad_gap": -1, "hf_gap": -1,
+                    **{m: -1 for m in NOSE_METRICS}}
+# the statistic compared per metric: the nose errors are heavy-tailed, so their medians are compared; the
+# failure rates are means of 0/1 flags
+METRIC_STAT = {**{m: "mean" for m in METRIC_DIRECTION},
+               **{m: _NOSE_KINDS[kind][1] for m, (_, kind) in _NOSE_PARTS.items()}}
 DEFAULT_METRICS = ("psnr", "ssim", "lpips", "dists", "nose_err_px")
 PERCEPTUAL_METRICS = ("lpips", "dists", "nose_err_px")
 METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS",
                  "lpips_vgg": "LPIPS-VGG", "dists": "DISTS", "nose_err_px": "nose median",
-                 "grad_gap": "gradient gap", "hf_gap": "high-frequency gap"}
+                 "grad_gap": "gradient gap", "hf_gap": "high-frequency gap",
+                 # the first model's plain ("nose median", as before), another's numbered ("nose median (model 2)")
+                 **{m: _NOSE_KINDS[kind][0] + ("" if model == "nose" else f" (model {model[4:]})")
+                    for m, (model, kind) in _NOSE_PARTS.items()}}
 # (decimals, unit) of format_diff per metric; anything else: 3 decimals, no unit
 _FORMATS = {"psnr": (2, " dB"), "psnr_y": (2, " dB"), "ssim": (3, ""), "ssim_y": (3, ""), "lpips": (4, ""),
-            "dists": (4, ""), "lpips_vgg": (4, ""), "nose_err_px": (2, " px")}
+            "dists": (4, ""), "lpips_vgg": (4, ""),
+            **{m: _NOSE_KINDS[kind][2:] for m, (_, kind) in _NOSE_PARTS.items()}}
+
+
+def model_name(prefix: str, models: Mapping[str, str] | None = None) -> str:
+    """The name of the landmark model whose columns start with ``prefix`` ("nose", "nose2", …): its entry in
+    ``models`` or "landmark model 1", "landmark model 2", …"""
+    if models and models.get(prefix):
+        return models[prefix]
+    return f"landmark model {prefix[4:] or 1}"
+
+
+def nose_model(metric: str) -> str | None:
+    """The landmark model prefix of a nose metric ("nose" for "nose_fail", "nose2" for "nose2_err_px"), else None."""
+    m = _NOSE_RE.match(metric)
+    return m.group(1) if m else None
+
+
+def metric_label(metric: str, models: Mapping[str, str] | None = None) -> str:
+    """A metric's display label. Nose metrics name their landmark model when ``models`` maps its prefix
+    ("nose median (RetinaFace)", "nose failure rate (dlib)"); without a name, the first model's metrics keep
+    their plain label ("nose median") and another's is numbered ("nose median (model 2)")."""
+    m = _NOSE_RE.match(metric)
+    if m and models and models.get(m.group(1)):
+        return f"{_NOSE_KINDS[m.group(2)][0]} ({models[m.group(1)]})"
+    return METRIC_LABELS.get(metric, metric)
+
+
 _GAPS = {"grad_gap": "grad_ratio", "hf_gap": "hf_ratio"}
 # what the bootstrap resamples (for captions), and compare()'s choices of unit
 BOOTSTRAP_UNIT = "subject (SF-TL54) / source frame (ThermEval-D)"
@@ -163,9 +217,11 @@ def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0
     hashable key per element, length n, e.g. ``resampling_unit`` of each row) each replicate draws as many
     units as the finite pairs hold, with replacement, and takes every element of each drawn unit; the stat is
     that of the concatenated elements. The interval is widened to contain ``diff`` in the rare case the
-    percentile interval misses it (float rounding on a constant shift, a median on very few crops). Returns
-    {"diff", "lo", "hi", "n", "n_units", "unit", "n_dropped", "stat", "level", "n_boot", "seed"} with unit
-    "crop" or "cluster"; NaNs with n = 0 when no finite pair is left.
+    percentile interval misses it (float rounding on a constant shift, a median on very few crops). ``p`` is
+    the two-sided bootstrap p-value of the same replicates, min(1, 2·min(share ≤ 0, share ≥ 0)): up to ties it
+    is below 1 − level exactly when the percentile interval excludes zero (0 means no replicate on the other
+    side, i.e. p < 1/n_boot). Returns {"diff", "lo", "hi", "p", "n", "n_units", "unit", "n_dropped", "stat",
+    "level", "n_boot", "seed"} with unit "crop" or "cluster"; NaNs with n = 0 when no finite pair is left.
     """
     _check_bootstrap(stat, n_boot, level)
     a, b, ok = _finite(a, b)
@@ -174,11 +230,21 @@ def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0
     out = {"n": int(a.size), "n_units": n_units, "unit": "crop" if groups is None else "cluster",
            "n_dropped": int(ok.size - a.size), "stat": stat, "level": level, "n_boot": n_boot, "seed": seed}
     if a.size == 0:
-        return {"diff": math.nan, "lo": math.nan, "hi": math.nan, **out}
+        return {"diff": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, **out}
     diff = float(_stat(b, stat) - _stat(a, stat))
     boot = _replicates(a, b, codes, stat, n_boot, seed)
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return {"diff": diff, "lo": min(float(lo), diff), "hi": max(float(hi), diff), **out}
+    return {"diff": diff, "lo": min(float(lo), diff), "hi": max(float(hi), diff), "p": bootstrap_p(boot), **out}
+
+
+def bootstrap_p(replicates) -> float:
+    """Two-sided bootstrap p-value of "no difference" from replicates of a difference (length n_boot):
+    min(1, 2·min(share of replicates ≤ 0, share ≥ 0)); NaN without finite replicates."""
+    boot = np.asarray(replicates, float).ravel()
+    boot = boot[np.isfinite(boot)]
+    if boot.size == 0:
+        return math.nan
+    return float(min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0))))
 
 
 def interval(values, stat: str = "mean", n_boot: int = 2000, seed: int = 0, level: float = 0.95,
@@ -237,20 +303,22 @@ def _comparison(pairs: list[tuple[dict, dict]], groups, metric: str, n_boot: int
     return {"metric": metric, "stat": stat, "base_value": float(_stat(fa, stat)) if fa.size else math.nan,
             "new_value": float(_stat(fb, stat)) if fb.size else math.nan, "diff": ci["diff"], "lo": ci["lo"],
             "hi": ci["hi"], "n": ci["n"], "n_dropped": ci["n_dropped"],
-            "verdict": verdict(ci, METRIC_DIRECTION.get(metric, +1)), "n_units": ci["n_units"]}
+            "verdict": verdict(ci, METRIC_DIRECTION.get(metric, +1)), "n_units": ci["n_units"], "p": ci["p"]}
 
 
 def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, ids=None, n_boot: int = 2000,
             seed: int = 0, level: float = 0.95, unit: str = "subject/frame") -> list[dict]:
     """new − base per split × metric over the crops both methods scored (paired by "id", within ``ids``).
 
-    ``metrics`` defaults to DEFAULT_METRICS, less any no row carries; ``grad_gap``/``hf_gap`` are derived from
-    the ratios when asked for. Each metric's statistic is METRIC_STAT's. ``unit="subject/frame"`` resamples the
-    ``resampling_unit`` of each base row with all its crops (a row without subject/source is a ValueError);
-    ``unit="crop"`` resamples crops. Returns rows {"base", "new", "split", "metric", "stat", "base_value",
-    "new_value", "diff", "lo", "hi", "n", "n_dropped", "verdict", "n_units", "unit"}, where the values are the
-    statistic over the crops used (both values finite), n counts crops, n_units the units they belong to, and a
-    split without crops is NaN, n 0.
+    ``metrics`` defaults to DEFAULT_METRICS, less any no row carries, followed by the other NOSE_METRICS (failure
+    rates, errors against the true nose, a second landmark model's) that at least one compared crop carries a
+    finite value of; ``grad_gap``/``hf_gap`` are derived from the ratios when asked for. Each metric's statistic
+    is METRIC_STAT's. ``unit="subject/frame"`` resamples the ``resampling_unit`` of each base row with all its
+    crops (a row without subject/source is a ValueError); ``unit="crop"`` resamples crops. Returns rows
+    {"base", "new", "split", "metric", "stat", "base_value", "new_value", "diff", "lo", "hi", "n", "n_dropped",
+    "verdict", "n_units", "unit", "p", "n_boot"}, where the values are the statistic over the crops used (both
+    values finite), n counts crops, n_units the units they belong to, p is the bootstrap p-value of the same
+    replicates (``paired_bootstrap``), and a split without crops is NaN, n 0.
     """
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
@@ -269,6 +337,8 @@ def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, 
     if metrics is None:
         keys = {k for a, b in pairs for k in (*a, *b)}
         metrics = [m for m in DEFAULT_METRICS if m in keys]
+        metrics += [m for m in NOSE_METRICS if m not in metrics and m in keys
+                    and any(math.isfinite(_float(r.get(m))) for pair in pairs for r in pair)]
     if any(m in _GAPS for m in metrics):
         pairs = list(zip(derive_gaps([a for a, _ in pairs]), derive_gaps([b for _, b in pairs])))
     out = []
@@ -277,7 +347,8 @@ def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, 
         groups = None if units is None else [units[k] for k in sel]
         for metric in metrics:
             c = _comparison([pairs[k] for k in sel], groups, metric, n_boot, seed, level)
-            out.append({"base": base, "new": new, "split": split, **c, "unit": unit})
+            p = c.pop("p")                                   # new columns after the old ones
+            out.append({"base": base, "new": new, "split": split, **c, "unit": unit, "p": p, "n_boot": n_boot})
     return out
 
 
@@ -300,19 +371,82 @@ def find(comparisons: list[dict], metric: str, split: str = "all", *, base: str 
 def flip(c: dict) -> dict:
     """Comparison row ``c`` seen the other way round: base and new swapped, interval negated, verdict mirrored."""
     mirror = {"better": "worse", "worse": "better"}
-    return {**c, "base": c["new"], "new": c["base"], "base_value": c["new_value"], "new_value": c["base_value"],
-            "diff": 0.0 - c["diff"], "lo": 0.0 - c["hi"], "hi": 0.0 - c["lo"],
-            "verdict": mirror.get(c["verdict"], c["verdict"])}
+    out = {**c, "base": c["new"], "new": c["base"], "base_value": c["new_value"], "new_value": c["base_value"],
+           "diff": 0.0 - c["diff"], "lo": 0.0 - c["hi"], "hi": 0.0 - c["lo"],
+           "verdict": mirror.get(c["verdict"], c["verdict"])}
+    if "verdict_holm" in c:
+        out["verdict_holm"] = mirror.get(c["verdict_holm"], c["verdict_holm"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Multiplicity
+# ------------------------------------------------------------------------------------------------
+def is_nose(c: dict) -> bool:
+    """The default family of ``holm``: every comparison whose metric starts with "nose"."""
+    return str(c["metric"]).startswith("nose")
+
+
+def holm_adjust(pvalues) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: sorted ascending, the i-th (1-based) of m becomes
+    max over j ≤ i of min(1, (m − j + 1)·p_(j)). NaNs are no test: they stay NaN and do not count in m."""
+    p = [_float(x) for x in pvalues]
+    tested = sorted((x, i) for i, x in enumerate(p) if math.isfinite(x))
+    m, out, running = len(tested), [math.nan] * len(p), 0.0
+    for j, (x, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - j) * x))
+        out[i] = running
+    return out
+
+
+def holm(comparisons: list[dict], family=is_nose, alpha: float = 0.05) -> list[dict]:
+    """Copies of ``comparisons`` (same order) where the ones in ``family`` (a predicate on a comparison row;
+    default: metric starts with "nose") also carry Holm's adjustment over that family: ``p_holm`` (the adjusted
+    p-value), ``verdict_holm`` ("better" / "worse" by the sign of diff and the metric's direction when p_holm ≤
+    ``alpha``, "indistinguishable" otherwise, "not measured" without a p-value) and ``holm_m`` (how many
+    comparisons were tested together). Rows outside the family are copied unchanged. Pass every comparison of
+    the family at once (e.g. v1_vs_zs + v2_vs_v1): a family split over several calls is corrected less."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
+    out = [dict(c) for c in comparisons]
+    members = [c for c in out if family(c)]
+    for c in members:
+        if "p" not in c:
+            raise ValueError(f"comparison of {c['metric']!r} ({c.get('base')} → {c.get('new')}, {c.get('split')}) has "
+                             "no bootstrap p-value; compare() it again.")
+    adjusted = holm_adjust(c["p"] for c in members)
+    m = sum(math.isfinite(x) for x in adjusted)
+    for c, p in zip(members, adjusted):
+        c["p_holm"], c["holm_m"] = p, m
+        diff = _float(c["diff"])
+        if not math.isfinite(p):
+            c["verdict_holm"] = "not measured"
+        elif p <= alpha and diff != 0 and math.isfinite(diff):
+            c["verdict_holm"] = "better" if (diff > 0) == (METRIC_DIRECTION.get(c["metric"], +1) > 0) else "worse"
+        else:
+            c["verdict_holm"] = "indistinguishable"
+    return out
+
+
+def final_verdict(c: dict) -> str:
+    """The verdict to act on: Holm's where ``holm`` set one ("indistinguishable" read as "no detectable
+    difference"), else the comparison's own."""
+    v = c.get("verdict_holm")
+    if v in (None, ""):
+        return c["verdict"]
+    return "no detectable difference" if v == "indistinguishable" else v
 
 
 # ------------------------------------------------------------------------------------------------
 # Words and tables
 # ------------------------------------------------------------------------------------------------
 def format_diff(c: dict, digits: int | None = None) -> str:
-    """"+1.23 dB [+0.98, +1.49]": the difference and its interval (psnr 2 dp dB, ssim 3, lpips/dists 4, nose 2 px)."""
+    """"+1.23 dB [+0.98, +1.49]": the difference and its interval (psnr 2 dp dB, ssim 3, lpips/dists 4, nose 2 px,
+    a failure rate in percentage points with 1 dp: "+3.3 pp [+1.0, +5.6]")."""
     default, unit = _FORMATS.get(c["metric"], (3, ""))
     d = default if digits is None else digits
-    diff, lo, hi = _float(c["diff"]), _float(c["lo"]), _float(c["hi"])
+    scale = 100.0 if c["metric"] in _PERCENT else 1.0
+    diff, lo, hi = (scale * _float(c[k]) for k in ("diff", "lo", "hi"))
     if not math.isfinite(diff):
         return "not measured"
 
@@ -323,33 +457,72 @@ def format_diff(c: dict, digits: int | None = None) -> str:
 
 def _value(metric: str, value) -> str:
     value = _float(value)
+    if metric in _PERCENT:
+        return f"{100 * value:.{_FORMATS[metric][0]}f} %" if math.isfinite(value) else "–"
     return f"{value:.{_FORMATS.get(metric, (3, ''))[0]}f}" if math.isfinite(value) else "–"
 
 
-def comparisons_markdown(comparisons: list[dict], caption: str) -> str:
-    """A Markdown table of comparison rows (one line each) with the caption line under it."""
+def format_p(p, n_boot=None, m: int = 1) -> str:
+    """A bootstrap p-value for a table: 3 decimals; 0 (no replicate on the other side) as "<" its resolution,
+    m/n_boot for a Holm-adjusted one of a family of m (or "<0.001" without n_boot); "–" when absent."""
+    p = _float(p)
+    if not math.isfinite(p):
+        return "–"
+    if p == 0:
+        n_boot = _float(n_boot)
+        return f"<{m / n_boot:.2g}" if math.isfinite(n_boot) and n_boot > 0 else "<0.001"
+    return f"{p:.3f}"
+
+
+def _count(value) -> int:
+    """A count field (int, float or CSV text) as an int ≥ 1; 1 when absent."""
+    value = _float(value)
+    return max(1, int(value)) if math.isfinite(value) else 1
+
+
+# columns comparisons_markdown appends after COMPARISON_COLUMNS when some comparison carries them
+EXTRA_COLUMNS = [("p", "p"), ("p_holm", "p (Holm)"), ("verdict_holm", "Verdict (Holm)")]
+
+
+def comparisons_markdown(comparisons: list[dict], caption: str, models: Mapping[str, str] | None = None) -> str:
+    """A Markdown table of comparison rows (one line each) with the caption line under it. The columns of
+    COMPARISON_COLUMNS, then p, p (Holm) and Verdict (Holm) where some row carries them ("–" in a row without);
+    nose metrics are labelled after their landmark model where ``models`` names it (``metric_label``)."""
+    extra = [(k, label) for k, label in EXTRA_COLUMNS if any(k in c for c in comparisons)]
+
     def cells(c: dict) -> list[str]:
         by_key = {"pair": f"{c['base']} → {c['new']}", "split": c["split"],
-                  "metric": METRIC_LABELS.get(c["metric"], c["metric"]), "stat": c["stat"], "n": str(c["n"]),
+                  "metric": metric_label(c["metric"], models), "stat": c["stat"], "n": str(c["n"]),
                   "base_value": _value(c["metric"], c["base_value"]), "new_value": _value(c["metric"], c["new_value"]),
-                  "interval": format_diff(c), "verdict": c["verdict"]}
-        return [by_key[k] for k, _ in COMPARISON_COLUMNS]
-    return markdown_table([label for _, label in COMPARISON_COLUMNS], map(cells, comparisons), caption)
+                  "interval": format_diff(c), "verdict": c["verdict"],
+                  "p": format_p(c.get("p"), c.get("n_boot")),
+                  "p_holm": format_p(c.get("p_holm"), c.get("n_boot"), _count(c.get("holm_m"))),
+                  "verdict_holm": c.get("verdict_holm") or "–"}
+        return [by_key[k] for k, _ in COMPARISON_COLUMNS + extra]
+    return markdown_table([label for _, label in COMPARISON_COLUMNS + extra], map(cells, comparisons), caption)
 
 
-def write_comparisons(comparisons: list[dict], stem, caption: str) -> tuple[Path, Path]:
+def write_comparisons(comparisons: list[dict], stem, caption: str,
+                      models: Mapping[str, str] | None = None) -> tuple[Path, Path]:
     """Write ``stem``.csv (every field of every comparison row) and ``stem``.md (comparisons_markdown)."""
-    return atomic_write_csv_and_md(comparisons, stem, comparisons_markdown(comparisons, caption))
+    return atomic_write_csv_and_md(comparisons, stem, comparisons_markdown(comparisons, caption, models))
 
 
 def read_comparisons(path) -> list[dict]:
-    """Comparison rows written by ``write_comparisons`` (its CSV), with numbers parsed back."""
+    """Comparison rows written by ``write_comparisons`` (its CSV), with numbers parsed back (a field a row did
+    not carry, such as p_holm outside the Holm family, is dropped)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
         for key in ("base_value", "new_value", "diff", "lo", "hi"):
             row[key] = _float(row[key])
-        for key in ("n", "n_dropped", "n_units"):
+        for key in ("p", "p_holm", "n_boot", "holm_m", "verdict_holm"):
+            if row.get(key) in (None, ""):
+                row.pop(key, None)
+        for key in ("p", "p_holm"):
+            if key in row:
+                row[key] = _float(row[key])
+        for key in ("n", "n_dropped", "n_units", "n_boot", "holm_m"):
             if row.get(key) not in (None, ""):
                 row[key] = int(row[key])
     return rows
@@ -380,9 +553,23 @@ def _methods(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(m for c in rows for m in (c["base"], c["new"])))
 
 
-def _clause(c: dict) -> str:
-    """"LPIPS v2 − v1 −0.0123 [−0.0150, −0.0100] (better)"."""
-    return f"{METRIC_LABELS.get(c['metric'], c['metric'])} {c['new']} − {c['base']} {format_diff(c)} ({c['verdict']})"
+def _clause(c: dict, models: Mapping[str, str] | None = None) -> str:
+    """"LPIPS v2 − v1 −0.0123 [−0.0150, −0.0100] (better)"; a nose metric as ``nose_clause`` words it."""
+    if nose_model(c["metric"]):
+        return nose_clause(c, models)
+    return f"{metric_label(c['metric'], models)} {c['new']} − {c['base']} {format_diff(c)} ({final_verdict(c)})"
+
+
+_NOSE_WORDS = {"err_px": "nose", "fail": "nose failures", "gt_err_sr": "nose to true nose"}
+
+
+def nose_clause(c: dict, models: Mapping[str, str] | None = None) -> str:
+    """A nose comparison in the words of the evidence column: "nose: v2 − v1 +0.87 px [+0.21, +1.44] (worse,
+    RetinaFace)" ("nose failures: …" for a failure rate, "nose to true nose: …" for the error against the
+    generator's true nose); the verdict is Holm's where ``holm`` set one, the model named by ``model_name``."""
+    prefix, kind = _NOSE_RE.match(c["metric"]).groups()
+    return (f"{_NOSE_WORDS[kind]}: {c['new']} − {c['base']} {format_diff(c)} "
+            f"({final_verdict(c)}, {model_name(prefix, models)})")
 
 
 def _pixel_pick(rows: list[dict], split: str, metric: str) -> dict:
@@ -408,44 +595,103 @@ def _pixel_pick(rows: list[dict], split: str, metric: str) -> dict:
     return {"use case": use, "pick": top, "why": why}
 
 
-def _perceptual_pick(rows: list[dict], split: str, metrics) -> dict:
-    """Perception/downstream use case: the method better than every other on the most perceptual metrics."""
+def _present(rows: list[dict], metrics, split: str) -> list[str]:
+    return [m for m in dict.fromkeys(metrics) if any(c["metric"] == m and c["split"] == split for c in rows)]
+
+
+def _in_every_pair(rows: list[dict], metric: str, split: str) -> bool:
+    """True when every pair of methods in ``rows`` has a comparison of ``metric`` on ``split``."""
+    have = {frozenset((c["base"], c["new"])) for c in rows if c["metric"] == metric and c["split"] == split}
+    return have == {frozenset((c["base"], c["new"])) for c in rows}
+
+
+def _perceptual_pick(rows: list[dict], split: str, metrics, models=None) -> dict:
+    """Perception use case: the method better than every other on the most perceptual metrics; "why" also names
+    each picked method's nose displacement against every other (whatever the pick, the nose as measured)."""
     methods = _methods(rows)
-    metrics = [m for m in metrics if any(c["metric"] == m and c["split"] == split for c in rows)]
-    labels = ", ".join(METRIC_LABELS.get(m, m) for m in metrics)
-    use = f"perceptual quality / downstream nose localisation ({labels})"
-    wins = {m: [k for k in metrics if all(_oriented(rows, k, split, m, o)["verdict"] == "better"
+    metrics = _present(rows, metrics, split)
+    labels = ", ".join(metric_label(m, models) for m in metrics)
+    use = f"perceptual quality ({labels})"
+    wins = {m: [k for k in metrics if all(final_verdict(_oriented(rows, k, split, m, o)) == "better"
                                           for o in methods if o != m)] for m in methods}
     best = max((len(w) for w in wins.values()), default=0)
+    picks = [m for m in methods if len(wins[m]) == best] if best else methods
+    noses = [k for k in _present(rows, [f"{p}_err_px" for p in NOSE_MODELS], split) if _in_every_pair(rows, k, split)]
+    nose_why = [nose_clause(_oriented(rows, k, split, m, o), models) for m in picks for k in noses
+                for o in methods if o != m and (best or methods.index(o) > methods.index(m))]
     if best == 0:
-        why = "; ".join(_clause(c) for c in rows if c["split"] == split and c["metric"] in metrics)
+        why = "; ".join([_clause(c, models) for c in rows if c["split"] == split and c["metric"] in metrics]
+                        + nose_why)
         return {"use case": use, "pick": " ≈ ".join(methods) + f" (none is better than all others on any of {labels})",
                 "why": why}
-    picks = [m for m in methods if len(wins[m]) == best]
-    why = "; ".join(_clause(_oriented(rows, k, split, m, o)) for m in picks for k in wins[m]
-                    for o in methods if o != m)
+    why = "; ".join([_clause(_oriented(rows, k, split, m, o), models) for m in picks for k in wins[m]
+                     for o in methods if o != m] + nose_why)
     if len(picks) > 1:
         return {"use case": use, "pick": " ≈ ".join(picks) + f" (each better than all others on {best} "
                 f"metric{'s' if best > 1 else ''})", "why": why}
     return {"use case": use, "pick": picks[0], "why": why}
 
 
+def _nose_pick(rows: list[dict], split: str, metrics, models=None) -> dict:
+    """Downstream nose localisation: never a method this run measures worse than another on any nose metric.
+
+    A method "worse" than some other on some nose metric (displacement, failure rate or error against the true
+    nose, of either landmark model; Holm's verdict where set) is excluded. Of the rest, one better than every
+    other on some nose metric is the pick (there is at most one: every other is worse than it); otherwise the
+    rest are tied; when every method is worse than another somewhere, none is picked. A nose metric that some
+    pair of methods was not compared on is left out (the first model's displacement is required)."""
+    methods = _methods(rows)
+    # a nose metric other than the first model's displacement counts only where every pair compared it
+    metrics = [k for k in _present(rows, metrics, split) if k == "nose_err_px" or _in_every_pair(rows, k, split)]
+    labels = ", ".join(metric_label(m, models) for m in metrics)
+    use = f"downstream nose localisation ({labels})" if metrics else "downstream nose localisation"
+    if not metrics:
+        return {"use case": use, "pick": "not measured", "why": f"no nose comparison on {split}"}
+    oriented = {(m, o, k): _oriented(rows, k, split, m, o) for m in methods for o in methods if o != m
+                for k in metrics}
+    worse = {m: [c for (a, _, _), c in oriented.items() if a == m and final_verdict(c) == "worse"] for m in methods}
+    ok = [m for m in methods if not worse[m]]
+    winner = [m for m in ok if any(all(final_verdict(oriented[(m, o, k)]) == "better" for o in methods if o != m)
+                                   for k in metrics)]
+    excluded = [m for m in methods if m not in ok]
+    if not ok:
+        why = "; ".join(nose_clause(c, models) for m in methods for c in worse[m])
+        return {"use case": use, "pick": "none (each method is measured worse than another on some nose metric)",
+                "why": why}
+    shown = winner or ok
+    why = "; ".join(nose_clause(oriented[(m, o, k)], models) for m in shown for o in methods if o != m
+                    and (o not in shown or methods.index(o) > methods.index(m)) for k in metrics)
+    note = f"; {', '.join(excluded)} measured worse on the nose" if excluded else ""
+    if winner or len(ok) == 1:
+        return {"use case": use, "pick": shown[0] + (f" ({note[2:]})" if note else ""), "why": why}
+    if not excluded:
+        return {"use case": use, "pick": " ≈ ".join(ok) + " (no detectable nose difference)", "why": why}
+    return {"use case": use, "pick": " ≈ ".join(ok) + f" (none of them worse on the nose than another{note})",
+            "why": why}
+
+
 def recommend(comparisons_by_pair, split: str = "all", pixel_metric: str = "psnr",
-              perceptual=PERCEPTUAL_METRICS) -> list[dict]:
-    """Two use cases → [{"use case", "pick", "why"}] from compare() rows of every pair of the candidate methods.
+              perceptual=("lpips", "dists"), nose=NOSE_METRICS, models: Mapping[str, str] | None = None) -> list[dict]:
+    """Three use cases → [{"use case", "pick", "why"}] from compare() rows of every pair of the candidate methods.
 
     ``comparisons_by_pair``: {(base, new): compare(rows, base, new, ...)} (or any iterable of such row lists)
     covering every pair, e.g. zero-shot→v1, v1→v2, zero-shot→v2; the pair each row belongs to is read from its
-    own "base"/"new". Decided on ``split`` only:
+    own "base"/"new". Decided on ``split`` only, by each comparison's verdict (Holm's where ``holm`` set one):
 
     * maximum PSNR: the method with the highest ``pixel_metric`` value; any method whose interval against it
       spans 0 is reported tied with it ("A ≈ B (no detectable PSNR difference)").
-    * perception/downstream: for each method, the ``perceptual`` metrics on which it is "better" than every
+    * perceptual quality: for each method, the ``perceptual`` metrics on which it is "better" than every
       other method; the method with the most such metrics is picked, several with equally many are tied, and
-      none with any reports all the methods tied.
+      none with any reports all the methods tied. Its "why" also names the picked method's nose displacement
+      against every other, as measured.
+    * downstream nose localisation: the ``nose`` metrics the comparisons carry (displacement, failure rate and
+      error against the true nose, per landmark model); a method measured worse than another on any of them is
+      never picked (``_nose_pick``). Nose metrics listed in ``perceptual`` (the old PERCEPTUAL_METRICS) are
+      judged here, not there.
 
-    "why" names each interval (format_diff). A pair missing for a needed metric, or comparisons resampled by
-    different units (their "unit"), is a ValueError.
+    "why" names each interval (format_diff; nose metrics as ``nose_clause``, their model named by ``models``,
+    e.g. {"nose": "RetinaFace", "nose2": "dlib"}). A pair missing for a needed metric, or comparisons resampled
+    by different units (their "unit"), is a ValueError.
     """
     rows = _all_rows(comparisons_by_pair)
     if not rows:
@@ -454,4 +700,7 @@ def recommend(comparisons_by_pair, split: str = "all", pixel_metric: str = "psnr
     if len(units) > 1:
         raise ValueError(f"recommend got comparisons resampled by different units {units}; compare every pair "
                          "with the same unit.")
-    return [_pixel_pick(rows, split, pixel_metric), _perceptual_pick(rows, split, perceptual)]
+    nose = [*[m for m in perceptual if nose_model(m)], *nose]
+    perceptual = [m for m in perceptual if not nose_model(m)]
+    return [_pixel_pick(rows, split, pixel_metric), _perceptual_pick(rows, split, perceptual, models),
+            _nose_pick(rows, split, nose, models)]
