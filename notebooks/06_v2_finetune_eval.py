@@ -83,11 +83,14 @@ display(Markdown(evaluate.table_markdown(three, caption)))
 # "better" or "worse" means the interval excludes zero.
 
 # %%
-v1_vs_zs = stats.compare(rows, zs_name, "v1 L1", ids=table_ids, n_boot=bootstrap_samples, seed=seed)
-v2_vs_v1 = stats.compare(rows, "v1 L1", "v2 perceptual", ids=table_ids, n_boot=bootstrap_samples, seed=seed)
-v2_vs_zs = stats.compare(rows, zs_name, "v2 perceptual", ids=table_ids, n_boot=bootstrap_samples, seed=seed)
-stats.write_comparisons(v1_vs_zs + v2_vs_v1, paths.results / "table_v2_differences", caption)
-display(Markdown(stats.comparisons_markdown(v1_vs_zs + v2_vs_v1, caption)))
+pairs = [(zs_name, "v1 L1"), ("v1 L1", "v2 perceptual"), (zs_name, "v2 perceptual")]
+each = [stats.compare(rows, a, b, ids=table_ids, n_boot=bootstrap_samples, seed=seed) for a, b in pairs]
+nose = findings.nose_context(paths.results, locator, locator2)
+family = findings.withhold(stats.holm([c for cs in each for c in cs]), nose)  # one Holm family: every nose row
+v1_vs_zs, v2_vs_v1, v2_vs_zs = (family[sum(map(len, each[:k])):sum(map(len, each[:k + 1]))] for k in range(3))
+stats.write_comparisons(v1_vs_zs + v2_vs_v1, paths.results / "table_v2_differences", caption, models=nose["models"])
+display(Markdown(stats.comparisons_markdown(v1_vs_zs + v2_vs_v1, caption, models=nose["models"])))
+display(Markdown(findings.withheld_line(nose)))
 
 # %% [markdown]
 # ## This run beside the write-up
@@ -157,11 +160,10 @@ fig
 # against the instrument's noise floor measured in notebook 02.
 
 # %%
-floor_px = downstream.noise_floor_px(io.read_json(paths.results / "nose_noise_floor.json"))
 reported_v1 = findings.reported_differences("zero-shot", "v1-l1")
-reported_v2 = {"lpips_ratio": findings.reported_lpips_ratio()}
-f1 = findings.finding_v1(v1_vs_zs, reported_v1, floor_px)
-f3 = findings.finding_v2(v2_vs_v1, v2_vs_zs, v1_vs_zs, reported_v2, floor_px)
+reported_v2 = {"lpips_ratio": findings.reported_lpips_ratio(), **findings.reported_differences("v1-l1", "v2-l1-lpips")}
+f1 = findings.finding_v1(v1_vs_zs, reported_v1, nose["floors"], nose["models"])
+f3 = findings.finding_v2(v2_vs_v1, v2_vs_zs, v1_vs_zs, reported_v2, nose["floors"], nose["models"])
 trade = findings.trade_off(v2_vs_v1)
 text = "\n\n".join([f1["markdown"], f3["markdown"], trade["markdown"]])
 md = f"### Findings of this run ({profile} profile)\n\n{text}\n\n*{caption}*\n"
@@ -176,7 +178,7 @@ display(Markdown(md))
 
 # %%
 matrix = stats.recommend({(zs_name, "v1 L1"): v1_vs_zs, ("v1 L1", "v2 perceptual"): v2_vs_v1,
-                          (zs_name, "v2 perceptual"): v2_vs_zs})
+                          (zs_name, "v2 perceptual"): v2_vs_zs}, models=nose["models"])
 md = io.markdown_table(("Use case", "Pick", "Why (this run)"), ((m["use case"], m["pick"], m["why"]) for m in matrix),
                       caption)
 io.atomic_write_text(paths.results / "recommendation.md", md)

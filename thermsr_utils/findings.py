@@ -422,3 +422,62 @@ def trade_off(v2_vs_v1: list[dict]) -> dict:
                 + (f"; worse on {', '.join(worse)}" if worse else "") + ").")
         shown = False
     return {"shown": shown, "markdown": text}
+
+
+# ---------------------------------------------------------------------------------------------
+# Which landmark model may speak on which dataset (notebook 02's instrument check)
+# ---------------------------------------------------------------------------------------------
+WITHHELD = "withheld"
+_DATASETS = ("SF-TL54", "ThermEval-D")
+
+
+def nose_context(results_dir, locator, locator2=None) -> dict:
+    """What the later notebooks need to read nose comparisons: ``models`` ({"nose": "RetinaFace", "nose2":
+    "dlib"}), ``floors`` (each model's noise floor in px, from 02's files) and ``reads`` ({"<dataset>|<model>":
+    bool} from 02's ``instrument_check.json``; a model 02 did not check reads nothing)."""
+    from pathlib import Path
+
+    from .downstream import noise_floor_px, short_name
+    from .io import read_json
+
+    results_dir = Path(results_dir)
+    models, floors = {"nose": short_name(locator)}, {}
+    floors["nose"] = noise_floor_px(read_json(results_dir / "nose_noise_floor.json"))
+    if locator2 is not None:
+        models["nose2"] = short_name(locator2)
+        path = results_dir / "nose2_noise_floor.json"
+        if path.is_file():
+            floors["nose2"] = noise_floor_px(read_json(path))
+    check = results_dir / "instrument_check.json"
+    reads = read_json(check)["reads_faces"] if check.is_file() else {}
+    return {"models": models, "floors": floors, "reads": reads}
+
+
+def _reads(ctx: dict, prefix: str, split: str) -> bool:
+    model = ctx["models"].get(prefix)
+    datasets = _DATASETS if split == "all" else (split,)
+    return all(ctx["reads"].get(f"{d}|{model}", False) for d in datasets)
+
+
+def withhold(comparisons: list[dict], ctx: dict) -> list[dict]:
+    """Copies of ``comparisons`` where every nose comparison of a (split, model) whose model failed 02's instrument
+    check on that split's data (both datasets for "all") has its verdicts set to ``WITHHELD``: its numbers stay in
+    the tables, but no finding or recommendation reads a verdict from it."""
+    out = []
+    for c in comparisons:
+        prefix = stats.nose_model(c["metric"])
+        if prefix is not None and not _reads(ctx, prefix, c["split"]):
+            c = {**c, "verdict": WITHHELD, **({"verdict_holm": WITHHELD} if "verdict_holm" in c else {})}
+        out.append(c)
+    return out
+
+
+def withheld_line(ctx: dict) -> str:
+    """One sentence naming the (dataset, model) pairs whose nose verdicts are withheld, or saying none is."""
+    off = [f"{m} on {d}" for prefix, m in ctx["models"].items() for d in _DATASETS
+           if not ctx["reads"].get(f"{d}|{m}", False)]
+    if not off:
+        return "Every landmark model passed notebook 02's instrument check on both datasets, so every nose verdict below is stated."
+    return ("Nose verdicts are **withheld** (numbers shown, marked \"withheld\") for " + ", ".join(off)
+            + ": notebook 02 found that model's nose too far from the annotated nose there (or too many faces missed),"
+              " so a change in its estimate does not say where the nose went. Verdicts on \"all\" need both datasets.")
