@@ -583,3 +583,74 @@ def test_labelme_size_that_disagrees_with_the_image_is_skipped(tmp_path):
     ann.update(imageWidth="wide")
     js.write_text(json.dumps(ann))
     assert names(data.build_sftl54(root, tmp_path / "c2"), data.R_BAD_ANNOTATION) == ["gray/val/json/101_1_1_1.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Palettes: gray, iron and the per-subject mix
+# ---------------------------------------------------------------------------------------------
+def test_mix_takes_each_subject_from_one_rendering_in_every_split(tmp_path):
+    from thermsr_utils import synthetic
+    from thermsr_utils.datasets import datasets_from_manifest
+
+    sf = tmp_path / "sf"
+    synthetic.write_sftl54(sf, n_subjects=10, frames_per_subject=2, seed=0)   # subjects 1-7 train, 8 val, 9-10 test
+    res = data.build_sftl54(sf, tmp_path / "crops", palette="mix", caps=(None, None, None))
+    recs = res.records
+    assert len(recs) == 20 and not res.skipped
+    for r in recs:
+        assert r["palette"] == ("iron" if r["subject"] % 2 else "gray") == data.mix_palette(r["subject"])
+        assert r["source"].startswith(r["palette"] + "/")
+    assert {s: sorted({r["palette"] for r in recs if r["split"] == s}) for s in data.SPLITS} == \
+        {"train": ["gray", "iron"], "val": ["gray"], "test": ["gray", "iron"]}   # val: subject 8 alone
+    data.check_disjoint(recs)                                                      # subject-disjoint splits
+    crops = data.read_verified_crops(tmp_path / "crops", recs)
+    for r, img in zip(recs, crops):                                 # iron crops: 3 different channels, unchanged
+        assert img.shape == (192, 192, 3) and img.dtype == np.uint8
+        differ = bool((img[..., 0] != img[..., 2]).any())
+        assert differ == (r["palette"] == "iron"), r["id"]
+    train_set, val_sets = datasets_from_manifest(tmp_path / "crops", recs, patch=64, augment=True)
+    assert train_set.trained_on == {"palettes": ["gray", "iron"], "datasets": ["sftl54"]}
+    lr, hr = train_set[next(i for i, r in enumerate(r for r in recs if r["split"] == "train")
+                            if r["palette"] == "iron")]
+    assert hr.shape == (3, 64, 64) and not np.allclose(hr[0].numpy(), hr[2].numpy())   # colour reaches the model
+    gray = data.build_sftl54(sf, tmp_path / "g", palette="gray", caps=(None, None, None)).records
+    assert {r["palette"] for r in gray} == {"gray"} and [r["id"] for r in gray] == [r["id"] for r in recs]
+    with pytest.raises(ValueError, match="'mix'"):
+        data.build_sftl54(sf, tmp_path / "x", palette="rainbow")
+
+
+def test_mix_needs_both_palette_folders(tmp_path):
+    root = sftl54_tree(tmp_path / "sf")
+    with pytest.raises(FileNotFoundError, match=r"'iron'.*mix"):
+        data.build_sftl54(root, tmp_path / "crops", palette="mix")
+
+
+def test_every_record_carries_its_palette_and_the_manifest_counts_them(tmp_path):
+    m = build_both(tmp_path)
+    assert {(r["dataset"], r["palette"]) for r in m["records"]} == {("sftl54", "gray"), ("thermeval", "gray")}
+    assert m["summary"]["palettes"]["val"] == {"gray": 2}
+    assert "renderings: train gray 1; val gray 2; test gray 2" in data.summary_table(m)
+    assert data.trained_on(m["records"]) == {"palettes": ["gray"], "datasets": ["sftl54"]}
+
+
+def test_a_committed_manifest_from_before_the_palette_field_reads_as_gray(tmp_path):
+    committed = tmp_path / "committed.json"
+    build_both(tmp_path, committed_manifest=committed)
+    old = io.read_json(committed)
+    for r in old["records"]:
+        del r["palette"]
+    io.atomic_write_json(committed, old)
+    assert all(r["palette"] == "gray" for r in data.load_manifest(committed)["records"])
+    assert data.compare_manifests(build_both(tmp_path, committed_manifest=committed)["records"], old["records"]) == []
+    iron = [{**r, "palette": "iron"} for r in old["records"]]
+    assert {d.fields for d in data.compare_manifests(iron, old["records"])} == {("palette",)}
+    assert data.trained_on(old["records"]) == {"palettes": ["gray"], "datasets": ["sftl54"]}
+    from thermsr_utils.params import PARAMETER_RULES
+    assert PARAMETER_RULES["palette"].choices == data.PALETTE_CHOICES
+
+
+def test_evaluation_rows_get_their_crops_palette():
+    records = [{"id": "sf_1", "palette": "iron"}, {"id": "sf_2"}, {"id": "te_3", "palette": "gray"}]
+    rows = [{"id": "sf_1", "psnr": 30.0}, {"id": "sf_2", "psnr": 31.0}, {"id": "other", "psnr": 1.0}]
+    out = data.with_palettes(rows, records)
+    assert [r["palette"] for r in out] == ["iron", "gray", None] and "palette" not in rows[0]

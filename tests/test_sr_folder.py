@@ -10,6 +10,11 @@ import pytest
 from thermsr_utils import sr_folder
 
 
+def notes_of(report, name):
+    """The notes of one input file, in order (a colour image also gets its colour note)."""
+    return [n for f, n in report.notes if f == name]
+
+
 @pytest.fixture
 def folder(tmp_path):
     rng = np.random.default_rng(0)
@@ -246,8 +251,8 @@ def test_large_images_are_tiled_automatically(tmp_path, monkeypatch):
     monkeypatch.setattr(sr_folder, "AUTO_TILE_PIXELS", 20 * 20)
     monkeypatch.setattr(sr_folder, "AUTO_TILE", 16)
     auto = sr_folder.process_folder("bicubic", src, tmp_path / "auto", progress=False)
-    notes = dict(auto.notes)
-    assert "tiles of 16 px" in notes["big.png"] and "small.png" not in notes
+    assert any("tiles of 16 px" in n for n in notes_of(auto, "big.png"))
+    assert not any("tiles" in n for n in notes_of(auto, "small.png"))
     sr_folder.process_folder("bicubic", src, tmp_path / "whole", tile=0, progress=False)
     a = cv2.imread(str(tmp_path / "auto" / "big.png")).astype(int)
     b = cv2.imread(str(tmp_path / "whole" / "big.png")).astype(int)
@@ -287,7 +292,7 @@ def test_odd_files_get_a_message_and_the_rest_is_processed(tmp_path):
     assert skipped["empty.png"] == "empty file (0 bytes)"
     assert "not an image type (.txt)" in skipped["notes.txt"]
     assert "cannot decode" in skipped["fake.jpg"] and str(src) not in skipped["fake.jpg"]
-    assert dict(report.notes)["rgba.png"] == "alpha channel dropped"
+    assert "alpha channel dropped" in notes_of(report, "rgba.png")
     assert cv2.imread(str(tmp_path / "out" / "rgba.png"), cv2.IMREAD_UNCHANGED).shape == (48, 40, 3)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["processed"] == 2 and {s["file"] for s in summary["skipped"]} == set(skipped)
@@ -300,7 +305,7 @@ def test_inputs_with_the_same_stem_do_not_overwrite_each_other(tmp_path):
     cv2.imwrite(str(src / "a.bmp"), np.full((8, 8, 3), 200, np.uint8))
     report = sr_folder.process_folder("bicubic", src, tmp_path / "out", progress=False)
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.png", "a_png.png"]
-    assert "written as a_png.png" in dict(report.notes)["a.png"]
+    assert "written as a_png.png" in notes_of(report, "a.png")[0]
     assert cv2.imread(str(tmp_path / "out" / "a.png"))[0, 0, 0] == 200      # a.bmp comes first in sorted order
 
 
@@ -331,3 +336,133 @@ def test_bad_outputs_and_scales_are_refused_in_one_sentence_before_any_work(tmp_
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
     assert sr_folder.main(["--model", "bicubic", "--input", str(src), "--output", str(tmp_path / "ro")]) == 2
     assert "--output " + str(tmp_path / "ro") + " is not writable (Permission denied)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ colour (false-colour palette) input
+def iron_crop(size=64, seed=0):
+    """A small generated-looking thermal crop in the inferno palette (BGR), and its gray (white-hot) original."""
+    from thermsr_utils import synthetic
+
+    rng = np.random.default_rng(seed)
+    gray = cv2.GaussianBlur(rng.integers(0, 256, (size, size), dtype=np.uint8), (0, 0), 3)
+    gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX)
+    return synthetic.iron(gray), gray
+
+
+def test_palette_inversion_round_trips_an_inferno_image_exactly():
+    from thermsr_utils import synthetic
+
+    gray = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    index, dist = sr_folder.invert_palette(synthetic.iron(gray))
+    assert np.array_equal(index, gray) and float(dist.max()) == 0.0
+    assert np.array_equal(np.rint(sr_folder.apply_palette(gray) * 255).astype(np.uint8), synthetic.iron(gray))
+    hot = cv2.applyColorMap(gray, cv2.COLORMAP_HOT)         # another palette: far from inferno
+    assert float(sr_folder.invert_palette(hot)[1].mean()) > sr_folder.PALETTE_MAX_ERROR
+    assert sr_folder.colour_path("palette", hot)[0] == "luma"
+    assert sr_folder.colour_path("palette", synthetic.iron(gray))[0] == "palette"
+    assert sr_folder.is_colour(synthetic.iron(gray)) and not sr_folder.is_colour(np.dstack([gray] * 3))
+
+
+def test_the_colour_paths_of_an_identity_method_keep_the_image():
+    """With a method that only replicates pixels, luma and palette give the nearest-neighbour upscale back."""
+    import torch
+
+    from thermsr_utils import data
+
+    def nearest(lr):
+        return data.bgr_to_tensor(cv2.resize(lr, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))
+
+    iron, _ = iron_crop(32)
+    expected = cv2.resize(iron, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    out = data.tensor_to_bgr(sr_folder.palette_method(nearest)(iron))
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    luma = data.tensor_to_bgr(sr_folder.luma_method(nearest)(iron))   # Cr/Cb bicubic: close, not equal
+    assert 10 * np.log10(255 ** 2 / np.mean((luma.astype(float) - expected) ** 2)) > 25
+    assert sr_folder.colour_method(nearest, "as-is") is nearest
+    assert isinstance(sr_folder.palette_method(nearest)(iron), torch.Tensor)
+
+
+def _gray_trained_model(tmp_path, trained_on):
+    """A random pan-tiny saved with a thermsr.json like a kept checkpoint's (``trained_on`` or, if None, a
+    pre-record one with a recipe but no trained_on)."""
+    import torch
+
+    from thermsr_utils import models
+
+    torch.manual_seed(0)
+    model, _ = models.load_model("pan-tiny", source="random")
+    meta = {"recipe": {"name": "v1"}, "epoch": 1}
+    if trained_on is not None:
+        meta["trained_on"] = trained_on
+    return models.save_model(model, tmp_path / "m", extra_json={"thermsr.json": meta})
+
+
+@pytest.mark.parametrize("trained_on,expected", [
+    ({"palettes": ["gray"], "datasets": ["sftl54", "thermeval"]}, "palette"),
+    (None, "palette"),                                                   # a record from before trained_on
+    ({"palettes": ["gray", "iron"], "datasets": ["sftl54"]}, "as-is"),
+])
+def test_a_colour_image_takes_the_path_its_models_training_calls_for_and_says_so(tmp_path, trained_on, expected):
+    src = tmp_path / "in"
+    src.mkdir()
+    iron, gray = iron_crop()
+    cv2.imwrite(str(src / "iron.png"), iron)
+    cv2.imwrite(str(src / "gray.png"), gray)
+    model = _gray_trained_model(tmp_path, trained_on)
+    report = sr_folder.process_folder(str(model), src, tmp_path / "out", metrics=True, perceptual=(),
+                                      nose_model="none", progress=False)
+    assert sorted(report.processed) == ["gray.png", "iron.png"]
+    assert notes_of(report, "gray.png") == []                           # gray input: nothing to say, nothing done
+    (note,) = notes_of(report, "iron.png")
+    assert note.startswith(f"colour image ({expected}, --colour auto)")
+    assert "trained on " + "/".join((trained_on or {"palettes": ["gray"]})["palettes"]) in note
+    assert ("assumed" in note) == (trained_on is None)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["colour"]["colour_images"] == {expected: 1}
+    assert summary["colour"]["auto_means"] == expected and summary["colour"]["option"] == "auto"
+    assert any(n["file"] == "iron.png" and n["note"] == note for n in summary["notes"])
+
+
+def test_models_without_a_training_record_run_colour_as_is(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "iron.png"), iron_crop()[0])
+    report = sr_folder.process_folder("bicubic", src, tmp_path / "out", progress=False)
+    (note,) = notes_of(report, "iron.png")
+    assert note.startswith("colour image (as-is, --colour auto)") and "bicubic has no training" in note
+    assert sr_folder.model_trained_on("waifu2x-photo") is None
+    assert sr_folder.resolve_colour("auto", None) == "as-is"
+    with pytest.raises(ValueError, match="--colour"):
+        sr_folder.resolve_colour("sepia", None)
+
+
+def test_colour_as_is_reproduces_the_old_behaviour_bit_for_bit(tmp_path, monkeypatch):
+    """--colour as-is: every output image and metric equals a run with the colour handling switched off."""
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "iron.png"), iron_crop()[0])
+    cv2.imwrite(str(src / "hot.png"), cv2.applyColorMap(iron_crop(seed=1)[1], cv2.COLORMAP_HOT))
+    cv2.imwrite(str(src / "gray.png"), iron_crop(seed=2)[1])
+    model = str(_gray_trained_model(tmp_path, {"palettes": ["gray"], "datasets": ["sftl54"]}))
+    kw = dict(metrics=True, perceptual=(), nose_model="none", progress=False)
+    new = sr_folder.process_folder(model, src, tmp_path / "as_is", colour="as-is", **kw)
+    auto = sr_folder.process_folder(model, src, tmp_path / "auto", **kw)
+    monkeypatch.setattr(sr_folder, "is_colour", lambda img: False)      # the code before colour handling
+    old = sr_folder.process_folder(model, src, tmp_path / "old", **kw)
+    for name in ("iron.png", "hot.png", "gray.png"):
+        a = cv2.imread(str(tmp_path / "as_is" / name), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(a, cv2.imread(str(tmp_path / "old" / name), cv2.IMREAD_UNCHANGED)), name
+    assert (tmp_path / "as_is" / "metrics.csv").read_text() == (tmp_path / "old" / "metrics.csv").read_text()
+    assert new.colour == {"as-is": 2} and len(new.rows) == len(old.rows) == 3
+    assert auto.colour == {"palette": 1, "luma": 1}
+    assert not np.array_equal(cv2.imread(str(tmp_path / "auto" / "iron.png")),
+                              cv2.imread(str(tmp_path / "old" / "iron.png")))
+    assert np.array_equal(cv2.imread(str(tmp_path / "auto" / "gray.png"), cv2.IMREAD_UNCHANGED),
+                          cv2.imread(str(tmp_path / "old" / "gray.png"), cv2.IMREAD_UNCHANGED))
+    assert sr_folder.main(["--model", model, "--input", str(src), "--output", str(tmp_path / "cli"),
+                           "--colour", "as-is"]) == 0
+    plain = tmp_path / "plain"
+    sr_folder.process_folder(model, src, plain, progress=False)         # is_colour still switched off: old code
+    for name in ("iron.png", "hot.png", "gray.png"):
+        assert np.array_equal(cv2.imread(str(tmp_path / "cli" / name), cv2.IMREAD_UNCHANGED),
+                              cv2.imread(str(plain / name), cv2.IMREAD_UNCHANGED)), name

@@ -797,3 +797,22 @@ def test_levelled_words_says_still_improving_or_levelled_off_per_run():
 def test_levelled_words_skips_a_metric_the_run_did_not_validate():
     history = [_val(0, 30.0, 0.8), _val(5, 31.0, 0.85)]    # fit with default_metrics() and no LPIPS metric
     assert train.levelled_words({"v1": history}).startswith("Over its last 5 epochs v1 moved by PSNR +1.00, SSIM")
+
+
+def test_the_kept_model_records_what_it_was_trained_on_and_sr_folder_reads_it(tmp_path):
+    from thermsr_utils.sr_folder import model_trained_on, resolve_colour
+
+    seen = {"palettes": ["gray"], "datasets": ["sftl54", "thermeval"]}
+    train_set = SRPatchDataset(noise_images(2), names=["x", "y"], patch=16, trained_on=seen)
+    fit(tiny_model(), train_set, val_sets(), l1_loss, small_recipe(epochs=1), tmp_path / "a",
+        metrics={"mae": mae}, progress=False)
+    meta = json.loads((tmp_path / "a" / "best" / "thermsr.json").read_text())
+    assert meta["trained_on"] == seen
+    assert model_trained_on(tmp_path / "a" / "best") == seen
+    assert resolve_colour("auto", seen) == "palette"
+    fit(tiny_model(), SRPatchDataset(noise_images(2), patch=16), val_sets(), l1_loss, small_recipe(epochs=1),
+        tmp_path / "b", metrics={"mae": mae}, progress=False)
+    assert "trained_on" not in json.loads((tmp_path / "b" / "best" / "thermsr.json").read_text())
+    with pytest.raises(ValueError, match="reserved"):
+        fit(tiny_model(), train_set, val_sets(), l1_loss, small_recipe(epochs=1), tmp_path / "c",
+            metrics={"mae": mae}, extra_meta={"trained_on": {}}, progress=False)

@@ -147,8 +147,14 @@ DEFAULT_PARAMS = {
 }
 _SFTL54_KEYS = ("palette", "caps", "size", "pad", "min_crop_side", "keep_square")
 _THERMEVAL_KEYS = ("seed", "train_frac", "size", "pad", "min_crop_side", "keep_square")
-_RECORD_FIELDS = ("id", "dataset", "split", "path", "source", "subject", "box", "source_size", "nose",
+_RECORD_FIELDS = ("id", "dataset", "split", "path", "source", "subject", "palette", "box", "source_size", "nose",
                   "upscaled", "sha256")
+# SF-TL54's renderings (palette folders) and the builder's palette choices: one of them, or "mix", where each
+# subject's crops all come from one rendering, chosen by ``mix_palette`` (subject id parity), so the splits stay
+# subject-disjoint and every split holds both renderings.
+PALETTES = ("gray", "iron")
+PALETTE_CHOICES = PALETTES + ("mix",)
+DEFAULT_PALETTE = "gray"    # what a record without a ``palette`` field (a manifest written before it) was built from
 _STAGING = ".staging"
 
 
@@ -204,6 +210,7 @@ class _Candidate:
     box: tuple[int, int, int, int]
     source_size: tuple[int, int]
     nose_src: tuple[float, float] | None
+    palette: str = DEFAULT_PALETTE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,11 +414,18 @@ def build_sftl54(root, crops_dir, *, palette: str = "gray", caps=(600, 80, 200),
     val, test; None = no cap), the crops are sorted by (subject, file name) and ``cap`` evenly
     spaced ones are kept (``np.linspace`` indices, rounded), so every subject keeps crops whenever
     the cap is at least the number of subjects. The write-up does not say how it subsampled; this
-    rule is our choice. Nothing is written under ``root``.
+    rule is our choice. ``palette``: the rendering the crops are cut from, "gray" or "iron", or "mix": each
+    subject's frames from the rendering ``mix_palette(subject)`` picks (odd ids iron, even gray), in every
+    split; frames of the other rendering are not read. Every record names its ``palette``. Nothing is written
+    under ``root``.
     """
     root, crops_dir = Path(root), Path(crops_dir)
     _require_dir(root, "SF-TL54 root", SFTL54_LAYOUT)
-    _require_dir(root / palette, f"SF-TL54 palette folder {palette!r}", SFTL54_LAYOUT)
+    if palette not in PALETTE_CHOICES:
+        raise ValueError(f"palette must be one of {', '.join(repr(p) for p in PALETTE_CHOICES)}, got {palette!r}")
+    for pal in (PALETTES if palette == "mix" else (palette,)):
+        _require_dir(root / pal, f"SF-TL54 palette folder {pal!r}" + (" (palette 'mix' reads both)" if palette == "mix"
+                                                                       else ""), SFTL54_LAYOUT)
     _check_common(size, pad, min_crop_side)
     caps = tuple(caps)
     if len(caps) != 3 or any(c is not None and (not isinstance(c, (int, np.integer)) or c < 0) for c in caps):
@@ -420,9 +434,11 @@ def build_sftl54(root, crops_dir, *, palette: str = "gray", caps=(600, 80, 200),
               "min_crop_side": min_crop_side, "keep_square": keep_square}
     result = BuildResult("sftl54", [], params=params, info={"available": {}, "upscaled": 0})
     for split, cap in zip(SPLITS, caps):
-        split_dir = root / palette / split
-        _require_dir(split_dir / "images", f"SF-TL54 split folder {split!r}", SFTL54_LAYOUT)
-        cands = _sftl54_candidates(root, split, palette, pad, keep_square, min_crop_side, result)
+        cands = []
+        for pal in (PALETTES if palette == "mix" else (palette,)):
+            _require_dir(root / pal / split / "images", f"SF-TL54 split folder {split!r}", SFTL54_LAYOUT)
+            wanted = (lambda sub, pal=pal: mix_palette(sub) == pal) if palette == "mix" else None
+            cands += _sftl54_candidates(root, split, pal, pad, keep_square, min_crop_side, result, wanted)
         cands.sort(key=lambda c: (c.subject, c.id))
         result.info["available"][split] = len(cands)
         keep = [cands[i] for i in _even_subset(len(cands), cap)]
@@ -431,15 +447,45 @@ def build_sftl54(root, crops_dir, *, palette: str = "gray", caps=(600, 80, 200),
     return result
 
 
+def mix_palette(subject: int) -> str:
+    """The rendering a subject's crops come from under palette "mix": "iron" for odd subject ids, "gray" for even."""
+    return PALETTES[int(subject) % 2]
+
+
+def record_palette(record: dict) -> str:
+    """A manifest record's palette; records written before the field existed were built from gray frames."""
+    return record.get("palette") or DEFAULT_PALETTE
+
+
+def trained_on(records: list[dict]) -> dict:
+    """What a model trained on the ``train`` records of ``records`` saw: ``{"palettes": [...], "datasets": [...]}``,
+    both sorted (a record without a palette counts as gray). A kept checkpoint writes it into ``thermsr.json``."""
+    train = [r for r in records if r.get("split") == "train"]
+    return {"palettes": sorted({record_palette(r) for r in train}),
+            "datasets": sorted({r["dataset"] for r in train})}
+
+
+def with_palettes(rows: list[dict], records: list[dict]) -> list[dict]:
+    """Per-crop evaluation rows (``id`` keyed, as ``evaluate`` writes them) with ``palette`` set from the manifest
+    records of the same ids (``record_palette``), so tables can split gray from iron crops; rows of ids that no
+    record names keep what they have (None when nothing). Returns new row dicts."""
+    by_id = {r["id"]: record_palette(r) for r in records}
+    return [{**row, "palette": by_id.get(row.get("id"), row.get("palette"))} for row in rows]
+
+
 def _sftl54_candidates(root: Path, split: str, palette: str, pad: float, keep_square: bool,
-                       min_crop_side: int, result: BuildResult) -> list[_Candidate]:
-    """Every valid SF-TL54 crop of one split (reads each image once to learn its size)."""
+                       min_crop_side: int, result: BuildResult, wanted=None) -> list[_Candidate]:
+    """Every valid SF-TL54 crop of one split in one palette folder (reads each image once to learn its size);
+    ``wanted(subject)``, when given, picks the subjects whose frames are read (the others are passed over unread
+    and unreported: under palette "mix" they come from the other folder)."""
     img_dir, json_dir = root / palette / split / "images", root / palette / split / "json"
     images = {p.stem: p for p in img_dir.glob("*.png") if p.is_file()}
     jsons = {p.stem: p for p in json_dir.glob("*.json") if p.is_file()} if json_dir.is_dir() else {}
     rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
     for stem in sorted(set(jsons) - set(images)):
-        result.skip(R_MISSING_IMAGE, rel(jsons[stem]))
+        sub = stem.split("_")[0]
+        if wanted is None or not sub.isdigit() or wanted(int(sub)):
+            result.skip(R_MISSING_IMAGE, rel(jsons[stem]))
     cands = []
     for stem in sorted(images):
         img_path = images[stem]
@@ -447,6 +493,8 @@ def _sftl54_candidates(root: Path, split: str, palette: str, pad: float, keep_sq
             subject = int(stem.split("_")[0])
         except ValueError:
             result.skip(R_BAD_NAME, rel(img_path))
+            continue
+        if wanted is not None and not wanted(subject):
             continue
         if stem not in jsons:
             result.skip(R_MISSING_JSON, rel(img_path))
@@ -467,7 +515,7 @@ def _sftl54_candidates(root: Path, split: str, palette: str, pad: float, keep_sq
             continue
         box, (w, h) = cand
         cands.append(_Candidate(f"sf_{stem}", "sftl54", split, img_path, rel(img_path), subject, box,
-                                (w, h), tuple(landmarks[NOSE_TIP])))
+                                (w, h), tuple(landmarks[NOSE_TIP]), palette))
     return cands
 
 
@@ -531,7 +579,7 @@ def _write_crops(cands: list[_Candidate], crops_dir: Path, size: int) -> list[di
             nose = [round(v, 3) for v in map_point(c.nose_src, c.box, size)]
         records.append({
             "id": c.id, "dataset": c.dataset, "split": c.split, "path": rel_path, "source": c.source,
-            "subject": c.subject, "box": [int(v) for v in c.box],
+            "subject": c.subject, "palette": c.palette, "box": [int(v) for v in c.box],
             "source_size": [int(v) for v in c.source_size], "nose": nose, "upscaled": bool(upscaled),
             "sha256": io.pixel_sha256(crop),
         })
@@ -750,10 +798,16 @@ class ManifestDiff(NamedTuple):
         return f"{self.kind}: {self.id}" + (f" ({', '.join(self.fields)})" if self.fields else "")
 
 
+def _with_palette(record: dict) -> dict:
+    """``record`` with its ``palette`` filled in: a record written before the field existed reads as gray."""
+    return record if "palette" in record else {**record, "palette": record_palette(record)}
+
+
 def compare_manifests(new_records: list[dict], committed_records: list[dict]) -> list[ManifestDiff]:
-    """Differences between two record lists: added, removed, then changed ids (with their fields)."""
-    new = {r["id"]: r for r in new_records}
-    old = {r["id"]: r for r in committed_records}
+    """Differences between two record lists: added, removed, then changed ids (with their fields). A record
+    without ``palette`` (a manifest committed before the field existed) compares as gray."""
+    new = {r["id"]: _with_palette(r) for r in new_records}
+    old = {r["id"]: _with_palette(r) for r in committed_records}
     diffs = [ManifestDiff("added", i) for i in sorted(set(new) - set(old))]
     diffs += [ManifestDiff("removed", i) for i in sorted(set(old) - set(new))]
     for i in sorted(set(new) & set(old)):
@@ -764,10 +818,12 @@ def compare_manifests(new_records: list[dict], committed_records: list[dict]) ->
 
 
 def load_manifest(path) -> dict:
-    """Read a manifest (or committed manifest) JSON; ValueError naming the file if it is not one."""
+    """Read a manifest (or committed manifest) JSON; ValueError naming the file if it is not one. Records
+    written before the ``palette`` field existed get ``palette: "gray"`` (what they were built from)."""
     m = io.read_json(path)
     if not isinstance(m, dict) or m.get("schema_version") != SCHEMA_VERSION or not isinstance(m.get("records"), list):
         raise ValueError(f"{path}: not a schema_version {SCHEMA_VERSION} manifest with a 'records' list")
+    m["records"] = [_with_palette(r) if isinstance(r, dict) else r for r in m["records"]]
     return m
 
 
@@ -862,8 +918,13 @@ def _summary(records: list[dict], results: list[BuildResult]) -> dict:
         counts[r["split"]][r["dataset"]] += 1
     for s in SPLITS:
         counts[s]["total"] = sum(counts[s][d] for d in DATASETS)
+    palettes = {s: {} for s in SPLITS}
+    for r in records:
+        pal = palettes[r["split"]]
+        pal[record_palette(r)] = pal.get(record_palette(r), 0) + 1
     return {
         "counts": counts,
+        "palettes": {s: dict(sorted(c.items())) for s, c in palettes.items()},
         "total": len(records),
         "upscaled": {res.dataset: res.info.get("upscaled", 0) for res in results},
         "available_before_cap": {res.dataset: res.info["available"] for res in results if "available" in res.info},
@@ -882,6 +943,9 @@ def summary_table(manifest: dict, max_names: int = 20) -> str:
         lines.append(f"{split:<8}" + "".join(f"{c[d]:>11}" for d in DATASETS) + f"{c['total']:>9}")
     lines.append(f"{'all':<8}" + "".join(f"{sum(s['counts'][x][d] for x in SPLITS):>11}" for d in DATASETS)
                  + f"{s['total']:>9}")
+    if "palettes" in s:
+        lines.append("renderings: " + "; ".join(f"{split} " + ", ".join(f"{k} {v}" for k, v in s["palettes"][split].items())
+                                                for split in SPLITS if s["palettes"].get(split)))
     for ds, n in s.get("upscaled", {}).items():
         lines.append(f"{ds}: {n} crops upscaled (crop smaller than the output size)")
     for ds, avail in s.get("available_before_cap", {}).items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset
 
-from .data import DATASET_LABELS, SCALE, bgr_to_tensor, make_lr, read_verified_crops
+from .data import DATASET_LABELS, SCALE, bgr_to_tensor, make_lr, read_verified_crops, trained_on
 
 LR_METHOD = "cv2.resize INTER_AREA to 1/scale, made on the fly"
 
@@ -17,10 +17,13 @@ class SRPatchDataset(Dataset):
     tensors in [0, 1] of shape 3×(patch/scale)×(patch/scale) and 3×patch×patch. ``patch=None`` uses
     the whole image. The crop position and augmentation of item ``i`` in epoch ``e`` come from a
     generator seeded by ``(seed, e, i)``: independent of worker count, order and earlier draws.
+    ``trained_on``: what the images are (``data.trained_on`` of their records: palettes and datasets); a model
+    ``train.fit`` keeps from this set records it in ``thermsr.json``. Gray and colour (iron) crops go through
+    unchanged: every image is 3-channel BGR either way.
     """
 
     def __init__(self, images, names=None, patch: int | None = 128, scale: int = SCALE,
-                 augment: bool = False, seed: int = 0):
+                 augment: bool = False, seed: int = 0, trained_on: dict | None = None):
         images = list(images)
         if not images:
             raise ValueError("SRPatchDataset needs at least one image")
@@ -41,6 +44,7 @@ class SRPatchDataset(Dataset):
         self.augment = bool(augment)
         self.seed = int(seed)
         self.epoch = 0
+        self.trained_on = None if trained_on is None else dict(trained_on)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -112,7 +116,7 @@ def datasets_from_manifest(crops_dir, records, *, patch: int | None, augment: bo
     if not train_recs:
         raise ValueError("the manifest has no training crops")
     train_set = SRPatchDataset(load(train_recs), names=[DATASET_LABELS[r["dataset"]] for r in train_recs],
-                               patch=patch, scale=scale, augment=augment, seed=seed)
+                               patch=patch, scale=scale, augment=augment, seed=seed, trained_on=trained_on(train_recs))
     val_sets = {}
     for name, label in DATASET_LABELS.items():
         recs = [r for r in records if r["split"] == "val" and r["dataset"] == name]

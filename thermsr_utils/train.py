@@ -10,8 +10,9 @@ Outputs of ``fit`` in ``out_dir``:
   per dataset and over all images, timings, whether this epoch gave the kept checkpoint);
 - ``best/``         the kept model, written by super-image's ``save_pretrained`` (so
   ``XxxModel.from_pretrained(out_dir / "best", scale=4)`` or ``models.load_model`` loads it) plus
-  ``thermsr.json``: the resolved recipe, the epoch, its metric values, the loss terms and the caller's
-  metadata;
+  ``thermsr.json``: the resolved recipe, the epoch, its metric values, the loss terms, what it was trained on
+  (``trained_on``: the palettes and datasets of the training crops, when the training set knows them) and the
+  caller's metadata;
 - ``state.pt``      everything needed to continue after an interruption, rewritten at the end of every
   epoch; it holds tensors and plain containers only, so ``torch.load(weights_only=True)`` reads it.
 
@@ -322,7 +323,7 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
 # The loop
 # ---------------------------------------------------------------------------------------------
 _RESERVED_META = ("recipe", "epoch", "value", "val", "select_metric", "select_mode", "selected_copy",
-                  "loss", "model_class", "train_set", "versions", "execution")
+                  "loss", "model_class", "train_set", "trained_on", "versions", "execution")
 
 
 def _execution(train_set, recipe: Recipe, device: torch.device, dist) -> dict:
@@ -791,6 +792,8 @@ def _fit(model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, sto
                     meta = {**extra_meta, "recipe": recipe.to_dict(), "epoch": epoch, "value": value,
                             "val": record["val"], "loss": describe_loss(loss_fn), "execution": execution,
                             "train_set": train_set.describe() if hasattr(train_set, "describe") else None}
+                    if getattr(train_set, "trained_on", None) is not None:   # palettes and datasets it saw
+                        meta["trained_on"] = train_set.trained_on
                     _keep(eval_model(), model if copy == "ema" else None, out_dir, meta, recipe)
             if progress:
                 print(_val_line(epoch, recipe.epochs, record, copy))
