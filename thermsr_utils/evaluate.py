@@ -27,7 +27,7 @@ SPLITS = ("all", *data.DATASET_LABELS.values())
 # it did, NaN when that model did not run)
 NOSE_KEYS = ("hr_found", "sr_found", "err_px", "gt_err_hr", "gt_err_sr", "fail")
 # subject (SF-TL54; empty for ThermEval-D) and source (the raw frame) name the bootstrap unit of each crop
-ROW_FIELDS = ["id", "dataset", "subject", "source", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists",
+ROW_FIELDS = ["id", "dataset", "subject", "source", "palette", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists",
               "lpips_vgg", "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px", "nose_gt_err_hr", "nose_gt_err_sr",
               "nose_fail", *(f"nose2_{k}" for k in NOSE_KEYS)]
 TABLE_COLUMNS = [("method", "Method"), ("split", "Split"), ("n", "N"), ("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"),
@@ -254,7 +254,7 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
                         write_png(Path(save_sr_dirs[name]) / f"{r['id']}.png", img)
                 for j, r in enumerate(recs):
                     row = {"id": r["id"], "dataset": r["dataset"], "subject": r.get("subject"),
-                           "source": r.get("source"), "method": name}
+                           "source": r.get("source"), "palette": data.record_palette(r), "method": name}
                     row.update({k: (bool(v[j]) if v.dtype == bool else float(v[j])) for k, v in scores.items()})
                     rows[name].append(row)
     return rows
@@ -281,7 +281,7 @@ def read_rows(path) -> list[dict]:
         rows = list(csv.DictReader(f))
     for row in rows:
         for k, v in row.items():
-            if k in ("id", "dataset", "method", "source"):
+            if k in ("id", "dataset", "method", "source", "palette"):
                 continue
             if k == "subject":
                 row[k] = int(v) if v.strip() else None

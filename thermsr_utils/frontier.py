@@ -21,7 +21,7 @@ from . import config, evaluate, io, stats
 METRICS = ("psnr", "ssim", "lpips", "dists", "nose_err_px")
 TABLE_COLUMNS = [("method", "Method"), ("steps", "Steps"), ("n", "N"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("lpips", "LPIPS"),
                  ("dists", "DISTS"), ("nose_err_px", "Nose median (px)")]
-ROW_VERSION = "subject+source"   # cached rows carry the fields the bootstrap resamples by
+ROW_VERSION = "subject+source+palette+nose2"  # cached rows carry the fields the bootstrap resamples by
 _DIGITS = {"psnr": 2, "ssim": 3, "lpips": 4, "dists": 4, "nose_err_px": 2}
 
 
