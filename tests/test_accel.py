@@ -515,10 +515,10 @@ def per_image_rows(name, sr_fn, crops_dir, recs, locator):
         scorer = evaluate.Scorer(locator=locator)
         hr = evaluate.load_crops(crops_dir, [r])
         sr = sr_fn(np.stack([data.make_lr(hr[0])]))
-        gt = np.array([r["nose"] if r.get("nose") is not None else [np.nan, np.nan]], float)
+        gt = np.array([r["nose"] if r.get("nose") is not None else [np.nan, np.nan]], float) - 0.5  # pixel centres
         s = scorer.score([r["id"]], sr, hr, gt)
         rows.append({"id": r["id"], "dataset": r["dataset"], "subject": r.get("subject"), "source": r.get("source"),
-                     "method": name,
+                     "palette": "gray", "method": name,
                      **{k: (bool(v[0]) if v.dtype == bool else float(v[0])) for k, v in s.items()}})
     return rows
 

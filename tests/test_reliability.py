@@ -563,7 +563,7 @@ def _tiny_run(tmp_path, n=6):
 
 def test_load_verified_manifest_names_changed_and_missing_crops(tmp_path):
     paths, records = _tiny_run(tmp_path)
-    assert data.load_verified_manifest(paths)["records"] == records
+    assert data.load_verified_manifest(paths)["records"] == [{**r, "palette": "gray"} for r in records]  # old: gray
     changed = paths.crops / records[1]["path"]
     img = io.read_image(changed)
     img[0, 0, 0] ^= 1                                   # one bit of one pixel
@@ -606,7 +606,7 @@ def test_open_run_refuses_changed_crops(tmp_path, monkeypatch):
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
     paths, records = _tiny_run(tmp_path)
     got_paths, device, got = data.open_run("smoke", 0, "cpu")
-    assert (got_paths.root, device, got) == (paths.root, "cpu", records)
+    assert (got_paths.root, device, got) == (paths.root, "cpu", [{**r, "palette": "gray"} for r in records])
     io.write_png(paths.crops / records[1]["path"], np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(data.CropIntegrityError, match=records[1]["path"]):
         data.open_run("smoke", 0, "cpu")

@@ -622,7 +622,7 @@ def test_written_rows_keep_subject_and_source(tmp_path):
             {**scores, "id": "te_1", "dataset": "thermeval", "subject": None, "source": "images/rec100_00001.png",
              "method": "m", "psnr": 31.0, "nose_hr_found": False}]
     path = evaluate.write_rows(rows, tmp_path / "m.csv", {"method": "m"})
-    assert path.read_text().splitlines()[0].startswith("id,dataset,subject,source,method,")
+    assert path.read_text().splitlines()[0].startswith("id,dataset,subject,source,palette,method,")
     back = evaluate.read_rows(path)
     assert [(r["subject"], r["source"]) for r in back] == [(12, "gray/test/images/012_1.png"),
                                                            (None, "images/rec100_00001.png")]

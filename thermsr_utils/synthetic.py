@@ -36,7 +36,7 @@ import numpy as np
 
 from . import io as tio
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 SFTL54_SIZE = (464, 348)  # width, height (FLIR T540)
 THERMEVAL_SIZE = (256, 192)  # width, height (TOPDON TC001+ sensor)
