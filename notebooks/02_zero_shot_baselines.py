@@ -138,7 +138,8 @@ for name, label in data.DATASET_LABELS.items():
     t = instrument.truth_array(truth, [r["id"] for r in recs])
     for model, loc in locators.items():
         check[(label, model)] = instrument.check(loc, imgs, t)
-        display(Markdown(instrument.summary_line(label, model, check[(label, model)])))
+        display(Markdown(instrument.summary_line(label, model, check[(label, model)]) + " "
+                         + instrument.sensitivity_line(label, model, check[(label, model)])))
     overlays[label] = (imgs[:4], t[:4], {m: instrument.five_from(loc, imgs[:4])[0] for m, loc in locators.items()},
                        [r["id"] for r in recs[:4]])
 reads = {f"{d}|{m}": instrument.reads_faces(res, d) for (d, m), res in check.items()}

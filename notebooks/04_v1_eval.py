@@ -142,12 +142,14 @@ display(Markdown(
 # ## The crops where the nose moved most
 #
 # HR, the LR input, zero-shot and v1 for the four crops whose nose error grew most; the lower row enlarges the
-# region around the ground-truth nose.
+# region around the annotated nose. Each landmark model's nose is drawn on every image (a cross), with its nose on
+# the HR crop as a circle of the same colour: the gap between them is what the nose error measures.
 
 # %%
 order = np.argsort(-d_nose)[:4]
 worst = [next(r for r in test if r["id"] == ids[k]) for k in order]
 fig = plots.method_panel(paths.crops, paths.results / "sr", worst, [zs_name, "v1 L1"],
                          paths.figures / "v1_worst_nose_crops.png", caption=caption,
-                         title="Test crops where v1 moved the nose estimate most")
+                         title="Test crops where v1 moved the nose estimate most", locators={
+                             nose["models"][k]: loc for k, loc in (("nose", locator), ("nose2", locator2)) if loc})
 fig

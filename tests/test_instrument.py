@@ -98,3 +98,28 @@ def test_truth_points_reads_the_labelme_file_and_maps_into_the_crop(tmp_path):
     assert truth["te"][2] == [9.5, 11.5] and truth["te"][0] is None
     arr = I.truth_array(truth, ["te", "missing"])
     assert np.isnan(arr[1]).all() and np.isnan(arr[0, 0]).all() and np.allclose(arr[0, 2], [9.5, 11.5])
+
+
+def test_sensitivity_is_the_median_ratio_to_the_real_crops():
+    res = {"real_crops": {"blur σ1": 2.0, "blur σ2": 4.0, "bicubic ×4": 3.0},
+           "displacement_px": {"blur σ1": 1.0, "blur σ2": 1.0, "bicubic ×4": 3.0}}
+    assert I.sensitivity(res) == pytest.approx(0.5)
+    assert "less sensitive" in I.sensitivity_line("SF-TL54", "RetinaFace", res)
+    assert I.sensitivity({"real_crops": None, "displacement_px": {}}) is None
+
+
+def test_withhold_marks_the_verdicts_of_a_model_that_does_not_read_the_faces():
+    from thermsr_utils import findings
+
+    ctx = {"models": {"nose": "RetinaFace", "nose2": "dlib"}, "floors": {},
+           "reads": {"SF-TL54|RetinaFace": False, "ThermEval-D|RetinaFace": True,
+                     "SF-TL54|dlib": True, "ThermEval-D|dlib": True}, "sensitivity": {}}
+    comps = [{"metric": m, "split": sp, "verdict": "worse", "verdict_holm": "worse"}
+             for m in ("nose_err_px", "nose2_err_px", "psnr") for sp in ("all", "SF-TL54", "ThermEval-D")]
+    out = {(c["metric"], c["split"]): c["verdict"] for c in findings.withhold(comps, ctx)}
+    assert out[("nose_err_px", "SF-TL54")] == findings.WITHHELD and out[("nose_err_px", "all")] == findings.WITHHELD
+    assert out[("nose_err_px", "ThermEval-D")] == "worse"
+    assert all(out[("nose2_err_px", sp)] == "worse" for sp in ("all", "SF-TL54", "ThermEval-D"))
+    assert out[("psnr", "all")] == "worse"
+    assert comps[0]["verdict"] == "worse"  # the input is left as it was
+    assert "RetinaFace on SF-TL54" in findings.withheld_line(ctx)

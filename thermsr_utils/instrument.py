@@ -230,3 +230,28 @@ def summary_line(dataset: str, model: str, res: dict) -> str:
                 (f"; each within ×{TARGETS['ratio']:g} of the real figure" if ref else ""))
         parts.append("the nose moves under " + ", ".join(moves) + tail)
     return "; ".join(parts) + "."
+
+
+def sensitivity(result: dict) -> float | None:
+    """The median over ``PERTURBATIONS`` of (displacement here ÷ displacement on real crops): 1 means the model's
+    nose moves under blur and bicubic as much as on real thermal faces; None without a reference."""
+    ref = result.get("real_crops")
+    if not ref:
+        return None
+    r = [result["displacement_px"][p] / ref[p] for p in PERTURBATIONS if result["displacement_px"].get(p)]
+    return float(np.median(r)) if r else None
+
+
+def sensitivity_line(dataset: str, model: str, result: dict) -> str:
+    """A sentence on what the model's sensitivity means for the verdicts read from it ('' without a reference)."""
+    s = sensitivity(result)
+    if s is None:
+        return ""
+    if 1 / TARGETS["ratio"] <= s <= TARGETS["ratio"]:
+        return f"On {dataset}, {model}'s nose moves under blur and bicubic about as much as on real crops (×{s:.2f})."
+    if s < 1:
+        return (f"On {dataset}, {model}'s nose moves under blur and bicubic only ×{s:.2f} as far as on real thermal "
+                "crops: here it is a less sensitive instrument, so a nose difference it detects is real but \"no "
+                "detectable difference\" may hide one that real faces would show.")
+    return (f"On {dataset}, {model}'s nose moves under blur and bicubic ×{s:.2f} as far as on real thermal crops: "
+            "a more jittery instrument here than on real data.")

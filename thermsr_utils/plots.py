@@ -252,9 +252,25 @@ def landmark_overlay(images, truth, predictions: dict, labels, out_path, *, capt
     return save_figure(fig, out_path, caption)
 
 
-def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=None):
+_MARKERS = (("x", "red"), ("+", "cyan"), ("1", "orange"))
+
+
+def _draw_points(ax, points, ref=None, label_it=False):
+    """``points`` {model: (x, y) or None} as crosses (one style per model); ``ref`` the same for HR, drawn as
+    hollow circles of the same colour, so the distance between circle and cross is the nose's displacement."""
+    for k, (model, xy) in enumerate(points.items()):
+        marker, colour = _MARKERS[k % len(_MARKERS)]
+        if ref is not None and ref.get(model) is not None:
+            ax.plot(*ref[model], "o", mfc="none", mec=colour, ms=7, mew=1.0)
+        if xy is not None:
+            ax.plot(*xy, marker, color=colour, ms=8, mew=1.6, label=model if label_it else None)
+
+
+def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=None, points=None):
     """Rows of images (uint8 BGR, any sizes) under column titles; ``zoom`` = per-row (x0, y0, x1, y1) in HR
-    pixels: that region is drawn enlarged in an inset and outlined on every column."""
+    pixels: that region is drawn enlarged in an inset and outlined on every column. ``points`` = per row, per
+    column a {model: (x, y) or None} of landmark positions in HR pixels (None for a column without), drawn as
+    crosses with the first column's (HR) positions as circles beside them."""
     from matplotlib.patches import Rectangle
 
     n_rows, n_cols = len(rows), len(columns)
@@ -277,6 +293,13 @@ def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=
                 zax.imshow(_rgb(img), extent=extent, interpolation="nearest")
                 zax.set_xlim(x0, x1), zax.set_ylim(y1, y0)
                 zax.set_xticks([]), zax.set_yticks([])
+            if points is not None and points[i][j] is not None:
+                ref = points[i][0] if j else None
+                for target in ([ax, axes[2 * i + 1][j]] if zoom else [ax]):
+                    _draw_points(target, points[i][j], ref, label_it=(i == 0 and j == 0 and target is ax))
+    if points is not None:
+        fig.legend(loc="lower center", ncols=3, fontsize=7, frameon=False,
+                   title="nose: × / + on each image, ○ on the HR crop", title_fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, out_path, caption)
@@ -292,19 +315,26 @@ def nose_box(rec: dict, shape, side: int = 64) -> tuple[int, int, int, int]:
     return x0, y0, x0 + side, y0 + side
 
 
-def method_panel(crops_dir, sr_dir, recs, methods, out_path, *, caption=None, title=None):
+def method_panel(crops_dir, sr_dir, recs, methods, out_path, *, caption=None, title=None, locators=None):
     """HR, the LR input (nearest-neighbour) and each method's saved output (``<sr_dir>/<method stem>/<id>.png``,
-    as ``evaluate`` writes them) for the crops ``recs``, each with a zoom on its nose."""
+    as ``evaluate`` writes them) for the crops ``recs``, each with a zoom on its nose. ``locators`` ({model name:
+    nose locator}) draws each model's nose on HR and on every output."""
     from .data import make_lr
     from .evaluate import load_crops, result_stem
 
-    rows, zooms = [], []
+    rows, zooms, points = [], [], []
     for rec in recs:
         hr = load_crops(crops_dir, [rec])[0]
         outs = [load_crops(result_stem(sr_dir, m), [{"path": f"{rec['id']}.png"}])[0] for m in methods]
         rows.append([hr, make_lr(hr), *outs])
         zooms.append(nose_box(rec, hr.shape))
-    return comparison_panel(rows, ["HR", "LR (nearest)", *methods], out_path, zoom=zooms, caption=caption, title=title)
+        if locators:
+            found = {name: loc.locate(np.stack([hr, *outs])) for name, loc in locators.items()}
+            per_image = [{name: (tuple(xy[k]) if ok[k] else None) for name, (xy, ok) in found.items()}
+                         for k in range(1 + len(outs))]
+            points.append([per_image[0], None, *per_image[1:]])
+    return comparison_panel(rows, ["HR", "LR (nearest)", *methods], out_path, zoom=zooms, caption=caption, title=title,
+                            points=points if locators else None)
 
 
 def metric_bars(table, metric, out_path, *, label=None, caption=None, lower_is_better=False):
