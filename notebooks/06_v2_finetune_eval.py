@@ -75,6 +75,21 @@ evaluate.write_table(three, paths.results / "table_v2", caption)
 display(Markdown(evaluate.table_markdown(three, caption)))
 
 # %% [markdown]
+# ## Gray and iron renderings
+#
+# Thermal cameras save false-colour palette images as often as white-hot ones, and SF-TL54 ships an `iron`
+# rendering beside `gray`. Where this run's crops mix both (the `palette` of notebook 01: every other SF-TL54
+# subject in iron), the same table split by rendering shows what the colour does to each method.
+
+# %%
+split_pal = evaluate.by_palette([r for r in rows if r["id"] in table_ids and r["method"] != "bicubic"])
+if split_pal:
+    evaluate.write_table(split_pal, paths.results / "table_v2_by_palette", caption)
+    display(Markdown(evaluate.table_markdown(split_pal, caption)))
+else:
+    display(Markdown("This run's SF-TL54 crops hold one rendering only (notebook 01's `palette`)."))
+
+# %% [markdown]
 # ## The differences, with their intervals
 #
 # v1 − zero-shot and v2 − v1 on the same crops, each with a paired bootstrap 95 % interval (subjects and source

@@ -59,6 +59,8 @@ def test_detection_is_gated_on_face_crops_only():
     res["detected"] = 0.88
     assert not I.reads_faces(res, "SF-TL54")
     assert I.reads_faces(res, "ThermEval-D")
+    assert I.targets(res, "ThermEval-D")["detected"] is None and I.targets(res, "SF-TL54")["detected"] is False
+    assert "no target" in I.summary_line("ThermEval-D", "RetinaFace", res)
 
 
 def test_missing_faces_count_against_detection_and_leave_no_distance():

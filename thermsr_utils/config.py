@@ -76,6 +76,7 @@ PROFILES: dict[str, dict] = {
         "profile": "smoke",
         # 01_build_dataset
         "data_source": "synthetic",
+        "palette": "mix",
         "sftl54_subjects": 142,
         "sftl54_frames_per_subject": 1,
         "thermeval_frames_file1": 8,
@@ -110,6 +111,7 @@ PROFILES: dict[str, dict] = {
         **_COMMON,
         "profile": "demo",
         "data_source": "synthetic",
+        "palette": "mix",  # SF-TL54 subjects alternate gray (white-hot) and iron (false colour), as cameras write both
         "sftl54_subjects": 142,
         "sftl54_frames_per_subject": 3,
         "thermeval_frames_file1": 50,

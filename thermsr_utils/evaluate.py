@@ -389,6 +389,19 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return table
 
 
+def by_palette(rows: list[dict], dataset: str = "sftl54") -> list[dict]:
+    """Method × rendering table rows for one dataset's crops ("<dataset label> gray" / "... iron"): what a
+    false-colour rendering does to each method. Empty when the crops hold one rendering only."""
+    rows = [r for r in rows if r["dataset"] == dataset]
+    palettes = sorted({r.get("palette") or "gray" for r in rows})
+    if len(palettes) < 2:
+        return []
+    return [{"method": method, "split": f"{data.DATASET_LABELS[dataset]} {pal}",
+             **summarize([r for r in rows if r["method"] == method and (r.get("palette") or "gray") == pal])}
+            for method in dict.fromkeys(r["method"] for r in rows) for pal in palettes
+            if any(r["method"] == method and (r.get("palette") or "gray") == pal for r in rows)]
+
+
 def _truthy(value) -> bool:
     """A found-flag from a row (bool, or "True"/"False" read back from CSV)."""
     return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1")
