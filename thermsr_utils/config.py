@@ -149,6 +149,7 @@ PROFILES: dict[str, dict] = {
         **_COMMON,
         "profile": "paper",
         "data_source": "real",
+        "palette": "gray",  # the write-up's crops
         "sftl54_subjects": 142,
         "sftl54_frames_per_subject": 18,
         "thermeval_frames_file1": 0,
