@@ -180,7 +180,7 @@ reported_v2 = {"lpips_ratio": findings.reported_lpips_ratio(), **findings.report
 f1 = findings.finding_v1(v1_vs_zs, reported_v1, nose["floors"], nose["models"])
 f3 = findings.finding_v2(v2_vs_v1, v2_vs_zs, v1_vs_zs, reported_v2, nose["floors"], nose["models"])
 trade = findings.trade_off(v2_vs_v1)
-text = "\n\n".join([f1["markdown"], f3["markdown"], trade["markdown"]])
+text = "\n\n".join([findings.withheld_line(nose), f1["markdown"], f3["markdown"], trade["markdown"]])
 md = f"### Findings of this run ({profile} profile)\n\n{text}\n\n*{caption}*\n"
 io.atomic_write_text(paths.results / "findings.md", md)
 display(Markdown(md))

@@ -306,6 +306,13 @@ def finding_v1(diffs: list[dict], reported: dict | None = None, floor_px=0.0,
         else:
             ii = ("**(ii) this run detects no worsening of the nose metric by v1** on any split, on either landmark "
                   f"model ({', '.join(stats.model_name(m, models) for m in prefixes)})")
+    stated = [f"{stats.model_name(m, models)} on {split}" for m in prefixes for split in SPLITS
+              if _has(diffs, f"{m}_err_px", split)
+              and stats.final_verdict(stats.find(diffs, f"{m}_err_px", split)) != WITHHELD]
+    if not stated:
+        ii = "**(ii) not stated**: every nose verdict is withheld (notebook 02's instrument check)"
+    elif not any(worse.values()):
+        ii += f" — stated only for {', '.join(stated)}"
     fails = [f"{stats.model_name(m, models)} on {', '.join(w)}" for m, w in fail_worse.items() if w]
     tail = (f" v1 made the landmark model fail to find the nose more often ({'; '.join(fails)})." if fails else "")
     return {"psnr_up": psnr_up, "nose_worse": nose_worse, "nose_worse_by_model": worse, "fail_worse": fail_worse,

@@ -649,6 +649,10 @@ def _nose_pick(rows: list[dict], split: str, metrics, models=None) -> dict:
         return {"use case": use, "pick": "not measured", "why": f"no nose comparison on {split}"}
     oriented = {(m, o, k): _oriented(rows, k, split, m, o) for m in methods for o in methods if o != m
                 for k in metrics}
+    if all(final_verdict(c) == "withheld" for c in oriented.values()):
+        return {"use case": use, "pick": "not stated (every nose verdict is withheld: notebook 02's instrument check)",
+                "why": "; ".join(nose_clause(c, models) for (m, o, k), c in oriented.items()
+                                 if methods.index(m) < methods.index(o) and k == "nose_err_px")}
     worse = {m: [c for (a, _, _), c in oriented.items() if a == m and final_verdict(c) == "worse"] for m in methods}
     ok = [m for m in methods if not worse[m]]
     winner = [m for m in ok if any(all(final_verdict(oriented[(m, o, k)]) == "better" for o in methods if o != m)
