@@ -233,7 +233,8 @@ def _nose_lines(diffs: list[dict], split: str, who: str, reported, floor_px, mod
             continue
         n = stats.find(diffs, f"{prefix}_err_px", split)
         label = stats.metric_label(n["metric"], models)
-        clause = _clause(n, label, reported, floor)
+        withheld = stats.final_verdict(n) == WITHHELD
+        clause = (f"{label} {stats.format_diff(n)} (withheld)" if withheld else _clause(n, label, reported, floor))
         beyond = (" and beyond the instrument's noise floor" if floor > 0 and stats.final_verdict(n) == "worse"
                   and nose_outside_floor(n, floor) and "noise floor" not in clause else "")
         out.append(clause + beyond)
@@ -309,10 +310,12 @@ def finding_v1(diffs: list[dict], reported: dict | None = None, floor_px=0.0,
     stated = [f"{stats.model_name(m, models)} on {split}" for m in prefixes for split in SPLITS
               if _has(diffs, f"{m}_err_px", split)
               and stats.final_verdict(stats.find(diffs, f"{m}_err_px", split)) != WITHHELD]
+    n_all = sum(_has(diffs, f"{m}_err_px", sp) for m in prefixes for sp in SPLITS)
     if not stated:
         ii = "**(ii) not stated**: every nose verdict is withheld (notebook 02's instrument check)"
-    elif not any(worse.values()):
-        ii += f" — stated only for {', '.join(stated)}"
+    elif not any(worse.values()) and len(stated) < n_all:
+        ii = (f"**(ii) this run detects no worsening of the nose metric by v1** where a verdict is stated "
+              f"({', '.join(stated)}; the others are withheld)")
     fails = [f"{stats.model_name(m, models)} on {', '.join(w)}" for m, w in fail_worse.items() if w]
     tail = (f" v1 made the landmark model fail to find the nose more often ({'; '.join(fails)})." if fails else "")
     return {"psnr_up": psnr_up, "nose_worse": nose_worse, "nose_worse_by_model": worse, "fail_worse": fail_worse,
@@ -382,7 +385,8 @@ def finding_v2(v2_vs_v1: list[dict], v2_vs_zs: list[dict], v1_vs_zs: list[dict],
             f"{'recovered' if r else 'not recovered'} on {', '.join(worse_by[m])}") for m, r in recovered_by.items())
         regressed = [m for m, r in recovered_by.items() if r is not None]
         if not regressed:
-            nose = "has no nose regression to recover (v1 worsened no split detectably on either landmark model)"
+            nose = ("has no nose regression to recover (v1 worsened no split detectably on either landmark model, "
+                    "where a verdict is stated)")
         elif all(recovered_by[m] for m in regressed):
             nose = f"**recovers the nose metric** where v1 had worsened it ({per})"
         elif any(recovered_by[m] for m in regressed):
