@@ -298,8 +298,8 @@ def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=
                 for target in ([ax, axes[2 * i + 1][j]] if zoom else [ax]):
                     _draw_points(target, points[i][j], ref, label_it=(i == 0 and j == 0 and target is ax))
     if points is not None:
-        fig.legend(loc="lower center", ncols=3, fontsize=7, frameon=False,
-                   title="nose: × / + on each image, ○ on the HR crop", title_fontsize=7)
+        (axes[0][0]).legend(loc="upper left", fontsize=6, framealpha=0.7, borderpad=0.3, handletextpad=0.3,
+                            title="nose (○ = on HR)", title_fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, out_path, caption)
