@@ -246,7 +246,7 @@ def landmark_overlay(images, truth, predictions: dict, labels, out_path, *, capt
                     label=name if i == 0 else None)
         ax.set_title(labels[i], fontsize=8)
         ax.axis("off")
-    fig.legend(loc="lower center", ncols=1 + len(predictions), fontsize=8, frameon=False)
+    fig.legend(loc="outside lower center", ncols=1 + len(predictions), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, out_path, caption)
