@@ -506,3 +506,47 @@ def withheld_line(ctx: dict) -> str:
                  "crops (" + ", ".join(weak) + " of the real figure): a difference it detects is real, but \"no "
                  "detectable difference\" may hide one that real faces would show.")
     return text
+
+
+# ---------------------------------------------------------------------------------------------
+# The four lines a reader sees first (the report's banner and the README)
+# ---------------------------------------------------------------------------------------------
+def _stated_nose(diffs: list[dict], models) -> list[tuple[str, dict]]:
+    """(label, comparison) of every nose-median comparison whose verdict is stated (not withheld), split by split."""
+    out = []
+    for split in SPLITS:
+        for c in diffs:
+            prefix = stats.nose_model(c["metric"])
+            if (c["split"] == split and prefix and c["metric"] == f"{prefix}_err_px"
+                    and stats.final_verdict(c) != WITHHELD):
+                out.append((f"{split}, {stats.model_name(prefix, models)}", c))
+    return out
+
+
+def _nose_words(diffs: list[dict], models, who: str) -> str:
+    stated = _stated_nose(diffs, models)
+    if not stated:
+        return f"no nose verdict on {who} is stated: no landmark model read these faces well enough (notebook 02)"
+    return "; ".join(f"{label}: {stats.format_diff(c)} ({stats.final_verdict(c)})" for label, c in stated)
+
+
+def headline(v1_vs_zs: list[dict], v2_vs_v1: list[dict], models=None, reported_ratio: float | None = None) -> str:
+    """Four Markdown lines, each a finding with its interval and verdict: v1's PSNR over zero-shot, v1's nose
+    change where a verdict is stated, v2's perceptual gain over v1 (LPIPS, DISTS where measured, the LPIPS
+    ratio beside the write-up's), and what v2 paid in PSNR and on the nose. Withheld nose verdicts are left out
+    and said to be."""
+    ratio = stats.find(v2_vs_v1, "lpips")
+    lp = f"LPIPS {stats.format_diff(ratio)} ({stats.final_verdict(ratio)}; v1's LPIPS is " \
+         f"{ratio['base_value'] / ratio['new_value']:.2f}× v2's" + \
+         (f", the write-up's {reported_ratio:.1f}×)" if reported_ratio else ")")
+    if _has(v2_vs_v1, "dists"):
+        d = stats.find(v2_vs_v1, "dists")
+        lp += f", DISTS {stats.format_diff(d)} ({stats.final_verdict(d)})"
+    p1, p2 = stats.find(v1_vs_zs, "psnr"), stats.find(v2_vs_v1, "psnr")
+    return "\n".join([
+        f"1. **v1 (pixel loss) − zero-shot, PSNR:** {stats.format_diff(p1)} ({stats.final_verdict(p1)}).",
+        f"2. **v1 − zero-shot, nose error:** {_nose_words(v1_vs_zs, models, 'v1')}.",
+        f"3. **v2 (L1 + LPIPS) − v1, perceptual distance:** {lp}.",
+        f"4. **v2 − v1, what it cost:** PSNR {stats.format_diff(p2)} ({stats.final_verdict(p2)}); nose error: "
+        f"{_nose_words(v2_vs_v1, models, 'v2')}.",
+    ]) + "\n"
