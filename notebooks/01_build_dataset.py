@@ -80,6 +80,10 @@ elif data_source == "real":
     te_root = Path(thermeval_root) if thermeval_root else config.data_root() / "ThermEval-D"
 else:
     raise ValueError(f"data_source must be 'synthetic' or 'real', got {data_source!r}")
+config.record_provenance(paths, data=(
+    f"synthetic thermal faces (SF-TL54 and ThermEval-D look-alikes, generator version {synthetic.GENERATOR_VERSION}, "
+    f"{palette} palette; not the real datasets)" if data_source == "synthetic" else
+    f"SF-TL54 and ThermEval-D (the real datasets, {palette} palette)"))
 print("SF-TL54 root:", sf_root, "\nThermEval-D root:", te_root)
 
 # %% [markdown]

@@ -454,14 +454,17 @@ def write_table(table: list[dict], stem, caption: str, columns=TABLE_COLUMNS) ->
     return atomic_write_csv_and_md(table, stem, table_markdown(table, caption, columns))
 
 
-NOT_IN_CAPTIONS = ("timings",)   # provenance entries about the run's cost, not about what produced a number
+# The provenance entries a caption names, by the name part of each entry (before its parenthesis); the entries in
+# full, with versions and checksums, are in the report's provenance appendix and PROVENANCE.json.
+CAPTION_ENTRIES = ("data", "lpips", "dists", "nose_locator", "nose_locator2")
+CAPTION_POINTER = "sources: provenance appendix"
 
 
 def caption(profile: str, provenance: dict) -> str:
-    """One line saying which profile and which substitutes produced a table or figure, and the bootstrap unit."""
-    parts = [f"profile {profile}"] + [f"{k.replace('_', ' ')}: {v}" for k, v in provenance.items()
-                                      if k not in NOT_IN_CAPTIONS]
-    return " · ".join(parts + [CAPTION_UNIT])
+    """A short tag for a table or figure: the profile, the data and each substitute by name, the bootstrap unit,
+    and where the full provenance is."""
+    named = [str(provenance[key]).split(" (")[0] for key in CAPTION_ENTRIES if provenance.get(key)]
+    return " · ".join([f"profile {profile}", *named, CAPTION_UNIT, CAPTION_POINTER])
 
 
 def bicubic_psnr_by_dataset(crops_dir, records, split="test", scale=data.SCALE) -> dict[str, float]:
