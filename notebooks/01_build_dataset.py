@@ -159,6 +159,10 @@ io.atomic_write_json(paths.results / "landmark_truth.json", truth)
 print(f"annotated points of {len(truth)} test crops written")
 
 # %% [markdown]
+# *The write-up* is the study these notebooks reproduce: a report of finetuning an RGB-pretrained DRLN on these two
+# thermal datasets with the v1 and v2 recipes. It is not part of this repository; the figures it reports are
+# committed in `data_manifest/reference/`, and the references at the end of notebook 07 say more.
+#
 # One thing the write-up does not mention: when a clipped crop box is smaller than 192 px, "resized to
 # 192×192" means *enlarged*. Those "HR" crops carry no detail beyond their source resolution, which makes the
 # 4× task easier than it looks. We keep the protocol (set `min_crop_side` to drop such crops) but count them.

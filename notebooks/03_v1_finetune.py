@@ -70,11 +70,12 @@ print(f"{backbone}: {init_info['source']} weights, {init_info['n_params']:,} par
 # %% [markdown]
 # ## Which pretrained network?
 #
-# The write-up finetunes DRLN from the hub. Offline, the networks that ship pretrained inside registry packages
-# take its place, and the demo has to pick one that a laptop finetunes in minutes. Three things decide: the
-# network's zero-shot gain over bicubic on the test crops (notebook 02, with its paired-bootstrap interval), the
-# cost of one v1 training step on this machine, measured here on a batch of this run's patches, and whether
-# finetuning still moves it (the training curve below answers that for the chosen one).
+# The write-up finetunes DRLN ([Anwar & Barnes, 2020](https://arxiv.org/abs/1906.12021)) from the hub. Offline, the
+# networks that ship pretrained inside registry packages take its place, and the demo has to pick one that a laptop
+# finetunes in minutes. Three things decide: the network's zero-shot gain over bicubic on the test crops (notebook
+# 02, with its paired-bootstrap interval), the cost of one v1 training step on this machine, measured here on a
+# batch of this run's patches, and whether finetuning still moves it (the training curve below answers that for the
+# chosen one).
 #
 # The demo finetunes krasserm's SRResNet: a native ×4 network (waifu2x is a ×2 network applied twice, so a
 # finetune would train one ×2 stage to do a ×4 job in two passes), and a fraction of DAT-light's cost per step.

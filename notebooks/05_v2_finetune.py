@@ -25,9 +25,10 @@
 # **LPIPS works offline.** Its ImageNet AlexNet trunk is read from torchvision's cache when present, else
 # from the registry copy notebook 02 describes; the term is the real one, as a loss exactly as a metric.
 #
-# **λ picks the point on the perception–distortion frontier.** The write-up's 0.05 acted on DRLN (34.6 M
-# parameters) over 200 epochs. The demo runs the same λ = 0.05 on the registry-pretrained SRResNet (1.5 M) for
-# a few epochs on a CPU; what this run's term did is measured in notebooks 06 and 07, with intervals.
+# **λ picks the point on the perception–distortion frontier** ([Blau & Michaeli,
+# 2018](https://arxiv.org/abs/1711.06077)). The write-up's 0.05 acted on DRLN (34.6 M parameters) over 200 epochs.
+# The demo runs the same λ = 0.05 on the registry-pretrained SRResNet (1.5 M) for a few epochs on a CPU; what this
+# run's term did is measured in notebooks 06 and 07, with intervals.
 #
 # **A schedule sized to the run, not shortened.** The write-up warms up for 5 of its 200 epochs (2.5 % of its
 # steps) and its EMA decay of 0.999 forgets half of its past in 693 steps, 6.7 % of its 10,400 steps. A run of a

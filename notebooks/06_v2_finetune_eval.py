@@ -150,11 +150,11 @@ fig
 # %% [markdown]
 # ## LPIPS, and the perception–distortion plane
 #
-# Blau and Michaeli (2018) showed that distortion (PSNR) and perceptual quality cannot both be pushed to their
-# best: methods sit on or above a frontier, and a recipe chooses a point on it. Three planes: PSNR against
-# LPIPS (AlexNet, the write-up's perceptual metric and v2's loss), against DISTS (a VGG16-based measure of
-# structure and texture that v2 was *not* trained on, so it checks that v2 did not merely learn to please
-# its own loss), and against the downstream nose error.
+# [Blau and Michaeli (2018)](https://arxiv.org/abs/1711.06077) showed that distortion (PSNR) and perceptual quality
+# cannot both be pushed to their best: methods sit on or above a frontier, and a recipe chooses a point on it.
+# Three planes: PSNR against LPIPS (AlexNet, the write-up's perceptual metric and v2's loss), against DISTS (a
+# VGG16-based measure of structure and texture that v2 was *not* trained on, so it checks that v2 did not merely
+# learn to please its own loss), and against the downstream nose error.
 
 # %%
 fig = plots.metric_bars(three, "lpips", paths.figures / "v2_lpips.png", label=f"LPIPS ({scorer.substitutes()['lpips']})",

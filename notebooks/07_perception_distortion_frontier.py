@@ -16,11 +16,11 @@
 # %% [markdown]
 # # 07 · The perception–distortion frontier, and where v2's PSNR went
 #
-# The write-up compares two recipes, v1 (L1) and v2 (L1 + 0.05·LPIPS), and reads a trade-off into the pair.
-# Blau and Michaeli (2018) showed why a trade-off must appear: for any restoration method, the lowest reachable
-# distortion (say, mean squared error) rises as the output's statistics are pushed closer to those of real
-# images. The best methods lie on a curve, the *perception–distortion frontier*, and a loss weight only chooses
-# where on it a model lands.
+# The write-up compares two recipes, v1 (L1) and v2 (L1 + 0.05·LPIPS), and reads a trade-off into the pair. [Blau
+# and Michaeli (2018)](https://arxiv.org/abs/1711.06077) showed why a trade-off must appear: for any restoration
+# method, the lowest reachable distortion (say, mean squared error) rises as the output's statistics are pushed
+# closer to those of real images. The best methods lie on a curve, the *perception–distortion frontier*, and a loss
+# weight only chooses where on it a model lands.
 #
 # But v1 → v2 changes five things at once (loss, whole crops, augmentation, warmup, EMA), so the pair alone cannot
 # say how much of v2's lost PSNR the perceptual term cost. This notebook trains what it takes to tell:
@@ -256,3 +256,28 @@ display(Markdown(lr_words))
 summary_md = "\n\n".join([f"### Where v2's PSNR went, and the perception–distortion frontier ({profile} profile)",
                             split_words, curve_words, blend_words, seed_words, ema_words, lr_words, f"*{caption}*"])
 io.atomic_write_text(paths.results / "frontier.md", summary_md + "\n")
+
+# %% [markdown]
+# ## References
+#
+# Each is cited where the notebooks first use it; the same list is in the repository's `docs/references.md`.
+#
+# * **The write-up**: the study these notebooks reproduce, a report of finetuning an RGB-pretrained DRLN ×4 on
+#   thermal face crops from SF-TL54 and ThermEval-D with an L1 recipe (v1) and an L1 + LPIPS recipe with EMA,
+#   warmup and augmentation (v2). It is not part of this repository and carries no formal title; the figures and
+#   settings it reports are committed in `data_manifest/reference/`.
+# * Y. Blau and T. Michaeli, "The Perception-Distortion Tradeoff", CVPR 2018.
+#   [arXiv:1711.06077](https://arxiv.org/abs/1711.06077)
+# * R. Zhang, P. Isola, A. A. Efros, E. Shechtman and O. Wang, "The Unreasonable Effectiveness of Deep Features as
+#   a Perceptual Metric" (LPIPS), CVPR 2018. [arXiv:1801.03924](https://arxiv.org/abs/1801.03924)
+# * K. Ding, K. Ma, S. Wang and E. P. Simoncelli, "Image Quality Assessment: Unifying Structure and Texture
+#   Similarity" (DISTS), IEEE TPAMI 2020. [arXiv:2004.07728](https://arxiv.org/abs/2004.07728)
+# * J. Deng, J. Guo, E. Ververas, I. Kotsia and S. Zafeiriou, "RetinaFace: Single-shot Multi-level Face
+#   Localisation in the Wild", CVPR 2020. [arXiv:1905.00641](https://arxiv.org/abs/1905.00641)
+# * V. Kazemi and J. Sullivan, "One Millisecond Face Alignment with an Ensemble of Regression Trees", CVPR 2014
+#   (dlib's 68-point shape predictor); D. E. King, "Dlib-ml: A Machine Learning Toolkit", JMLR 10, 2009.
+# * C. Ledig et al., "Photo-Realistic Single Image Super-Resolution Using a Generative Adversarial Network" (SRGAN;
+#   its generator trained without the adversarial loss is SRResNet), CVPR 2017.
+#   [arXiv:1609.04802](https://arxiv.org/abs/1609.04802)
+# * S. Anwar and N. Barnes, "Densely Residual Laplacian Super-Resolution" (DRLN), IEEE TPAMI 2020.
+#   [arXiv:1906.12021](https://arxiv.org/abs/1906.12021)

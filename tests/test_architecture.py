@@ -100,3 +100,14 @@ def test_every_module_imports_only_lower_layers():
     declared = [m for layer in LAYERS for m in layer]
     assert sorted(declared) == sorted(graph), "every module is in exactly one layer"
     assert layer_violations(graph) == []
+
+
+def test_the_layers_page_lists_the_tested_layers():
+    """docs/architecture.md describes the layers; its table lists exactly LAYERS, layer by layer, in order."""
+    import re
+
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = [line for line in page.splitlines() if re.match(r"\|\s*\d+\s*\|", line)]
+    listed = [tuple(sorted(re.findall(r"`(\w+)\.py`", row.split("|")[3]))) for row in rows]
+    assert listed == [tuple(sorted(layer)) for layer in LAYERS], (
+        "docs/architecture.md's layer table differs from LAYERS in tests/test_architecture.py")

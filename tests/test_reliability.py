@@ -167,7 +167,7 @@ def one_thread_run(two_smoke_runs):
 
 @pytest.mark.notebooks
 def test_one_thread_and_two_threads_agree_within_their_intervals(two_smoke_runs, one_thread_run):
-    """The README's cross-machine promise, on the nearest case CI has: a different thread count. Every
+    """The cross-machine promise of docs/reliability.md, on the nearest case CI has: a different thread count. Every
     difference the tables state (v1 − zero-shot, v2 − v1, per split and metric) from the one-thread run lies
     inside the interval the two-thread run reports for it."""
     a = two_smoke_runs["runs"]["a"]

@@ -182,3 +182,35 @@ def test_the_results_block_links_the_report_only_once_one_is_published(tmp_path)
     block = run.readme_block(figs)
     assert block.startswith("**Read the study as it ran:**") and block.endswith("v1 gains 1.0 dB [0.8, 1.2].")
     assert "(figures/demo/report/README.md)" in block and "(figures/demo/report/index.html)" in block
+
+
+def test_readme_is_a_front_page_under_1500_words():
+    """The README is what a newcomer reads first: what the project is, the two commands, the results block
+    (counted: it is what a reader sees), links to the report and to docs/. Reference material lives in docs/."""
+    readme = (ROOT / "README.md").read_text()
+    words = len(readme.split())
+    assert words < 1500, f"README.md has {words} words; move reference material into a page under docs/"
+    for needed in ("make reproduce", "make test", "figures/demo/report/index.html", "figures/demo/report/README.md",
+                   "(docs/"):
+        assert needed in readme, f"README.md lacks {needed!r}"
+
+
+_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+
+
+def _relative_links(text: str) -> list[str]:
+    """Targets of the Markdown links and images in ``text`` outside code, without anchors; URLs left out."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)   # fenced code
+    text = re.sub(r"`[^`\n]*`", "", text)                        # inline code
+    targets = (m.group(1) for m in _LINK.finditer(text))
+    return [t.split("#", 1)[0] for t in targets
+            if not re.match(r"[a-z][a-z0-9+.-]*:", t, re.I) and not t.startswith("#") and t.split("#", 1)[0]]
+
+
+def test_relative_links_point_at_existing_files():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) > 1, "no pages under docs/"
+    broken = [f"{page.relative_to(ROOT)}: {target}" for page in pages
+              for target in _relative_links(page.read_text()) if not (page.parent / target).exists()]
+    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
+    assert _relative_links("[a](x.md#s) ![b](y.png) [c](https://e.org) [d](#top) `[e](z.md)`") == ["x.md", "y.png"]

@@ -156,7 +156,7 @@ def _fmt(x, spec: str) -> str:
 
 
 def table(result: dict) -> str:
-    """The Markdown performance table of a result (README and console)."""
+    """The Markdown performance table of a result (docs/gpu.md and console)."""
     d = result["device"]
     head = (f"Measured on {d.get('name', d['type'])} ({d['type']}, torch {d['torch']}) on {result['created_utc'][:10]}, "
             f"code {result['code_version']}{' — DRY RUN at tiny sizes, not a measurement' if result['dry_run'] else ''}.")
@@ -188,7 +188,7 @@ def table(result: dict) -> str:
 
 
 def readme_block(path: Path | None = None) -> str:
-    """The README's performance section body: the table of ``figures/bench/gpu_check.json`` when it exists,
+    """The body of docs/gpu.md's GPU check block: the table of ``figures/bench/gpu_check.json`` when it exists,
     else one line saying the GPU figures are not measured."""
     from .config import FIGURES_DIR
 
