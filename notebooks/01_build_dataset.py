@@ -191,3 +191,16 @@ for name, value in bicubic.items():
 # %%
 fig = plots.crop_grid(paths.crops, records, paths.figures / "crops_test.png", split="test")
 fig
+
+# %% [markdown]
+# ## Summary
+
+# %%
+from thermsr_utils import findings
+
+counts = ", ".join(f"{sum(r['split'] == s for r in records)} {s}" for s in ("train", "val", "test"))
+display(Markdown(
+    f"* **{len(records)} crops** of {crop_size} px from {data_source} data ({counts}); no person or source frame "
+    f"sits in two splits, and every crop matches its hash.\n"
+    f"* **Bicubic ×4 on the test crops:** " + ", ".join(f"{k} {v:.2f} dB" for k, v in bicubic.items())
+    + f" (the write-up's real crops: about {findings.REPORTED_BICUBIC_PSNR} dB)."))

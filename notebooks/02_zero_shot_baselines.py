@@ -263,3 +263,16 @@ fig
 # %%
 fig = plots.metric_bars(table, "psnr", paths.figures / "zero_shot_psnr.png", label="PSNR (dB)", caption=caption)
 fig
+
+# %% [markdown]
+# ## Summary
+
+# %%
+best = max(gains, key=lambda n: stats.find(gains[n], "psnr")["diff"])
+p = stats.find(gains[best], "psnr")
+read = [key.replace("|", ", ") for key, ok in reads.items() if ok]
+display(Markdown(
+    f"* **Best zero-shot model:** {best}, PSNR {stats.format_diff(p)} over bicubic ({stats.final_verdict(p)}).\n"
+    f"* **The nose model moves on its own** by {floor_line}.\n"
+    f"* **Landmark models that read these faces** (the check above): {'; '.join(read) or 'none'}. Later notebooks "
+    "state nose verdicts only there."))

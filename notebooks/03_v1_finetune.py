@@ -121,6 +121,9 @@ display(Markdown(train.kept_words(history, recipe)))
 fig = plots.training_curves({"v1 (L1)": history}, paths.figures / "v1_training_curves.png", caption=caption)
 fig
 
+# %% [markdown]
+# ## Summary
+
 # %%
 vals = [h for h in history if h["val"]]
 first, best = vals[0], next(h for h in vals if h["epoch"] == result["best_epoch"])

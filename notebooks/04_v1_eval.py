@@ -153,3 +153,13 @@ fig = plots.method_panel(paths.crops, paths.results / "sr", worst, [zs_name, "v1
                          title="Test crops where v1 moved the nose estimate most", locators={
                              nose["models"][k]: loc for k, loc in (("nose", locator), ("nose2", locator2)) if loc})
 fig
+
+# %% [markdown]
+# ## Summary
+
+# %%
+p = stats.find(diffs, "psnr")
+display(Markdown(
+    f"* **v1 − zero-shot, PSNR over all crops:** {stats.format_diff(p)} ({stats.final_verdict(p)}).\n"
+    f"* **v1 − zero-shot, nose error:** {findings.stated_nose(diffs, nose['models'], 'v1')}.\n"
+    f"* **PSNR gain against nose change, crop by crop:** correlation {corr:+.2f} over {len(ids)} crops."))

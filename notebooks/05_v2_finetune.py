@@ -141,3 +141,15 @@ display(Markdown(f"The perceptual term ({term_name}) made up {100 * shares[0][na
 
 # %%
 display(Markdown(train.levelled_words({"v1": v1_history, "v2": history})))
+
+# %% [markdown]
+# ## Summary
+
+# %%
+vals = [h for h in history if h["val"]]
+first, kept = vals[0]["val"]["all"], next(h for h in vals if h["epoch"] == result["best_epoch"])["val"]["all"]
+display(Markdown(
+    f"* **v2 kept epoch {result['best_epoch']}** of {recipe.epochs}: validation PSNR {first['psnr']:.2f} → "
+    f"{kept['psnr']:.2f} dB, LPIPS {first['lpips']:.4f} → {kept['lpips']:.4f}.\n"
+    f"* **The perceptual term** was {100 * shares[0][name]:.0f} % of the loss in the first epoch and "
+    f"{100 * shares[-1][name]:.0f} % in the last."))

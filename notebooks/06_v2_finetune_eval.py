@@ -198,3 +198,13 @@ md = io.markdown_table(("Use case", "Pick", "Why (this run)"), ((m["use case"], 
                       caption)
 io.atomic_write_text(paths.results / "recommendation.md", md)
 display(Markdown(md))
+
+# %% [markdown]
+# ## Summary
+#
+# The run's findings in four lines (the report and the README open with them).
+
+# %%
+head = findings.headline(v1_vs_zs, v2_vs_v1, nose["models"], findings.reported_lpips_ratio())
+io.atomic_write_text(paths.results / "headline.md", head)
+display(Markdown(head))

@@ -250,12 +250,20 @@ display(Markdown(lr_words))
 # %% [markdown]
 # ## Summary
 #
-# The paragraphs above, collected for the README and the published figures folder.
+# Where v2's change came from, in two lines; the paragraphs above are collected in `frontier.md` for the published
+# figures folder.
 
 # %%
 summary_md = "\n\n".join([f"### Where v2's PSNR went, and the perception–distortion frontier ({profile} profile)",
                             split_words, curve_words, blend_words, seed_words, ema_words, lr_words, f"*{caption}*"])
 io.atomic_write_text(paths.results / "frontier.md", summary_md + "\n")
+lines = []
+for metric in ("psnr", "lpips"):
+    w, r, t = (stats.find(parts[k], metric) for k in ("whole", "recipe", "term"))
+    lines.append(f"* **v1 → v2, {stats.METRIC_LABELS.get(metric, metric)} {stats.format_diff(w)}:** the perceptual "
+                 f"term {stats.format_diff(t)} ({t['verdict']}), the rest of the recipe {stats.format_diff(r)} "
+                 f"({r['verdict']}).")
+display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # ## References

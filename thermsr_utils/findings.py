@@ -523,7 +523,7 @@ def _stated_nose(diffs: list[dict], models) -> list[tuple[str, dict]]:
     return out
 
 
-def _nose_words(diffs: list[dict], models, who: str) -> str:
+def stated_nose(diffs: list[dict], models, who: str) -> str:
     stated = _stated_nose(diffs, models)
     if not stated:
         return f"no nose verdict on {who} is stated: no landmark model read these faces well enough (notebook 02)"
@@ -545,8 +545,8 @@ def headline(v1_vs_zs: list[dict], v2_vs_v1: list[dict], models=None, reported_r
     p1, p2 = stats.find(v1_vs_zs, "psnr"), stats.find(v2_vs_v1, "psnr")
     return "\n".join([
         f"1. **v1 (pixel loss) − zero-shot, PSNR:** {stats.format_diff(p1)} ({stats.final_verdict(p1)}).",
-        f"2. **v1 − zero-shot, nose error:** {_nose_words(v1_vs_zs, models, 'v1')}.",
+        f"2. **v1 − zero-shot, nose error:** {stated_nose(v1_vs_zs, models, 'v1')}.",
         f"3. **v2 (L1 + LPIPS) − v1, perceptual distance:** {lp}.",
         f"4. **v2 − v1, what it cost:** PSNR {stats.format_diff(p2)} ({stats.final_verdict(p2)}); nose error: "
-        f"{_nose_words(v2_vs_v1, models, 'v2')}.",
+        f"{stated_nose(v2_vs_v1, models, 'v2')}.",
     ]) + "\n"

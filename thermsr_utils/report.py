@@ -9,8 +9,8 @@
 
 Both open on the same first screen: one sentence that says what the run is (``banner``), the run's findings in
 four lines (the ``headline`` notebook 06 writes) and the headline figure; then the notebooks in order, each
-page opening with the same sentence; then one provenance appendix (the captions of tables and figures point to
-it) and the references.
+page opening with the same sentence (the references close notebook 07); then one provenance appendix, to which
+the captions of tables and figures point.
 
 A reader sees prose, tables and figures: code cells are folded (``<details>``, one click opens them), the
 notebook's defaults and the values the runner injected are shown as one parameters cell, and reader-noise is
@@ -31,28 +31,10 @@ INDEX_MD = "README.md"
 BANNER_ID = "thermsr-banner"
 HEADLINE_ID = "thermsr-headline"
 PROVENANCE_ID = "provenance"
-REFERENCES_ID = "references"
 
 # a text/plain output that only names an object another output shows (or that shows nothing)
 _OBJECT_REPR = re.compile(r"^(?:\[)?'?<(?:Figure size [^>]* with \d+ Axes|[\w.]+ object(?: at 0x[0-9a-f]+)?)>'?"
                           r"(?:\])?$")
-
-# The works the study rests on, cited where first used in the notebooks and listed once at the report's end.
-REFERENCES = (
-    ("Blau & Michaeli 2018", "The Perception-Distortion Tradeoff. CVPR 2018", "https://arxiv.org/abs/1711.06077"),
-    ("Zhang et al. 2018", "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric (LPIPS). CVPR 2018",
-     "https://arxiv.org/abs/1801.03924"),
-    ("Ding et al. 2020", "Image Quality Assessment: Unifying Structure and Texture Similarity (DISTS). TPAMI 2020",
-     "https://arxiv.org/abs/2004.07728"),
-    ("Deng et al. 2020", "RetinaFace: Single-shot Multi-level Face Localisation in the Wild. CVPR 2020",
-     "https://arxiv.org/abs/1905.00641"),
-    ("Kazemi & Sullivan 2014", "One Millisecond Face Alignment with an Ensemble of Regression Trees (dlib's "
-     "68-point shape predictor). CVPR 2014", "https://doi.org/10.1109/CVPR.2014.241"),
-    ("Ledig et al. 2017", "Photo-Realistic Single Image Super-Resolution Using a Generative Adversarial Network "
-     "(SRResNet). CVPR 2017", "https://arxiv.org/abs/1609.04802"),
-    ("Anwar & Barnes 2020", "Densely Residual Laplacian Super-Resolution (DRLN). TPAMI 2020",
-     "https://arxiv.org/abs/1906.12021"),
-)
 
 _CSS = """
 <style>
@@ -235,14 +217,6 @@ def _provenance_markdown(provenance: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _references_markdown() -> str:
-    lines = [f'<a id="{REFERENCES_ID}"></a>', "", "## References", "",
-             "* The write-up: *Finetuning an RGB-pretrained SR network on thermal faces* (the study this repository "
-             "reproduces; its reported numbers are in `data_manifest/reference/`)."]
-    lines += [f"* {who}: {what}. <{url}>" for who, what, url in REFERENCES]
-    return "\n".join(lines) + "\n"
-
-
 def _first_screen(provenance: dict, headline: str, figure: str | None, figure_caption: str) -> str:
     """The report's opening under its title, in Markdown: the banner sentence, the four findings and the headline
     figure (``figure``: a link, or a data URI for the HTML page)."""
@@ -293,11 +267,12 @@ def _read_notebooks(executed: list[Path], places) -> list[tuple[str, object]]:
 
 def write_report(executed: list[Path], dest, *, title: str, provenance: dict | None = None,
                  places: dict[str, str] | None = None, headline: str = "", headline_figure: Path | None = None,
-                 figure_caption: str = "") -> Path:
+                 figure_caption: str = "", timings: str = "") -> Path:
     """Write the report of the executed notebooks ``executed`` (in this order) into ``dest``; return its
     ``index.html``. ``provenance`` (profile, code version, date, device, ``substitutes_and_sources``) gives the
     banner sentence and the appendix; ``headline`` (Markdown lines) and ``headline_figure`` (an image file, with
-    ``figure_caption`` saying what to look at) make the first screen; ``places`` renames absolute folders (see
+    ``figure_caption`` saying what to look at) make the first screen; ``timings`` (Markdown) joins the appendix;
+    ``places`` renames absolute folders (see
     ``clean``). Every file is written atomically; a notebook that cannot be read raises ValueError naming it."""
     import jinja2
     import nbformat
@@ -308,7 +283,7 @@ def write_report(executed: list[Path], dest, *, title: str, provenance: dict | N
     notebooks = _read_notebooks(executed, places)
     pages = [(name, title_of(nb, name)) for name, nb in notebooks]
     line = banner(provenance)
-    tail = _provenance_markdown(provenance) + "\n" + _references_markdown()
+    tail = _provenance_markdown(provenance) + (f"\n{timings}\n" if timings else "")
     figure = Path(headline_figure) if headline_figure and Path(headline_figure).is_file() else None
 
     md = MarkdownExporter(template_file=_MD_TEMPLATE_NAME,

@@ -794,12 +794,19 @@ def write_cache(paths: config.RunPaths, record: dict) -> None:
     atomic_write_json(paths.executed / CACHE_FILE, record)
 
 
-PUBLISHED_RESULTS = ("table_*.md", "table_*.csv", "recommendation.md", "findings.md", "frontier.md",
+PUBLISHED_RESULTS = ("table_*.md", "table_*.csv", "recommendation.md", "findings.md", "frontier.md", "headline.md",
                      "nose_noise_floor.json")
 # The README's results block of a profile lies between these markers; `--publish` rewrites it.
 README_START = "<!-- results: figures/{profile} (written by --publish; a test keeps it equal to the published files) -->"
 README_END = "<!-- end results -->"
-README_FILES = ("findings.md", "table_v2.md", "frontier.md")
+# What the report and the README open with: notebook 06's four findings and 07's frontier, with what to look at
+HEADLINE_FILE = "headline.md"
+HEADLINE_FIGURE = "frontier.png"
+HEADLINE_CAPTION = ("The perception–distortion frontier. Left: LPIPS (down: perceptually closer to the HR) against "
+                    "PSNR (right: less distortion), each model with its 95 % intervals; the star is v2 at the "
+                    "write-up's λ, the other blue points v2 at other λ, the orange ones weight blends, and a point "
+                    "down and to the right of another is better on both. Middle: the same against DISTS, a measure "
+                    "v2 was not trained on. Right: the nose error of the landmark model.")
 
 
 def timings_markdown(timings: dict, device: str = "") -> str:
@@ -818,21 +825,31 @@ def timings_markdown(timings: dict, device: str = "") -> str:
 
 
 def readme_block(figures_dir: Path) -> str:
-    """The README's results block for a published folder: a link to its report where one was published, the
-    run's findings, its three-way table and frontier, then where the run's time went."""
+    """The README's results block for a published folder: a link to its report where one was published, the run's
+    four findings, the headline figure, links to the full findings and tables, and the run's wall time."""
     import json
 
-    parts = [(Path(figures_dir) / name).read_text().strip() for name in README_FILES
-             if (Path(figures_dir) / name).is_file()]
-    prov_file = Path(figures_dir) / "PROVENANCE.json"
+    figures_dir = Path(figures_dir)
+    where = f"figures/{figures_dir.name}"
+    parts = []
+    if (figures_dir / REPORT_DIR / "README.md").is_file():
+        parts.append(f"**Read the study as it ran:** [the report]({where}/{REPORT_DIR}/index.html) (one self-contained "
+                     f"page; download and open it, it needs no network) or [one page per notebook]"
+                     f"({where}/{REPORT_DIR}/README.md).")
+    if (figures_dir / HEADLINE_FILE).is_file():
+        parts.append(f"**What the {figures_dir.name} run found:**\n\n" + (figures_dir / HEADLINE_FILE).read_text().strip())
+    if (figures_dir / HEADLINE_FIGURE).is_file():
+        parts.append(f"![the perception–distortion frontier]({where}/{HEADLINE_FIGURE})\n\n*{HEADLINE_CAPTION}*")
+    more = [f"[{name}]({where}/{name})" for name in ("findings.md", "recommendation.md", "frontier.md", "table_v2.md")
+            if (figures_dir / name).is_file()]
+    if more:
+        parts.append("In full: " + ", ".join(more) + ".")
+    prov_file = figures_dir / "PROVENANCE.json"
     prov = json.loads(prov_file.read_text()) if prov_file.is_file() else {}
-    if prov.get("timings", {}).get("seconds"):
-        parts.append(timings_markdown(prov["timings"], prov.get("device", "")))
-    if (Path(figures_dir) / REPORT_DIR / "README.md").is_file():
-        where = f"figures/{Path(figures_dir).name}/{REPORT_DIR}"
-        parts.insert(0, f"**Read the study as it ran:** [the executed notebooks, one page each]({where}/README.md), "
-                        f"with their figures and computed prose, or all of it in one self-contained page, "
-                        f"[`{where}/index.html`]({where}/index.html) (download and open it; it needs no network).")
+    seconds = prov.get("timings", {}).get("seconds", {})
+    if seconds:
+        parts.append(f"The run took {sum(seconds.values()) / 60:.1f} min on {prov.get('device') or 'this machine'} "
+                     "(per notebook: the report's provenance appendix).")
     return "\n\n".join(parts)
 
 
@@ -896,11 +913,16 @@ def publish(profile: str, dest_root: Path | None = None) -> Path:
         if profile != "paper" else "paper profile",
     }
     t0 = time.perf_counter()
+    run_times = config.provenance(paths).get("timings") or {}
     executed = [paths.executed / f"{nb.name}.ipynb" for nb in discover()]
     if any(p.is_file() for p in executed):   # the executed narrative, readable without running it
         report.write_report([p for p in executed if p.is_file()], staging / REPORT_DIR,
                             title=f"thermsr: the study as executed ({profile} profile)",
                             provenance={k: v for k, v in provenance.items() if k not in ("files", "note")},
+                            headline=(paths.results / HEADLINE_FILE).read_text()
+                            if (paths.results / HEADLINE_FILE).is_file() else "",
+                            headline_figure=staging / HEADLINE_FIGURE, figure_caption=HEADLINE_CAPTION,
+                            timings=timings_markdown(run_times, device) if run_times.get("seconds") else "",
                             places={str(paths.root): f"artifacts/{profile}", str(config.artifacts_root()): "artifacts",
                                     str(config.data_root()): "data", str(config.REPO_ROOT): "."})
     record_time(paths, "report", time.perf_counter() - t0)
