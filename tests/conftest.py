@@ -68,20 +68,41 @@ window.addEventListener('load', () => {
   const links = [...document.querySelectorAll('a[href^="#"]')].map(a => a.getAttribute('href').slice(1));
   const dangling = links.filter(id => id && !document.getElementById(id));
   const h1 = [...document.querySelectorAll('h1')].map(h => h.textContent.replace('\\u00b6', '').trim());
+  const shown = el => !el.closest('details:not([open])') && el.checkVisibility();
+  const box = id => { const el = document.getElementById(id); if (!el) return null;
+                      const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const code = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea, pre code, .highlight')].filter(shown).length;
+  const stderr = [...document.querySelectorAll('[data-mime-type="application/vnd.jupyter.stderr"]')].length;
   const pre = document.createElement('pre');
   pre.id = 'thermsr-check';
-  pre.textContent = JSON.stringify({title: document.title, images: imgs.length, broken, links: links.length, dangling, h1});
+  pre.textContent = JSON.stringify({title: document.title, images: imgs.length, broken, links: links.length, dangling,
+                                    h1, visible_code: code, stderr, boxes: Object.fromEntries(
+                                      (window.THERMSR_BOXES || []).map(id => [id, box(id)]))});
   document.body.appendChild(pre);
 });
 </script>"""
+# on load, everything before the element with this id is removed, so a screenshot starts there
+_FROM_JS = """<script>
+window.addEventListener('load', () => {
+  let el = document.getElementById(%s);
+  while (el && el !== document.body) {
+    while (el.previousSibling) el.previousSibling.remove();
+    el = el.parentNode;
+  }
+});
+</script>"""
+WINDOW = (1400, 1400)
 
 
 @pytest.fixture
 def browser(tmp_path):
-    """``open(html, screenshot)``: load ``html`` in headless Chromium, wait for the load event, save a
-    screenshot, and return what the page reports: title, images (count), broken (images that did not decode:
-    naturalWidth 0), links (internal ``#…`` links), dangling (those whose target id is missing), h1 (headings).
-    The check script runs on a copy in a temporary folder, so a page that is not self-contained fails it."""
+    """``open(html, screenshot, boxes=(), start=None)``: load ``html`` in headless Chromium in a 1400 × 1400
+    window, wait for the load event, save a screenshot of the first screen (of the page from the element with id
+    ``start`` on, when given), and return what the page reports: title, images (count), broken (images that did
+    not decode: naturalWidth 0), links (internal ``#…`` links), dangling (those whose target id is missing), h1
+    (headings), visible_code (code blocks a reader sees without opening anything), stderr (stderr outputs) and
+    boxes ({id: [left, top, right, bottom]} in px of each id in ``boxes``, None if absent). The check script
+    runs on a copy in a temporary folder, so a page that is not self-contained fails it."""
     import html as html_mod
     import json
     import re
@@ -91,18 +112,25 @@ def browser(tmp_path):
     exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
     if exe is None:
         pytest.skip("no headless browser: install Debian's chromium (apt-get install chromium) to run this test")
-    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=15000"]
+    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=15000",
+             f"--window-size={WINDOW[0]},{WINDOW[1]}"]
 
-    def open_page(page, screenshot):
+    def open_page(page, screenshot, boxes=(), start=None):
         page = Path(page)
+        text = page.read_text(encoding="utf-8")
         probe = tmp_path / f"probe-{page.name}"
-        probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _CHECK_JS + "</body>"), encoding="utf-8")
-        dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+        ids = f"<script>window.THERMSR_BOXES = {json.dumps(list(boxes))};</script>"
+        probe.write_text(text.replace("</body>", ids + _CHECK_JS + "</body>"), encoding="utf-8")
+        dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180)
         found = re.search(r'<pre id="thermsr-check">(.*?)</pre>', dom.stdout, re.S)
         assert found, f"the page did not finish loading in Chromium: {dom.stderr[-500:]}"
+        shot = page
+        if start:
+            shot = tmp_path / f"from-{start}-{page.name}"
+            shot.write_text(text.replace("</body>", _FROM_JS % json.dumps(start) + "</body>"), encoding="utf-8")
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([*flags, "--window-size=1280,2400", f"--screenshot={screenshot}", page.as_uri()],
-                       capture_output=True, timeout=120, check=True)
+        subprocess.run([*flags, f"--screenshot={screenshot}", shot.as_uri()], capture_output=True, timeout=180,
+                       check=True)
         return json.loads(html_mod.unescape(found.group(1)))
 
     return open_page

@@ -158,7 +158,7 @@ def test_update_readme_rewrites_only_its_block(tmp_path):
 
     figs = tmp_path / "figures" / "demo"
     figs.mkdir(parents=True)
-    (figs / "findings.md").write_text("v1 gains 1.0 dB [0.8, 1.2].\n")
+    (figs / run.HEADLINE_FILE).write_text("1. v1 gains 1.0 dB [0.8, 1.2].\n")
     (figs / "table_v2.md").write_text("| a |\n|---|\n| 1 |\n")
     readme = tmp_path / "README.md"
     start = run.README_START.format(profile="demo")
@@ -166,7 +166,8 @@ def test_update_readme_rewrites_only_its_block(tmp_path):
     assert run.update_readme("demo", readme, tmp_path / "figures")
     text = readme.read_text()
     assert "old stale table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
-    assert "v1 gains 1.0 dB [0.8, 1.2]." in text and "| 1 |" in text
+    assert "1. v1 gains 1.0 dB [0.8, 1.2]." in text and "[table_v2.md](figures/demo/table_v2.md)" in text
+    assert "| 1 |" not in text                        # the full tables are linked, not copied
     assert not run.update_readme("smoke", readme, tmp_path / "figures")  # no block for that profile
 
 
@@ -175,12 +176,12 @@ def test_the_results_block_links_the_report_only_once_one_is_published(tmp_path)
 
     figs = tmp_path / "figures" / "demo"
     figs.mkdir(parents=True)
-    (figs / "findings.md").write_text("v1 gains 1.0 dB [0.8, 1.2].\n")
+    (figs / run.HEADLINE_FILE).write_text("1. v1 gains 1.0 dB [0.8, 1.2].\n")
     assert "report" not in run.readme_block(figs)
     (figs / run.REPORT_DIR).mkdir()
     (figs / run.REPORT_DIR / "README.md").write_text("# report\n")
     block = run.readme_block(figs)
-    assert block.startswith("**Read the study as it ran:**") and block.endswith("v1 gains 1.0 dB [0.8, 1.2].")
+    assert block.startswith("**Read the study as it ran:**") and block.endswith("1. v1 gains 1.0 dB [0.8, 1.2].")
     assert "(figures/demo/report/README.md)" in block and "(figures/demo/report/index.html)" in block
 
 

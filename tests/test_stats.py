@@ -635,4 +635,5 @@ def test_every_caption_names_the_bootstrap_unit():
 
     for prov in ({}, {"lpips": "lpips-alex (x)", "nose_locator": "stand-in"}):
         text = evaluate.caption("smoke", prov)
-        assert text.startswith("profile smoke") and text.endswith("bootstrap unit: subject/frame")
+        assert text.startswith("profile smoke") and "bootstrap unit: subject/frame" in text
+        assert text.endswith("sources: provenance appendix")

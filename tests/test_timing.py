@@ -116,21 +116,20 @@ def test_timings_markdown_lists_every_step_its_longest_phases_and_the_total():
     assert run.timings_markdown({"seconds": {"a": 1.0}}).startswith("### Where the time went (this machine)")
 
 
-def test_readme_block_appends_the_timing_table_only_when_timed(tmp_path):
-    (tmp_path / "findings.md").write_text("the findings")
-    assert "Where the time went" not in run.readme_block(tmp_path)
-    prov = {"device": "cpu", "timings": {"seconds": {"01_build_dataset": 3.0}, "phases": {}, "total_seconds": 3.0}}
+def test_readme_block_says_the_run_time_only_when_timed(tmp_path):
+    (tmp_path / run.HEADLINE_FILE).write_text("the findings")
+    assert "The run took" not in run.readme_block(tmp_path)
+    prov = {"device": "cpu", "timings": {"seconds": {"01_build_dataset": 30.0, "02_x": 60.0}, "phases": {}}}
     (tmp_path / "PROVENANCE.json").write_text(json.dumps(prov))
     block = run.readme_block(tmp_path)
-    assert block.index("the findings") < block.index("### Where the time went (cpu)")
-    assert "| 01_build_dataset | 3 | – |" in block
+    assert block.index("the findings") < block.index("The run took 1.5 min on cpu")
     (tmp_path / "PROVENANCE.json").write_text(json.dumps({"timings": {"seconds": {}}}))
-    assert "Where the time went" not in run.readme_block(tmp_path)
+    assert "The run took" not in run.readme_block(tmp_path)
 
 
 def test_captions_leave_the_timings_out():
-    text = evaluate.caption("demo", {"weights": "hub", "timings": {"seconds": {"01": 3.0}}})
-    assert "timings" not in text and "weights: hub" in text and text.startswith("profile demo · ")
+    text = evaluate.caption("demo", {"lpips": "lpips-alex (pkg==1, sha256 ab…)", "timings": {"seconds": {"01": 3.0}}})
+    assert "timings" not in text and "lpips-alex" in text and "sha256" not in text and text.startswith("profile demo · ")
 
 
 def test_the_runner_records_each_notebooks_time_and_phases(tmp_path, monkeypatch):

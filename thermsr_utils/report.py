@@ -96,6 +96,18 @@ def _assignments(source: str) -> dict[str, tuple[int, int, str]]:
             and isinstance(node.targets[0], ast.Name)}
 
 
+def _comments(source: str) -> dict[int, str]:
+    """{line (0-based): the text of its ``#`` comment} of ``source``."""
+    import io
+    import tokenize
+
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return {}
+    return {t.start[0] - 1: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
+
+
 def one_parameters_cell(nb):
     """``nb`` with its ``parameters`` cell (the notebook's defaults) and papermill's ``injected-parameters`` cell
     shown as one: each injected value that differs from the default replaces it, the line saying so
@@ -105,7 +117,7 @@ def one_parameters_cell(nb):
         return nb
     cell, injected = nb.cells[tagged["parameters"]], nb.cells[tagged["injected-parameters"]]
     source = _text(cell.source)
-    lines, defaults = source.splitlines(), _assignments(source)
+    lines, defaults, comments = source.splitlines(), _assignments(source), _comments(source)
     extra = []
     for name, (_, _, value) in _assignments(_text(injected.source)).items():
         if name not in defaults:
@@ -113,9 +125,9 @@ def one_parameters_cell(nb):
             continue
         first, last, default = defaults[name]
         if value != default:
-            comment = lines[last].split("#", 1)[1].strip() if "#" in lines[last][len(default):] else ""
-            lines[first:last + 1] = [f"{name} = {value}  # this run; the notebook's default: {default}"
-                                     + (f" ({comment})" if comment else "")] + [None] * (last - first)
+            why = f" ({comments[last]})" if last in comments else ""
+            lines[first:last + 1] = ([f"{name} = {value}  # this run; the notebook's default: {' '.join(default.split())}"
+                                      f"{why}"] + [None] * (last - first))
     cell.source = "\n".join([line for line in lines if line is not None] + extra)
     del nb.cells[tagged["injected-parameters"]]
     return nb
