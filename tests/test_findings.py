@@ -217,3 +217,21 @@ def test_findings_follow_holm_where_applied():
     assert "nose median +1.00 px [+1.00, +1.00] — **worse** (Holm-adjusted p <0.024)" in f1["markdown"]
     assert "nose median (model 2) +0.00 px [+0.00, +0.00] — **no detectable difference** (Holm-adjusted p 1.000)" \
         in f1["markdown"]
+
+
+def test_the_headline_states_four_findings_with_intervals_and_leaves_withheld_nose_verdicts_out():
+    zs, v1, v2 = _three_methods()
+    rows = zs + v1 + v2
+    v1_vs_zs, v2_vs_v1 = stats.compare(rows, "zs", "v1", n_boot=300), stats.compare(rows, "v1", "v2", n_boot=300)
+    text = findings.headline(v1_vs_zs, v2_vs_v1, {"nose": "RetinaFace"}, reported_ratio=3.2)
+    lines = text.strip().splitlines()
+    assert [line[:3] for line in lines] == ["1. ", "2. ", "3. ", "4. "]
+    assert stats.format_diff(stats.find(v1_vs_zs, "psnr")) in lines[0] and "(better)" in lines[0]
+    assert "SF-TL54, RetinaFace: " + stats.format_diff(stats.find(v1_vs_zs, "nose_err_px", "SF-TL54")) in lines[1]
+    assert "the write-up's 3.2×" in lines[2] and "DISTS" in lines[2]
+    assert stats.format_diff(stats.find(v2_vs_v1, "psnr")) in lines[3]
+    ctx = {"models": {"nose": "RetinaFace"}, "reads": {"ThermEval-D|RetinaFace": True}}
+    held = findings.headline(findings.withhold(v1_vs_zs, ctx), findings.withhold(v2_vs_v1, ctx), ctx["models"])
+    assert "ThermEval-D, RetinaFace" in held and "SF-TL54, RetinaFace" not in held and "all, RetinaFace" not in held
+    none = findings.headline(findings.withhold(v1_vs_zs, {**ctx, "reads": {}}), v2_vs_v1, ctx["models"])
+    assert "no nose verdict on v1 is stated" in none

@@ -217,11 +217,22 @@ def test_the_published_report_reads_as_the_run_and_opens_in_a_browser(smoke_run,
     assert "artifacts/smoke" in text
     for place in (paths.root, config.artifacts_root(), config.data_root(), config.REPO_ROOT):
         assert str(place) not in text, f"the report names {place}, a folder of the machine that ran it"
-    shot = config.REPO_ROOT / "artifacts" / "browser" / "report_smoke.png"
-    seen = browser(rep / report.INDEX_HTML, shot)
+    shots = config.REPO_ROOT / "artifacts" / "browser"
+    seen = browser(rep / report.INDEX_HTML, shots / "report_smoke_top.png", boxes=(report.BANNER_ID, report.HEADLINE_ID))
     assert seen["title"].startswith("thermsr: the study as executed (smoke profile)")
-    assert seen["images"] == figures and seen["broken"] == []
+    assert seen["images"] == figures + 1 and seen["broken"] == []      # every figure and the headline figure load
     assert seen["links"] >= len(names) and seen["dangling"] == []
     headings = [report.title_of(nb, n) for nb, n in zip(executed, names)]
     assert [h for h in seen["h1"] if h in headings] == headings, "every notebook's heading, in order"
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert seen["visible_code"] == 0, "code cells are folded in the default view"
+    assert seen["stderr"] == 0, "no stderr block in the report"
+    for key in (report.BANNER_ID, report.HEADLINE_ID):
+        top, bottom = seen["boxes"][key][1], seen["boxes"][key][3]
+        assert 0 <= top and bottom <= 1400, f"{key} is not in the first 1400 × 1400 px: {seen['boxes'][key]}"
+    html = (rep / report.INDEX_HTML).read_text()
+    assert (paths.results / run.HEADLINE_FILE).read_text().splitlines()[0].split("**")[1] in html
+    browser(rep / report.INDEX_HTML, shots / "report_smoke_frontier.png",
+            start=report.anchor("07_perception_distortion_frontier"))
+    browser(rep / report.INDEX_HTML, shots / "report_smoke_panel.png", start="What-the-three-models-look-like")
+    for name in ("top", "frontier", "panel"):
+        assert (shots / f"report_smoke_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
