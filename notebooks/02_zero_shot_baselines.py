@@ -257,11 +257,11 @@ display(Markdown(f"Zero-shot gains over bicubic on this run's {stats.find(g, 'ps
 picks = [r for r in test if r["id"] in table_ids]
 picks = [r for r in picks if r["dataset"] == "sftl54"][:2] + [r for r in picks if r["dataset"] == "thermeval"][:2]
 fig = plots.method_panel(paths.crops, paths.results / "sr", picks, methods, paths.figures / "zero_shot_panel.png",
-                         caption=caption, title="Zero-shot ×4 on thermal test crops")
+                         caption=caption, title="Zero-shot ×4 on thermal test crops", crop_rows=rows)
 fig
 
 # %%
-fig = plots.metric_bars(table, "psnr", paths.figures / "zero_shot_psnr.png", label="PSNR (dB)", caption=caption)
+fig = plots.metric_dots(table, "psnr", paths.figures / "zero_shot_psnr.png", label="PSNR (dB)", caption=caption)
 fig
 
 # %% [markdown]

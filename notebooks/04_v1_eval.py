@@ -150,7 +150,7 @@ order = np.argsort(-d_nose)[:4]
 worst = [next(r for r in test if r["id"] == ids[k]) for k in order]
 fig = plots.method_panel(paths.crops, paths.results / "sr", worst, [zs_name, "v1 L1"],
                          paths.figures / "v1_worst_nose_crops.png", caption=caption,
-                         title="Test crops where v1 moved the nose estimate most", locators={
+                         title="Test crops where v1 moved the nose estimate most", crop_rows=rows, locators={
                              nose["models"][k]: loc for k, loc in (("nose", locator), ("nose2", locator2)) if loc})
 fig
 

@@ -130,7 +130,7 @@ display(Markdown(evaluate.table_markdown(both, caption, columns=cols)))
 # %%
 def panel(recs, out_name, title):
     return plots.method_panel(paths.crops, paths.results / "sr", recs, [zs_name, "v1 L1", "v2 perceptual"],
-                              paths.figures / out_name, caption=caption, title=title)
+                              paths.figures / out_name, caption=caption, title=title, crop_rows=rows)
 
 
 shown = [r for r in test if r["id"] in table_ids]
@@ -157,7 +157,7 @@ fig
 # learn to please its own loss), and against the downstream nose error.
 
 # %%
-fig = plots.metric_bars(three, "lpips", paths.figures / "v2_lpips.png", label=f"LPIPS ({scorer.substitutes()['lpips']})",
+fig = plots.metric_dots(three, "lpips", paths.figures / "v2_lpips.png", label=f"LPIPS ({scorer.substitutes()['lpips']})",
                         caption=caption, lower_is_better=True)
 fig
 

@@ -21,20 +21,36 @@ CAPTION_FONTSIZE = 7
 
 
 def save_figure(fig, path: str | os.PathLike, caption: str | None = None, **kwargs):
-    """Add ``caption`` (profile and substitutes) under the figure, save it atomically; return ``fig``.
+    """Add ``caption`` (a short tag naming the profile) under the figure as one line of small text, save it
+    atomically; return ``fig``.
 
-    The format follows the file suffix.
+    A caption wider than the figure is cut with "…", never wrapped: a paragraph under a figure would crowd the axis
+    labels, and one long line would widen a tight-bboxed figure to fit it. The format follows the file suffix.
     """
-    import textwrap
-
     path = Path(path)
     if caption:
-        # wrapped to the figure's width: one long line would widen a tight-bboxed figure to fit it
-        chars = max(40, int(fig.get_figwidth() * 72 / (CAPTION_FONTSIZE * 0.55)))
-        fig.supxlabel(textwrap.fill(caption, chars), fontsize=CAPTION_FONTSIZE, color="0.35")
+        _one_line_label(fig, " ".join(caption.split()))
     with timing.phase("figures"), tio.atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
     return fig
+
+
+def _one_line_label(fig, text: str):
+    """``fig``'s supxlabel: ``text`` in small grey type, cut with "…" to the figure's width (a bisection on
+    the cut, measured with the figure's renderer)."""
+    label = fig.supxlabel(text, fontsize=CAPTION_FONTSIZE, color="0.35")
+    renderer, limit = fig._get_renderer(), 0.98 * fig.bbox.width
+
+    def fits(n):
+        label.set_text(text if n == len(text) else text[:n].rstrip() + "…")
+        return label.get_window_extent(renderer).width <= limit
+
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    fits(lo)
+    return label
 
 
 def _spread(items: list, n: int) -> list:
@@ -266,43 +282,131 @@ def _draw_points(ax, points, ref=None, label_it=False):
             ax.plot(*xy, marker, color=colour, ms=8, mew=1.6, label=model if label_it else None)
 
 
-def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=None, points=None):
-    """Rows of images (uint8 BGR, any sizes) under column titles; ``zoom`` = per-row (x0, y0, x1, y1) in HR
-    pixels: that region is drawn enlarged in an inset and outlined on every column. ``points`` = per row, per
-    column a {model: (x, y) or None} of landmark positions in HR pixels (None for a column without), drawn as
-    crosses with the first column's (HR) positions as circles beside them."""
-    from matplotlib.patches import Rectangle
+def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=None, points=None, scores=None,
+                     row_labels=None, n_inputs=2):
+    """Rows of images (uint8 BGR, the first of each row HR, any sizes) under column titles.
 
-    n_rows, n_cols = len(rows), len(columns)
-    fig = new_figure(1.9 * n_cols, 1.9 * n_rows * (2 if zoom else 1))
-    axes = fig.subplots(n_rows * (2 if zoom else 1), n_cols, squeeze=False)
+    ``zoom`` = per row (x0, y0, x1, y1) in HR pixels: the region is outlined on every column and drawn below it
+    twice, enlarged: as luma contrast-stretched to the HR region's 1st–99th percentile (one stretch for the whole
+    row), and, for the columns after the first ``n_inputs`` (HR and the LR input), as |image − HR| on one colour
+    scale for the whole figure. ``scores`` = per row, per column a text written on that image (or None);
+    ``row_labels`` names each row. ``points`` = per row, per column a {model: (x, y) or None} of landmark positions
+    in HR pixels (None for a column without), drawn as crosses with the first column's (HR) positions as circles
+    beside them.
+    """
+    per = 3 if zoom else 1
+    fig = new_figure(1.75 * len(columns) + 0.7, 1.75 * len(rows) * per)
+    axes = fig.subplots(len(rows) * per, len(columns), squeeze=False)
+    vmax = _error_scale(rows, zoom, n_inputs) if zoom else None
     for i, images in enumerate(rows):
-        main = axes[2 * i] if zoom else axes[i]
-        for j, img in enumerate(images):
-            ax = main[j]
-            hr_side = rows[i][0].shape[0]
-            extent = (0, hr_side, hr_side, 0)  # show every column in HR coordinates (LR is nearest-neighbour)
-            ax.imshow(_rgb(img), extent=extent, interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_title(columns[j], fontsize=8)
-            if zoom:
-                x0, y0, x1, y1 = zoom[i]
-                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=0.8))
-                zax = axes[2 * i + 1][j]
-                zax.imshow(_rgb(img), extent=extent, interpolation="nearest")
-                zax.set_xlim(x0, x1), zax.set_ylim(y1, y0)
-                zax.set_xticks([]), zax.set_yticks([])
+        _image_row(axes[per * i], images, zoom[i] if zoom else None, scores[i] if scores else None)
+        axes[per * i][0].set_ylabel(row_labels[i] if row_labels else "", fontsize=7)
+        if zoom:
+            _closeup_row(axes[per * i + 1], images, zoom[i])
+            shown = _error_row(axes[per * i + 2], images, zoom[i], n_inputs, vmax)
+            fig.colorbar(shown, ax=list(axes[per * i + 2]), shrink=0.9, aspect=12, pad=0.01, extend="max",
+                         label="grey levels")
+        for j in range(len(images)):
             if points is not None and points[i][j] is not None:
                 ref = points[i][0] if j else None
-                for target in ([ax, axes[2 * i + 1][j]] if zoom else [ax]):
-                    _draw_points(target, points[i][j], ref, label_it=(i == 0 and j == 0 and target is ax))
+                for target in ([axes[per * i][j], axes[per * i + 1][j]] if zoom else [axes[per * i][j]]):
+                    _draw_points(target, points[i][j], ref, label_it=(i == 0 and j == 0 and target is axes[0][0]))
+    for ax, name in zip(axes[0], columns):
+        ax.set_title(name, fontsize=8)
     if points is not None:
-        (axes[0][0]).legend(loc="upper left", fontsize=6, framealpha=0.7, borderpad=0.3, handletextpad=0.3,
-                            title="nose (○ = on HR)", title_fontsize=6)
+        axes[0][0].legend(loc="upper left", fontsize=6, framealpha=0.7, borderpad=0.3, handletextpad=0.3,
+                          title="nose (○ = on HR)", title_fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, out_path, caption)
+
+
+def _bare(ax):
+    """No ticks, and the limits the image set kept (a landmark drawn outside the region is cut, not shown)."""
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_autoscale_on(False)
+
+
+def _image_row(axes, images, box, scores):
+    """Each image in HR coordinates (an LR image nearest-neighbour), ``box`` outlined, ``scores`` written on it."""
+    from matplotlib.patches import Rectangle
+
+    h, w = images[0].shape[:2]
+    for j, (ax, img) in enumerate(zip(axes, images)):
+        ax.imshow(_rgb(img), extent=(0, w, h, 0), interpolation="nearest")
+        _bare(ax)
+        if box:
+            x0, y0, x1, y1 = box
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=0.8))
+        if scores and scores[j]:
+            ax.text(0.03, 0.03, scores[j], transform=ax.transAxes, fontsize=7, color="white", va="bottom",
+                    bbox=dict(facecolor="black", alpha=0.65, pad=1.5, lw=0))
+
+
+def _region(img, box, shape, luma=True):
+    """``box`` (x0, y0, x1, y1, HR pixels) of ``img`` as float, ``img`` first enlarged (nearest-neighbour) to the HR
+    ``shape`` when smaller (the LR input); as luma (BT.601 of the BGR image) when ``luma``."""
+    import cv2
+
+    from .metrics import LUMA_WEIGHTS
+
+    if img.shape[:2] != tuple(shape[:2]):
+        img = cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    x0, y0, x1, y1 = box
+    region = np.asarray(img[y0:y1, x0:x1], float)
+    if luma and region.ndim == 3:
+        region = region @ np.array(LUMA_WEIGHTS[::-1])
+    return region
+
+
+def _closeup_row(axes, images, box):
+    """The region ``box`` of each image as luma, stretched to the HR region's 1st–99th percentile."""
+    x0, y0, x1, y1 = box
+    regions = [_region(img, box, images[0].shape) for img in images]
+    lo, hi = np.percentile(regions[0], [1, 99])
+    for ax, region in zip(axes, regions):
+        ax.imshow(region, cmap="gray", vmin=lo, vmax=max(hi, lo + 1), extent=(x0, x1, y1, y0), interpolation="nearest")
+        _bare(ax)
+    axes[0].set_ylabel(f"close-up, luma\nstretched {lo:.0f}–{hi:.0f}", fontsize=7)
+
+
+def _error(img, hr, box):
+    """|img − HR| in ``box``, averaged over the colour channels (grey levels)."""
+    return np.abs(_region(img, box, hr.shape, luma=False) - _region(hr, box, hr.shape, luma=False)).reshape(
+        box[3] - box[1], box[2] - box[0], -1).mean(-1)
+
+
+def _error_scale(rows, zoom, n_inputs) -> float:
+    """One top for every error map of a figure: the 99th percentile of all their pixels (at least 1 grey level)."""
+    errors = [_error(img, images[0], box).ravel() for images, box in zip(rows, zoom) for img in images[n_inputs:]]
+    return max(1.0, float(np.percentile(np.concatenate(errors), 99))) if errors else 1.0
+
+
+def _error_row(axes, images, box, n_inputs, vmax):
+    """|image − HR| in ``box`` for the images after the first ``n_inputs``; the first cell says what the row is."""
+    x0, y0, x1, y1 = box
+    shown = None
+    for j, ax in enumerate(axes):
+        if j < n_inputs:
+            ax.set_frame_on(False)
+        else:
+            shown = ax.imshow(_error(images[j], images[0], box), cmap="magma", vmin=0, vmax=vmax,
+                              extent=(x0, x1, y1, y0), interpolation="nearest")
+        _bare(ax)
+    axes[0].text(0.95, 0.5, "|output − HR|\nin the close-up,\none colour scale\nfor the figure →",
+                 transform=axes[0].transAxes, ha="right", va="center", fontsize=7)
+    return shown
+
+
+def _score_text(hr, out, lpips=None) -> str:
+    """PSNR of ``out`` against ``hr`` (uint8, scikit-image, data range 255) and the crop's LPIPS when known."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    text = f"PSNR {peak_signal_noise_ratio(hr, out, data_range=255):.2f} dB"
+    try:
+        return text + (f"\nLPIPS {float(lpips):.3f}" if lpips is not None and np.isfinite(float(lpips)) else "")
+    except (TypeError, ValueError):
+        return text
 
 
 def nose_box(rec: dict, shape, side: int = 64) -> tuple[int, int, int, int]:
@@ -315,45 +419,89 @@ def nose_box(rec: dict, shape, side: int = 64) -> tuple[int, int, int, int]:
     return x0, y0, x0 + side, y0 + side
 
 
-def method_panel(crops_dir, sr_dir, recs, methods, out_path, *, caption=None, title=None, locators=None):
+def method_panel(crops_dir, sr_dir, recs, methods, out_path, *, caption=None, title=None, locators=None,
+                 crop_rows=None):
     """HR, the LR input (nearest-neighbour) and each method's saved output (``<sr_dir>/<method stem>/<id>.png``,
-    as ``evaluate`` writes them) for the crops ``recs``, each with a zoom on its nose. ``locators`` ({model name:
-    nose locator}) draws each model's nose on HR and on every output."""
+    as ``evaluate`` writes them) for the crops ``recs``, each with a stretched close-up of its nose and each
+    output's error there, the output's PSNR written on it. ``crop_rows`` (per-crop result rows with ``method``,
+    ``id`` and ``lpips``, as the notebooks hold them) adds the crop's LPIPS. ``locators`` ({model name: nose
+    locator}) draws each model's nose on HR and on every output."""
     from .data import make_lr
     from .evaluate import load_crops, result_stem
 
-    rows, zooms, points = [], [], []
+    lpips = {(r.get("method"), r.get("id")): r.get("lpips") for r in crop_rows or ()}
+    rows, zooms, points, scores = [], [], [], []
     for rec in recs:
         hr = load_crops(crops_dir, [rec])[0]
         outs = [load_crops(result_stem(sr_dir, m), [{"path": f"{rec['id']}.png"}])[0] for m in methods]
         rows.append([hr, make_lr(hr), *outs])
         zooms.append(nose_box(rec, hr.shape))
+        scores.append([None, None, *[_score_text(hr, o, lpips.get((m, rec["id"]))) for m, o in zip(methods, outs)]])
         if locators:
             found = {name: loc.locate(np.stack([hr, *outs])) for name, loc in locators.items()}
             per_image = [{name: (tuple(xy[k]) if ok[k] else None) for name, (xy, ok) in found.items()}
                          for k in range(1 + len(outs))]
             points.append([per_image[0], None, *per_image[1:]])
     return comparison_panel(rows, ["HR", "LR (nearest)", *methods], out_path, zoom=zooms, caption=caption, title=title,
-                            points=points if locators else None)
+                            points=points if locators else None, scores=scores, row_labels=[r["id"] for r in recs])
 
 
-def metric_bars(table, metric, out_path, *, label=None, caption=None, lower_is_better=False):
-    """Grouped bars of ``metric`` per method and split from an aggregated table."""
-    import numpy as np
+_SPLIT_MARKERS = ("o", "s", "D", "^", "v", "P")
 
+
+def metric_dots(table, metric, out_path, *, label=None, caption=None, lower_is_better=False, title=None):
+    """``metric`` per method (a row each, top down) and split (a marker each) from an aggregated table, as points
+    with their value beside them, and whiskers where the rows carry ``<metric>_lo`` / ``<metric>_hi``.
+
+    Points, not bars: the axis spans the values rather than starting at zero, so a 1 dB difference shows, and its
+    label says where it starts when that is not zero.
+    """
     methods = list(dict.fromkeys(r["method"] for r in table))
     splits = list(dict.fromkeys(r["split"] for r in table))
-    fig = new_figure(1.2 + 1.1 * len(methods), 3.0)
+    fig = new_figure(6.6, 1.5 + len(methods) * (0.24 * len(splits) + 0.2))
     ax = fig.subplots()
-    width = 0.8 / len(splits)
+    step = 0.8 / len(splits)
+    seen = []
     for k, split in enumerate(splits):
-        vals = [next((r[metric] for r in table if r["method"] == m and r["split"] == split), np.nan) for m in methods]
-        bars = ax.bar(np.arange(len(methods)) + k * width, vals, width, label=split)
-        ax.bar_label(bars, fmt="%.3g", fontsize=6)
-    ax.set_xticks(np.arange(len(methods)) + width * (len(splits) - 1) / 2, methods, fontsize=8, rotation=15)
-    ax.set_ylabel((label or metric) + (" (lower is better)" if lower_is_better else ""))
-    ax.legend(fontsize=7)
+        rows = [next((r for r in table if r["method"] == m and r["split"] == split), {}) for m in methods]
+        v = np.array([float(r.get(metric, np.nan)) for r in rows])
+        lo = np.array([float(r.get(f"{metric}_lo", np.nan)) for r in rows])
+        hi = np.array([float(r.get(f"{metric}_hi", np.nan)) for r in rows])
+        y = np.arange(len(methods)) + (k - (len(splits) - 1) / 2) * step
+        whiskers = np.isfinite(lo).any()
+        ax.errorbar(v, y, xerr=np.abs([v - lo, hi - v]) if whiskers else None, fmt=_SPLIT_MARKERS[k % 6], ms=6,
+                    capsize=2, elinewidth=0.8, label=split)
+        for vi, hi_i, yi in zip(v, np.where(np.isfinite(hi), hi, v), y):
+            if np.isfinite(vi):
+                ax.annotate(f"{vi:.3g}", (hi_i, yi), xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
+        seen += [*v, *(lo if whiskers else []), *(hi if whiskers else [])]
+    left = _value_axis(ax, np.asarray(seen, float))
+    ax.set_yticks(np.arange(len(methods)), methods, fontsize=9)
+    ax.set_ylim(len(methods) - 0.5, -0.5)
+    ax.grid(axis="x", alpha=0.3)
+    for edge in np.arange(len(methods) - 1) + 0.5:
+        ax.axhline(edge, color="0.85", lw=0.8)
+    better = "lower" if lower_is_better else "higher"
+    starts = f" · axis starts at {left:.3g}, not at 0" if left > 0 else ""
+    ax.set_xlabel(f"{label or metric} ({better} is better){starts}")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(splits), fontsize=8, frameon=False)
+    fig.suptitle(title or f"{label or metric} per method and split", fontsize=10)
     return save_figure(fig, out_path, caption)
+
+
+def _value_axis(ax, values) -> float:
+    """Set the value axis of a dot plot to the values' range with a margin (room for the labels on the right);
+    from zero when zero is near. Returns where the axis starts."""
+    f = values[np.isfinite(values)]
+    if not len(f):
+        return 0.0
+    lo, hi = float(f.min()), float(f.max())
+    span = hi - lo or abs(hi) * 0.1 or 1.0
+    left = lo - 0.1 * span
+    if 0 < left < 0.5 * span:
+        left = 0.0
+    ax.set_xlim(left, hi + 0.22 * span)
+    return left
 
 
 def training_curves(histories: dict, out_path, *, metric="psnr", caption=None):
@@ -374,30 +522,59 @@ def training_curves(histories: dict, out_path, *, metric="psnr", caption=None):
     return save_figure(fig, out_path, caption)
 
 
+def _bulk_limits(v, keep=None) -> tuple[float, float, float]:
+    """(lo, hi, margin) for an axis that holds the bulk of ``v``: its 5th–95th percentile range widened by 1.5 times
+    itself on each side, never past the data, with ``keep`` (a reference line) inside; a value outside [lo, hi] is
+    an outlier drawn at the axis's edge."""
+    f = v[np.isfinite(v)]
+    if not len(f):
+        return -1.0, 1.0, 0.1
+    p5, p95 = np.percentile(f, [5, 95])
+    span = p95 - p5 or max(abs(p95), 1.0)
+    lo, hi = max(f.min(), p5 - 1.5 * span), min(f.max(), p95 + 1.5 * span)
+    if keep is not None:
+        lo, hi = min(lo, keep), max(hi, keep)
+    return float(lo), float(hi), 0.06 * float(hi - lo or 1.0)
+
+
 def scatter(x, y, out_path, *, xlabel, ylabel, labels=None, groups=None, caption=None, title=None,
             annotate=None, hline=None, vline=None):
-    """A labelled scatter plot; ``groups`` colours points by group name, ``annotate`` marks points by text."""
-    import numpy as np
+    """A labelled scatter plot; ``groups`` colours points by group name, ``annotate`` marks points by text.
 
-    fig = new_figure(4.8, 3.8)
+    The axes hold the bulk of the points (``_bulk_limits``): a far outlier would flatten every other point, so it
+    is drawn at the edge as a triangle pointing its way, its value beside it, and the title says how many.
+    """
+    fig = new_figure(5.6, 4.2)
     ax = fig.subplots()
     x, y = np.asarray(x, float), np.asarray(y, float)
+    (xlo, xhi, xm), (ylo, yhi, ym) = _bulk_limits(x, vline), _bulk_limits(y, hline)
+    out = (x < xlo) | (x > xhi) | (y < ylo) | (y > yhi)
+    xs, ys = np.clip(x, xlo - xm / 2, xhi + xm / 2), np.clip(y, ylo - ym / 2, yhi + ym / 2)
     groups = np.asarray(groups if groups is not None else [""] * len(x))
     for g in dict.fromkeys(groups):
         m = groups == g
-        ax.scatter(x[m], y[m], s=18, alpha=0.75, label=g or None)
+        dots = ax.scatter(xs[m & ~out], ys[m & ~out], s=22, alpha=0.75, label=g or None)
+        for k in np.flatnonzero(m & out):
+            marker = "^" if y[k] > yhi else "v" if y[k] < ylo else ">" if x[k] > xhi else "<"
+            ax.scatter([xs[k]], [ys[k]], s=60, marker=marker, color=dots.get_facecolor()[0], edgecolors="k",
+                       linewidths=0.6, clip_on=False, zorder=4)
+            ax.annotate(f"({x[k]:.3g}, {y[k]:.3g})", (xs[k], ys[k]), textcoords="offset points", fontsize=7,
+                        xytext=(-8 if xs[k] > (xlo + xhi) / 2 else 8, -3 if y[k] > yhi else 3),
+                        ha="right" if xs[k] > (xlo + xhi) / 2 else "left", va="top" if y[k] > yhi else "bottom")
     if annotate is not None:
-        for xi, yi, t in zip(x, y, annotate):
-            ax.annotate(t, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        _place_labels(ax, list(zip(xs, ys, annotate)), avoid=list(zip(xs, ys)))
     if hline is not None:
         ax.axhline(hline, color="0.5", lw=0.8)
     if vline is not None:
         ax.axvline(vline, color="0.5", lw=0.8)
+    ax.set_xlim(xlo - xm, xhi + xm), ax.set_ylim(ylo - ym, yhi + ym)
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=9)
+    n = int(out.sum())
+    note = (f"{n} point{'s' if n > 1 else ''} beyond the axis, shown at the edge (▲▼◀▶) with "
+            f"{'their values' if n > 1 else 'its value'}") if n else ""
+    ax.set_title("\n".join(t for t in (title, note) if t), fontsize=9)
     if any(groups):
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save_figure(fig, out_path, caption)
 
@@ -419,21 +596,85 @@ def loss_share(history, out_path, *, caption=None):
     return save_figure(fig, out_path, caption)
 
 
-def perception_distortion(table, out_path, *, split="all", axes_spec=(("lpips", "LPIPS ↓"),), caption=None):
-    """The perception–distortion plane: PSNR (distortion, right is better) against each perceptual measure
-    (down is better), one point per method; the lower-right corner is out of reach (Blau & Michaeli, 2018)."""
-    import numpy as np
+# offsets tried around a point, in order: right-up first, then the other sides (unit steps, x right, y up)
+_AROUND = ((1, 1), (1, 0), (1, -1), (-1, 1), (-1, 0), (-1, -1), (0, 1), (0, -1))
 
+
+def _place_labels(ax, items, *, avoid=(), fontsize=7, avoid_px=5.0, pad_px=2.0):
+    """Write each (x, y, text) of ``items`` beside its point, where it overlaps no label placed before it, no point
+    of ``avoid`` ((x, y), or (x, y, radius in px)), stays inside the axes and is not nearer another point than its
+    own: the first such spot among rings of offsets around the point, nearest ring first (a greedy placement in
+    display coordinates; the least bad spot when none is free). A label off the first ring gets a leader line.
+    Returns the annotations."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.draw_without_rendering()          # the layout and the limits that the labels are placed in
+    renderer, to_px, pt = fig._get_renderer(), ax.transData.transform, fig.dpi / 72
+    frame = ax.get_window_extent(renderer)
+    marks = [(*to_px(p[:2]), p[2] if len(p) > 2 else avoid_px) for p in avoid if np.isfinite(p[:2]).all()]
+    taken = [Bbox.from_bounds(mx - r, my - r, 2 * r, 2 * r) for mx, my, r in marks]
+    placed = []
+    for x, y, text in items:
+        if not np.isfinite([x, y]).all():
+            continue                      # a metric not computed for this point: nothing drawn, nothing to label
+        px, py = to_px((x, y))
+        own = max([r for mx, my, r in marks if abs(mx - px) < 0.5 and abs(my - py) < 0.5], default=avoid_px)
+        others = [(mx, my) for mx, my, _ in marks if abs(mx - px) >= 0.5 or abs(my - py) >= 0.5]
+        probe = ax.annotate(text, (x, y), fontsize=fontsize)
+        ext = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = ext.width + 2 * pad_px, ext.height + 2 * pad_px
+        best = None
+        for k, ring in enumerate((1, 6, 12, 20, 30, 42)):
+            for dx, dy in _AROUND:
+                cx, cy = px + dx * (own + ring * pt + w / 2), py + dy * (own + ring * pt + h / 2)
+                box = Bbox.from_bounds(cx - w / 2, cy - h / 2, w, h)
+                penalty = (sum(_overlap(box, t) for t in taken) + 10 * (w * h - _overlap(box, frame))
+                           + (0.2 * w * h if any(_gap(box, o) < _gap(box, (px, py)) for o in others) else 0))
+                if best is None or penalty < best[0]:
+                    best = (penalty, cx, cy, k, box)
+            if best[0] == 0:
+                break
+        _, cx, cy, k, box = best
+        taken.append(box)
+        placed.append(ax.annotate(text, (x, y), xytext=((cx - px) / pt, (cy - py) / pt), textcoords="offset points",
+                                  ha="center", va="center", fontsize=fontsize,
+                                  bbox=dict(boxstyle="square,pad=0.05", fc="white", ec="none", alpha=0.75),
+                                  arrowprops=dict(arrowstyle="-", lw=0.6, color="0.3", shrinkA=1, shrinkB=own / pt)
+                                  if k else None))
+    return placed
+
+
+def _gap(box, xy) -> float:
+    """Distance from a point to a Bbox (0 inside)."""
+    return float(np.hypot(max(box.x0 - xy[0], 0, xy[0] - box.x1), max(box.y0 - xy[1], 0, xy[1] - box.y1)))
+
+
+def _overlap(a, b) -> float:
+    """Area shared by two Bboxes (0 when apart)."""
+    return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+
+
+def perception_distortion(table, out_path, *, split="all", axes_spec=(("lpips", "LPIPS"),), caption=None):
+    """The perception–distortion plane: PSNR (distortion, right is better) against each perceptual measure
+    (down is better), one point per method; the lower-right corner is out of reach (Blau & Michaeli, 2018).
+    Each point's name is placed clear of the others, inside the panel, once every panel is drawn."""
     rows = [r for r in table if r["split"] == split]
-    fig = new_figure(4.4 * len(axes_spec), 3.8)
+    fig = new_figure(4.2 * len(axes_spec), 3.6)
     axs = np.atleast_1d(fig.subplots(1, len(axes_spec)))
+    panels = []
     for ax, (key, label) in zip(axs, axes_spec):
-        for r in rows:
-            ax.scatter(r["psnr"], r[key], s=40)
-            ax.annotate(r["method"], (r["psnr"], r[key]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        ax.set_xlabel("PSNR (dB) → less distortion"), ax.set_ylabel(f"{label} (better perception is lower)")
+        pts = [(float(r["psnr"]), float(r[key]), r["method"]) for r in rows]
+        for k, (x, y, _) in enumerate(pts):
+            ax.scatter(x, y, s=40, color=f"C{k}", zorder=3)
+        ax.set_xlabel("PSNR (dB), → less distortion"), ax.set_ylabel(f"{label}, ↓ better")
+        ax.margins(x=0.15, y=0.15)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Perception–distortion plane ({split} table crops)", fontsize=10)
+        panels.append(pts)
+    fig.suptitle(f"Perception–distortion plane ({split} table crops): lower right is better", fontsize=10)
+    for ax, pts in zip(axs, panels):
+        _place_labels(ax, pts, avoid=[p[:2] for p in pts], fontsize=8)
     return save_figure(fig, out_path, caption)
 
 
@@ -445,28 +686,15 @@ def plane_with_intervals(groups: dict, out_path, *, metrics=(("lpips", "LPIPS"),
     optional ``tag`` to write beside the point); the groups named in ``connect`` are joined in their order, and
     left out of a panel whose metric some of their points lack;
     ``fronts`` maps a metric to the methods of its non-dominated set (drawn as a dashed line); the method
-    ``mark`` gets a star.
+    ``mark`` gets a star. Each point is labelled once, placed clear of the other labels and points; the legend sits
+    under the title, outside the panels.
     """
-    import numpy as np
-
-    fig = new_figure(4.3 * len(metrics), 3.9)
+    fig = new_figure(4.3 * len(metrics), 4.1)
     axs = np.atleast_1d(fig.subplots(1, len(metrics)))
     every = {r["method"]: r for rows in groups.values() for r in rows}
+    labels = []
     for ax, (key, label) in zip(axs, metrics):
-        for name, rows in groups.items():
-            finite = [r for r in rows if np.isfinite(r["psnr"]) and np.isfinite(r[key])]
-            if not finite or (name in connect and len(finite) < len(rows)):
-                continue        # a connected group with a metric not computed for all its points: a false line
-            rows = finite
-            x = np.array([r["psnr"] for r in rows])
-            y = np.array([r[key] for r in rows])
-            xerr = np.array([[r["psnr"] - r["psnr_lo"] for r in rows], [r["psnr_hi"] - r["psnr"] for r in rows]])
-            yerr = np.array([[r[key] - r[f"{key}_lo"] for r in rows], [r[f"{key}_hi"] - r[key] for r in rows]])
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o-" if name in connect else "s", ms=4, lw=0.8,
-                        elinewidth=0.7, capsize=2, label=name)
-            for r in rows:
-                ax.annotate(r.get("tag", r["method"]), (r["psnr"], r[key]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7)
+        labels.append(_plane_panel(ax, groups, key, connect))
         front = [every[m] for m in (fronts or {}).get(key, []) if m in every]
         if len(front) > 1:
             ax.plot([r["psnr"] for r in front], [r[key] for r in front], "--", color="0.3", lw=1.2,
@@ -474,9 +702,35 @@ def plane_with_intervals(groups: dict, out_path, *, metrics=(("lpips", "LPIPS"),
         if mark in every and np.isfinite(every[mark][key]):
             ax.scatter([every[mark]["psnr"]], [every[mark][key]], marker="*", s=160, facecolors="none",
                        edgecolors="k", linewidths=1.0, label=f"{mark} (the write-up's λ)", zorder=5)
-        ax.set_xlabel("PSNR (dB) → less distortion"), ax.set_ylabel(f"{label} (lower is better)")
+            labels[-1][1].append((every[mark]["psnr"], every[mark][key], 9.0))
+        ax.set_xlabel("PSNR (dB), → less distortion"), ax.set_ylabel(f"{label}, ↓ better")
+        ax.margins(x=0.08, y=0.1)
         ax.grid(alpha=0.3)
-    axs[0].legend(fontsize=7, loc="best")
-    if title:
-        fig.suptitle(title, fontsize=10)
+    handles = {lab: h for ax in axs for h, lab in zip(*ax.get_legend_handles_labels())}
+    # the title heads the legend: a suptitle and a legend outside the panels would overlap
+    legend = fig.legend(handles.values(), handles.keys(), loc="outside upper center", ncols=min(len(handles), 5),
+                        fontsize=8, frameon=False, title=title)
+    legend.get_title().set_fontsize(10)
+    for ax, (items, avoid) in zip(axs, labels):
+        _place_labels(ax, items, avoid=avoid)
     return save_figure(fig, out_path, caption)
+
+
+def _plane_panel(ax, groups, key, connect):
+    """One panel of ``plane_with_intervals``: each group's points with their intervals on both axes. Returns the
+    labels to write ((x, y, tag), each point once) and the points they must keep clear of."""
+    items, avoid = {}, []
+    for g, (name, rows) in enumerate(groups.items()):
+        finite = [r for r in rows if np.isfinite(r["psnr"]) and np.isfinite(r[key])]
+        if not finite or (name in connect and len(finite) < len(rows)):
+            continue        # a connected group with a metric not computed for all its points: a false line
+        x = np.array([r["psnr"] for r in finite])
+        y = np.array([r[key] for r in finite])
+        xerr = np.array([[r["psnr"] - r["psnr_lo"] for r in finite], [r["psnr_hi"] - r["psnr"] for r in finite]])
+        yerr = np.array([[r[key] - r[f"{key}_lo"] for r in finite], [r[f"{key}_hi"] - r[key] for r in finite]])
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o-" if name in connect else "s", ms=4, lw=0.8,
+                    elinewidth=0.7, capsize=2, label=name, color=f"C{g}")      # one colour per group in every panel
+        for r in finite:
+            items.setdefault((r["psnr"], r[key]), r.get("tag", r["method"]))
+            avoid.append((r["psnr"], r[key]))
+    return [(x, y, t) for (x, y), t in items.items()], avoid
