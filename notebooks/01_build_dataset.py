@@ -188,6 +188,10 @@ bicubic = evaluate.bicubic_psnr_by_dataset(paths.crops, records, split="test")
 for name, value in bicubic.items():
     print(f"bicubic x4 PSNR on the {name} test crops: {value:.2f} dB")
 
+# %% [markdown]
+# Some test crops as the later notebooks see them: the 192×192 HR crop each method must recover from its 48×48
+# reduction.
+
 # %%
 fig = plots.crop_grid(paths.crops, records, paths.figures / "crops_test.png", split="test")
 fig

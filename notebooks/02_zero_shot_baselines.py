@@ -250,8 +250,10 @@ display(Markdown(f"Zero-shot gains over bicubic on this run's {stats.find(g, 'ps
 # %% [markdown]
 # ## What the methods look like
 #
-# HR, the LR input (nearest-neighbour, so its pixels stay visible), and each method's output; the lower row
-# enlarges the region around the nose.
+# HR, the LR input (nearest-neighbour, so its pixels stay visible), and each method's output with its PSNR and
+# LPIPS on that crop. Under each crop: the region around the nose enlarged, every column with the same contrast
+# stretch, then |output − HR| there on one colour scale. Look at where each error map is bright: that is where
+# the method's output departs from the HR.
 
 # %%
 picks = [r for r in test if r["id"] in table_ids]
@@ -259,6 +261,10 @@ picks = [r for r in picks if r["dataset"] == "sftl54"][:2] + [r for r in picks i
 fig = plots.method_panel(paths.crops, paths.results / "sr", picks, methods, paths.figures / "zero_shot_panel.png",
                          caption=caption, title="Zero-shot ×4 on thermal test crops", crop_rows=rows)
 fig
+
+# %% [markdown]
+# PSNR per method and split, on an axis that starts where the values are (its label says where): the gaps between
+# methods are one or two dB, which bars from zero would hide.
 
 # %%
 fig = plots.metric_dots(table, "psnr", paths.figures / "zero_shot_psnr.png", label="PSNR (dB)", caption=caption)

@@ -116,6 +116,9 @@ display(Markdown(train.kept_words(history, recipe)))
 
 # %% [markdown]
 # ## Training curves
+#
+# Training loss per epoch and validation PSNR per dataset; epoch 0 is the pretrained network before finetuning.
+# Look at whether validation PSNR still rises at the last epoch (more epochs would help) or has levelled off.
 
 # %%
 fig = plots.training_curves({"v1 (L1)": history}, paths.figures / "v1_training_curves.png", caption=caption)

@@ -124,8 +124,10 @@ display(Markdown(evaluate.table_markdown(both, caption, columns=cols)))
 # %% [markdown]
 # ## What the three models look like
 #
-# Columns: HR, the LR input (nearest-neighbour), zero-shot, v1 and v2; the lower row of each pair enlarges
-# the eyes and nose.
+# Columns: HR, the LR input (nearest-neighbour), zero-shot, v1 and v2, each output with its PSNR and LPIPS on that
+# crop. Under each crop: the eyes and nose enlarged with one contrast stretch for every column, then |output − HR|
+# there on one colour scale. v1 and v2 differ little at full size; compare their close-ups and error maps (darker
+# is closer to the HR), and read them beside the PSNR and LPIPS printed on each tile.
 
 # %%
 def panel(recs, out_name, title):
@@ -155,6 +157,9 @@ fig
 # Three planes: PSNR against LPIPS (AlexNet, the write-up's perceptual metric and v2's loss), against DISTS (a
 # VGG16-based measure of structure and texture that v2 was *not* trained on, so it checks that v2 did not merely
 # learn to please its own loss), and against the downstream nose error.
+#
+# First LPIPS alone, per method and split (lower is closer to the HR): look at the gap between v1 and v2 in each
+# split.
 
 # %%
 fig = plots.metric_dots(three, "lpips", paths.figures / "v2_lpips.png", label=f"LPIPS ({scorer.substitutes()['lpips']})",
