@@ -48,7 +48,7 @@ import math
 
 from IPython.display import Markdown, display
 
-from thermsr_utils import bench, config, data, evaluate, models, plots, recipes, train
+from thermsr_utils import config, data, evaluate, models, plots, recipes, train
 
 paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 caption = evaluate.caption(profile, config.provenance(paths))
@@ -83,14 +83,15 @@ print(f"{backbone}: {init_info['source']} weights, {init_info['n_params']:,} par
 # %%
 steps_per_epoch = min(math.ceil(len(train_set) / v1_batch_size), max_steps_per_epoch or math.inf)
 # a sweep point repeats the main run's choice (the backbone is a parameter), so it does not time the candidates again
-candidates = [] if sweep_point else bench.pretrained_candidates(paths.results, train_set, v1_batch_size, device=device)
-display(Markdown(bench.candidates_table(candidates, steps_per_epoch) if candidates else
+candidates = ([] if sweep_point else
+              recipes.pretrained_candidates(paths.results, train_set, v1_batch_size, device=device))
+display(Markdown(recipes.candidates_table(candidates, steps_per_epoch) if candidates else
                  f"Sweep point `{sweep_point}`: the backbone is the main run's choice."))
 
 # %%
 if candidates:
-    display(Markdown(bench.candidates_verdict(candidates, backbone, steps_per_epoch=steps_per_epoch,
-                                              epochs=v1_epochs, batch_size=v1_batch_size, device=device)))
+    display(Markdown(recipes.candidates_verdict(candidates, backbone, steps_per_epoch=steps_per_epoch,
+                                                epochs=v1_epochs, batch_size=v1_batch_size, device=device)))
 print(f"finetuning {models.weights_label(backbone, init_info)}")
 
 # %% [markdown]

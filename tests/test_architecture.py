@@ -1,30 +1,63 @@
-"""The package's layering: no module imports, directly or through others, a module that imports it back."""
+"""The packages' layering: no module imports, directly or through others, a module that imports it back; the
+study package (``thermsr_utils``, what the notebooks import) never imports the tools package (``thermsr_tools``)."""
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "thermsr_utils"
+TOOLS = PACKAGE.parent / "thermsr_tools"
 
 
-def package_imports(source: str, modules: set[str]) -> set[str]:
-    """Names of the package's modules that ``source`` imports anywhere (module level or inside functions)."""
+def package_imports(source: str, modules: set[str], package: str = "thermsr_utils", relative: bool = True) -> set[str]:
+    """Names of ``package``'s modules that ``source`` imports anywhere (module level or inside functions); with
+    ``relative``, ``source`` is a module of ``package`` and its relative imports count too."""
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level == 1 or base == "thermsr_utils" or base.startswith("thermsr_utils."):
-                base = base.removeprefix("thermsr_utils").lstrip(".")
+            absolute = node.level == 0 and (base == package or base.startswith(package + "."))
+            if (relative and node.level == 1) or absolute:
+                base = base.removeprefix(package).lstrip(".") if node.level == 0 else base
                 if base:
                     found.add(base.split(".")[0])
                 else:
                     found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("thermsr_utils."))
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith(package + "."))
     return found & modules
 
 
-def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
-    files = {p.stem: p for p in package.glob("*.py") if p.stem != "__init__"}
-    return {name: package_imports(p.read_text(encoding="utf-8"), set(files)) - {name} for name, p in files.items()}
+def _modules(package: Path) -> dict[str, Path]:
+    return {p.stem: p for p in package.glob("*.py") if p.stem != "__init__"}
+
+
+def import_graph(package: Path = PACKAGE, tools: Path | None = TOOLS) -> dict[str, set[str]]:
+    """{module: the modules it imports} over the study package and the tools package beside it (whose modules
+    import the study package's by absolute name); a module name is used in one of the two only."""
+    files = _modules(package)
+    graph = {name: package_imports(p.read_text(encoding="utf-8"), set(files)) - {name} for name, p in files.items()}
+    extra = _modules(tools) if tools else {}
+    assert not set(extra) & set(files), f"modules named alike in both packages: {sorted(set(extra) & set(files))}"
+    for name, p in extra.items():
+        source = p.read_text(encoding="utf-8")
+        graph[name] = (package_imports(source, set(extra), package=tools.name)
+                       | package_imports(source, set(files), relative=False)) - {name}
+    return graph
+
+
+def imports_of_tools(source: str, tools: str = "thermsr_tools") -> list[str]:
+    """Every import of the tools package in ``source``: import statements, and strings that name it or one of
+    its modules (``importlib.import_module("thermsr_tools.bench")``, ``[python, "-m", "thermsr_tools.bench"]``)."""
+    named = re.compile(rf"{tools}(\.\w+)*")
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and named.fullmatch(node.module or ""):
+            found.append(f"from {node.module} import …")
+        elif isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if named.fullmatch(a.name)]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and named.fullmatch(node.value):
+            found.append(repr(node.value))
+    return found
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -59,6 +92,20 @@ def test_the_import_scan_sees_every_import_form():
            "def f():\n    from thermsr_utils import stats\n    from thermsr_utils.plots import x\n    from . import __version__\n")
     assert package_imports(src, {"data", "io", "train", "models", "stats", "plots", "zoo"}) == {
         "data", "io", "train", "models", "stats", "plots"}
+    tool = "from . import bench\nfrom thermsr_utils import config\ndef f():\n    import thermsr_utils.models\n"
+    assert package_imports(tool, {"bench", "gpu_check"}, package="thermsr_tools") == {"bench"}
+    assert package_imports(tool, {"config", "models", "bench"}, relative=False) == {"config", "models"}
+
+
+def test_the_study_package_never_imports_the_tools_package():
+    """The notebooks import thermsr_utils; the benchmark and the GPU check stay outside what they load."""
+    src = ("import thermsr_tools.bench\nfrom thermsr_tools import gpu_check\nfrom .tools import x\n"
+           "def f():\n    importlib.import_module('thermsr_tools.bench')\n    'a docstring on thermsr_tools'\n")
+    assert imports_of_tools(src) == ["import thermsr_tools.bench", "from thermsr_tools import …",
+                                     "'thermsr_tools.bench'"]
+    assert {"bench", "gpu_check"} <= set(_modules(TOOLS))
+    found = {p.name: imports_of_tools(p.read_text(encoding="utf-8")) for p in sorted(PACKAGE.glob("*.py"))}
+    assert len(found) > 20 and {name: f for name, f in found.items() if f} == {}
 
 
 def test_the_package_has_no_import_cycle():
@@ -80,7 +127,9 @@ LAYERS = (
     ("recipes", "report"),                                        # notebook parameters -> recipe; executed -> report
     ("console",),                                                 # a running notebook's kernel and console lines
     ("run",),                                                     # the notebook runner
-    ("sr_folder", "bench", "train_cli"),                          # the other command lines
+    ("sr_folder", "train_cli"),                                   # the other command lines
+    # the tools package (thermsr_tools/) on top: measurements around the study, never imported by it
+    ("bench",),                                                   # the throughput benchmark
     ("gpu_check",),                                               # the GPU check (uses bench)
 )
 

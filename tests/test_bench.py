@@ -1,4 +1,4 @@
-"""Tests of thermsr_utils.bench: the CPU small variant runs and writes complete, finite figures (no timing
+"""Tests of thermsr_tools.bench: the CPU small variant runs and writes complete, finite figures (no timing
 thresholds: speeds depend on the machine)."""
 import json
 import math
@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from thermsr_utils import accel, bench
+from thermsr_tools import bench
+from thermsr_utils import accel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,30 +62,6 @@ def test_flop_counter_counts_a_known_layer():
     assert layer.weight.grad is None              # the counting step leaves no gradients behind
 
 
-def test_training_step_seconds_trains_a_copy_for_warmup_plus_steps():
-    import numpy as np
-
-    from thermsr_utils import datasets, losses, models
-
-    rng = np.random.default_rng(0)
-    dataset = datasets.SRPatchDataset([rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)], patch=16)
-    model = models.new_model("pan-tiny")
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    l1, calls = losses.make_loss("l1"), []
-
-    def counting(sr, hr):
-        calls.append(tuple(sr.shape))
-        return l1(sr, hr)
-
-    seconds = bench.training_step_seconds(model, counting, dataset, batch_size=2, steps=3, warmup=1)
-    assert finite_positive(seconds)
-    assert calls == [(2, 3, 16, 16)] * 4                 # 1 warmup + 3 timed steps, on a batch of 2 patches
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # the caller's model is untouched
-    assert bench.training_step_seconds(model, l1, dataset, batch_size=8, steps=1, warmup=0) > 0  # batch ≤ dataset
-    with pytest.raises(ValueError, match="steps and batch_size must be at least 1"):
-        bench.training_step_seconds(model, l1, dataset, batch_size=0)
-
-
 @pytest.mark.parametrize("argv, message", [
     (["--small", "--steps", "0"], "--steps must be"),
     (["--small", "--model", "nope"], "invalid choice"),
@@ -103,20 +80,3 @@ def test_default_output_path_names_device_and_model():
     cfg = bench.make_config(args)
     assert bench.default_out(cfg).name == "bench-cpu-pan-tiny-small.json"
     assert bench.default_out(cfg).parent.name == "bench"
-
-
-def _candidate(spec, diff, step_s):
-    return {"method": spec, "spec": spec, "n_params": 1000, "step_s": step_s,
-            "gain": {"metric": "psnr", "diff": diff, "lo": diff - 0.1, "hi": diff + 0.1}}
-
-
-def test_candidates_verdict_names_the_best_gain_the_cheapest_step_and_the_chosen_cost():
-    big, small = _candidate("big", 1.5, 2.0), _candidate("small", 0.5, 0.5)
-    words = bench.candidates_verdict([big, small], "small", steps_per_epoch=10, epochs=6, batch_size=4, device="cpu")
-    assert "big gains most" in words and "small costs least (0.50 s per step of 4 patches on cpu)" in words
-    assert "about 0.5 min for 6 epochs of 10 steps" in words          # 0.5 s × 10 steps × 6 epochs = 30 s
-    both = bench.candidates_verdict([_candidate("best", 2.0, 0.1), small], "other", steps_per_epoch=10, epochs=6,
-                                    batch_size=4, device="cpu")
-    assert "best both gains most" in both and "This run finetunes" not in both
-    table = bench.candidates_table([big, small], steps_per_epoch=10).splitlines()
-    assert len(table) == 4 and table[2].endswith("| 2.00 | 20 |")

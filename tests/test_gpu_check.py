@@ -5,7 +5,8 @@ import tomllib
 
 import pytest
 
-from thermsr_utils import config, gpu_check, weights
+from thermsr_tools import gpu_check
+from thermsr_utils import config, weights
 
 
 def test_carried_wheels_are_pinned_as_in_pyproject_and_weights_are_registry_files():

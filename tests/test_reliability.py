@@ -456,6 +456,7 @@ ALLOWED = {
 
 def _sources():
     yield from sorted(PACKAGE.glob("*.py"))
+    yield from sorted((ROOT / "thermsr_tools").glob("*.py"))
     yield from sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 
 

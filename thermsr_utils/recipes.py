@@ -115,3 +115,90 @@ def protocol_table(r: Recipe, term_name: str | None = None, reported: Mapping | 
     return markdown_table(("setting", "the write-up", "this run"),
                           ((setting.replace("_", " "), reported.get(setting, {}).get(r.name, "—"), ours)
                            for setting, ours in _this_run(r, term_name, sized).items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Which pretrained network notebook 03 finetunes
+# ---------------------------------------------------------------------------------------------
+def training_step_seconds(model, loss_fn, dataset, batch_size: int, *, steps: int = 2, warmup: int = 1,
+                          device="cpu") -> float:
+    """Seconds per AdamW training step of a copy of ``model`` (left unchanged) on the first ``batch_size`` items of
+    ``dataset`` (``(LR, HR)`` tensor pairs, as ``datasets.SRPatchDataset`` gives), after ``warmup`` untimed steps."""
+    import copy
+    import time
+
+    import torch
+
+    if steps < 1 or warmup < 0 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be at least 1 and warmup at least 0, got steps={steps}, "
+                         f"batch_size={batch_size}, warmup={warmup}")
+    device = torch.device(device)
+    net = copy.deepcopy(model).to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
+    lr, hr = (torch.stack(t).to(device) for t in zip(*(dataset[i] for i in range(min(batch_size, len(dataset))))))
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(lr).float(), hr).backward()
+            opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    run(warmup)
+    t0 = time.perf_counter()
+    run(steps)
+    return (time.perf_counter() - t0) / steps
+
+
+def pretrained_candidates(results_dir, train_set, batch_size: int, *, device="cpu") -> list[dict]:
+    """Every genuinely pretrained model notebook 02 scored (registry or hub weights), with its zero-shot PSNR gain
+    over bicubic (02's paired comparison) and the seconds of one L1 training step on ``batch_size`` items of
+    ``train_set``: what notebook 03 chooses its backbone on."""
+    from pathlib import Path
+
+    from . import evaluate, models, stats
+
+    gains = stats.read_comparisons(Path(results_dir) / "table_zero_shot_vs_bicubic.csv")
+    out = []
+    for method, info in evaluate.zero_shot_weights(results_dir).items():
+        if info["source"] not in ("registry", "hub"):
+            continue
+        net, _ = models.load_model(info["spec"], source=info["source"], device=device)
+        out.append({"method": method, "spec": info["spec"], "n_params": info["n_params"],
+                    "step_s": training_step_seconds(net, losses.make_loss("l1"), train_set, batch_size, device=device),
+                    "gain": stats.find(gains, "psnr", base="bicubic", new=method)})
+    return out
+
+
+def candidates_table(candidates: list[dict], steps_per_epoch: int) -> str:
+    """Markdown table of ``pretrained_candidates``: parameters, zero-shot gain, seconds per step and per epoch."""
+    from .stats import format_diff
+
+    return markdown_table(("network", "parameters", "zero-shot PSNR gain over bicubic [95 % CI]", "s per v1 step",
+                           "s per epoch (estimate)"),
+                          ((c["method"], f"{c['n_params']:,}", format_diff(c["gain"]), f"{c['step_s']:.2f}",
+                            f"{c['step_s'] * steps_per_epoch:.0f}") for c in candidates))
+
+
+def candidates_verdict(candidates: list[dict], backbone: str, *, steps_per_epoch: int, epochs: int,
+                       batch_size: int, device) -> str:
+    """One paragraph on ``pretrained_candidates``: which gains most, which costs least, what ``backbone`` costs."""
+    from .stats import format_diff
+
+    top = max(candidates, key=lambda c: c["gain"]["diff"])
+    cheap = min(candidates, key=lambda c: c["step_s"])
+    mine = next((c for c in candidates if c["spec"] == backbone), None)
+    gain = f"{format_diff(top['gain'])} over bicubic"
+    cost = f"{cheap['step_s']:.2f} s per step of {batch_size} patches on {device}"
+    of = f"Of the {len(candidates)} pretrained networks scored in 02, {top['spec']}"
+    if len(candidates) == 1:
+        words = f"The one pretrained network scored in 02, {top['spec']}, gains {gain} and costs {cost}. "
+    elif top is cheap:
+        words = f"{of} both gains most ({gain}) and costs least ({cost}). "
+    else:
+        words = f"{of} gains most ({gain}) and {cheap['spec']} costs least ({cost}). "
+    if mine:
+        words += (f"This run finetunes {mine['spec']}: about {mine['step_s'] * steps_per_epoch * epochs / 60:.1f} "
+                  f"min for {epochs} epochs of {steps_per_epoch} steps.")
+    return words

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (thermsr_utils/gpu_check.py): one prepared command for an accelerator machine.
+# The GPU check (thermsr_tools/gpu_check.py): one prepared command for an accelerator machine.
 #
 #   tools/gpu_check.sh --prepare   here, once: download the wheels the accelerator machine lacks and copy the
 #                                  pinned weight files it reads into .gpu/ (git-ignored; about 15 MB)
@@ -14,10 +14,10 @@ PY=${PYTHON:-.venv/bin/python}
 case "${1:-}" in
   --prepare)
     rm -rf .gpu.tmp && mkdir -p .gpu.tmp/wheels .gpu.tmp/weights
-    wheels=$("$PY" -c 'from thermsr_utils.gpu_check import WHEELS; print(" ".join(WHEELS))')
+    wheels=$("$PY" -c 'from thermsr_tools.gpu_check import WHEELS; print(" ".join(WHEELS))')
     # pure-Python wheels: the same files serve the accelerator machine's Python 3.12
     "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d .gpu.tmp/wheels $wheels
-    "$PY" -c 'import sys; from thermsr_utils import gpu_check, weights
+    "$PY" -c 'import sys; from thermsr_tools import gpu_check; from thermsr_utils import weights
 for f in weights.export_carried(gpu_check.CARRIED_WEIGHTS, sys.argv[1]): print("carried", f["path"], f["bytes"], "bytes")' .gpu.tmp/weights
     git rev-parse --short HEAD > .gpu.tmp/code_version
     git diff --quiet HEAD || echo "warning: uncommitted changes; the code version names HEAD only" >&2
@@ -26,13 +26,13 @@ for f in weights.export_carried(gpu_check.CARRIED_WEIGHTS, sys.argv[1]): print("
     ;;
   --dry-run)
     shift
-    exec "$PY" -m thermsr_utils.gpu_check --dry-run --out "${OUT:-artifacts/bench}/gpu_check-dry-run.json" "$@"
+    exec "$PY" -m thermsr_tools.gpu_check --dry-run --out "${OUT:-artifacts/bench}/gpu_check-dry-run.json" "$@"
     ;;
   "")
     [ -d .gpu/wheels ] || { echo "no .gpu/wheels here: run tools/gpu_check.sh --prepare first, and carry .gpu" >&2; exit 2; }
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$PWD/.gpu/site" .gpu/wheels/*.whl
     export PYTHONPATH="$PWD/.gpu/site:$PWD" THERMSR_WEIGHTS_DIR="$PWD/.gpu/weights" PYTHONUNBUFFERED=1
-    exec python3 -m thermsr_utils.gpu_check --out "${OUT:-figures/bench}/gpu_check.json"
+    exec python3 -m thermsr_tools.gpu_check --out "${OUT:-figures/bench}/gpu_check.json"
     ;;
   *)
     echo "usage: tools/gpu_check.sh [--prepare | --dry-run]" >&2; exit 2

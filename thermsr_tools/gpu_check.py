@@ -45,7 +45,7 @@ RESULT_KEYS = ("schema_version", "created_utc", "code_version", "dry_run", "devi
 
 def _code_version() -> str:
     """The package version and commit; on a copy without git, the commit --prepare wrote beside the wheels."""
-    from .config import REPO_ROOT, code_version
+    from thermsr_utils.config import REPO_ROOT, code_version
 
     version = code_version()
     stamp = REPO_ROOT / ".gpu" / "code_version"
@@ -68,7 +68,9 @@ def v2_epoch(cfg, device: str) -> dict:
     generated crops; returns its seconds and the write-up's 200 epochs extrapolated from them."""
     import tempfile
 
-    from . import bench, datasets, losses, train
+    from thermsr_utils import datasets, losses, train
+
+    from . import bench
 
     images = bench.thermal_like_crops(cfg.n_crops + cfg.batch, cfg.crop, cfg.seed)
     train_set = datasets.SRPatchDataset(images[:cfg.n_crops], patch=None, augment=True, seed=cfg.seed)
@@ -190,7 +192,7 @@ def table(result: dict) -> str:
 def readme_block(path: Path | None = None) -> str:
     """The body of docs/gpu.md's GPU check block: the table of ``figures/bench/gpu_check.json`` when it exists,
     else one line saying the GPU figures are not measured."""
-    from .config import FIGURES_DIR
+    from thermsr_utils.config import FIGURES_DIR
 
     path = path or FIGURES_DIR / "bench" / "gpu_check.json"
     if not path.is_file():
@@ -204,9 +206,9 @@ def readme_block(path: Path | None = None) -> str:
 
 def main(argv=None) -> int:
     """Command line: measure, write the JSON atomically, print the table."""
-    from .io import atomic_write_json
+    from thermsr_utils.io import atomic_write_json
 
-    ap = argparse.ArgumentParser(prog="python -m thermsr_utils.gpu_check", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m thermsr_tools.gpu_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU: checks that every step runs")
     ap.add_argument("--device", help="default: cuda (cpu with --dry-run)")
     ap.add_argument("--budget-s", type=float, default=480.0, help="wall seconds after which no new step starts")

@@ -1,8 +1,8 @@
 """Throughput benchmark: this repository's training and evaluation paths against a plain reference loop.
 
-    python -m thermsr_utils.bench                          # DRLN at the write-up's sizes (a GPU job)
-    python -m thermsr_utils.bench --small --device cpu     # tiny model and images: checks the benchmark runs
-    python -m thermsr_utils.bench --compile --out my.json  # also torch.compile the training steps
+    python -m thermsr_tools.bench                          # DRLN at the write-up's sizes (a GPU job)
+    python -m thermsr_tools.bench --small --device cpu     # tiny model and images: checks the benchmark runs
+    python -m thermsr_tools.bench --compile --out my.json  # also torch.compile the training steps
 
 One run on one machine measures, for the v1 recipe (128² patches) and the v2 recipe (whole 192² crops,
 flips/rotations, L1 + 0.05·LPIPS, EMA), both at batch 16 on 831 crops:
@@ -67,7 +67,7 @@ class BenchConfig:
 
 def make_config(args: argparse.Namespace) -> BenchConfig:
     """The run's sizes: the write-up's by default, tiny ones with ``--small``; options override."""
-    from . import config
+    from thermsr_utils import config
 
     device = config.resolve_device(args.device)
     small = bool(args.small)
@@ -88,7 +88,7 @@ def make_config(args: argparse.Namespace) -> BenchConfig:
 
 def check_config(cfg: BenchConfig) -> None:
     """Raise ValueError naming the first setting that cannot work."""
-    from . import models
+    from thermsr_utils import models
 
     if cfg.model not in models.ARCHITECTURES:
         raise ValueError(f"unknown --model {cfg.model!r}; choose one of {', '.join(models.ARCHITECTURES)}")
@@ -126,7 +126,7 @@ def thermal_like_crops(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
 
 def write_crops(folder: Path, images: list[np.ndarray]) -> list[dict]:
     """Write ``images`` as PNGs under ``folder``; manifest-like records (id, dataset, path, nose)."""
-    from .io import write_png
+    from thermsr_utils.io import write_png
 
     records = []
     for i, img in enumerate(images):
@@ -259,97 +259,19 @@ def _timed(run_steps, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-
-def training_step_seconds(model: torch.nn.Module, loss_fn, dataset, batch_size: int, *, steps: int = 2,
-                          warmup: int = 1, device="cpu") -> float:
-    """Seconds per AdamW training step of a copy of ``model`` on the first ``batch_size`` items of ``dataset``.
-
-    A quick cost estimate, e.g. for choosing which pretrained network to finetune; ``model`` itself is not
-    changed (a deep copy is trained). ``dataset[i]`` gives an (LR, HR) tensor pair, as ``datasets.SRPatchDataset``
-    does, and ``loss_fn(sr, hr)`` is one of ``losses.make_loss``'s losses.
-    """
-    if steps < 1 or warmup < 0 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be at least 1 and warmup at least 0, got steps={steps}, "
-                         f"batch_size={batch_size}, warmup={warmup}")
-    device = torch.device(device)
-    net = copy.deepcopy(model).to(device).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
-    items = [dataset[i] for i in range(min(batch_size, len(dataset)))]
-    lr, hr = (torch.stack(t).to(device) for t in zip(*items))
-
-    def run(k: int) -> None:
-        for _ in range(k):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(net(lr).float(), hr).backward()
-            opt.step()
-
-    return _timed(run, steps, warmup, device)
-
-
-def pretrained_candidates(results_dir, train_set, batch_size: int, *, device="cpu") -> list[dict]:
-    """Every genuinely pretrained model notebook 02 scored (registry or hub weights), with its zero-shot PSNR gain
-    over bicubic (02's paired comparison) and the seconds of one L1 training step on ``batch_size`` items of
-    ``train_set``: what notebook 03 chooses its backbone on."""
-    from . import evaluate, losses, models, stats
-
-    gains = stats.read_comparisons(Path(results_dir) / "table_zero_shot_vs_bicubic.csv")
-    out = []
-    for method, info in evaluate.zero_shot_weights(results_dir).items():
-        if info["source"] not in ("registry", "hub"):
-            continue
-        net, _ = models.load_model(info["spec"], source=info["source"], device=device)
-        out.append({"method": method, "spec": info["spec"], "n_params": info["n_params"],
-                    "step_s": training_step_seconds(net, losses.make_loss("l1"), train_set, batch_size, device=device),
-                    "gain": stats.find(gains, "psnr", base="bicubic", new=method)})
-    return out
-
-def candidates_table(candidates: list[dict], steps_per_epoch: int) -> str:
-    """Markdown table of ``pretrained_candidates``: parameters, zero-shot gain, seconds per step and per epoch."""
-    from .io import markdown_table
-    from .stats import format_diff
-
-    return markdown_table(("network", "parameters", "zero-shot PSNR gain over bicubic [95 % CI]", "s per v1 step",
-                           "s per epoch (estimate)"),
-                          ((c["method"], f"{c['n_params']:,}", format_diff(c["gain"]), f"{c['step_s']:.2f}",
-                            f"{c['step_s'] * steps_per_epoch:.0f}") for c in candidates))
-
-
-def candidates_verdict(candidates: list[dict], backbone: str, *, steps_per_epoch: int, epochs: int,
-                       batch_size: int, device) -> str:
-    """One paragraph on ``pretrained_candidates``: which gains most, which costs least, what ``backbone`` costs."""
-    from .stats import format_diff
-
-    top = max(candidates, key=lambda c: c["gain"]["diff"])
-    cheap = min(candidates, key=lambda c: c["step_s"])
-    mine = next((c for c in candidates if c["spec"] == backbone), None)
-    gain = f"{format_diff(top['gain'])} over bicubic"
-    cost = f"{cheap['step_s']:.2f} s per step of {batch_size} patches on {device}"
-    of = f"Of the {len(candidates)} pretrained networks scored in 02, {top['spec']}"
-    if len(candidates) == 1:
-        words = f"The one pretrained network scored in 02, {top['spec']}, gains {gain} and costs {cost}. "
-    elif top is cheap:
-        words = f"{of} both gains most ({gain}) and costs least ({cost}). "
-    else:
-        words = f"{of} gains most ({gain}) and {cheap['spec']} costs least ({cost}). "
-    if mine:
-        words += (f"This run finetunes {mine['spec']}: about {mine['step_s'] * steps_per_epoch * epochs / 60:.1f} "
-                  f"min for {epochs} epochs of {steps_per_epoch} steps.")
-    return words
-
-
 # ---------------------------------------------------------------------------------------------
 # Training: ours and the reference
 # ---------------------------------------------------------------------------------------------
 def _lpips(device):
     """The LPIPS metric used by the v2 loss (the real ImageNet AlexNet: torchvision's cache or the registry copy)."""
-    from .metrics import LPIPSMetric
+    from thermsr_utils.metrics import LPIPSMetric
 
     return LPIPSMetric(device=device)
 
 
 def _recipe(name: str, cfg: BenchConfig):
     """The recipe at the benchmark's sizes, with the fast path forced on whatever the device."""
-    from .train import Recipe
+    from thermsr_utils.train import Recipe
 
     base = Recipe.v1() if name == "v1" else Recipe.v2()
     patch = cfg.v1_patch if name == "v1" else (None if cfg.v2_patch == cfg.crop else cfg.v2_patch)
@@ -359,7 +281,7 @@ def _recipe(name: str, cfg: BenchConfig):
 
 def _fresh_model(cfg: BenchConfig):
     """A randomly initialised model of ``cfg.model`` (seeded, so both paths start alike)."""
-    from . import models
+    from thermsr_utils import models
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -368,7 +290,7 @@ def _fresh_model(cfg: BenchConfig):
 
 def bench_ours(name: str, cfg: BenchConfig, images, device: torch.device, lpips_metric) -> dict:
     """Seconds per step and peak memory of ``fit``'s step loop on the device pipeline (bf16 on CUDA)."""
-    from . import accel, datasets, losses, train
+    from thermsr_utils import accel, datasets, losses, train
 
     recipe = _recipe(name, cfg)
     amp = accel.resolve_amp(recipe.amp, device)
@@ -493,7 +415,7 @@ def bench_training(cfg: BenchConfig, images, files, device: torch.device, peak: 
 # ---------------------------------------------------------------------------------------------
 def _locator(device):
     """The offline nose locator of the demo: RetinaFace's nose landmark (onnxruntime, on the CPU)."""
-    from .downstream import RetinaFaceNose
+    from thermsr_utils.downstream import RetinaFaceNose
 
     return RetinaFaceNose()
 
@@ -502,7 +424,7 @@ def _reference_eval(model, crops_dir: Path, records: list[dict], lpips_metric, l
     """Every metric, one crop at a time, the model at batch 1: the write-up's evaluation loop."""
     import cv2
 
-    from . import data, metrics
+    from thermsr_utils import data, metrics
 
     model.eval()
     for r in records:
@@ -519,7 +441,7 @@ def _reference_eval(model, crops_dir: Path, records: list[dict], lpips_metric, l
 
 def bench_eval(cfg: BenchConfig, crops_dir: Path, records: list[dict], device: torch.device, lpips_metric) -> dict:
     """Crops per second with every metric: ``evaluate.evaluate_method`` against a per-image loop."""
-    from . import evaluate
+    from thermsr_utils import evaluate
 
     model = _fresh_model(cfg).to(device).eval()
     locator = _locator(device)
@@ -574,7 +496,7 @@ def device_info(device: torch.device) -> dict:
 
 def run(cfg: BenchConfig) -> dict:
     """Measure everything for ``cfg``; returns the JSON-ready result."""
-    from . import models
+    from thermsr_utils import models
 
     device = torch.device(cfg.device)
     peak = {"bf16": matmul_tflops(device, torch.bfloat16, cfg.matmul_size, cfg.matmul_seconds),
@@ -606,7 +528,7 @@ def run(cfg: BenchConfig) -> dict:
 
 def default_out(cfg: BenchConfig) -> Path:
     """artifacts/bench/bench-<device type>-<model>[-small].json"""
-    from . import config
+    from thermsr_utils import config
 
     kind = torch.device(cfg.device).type
     return config.artifacts_root() / "bench" / f"bench-{kind}-{cfg.model}{'-small' if cfg.small else ''}.json"
@@ -631,10 +553,10 @@ def report(result: dict) -> str:
 
 def main(argv=None) -> int:
     """Command-line entry: measure, print a summary, write the JSON."""
-    from . import models
-    from .io import atomic_write_json
+    from thermsr_utils import models
+    from thermsr_utils.io import atomic_write_json
 
-    ap = argparse.ArgumentParser(prog="python -m thermsr_utils.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m thermsr_tools.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=sorted(models.ARCHITECTURES), help="default: drln (pan-tiny with --small)")
     ap.add_argument("--steps", type=int, help="timed training steps per recipe and path (default 20; 2 with --small)")
     ap.add_argument("--warmup", type=int, help="untimed steps first (default 3; 1 with --small)")

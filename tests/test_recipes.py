@@ -1,0 +1,73 @@
+"""Tests of notebook 03's backbone choice in thermsr_utils.recipes: the step timer, the candidates read from
+notebook 02's results, and the table and paragraph made from them."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from thermsr_utils import datasets, losses, models, recipes, stats
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _patches(n=3):
+    rng = np.random.default_rng(0)
+    return datasets.SRPatchDataset([rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(n)], patch=16)
+
+
+def test_training_step_seconds_trains_a_copy_for_warmup_plus_steps():
+    dataset = _patches()
+    model = models.new_model("pan-tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    l1, calls = losses.make_loss("l1"), []
+
+    def counting(sr, hr):
+        calls.append(tuple(sr.shape))
+        return l1(sr, hr)
+
+    seconds = recipes.training_step_seconds(model, counting, dataset, batch_size=2, steps=3, warmup=1)
+    assert math.isfinite(seconds) and seconds > 0
+    assert calls == [(2, 3, 16, 16)] * 4                 # 1 warmup + 3 timed steps, on a batch of 2 patches
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # the caller's model is untouched
+    assert recipes.training_step_seconds(model, l1, dataset, batch_size=8, steps=1, warmup=0) > 0  # batch ≤ dataset
+    with pytest.raises(ValueError, match="steps and batch_size must be at least 1"):
+        recipes.training_step_seconds(model, l1, dataset, batch_size=0)
+
+
+def test_pretrained_candidates_are_the_pretrained_networks_02_scored_with_their_gain(tmp_path, monkeypatch):
+    for method, source in (("zoo-a", "registry"), ("hub-b", "hub"), ("standin-c", "standin")):
+        (tmp_path / f"zero-shot_{method}.json").write_text(json.dumps(
+            {"method": method, "weights": {"source": source, "spec": method, "n_params": 123}}))
+    rows = [{"base": "bicubic", "new": m, "split": "all", "metric": "psnr", "stat": "mean", "n": 5, "base_value": 30.0,
+             "new_value": 30.0 + d, "diff": d, "lo": d - 0.1, "hi": d + 0.1, "verdict": "better"}
+            for m, d in (("zoo-a", 0.5), ("hub-b", 1.5), ("standin-c", 9.0))]
+    stats.write_comparisons(rows, tmp_path / "table_zero_shot_vs_bicubic", "caption")
+    loaded = []
+    monkeypatch.setattr(models, "load_model", lambda spec, source, device: (
+        loaded.append((spec, source)) or models.new_model("pan-tiny"), {}))
+    found = recipes.pretrained_candidates(tmp_path, _patches(), 2)
+    assert loaded == [("hub-b", "hub"), ("zoo-a", "registry")]   # a stand-in is not a pretrained network
+    assert [(c["method"], c["spec"], c["n_params"], c["gain"]["diff"]) for c in found] == [
+        ("hub-b", "hub-b", 123, 1.5), ("zoo-a", "zoo-a", 123, 0.5)]
+    assert all(c["step_s"] > 0 for c in found)
+
+
+def _candidate(spec, diff, step_s):
+    return {"method": spec, "spec": spec, "n_params": 1000, "step_s": step_s,
+            "gain": {"metric": "psnr", "diff": diff, "lo": diff - 0.1, "hi": diff + 0.1}}
+
+
+def test_candidates_verdict_names_the_best_gain_the_cheapest_step_and_the_chosen_cost():
+    big, small = _candidate("big", 1.5, 2.0), _candidate("small", 0.5, 0.5)
+    words = recipes.candidates_verdict([big, small], "small", steps_per_epoch=10, epochs=6, batch_size=4, device="cpu")
+    assert "big gains most" in words and "small costs least (0.50 s per step of 4 patches on cpu)" in words
+    assert "about 0.5 min for 6 epochs of 10 steps" in words          # 0.5 s × 10 steps × 6 epochs = 30 s
+    both = recipes.candidates_verdict([_candidate("best", 2.0, 0.1), small], "other", steps_per_epoch=10, epochs=6,
+                                      batch_size=4, device="cpu")
+    assert "best both gains most" in both and "This run finetunes" not in both
+    one = recipes.candidates_verdict([big], "big", steps_per_epoch=10, epochs=6, batch_size=4, device="cpu")
+    assert one.startswith("The one pretrained network scored in 02, big, gains +1.50 dB [+1.40, +1.60] over bicubic")
+    table = recipes.candidates_table([big, small], steps_per_epoch=10).splitlines()
+    assert len(table) == 4 and table[2] == "| big | 1,000 | +1.50 dB [+1.40, +1.60] | 2.00 | 20 |"
