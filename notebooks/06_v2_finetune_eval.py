@@ -163,7 +163,7 @@ fig
 
 # %%
 fig = plots.metric_dots(three, "lpips", paths.figures / "v2_lpips.png", label=f"LPIPS ({scorer.substitutes()['lpips']})",
-                        caption=caption, lower_is_better=True)
+                        caption=caption)
 fig
 
 # %%

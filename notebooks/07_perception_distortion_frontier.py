@@ -227,7 +227,7 @@ ema = stats.compare(rows, "v2 raw weights", "v2 (EMA)", metrics=("psnr", "ssim",
 stats.write_comparisons(ema, paths.results / "table_frontier_ema_vs_raw", caption)
 display(Markdown(stats.comparisons_markdown(ema, caption)))
 ema_words = "EMA − raw weights of the main run's v2 at its kept epoch: " + "; ".join(
-    f"{stats.METRIC_LABELS.get(m, m)} {stats.format_diff(stats.find(ema, m))} ({stats.find(ema, m)['verdict']})"
+    f"{stats.metric_label(m)} {stats.format_diff(stats.find(ema, m))} ({stats.find(ema, m)['verdict']})"
     for m in ("psnr", "lpips", "nose_err_px")) + "."
 display(Markdown(ema_words))
 
@@ -260,7 +260,7 @@ io.atomic_write_text(paths.results / "frontier.md", summary_md + "\n")
 lines = []
 for metric in ("psnr", "lpips"):
     w, r, t = (stats.find(parts[k], metric) for k in ("whole", "recipe", "term"))
-    lines.append(f"* **v1 → v2, {stats.METRIC_LABELS.get(metric, metric)} {stats.format_diff(w)}:** the perceptual "
+    lines.append(f"* **v1 → v2, {stats.metric_label(metric)} {stats.format_diff(w)}:** the perceptual "
                  f"term {stats.format_diff(t)} ({t['verdict']}), the rest of the recipe {stats.format_diff(r)} "
                  f"({r['verdict']}).")
 display(Markdown("\n".join(lines)))

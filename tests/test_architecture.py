@@ -116,7 +116,7 @@ def test_the_package_has_no_import_cycle():
 
 # The layers, lowest first: a module imports only modules of lower layers. The command lines sit on top.
 LAYERS = (
-    ("io", "progress", "timing"),                                # atomic files; progress lines; phase times
+    ("io", "progress", "timing", "metric_specs"),                # atomic files; progress lines; phase times; metric table
     ("config",),                                                  # paths, profiles, parameter rules
     ("params", "data", "weights", "synthetic", "losses"),         # parameter rules, crops and manifest, weights, losses
     ("zoo", "metrics", "downstream", "datasets", "accel", "instrument"),  # ...; a landmark model against the annotations

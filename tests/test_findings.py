@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from thermsr_utils import findings, stats
+from thermsr_utils.metric_specs import METRICS
 
 
 def _rows(method, psnr, lpips, nose, ids, datasets):
@@ -111,7 +112,7 @@ def test_trade_off_words_say_what_v2_traded_and_where_the_split_is():
 # The noise floor rule against the write-up; both landmark models; failure rates
 # ------------------------------------------------------------------------------------------------
 def _nose(diff, lo, hi, metric="nose_err_px", split="all", **extra):
-    c = {"base": "zs", "new": "v1", "split": split, "metric": metric, "stat": stats.METRIC_STAT[metric],
+    c = {"base": "zs", "new": "v1", "split": split, "metric": metric, "stat": METRICS[metric].stat,
          "base_value": 2.0, "new_value": 2.0 + diff, "diff": diff, "lo": lo, "hi": hi, "n": 40}
     return {**c, "verdict": stats.verdict(c, metric), **extra}
 

@@ -125,7 +125,7 @@ def test_metric_dots_start_the_axis_at_the_values_and_say_so(tmp_path):
 
 def test_metric_dots_start_at_zero_when_zero_is_near(tmp_path):
     table = [{"method": m, "split": "all", "lpips": v} for m, v in (("a", 0.05), ("b", 0.2))]
-    fig = plots.metric_dots(table, "lpips", tmp_path / "d.png", lower_is_better=True)
+    fig = plots.metric_dots(table, "lpips", tmp_path / "d.png")
     assert fig.axes[0].get_xlim()[0] == 0 and "not at 0" not in fig.axes[0].get_xlabel()
     plt.close(fig)
 

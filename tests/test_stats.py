@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from thermsr_utils import stats
+from thermsr_utils.metric_specs import METRICS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ def test_resampling_unit_names_the_crop_and_the_missing_field_in_one_sentence(ro
 def test_verdict_respects_direction_for_lower_is_better_metrics():
     lower = {"lo": -0.03, "hi": -0.01}
     higher = {"lo": 0.01, "hi": 0.03}
-    d = stats.METRIC_DIRECTION["lpips"]
+    d = METRICS["lpips"].direction
     assert d == -1
     assert stats.verdict(lower, d) == "better" and stats.verdict(higher, d) == "worse"
     assert stats.verdict(lower, "lpips") == "better" and stats.verdict(lower, "psnr") == "worse"
@@ -252,9 +253,9 @@ def test_verdict_respects_direction_for_lower_is_better_metrics():
 
 def test_metric_stat_is_median_only_for_the_nose_errors():
     medians = {"nose_err_px", "nose_gt_err_sr", "nose2_err_px", "nose2_gt_err_sr"}
-    assert {k for k, v in stats.METRIC_STAT.items() if v == "median"} == medians
-    assert {v for k, v in stats.METRIC_STAT.items() if k not in medians} == {"mean"}
-    assert stats.METRIC_STAT["nose_fail"] == stats.METRIC_STAT["nose2_fail"] == "mean"
+    assert {k for k, m in METRICS.items() if m.stat == "median"} == medians
+    assert {m.stat for k, m in METRICS.items() if k not in medians} == {"mean"}
+    assert METRICS["nose_fail"].stat == METRICS["nose2_fail"].stat == "mean"
 
 
 def test_derive_gaps():
@@ -350,14 +351,14 @@ def test_compare_adds_the_nose_failure_rate_true_nose_error_and_second_model_whe
 
 def test_nose_labels_name_their_landmark_model():
     models = {"nose": "RetinaFace", "nose2": "dlib"}
-    assert stats.metric_label("nose_err_px") == "nose median" == stats.METRIC_LABELS["nose_err_px"]
+    assert stats.metric_label("nose_err_px") == "nose median" == METRICS["nose_err_px"].label
     assert stats.metric_label("nose2_err_px") == "nose median (model 2)"
     assert stats.metric_label("nose_err_px", models) == "nose median (RetinaFace)"
     assert stats.metric_label("nose2_fail", models) == "nose failure rate (dlib)"
     assert stats.metric_label("nose2_gt_err_sr", {"nose": "RetinaFace"}) == "nose median to true nose (model 2)"
     assert stats.metric_label("psnr", models) == "PSNR" and stats.metric_label("xyz") == "xyz"
     assert (stats.model_name("nose"), stats.model_name("nose2", models)) == ("landmark model 1", "dlib")
-    assert {stats.METRIC_DIRECTION[m] for m in stats.NOSE_METRICS} == {-1}
+    assert {METRICS[m].direction for m in stats.NOSE_METRICS} == {-1}
 
 
 def test_compare_refuses_rows_without_their_unit():
@@ -465,9 +466,9 @@ def test_read_comparisons_gives_back_what_was_written(tmp_path):
 # recommend
 # ------------------------------------------------------------------------------------------------
 def _c(base, new, metric, base_value, diff, lo, hi, split="all"):
-    c = {"base": base, "new": new, "split": split, "metric": metric, "stat": stats.METRIC_STAT[metric],
+    c = {"base": base, "new": new, "split": split, "metric": metric, "stat": METRICS[metric].stat,
          "base_value": base_value, "new_value": base_value + diff, "diff": diff, "lo": lo, "hi": hi, "n": 30}
-    return {**c, "verdict": stats.verdict(c, stats.METRIC_DIRECTION[metric])}
+    return {**c, "verdict": stats.verdict(c, METRICS[metric].direction)}
 
 
 def _table(v2_psnr_vs_v1=(-0.8, -1.0, -0.6)):
@@ -637,3 +638,14 @@ def test_every_caption_names_the_bootstrap_unit():
         text = evaluate.caption("smoke", prov)
         assert text.startswith("profile smoke") and "bootstrap unit: subject/frame" in text
         assert text.endswith("sources: provenance appendix")
+
+
+def test_the_metric_table_writes_headings_values_and_directions():
+    psnr, fail = METRICS["psnr"], METRICS["nose2_fail"]
+    assert (psnr.heading(arrow=True), psnr.heading(unit=True), psnr.text(30.123, unit=True)) == (
+        "PSNR ↑", "PSNR (dB)", "30.12 dB")
+    assert METRICS["nose_err_px"].heading(unit=True, arrow=True) == "Nose median (px) ↓"
+    assert (fail.text(0.125), fail.suffix, fail.model, fail.kind, fail.label) == (
+        "12.5 %", " pp", "nose2", "fail", "nose failure rate (model 2)")
+    with pytest.raises(ValueError, match="no better direction"):
+        METRICS["grad_ratio"].direction

@@ -20,6 +20,7 @@ from . import data, instrument, timing
 from .progress import LineProgress, plain_progress
 from .io import (atomic_write_csv_and_md, atomic_write_json, atomic_write_text, markdown_table, read_image, read_json,
                  write_png)
+from .metric_specs import METRICS
 
 SPLITS = ("all", *data.DATASET_LABELS.values())
 # A nose model's per-crop columns (prefix nose_ for the primary model, nose2_ for the second): found on HR / SR,
@@ -30,12 +31,18 @@ NOSE_KEYS = ("hr_found", "sr_found", "err_px", "gt_err_hr", "gt_err_sr", "fail")
 ROW_FIELDS = ["id", "dataset", "subject", "source", "palette", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists",
               "lpips_vgg", "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px", "nose_gt_err_hr", "nose_gt_err_sr",
               "nose_fail", *(f"nose2_{k}" for k in NOSE_KEYS)]
-TABLE_COLUMNS = [("method", "Method"), ("split", "Split"), ("n", "N"), ("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"),
-                 ("lpips", "LPIPS ↓"), ("dists", "DISTS ↓"), ("nose_median", "Nose median (px) ↓"),
-                 ("nose_mean", "Nose mean (px) ↓"), ("nose_failed_hr", "Nose failed on HR"),
-                 ("nose_failed_sr", "Nose failed on SR"), ("nose2_median", "Nose 2 median (px) ↓"),
-                 ("nose2_mean", "Nose 2 mean (px) ↓"), ("nose2_failed_hr", "Nose 2 failed on HR"),
-                 ("nose2_failed_sr", "Nose 2 failed on SR")]
+
+
+def _nose_columns(prefix: str, name: str) -> list[tuple[str, str]]:
+    """A landmark model's result columns: median and mean of its displacement, its misses on HR and on SR."""
+    err = METRICS[f"{prefix}_err_px"]
+    return [*((f"{prefix}_{s}", f"{name} {s} ({err.unit}) {err.arrow}") for s in ("median", "mean")),
+            *((f"{prefix}_failed_{x.lower()}", f"{name} failed on {x}") for x in ("HR", "SR"))]
+
+
+TABLE_COLUMNS = [("method", "Method"), ("split", "Split"), ("n", "N"),
+                 *((k, METRICS[k].heading(arrow=True)) for k in ("psnr", "ssim", "lpips", "dists")),
+                 *_nose_columns("nose", "Nose"), *_nose_columns("nose2", "Nose 2")]
 # Columns a table shows only where at least one of its rows has a value (the second nose model is optional)
 OPTIONAL_COLUMNS = ("nose2_median", "nose2_mean", "nose2_failed_hr", "nose2_failed_sr")
 # The caption's words for what every interval resamples (stats.resampling_unit: SF-TL54 subject / ThermEval-D frame)
@@ -425,9 +432,7 @@ def _fmt(key, value) -> str:
         return str(value)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    if key in PERCEPTUAL_KEYS:
-        return f"{value:.4f}"
-    return f"{value:.3f}" if key in ("ssim", "ssim_y", "grad_ratio", "hf_ratio") else f"{value:.2f}"
+    return METRICS[key].text(value) if key in METRICS else f"{value:.2f}"   # the nose medians and means: px
 
 
 def _has_value(value) -> bool:

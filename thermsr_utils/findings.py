@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping
 
 from . import stats
+from .metric_specs import METRICS, spec
 
 SPLITS = ("all", "SF-TL54", "ThermEval-D")
 # The write-up's bicubic PSNR on the table crops: in its text (the recommendation table), not in reference_results.csv.
@@ -87,10 +88,12 @@ def reported_v1_story(table=None) -> str:
 
     zs, v1 = row("zero-shot", "all"), row("v1-l1", "all")
     zs_te, v1_te = row("zero-shot", "ThermEval-D"), row("v1-l1", "ThermEval-D")
-    return (f"The write-up's v1 finetune raised test PSNR by {v1['psnr'] - zs['psnr']:.2f} dB over the zero-shot "
-            f"DRLN ({zs['psnr']:.2f} → {v1['psnr']:.2f} dB), yet the downstream nose error did not clearly improve "
-            f"(median {zs['nose_median_px']:.2f} → {v1['nose_median_px']:.2f} px overall, but "
-            f"{zs_te['nose_median_px']:.2f} → {v1_te['nose_median_px']:.2f} px on ThermEval-D).")
+    db, px = METRICS["psnr"], METRICS["nose_err_px"]
+    return (f"The write-up's v1 finetune raised test PSNR by {db.text(v1['psnr'] - zs['psnr'], unit=True)} over the "
+            f"zero-shot DRLN ({db.text(zs['psnr'])} → {db.text(v1['psnr'], unit=True)}), yet the downstream nose "
+            f"error did not clearly improve (median {px.text(zs['nose_median_px'])} → "
+            f"{px.text(v1['nose_median_px'], unit=True)} overall, but {px.text(zs_te['nose_median_px'])} → "
+            f"{px.text(v1_te['nose_median_px'], unit=True)} on ThermEval-D).")
 
 
 def _sign(x: float) -> int:
@@ -110,11 +113,12 @@ def _floor(floor_px, prefix: str) -> float:
 
 def _is_nose_px(metric: str) -> bool:
     """A nose metric measured in pixels (a displacement or an error against the true nose), where a floor applies."""
-    return stats.nose_model(metric) is not None and not metric.endswith("_fail")
+    m = spec(metric)
+    return bool(m.model) and m.unit == "px"
 
 
 def _direction_word(diff: float, metric: str) -> str:
-    return "better" if (diff > 0) == (stats.METRIC_DIRECTION.get(metric, +1) > 0) else "worse"
+    return "better" if (diff > 0) == (spec(metric).direction > 0) else "worse"
 
 
 def reported_category(reported: float, metric: str, floor: float = 0.0) -> str:
@@ -145,7 +149,7 @@ def against_reported(c: dict, reported: float | None, floor: float = 0.0) -> dic
     "as in the write-up" only when both are the same, "unlike the write-up" otherwise. Returns {"reported",
     "measured", "same", "text"}; text is "" when there is nothing to compare (no reported value, not measured).
     """
-    unit = stats._FORMATS.get(c["metric"], (2, ""))[1]
+    unit = spec(c["metric"]).suffix
     rep_cat = reported_category(stats._float(reported), c["metric"], floor) if reported is not None else None
     mes_cat = measured_category(c, floor)
     out = {"reported": rep_cat, "measured": mes_cat, "same": rep_cat == mes_cat, "text": ""}

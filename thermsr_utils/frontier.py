@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from . import config, evaluate, io, stats
+from .metric_specs import METRICS as SPECS
 
 METRICS = ("psnr", "ssim", "lpips", "dists", "nose_err_px")
-TABLE_COLUMNS = [("method", "Method"), ("steps", "Steps"), ("n", "N"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("lpips", "LPIPS"),
-                 ("dists", "DISTS"), ("nose_err_px", "Nose median (px)")]
+TABLE_COLUMNS = [("method", "Method"), ("steps", "Steps"), ("n", "N"),
+                 *((m, SPECS[m].heading(unit=True)) for m in METRICS)]
 ROW_VERSION = "subject+source+palette+nose2"  # cached rows carry the fields the bootstrap resamples by
-_DIGITS = {"psnr": 2, "ssim": 3, "lpips": 4, "dists": 4, "nose_err_px": 2}
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def summarise(rows: list[dict], methods, *, n_boot: int = 2000, seed: int = 0) -
         row = {"method": method, "n": len(mine)}
         units = [stats.resampling_unit(r) for r in mine]
         for metric in METRICS:
-            ci = stats.interval([r.get(metric, math.nan) for r in mine], stats.METRIC_STAT[metric], n_boot=n_boot,
+            ci = stats.interval([r.get(metric, math.nan) for r in mine], SPECS[metric].stat, n_boot=n_boot,
                                 seed=seed, groups=units)
             row.update({metric: ci["value"], f"{metric}_lo": ci["lo"], f"{metric}_hi": ci["hi"]})
             if metric == "nose_err_px":
@@ -161,7 +161,7 @@ def summarise(rows: list[dict], methods, *, n_boot: int = 2000, seed: int = 0) -
 
 def non_dominated(summary: list[dict], x: str = "psnr", y: str = "lpips") -> list[str]:
     """Methods no other method beats on both ``x`` and ``y`` (each in its own better direction), ordered by x."""
-    dx, dy = stats.METRIC_DIRECTION[x], stats.METRIC_DIRECTION[y]
+    dx, dy = SPECS[x].direction, SPECS[y].direction
     pts = [(r["method"], dx * r[x], dy * r[y]) for r in summary if math.isfinite(r[x]) and math.isfinite(r[y])]
     keep = [m for m, a, b in pts
             if not any((a2 >= a and b2 >= b) and (a2 > a or b2 > b) for m2, a2, b2 in pts if m2 != m)]
@@ -184,10 +184,10 @@ def spread(summary: list[dict], metric: str) -> float:
 def table_markdown(summary: list[dict], caption: str) -> str:
     """The frontier table: one row per model, every metric as value [interval]."""
     def cell(r: dict, metric: str) -> str:
-        d = _DIGITS[metric]
+        m = SPECS[metric]
         if not math.isfinite(r[metric]):
             return "–"
-        return f"{r[metric]:.{d}f} [{r[metric + '_lo']:.{d}f}, {r[metric + '_hi']:.{d}f}]"
+        return f"{m.text(r[metric])} [{m.text(r[metric + '_lo'])}, {m.text(r[metric + '_hi'])}]"
     rows = ([r["method"], r.get("steps", "–"), r["n"], *(cell(r, m) for m in METRICS)] for r in summary)
     return io.markdown_table([label for _, label in TABLE_COLUMNS], rows, caption)
 
@@ -255,7 +255,7 @@ def decomposition_words(parts: dict[str, list[dict]], main_lambda: float) -> str
     out = []
     for metric in [c["metric"] for c in parts["whole"]]:
         w, r, t = (stats.find(parts[k], metric) for k in ("whole", "recipe", "term"))
-        name = stats.METRIC_LABELS.get(metric, metric)
+        name = stats.metric_label(metric)
         out.append(f"* **{name}**: v1 → v2 {stats.format_diff(w)} ({w['verdict']}) = the rest of the recipe (v1 → v2 at "
                    f"λ = 0) {stats.format_diff(r)} ({r['verdict']}) + the perceptual term (λ = 0 → {main_lambda:g}) "
                    f"{stats.format_diff(t)} ({t['verdict']})")
@@ -267,10 +267,10 @@ def blend_words(rows: list[dict], curve: list[dict], trained: list[dict], *, n_b
     blends = [r for r in curve if r["method"].startswith("blend")]
     if not blends:
         return ""
-    first, last = curve[0], curve[-1]
+    first, last, db, lp = curve[0], curve[-1], SPECS["psnr"], SPECS["lpips"]
     words = [f"Blending the weights of {first['method']} and {last['method']} traced {len(blends)} models between "
-             f"them without training, from {blends[0]['psnr']:.2f} dB / LPIPS {blends[0]['lpips']:.4f} to "
-             f"{blends[-1]['psnr']:.2f} dB / LPIPS {blends[-1]['lpips']:.4f}."]
+             f"them without training, from {db.text(blends[0]['psnr'], unit=True)} / LPIPS {lp.text(blends[0]['lpips'])} "
+             f"to {db.text(blends[-1]['psnr'], unit=True)} / LPIPS {lp.text(blends[-1]['lpips'])}."]
     if not trained:
         return words[0] + " No trained λ point lies between the ends to compare the blends with."
     for point in trained:
@@ -295,7 +295,7 @@ def seed_words(gaps: dict, v1_rows: list[dict], v2_rows: list[dict], metric: str
     per_seed = [stats.find(g, metric) for g in gaps.values()]
     widest = max(spread(v1_rows, metric), spread(v2_rows, metric))
     smallest = min(abs(c["diff"]) for c in per_seed)
-    name = stats.METRIC_LABELS.get(metric, metric)
+    name = stats.metric_label(metric)
     text = (f"v2 − v1 {name} per seed: " + "; ".join(f"seed {s} {stats.format_diff(c)}" for s, c in zip(gaps, per_seed))
             + f". The seed-to-seed range of either recipe's mean {name} is at most {widest:.4g}, ")
     if len(gaps) < 2:
@@ -326,9 +326,10 @@ def lr_words(rows: list[dict], main_lr: float) -> str:
     best = max(rows, key=lambda r: r["psnr"])
     below = [f"{r['lr']:g}" for r in rows if r["psnr"] < zero_shot]
     main = next(r for r in rows if r["lr"] == main_lr)
+    db = lambda x: SPECS["psnr"].text(x, unit=True)  # noqa: E731
     return (f"v1's validation PSNR after its {main['epochs']} epochs, by learning rate: "
-            + ", ".join(f"{r['lr']:g} → {r['psnr']:.2f} dB" for r in rows)
-            + f" (the zero-shot model: {zero_shot:.2f} dB). The best is {best['lr']:g}; this run's {main_lr:g} is "
-            + ("that rate." if best["lr"] == main_lr else f"{best['psnr'] - main['psnr']:.2f} dB below it.")
+            + ", ".join(f"{r['lr']:g} → {db(r['psnr'])}" for r in rows)
+            + f" (the zero-shot model: {db(zero_shot)}). The best is {best['lr']:g}; this run's {main_lr:g} is "
+            + ("that rate." if best["lr"] == main_lr else f"{db(best['psnr'] - main['psnr'])} below it.")
             + (f" Below zero-shot: {', '.join(below)}." if below else " No rate fell below zero-shot.")
             + " These are validation crops, so the choice does not peek at the test crops.")

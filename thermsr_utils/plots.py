@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io as tio
-from . import timing
+from . import io as tio, timing
+from .metric_specs import METRICS
 
 NOSE_TIP = 30  # SF-TL54 landmark index of the nose tip (0-based)
 _PERSON, _NOSE = 0, 3  # ThermEval-D category ids
@@ -447,9 +447,10 @@ def method_panel(crops_dir, sr_dir, recs, methods, out_path, *, caption=None, ti
 
 
 _SPLIT_MARKERS = ("o", "s", "D", "^", "v", "P")
+_DISTORTION_AXIS = f"{METRICS['psnr'].heading(unit=True)}, → less distortion"   # the planes' x axis
 
 
-def metric_dots(table, metric, out_path, *, label=None, caption=None, lower_is_better=False, title=None):
+def metric_dots(table, metric, out_path, *, label=None, caption=None, title=None):
     """``metric`` per method (a row each, top down) and split (a marker each) from an aggregated table, as points
     with their value beside them, and whiskers where the rows carry ``<metric>_lo`` / ``<metric>_hi``.
 
@@ -481,9 +482,8 @@ def metric_dots(table, metric, out_path, *, label=None, caption=None, lower_is_b
     ax.grid(axis="x", alpha=0.3)
     for edge in np.arange(len(methods) - 1) + 0.5:
         ax.axhline(edge, color="0.85", lw=0.8)
-    better = "lower" if lower_is_better else "higher"
     starts = f" · axis starts at {left:.3g}, not at 0" if left > 0 else ""
-    ax.set_xlabel(f"{label or metric} ({better} is better){starts}")
+    ax.set_xlabel(f"{label or metric} ({'higher' if METRICS[metric].higher_is_better else 'lower'} is better){starts}")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(splits), fontsize=8, frameon=False)
     fig.suptitle(title or f"{label or metric} per method and split", fontsize=10)
     return save_figure(fig, out_path, caption)
@@ -668,7 +668,7 @@ def perception_distortion(table, out_path, *, split="all", axes_spec=(("lpips", 
         pts = [(float(r["psnr"]), float(r[key]), r["method"]) for r in rows]
         for k, (x, y, _) in enumerate(pts):
             ax.scatter(x, y, s=40, color=f"C{k}", zorder=3)
-        ax.set_xlabel("PSNR (dB), → less distortion"), ax.set_ylabel(f"{label}, ↓ better")
+        ax.set_xlabel(_DISTORTION_AXIS), ax.set_ylabel(f"{label}, ↓ better")
         ax.margins(x=0.15, y=0.15)
         ax.grid(alpha=0.3)
         panels.append(pts)
@@ -703,7 +703,7 @@ def plane_with_intervals(groups: dict, out_path, *, metrics=(("lpips", "LPIPS"),
             ax.scatter([every[mark]["psnr"]], [every[mark][key]], marker="*", s=160, facecolors="none",
                        edgecolors="k", linewidths=1.0, label=f"{mark} (the write-up's λ)", zorder=5)
             labels[-1][1].append((every[mark]["psnr"], every[mark][key], 9.0))
-        ax.set_xlabel("PSNR (dB), → less distortion"), ax.set_ylabel(f"{label}, ↓ better")
+        ax.set_xlabel(_DISTORTION_AXIS), ax.set_ylabel(f"{label}, ↓ better")
         ax.margins(x=0.08, y=0.1)
         ax.grid(alpha=0.3)
     handles = {lab: h for ax in axs for h, lab in zip(*ax.get_legend_handles_labels())}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,40 +27,12 @@ import numpy as np
 from .data import DATASET_LABELS
 from .evaluate import SPLITS
 from .io import atomic_write_csv_and_md, markdown_table
+from .metric_specs import METRICS, NOSE_MODELS, spec
 
-# The landmark models' column prefixes (the write-up's model first) and each model's downstream metrics:
-# suffix → (label, stat, decimals, unit). Every one is lower-is-better.
-NOSE_MODELS = ("nose", "nose2")
-_NOSE_KINDS = {"err_px": ("nose median", "median", 2, " px"),
-               "fail": ("nose failure rate", "mean", 1, " pp"),
-               "gt_err_sr": ("nose median to true nose", "median", 2, " px")}
 # every nose comparison metric: per model, displacement, failure rate and error against the true nose
-NOSE_METRICS = tuple(f"{m}_{k}" for m in NOSE_MODELS for k in _NOSE_KINDS)
-_NOSE_RE = re.compile(r"^(nose\d*)_(" + "|".join(_NOSE_KINDS) + r")$")
-# metric → (model prefix, kind) of every nose metric; rates are shown in percent and percentage points
-_NOSE_PARTS = {m: _NOSE_RE.match(m).groups() for m in NOSE_METRICS}
-_PERCENT = {m for m, (_, kind) in _NOSE_PARTS.items() if kind == "fail"}
-
-# +1: higher is better, −1: lower is better
-METRIC_DIRECTION = {"psnr": +1, "ssim": +1, "psnr_y": +1, "ssim_y": +1, "lpips": -1, "lpips_vgg": -1,
-                    "dists": -1, "nose_err_px": -1, "grad_gap": -1, "hf_gap": -1,
-                    **{m: -1 for m in NOSE_METRICS}}
-# the statistic compared per metric: the nose errors are heavy-tailed, so their medians are compared; the
-# failure rates are means of 0/1 flags
-METRIC_STAT = {**{m: "mean" for m in METRIC_DIRECTION},
-               **{m: _NOSE_KINDS[kind][1] for m, (_, kind) in _NOSE_PARTS.items()}}
+NOSE_METRICS = tuple(k for k, m in METRICS.items() if m.model)
 DEFAULT_METRICS = ("psnr", "ssim", "lpips", "dists", "nose_err_px")
 PERCEPTUAL_METRICS = ("lpips", "dists", "nose_err_px")
-METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS",
-                 "lpips_vgg": "LPIPS-VGG", "dists": "DISTS", "nose_err_px": "nose median",
-                 "grad_gap": "gradient gap", "hf_gap": "high-frequency gap",
-                 # the first model's plain ("nose median", as before), another's numbered ("nose median (model 2)")
-                 **{m: _NOSE_KINDS[kind][0] + ("" if model == "nose" else f" (model {model[4:]})")
-                    for m, (model, kind) in _NOSE_PARTS.items()}}
-# (decimals, unit) of format_diff per metric; anything else: 3 decimals, no unit
-_FORMATS = {"psnr": (2, " dB"), "psnr_y": (2, " dB"), "ssim": (3, ""), "ssim_y": (3, ""), "lpips": (4, ""),
-            "dists": (4, ""), "lpips_vgg": (4, ""),
-            **{m: _NOSE_KINDS[kind][2:] for m, (_, kind) in _NOSE_PARTS.items()}}
 
 
 def model_name(prefix: str, models: Mapping[str, str] | None = None) -> str:
@@ -74,18 +45,17 @@ def model_name(prefix: str, models: Mapping[str, str] | None = None) -> str:
 
 def nose_model(metric: str) -> str | None:
     """The landmark model prefix of a nose metric ("nose" for "nose_fail", "nose2" for "nose2_err_px"), else None."""
-    m = _NOSE_RE.match(metric)
-    return m.group(1) if m else None
+    return spec(metric).model or None
 
 
 def metric_label(metric: str, models: Mapping[str, str] | None = None) -> str:
     """A metric's display label. Nose metrics name their landmark model when ``models`` maps its prefix
     ("nose median (RetinaFace)", "nose failure rate (dlib)"); without a name, the first model's metrics keep
     their plain label ("nose median") and another's is numbered ("nose median (model 2)")."""
-    m = _NOSE_RE.match(metric)
-    if m and models and models.get(m.group(1)):
-        return f"{_NOSE_KINDS[m.group(2)][0]} ({models[m.group(1)]})"
-    return METRIC_LABELS.get(metric, metric)
+    m = spec(metric)
+    if m.model and models and models.get(m.model):
+        return f"{METRICS['nose_' + m.kind].label} ({models[m.model]})"
+    return m.label
 
 
 _GAPS = {"grad_gap": "grad_ratio", "hf_gap": "hf_ratio"}
@@ -262,7 +232,7 @@ def verdict(ci: dict, direction: int | str) -> str:
     """"better" / "worse" when ci's [lo, hi] excludes 0 on the good / bad side of ``direction`` (+1, −1 or a
     metric name), "no detectable difference" when it contains 0, "not measured" when it is NaN."""
     if isinstance(direction, str):
-        direction = METRIC_DIRECTION[direction]
+        direction = METRICS[direction].direction
     lo, hi = _float(ci["lo"]), _float(ci["hi"])
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "not measured"
@@ -295,7 +265,7 @@ def _in_split(row: dict, split: str) -> bool:
 
 def _comparison(pairs: list[tuple[dict, dict]], groups, metric: str, n_boot: int, seed: int, level: float) -> dict:
     """The paired bootstrap of ``metric`` over (base row, new row) ``pairs`` (groups: their unit keys or None)."""
-    stat = METRIC_STAT.get(metric, "mean")
+    stat = spec(metric).stat
     va = np.array([_float(a.get(metric)) for a, _ in pairs], float)
     vb = np.array([_float(b.get(metric)) for _, b in pairs], float)
     ci = paired_bootstrap(va, vb, stat=stat, n_boot=n_boot, seed=seed, level=level, groups=groups)
@@ -303,7 +273,7 @@ def _comparison(pairs: list[tuple[dict, dict]], groups, metric: str, n_boot: int
     return {"metric": metric, "stat": stat, "base_value": float(_stat(fa, stat)) if fa.size else math.nan,
             "new_value": float(_stat(fb, stat)) if fb.size else math.nan, "diff": ci["diff"], "lo": ci["lo"],
             "hi": ci["hi"], "n": ci["n"], "n_dropped": ci["n_dropped"],
-            "verdict": verdict(ci, METRIC_DIRECTION.get(metric, +1)), "n_units": ci["n_units"], "p": ci["p"]}
+            "verdict": verdict(ci, spec(metric).direction), "n_units": ci["n_units"], "p": ci["p"]}
 
 
 def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, ids=None, n_boot: int = 2000,
@@ -313,12 +283,12 @@ def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, 
     ``metrics`` defaults to DEFAULT_METRICS, less any no row carries, followed by the other NOSE_METRICS (failure
     rates, errors against the true nose, a second landmark model's) that at least one compared crop carries a
     finite value of; ``grad_gap``/``hf_gap`` are derived from the ratios when asked for. Each metric's statistic
-    is METRIC_STAT's. ``unit="subject/frame"`` resamples the ``resampling_unit`` of each base row with all its
-    crops (a row without subject/source is a ValueError); ``unit="crop"`` resamples crops. Returns rows
-    {"base", "new", "split", "metric", "stat", "base_value", "new_value", "diff", "lo", "hi", "n", "n_dropped",
-    "verdict", "n_units", "unit", "p", "n_boot"}, where the values are the statistic over the crops used (both
-    values finite), n counts crops, n_units the units they belong to, p is the bootstrap p-value of the same
-    replicates (``paired_bootstrap``), and a split without crops is NaN, n 0.
+    is its ``metric_specs.METRICS`` entry's. ``unit="subject/frame"`` resamples the ``resampling_unit`` of each
+    base row with all its crops (a row without subject/source is a ValueError); ``unit="crop"`` resamples crops.
+    Returns rows {"base", "new", "split", "metric", "stat", "base_value", "new_value", "diff", "lo", "hi", "n",
+    "n_dropped", "verdict", "n_units", "unit", "p", "n_boot"}, where the values are the statistic over the crops
+    used (both values finite), n counts crops, n_units the units they belong to, p is the bootstrap p-value of the
+    same replicates (``paired_bootstrap``), and a split without crops is NaN, n 0.
     """
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
@@ -422,7 +392,7 @@ def holm(comparisons: list[dict], family=is_nose, alpha: float = 0.05) -> list[d
         if not math.isfinite(p):
             c["verdict_holm"] = "not measured"
         elif p <= alpha and diff != 0 and math.isfinite(diff):
-            c["verdict_holm"] = "better" if (diff > 0) == (METRIC_DIRECTION.get(c["metric"], +1) > 0) else "worse"
+            c["verdict_holm"] = "better" if (diff > 0) == (spec(c["metric"]).direction > 0) else "worse"
         else:
             c["verdict_holm"] = "indistinguishable"
     return out
@@ -443,23 +413,21 @@ def final_verdict(c: dict) -> str:
 def format_diff(c: dict, digits: int | None = None) -> str:
     """"+1.23 dB [+0.98, +1.49]": the difference and its interval (psnr 2 dp dB, ssim 3, lpips/dists 4, nose 2 px,
     a failure rate in percentage points with 1 dp: "+3.3 pp [+1.0, +5.6]")."""
-    default, unit = _FORMATS.get(c["metric"], (3, ""))
-    d = default if digits is None else digits
-    scale = 100.0 if c["metric"] in _PERCENT else 1.0
+    m = spec(c["metric"])
+    d = m.digits if digits is None else digits
+    scale = 100.0 if m.percent else 1.0
     diff, lo, hi = (scale * _float(c[k]) for k in ("diff", "lo", "hi"))
     if not math.isfinite(diff):
         return "not measured"
 
     def num(x: float) -> str:
         return f"{x + 0.0:+.{d}f}" if math.isfinite(x) else "–"  # + 0.0 turns −0.0 into 0.0
-    return f"{num(diff)}{unit} [{num(lo)}, {num(hi)}]"
+    return f"{num(diff)}{m.suffix} [{num(lo)}, {num(hi)}]"
 
 
 def _value(metric: str, value) -> str:
     value = _float(value)
-    if metric in _PERCENT:
-        return f"{100 * value:.{_FORMATS[metric][0]}f} %" if math.isfinite(value) else "–"
-    return f"{value:.{_FORMATS.get(metric, (3, ''))[0]}f}" if math.isfinite(value) else "–"
+    return spec(metric).text(value) if math.isfinite(value) else "–"
 
 
 def format_p(p, n_boot=None, m: int = 1) -> str:
@@ -560,16 +528,13 @@ def _clause(c: dict, models: Mapping[str, str] | None = None) -> str:
     return f"{metric_label(c['metric'], models)} {c['new']} − {c['base']} {format_diff(c)} ({final_verdict(c)})"
 
 
-_NOSE_WORDS = {"err_px": "nose", "fail": "nose failures", "gt_err_sr": "nose to true nose"}
-
-
 def nose_clause(c: dict, models: Mapping[str, str] | None = None) -> str:
     """A nose comparison in the words of the evidence column: "nose: v2 − v1 +0.87 px [+0.21, +1.44] (worse,
     RetinaFace)" ("nose failures: …" for a failure rate, "nose to true nose: …" for the error against the
     generator's true nose); the verdict is Holm's where ``holm`` set one, the model named by ``model_name``."""
-    prefix, kind = _NOSE_RE.match(c["metric"]).groups()
-    return (f"{_NOSE_WORDS[kind]}: {c['new']} − {c['base']} {format_diff(c)} "
-            f"({final_verdict(c)}, {model_name(prefix, models)})")
+    m = METRICS[c["metric"]]
+    return (f"{m.words}: {c['new']} − {c['base']} {format_diff(c)} "
+            f"({final_verdict(c)}, {model_name(m.model, models)})")
 
 
 def _pixel_pick(rows: list[dict], split: str, metric: str) -> dict:
@@ -580,14 +545,14 @@ def _pixel_pick(rows: list[dict], split: str, metric: str) -> dict:
             values.setdefault(c["base"], _float(c["base_value"]))
             values.setdefault(c["new"], _float(c["new_value"]))
     ranked = sorted((m for m in values if math.isfinite(values[m])), key=lambda m: -values[m])
-    label = METRIC_LABELS.get(metric, metric)
+    label = spec(metric).label
     use = f"maximum {label} (pixel fidelity)"
     if not ranked:
         return {"use case": use, "pick": "not measured", "why": f"no method has a finite {label} on {split}"}
     top = ranked[0]
     others = [_oriented(rows, metric, split, top, m) for m in ranked[1:]]
     tied = [c["base"] for c in others if c["verdict"] != "better"]
-    value = f"{top} has the highest {label} ({_value(metric, values[top])}{_FORMATS.get(metric, (3, ''))[1]})"
+    value = f"{top} has the highest {label} ({_value(metric, values[top])}{spec(metric).suffix})"
     why = "; ".join([value] + [_clause(c) for c in others])
     if tied:
         return {"use case": use, "pick": " ≈ ".join([top, *tied]) + f" (no detectable {label} difference)",
