@@ -447,12 +447,6 @@ def write_plan(paths: config.RunPaths, plan: list[dict]) -> Path:
     return paths.root / FRONTIER_PLAN
 
 
-def frontier_points(all_notebooks: list[Notebook], reader: Notebook, params: dict, profile: str,
-                    overrides: dict | None = None) -> list[Point]:
-    """The sweep points of ``frontier_plan``."""
-    return frontier_plan(all_notebooks, reader, params, profile, overrides)[0]
-
-
 def _to_ipynb(nb: Notebook, folder: Path) -> Path:
     """Write the notebook built from its py:percent source into ``folder`` (atomically)."""
     import jupytext
