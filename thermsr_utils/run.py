@@ -2,7 +2,7 @@
 
     python -m thermsr_utils.run --profile smoke
     python -m thermsr_utils.run --profile demo --only 01_build_dataset 02_zero_shot_baselines
-    python -m thermsr_utils.run --profile demo --from 03 -p epochs 5
+    python -m thermsr_utils.run --profile demo --from 03 -p v1_epochs 5
 
 The py:percent file ``notebooks/NN_name.py`` is the source that runs (its .ipynb pair is for Jupyter and is
 kept identical by jupytext; a test checks the pairs). Executed copies land in
