@@ -476,14 +476,17 @@ def test_raw_tree_unchanged_and_crops_never_inside_it(tmp_path):
     assert (tree_hash(sf), tree_hash(te)) == before
 
 
-def test_select_and_load_manifest(tmp_path):
-    recs = [{"id": f"{d[:2]}_{i}", "dataset": d, "split": s}
-            for d in data.DATASETS for s in data.SPLITS for i in range(3)]
-    test = data.select(recs, "test", first_n=2)
-    assert [r["id"] for r in test] == ["sf_0", "sf_1", "th_0", "th_1"]
-    assert [r["id"] for r in data.select(recs, "val", "thermeval")] == ["th_0", "th_1", "th_2"]
-    with pytest.raises(ValueError, match="split"):
-        data.select(recs, "dev")
+def test_the_table_subset_is_the_first_test_crops_of_each_dataset():
+    """What notebooks 02, 04, 06 and 07 tabulate (``table_per_dataset``): the first n test crops of each dataset."""
+    from thermsr_utils import evaluate
+
+    recs = [{"id": f"{d[:2]}_{s}_{i}", "dataset": d, "split": s}
+            for s in data.SPLITS for d in reversed(data.DATASETS) for i in range(3)]
+    assert [r["id"] for r in evaluate.table_subset(recs, 2)] == ["sf_test_0", "sf_test_1", "th_test_0", "th_test_1"]
+    assert len(evaluate.table_subset(recs, None)) == 6 and evaluate.table_subset(recs, 0) == []
+
+
+def test_load_manifest_names_the_file_it_refuses(tmp_path):
     bad = tmp_path / "m.json"
     bad.write_text(json.dumps({"records": []}))
     with pytest.raises(ValueError, match=r"m\.json"):
@@ -649,8 +652,17 @@ def test_a_committed_manifest_from_before_the_palette_field_reads_as_gray(tmp_pa
     assert PARAMETER_RULES["palette"].choices == data.PALETTE_CHOICES
 
 
-def test_evaluation_rows_get_their_crops_palette():
-    records = [{"id": "sf_1", "palette": "iron"}, {"id": "sf_2"}, {"id": "te_3", "palette": "gray"}]
-    rows = [{"id": "sf_1", "psnr": 30.0}, {"id": "sf_2", "psnr": 31.0}, {"id": "other", "psnr": 1.0}]
-    out = data.with_palettes(rows, records)
-    assert [r["palette"] for r in out] == ["iron", "gray", None] and "palette" not in rows[0]
+def test_evaluation_rows_get_their_crops_palette(tmp_path):
+    """Each per-crop row of ``evaluate.evaluate_method`` (what the notebooks score with) carries its record's
+    palette; a record written before the field existed counts as gray."""
+    from thermsr_utils import evaluate
+
+    records = [{"id": "sf_1", "dataset": "sftl54", "path": "sf_1.png", "palette": "iron"},
+               {"id": "sf_2", "dataset": "sftl54", "path": "sf_2.png"},
+               {"id": "te_3", "dataset": "thermeval", "path": "te_3.png", "palette": "gray"}]
+    rng = np.random.default_rng(0)
+    for r in records:
+        io.write_png(tmp_path / r["path"], rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    rows = evaluate.evaluate_method("bicubic", evaluate.bicubic_method(), tmp_path, records,
+                                    evaluate.Scorer(pixel_extras=False), batch_size=2, progress=False)
+    assert [(r["id"], r["palette"]) for r in rows] == [("sf_1", "iron"), ("sf_2", "gray"), ("te_3", "gray")]

@@ -253,13 +253,28 @@ def test_entry_point_takes_the_notebooks_parameters():
 
 
 def _notebook_globals(nb_name: str, profile: str, overrides: dict) -> dict:
-    """The names a notebook's parameters cell defines once papermill has injected the runner's values."""
-    from thermsr_utils import run
+    """The names a notebook's parameters cell defines once papermill has injected the profile's values and the
+    overrides, worked out from the sources alone (not through the runner's parameter code): the cell read with
+    jupytext and executed as written, then the profile's entries that the cell declares, then the overrides."""
+    import jupytext
 
-    nb = run.select(run.discover(), only=[nb_name])[0]
-    namespace = dict(nb.parameters)
-    namespace.update(run.resolve_parameters([nb], profile, overrides)[nb.name])
+    from thermsr_utils import config
+
+    cells = [c for c in jupytext.read(config.NOTEBOOKS_DIR / f"{nb_name}.py").cells
+             if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, nb_name
+    namespace: dict = {}
+    exec(cells[0].source, {}, namespace)
+    namespace.update({k: v for k, v in config.profile_params(profile).items() if k in namespace})
+    namespace.update(overrides)
     return namespace
+
+
+@pytest.mark.parametrize("recipe, nb_name", [("v1", "03_v1_finetune"), ("v2", "05_v2_finetune")])
+@pytest.mark.parametrize("profile, overrides", [("smoke", {}), ("demo", {"seed": 3, "keep": "best"}),
+                                                ("paper", {"val_every": 7})])
+def test_entry_point_parameters_are_what_the_notebook_would_see(recipe, nb_name, profile, overrides):
+    assert train_cli.notebook_parameters(recipe, profile, overrides) == _notebook_globals(nb_name, profile, overrides)
 
 
 def _tiny_manifest(paths, side=32, n=6):
@@ -321,10 +336,10 @@ def test_entry_point_trains_what_the_notebook_builds(tmp_path, monkeypatch, name
 
 
 def test_recipe_builders_read_only_their_notebooks_parameters():
-    from thermsr_utils import recipes, run
+    from thermsr_utils import recipes
 
     for name, nb_name in train_cli.RECIPE_NOTEBOOKS.items():
-        declared = run.select(run.discover(), only=[nb_name])[0].parameters
+        declared = _notebook_globals(nb_name, "demo", {})
         assert set(recipes.PARAMETERS[name]) <= set(declared), name
     p = _notebook_globals("03_v1_finetune", "smoke", {})
     with pytest.raises(ValueError, match="v1_lr"):

@@ -534,12 +534,6 @@ def test_prepare_locator_refuses_unknown_models(tmp_path, empty_cache, network_c
     assert network_calls == []
 
 
-def test_heatmap_stand_in_is_retired():
-    for name in ("HeatmapNose", "HeatmapNoseLocator", "train_heatmap_locator", "save_locator", "load_locator",
-                 "soft_argmax", "gaussian_targets", "augment_batch"):
-        assert not hasattr(ds, name), name
-
-
 def test_prepare_locator_auto_prefers_cached_rtmlib(tmp_path, pose_onnx, empty_cache, network_calls):
     names = ds.rtmlib_expected_files("balanced")
     empty_cache.mkdir(parents=True)

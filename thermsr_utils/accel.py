@@ -264,13 +264,6 @@ class DevicePatchSampler:
             lr = area_downsample(hr, self.scale)
             yield lr.float().div_(255.0), hr.float().div_(255.0), weight
 
-    def describe(self) -> dict:
-        """The pipeline's settings as plain data, for run metadata."""
-        return {"pipeline": "device", "device": str(self.device), "n_images": self.n,
-                "patch": self.patch, "scale": self.scale, "augment": self.augment,
-                "resident_mb": round(self.images.numel() / 2**20, 1), "rank": self.rank,
-                "world_size": self.world_size}
-
 
 class _EpochView:
     """``DevicePatchSampler.epoch(e)`` with a length, as ``fit``'s loop expects of a loader."""

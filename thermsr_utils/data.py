@@ -465,14 +465,6 @@ def trained_on(records: list[dict]) -> dict:
             "datasets": sorted({r["dataset"] for r in train})}
 
 
-def with_palettes(rows: list[dict], records: list[dict]) -> list[dict]:
-    """Per-crop evaluation rows (``id`` keyed, as ``evaluate`` writes them) with ``palette`` set from the manifest
-    records of the same ids (``record_palette``), so tables can split gray from iron crops; rows of ids that no
-    record names keep what they have (None when nothing). Returns new row dicts."""
-    by_id = {r["id"]: record_palette(r) for r in records}
-    return [{**row, "palette": by_id.get(row.get("id"), row.get("palette"))} for row in rows]
-
-
 def _sftl54_candidates(root: Path, split: str, palette: str, pad: float, keep_square: bool,
                        min_crop_side: int, result: BuildResult, wanted=None) -> list[_Candidate]:
     """Every valid SF-TL54 crop of one split in one palette folder (reads each image once to learn its size);
@@ -825,23 +817,6 @@ def load_manifest(path) -> dict:
         raise ValueError(f"{path}: not a schema_version {SCHEMA_VERSION} manifest with a 'records' list")
     m["records"] = [_with_palette(r) if isinstance(r, dict) else r for r in m["records"]]
     return m
-
-
-def select(records: list[dict], split: str, dataset: str | None = None, first_n: int | None = None) -> list[dict]:
-    """Records of ``split`` (and ``dataset``), in manifest order; ``first_n`` keeps the first n *of each
-    dataset* (the write-up's tables use the first 60 test crops of each dataset)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-    if dataset is not None and dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
-    out, taken = [], {}
-    for r in sort_records([r for r in records if r["split"] == split
-                           and (dataset is None or r["dataset"] == dataset)]):
-        if first_n is not None and taken.get(r["dataset"], 0) >= first_n:
-            continue
-        taken[r["dataset"]] = taken.get(r["dataset"], 0) + 1
-        out.append(r)
-    return out
 
 
 def read_verified_crops(crops_dir, records: list[dict]) -> list[np.ndarray]:

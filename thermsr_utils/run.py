@@ -2,7 +2,7 @@
 
     python -m thermsr_utils.run --profile smoke
     python -m thermsr_utils.run --profile demo --only 01_build_dataset 02_zero_shot_baselines
-    python -m thermsr_utils.run --profile demo --from 03 -p epochs 5
+    python -m thermsr_utils.run --profile demo --from 03 -p v1_epochs 5
 
 The py:percent file ``notebooks/NN_name.py`` is the source that runs (its .ipynb pair is for Jupyter and is
 kept identical by jupytext; a test checks the pairs). Executed copies land in
@@ -445,12 +445,6 @@ def write_plan(paths: config.RunPaths, plan: list[dict]) -> Path:
     paths.root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(paths.root / FRONTIER_PLAN, {"profile": paths.profile, "entries": plan})
     return paths.root / FRONTIER_PLAN
-
-
-def frontier_points(all_notebooks: list[Notebook], reader: Notebook, params: dict, profile: str,
-                    overrides: dict | None = None) -> list[Point]:
-    """The sweep points of ``frontier_plan``."""
-    return frontier_plan(all_notebooks, reader, params, profile, overrides)[0]
 
 
 def _to_ipynb(nb: Notebook, folder: Path) -> Path:

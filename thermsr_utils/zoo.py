@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import weights
-from .weights import RegistryFile, WeightsIntegrityError, WeightsUnavailable
+from .weights import RegistryFile, WeightsIntegrityError
 from .io import load_torch
 
 SCALE = 4
@@ -88,11 +88,6 @@ ZOO: dict[str, dict] = {
 }
 
 
-def names() -> list[str]:
-    """The zoo's short names."""
-    return list(ZOO)
-
-
 def _spec(name: str) -> dict:
     if name not in ZOO:
         raise ValueError(f"unknown zoo model {name!r}; choose one of {', '.join(ZOO)}")
@@ -101,20 +96,6 @@ def _spec(name: str) -> dict:
 
 def _describe(key: str) -> dict:
     return weights.describe(key)
-
-
-def _locate(key: str) -> Path:
-    """Path of the pinned file ``key`` in its installed distribution (version and sha256 checked)."""
-    return weights.locate(key)
-
-
-def available(name: str) -> bool:
-    """True when the pinned file of zoo model ``name`` is installed at its version and sha256."""
-    try:
-        _locate(_spec(name)["key"])
-    except (WeightsUnavailable, WeightsIntegrityError):
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
