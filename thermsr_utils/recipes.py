@@ -68,6 +68,14 @@ def recipe(name: str, p: Mapping) -> Recipe:
                      batch_size=q["v2_batch_size"], ema_half_life=q["v2_ema_half_life"], **common)
 
 
+def writeup(name: str) -> Recipe:
+    """The write-up's ``name`` recipe ("v1" or "v2"): the one notebook 03 or 05 builds from the paper profile's
+    parameters (e.g. for a benchmark at the write-up's settings)."""
+    from .config import profile_params
+
+    return recipe(name, profile_params("paper"))
+
+
 def build(name: str, p: Mapping, crops_dir, records, device) -> Built:
     """Recipe, loss, LPIPS metric and datasets of ``name`` from the notebook parameters ``p`` (a notebook's
     globals or ``train_cli``'s resolved parameters; only the names in ``PARAMETERS[name]`` are read)."""
