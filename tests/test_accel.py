@@ -343,7 +343,7 @@ def test_execution_uses_channels_last_with_bf16(monkeypatch, native):
 
 
 def test_recipe_defaults_and_checks_for_the_fast_path():
-    r = Recipe.v1()
+    r = Recipe.v1(epochs=2, lr=1e-3, batch_size=4, patch=16)
     assert (r.amp, r.fast, r.compile) == ("auto", None, False)
     with pytest.raises(ValueError, match="fast"):
         dataclasses.replace(r, fast="on")

@@ -118,8 +118,9 @@ def test_the_package_has_no_import_cycle():
 LAYERS = (
     ("io", "progress", "timing", "metric_specs"),                # atomic files; progress lines; phase times; metric table
     ("config",),                                                  # paths, profiles, parameter rules
-    ("params", "data", "weights", "synthetic", "losses"),         # parameter rules, crops and manifest, weights, losses
-    ("zoo", "metrics", "downstream", "datasets", "accel", "instrument"),  # ...; a landmark model against the annotations
+    ("params", "data", "weights", "synthetic"),                   # parameter rules, crops and manifest, weights
+    ("zoo", "metrics", "downstream", "datasets", "accel", "instrument", "losses"),  # ...; a landmark model against the
+                                                                  # annotations; losses (weights checked by params)
     ("models",),
     ("checkpoint", "evaluate"),
     ("train", "stats", "plots"),

@@ -354,7 +354,7 @@ def test_protocol_table_sets_the_run_beside_the_reported_protocol():
     from thermsr_utils import findings, recipes
 
     reported = {"optimizer": {"v1": "AdamW lr=1e-5", "v2": "AdamW peak"}, "ema": {"v1": "none", "v2": "decay 0.999"}}
-    r = Recipe.v2(epochs=7, warmup=0.25, ema_half_life=0.1)
+    r = Recipe.v2(epochs=7, lr=2e-5, batch_size=16, warmup=0.25, ema_half_life=0.1)
     md = recipes.protocol_table(r, "0.05·LPIPS", reported)
     lines = md.splitlines()
     assert lines[0] == "| setting | the write-up | this run |"
@@ -369,7 +369,7 @@ def test_protocol_table_sets_the_run_beside_the_reported_protocol():
     assert ("| schedule | — | linear warmup over 25.0 % of the steps (7 steps), then cosine over 7 epochs "
             "(28 optimizer steps), stepped every optimizer step |") in sized
     assert f"| ema | decay 0.999 | half-life 10.0 % of the run's steps (decay {0.5 ** (1 / 2.8):.4f}), validated and kept |" in sized
-    last = recipes.protocol_table(Recipe.v1(keep="last"), None, reported).splitlines()
+    last = recipes.protocol_table(Recipe.v1(epochs=60, lr=1e-5, batch_size=16, patch=128, keep="last"), None, reported).splitlines()
     assert "| kept | — | the last epoch's model copy |" in last and "| ema | none | none |" in last
     assert "| schedule | — | cosine over 60 epochs, stepped every optimizer step |" in last
     assert findings.reported_protocol()["hr_patch"]["v2"].startswith("random 192x192")

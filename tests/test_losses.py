@@ -174,13 +174,27 @@ def test_combined_all_zero_weights_is_an_error():
 
 
 # ------------------------------------------------------------------------------- make_loss
-def test_make_loss_recipes_and_default_weights():
+def test_make_loss_recipes_take_the_weight_they_are_given():
     assert [(n, w) for n, w, _ in make_loss("l1").terms] == [("l1", 1.0)]
-    assert [(n, w) for n, w, _ in make_loss("l1+fft").terms] == [("l1", 1.0), ("fft", 16.0)]
     assert [(n, w) for n, w, _ in make_loss("l1+fft", weight=0.5).terms] == [("l1", 1.0), ("fft", 0.5)]
-    lp = make_loss("l1+lpips", lpips_metric=FakeLPIPS())
+    lp = make_loss("l1+lpips", weight=0.05, lpips_metric=FakeLPIPS())
     assert [(n, w) for n, w, _ in lp.terms] == [("l1", 1.0), ("lpips", 0.05)]
     assert "fake-lpips" in lp.describe()[1]["fn"]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: make_loss("l1+lpips", weight=-0.05, lpips_metric=FakeLPIPS()),
+     "parameter 'lpips_weight' = -0.05 is not allowed: expected a number ≥ 0"),
+    (lambda: make_loss("l1+fft", weight=float("inf")),
+     "parameter 'fft_weight' = inf is not allowed: expected a number ≥ 0"),
+    (lambda: losses.v2_loss("perceptual", FakeLPIPS(), lpips_weight=0.05, fft_weight=16.0),
+     "parameter 'v2_perceptual' = 'perceptual' is not allowed: expected one of 'lpips', 'fft'"),
+])
+def test_a_bad_weight_or_choice_gets_the_runners_message(call, message):
+    # the rule is params' (the runner checks the same values with it): one message for one bad value
+    with pytest.raises(ValueError) as err:
+        call()
+    assert str(err.value) == message
 
 
 def test_make_loss_lpips_recipe_uses_the_metric_on_clamped_output():
@@ -197,6 +211,7 @@ def test_make_loss_lpips_recipe_uses_the_metric_on_clamped_output():
     ({"name": "l2"}, "unknown loss"),
     ({"name": "l1+lpips"}, "lpips_metric"),
     ({"name": "l1", "weight": 0.1}, "weight"),
+    ({"name": "l1+fft"}, "needs the weight"),
 ])
 def test_make_loss_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -205,7 +220,7 @@ def test_make_loss_errors(kwargs, match):
 
 def test_describe_loss_of_plain_function_and_combined():
     assert losses.describe_loss(l1_loss) == "l1_loss"
-    assert losses.describe_loss(make_loss("l1+fft")) == [
+    assert losses.describe_loss(make_loss("l1+fft", 16.0)) == [
         {"name": "l1", "weight": 1.0, "fn": "l1_loss"},
         {"name": "fft", "weight": 16.0, "fn": "fft_amplitude_l1"},
     ]

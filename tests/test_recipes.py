@@ -17,7 +17,7 @@ def _patches(n=3):
     return datasets.SRPatchDataset([rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(n)], patch=16)
 
 
-def test_training_step_seconds_trains_a_copy_for_warmup_plus_steps():
+def test_training_step_seconds_trains_a_copy_for_untimed_plus_timed_steps():
     dataset = _patches()
     model = models.new_model("pan-tiny")
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -27,11 +27,11 @@ def test_training_step_seconds_trains_a_copy_for_warmup_plus_steps():
         calls.append(tuple(sr.shape))
         return l1(sr, hr)
 
-    seconds = recipes.training_step_seconds(model, counting, dataset, batch_size=2, steps=3, warmup=1)
+    seconds = recipes.training_step_seconds(model, counting, dataset, batch_size=2, steps=3, untimed=1)
     assert math.isfinite(seconds) and seconds > 0
-    assert calls == [(2, 3, 16, 16)] * 4                 # 1 warmup + 3 timed steps, on a batch of 2 patches
+    assert calls == [(2, 3, 16, 16)] * 4                 # 1 untimed + 3 timed steps, on a batch of 2 patches
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # the caller's model is untouched
-    assert recipes.training_step_seconds(model, l1, dataset, batch_size=8, steps=1, warmup=0) > 0  # batch ≤ dataset
+    assert recipes.training_step_seconds(model, l1, dataset, batch_size=8, steps=1, untimed=0) > 0  # batch ≤ dataset
     with pytest.raises(ValueError, match="steps and batch_size must be at least 1"):
         recipes.training_step_seconds(model, l1, dataset, batch_size=0)
 

@@ -540,7 +540,7 @@ def test_a_training_state_that_would_run_code_is_refused(tmp_path, one_thread):
     with pytest.raises(ValueError, match=r"state\.pt"):
         train.fit(models.new_model("pan-tiny"), datasets.SRPatchDataset(images, patch=16),
                   {"a": datasets.SRPatchDataset(images, patch=None)}, losses.make_loss("l1"),
-                  train.Recipe.v1(epochs=1, batch_size=2, patch=16), out, resume=True, progress=False)
+                  train.Recipe.v1(epochs=1, batch_size=2, lr=1e-3, patch=16), out, resume=True, progress=False)
     assert not marker.exists()
 
 
@@ -860,7 +860,7 @@ def test_good_values_are_accepted_and_folders_made_absolute(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     resolved = run.resolve_parameters(NOTEBOOKS, "demo", {
         "backbone": "model", "zero_shot_models": ["eugenesiow/edsr-base", "msrn"], "sftl54_root": "sf",
-        "device": "cuda:1", "v2_ema_half_life": train.WRITEUP_EMA_HALF_LIFE, "lpips_weight": 0,
+        "device": "cuda:1", "v2_ema_half_life": 0.0666, "lpips_weight": 0,
         "max_steps_per_epoch": 0, "v2_warmup": 0.0, "keep": "best", "frontier_v1_lrs": [1e-5, 1e-3],
         "interpolation_points": 0, "v2_epochs": 1})
     assert resolved["03_v1_finetune"]["backbone"] == str(model_dir)

@@ -103,23 +103,6 @@ def test_parameters_cell_then_one_setup_call(nb):
     assert sum(("config.setup(" in c.source) + ("data.open_run(" in c.source) for c in code) == 1
 
 
-def test_notebook_defaults_are_the_demo_profile():
-    demo = config.profile_params("demo")
-    declared = {}
-    for nb in NOTEBOOKS:
-        for key, value in nb.parameters.items():
-            assert declared.setdefault(key, value) == value, f"{key} has different defaults across notebooks"
-            if key in demo:
-                assert value == demo[key], f"{nb.name}: {key}={value!r} but the demo profile says {demo[key]!r}"
-
-
-def test_every_profile_key_is_declared_and_profiles_agree():
-    declared = set().union(*(nb.parameters for nb in NOTEBOOKS))
-    keys = [set(config.profile_params(p)) for p in config.PROFILE_NAMES]
-    assert keys[0] == keys[1] == keys[2]
-    assert keys[0] <= declared, f"profile keys no notebook declares: {sorted(keys[0] - declared)}"
-
-
 def tracked_files() -> list[str]:
     """``git ls-files`` of the repository; skips (with the reason) where there is no git or no checkout."""
     if shutil.which("git") is None:

@@ -1,5 +1,6 @@
 """Tests of thermsr_utils.train: patch dataset, recipes, schedules, EMA, validation, fit and resume."""
 import dataclasses
+import functools
 import json
 import math
 
@@ -11,7 +12,7 @@ from conftest import TinySR, tiny_model
 from super_image import EdsrConfig, EdsrModel
 from torch import nn
 
-from thermsr_utils import checkpoint, train
+from thermsr_utils import checkpoint, findings, recipes, train
 from thermsr_utils.data import bgr_to_tensor, make_lr
 from thermsr_utils.datasets import SRPatchDataset
 from thermsr_utils.losses import l1_loss, make_loss
@@ -34,6 +35,16 @@ def smooth_image(size=32, seed=0):
 
 def mae(sr, hr):
     return (sr - hr).abs().mean(dim=(1, 2, 3))
+
+
+@functools.lru_cache(maxsize=None)
+def _writeup(name) -> Recipe:
+    return recipes.writeup(name)
+
+
+def writeup(name, **changes):
+    """The write-up's v1 or v2: the recipe the paper profile's parameters build (as notebooks 03 and 05 build it)."""
+    return dataclasses.replace(_writeup(name), **changes)
 
 
 def small_recipe(**kw):
@@ -149,21 +160,31 @@ def test_loader_order_depends_only_on_seed_and_epoch():
 
 
 # ------------------------------------------------------------------------------ recipe
-def test_recipe_v1_and_v2_values():
-    v1, v2 = Recipe.v1(), Recipe.v2()
+def test_the_paper_profile_builds_the_writeups_recipes():
+    v1, v2 = writeup("v1"), writeup("v2")
     assert (v1.epochs, v1.batch_size, v1.lr, v1.weight_decay, v1.patch, v1.augment) == (60, 16, 1e-5, 1e-5, 128, False)
     assert (v1.warmup, v1.val_every, v1.ema_half_life, v1.selected_copy, v1.keep) == (0, 5, None, "model", "best")
     assert (v2.epochs, v2.batch_size, v2.lr, v2.weight_decay, v2.patch, v2.augment) == (200, 16, 2e-5, 1e-5, None, True)
     assert (v2.selected_copy, v2.select_metric, v2.keep) == ("ema", "psnr", "best")
-    # the write-up's 5 warmup epochs of 200 and EMA decay 0.999, as fractions of its 200 x 52 = 10,400 steps
-    assert (v2.warmup, v2.ema_half_life) == (train.WRITEUP_WARMUP, train.WRITEUP_EMA_HALF_LIFE)
-    assert train.WRITEUP_STEPS == 200 * 52 and train.WRITEUP_WARMUP == pytest.approx(5 / 200)
-    assert train.WRITEUP_EMA_HALF_LIFE * train.WRITEUP_STEPS == pytest.approx(692.8, abs=0.05)
+    # the write-up's 5 warmup epochs of 200 and EMA decay 0.999 (reference_protocol.csv), as fractions of its
+    # 200 x 52 = 10,400 steps: notebook 05's v2_warmup and v2_ema_half_life (0.0666 of 692.8 / 10,400 = 0.06662)
+    reported = findings.reported_protocol()
+    assert "5-epoch linear warmup" in reported["schedule"]["v2"] and "200 epochs" in reported["schedule"]["v2"]
+    assert "decay 0.999" in reported["ema"]["v2"]
+    assert v2.warmup == pytest.approx(5 / 200)
+    assert v2.ema_half_life == pytest.approx(math.log(2) / -math.log(0.999) / (200 * 52), abs=5e-5)
     assert "8" in v2.notes                                  # the script's batch default is recorded
 
 
+def test_recipes_take_the_notebooks_values_and_name_what_is_missing():
+    with pytest.raises(TypeError, match=r"Recipe.v1\(\) needs epochs, lr, batch_size, patch \(notebook 03"):
+        Recipe.v1()
+    with pytest.raises(TypeError, match=r"Recipe.v2\(\) needs ema_half_life \(notebook 05"):
+        Recipe.v2(epochs=2, lr=1e-3, batch_size=4, warmup=0.0)
+
+
 def test_recipe_replace_to_dict_and_back():
-    r = dataclasses.replace(Recipe.v2(), epochs=3, warmup=0.3, ema_half_life=None, keep="last")
+    r = dataclasses.replace(writeup("v2"), epochs=3, warmup=0.3, ema_half_life=None, keep="last")
     assert r.selected_copy == "model"
     d = r.to_dict()
     assert d["select_on"] == "model" and d["epochs"] == 3 and (d["warmup"], d["keep"]) == (0.3, "last")
@@ -190,7 +211,7 @@ def test_recipe_replace_to_dict_and_back():
 ])
 def test_recipe_rejects_bad_values(change, field):
     with pytest.raises(ValueError, match=field):
-        dataclasses.replace(Recipe.v1(), **change)
+        dataclasses.replace(writeup("v1"), **change)
 
 
 def test_recipe_fields_and_notebook_parameters_share_one_rule_each():
@@ -201,7 +222,7 @@ def test_recipe_fields_and_notebook_parameters_share_one_rule_each():
     for param in ("v1_epochs", "v1_lr", "v1_batch_size", "v2_epochs", "v2_lr", "v2_batch_size", "v2_warmup"):
         assert params.PARAMETER_RULES[param] is params.RECIPE_RULES[param.split("_", 1)[1]], param
     assert params.PARAMETER_RULES["keep"] is params.RECIPE_RULES["keep"]
-    assert dataclasses.replace(Recipe.v2(), ema_half_life=None, grad_clip=None).ema_half_life is None   # None allowed
+    assert dataclasses.replace(writeup("v2"), ema_half_life=None, grad_clip=None).ema_half_life is None   # None allowed
     with pytest.raises(config.ParameterValueError, match="None or a number in"):
         params.RECIPE_RULES["ema_half_life"].check("ema_half_life", 1.0)
     with pytest.raises(config.ParameterValueError, match="v2_ema_half_life"):    # the notebook's EMA is always on
@@ -212,14 +233,14 @@ def test_recipe_fields_and_notebook_parameters_share_one_rule_each():
 def test_make_optimizer_is_adamw_over_trainable_parameters():
     model = tiny_model()
     model.body[0].bias.requires_grad_(False)
-    opt = train.make_optimizer(model, Recipe.v1())
+    opt = train.make_optimizer(model, writeup("v1"))
     assert isinstance(opt, torch.optim.AdamW)
     group = opt.param_groups[0]
     assert group["lr"] == 1e-5 and group["weight_decay"] == 1e-5
     assert len(group["params"]) == 3
     frozen = nn.Conv2d(1, 1, 1).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
-        train.make_optimizer(frozen, Recipe.v1())
+        train.make_optimizer(frozen, writeup("v1"))
 
 
 def _lrs(recipe, total_steps, warmup_steps=0):
@@ -236,7 +257,7 @@ def _lrs(recipe, total_steps, warmup_steps=0):
 
 
 def test_v1_schedule_is_cosine_over_all_steps():
-    r = Recipe.v1(epochs=4)
+    r = writeup("v1", epochs=4)
     n = 4 * 7                                               # 4 epochs of 7 optimizer steps
     lrs, after = _lrs(r, n)
     peak = 1e-5
@@ -247,7 +268,7 @@ def test_v1_schedule_is_cosine_over_all_steps():
 
 
 def test_v2_schedule_warms_up_linearly_per_step_then_cosine():
-    r = Recipe.v2(epochs=10, warmup=0.1)
+    r = writeup("v2", epochs=10, warmup=0.1)
     total = 10 * 5                                          # 50 optimizer steps
     sized = train.sized_schedule(r, 5)
     w = sized["warmup_steps"]
@@ -265,26 +286,26 @@ def test_v2_schedule_warms_up_linearly_per_step_then_cosine():
 
 
 @pytest.mark.parametrize("warmup, total, steps", [(0.0, 40, 0), (0.1, 40, 4), (0.25, 8, 2), (0.3, 7, 2),
-                                                  (0.5, 9, 4), (train.WRITEUP_WARMUP, 10_400, 260)])
+                                                  (0.5, 9, 4), (5 / 200, 10_400, 260)])
 def test_sized_schedule_rounds_the_warmup_share_of_the_steps(warmup, total, steps):
-    r = Recipe.v2(epochs=total, warmup=warmup)
+    r = writeup("v2", epochs=total, warmup=warmup)
     sized = train.sized_schedule(r, 1)
     assert (sized["total_steps"], sized["warmup_steps"]) == (total, steps) == (total, int(round(warmup * total)))
 
 
 def test_sized_schedule_gives_the_writeups_decay_for_its_length_and_the_same_half_life_share_when_short():
-    r = Recipe.v2()                                         # 200 epochs
-    writeup = train.sized_schedule(r, 52)                   # the write-up's 52 steps per epoch
-    assert writeup["total_steps"] == train.WRITEUP_STEPS == 10_400
-    assert writeup["warmup_steps"] == 260                   # 5 epochs of 52 steps
-    assert writeup["ema_decay"] == pytest.approx(0.999, abs=1e-6)
-    assert writeup["ema_half_life_steps"] == pytest.approx(math.log(2) / -math.log(0.999))
+    r = writeup("v2")                                       # 200 epochs
+    full = train.sized_schedule(r, 52)                      # the write-up's 52 steps per epoch
+    assert full["total_steps"] == 200 * 52 == 10_400
+    assert full["warmup_steps"] == 260                      # 5 epochs of 52 steps
+    assert full["ema_decay"] == pytest.approx(0.999, abs=1e-6)
+    assert full["ema_half_life_steps"] == pytest.approx(math.log(2) / -math.log(0.999), abs=0.5)  # 0.0666 rounded
     short = train.sized_schedule(dataclasses.replace(r, epochs=6), 13)     # 78 steps
-    half = train.WRITEUP_EMA_HALF_LIFE * 78                 # the same share of a 78-step run: 5.2 steps
+    half = r.ema_half_life * 78                             # the same share of a 78-step run: 5.2 steps
     assert short["total_steps"] == 78 and short["ema_half_life_steps"] == pytest.approx(half)
     assert short["ema_decay"] == pytest.approx(0.5 ** (1 / half)) and short["ema_decay"] == pytest.approx(0.875, abs=1e-3)
     assert short["ema_decay"] ** short["ema_half_life_steps"] == pytest.approx(0.5)   # it halves in its half-life
-    none = train.sized_schedule(Recipe.v1(epochs=3), 4)
+    none = train.sized_schedule(writeup("v1", epochs=3), 4)
     assert none == {"total_steps": 12, "warmup_steps": 0, "ema_decay": None, "ema_half_life_steps": None}
 
 
@@ -750,7 +771,7 @@ def _no_val(epoch):
 
 
 def test_kept_words_when_the_kept_epoch_is_the_best_psnr_and_when_it_is_not():
-    best = Recipe.v1(epochs=10, val_every=5)
+    best = writeup("v1", epochs=10, val_every=5)
     history = [_val(0, 35.0, lpips=0.1), _val(5, 30.0, lpips=0.3, best=True), _no_val(6), _val(10, 29.5, lpips=0.2)]
     words = train.kept_words(history, best)                 # epoch 0 (the initial model) is never kept
     assert words == ("Kept: epoch 5 (its best validation PSNR; PSNR 30.00 dB, LPIPS 0.3000). It is also the "
@@ -768,13 +789,13 @@ def test_kept_words_when_the_kept_epoch_is_the_best_psnr_and_when_it_is_not():
 
 def test_kept_words_without_a_kept_flag_names_the_last_validated_epoch():
     history = [_val(5, 31.0), _val(10, 30.0), _no_val(11)]
-    assert train.kept_words(history, Recipe.v1(keep="last")).startswith("Kept: epoch 10 (its last epoch; ")
+    assert train.kept_words(history, writeup("v1", keep="last")).startswith("Kept: epoch 10 (its last epoch; ")
 
 
 def test_kept_words_names_the_epoch_fit_kept_when_the_best_improved_twice():
     # what fit writes with keep="best" when PSNR improves at epochs 5 and 10: is_best on both, epoch 10 kept
     history = [_val(0, 30.0), _val(5, 31.0, best=True), _val(10, 32.0, best=True)]
-    assert train.kept_words(history, Recipe.v1(epochs=10)).startswith("Kept: epoch 10 ")
+    assert train.kept_words(history, writeup("v1", epochs=10)).startswith("Kept: epoch 10 ")
 
 
 def test_levelled_words_says_still_improving_or_levelled_off_per_run():

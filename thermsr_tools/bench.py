@@ -5,7 +5,7 @@
     python -m thermsr_tools.bench --compile --out my.json  # also torch.compile the training steps
 
 One run on one machine measures, for the v1 recipe (128² patches) and the v2 recipe (whole 192² crops,
-flips/rotations, L1 + 0.05·LPIPS, EMA), both at batch 16 on 831 crops:
+flips/rotations, L1 + λ·LPIPS, EMA; the paper profile's values), both at batch 16 on 831 crops:
 
 - **ours**: ``train._train_epoch`` fed by ``accel.DevicePatchSampler`` with bf16 autocast on CUDA
   (``Recipe.amp="auto"``), channels_last and optionally ``torch.compile``: what ``fit`` runs on a GPU;
@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from thermsr_utils.data import SCALE
 
 SCHEMA_VERSION = 1
 WRITEUP = {"n_crops": 831, "crop": 192, "v1_patch": 128, "v2_patch": 192, "batch": 16, "eval_crops": 120}
@@ -269,11 +270,25 @@ def _lpips(device):
     return LPIPSMetric(device=device)
 
 
-def _recipe(name: str, cfg: BenchConfig):
-    """The recipe at the benchmark's sizes, with the fast path forced on whatever the device."""
-    from thermsr_utils.train import Recipe
+def _writeup_values() -> dict:
+    """The write-up's recipe values (λ, learning rates, epochs): the paper profile's, as the notebooks receive them."""
+    from thermsr_utils import config
 
-    base = Recipe.v1() if name == "v1" else Recipe.v2()
+    return config.profile_params("paper")
+
+
+def _ema_decay(recipe, cfg: BenchConfig) -> float | None:
+    """The EMA decay ``fit`` uses for ``recipe`` at ``cfg``'s dataset size (the write-up's 0.999 at its sizes)."""
+    from thermsr_utils import train
+
+    return train.sized_schedule(recipe, train.steps_per_epoch(cfg.n_crops, recipe))["ema_decay"]
+
+
+def _recipe(name: str, cfg: BenchConfig):
+    """The write-up's recipe at the benchmark's sizes, with the fast path forced on whatever the device."""
+    from thermsr_utils import recipes
+
+    base = recipes.writeup(name)
     patch = cfg.v1_patch if name == "v1" else (None if cfg.v2_patch == cfg.crop else cfg.v2_patch)
     return replace(base, batch_size=cfg.batch, patch=patch, fast=True, amp="auto", compile=cfg.compile,
                    seed=cfg.seed)
@@ -296,9 +311,11 @@ def bench_ours(name: str, cfg: BenchConfig, images, device: torch.device, lpips_
     amp = accel.resolve_amp(recipe.amp, device)
     with PeakMemory(device) as mem:
         model = _fresh_model(cfg).to(device).to(memory_format=torch.channels_last)
-        loss_fn = losses.make_loss("l1") if name == "v1" else losses.make_loss("l1+lpips", lpips_metric=lpips_metric)
+        loss_fn = losses.make_loss("l1") if name == "v1" else losses.make_loss(
+            "l1+lpips", weight=_writeup_values()["lpips_weight"], lpips_metric=lpips_metric)
         optimizer = train.make_optimizer(model, recipe)
-        ema = train.make_ema(model, 0.999) if recipe.ema_half_life is not None else None   # the write-up's decay
+        decay = _ema_decay(recipe, cfg)
+        ema = train.make_ema(model, decay) if decay is not None else None
         step_model = torch.compile(model) if cfg.compile else model
         patches = datasets.SRPatchDataset(images, patch=recipe.patch, augment=recipe.augment, seed=cfg.seed)
         sampler = accel.DevicePatchSampler(patches, recipe.batch_size, device)
@@ -339,7 +356,7 @@ class ReferenceDataset(torch.utils.data.Dataset):
             if random.random() < 0.5:
                 hr = hr[:, ::-1]
             hr = np.ascontiguousarray(np.rot90(hr, random.randint(0, 3)))
-        lr = cv2.resize(hr, (self.patch // 4, self.patch // 4), interpolation=cv2.INTER_AREA)
+        lr = cv2.resize(hr, (self.patch // SCALE, self.patch // SCALE), interpolation=cv2.INTER_AREA)
         return to_tensor(lr), to_tensor(hr)
 
 
@@ -348,11 +365,12 @@ def bench_reference(name: str, cfg: BenchConfig, files: list[Path], device: torc
     from torch.utils.data import DataLoader
 
     patch = cfg.v1_patch if name == "v1" else cfg.v2_patch
-    lr_peak, decay = (1e-5, None) if name == "v1" else (2e-5, 0.999)
+    recipe, lam = _recipe(name, cfg), _writeup_values()["lpips_weight"]
+    decay = _ema_decay(recipe, cfg)
     with PeakMemory(device) as mem:
         model = _fresh_model(cfg).to(device)
         ema = copy.deepcopy(model) if decay is not None else None
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr_peak, weight_decay=1e-5)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
         loader = DataLoader(ReferenceDataset(files, patch, augment=name == "v2"), batch_size=cfg.batch,
                             shuffle=True, num_workers=cfg.ref_workers, drop_last=True)
 
@@ -370,7 +388,7 @@ def bench_reference(name: str, cfg: BenchConfig, files: list[Path], device: torc
                 sr = model(lr)
                 loss = torch.nn.functional.l1_loss(sr, hr)
                 if name == "v2":
-                    loss = loss + 0.05 * lpips_metric.loss(sr.clamp(0, 1), hr)
+                    loss = loss + lam * lpips_metric.loss(sr.clamp(0, 1), hr)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -429,7 +447,7 @@ def _reference_eval(model, crops_dir: Path, records: list[dict], lpips_metric, l
     model.eval()
     for r in records:
         hr_bgr = cv2.imread(str(crops_dir / r["path"]))
-        lr_bgr = cv2.resize(hr_bgr, (hr_bgr.shape[1] // 4, hr_bgr.shape[0] // 4), interpolation=cv2.INTER_AREA)
+        lr_bgr = cv2.resize(hr_bgr, (hr_bgr.shape[1] // SCALE, hr_bgr.shape[0] // SCALE), interpolation=cv2.INTER_AREA)
         with torch.no_grad():
             sr = model(data.bgr_to_tensor(lr_bgr)[None].to(device)).float().cpu().clamp(0, 1)
         hr = data.bgr_to_tensor(hr_bgr)[None]

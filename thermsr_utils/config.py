@@ -3,8 +3,9 @@
 The rules that every parameter value is checked against live in ``params``.
 
 All paths derive from the repository root (or from the THERMSR_ARTIFACTS / THERMSR_DATA environment
-variables); notebooks never hard-code a relative path. Profiles decide parameter *defaults* only:
-every value remains overridable from papermill (``-p KEY VALUE`` on the runner).
+variables); notebooks never hard-code a relative path. A notebook's ``parameters`` cell holds every
+parameter's default; a profile holds only the values that differ from it, and every value remains
+overridable from papermill (``-p KEY VALUE`` on the runner).
 """
 from __future__ import annotations
 
@@ -64,20 +65,14 @@ def data_root() -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Profiles. One flat dict of parameter defaults per profile; a notebook receives the keys it
-# declares in its `parameters` cell. The notebooks' own literals equal the `demo` values (tested),
-# so opening a notebook in Jupyter without papermill runs the demo.
+# Profiles. A notebook's `parameters` cell holds the defaults (opening a notebook in Jupyter without
+# papermill runs it with them: the demo); a profile holds only the values that differ from those
+# literals (a test keeps it so). The runner injects a profile's values, and the profile's name, into
+# the notebooks that declare them.
 # ---------------------------------------------------------------------------------------------
-_COMMON = {"seed": 0}
-
 PROFILES: dict[str, dict] = {
     "smoke": {
-        **_COMMON,
-        "profile": "smoke",
         # 01_build_dataset
-        "data_source": "synthetic",
-        "palette": "mix",
-        "sftl54_subjects": 142,
         "sftl54_frames_per_subject": 1,
         "thermeval_frames_file1": 8,
         "thermeval_frames_file2": 6,
@@ -86,71 +81,27 @@ PROFILES: dict[str, dict] = {
         "sftl54_max_test": 8,
         # 02-06
         "backbone": "pan-tiny",
-        "zero_shot_models": ["waifu2x-photo"],
         "build_standin": True,
         "standin_steps": 10,
-        "nose_model": "auto",
         "v1_epochs": 2,
         "v1_lr": 0.001,
         "val_every": 1,
         "max_steps_per_epoch": 2,
-        "v2_perceptual": "lpips",
         "lpips_weight": 1.0,
-        "keep": "last",
         "v2_epochs": 2,
         "v2_warmup": 0.25,
         "v2_lr": 0.001,
         "v2_ema_half_life": 0.25,
-        # 07: the main λ and one more, a second seed and three blends, so that CI executes every section of 07
-        "frontier_lambdas": [0.0, 1.0],
-        "frontier_seeds": [0, 1],
+        # 07: one v1 learning rate and three blends (with the notebook's λ points and seeds, CI executes every
+        # section of 07)
         "frontier_v1_lrs": [0.0001],
         "interpolation_points": 3,
     },
-    "demo": {
-        **_COMMON,
-        "profile": "demo",
-        "data_source": "synthetic",
-        "palette": "mix",  # SF-TL54 subjects alternate gray (white-hot) and iron (false colour), as cameras write both
-        "sftl54_subjects": 142,
-        "sftl54_frames_per_subject": 3,
-        "thermeval_frames_file1": 50,
-        "thermeval_frames_file2": 44,
-        "sftl54_max_train": 150,
-        "sftl54_max_val": 20,
-        "sftl54_max_test": 60,
-        # A genuinely pretrained ×4 network from a registry package (see notebook 03 for the choice), beside
-        # waifu2x; DAT-light (a transformer) and the PAN stand-in would double 02's time on a CPU: one override away
-        "backbone": "srresnet",
-        "zero_shot_models": ["waifu2x-photo"],
-        "build_standin": False,
-        "standin_steps": 300,
-        "nose_model": "auto",
-        "v1_epochs": 4,
-        "v1_lr": 0.0002,
-        "val_every": 2,
-        "max_steps_per_epoch": 0,
-        "v2_perceptual": "lpips",
-        "lpips_weight": 0.05,
-        "keep": "last",
-        "v2_epochs": 4,
-        "v2_warmup": 0.025,
-        "v2_lr": 0.0002,
-        "v2_ema_half_life": 0.0666,
-        # 07: v2 at λ = 0 and 1 besides the main 0.05, v1 and v2 at a second seed, every one trained exactly like
-        # the main run's; the curve between λ = 0 and 1 is traced by blending their weights (no training)
-        "frontier_lambdas": [0.0, 1.0],
-        "frontier_seeds": [0, 1],
-        # v1 at the 1e-4 the write-up's text says fell below zero-shot, and at a rate above the demo's 2e-4
-        "frontier_v1_lrs": [0.0001, 0.001],
-        "interpolation_points": 5,
-    },
+    # the notebooks' own literals
+    "demo": {},
     "paper": {
-        **_COMMON,
-        "profile": "paper",
         "data_source": "real",
         "palette": "gray",  # the write-up's crops
-        "sftl54_subjects": 142,
         "sftl54_frames_per_subject": 18,
         "thermeval_frames_file1": 0,
         "thermeval_frames_file2": 0,
@@ -159,20 +110,13 @@ PROFILES: dict[str, dict] = {
         "sftl54_max_test": 200,
         "backbone": "drln",
         "zero_shot_models": ["a2n", "edsr-base", "msrn", "dat-light", "srresnet", "waifu2x-photo"],
-        "build_standin": False,
-        "standin_steps": 300,
         "nose_model": "rtmlib",
         "v1_epochs": 60,
         "v1_lr": 1e-05,
         "val_every": 5,
-        "max_steps_per_epoch": 0,
-        "v2_perceptual": "lpips",
-        "lpips_weight": 0.05,
         "keep": "best",
         "v2_epochs": 200,
-        "v2_warmup": 0.025,
         "v2_lr": 2e-05,
-        "v2_ema_half_life": 0.0666,
         # 07: λ points at the write-up's full v2 schedule (a GPU job: 7 v2 and 2 v1 trainings)
         "frontier_lambdas": [0.0, 0.02, 0.1, 0.2, 0.5, 1.0],
         "frontier_seeds": [0, 1, 2],
@@ -190,11 +134,55 @@ class ParameterValueError(ValueError):
     """A parameter value outside its rule; the message names the parameter and what is allowed."""
 
 
-def profile_params(profile: str) -> dict:
-    """The parameter defaults of ``profile`` (a copy)."""
+def _check_profile(profile: str) -> None:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
-    return dict(PROFILES[profile])
+
+
+def profile_values(profile: str) -> dict:
+    """What ``profile`` injects into every notebook that declares the name: its name, then the values in which
+    it differs from the notebooks' literals (a copy)."""
+    _check_profile(profile)
+    return {"profile": profile, **PROFILES[profile]}
+
+
+NOTEBOOK_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")   # a numbered notebook's py:percent source
+
+
+def read_parameters(source: Path) -> dict:
+    """Names and literal defaults of the ``parameters``-tagged cell of a py:percent notebook."""
+    import ast
+
+    import jupytext
+
+    nb = jupytext.read(source)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{source.name}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    tree = ast.parse(cells[0].source)
+    params = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{source.name}: the parameters cell may hold only `name = literal` lines "
+                             f"(line {node.lineno})")
+        try:
+            params[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            raise ValueError(f"{source.name}: parameter {node.targets[0].id!r} is not a plain literal "
+                             f"(derived values belong in the next cell)") from None
+    return params
+
+
+def notebook_defaults(notebooks_dir: Path | None = None) -> dict:
+    """The literals of every numbered notebook's ``parameters`` cell, merged (the notebooks agree on shared names;
+    a test keeps them so)."""
+    found = sorted(p for p in Path(notebooks_dir or NOTEBOOKS_DIR).glob("*.py") if NOTEBOOK_RE.match(p.name))
+    return {k: v for p in found for k, v in read_parameters(p).items()}
+
+
+def profile_params(profile: str, notebooks_dir: Path | None = None) -> dict:
+    """Every parameter value a run of ``profile`` uses: the notebooks' literals with the profile's values over them."""
+    return {**notebook_defaults(notebooks_dir), **profile_values(profile)}
 
 
 @dataclass(frozen=True)
@@ -270,8 +258,7 @@ class RunPaths:
 
 def run_paths(profile: str, sweep_point: str = "") -> RunPaths:
     """Paths of ``profile``'s artifacts folder, or of one of its sweep points (not created)."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    _check_profile(profile)
     main = artifacts_root() / profile
     if not sweep_point:
         return RunPaths(profile, main)
@@ -289,9 +276,10 @@ def _point_value(value) -> str:
 
 
 def point_values(profile: str, values: dict, defaults: dict | None = None) -> dict:
-    """The entries of ``values`` that differ from the profile's defaults (then from ``defaults``, e.g. a
-    notebook's own literals): what makes a sweep point different from the main run."""
-    base = {**(defaults or {}), **PROFILES[profile]}
+    """The entries of ``values`` that differ from the main run's: the profile's values over ``defaults`` (the
+    selected notebooks' literals; by default every notebook's). What makes a sweep point different from the main
+    run."""
+    base = {**(notebook_defaults() if defaults is None else defaults), **profile_values(profile)}
     return {k: v for k, v in sorted(values.items()) if k not in base or base[k] != v}
 
 

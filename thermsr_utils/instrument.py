@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import CROP_SIZE, map_point, read_labelme
+from .data import CROP_SIZE, SCALE, map_point, read_labelme
 
 POINTS = ("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")  # image left/right
 NOSE = 2
@@ -84,7 +84,7 @@ def truth_array(truth: dict, ids) -> np.ndarray:
     return out
 
 
-def perturb(images_bgr: np.ndarray, name: str, scale: int = 4) -> np.ndarray:
+def perturb(images_bgr: np.ndarray, name: str, scale: int = SCALE) -> np.ndarray:
     """The HR crops under one of ``PERTURBATIONS`` (uint8 N×H×W×3 in and out)."""
     import cv2
 

@@ -4,24 +4,27 @@ Convention: ``sr`` and ``hr`` are float RGB tensors N×3×H×W. ``hr`` lies in [
 network output and may leave [0, 1]. Every loss returns a scalar tensor that carries gradients to ``sr``.
 
 The training loop receives the loss as an argument (``thermsr_utils.train.fit``); it never builds one.
-``make_loss`` gives the recipes used by the notebooks:
+``make_loss`` gives the recipes used by the notebooks, with the second term's weight as the caller passes it
+(notebook 05's ``lpips_weight`` / ``fft_weight``):
 
 - ``"l1"``        v1: L1 on the unclamped output.
-- ``"l1+lpips"``  v2: L1 + 0.05 · LPIPS on the clamped output (LPIPS expects [-1, 1]; the metric scales).
-- ``"l1+fft"``    a non-learned option for v2: L1 + 16 · L1 between FFT amplitude spectra.
+- ``"l1+lpips"``  v2: L1 + λ · LPIPS on the clamped output (LPIPS expects [-1, 1]; the metric scales).
+- ``"l1+fft"``    a non-learned option for v2: L1 + weight · L1 between FFT amplitude spectra.
+
+Weights and choices are checked by the rules of ``params`` (the runner's rules for the same values).
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .params import PARAMETER_RULES
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-DEFAULT_WEIGHTS = {"lpips": 0.05, "fft": 16.0}
 LOSS_NAMES = ("l1", "l1+lpips", "l1+fft")
 
 
@@ -86,8 +89,7 @@ class CombinedLoss(nn.Module):
         for name, weight, fn in terms:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"loss term name must be a non-empty string, got {name!r}")
-            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-                raise ValueError(f"weight of loss term {name!r} must be a finite number ≥ 0, got {weight!r}")
+            PARAMETER_RULES["lpips_weight"].check(f"{name}_weight", weight)    # the rule of every loss weight
             if not callable(fn):
                 raise TypeError(f"loss term {name!r} is not callable: {fn!r}")
         self.terms = [(name, float(weight), fn) for name, weight, fn in terms]
@@ -129,28 +131,27 @@ class CombinedLoss(nn.Module):
 
 
 def make_loss(name: str, weight: float | None = None, lpips_metric=None) -> CombinedLoss:
-    """The named recipe loss: "l1", "l1+lpips" (needs ``lpips_metric``) or "l1+fft"; weight = 2nd term's."""
+    """The named recipe loss: "l1", "l1+lpips" (needs ``lpips_metric``) or "l1+fft"; ``weight`` is the second
+    term's (required for the two-term losses; the notebooks declare it)."""
+    if name not in LOSS_NAMES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
     if name == "l1":
         if weight is not None:
             raise ValueError("make_loss('l1') has no second term; weight must be None")
         return CombinedLoss([("l1", 1.0, l1_loss)])
+    if name == "l1+lpips" and lpips_metric is None:
+        raise ValueError("make_loss('l1+lpips') needs lpips_metric (a thermsr_utils.metrics.LPIPSMetric)")
+    if weight is None:
+        raise ValueError(f"make_loss({name!r}) needs the weight of its second term")
     if name == "l1+lpips":
-        if lpips_metric is None:
-            raise ValueError("make_loss('l1+lpips') needs lpips_metric (a thermsr_utils.metrics.LPIPSMetric)")
-        w = DEFAULT_WEIGHTS["lpips"] if weight is None else weight
-        return CombinedLoss([("l1", 1.0, l1_loss), ("lpips", w, perceptual_term(lpips_metric))])
-    if name == "l1+fft":
-        w = DEFAULT_WEIGHTS["fft"] if weight is None else weight
-        return CombinedLoss([("l1", 1.0, l1_loss), ("fft", w, fft_amplitude_l1)])
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
-
+        return CombinedLoss([("l1", 1.0, l1_loss), ("lpips", weight, perceptual_term(lpips_metric))])
+    return CombinedLoss([("l1", 1.0, l1_loss), ("fft", weight, fft_amplitude_l1)])
 
 
 def v2_loss(choice: str, lpips_metric, *, lpips_weight: float, fft_weight: float) -> tuple[CombinedLoss, str]:
     """v2's loss and a name for its perceptual term: ``choice`` "lpips" (the write-up's L1 + λ·LPIPS) or
     "fft" (L1 + weight·Fourier-amplitude L1, a non-learned option kept for comparison)."""
-    if choice not in ("lpips", "fft"):
-        raise ValueError(f"v2_perceptual must be lpips or fft, got {choice!r}")
+    PARAMETER_RULES["v2_perceptual"].check("v2_perceptual", choice)
     if choice == "lpips":
         if getattr(lpips_metric, "standin", False):
             raise ValueError(f"v2's LPIPS term needs a real ImageNet trunk, but {lpips_metric.name} was given: a "

@@ -35,7 +35,7 @@ import super_image
 from torch.overrides import TorchFunctionMode
 
 from . import config as _config, zoo
-from .data import bgr_to_tensor, make_lr
+from .data import SCALE, bgr_to_tensor, make_lr
 from .io import atomic_dir, atomic_write_json, file_sha256, load_torch, read_json
 from .zoo import count_params, load_strict
 
@@ -100,7 +100,7 @@ def check_scale(scale: int) -> int:
     return int(scale)
 
 
-def standin_path(standin_dir: str | os.PathLike, arch: str, scale: int = 4) -> Path:
+def standin_path(standin_dir: str | os.PathLike, arch: str, scale: int = SCALE) -> Path:
     """Folder of the stand-in weights of ``arch`` at ``scale`` inside ``standin_dir``."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
@@ -143,7 +143,7 @@ def _resolve_arch(spec: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Building and reading models
 # ---------------------------------------------------------------------------------------------
-def new_model(arch: str, scale: int = 4) -> nn.Module:
+def new_model(arch: str, scale: int = SCALE) -> nn.Module:
     """A freshly initialised (random) model of the named architecture at ``scale`` (uses torch's RNG)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
@@ -276,7 +276,7 @@ def hf_offline() -> bool:
         constants.HF_HUB_OFFLINE)
 
 
-def cached_hub_files(hub_id: str, scale: int = 4) -> tuple[Path, Path] | None:
+def cached_hub_files(hub_id: str, scale: int = SCALE) -> tuple[Path, Path] | None:
     """(config, weights) of ``hub_id`` if both are already in the local cache, else None (no network)."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -319,7 +319,7 @@ def _how_to_get(arch: str | None, hub_id: str | None, scale: int) -> str:
 # ---------------------------------------------------------------------------------------------
 # The public loader
 # ---------------------------------------------------------------------------------------------
-def load_model(spec: str | os.PathLike, scale: int = 4, *, source: str = "auto",
+def load_model(spec: str | os.PathLike, scale: int = SCALE, *, source: str = "auto",
                standin_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu"
                ) -> tuple[nn.Module, dict]:
     """Load an SR model (eval mode, on ``device``) from a short name, hub id or saved directory.
@@ -541,7 +541,7 @@ def upscale(model: nn.Module, lr: torch.Tensor, *, batch_size: int = 8,
     return out[0] if single else out
 
 
-def bicubic(lr: np.ndarray, scale: int = 4) -> np.ndarray:
+def bicubic(lr: np.ndarray, scale: int = SCALE) -> np.ndarray:
     """The bicubic baseline: uint8 BGR (or gray) h×w -> uint8 sh×sw by ``cv2.resize`` INTER_CUBIC."""
     import cv2
 
@@ -617,7 +617,7 @@ def _psnr(hr: np.ndarray, sr: np.ndarray) -> float:
     return float(peak_signal_noise_ratio(hr, sr, data_range=1.0))
 
 
-def build_standin(arch: str, out_dir: str | os.PathLike, *, scale: int = 4, steps: int = 300, batch: int = 8,
+def build_standin(arch: str, out_dir: str | os.PathLike, *, scale: int = SCALE, steps: int = 300, batch: int = 8,
                   patch: int = 96, lr: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu",
                   progress: bool = True) -> dict:
     """Pretrain ``arch`` briefly with L1 on scikit-image's photographs and save it as a stand-in.
@@ -687,7 +687,7 @@ def build_standin(arch: str, out_dir: str | os.PathLike, *, scale: int = 4, step
 
 
 def prepare_backbone(spec: str, *, weights: str = "auto", standin_dir=None, build_standin_if_missing=False,
-                     standin_steps: int = 300, scale: int = 4, seed: int = 0, device="cpu",
+                     standin_steps: int = 300, scale: int = SCALE, seed: int = 0, device="cpu",
                      progress: bool = True) -> tuple[nn.Module, dict]:
     """Load the initial weights a notebook asks for; build the offline stand-in first when allowed and needed.
 

@@ -68,6 +68,14 @@ def recipe(name: str, p: Mapping) -> Recipe:
                      batch_size=q["v2_batch_size"], ema_half_life=q["v2_ema_half_life"], **common)
 
 
+def writeup(name: str) -> Recipe:
+    """The write-up's ``name`` recipe ("v1" or "v2"): the one notebook 03 or 05 builds from the paper profile's
+    parameters (e.g. for a benchmark at the write-up's settings)."""
+    from .config import profile_params
+
+    return recipe(name, profile_params("paper"))
+
+
 def build(name: str, p: Mapping, crops_dir, records, device) -> Built:
     """Recipe, loss, LPIPS metric and datasets of ``name`` from the notebook parameters ``p`` (a notebook's
     globals or ``train_cli``'s resolved parameters; only the names in ``PARAMETERS[name]`` are read)."""
@@ -120,18 +128,18 @@ def protocol_table(r: Recipe, term_name: str | None = None, reported: Mapping | 
 # ---------------------------------------------------------------------------------------------
 # Which pretrained network notebook 03 finetunes
 # ---------------------------------------------------------------------------------------------
-def training_step_seconds(model, loss_fn, dataset, batch_size: int, *, steps: int = 2, warmup: int = 1,
+def training_step_seconds(model, loss_fn, dataset, batch_size: int, *, steps: int = 2, untimed: int = 1,
                           device="cpu") -> float:
     """Seconds per AdamW training step of a copy of ``model`` (left unchanged) on the first ``batch_size`` items of
-    ``dataset`` (``(LR, HR)`` tensor pairs, as ``datasets.SRPatchDataset`` gives), after ``warmup`` untimed steps."""
+    ``dataset`` (``(LR, HR)`` tensor pairs, as ``datasets.SRPatchDataset`` gives), after ``untimed`` steps."""
     import copy
     import time
 
     import torch
 
-    if steps < 1 or warmup < 0 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be at least 1 and warmup at least 0, got steps={steps}, "
-                         f"batch_size={batch_size}, warmup={warmup}")
+    if steps < 1 or untimed < 0 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be at least 1 and untimed at least 0, got steps={steps}, "
+                         f"batch_size={batch_size}, untimed={untimed}")
     device = torch.device(device)
     net = copy.deepcopy(model).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
@@ -145,7 +153,7 @@ def training_step_seconds(model, loss_fn, dataset, batch_size: int, *, steps: in
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    run(warmup)
+    run(untimed)
     t0 = time.perf_counter()
     run(steps)
     return (time.perf_counter() - t0) / steps

@@ -44,7 +44,6 @@ import datetime
 import errno
 import itertools
 import os
-import re
 import shlex
 import shutil
 import socket
@@ -57,9 +56,9 @@ from pathlib import Path
 from . import config, report, timing
 from .console import Console, cell_labels, kernel_manager_class
 from .io import process_alive, remove_leftovers
+from .config import NOTEBOOK_RE, read_parameters
 from .params import check_parameters
 
-NOTEBOOK_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
 
 
 class ParameterError(ValueError):
@@ -83,28 +82,6 @@ class Notebook:
     @property
     def number(self) -> str:
         return self.name[:2]
-
-
-def read_parameters(source: Path) -> dict:
-    """Names and literal defaults of the ``parameters``-tagged cell of a py:percent notebook."""
-    import jupytext
-
-    nb = jupytext.read(source)
-    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{source.name}: expected exactly one cell tagged 'parameters', found {len(cells)}")
-    tree = ast.parse(cells[0].source)
-    params = {}
-    for node in tree.body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise ValueError(f"{source.name}: the parameters cell may hold only `name = literal` lines "
-                             f"(line {node.lineno})")
-        try:
-            params[node.targets[0].id] = ast.literal_eval(node.value)
-        except ValueError:
-            raise ValueError(f"{source.name}: parameter {node.targets[0].id!r} is not a plain literal "
-                             f"(derived values belong in the next cell)") from None
-    return params
 
 
 def discover(notebooks_dir: Path | None = None) -> list[Notebook]:
@@ -162,7 +139,8 @@ def _type_ok(value, default) -> bool:
 
 
 def resolve_parameters(notebooks: list[Notebook], profile: str, overrides: dict) -> dict[str, dict]:
-    """Per notebook, the values papermill injects: profile defaults, then overrides, type-checked."""
+    """Per notebook, the values papermill injects: the profile's (its name and where it differs from the notebook's
+    literals), then overrides, type-checked; the notebook's literals hold the rest."""
     declared: dict[str, object] = {}
     for nb in notebooks:
         declared.update(nb.parameters)
@@ -175,7 +153,7 @@ def resolve_parameters(notebooks: list[Notebook], profile: str, overrides: dict)
                                  f"(like {declared[key]!r}), got {type(value).__name__} {value!r}")
     if "profile" in overrides:
         raise ParameterError("set the profile with --profile, not -p profile")
-    base = config.profile_params(profile)
+    base = config.profile_values(profile)
     resolved = {}
     for nb in notebooks:
         values = {k: v for k, v in base.items() if k in nb.parameters}
@@ -420,7 +398,8 @@ def frontier_plan(all_notebooks: list[Notebook], reader: Notebook, params: dict,
         raise ParameterError(f"{reader.name} sweeps {missing}, which are not among the notebooks")
     trainers = {recipe: by_name[name] for recipe, name in FRONTIER_TRAINERS.items()}
     base = {k: v for k, v in (overrides or {}).items() if k != "sweep_point"}
-    main = {recipe: resolve_parameters([nb], profile, {k: v for k, v in base.items() if k in nb.parameters})[nb.name]
+    main = {recipe: {**nb.parameters, **resolve_parameters([nb], profile, {k: v for k, v in base.items()
+                                                                           if k in nb.parameters})[nb.name]}
             for recipe, nb in trainers.items()}
     points: dict[tuple, Point] = {}
     plan = []

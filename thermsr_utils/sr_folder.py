@@ -43,6 +43,7 @@ from typing import Callable
 
 import numpy as np
 
+from .data import SCALE
 from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png, write_png_bands
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -508,7 +509,7 @@ def score_image(scorer, name: str, sr, hr: np.ndarray, scale: int) -> dict:
     return row
 
 
-def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=4, device="cpu",
+def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SCALE, device="cpu",
                    standin_dir=None, tile: int | None = None, tile_overlap: int = TILE_OVERLAP,
                    perceptual=DEFAULT_PERCEPTUAL, nose_model: str = DEFAULT_NOSE_MODEL, colour: str = "auto",
                    progress=True) -> Report:
@@ -671,7 +672,7 @@ def main(argv=None) -> int:
     ap.add_argument("--nose-model", default=DEFAULT_NOSE_MODEL,
                     help="with --metrics: auto, rtmlib, retinaface or none (default: %(default)s, rtmlib when its "
                          "files are cached, else RetinaFace)")
-    ap.add_argument("--scale", type=int, default=4)
+    ap.add_argument("--scale", type=int, default=SCALE)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tile", type=int, default=None, metavar="N",
                     help=f"super-resolve in LR tiles of N px (0 = never; default: tiles of {AUTO_TILE} px for "

@@ -56,11 +56,6 @@ from .losses import describe_loss
 from .progress import LineProgress, plain_progress
 
 ALL = "all"                     # key of the pooled validation result (mean over every image)
-# The write-up's v2 schedule as fractions of its run (200 epochs x 52 steps = 10,400 optimizer steps): 5 warmup
-# epochs, and an EMA decay of 0.999, whose half-life is ln 2 / -ln 0.999 = 692.8 steps.
-WRITEUP_STEPS = 10_400
-WRITEUP_WARMUP = 5 / 200
-WRITEUP_EMA_HALF_LIFE = math.log(2) / -math.log(0.999) / WRITEUP_STEPS
 TIMING_KEYS = ("train_seconds", "val_seconds", "steps_per_second")
 
 
@@ -96,9 +91,10 @@ def _seed_worker(worker_id: int) -> None:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Recipe:
-    """Every setting of one finetuning run; ``Recipe.v1()`` / ``Recipe.v2()`` hold the write-up's values.
-
-    Size a recipe for a profile with ``dataclasses.replace(Recipe.v2(), epochs=..., ...)``.
+    """Every setting of one finetuning run. ``Recipe.v1(...)`` / ``Recipe.v2(...)`` hold what sets the two recipes
+    apart that no notebook declares (weight decay, patches, augmentation, schedule); the values the notebooks
+    declare (epochs, lr, batch size, v1's patch, v2's warmup and EMA half-life) are passed in
+    (``recipes.recipe`` does it from a notebook's parameters).
     """
 
     name: str
@@ -156,29 +152,35 @@ class Recipe:
         return "ema" if self.ema_half_life is not None else "model"
 
     @classmethod
-    def v1(cls, **overrides) -> "Recipe":
-        """The write-up's v1: AdamW 1e-5/1e-5, cosine over 60 epochs, batch 16, 128² patches, no aug."""
-        base = cls(name="v1", epochs=60, batch_size=16, lr=1e-5, weight_decay=1e-5, patch=128,
-                   augment=False, warmup=0.0, schedule="cosine", val_every=5, ema_half_life=None,
-                   select_metric="psnr", select_mode="max")
-        return dataclasses.replace(base, **overrides)
+    def v1(cls, **values) -> "Recipe":
+        """v1 as the write-up trains it: AdamW (weight decay 1e-5), cosine, no warmup, no augmentation, no EMA;
+        ``values`` must give epochs, lr, batch_size and patch (notebook 03's ``v1_*``)."""
+        _require("v1", values, ("epochs", "lr", "batch_size", "patch"))
+        return cls(**{"name": "v1", "weight_decay": 1e-5, "augment": False, "warmup": 0.0, "schedule": "cosine",
+                      "ema_half_life": None, "select_metric": "psnr", "select_mode": "max", **values})
 
     @classmethod
-    def v2(cls, **overrides) -> "Recipe":
-        """The write-up's v2: peak 2e-5, 5 of 200 epochs warmup then cosine, whole crops (192²) flip/rot90, EMA 0.999
-        over its 10,400 steps (as fractions of the run: ``WRITEUP_WARMUP``, ``WRITEUP_EMA_HALF_LIFE``)."""
-        base = cls(name="v2", epochs=200, batch_size=16, lr=2e-5, weight_decay=1e-5, patch=None,
-                   augment=True, warmup=WRITEUP_WARMUP, schedule="cosine", val_every=5,
-                   ema_half_life=WRITEUP_EMA_HALF_LIFE,
-                   select_metric="psnr", select_mode="max",
-                   notes="batch 16 as the write-up's text states (its training script defaulted to 8)")
-        return dataclasses.replace(base, **overrides)
+    def v2(cls, **values) -> "Recipe":
+        """v2 as the write-up trains it: AdamW (weight decay 1e-5), warmup then cosine, whole crops with flip/rot90,
+        EMA; ``values`` must give epochs, lr, batch_size, warmup and ema_half_life (notebook 05's ``v2_*``)."""
+        _require("v2", values, ("epochs", "lr", "batch_size", "warmup", "ema_half_life"))
+        return cls(**{"name": "v2", "weight_decay": 1e-5, "patch": None, "augment": True, "schedule": "cosine",
+                      "select_metric": "psnr", "select_mode": "max",
+                      "notes": "batch 16 as the write-up's text states (its training script defaulted to 8)", **values})
 
     def to_dict(self) -> dict:
         """All fields as plain data, with ``select_on`` resolved."""
         d = dataclasses.asdict(self)
         d["select_on"] = self.selected_copy
         return d
+
+
+def _require(recipe: str, values: dict, names: tuple) -> None:
+    """TypeError naming the values a recipe needs from its caller (the notebook declares them) that are missing."""
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise TypeError(f"Recipe.{recipe}() needs {', '.join(missing)} (notebook "
+                        f"{'03' if recipe == 'v1' else '05'} declares them; recipes.recipe passes them)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,12 +37,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import weights
+from .data import SCALE
 from .weights import RegistryFile, WeightsIntegrityError
 from .io import load_torch
 
-SCALE = 4
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = f"pytorch_model_{SCALE}x.pt"   # = models.weights_name(4)
+WEIGHTS_NAME = f"pytorch_model_{SCALE}x.pt"   # = models.weights_name(SCALE)
 PROVENANCE_NAME = "thermsr.json"
 WAIFU2X_NOTE = "waifu2x-photo ×2 applied twice"
 
