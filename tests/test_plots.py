@@ -175,6 +175,8 @@ def test_frontier_labels_do_not_overlap_each_other_or_the_star(tmp_path):
                                      fronts={"lpips": ["v2 λ=1", "v2 λ=0.05", "v2 λ=0"]}, title="t")
     ax = fig.axes[0]
     renderer = fig._get_renderer()
+    for t in ax.texts:          # positions at the figure's dpi (the last draw was savefig's, at savefig.dpi)
+        t.update_positions(renderer)
     boxes = {t.get_text(): Text.get_window_extent(t, renderer) for t in ax.texts}   # the text, not its leader line
     assert len(boxes) == len(ax.texts) == 11              # each point labelled once (λ=0, λ=1 are in two groups)
     names = sorted(boxes)
