@@ -102,6 +102,15 @@ def check_resume_recipe(saved: Mapping, recipe, path: Path) -> None:
                          "`-p fresh_start True` (fit(..., fresh=True)), which moves the earlier run aside")
 
 
+def check_resume_pipeline(saved: Mapping | None, execution: Mapping, path: Path) -> None:
+    """Raise ValueError if the run in ``path`` drew its patches with another data pipeline than this one would."""
+    before = (saved or {}).get("data_pipeline", "DataLoader")
+    if before != execution["data_pipeline"]:
+        raise ValueError(f"cannot resume from {path}: it drew its training patches with the {before} pipeline "
+                         f"but this run would use the {execution['data_pipeline']} pipeline (different random "
+                         f"windows); set the recipe's fast={before == 'device'} to continue it")
+
+
 # ---------------------------------------------------------------------------------------------
 # The kept model
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,9 @@ import itertools
 import math
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +52,8 @@ from .datasets import LR_METHOD
 from .io import atomic_write_json
 from .config import ParameterValueError
 from .params import RECIPE_RULES
-from .checkpoint import (BEST_DIR, BEST_RAW_DIR, HISTORY_FILE, STATE_FILE, check_resume_recipe, load_state,
-                         remove_leftovers, save_best, save_state, set_aside, set_rng_states)
+from .checkpoint import (BEST_DIR, BEST_RAW_DIR, HISTORY_FILE, STATE_FILE, check_resume_pipeline, check_resume_recipe,
+                         load_state, remove_leftovers, save_best, save_state, set_aside, set_rng_states)
 from .losses import describe_loss
 from .progress import LineProgress, plain_progress
 
@@ -322,6 +324,98 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Stopping on SIGINT / SIGTERM
+# ---------------------------------------------------------------------------------------------
+class TrainingInterrupted(KeyboardInterrupt):
+    """``fit`` stopped by SIGINT; ``state.pt`` holds the last completed epoch (the message says how to resume)."""
+
+
+class TrainingRunExists(RuntimeError):
+    """``fit`` without ``resume`` or ``fresh`` found an interrupted run's ``state.pt`` in its folder and changed
+    nothing; the message names the folder, the epoch the run reached and the two ways on."""
+
+
+def _interrupted_run(out_dir: Path, state: Mapping) -> TrainingRunExists:
+    """The refusal for the unfinished run whose ``state.pt`` is in ``out_dir``, naming the two ways on."""
+    name, epochs, epoch = state["recipe"]["name"], state["recipe"]["epochs"], state["epoch"]
+    return TrainingRunExists(f"{out_dir} holds an interrupted training run ({name}, stopped after epoch {epoch}/"
+                             f"{epochs}): continue it with `-p resume True` (fit(..., resume=True)), or start over "
+                             f"with `-p fresh_start True` (fit(..., fresh=True)), which moves it aside to "
+                             f"{out_dir.name}.old-<date-time> instead of deleting it.")
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM handling for one ``fit`` call (installed only in the main thread).
+
+    While an epoch's training steps run, a signal abandons that epoch at once: its partial updates are
+    never written, so ``state.pt`` keeps the previous epoch, exactly what a SIGKILL would leave. Once the
+    steps are done (``hold``), a signal waits until the epoch's validation, checkpoint, history and state
+    are written (``release``); a second signal stops at once. Stopping prints how to resume and raises
+    TrainingInterrupted (SIGINT) or SystemExit (SIGTERM).
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, name: str, state_path: Path, epochs: int):
+        self.name, self.state_path, self.epochs = name, Path(state_path), epochs
+        self.signum, self.holding, self.saved_epoch, self._previous = None, False, None, {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def hold(self) -> None:
+        """The epoch's steps are done: from now on a first signal waits for ``release``."""
+        self.holding = True
+
+    def release(self, epoch: int) -> None:
+        """Epoch ``epoch`` is fully written; stop now if a signal arrived meanwhile."""
+        self.holding = False
+        self.saved_epoch = epoch
+        if self.signum is not None:
+            self._stop()
+
+    def _handle(self, signum, frame) -> None:
+        first = self.signum is None
+        self.signum = signum
+        if self.holding and first:
+            print(f"{self._signal_name()} received: finishing this epoch's validation and checkpoint before "
+                  "stopping (send it again to stop at once)", file=sys.stderr, flush=True)
+            return
+        self._stop()
+
+    def _signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    def message(self) -> str:
+        """What was interrupted, what is saved, and how to continue."""
+        if self.saved_epoch is not None:
+            saved = f"{self.state_path} holds epoch {self.saved_epoch}/{self.epochs}"
+        elif self.state_path.exists():
+            saved = f"{self.state_path} holds the last completed epoch"
+        else:
+            saved = "no epoch was completed yet, so a resumed run starts from the beginning"
+        return (f"training {self.name!r} stopped by {self._signal_name()}; {saved}. Continue it with "
+                f"`-p resume True` (python -m thermsr_utils.run) or fit(..., resume=True); the result is the "
+                f"same as an uninterrupted run.")
+
+    def _stop(self):
+        self.holding = False
+        msg = self.message()
+        if self.signum == signal.SIGTERM:
+            raise SystemExit(msg)
+        print(msg, file=sys.stderr, flush=True)
+        raise TrainingInterrupted(msg)
+
+
+# ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
 _RESERVED_META = ("recipe", "epoch", "value", "val", "select_metric", "select_mode", "selected_copy",
@@ -342,15 +436,6 @@ def _execution(train_set, recipe: Recipe, device: torch.device, dist) -> dict:
     return {"device": str(device), "amp": amp, "channels_last": fast or amp == "bf16",
             "data_pipeline": "device" if fast and problem is None else "DataLoader",
             "compile": recipe.compile, "world_size": dist.world_size}
-
-
-def _check_resume_pipeline(saved: Mapping | None, execution: Mapping, path: Path) -> None:
-    """Raise ValueError if the run in ``path`` drew its patches with another data pipeline than this one would."""
-    before = (saved or {}).get("data_pipeline", "DataLoader")
-    if before != execution["data_pipeline"]:
-        raise ValueError(f"cannot resume from {path}: it drew its training patches with the {before} pipeline "
-                         f"but this run would use the {execution['data_pipeline']} pipeline (different random "
-                         f"windows); set the recipe's fast={before == 'device'} to continue it")
 
 
 def _versions() -> dict:
@@ -396,12 +481,10 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, ema, recipe: Reci
                 sr = model(lr_img)
             loss = loss_fn(sr.float(), hr_img)
             step_terms = {k: float(v) for k, v in (getattr(loss_fn, "last", None) or {}).items()}
-            if distributed:
-                reduced = accel.reduce_weighted({"__loss__": float(loss.detach()), **step_terms}, weight, device)
-                value = reduced.pop("__loss__")
-                step_terms = reduced
-            else:
-                value = float(loss.detach())
+            value = float(loss.detach())
+            if distributed:         # the global batch's loss and terms
+                step_terms = accel.reduce_weighted({"__loss__": value, **step_terms}, weight, device)
+                value = step_terms.pop("__loss__")
             if not math.isfinite(value):
                 raise FloatingPointError(f"non-finite training loss {value} at step {steps} ({bar_desc})")
             optimizer.zero_grad(set_to_none=True)
@@ -430,6 +513,245 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, ema, recipe: Reci
     return stats
 
 
+class _Runner:
+    """What one ``fit`` call works with, set up once: data, loss, metrics, output folder; how the steps run (device,
+    rank, data pipeline, bf16, channels_last, DDP, compile: ``execution``); optimiser, sized schedule and EMA copy.
+    ``train_model`` is what the steps call: ``model`` (saved, followed by the EMA copy) in DDP and/or compiled."""
+
+    def __init__(self, model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, *, metrics, device,
+                 extra_meta, progress: bool):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not callable(getattr(model, "save_pretrained", None)) and getattr(model, "zoo_name", None) is None:
+            raise TypeError(f"fit keeps checkpoints with super-image's save_pretrained or as a zoo folder; "
+                            f"{type(model).__name__} is neither a super-image model nor a thermsr_utils.zoo model")
+        self.metrics = default_metrics() if metrics is None else dict(metrics)
+        if recipe.select_metric not in self.metrics:
+            raise ValueError(f"select_metric {recipe.select_metric!r} is not among the metrics {sorted(self.metrics)}")
+        self.extra_meta = dict(extra_meta or {})
+        clash = sorted(set(self.extra_meta) & set(_RESERVED_META))
+        if clash:
+            raise ValueError(f"extra_meta keys {clash} are reserved for the run's own metadata")
+        self.model, self.train_set, self.val_sets, self.loss_fn = model, train_set, val_sets, loss_fn
+        self.recipe, self.out_dir = recipe, out_dir
+        device = torch.device(device)
+        if accel.launched_distributed():
+            accel.init_distributed(device.type)
+        self.dist = accel.dist_info()
+        self.is_main = self.dist.is_main                # rank 0 validates and alone writes files
+        self.device = accel.rank_device(device, self.dist)
+        if recipe.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size {recipe.batch_size} (the global batch) is not divisible by the "
+                             f"{self.dist.world_size} ranks of this run")
+        self.progress = progress and self.is_main
+        self.execution = _execution(train_set, recipe, self.device, self.dist)
+        model.to(self.device)
+        if self.execution["channels_last"]:
+            model.to(memory_format=torch.channels_last)
+        if isinstance(loss_fn, torch.nn.Module):
+            loss_fn.to(self.device)
+        self.optimizer = make_optimizer(model, recipe)
+        sized = self.execution["schedule"] = sized_schedule(recipe, steps_per_epoch(len(train_set), recipe))
+        self.scheduler = make_scheduler(self.optimizer, recipe, sized["total_steps"], sized["warmup_steps"])
+        self.ema = make_ema(model, sized["ema_decay"]) if sized["ema_decay"] is not None else None
+        self.kept_model = self.ema.module if recipe.selected_copy == "ema" else model   # validated and kept
+        self.train_model, self.sampler = model, None    # made by start_or_resume, once the state is in place
+
+    def start_or_resume(self, resume: bool, fresh: bool) -> tuple[int, list, dict | None]:
+        """(last completed epoch, history, best so far) from ``state.pt`` when resuming, else a clean start (RNGs seeded
+        from the recipe; no ``state.pt``: no epoch completed, stale files go). An earlier run's ``state.pt`` without
+        ``resume`` is refused; ``fresh`` moves it aside first. Then ``train_model`` and the device sampler are made."""
+        recipe, out_dir, state_path = self.recipe, self.out_dir, self.out_dir / STATE_FILE
+        if self.is_main:
+            remove_leftovers(out_dir)
+        if not (resume or fresh) and state_path.exists():
+            state = load_state(state_path)
+            if state["epoch"] < state["recipe"]["epochs"]:
+                raise _interrupted_run(out_dir, state)
+            fresh = True           # a finished run is kept too: moved aside, never deleted
+        if fresh:
+            resume = False
+            old = set_aside(out_dir) if self.is_main else None
+            if old is not None:
+                print(f"fresh start of {recipe.name}: the earlier run in {out_dir} was moved to {old} "
+                      "(`-p resume True` reuses a finished run without training)", flush=True)
+        if resume and state_path.exists():
+            state = load_state(state_path)
+            check_resume_recipe(state["recipe"], recipe, state_path)
+            check_resume_pipeline(state.get("execution"), self.execution, state_path)
+            self.model.load_state_dict(state["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            set_rng_states(state["rng"])
+            if self.progress:
+                print(f"resuming {recipe.name} from {state_path.name} after epoch {state['epoch']}/{recipe.epochs}")
+            begun = state["epoch"], list(state["history"]), state["best"]
+        else:
+            if resume and self.progress:
+                print(f"no {STATE_FILE} in the output folder: starting {recipe.name} from scratch")
+            if self.is_main:
+                for stale in (state_path, out_dir / HISTORY_FILE):
+                    stale.unlink(missing_ok=True)
+                shutil.rmtree(out_dir / BEST_DIR, ignore_errors=True)
+                shutil.rmtree(out_dir / BEST_RAW_DIR, ignore_errors=True)
+            random.seed(recipe.seed)
+            np.random.seed(recipe.seed)
+            torch.manual_seed(recipe.seed)
+            begun = 0, [], None
+        accel.barrier()     # rank 0 has cleared or read the output folder
+        self.train_model = accel.wrap_ddp(self.model, self.device)
+        if recipe.compile:
+            self.train_model = torch.compile(self.train_model)
+        if self.execution["data_pipeline"] == "device":
+            self.sampler = accel.DevicePatchSampler(self.train_set, recipe.batch_size, self.device,
+                                                    order_seed=recipe.seed, rank=self.dist.rank,
+                                                    world_size=self.dist.world_size)
+        return begun
+
+    def batches(self, epoch: int):
+        """Epoch ``epoch``'s training batches: the device sampler's, else this rank's DataLoader."""
+        if self.sampler is not None:
+            return accel.epoch_view(self.sampler, epoch)
+        return make_loader(self.train_set, self.recipe, epoch, self.dist.rank, self.dist.world_size)
+
+    def train_epoch(self, epoch: int) -> dict:
+        """Epoch ``epoch``'s training steps (``_train_epoch``); its history record, not yet validated."""
+        r, ex, lr = self.recipe, self.execution, self.optimizer.param_groups[0]["lr"]
+        batches = self.batches(epoch)
+        t0 = time.perf_counter()
+        with timing.phase("training"):
+            stats = _train_epoch(self.train_model, batches, self.loss_fn, self.optimizer, self.scheduler, self.ema, r,
+                                 self.device, f"{r.name} epoch {epoch}/{r.epochs}", self.progress, amp=ex["amp"],
+                                 channels_last=ex["channels_last"], ema_source=self.model,
+                                 distributed=self.dist.world_size > 1)
+        seconds = time.perf_counter() - t0
+        return {"epoch": epoch, "lr": lr, **stats, "lr_end": self.optimizer.param_groups[0]["lr"],
+                "train_seconds": seconds, "steps_per_second": stats["steps"] / seconds if seconds > 0 else None,
+                "val": None, "val_copy": None, "val_seconds": None, "is_best": False}
+
+    def validate(self, record: dict) -> dict:
+        """``record`` with the kept copy's validation metrics per dataset and pooled (rank 0's, sent to all)."""
+        t0 = time.perf_counter()
+        result = None
+        if self.is_main:
+            with timing.phase("validation"):
+                result = evaluate(self.kept_model, self.val_sets, self.metrics, device=self.device,
+                                  batch_size=self.recipe.batch_size, amp="bf16" if self.recipe.amp == "bf16" else None)
+        record["val"], record["val_copy"] = accel.broadcast_object(result), self.recipe.selected_copy
+        record["val_seconds"] = time.perf_counter() - t0
+        return record
+
+    def keep(self, record: dict, best: dict | None) -> dict | None:
+        """The best so far after the validated ``record``. When its epoch is kept, rank 0 writes the kept copy to
+        ``best/`` and, with an EMA copy, the trained weights of that epoch to ``best_raw/`` (EMA versus none)."""
+        r, epoch, kept = self.recipe, record["epoch"], self.kept_model
+        value = record["val"][ALL][r.select_metric]
+        if not (epoch == r.epochs if r.keep == "last"
+                else _is_better(value, None if best is None else best["value"], r.select_mode)):
+            return best
+        record["is_best"] = True
+        if self.is_main:
+            meta = {**self.extra_meta, "recipe": r.to_dict(), "epoch": epoch, "value": value, "val": record["val"],
+                    "loss": describe_loss(self.loss_fn), "execution": self.execution,
+                    "train_set": self.train_set.describe() if hasattr(self.train_set, "describe") else None}
+            if getattr(self.train_set, "trained_on", None) is not None:   # palettes and datasets it saw
+                meta["trained_on"] = self.train_set.trained_on
+            meta.update(select_metric=r.select_metric, select_mode=r.select_mode, selected_copy=r.selected_copy,
+                        model_class=type(kept).__name__, versions=_versions())
+            save_best(kept, self.out_dir, meta)
+            if r.selected_copy == "ema":
+                save_best(self.model, self.out_dir, {**meta, "selected_copy": "model", "kept_by": "ema"},
+                          name=BEST_RAW_DIR)
+        return {"epoch": epoch, "value": value, "val": record["val"]}
+
+    def report(self, record: dict) -> None:
+        """With progress, one line per epoch: its validation, or its loss between validations."""
+        r = self.recipe
+        if self.progress:
+            print(_val_line(record["epoch"], r.epochs, record, r.selected_copy) if record["val"] is not None else
+                  f"epoch {record['epoch']:>3}/{r.epochs}  loss {record['train_loss']:.4g}  (validated every "
+                  f"{r.val_every} epochs)")
+
+    def save(self, epoch: int, history: list, best: dict | None) -> None:
+        """Rank 0 writes ``history.json`` and ``state.pt``: everything needed to continue after ``epoch``."""
+        if self.is_main:
+            atomic_write_json(self.out_dir / HISTORY_FILE, history)
+            save_state(self.out_dir / STATE_FILE, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                       ema=self.ema, epoch=epoch, history=history, best=best, recipe=self.recipe,
+                       execution=self.execution)
+
+    def summary(self, history: list, best: dict | None) -> dict:
+        """What ``fit`` returns."""
+        best, r = best or {}, self.recipe
+        return {"out_dir": str(self.out_dir), "best_dir": str(self.out_dir / BEST_DIR), "best_epoch": best.get("epoch"),
+                "best_value": best.get("value"), "best_val": best.get("val"), "select_metric": r.select_metric,
+                "selected_copy": r.selected_copy, "epochs_completed": r.epochs, "execution": self.execution,
+                "history": history, "ema_model": None if self.ema is None else self.ema.module}
+
+
+def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable, recipe: Recipe, out_dir, *,
+        metrics: Mapping[str, Callable] | None = None, device="cpu", resume: bool = False, fresh: bool = False,
+        extra_meta: Mapping | None = None, progress: bool = True) -> dict:
+    """Train ``model`` (a super-image PreTrainedModel) with ``loss_fn`` under ``recipe``; keep the best epoch.
+
+    ``train_set`` yields ``(lr, hr)`` float RGB pairs (e.g. ``SRPatchDataset``); ``val_sets`` maps a
+    dataset name to (lr, hr) pairs; ``metrics`` maps a name to ``fn(sr, hr) -> (N,)`` (default: PSNR
+    and SSIM from ``thermsr_utils.metrics``). ``loss_fn(sr, hr) -> scalar`` gets the unclamped output.
+    With ``resume=True`` training continues from ``out_dir/state.pt`` when present (a finished run is returned
+    as it is). Without it, an interrupted run's ``state.pt`` there raises TrainingRunExists before anything
+    changes, and a finished run is renamed to ``<name>.old-<date-time>`` before training starts over, as any run
+    is with ``fresh=True`` (which wins over ``resume``). Returns a summary dict (kept epoch and its metrics, the
+    history, the final EMA copy or None, ``execution``).
+
+    Execution (``_Runner``; recorded as ``execution`` in the result, ``thermsr.json`` and ``state.pt``): on CUDA
+    the training steps run under bf16 autocast (``recipe.amp="auto"``), with channels_last, on batches made
+    on the device by ``accel.DevicePatchSampler`` (``recipe.fast``), optionally through ``torch.compile``;
+    on a CPU the DataLoader path in float32 runs as before. Under ``torchrun`` (WORLD_SIZE > 1) the model
+    is wrapped in DistributedDataParallel, each rank trains on its slice of every global batch
+    (``recipe.batch_size`` stays the global batch), rank 0 validates and alone writes files.
+
+    SIGINT or SIGTERM stops training cleanly (``_StopOnSignal``): ``state.pt`` then holds the last completed epoch,
+    a message says how to resume, and TrainingInterrupted (SIGINT) or SystemExit (SIGTERM) is raised.
+    """
+    out_dir = Path(out_dir)
+    with _StopOnSignal(recipe.name, out_dir / STATE_FILE, recipe.epochs) as stop:
+        run = _Runner(model, train_set, val_sets, loss_fn, recipe, out_dir, metrics=metrics, device=device,
+                      extra_meta=extra_meta, progress=progress)
+        done, history, best = run.start_or_resume(resume, fresh)
+        if done == 0 and recipe.val_at_start and not history:      # epoch 0: the initial model, never kept
+            history.append(run.validate({"epoch": 0, "lr": None, "steps": 0, "train_loss": None, "train_terms": {},
+                                         "train_term_share": {}, "train_seconds": 0.0, "steps_per_second": None,
+                                         "val": None, "val_copy": None, "is_best": False}))
+            run.report(history[-1])
+        for epoch in range(done + 1, recipe.epochs + 1):
+            record = run.train_epoch(epoch)
+            stop.hold()     # a signal from here on lets this epoch finish saving first
+            if epoch % recipe.val_every == 0 or epoch == recipe.epochs:
+                run.validate(record)
+                best = run.keep(record, best)
+            run.report(record)
+            history.append(record)
+            run.save(epoch, history, best)
+            stop.release(epoch)
+        accel.barrier()     # every file of rank 0 is written before any rank returns
+        return run.summary(history, best)
+
+
+def run_meta(manifest_path, init_info: dict, **more) -> dict:
+    """What a kept checkpoint records besides its recipe: data manifest hash, initial weights, code version,
+    and the determinism settings in force (``config.determinism``)."""
+    from .config import code_version, determinism
+    from .io import file_sha256
+
+    return {"manifest_sha256": file_sha256(manifest_path), "init_weights": init_info,
+            "code_version": code_version(), "lr_recipe": LR_METHOD,
+            "determinism": determinism(), **more}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a history
+# ---------------------------------------------------------------------------------------------
 def last_val_change(history: list[dict], metric: str = "psnr") -> tuple[float, int]:
     """How much the pooled validation ``metric`` moved between the last two validations of a ``fit`` history,
     and over how many epochs: (nan, 0) with fewer than two validations."""
@@ -501,328 +823,3 @@ def _val_line(epoch: int, epochs: int, record: dict, copy: str) -> str:
     loss = "" if record.get("train_loss") is None else f"loss {record['train_loss']:.4g}  "
     star = "  * kept" if record.get("is_best") else ""
     return f"epoch {epoch:>3}/{epochs}  {loss}val[{copy}] " + " | ".join(parts) + star
-
-
-# ---------------------------------------------------------------------------------------------
-# Stopping on SIGINT / SIGTERM
-# ---------------------------------------------------------------------------------------------
-class TrainingInterrupted(KeyboardInterrupt):
-    """``fit`` stopped by SIGINT; ``state.pt`` holds the last completed epoch (the message says how to resume)."""
-
-
-class TrainingRunExists(RuntimeError):
-    """``fit`` without ``resume`` or ``fresh`` found an interrupted run's ``state.pt`` in its folder and changed
-    nothing; the message names the folder, the epoch the run reached and the two ways on."""
-
-
-def _interrupted_run(out_dir: Path, state: Mapping) -> TrainingRunExists:
-    """The refusal for the unfinished run whose ``state.pt`` is in ``out_dir``, naming the two ways on."""
-    name, epochs, epoch = state["recipe"]["name"], state["recipe"]["epochs"], state["epoch"]
-    return TrainingRunExists(f"{out_dir} holds an interrupted training run ({name}, stopped after epoch {epoch}/"
-                             f"{epochs}): continue it with `-p resume True` (fit(..., resume=True)), or start over "
-                             f"with `-p fresh_start True` (fit(..., fresh=True)), which moves it aside to "
-                             f"{out_dir.name}.old-<date-time> instead of deleting it.")
-
-
-class _StopOnSignal:
-    """SIGINT/SIGTERM handling for one ``fit`` call (installed only in the main thread).
-
-    While an epoch's training steps run, a signal abandons that epoch at once: its partial updates are
-    never written, so ``state.pt`` keeps the previous epoch, exactly what a SIGKILL would leave. Once the
-    steps are done (``hold``), a signal waits until the epoch's validation, checkpoint, history and state
-    are written (``release``); a second signal stops at once. Stopping prints how to resume and raises
-    TrainingInterrupted (SIGINT) or SystemExit (SIGTERM).
-    """
-
-    SIGNALS = ("SIGINT", "SIGTERM")
-
-    def __init__(self, name: str, state_path: Path, epochs: int):
-        self.name, self.state_path, self.epochs = name, Path(state_path), epochs
-        self.signum = None
-        self.holding = False
-        self.saved_epoch = None
-        self._previous = {}
-
-    def __enter__(self) -> "_StopOnSignal":
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                sig = getattr(signal, name)
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import signal
-
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def hold(self) -> None:
-        """The epoch's steps are done: from now on a first signal waits for ``release``."""
-        self.holding = True
-
-    def release(self, epoch: int) -> None:
-        """Epoch ``epoch`` is fully written; stop now if a signal arrived meanwhile."""
-        self.holding = False
-        self.saved_epoch = epoch
-        if self.signum is not None:
-            self._stop()
-
-    def _handle(self, signum, frame) -> None:
-        first = self.signum is None
-        self.signum = signum
-        if self.holding and first:
-            print(f"{self._signal_name()} received: finishing this epoch's validation and checkpoint before "
-                  "stopping (send it again to stop at once)", file=sys.stderr, flush=True)
-            return
-        self._stop()
-
-    def _signal_name(self) -> str:
-        import signal
-
-        return signal.Signals(self.signum).name
-
-    def message(self) -> str:
-        """What was interrupted, what is saved, and how to continue."""
-        if self.saved_epoch is not None:
-            saved = f"{self.state_path} holds epoch {self.saved_epoch}/{self.epochs}"
-        elif self.state_path.exists():
-            saved = f"{self.state_path} holds the last completed epoch"
-        else:
-            saved = "no epoch was completed yet, so a resumed run starts from the beginning"
-        return (f"training {self.name!r} stopped by {self._signal_name()}; {saved}. Continue it with "
-                f"`-p resume True` (python -m thermsr_utils.run) or fit(..., resume=True); the result is the "
-                f"same as an uninterrupted run.")
-
-    def _stop(self):
-        import signal
-
-        self.holding = False
-        msg = self.message()
-        if self.signum == signal.SIGTERM:
-            raise SystemExit(msg)
-        print(msg, file=sys.stderr, flush=True)
-        raise TrainingInterrupted(msg)
-
-
-def _keep(kept: torch.nn.Module, raw: torch.nn.Module | None, out_dir: Path, meta: dict, recipe: Recipe) -> None:
-    """Write the kept copy to ``best/`` and, with an EMA copy, the trained weights of the same epoch to
-    ``best_raw/`` (for comparing EMA with no EMA); ``meta`` gains the selection and the library versions."""
-    meta = {**meta, "select_metric": recipe.select_metric, "select_mode": recipe.select_mode,
-            "selected_copy": recipe.selected_copy, "model_class": type(kept).__name__, "versions": _versions()}
-    save_best(kept, out_dir, meta)
-    if raw is not None:
-        save_best(raw, out_dir, {**meta, "selected_copy": "model", "kept_by": "ema"}, name=BEST_RAW_DIR)
-
-
-def _start_or_resume(out_dir: Path, resume: bool, fresh: bool, recipe: Recipe, execution: dict, model, ema, optimizer,
-                     scheduler, is_main: bool, progress: bool) -> tuple[int, list, dict | None]:
-    """(first epoch to train after, history, best so far): from ``state.pt`` when resuming, else a clean start
-    (every RNG seeded from the recipe). An earlier run's ``state.pt`` without ``resume`` is refused; ``fresh``
-    moves the earlier run aside first. Without a ``state.pt`` no epoch completed: stale files are removed."""
-    state_path = out_dir / STATE_FILE
-    if not (resume or fresh) and state_path.exists():
-        state = load_state(state_path)
-        if state["epoch"] < state["recipe"]["epochs"]:
-            raise _interrupted_run(out_dir, state)
-        fresh = True           # a finished run is kept too: moved aside, never deleted
-    if fresh:
-        resume = False
-        old = set_aside(out_dir) if is_main else None
-        if old is not None:
-            print(f"fresh start of {recipe.name}: the earlier run in {out_dir} was moved to {old} "
-                  "(`-p resume True` reuses a finished run without training)", flush=True)
-    if resume and state_path.exists():
-        state = load_state(state_path)
-        check_resume_recipe(state["recipe"], recipe, state_path)
-        _check_resume_pipeline(state.get("execution"), execution, state_path)
-        model.load_state_dict(state["model"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_states(state["rng"])
-        if progress:
-            print(f"resuming {recipe.name} from {state_path.name} after epoch {state['epoch']}/{recipe.epochs}")
-        return state["epoch"], list(state["history"]), state["best"]
-    if resume and progress:
-        print(f"no {STATE_FILE} in the output folder: starting {recipe.name} from scratch")
-    if is_main:
-        for stale in (state_path, out_dir / HISTORY_FILE):
-            stale.unlink(missing_ok=True)
-        shutil.rmtree(out_dir / BEST_DIR, ignore_errors=True)
-        shutil.rmtree(out_dir / BEST_RAW_DIR, ignore_errors=True)
-    random.seed(recipe.seed)
-    np.random.seed(recipe.seed)
-    torch.manual_seed(recipe.seed)
-    return 0, [], None
-
-
-def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable, recipe: Recipe, out_dir, *,
-        metrics: Mapping[str, Callable] | None = None, device="cpu", resume: bool = False, fresh: bool = False,
-        extra_meta: Mapping | None = None, progress: bool = True) -> dict:
-    """Train ``model`` (a super-image PreTrainedModel) with ``loss_fn`` under ``recipe``; keep the best epoch.
-
-    ``train_set`` yields ``(lr, hr)`` float RGB pairs (e.g. ``SRPatchDataset``); ``val_sets`` maps a
-    dataset name to (lr, hr) pairs; ``metrics`` maps a name to ``fn(sr, hr) -> (N,)`` (default: PSNR
-    and SSIM from ``thermsr_utils.metrics``). ``loss_fn(sr, hr) -> scalar`` gets the unclamped output.
-    With ``resume=True`` training continues from ``out_dir/state.pt`` when present (a finished run is returned
-    as it is). Without it, an interrupted run's ``state.pt`` there raises TrainingRunExists before anything
-    changes, and a finished run is renamed to ``<name>.old-<date-time>`` before training starts over, as any run
-    is with ``fresh=True`` (which wins over ``resume``). Returns a
-    summary dict (kept epoch and its metrics, the history, the final EMA copy or None, ``execution``).
-
-    Execution (recorded as ``execution`` in the result, ``thermsr.json`` and ``state.pt``): on CUDA the
-    training steps run under bf16 autocast (``recipe.amp="auto"``), with channels_last, on batches made
-    on the device by ``accel.DevicePatchSampler`` (``recipe.fast``), optionally through ``torch.compile``;
-    on a CPU the DataLoader path in float32 runs as before. Under ``torchrun`` (WORLD_SIZE > 1) the model
-    is wrapped in DistributedDataParallel, each rank trains on its slice of every global batch
-    (``recipe.batch_size`` stays the global batch), rank 0 validates and alone writes files.
-
-    SIGINT or SIGTERM stops training cleanly (``_StopOnSignal``): ``state.pt`` then holds the last completed epoch, a message
-    says how to resume, and TrainingInterrupted (SIGINT) or SystemExit (SIGTERM) is raised.
-    """
-    with _StopOnSignal(recipe.name, Path(out_dir) / STATE_FILE, recipe.epochs) as stop:
-        return _fit(model, train_set, val_sets, loss_fn, recipe, Path(out_dir), stop, metrics=metrics, device=device,
-                    resume=resume, fresh=fresh, extra_meta=extra_meta, progress=progress)
-
-
-def _fit(model, train_set, val_sets, loss_fn, recipe: Recipe, out_dir: Path, stop: _StopOnSignal, *, metrics,
-         device, resume: bool, fresh: bool, extra_meta, progress: bool) -> dict:
-    """The body of ``fit``, with ``stop`` handling SIGINT/SIGTERM."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not callable(getattr(model, "save_pretrained", None)) and getattr(model, "zoo_name", None) is None:
-        raise TypeError(f"fit keeps checkpoints with super-image's save_pretrained or as a zoo folder; "
-                        f"{type(model).__name__} is neither a super-image model nor a thermsr_utils.zoo model")
-    metrics = default_metrics() if metrics is None else dict(metrics)
-    if recipe.select_metric not in metrics:
-        raise ValueError(f"select_metric {recipe.select_metric!r} is not among the metrics {sorted(metrics)}")
-    extra_meta = dict(extra_meta or {})
-    clash = sorted(set(extra_meta) & set(_RESERVED_META))
-    if clash:
-        raise ValueError(f"extra_meta keys {clash} are reserved for the run's own metadata")
-    device = torch.device(device)
-    if accel.launched_distributed():
-        accel.init_distributed(device.type)
-    dist = accel.dist_info()
-    device = accel.rank_device(device, dist)
-    if recipe.batch_size % dist.world_size:
-        raise ValueError(f"batch_size {recipe.batch_size} (the global batch) is not divisible by the "
-                         f"{dist.world_size} ranks of this run")
-    progress = progress and dist.is_main
-    execution = _execution(train_set, recipe, device, dist)
-    model.to(device)
-    if execution["channels_last"]:
-        model.to(memory_format=torch.channels_last)
-    if isinstance(loss_fn, torch.nn.Module):
-        loss_fn.to(device)
-
-    optimizer = make_optimizer(model, recipe)
-    sized = sized_schedule(recipe, steps_per_epoch(len(train_set), recipe))
-    execution["schedule"] = sized
-    scheduler = make_scheduler(optimizer, recipe, sized["total_steps"], sized["warmup_steps"])
-    ema = make_ema(model, sized["ema_decay"]) if sized["ema_decay"] is not None else None
-    state_path = out_dir / STATE_FILE
-    if dist.is_main:
-        remove_leftovers(out_dir)
-
-    start_epoch, history, best = _start_or_resume(out_dir, resume, fresh, recipe, execution, model, ema, optimizer,
-                                                  scheduler, dist.is_main, progress)
-
-    copy = recipe.selected_copy
-
-    def eval_model() -> torch.nn.Module:
-        """The copy that is validated and kept (the EMA copy or the trained model itself)."""
-        return ema.module if copy == "ema" else model
-
-    def validate() -> dict:
-        """Validation metrics of the kept copy, per dataset and pooled (computed on rank 0, sent to all)."""
-        result = None
-        if dist.is_main:
-            with timing.phase("validation"):
-                result = evaluate(eval_model(), val_sets, metrics, device=device, batch_size=recipe.batch_size,
-                                  amp="bf16" if recipe.amp == "bf16" else None)
-        return accel.broadcast_object(result)
-
-    accel.barrier()     # rank 0 has cleared or read the output folder
-    train_model = accel.wrap_ddp(model, device)
-    if recipe.compile:
-        train_model = torch.compile(train_model)
-    sampler = None
-    if execution["data_pipeline"] == "device":
-        sampler = accel.DevicePatchSampler(train_set, recipe.batch_size, device, order_seed=recipe.seed,
-                                           rank=dist.rank, world_size=dist.world_size)
-
-    if start_epoch == 0 and recipe.val_at_start and not history:
-        t0 = time.perf_counter()
-        record = {"epoch": 0, "lr": None, "steps": 0, "train_loss": None, "train_terms": {},
-                  "train_term_share": {}, "train_seconds": 0.0, "steps_per_second": None,
-                  "val": validate(), "val_copy": copy, "is_best": False}
-        record["val_seconds"] = time.perf_counter() - t0
-        history.append(record)
-        if progress:
-            print(_val_line(0, recipe.epochs, record, copy))
-
-    for epoch in range(start_epoch + 1, recipe.epochs + 1):
-        lr_now = optimizer.param_groups[0]["lr"]
-        loader = (accel.epoch_view(sampler, epoch) if sampler is not None
-                  else make_loader(train_set, recipe, epoch, dist.rank, dist.world_size))
-        t0 = time.perf_counter()
-        with timing.phase("training"):
-            stats = _train_epoch(train_model, loader, loss_fn, optimizer, scheduler, ema, recipe, device,
-                                 f"{recipe.name} epoch {epoch}/{recipe.epochs}", progress, amp=execution["amp"],
-                                 channels_last=execution["channels_last"], ema_source=model,
-                                 distributed=dist.world_size > 1)
-        train_seconds = time.perf_counter() - t0
-        stats["lr_end"] = optimizer.param_groups[0]["lr"]
-        stop.hold()  # a signal from here on lets this epoch finish saving first
-        record = {"epoch": epoch, "lr": lr_now, **stats, "train_seconds": train_seconds,
-                  "steps_per_second": stats["steps"] / train_seconds if train_seconds > 0 else None,
-                  "val": None, "val_copy": None, "val_seconds": None, "is_best": False}
-        if epoch % recipe.val_every == 0 or epoch == recipe.epochs:
-            t0 = time.perf_counter()
-            record["val"], record["val_copy"] = validate(), copy
-            record["val_seconds"] = time.perf_counter() - t0
-            value = record["val"][ALL][recipe.select_metric]
-            if (epoch == recipe.epochs if recipe.keep == "last"
-                    else _is_better(value, None if best is None else best["value"], recipe.select_mode)):
-                best = {"epoch": epoch, "value": value, "val": record["val"]}
-                record["is_best"] = True
-                if dist.is_main:
-                    meta = {**extra_meta, "recipe": recipe.to_dict(), "epoch": epoch, "value": value,
-                            "val": record["val"], "loss": describe_loss(loss_fn), "execution": execution,
-                            "train_set": train_set.describe() if hasattr(train_set, "describe") else None}
-                    if getattr(train_set, "trained_on", None) is not None:   # palettes and datasets it saw
-                        meta["trained_on"] = train_set.trained_on
-                    _keep(eval_model(), model if copy == "ema" else None, out_dir, meta, recipe)
-            if progress:
-                print(_val_line(epoch, recipe.epochs, record, copy))
-        elif progress:      # one line every epoch, also between validations
-            print(f"epoch {epoch:>3}/{recipe.epochs}  loss {record['train_loss']:.4g}  (validated every "
-                  f"{recipe.val_every} epochs)")
-        history.append(record)
-        if dist.is_main:
-            atomic_write_json(out_dir / HISTORY_FILE, history)
-            save_state(state_path, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, epoch=epoch,
-                       history=history, best=best, recipe=recipe, execution=execution)
-        stop.release(epoch)
-
-    accel.barrier()     # every file of rank 0 is written before any rank returns
-    best = best or {}
-    return {"out_dir": str(out_dir), "best_dir": str(out_dir / BEST_DIR), "best_epoch": best.get("epoch"),
-            "best_value": best.get("value"), "best_val": best.get("val"), "select_metric": recipe.select_metric,
-            "selected_copy": copy, "epochs_completed": recipe.epochs, "execution": execution,
-            "history": history, "ema_model": None if ema is None else ema.module}
-
-
-def run_meta(manifest_path, init_info: dict, **more) -> dict:
-    """What a kept checkpoint records besides its recipe: data manifest hash, initial weights, code version,
-    and the determinism settings in force (``config.determinism``)."""
-    from .config import code_version, determinism
-    from .io import file_sha256
-
-    return {"manifest_sha256": file_sha256(manifest_path), "init_weights": init_info,
-            "code_version": code_version(), "lr_recipe": LR_METHOD,
-            "determinism": determinism(), **more}
