@@ -425,14 +425,29 @@ LOOK = {"ridge": 0.8, "tip": 0.1, "alae": 0.2, "nostrils": 2.5, "eye": 1.0, "las
 
 
 def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body: bool = False) -> tuple:
-    """Draw one person into the temperature map T (float32 H×W, °C) in place.
+    """Draw one person into the temperature map T (float32 H×W, °C) in place, part by part from back to front.
 
     ``full_body`` draws legs and hands (a standing person); otherwise the torso runs off the frame.
     Returns ``(roi, alpha)``: the (y0, y1, x0, x1) pixel window touched and the person's coverage in it
     (float32 in [0, 1]), or ``(None, None)`` when the person lies entirely outside the frame.
     """
-    L = LOOK
-    H, W = T.shape
+    roi = _person_roi(T.shape, s, pose, full_body)
+    if roi is None:
+        return None, None
+    P = _Person(T, s, pose, tex, roi, full_body)
+    P.clothing()
+    P.long_hair()
+    P.neck()
+    P.ears()
+    if P.face():  # drawn (on-frame and not seen from behind): hair frames it, glasses sit on it
+        P.head_hair()
+        P.glasses()
+    return roi, P.alpha
+
+
+def _person_roi(shape, s: Subject, pose: Pose, full_body: bool):
+    """Pixel window (y0, y1, x0, x1) holding everything drawn for one person, or None when it is off-frame."""
+    H, W = shape
     u0, v0, u1, v1 = _person_extent(s, full_body)
     v_sh = _shoulder_v(s)
     hx, hy = _map_px(s, pose, [u0, u1, u0, u1], [v0, v0, v_sh + 1.5, v_sh + 1.5])
@@ -440,66 +455,75 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
     xs, ys = np.concatenate([hx, bx]), np.concatenate([hy, by])
     x0, x1 = max(int(np.floor(xs.min())) - 2, 0), min(int(np.ceil(xs.max())) + 2, W)
     y0, y1 = max(int(np.floor(ys.min())) - 2, 0), min(int(np.ceil(ys.max())) + 2, H)
-    if x0 >= x1 or y0 >= y1:
-        return None, None
-    F = _Frame(s, pose, (y0, y1, x0, x1))
-    u, v, px = F.u, F.v, F.px
-    sub = T[y0:y1, x0:x1]
-    alpha = np.zeros_like(sub)
-    skin = s.skin + pose.skin_dt
-    amb = s.ambient
-    chin = s.v_widest + s.jaw_len
-    sw, nw = s.shoulder_w, s.neck_w
-    hv = s.hair_volume
+    return None if x0 >= x1 or y0 >= y1 else (y0, y1, x0, x1)
 
-    # textures: fine ones around the head, coarse ones on the body
-    du = tex["du"]
-    pre = 0.45 * px / du  # texels per pixel; prefilter so that small people do not alias
-    fine = cv2.GaussianBlur(tex["fine"], (0, 0), pre) if pre > 0.7 else tex["fine"]
-    damp = 1.0 / np.sqrt(max(pre, 1.0))  # sub-pixel detail averages out
-    tw = F.win(-1.5 - hv, v0, 1.5 + hv, max(v_sh + 1.8, s.hair_len + 0.4 if s.hair == "long" else 0.0))
-    ft = np.zeros(u.shape + (4,), np.float32)
-    if tw is not None:
-        shift = None
-        if s.hair_wave > 0:
-            shift = (s.hair_wave / du) * np.sin(v[tw] * 7.0 + (s.tex_seed % 7))
-        ft[tw] = _sample(fine, u[tw], v[tw], (_TEX_U[0], _TEX_V[0]), du, shift)
-    strands, grain, veins, wobble = (ft[..., i] for i in range(4))
-    strands_d, grain_d = strands * damp, grain * damp
 
-    # --- torso and arms (clothing) ---
-    bw = F.win(-sw - 0.6, v_sh - 0.3, sw + 0.6, v1, body=True)
-    cloth = amb + s.cloth_frac * (skin - amb)
-    if bw is not None:
-        uu, vv = F.ub[bw], F.vb[bw]
-        ct = _sample(tex["coarse"], uu, vv, (_BODY_U[0], _BODY_V[0]), _BODY_DU)
-        folds, weave = ct[..., 0], ct[..., 1] * damp
-        hip = v_sh + 7.0 if full_body else 80.0
+class _Person(_Frame):
+    """One person being drawn, one method per part: a ``_Frame`` plus the temperature window ``sub`` (a view into
+    T), the coverage ``alpha`` drawn so far, shared temperatures and the fine textures sampled on the window."""
+
+    def __init__(self, T: np.ndarray, s: Subject, pose: Pose, tex: dict, roi, full_body: bool):
+        super().__init__(s, pose, roi)
+        self.sub = T[roi[0]:roi[1], roi[2]:roi[3]]
+        self.alpha = np.zeros_like(self.sub)
+        self.full_body, self.tex, self.extent = full_body, tex, _person_extent(s, full_body)
+        self.skin, self.amb = s.skin + pose.skin_dt, s.ambient
+        self.chin, self.v_sh = s.v_widest + s.jaw_len, _shoulder_v(s)
+        # the fine textures (hair strands, skin grain, vessels, wobble) on the window; clothing samples the coarse one
+        u, v, px, hv, du = self.u, self.v, self.px, s.hair_volume, tex["du"]
+        pre = 0.45 * px / du  # texels per pixel; prefilter so that small people do not alias
+        fine = cv2.GaussianBlur(tex["fine"], (0, 0), pre) if pre > 0.7 else tex["fine"]
+        self.damp = 1.0 / np.sqrt(max(pre, 1.0))  # sub-pixel detail averages out
+        tw = self.win(-1.5 - hv, self.extent[1], 1.5 + hv,
+                      max(self.v_sh + 1.8, s.hair_len + 0.4 if s.hair == "long" else 0.0))
+        ft = np.zeros(u.shape + (4,), np.float32)
+        if tw is not None:
+            shift = (s.hair_wave / du) * np.sin(v[tw] * 7.0 + (s.tex_seed % 7)) if s.hair_wave > 0 else None
+            ft[tw] = _sample(fine, u[tw], v[tw], (_TEX_U[0], _TEX_V[0]), du, shift)
+        self.strands, self.grain, self.veins, self.wobble = (ft[..., i] for i in range(4))
+        self.strands_d, self.grain_d = self.strands * self.damp, self.grain * self.damp
+        self.t_hair = self.amb + s.hair_frac * (self.skin - self.amb) + 1.4 * self.strands_d
+
+    def area(self, ua, va, ub, vb, body: bool = False):
+        """``(w, uu, vv)``: ``win``'s slices and head (or body) coordinates there; empty off-frame (nothing drawn)."""
+        w = self.win(ua, va, ub, vb, body) or (slice(0, 0), slice(0, 0))
+        return (w, self.ub[w], self.vb[w]) if body else (w, self.u[w], self.v[w])
+
+    def paint(self, w, a, value):
+        """Composite ``value`` over window ``w`` with coverage ``a``, which joins the person's coverage."""
+        _over(self.sub[w], a, value)
+        self.alpha[w] = np.maximum(self.alpha[w], a)
+
+    def clothing(self):
+        """Torso and arms in clothing (legs and hands too for a full body), skin at the neckline, a collar."""
+        s, px, skin, amb, v_sh = self.s, self.px, self.skin, self.amb, self.v_sh
+        sw, nw = s.shoulder_w, s.neck_w
+        bw, uu, vv = self.area(-sw - 0.6, v_sh - 0.3, sw + 0.6, self.extent[3], body=True)
+        if not uu.size:  # off-frame
+            return
+        cloth = amb + s.cloth_frac * (skin - amb)
+        ct = _sample(self.tex["coarse"], uu, vv, (_BODY_U[0], _BODY_V[0]), _BODY_DU)
+        folds, weave = ct[..., 0], ct[..., 1] * self.damp
+        hip = v_sh + 7.0 if self.full_body else 80.0
         sd = np.minimum(_capsule_sd(uu, vv, (-(nw - 0.1), v_sh + 0.3), (-(sw - 0.55), v_sh + 0.85), 0.55),
                         _capsule_sd(uu, vv, (nw - 0.1, v_sh + 0.3), (sw - 0.55, v_sh + 0.85), 0.55))
         sd = np.minimum(sd, _box_sd(uu, vv, 0.0, (v_sh + 0.85 + hip) / 2, sw - 0.5, (hip - v_sh - 0.85) / 2, 0.25))
         sd = np.minimum(sd, _box_sd(uu, vv, 0.0, v_sh + 0.7, nw + 0.3, 0.5))
-        arm_end = v_sh + 6.6 if full_body else 80.0
+        arm_end = v_sh + 6.6 if self.full_body else 80.0
         arms = np.minimum(_capsule_sd(uu, vv, (-(sw - 0.45), v_sh + 1.0), (-(sw - 0.15), arm_end), 0.45),
                           _capsule_sd(uu, vv, (sw - 0.45, v_sh + 1.0), (sw - 0.15, arm_end), 0.45))
         sd = np.minimum(sd, arms)
         t_body = cloth + 0.5 * folds + 0.3 * weave + 0.8 * np.clip(1.0 - (vv - v_sh) / 3.0, 0, 1)
         crease = _soft(np.abs(np.abs(uu) - (sw - 0.9)) - 0.015, 2 * px) * (vv > v_sh + 1.3)
         t_body -= 0.8 * crease
-        a = _cov(sd, px)
-        _over(sub[bw], a, t_body)
-        alpha[bw] = np.maximum(alpha[bw], a)
-        if full_body:
+        self.paint(bw, _cov(sd, px), t_body)
+        if self.full_body:
             legs = np.minimum(_capsule_sd(uu, vv, (-0.62, hip), (-0.7, hip + 11.0), 0.52),
                               _capsule_sd(uu, vv, (0.62, hip), (0.7, hip + 11.0), 0.52))
-            a = _cov(legs, px)
-            _over(sub[bw], a, amb + 0.6 * s.cloth_frac * (skin - amb) + 0.5 * folds)
-            alpha[bw] = np.maximum(alpha[bw], a)
+            self.paint(bw, _cov(legs, px), amb + 0.6 * s.cloth_frac * (skin - amb) + 0.5 * folds)
             hands = np.minimum(np.hypot(uu + sw - 0.15, vv - arm_end - 0.4),
                                np.hypot(uu - sw + 0.15, vv - arm_end - 0.4))
-            a = _cov(hands - 0.38, px)
-            _over(sub[bw], a, skin - 2.0)
-            alpha[bw] = np.maximum(alpha[bw], a)
+            self.paint(bw, _cov(hands - 0.38, px), skin - 2.0)
         # skin showing at the neckline, and a collar
         if s.neckline == "vee":
             sd_open = np.maximum(np.abs(uu) - 0.62 * np.clip(1 - (vv - v_sh - 0.1) / 1.4, 0, 1), v_sh - 0.2 - vv)
@@ -507,187 +531,197 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
             sd_open = (np.hypot(uu / 0.7, (vv - v_sh - 0.05) / 0.45) - 1.0) * 0.45
         else:
             sd_open = (np.hypot(uu / 0.55, (vv - v_sh - 0.05) / 0.3) - 1.0) * 0.3
-        chest = skin - 1.3 - 0.5 * np.clip(vv - v_sh, 0, 1) + 0.15 * grain_d[bw]
-        _over(sub[bw], _soft(sd_open, 1.5 * px) * _cov(sd, px), chest)
+        chest = skin - 1.3 - 0.5 * np.clip(vv - v_sh, 0, 1) + 0.15 * self.grain_d[bw]
+        _over(self.sub[bw], _soft(sd_open, 1.5 * px) * _cov(sd, px), chest)
         if s.neckline == "collar":
             flap = np.minimum(_capsule_sd(uu, vv, (-0.3, v_sh + 0.1), (-0.85, v_sh + 0.55), 0.15),
                               _capsule_sd(uu, vv, (0.3, v_sh + 0.1), (0.85, v_sh + 0.55), 0.15))
-            _over(sub[bw], _cov(flap, px), cloth - 0.7)
+            _over(self.sub[bw], _cov(flap, px), cloth - 0.7)
 
-    # --- hair ---
-    t_hair = amb + s.hair_frac * (skin - amb) + 1.4 * strands_d
-    hw = F.win(-1.2 - hv, v0, 1.2 + hv, s.v_widest + 0.8)
-    if s.hair == "long" and not pose.back_view:  # curtains behind the face, over the shoulders
-        lw = F.win(-1.35 - hv, v0, 1.35 + hv, s.hair_len + 0.4)
-        if lw is not None:
-            uu, vv = u[lw], v[lw]
-            dv = vv - s.v_widest
-            top = np.sqrt(np.clip(1.0 - (np.minimum(dv, 0) / (s.skull_len * (1.0 + 0.8 * hv))) ** 2, 0, 1))
-            width = (1.0 + hv + 0.1) * top + 0.07 * np.clip(dv, 0, None) + 0.05 * wobble[lw]
-            sd = np.maximum(np.abs(uu) - width, vv - s.hair_len - 0.2 * wobble[lw])
-            edge = np.clip(-sd / 0.15, 0, 1)
-            a = _soft(sd - 0.02 * strands[lw], 2 * px)
-            t = t_hair[lw] - 1.2 * (1 - edge) - 0.5 * np.clip((vv - chin) / 2.0, 0, 1)
-            _over(sub[lw], a, t)
-            alpha[lw] = np.maximum(alpha[lw], a)
+    def long_hair(self):
+        """Long hair's curtains behind the face, over the shoulders."""
+        s, hv = self.s, self.s.hair_volume
+        if s.hair != "long" or self.pose.back_view:
+            return
+        lw, uu, vv = self.area(-1.35 - hv, self.extent[1], 1.35 + hv, s.hair_len + 0.4)
+        dv = vv - s.v_widest
+        top = np.sqrt(np.clip(1.0 - (np.minimum(dv, 0) / (s.skull_len * (1.0 + 0.8 * hv))) ** 2, 0, 1))
+        width = (1.0 + hv + 0.1) * top + 0.07 * np.clip(dv, 0, None) + 0.05 * self.wobble[lw]
+        sd = np.maximum(np.abs(uu) - width, vv - s.hair_len - 0.2 * self.wobble[lw])
+        edge = np.clip(-sd / 0.15, 0, 1)
+        a = _soft(sd - 0.02 * self.strands[lw], 2 * self.px)
+        self.paint(lw, a, self.t_hair[lw] - 1.2 * (1 - edge) - 0.5 * np.clip((vv - self.chin) / 2.0, 0, 1))
 
-    # --- neck: a warm cylinder flaring into the shoulders ---
-    nwin = F.win(-nw - 0.5, s.v_widest, nw + 0.5, v_sh + 0.8)
-    if nwin is not None:
-        uu, vv = u[nwin], v[nwin]
+    def neck(self):
+        """The neck: a warm cylinder flaring into the shoulders, cooler under the jaw."""
+        s, nw, v_sh, chin = self.s, self.s.neck_w, self.v_sh, self.chin
+        w, uu, vv = self.area(-nw - 0.5, s.v_widest, nw + 0.5, v_sh + 0.8)
         flare = np.clip((vv - v_sh + 0.5) / 0.8, 0, 1)
         width = nw + 0.3 * flare * flare
         sd = np.maximum(np.abs(uu) - width, np.maximum(s.v_widest + 0.3 - vv, vv - v_sh - 0.7))
-        a = _cov(sd, px)
-        t = skin - 0.3 + 0.2 * veins[nwin] - 0.4 * np.clip((vv - chin) / 1.2, 0, 1) - 1.6 * (np.abs(uu) / width) ** 4
+        t = (self.skin - 0.3 + 0.2 * self.veins[w] - 0.4 * np.clip((vv - chin) / 1.2, 0, 1)
+             - 1.6 * (np.abs(uu) / width) ** 4)
         t -= 1.5 * np.exp(-0.5 * ((vv - chin - 0.06) / 0.1) ** 2)  # under the jaw the skin faces away: cooler
-        _over(sub[nwin], a, t)
-        alpha[nwin] = np.maximum(alpha[nwin], a)
+        self.paint(w, _cov(sd, self.px), t)
 
-    # --- ears ---
-    if s.hair not in ("long", "curly") or pose.back_view:
+    def ears(self):
+        """Ears, unless long or curly hair covers them: cool, with a warmer rim."""
+        s, px = self.s, self.px
+        if s.hair in ("long", "curly") and not self.pose.back_view:
+            return
         for side in (-1.0, 1.0):
-            ew = F.win(side * 1.0 - 0.2, s.v_widest - 0.3, side * 1.0 + 0.2, s.v_widest + 0.5)
-            if ew is None:
-                continue
-            uu, vv = u[ew], v[ew]
+            w, uu, vv = self.area(side * 1.0 - 0.2, s.v_widest - 0.3, side * 1.0 + 0.2, s.v_widest + 0.5)
             sd = (np.hypot((uu - side * 1.0) / 0.14, (vv - s.v_widest - 0.08) / 0.3) - 1.0) * 0.14
             rim = _soft(np.abs(sd + 0.04) - 0.012, 2 * px)
-            a = _cov(sd, px)
-            _over(sub[ew], a, skin - s.ear_cool + 0.7 * rim - 0.4 * _soft(-sd - 0.06, 3 * px))
-            alpha[ew] = np.maximum(alpha[ew], a)
+            self.paint(w, _cov(sd, px), self.skin - s.ear_cool + 0.7 * rim - 0.4 * _soft(-sd - 0.06, 3 * px))
 
-    # --- head ---
-    hd = F.win(-1.05, s.v_widest - s.skull_len - 0.05, 1.05, chin + 0.05)
-    if hd is None:
-        return (y0, y1, x0, x1), alpha
-    uu, vv = u[hd], v[hd]
-    r = _head_radius(s, uu, vv).astype(np.float32)
-    a_head = _cov((r - 1.0) * np.where(vv > s.v_widest, 1.0, 1.3).astype(np.float32), px)
-    alpha[hd] = np.maximum(alpha[hd], a_head)
-    if pose.back_view:
-        _over(sub[hd], a_head, t_hair[hd] if s.hair != "bald" else skin - 1.5)
-        return (y0, y1, x0, x1), alpha
-    rr = np.clip(r, 0.0, 1.0)
-    t = np.full(u.shape, skin, np.float32)
-    th = skin + 0.8 * _gauss(uu, vv, 0.0, -0.75, 0.55, 0.3)  # warm forehead
-    th += 0.35 * (_gauss(uu, vv, -0.82, -0.35, 0.14, 0.3) + _gauss(uu, vv, 0.82, -0.35, 0.14, 0.3))  # temples
-    th -= 2.2 * np.clip((rr - 0.72) / 0.28, 0, 1) ** 2  # grazing-angle edges read cooler
-    th -= 1.5 * uu * uu * np.clip((vv - 0.1) / 0.8, 0, 1)  # lower face cooler toward the jaw
-    th -= s.cheek_cool * (_gauss(uu, vv, -0.62, 0.62, 0.22, 0.28) + _gauss(uu, vv, 0.62, 0.62, 0.22, 0.28))
-    th -= 0.5 * _gauss(uu, vv, 0.0, chin - 0.12, 0.3, 0.14)  # chin
-    th += 0.25 * veins[hd] * _gauss(uu, vv, 0.0, -0.55, 0.9, 0.55)  # superficial vessels
-    th += 0.1 * grain_d[hd]  # skin mottling
-    if s.hair == "bald":
-        th -= 1.0 * np.clip((-vv - 1.0) / 0.5, 0, 1)  # scalp
-    t[hd] = th
-    tip, nb = s.tip_v, s.tip_v + 0.11
-    w = F.win(-0.45, -0.15, 0.45, nb + 0.15)  # nose: cool tip, ridge and wings; warm creases
-    if w is not None:
-        uu, vv = u[w], v[w]
+    def face(self) -> bool:
+        """The head's outline filled with the skin field and the facial features (or with hair, seen from behind);
+        returns whether a face was drawn: False when the head is off-frame or the person faces away."""
+        s = self.s
+        hd, uu, vv = self.area(-1.05, s.v_widest - s.skull_len - 0.05, 1.05, self.chin + 0.05)
+        if not uu.size:  # off-frame
+            return False
+        r = _head_radius(s, uu, vv).astype(np.float32)
+        a_head = _cov((r - 1.0) * np.where(vv > s.v_widest, 1.0, 1.3).astype(np.float32), self.px)
+        self.alpha[hd] = np.maximum(self.alpha[hd], a_head)
+        if self.pose.back_view:
+            _over(self.sub[hd], a_head, self.t_hair[hd] if s.hair != "bald" else self.skin - 1.5)
+            return False
+        t = np.full(self.u.shape, self.skin, np.float32)  # the features below add to t, window by window
+        t[hd] = self.skin_field(hd, uu, vv, r)
+        for feature in (self.nose, self.eyes, self.lips, self.beard):
+            feature(t)
+        _over(self.sub[hd], a_head, t[hd])
+        return True
+
+    def skin_field(self, hd, uu, vv, r):
+        """Skin temperature on the head: warm forehead and temples, cooler edges, cheeks, jaw and chin."""
+        s, skin = self.s, self.skin
+        rr = np.clip(r, 0.0, 1.0)
+        th = skin + 0.8 * _gauss(uu, vv, 0.0, -0.75, 0.55, 0.3)  # warm forehead
+        th += 0.35 * (_gauss(uu, vv, -0.82, -0.35, 0.14, 0.3) + _gauss(uu, vv, 0.82, -0.35, 0.14, 0.3))  # temples
+        th -= 2.2 * np.clip((rr - 0.72) / 0.28, 0, 1) ** 2  # grazing-angle edges read cooler
+        th -= 1.5 * uu * uu * np.clip((vv - 0.1) / 0.8, 0, 1)  # lower face cooler toward the jaw
+        th -= s.cheek_cool * (_gauss(uu, vv, -0.62, 0.62, 0.22, 0.28) + _gauss(uu, vv, 0.62, 0.62, 0.22, 0.28))
+        th -= 0.5 * _gauss(uu, vv, 0.0, self.chin - 0.12, 0.3, 0.14)  # chin
+        th += 0.25 * self.veins[hd] * _gauss(uu, vv, 0.0, -0.55, 0.9, 0.55)  # superficial vessels
+        th += 0.1 * self.grain_d[hd]  # skin mottling
+        if s.hair == "bald":
+            th -= 1.0 * np.clip((-vv - 1.0) / 0.5, 0, 1)  # scalp
+        return th
+
+    def nose(self, t):
+        """Nose: cool tip, ridge and wings; warm alar grooves; nostrils that follow the breath; warm philtrum;
+        warm nasolabial folds from its wings toward the mouth corners."""
+        s, px, L, tip, nb = self.s, self.px, LOOK, self.s.tip_v, self.s.tip_v + 0.11
+        w, uu, vv = self.area(-0.45, -0.15, 0.45, nb + 0.15)
         ridge = np.clip((vv + 0.05) / (tip + 0.05), 0, 1)  # 0 at the bridge, 1 at the tip
         half = 0.07 + 0.09 * ridge  # the nose widens toward its base
         along = np.exp(-np.clip(vv - tip, 0, None) ** 2 / (2 * 0.05 ** 2)) * (vv > -0.1)
         tn = -L["ridge"] * s.nose_cool * (0.8 + 0.2 * ridge) * along * np.exp(-uu * uu / (2 * half * half))  # dorsum
         tn -= L["tip"] * s.nose_cool * _gauss(uu, vv, 0.0, tip, 0.11, 0.08)  # the tip, coolest
+        breath = self.pose.breath
         for side in (-1.0, 1.0):
             tn -= L["alae"] * s.nose_cool * _gauss(uu, vv, side * 0.8 * s.nose_w, nb - 0.05, 0.05, 0.05)  # alae
             crease = np.abs(np.hypot(uu - side * (s.nose_w - 0.08), vv - nb + 0.07) - 0.1) - 0.01
             tn += 0.6 * _soft(crease, 2.5 * px) * (side * uu > s.nose_w - 0.02) * (vv > nb - 0.2)  # alar groove
-            tn += (pose.breath - L["nostrils"]) * _gauss(uu, vv, side * 0.45 * s.nose_w, nb - 0.01, 0.06, 0.03)  # nostrils
+            tn += (breath - L["nostrils"]) * _gauss(uu, vv, side * 0.45 * s.nose_w, nb - 0.01, 0.06, 0.03)  # nostrils
         tn += 0.6 * _gauss(uu, vv, 0.0, nb + 0.07, 0.09, 0.04)  # warm philtrum under the nose
         t[w] += tn
-    w = F.win(-s.mouth_w - 0.5, nb - 0.1, s.mouth_w + 0.5, s.mouth_v + 0.1)  # nasolabial creases
-    if w is not None:
-        uu, vv = u[w], v[w]
-        for side in (-1.0, 1.0):
+        w, uu, vv = self.area(-s.mouth_w - 0.5, nb - 0.1, s.mouth_w + 0.5, s.mouth_v + 0.1)
+        for side in (-1.0, 1.0):  # nasolabial folds
             fold = np.abs(np.hypot(uu - side * (s.nose_w + 0.5), vv - nb + 0.05) - 0.5) - 0.012
-            t[w] += 0.5 * _soft(fold, 2 * px) * (vv > nb - 0.05) * (vv < s.mouth_v) * (side * uu > s.nose_w)
-    for ex, side in ((-s.eye_dx, -1.0), (s.eye_dx, 1.0)):  # warm orbits, hottest inner canthi
-        w = F.win(ex - 0.4, -0.35, ex + 0.4, 0.35)
-        if w is None:
-            continue
-        uu, vv = u[w], v[w]
-        inner = ex - side * s.eye_w
-        te = 0.7 * _gauss(uu, vv, ex + side * 0.02, 0.0, 0.22, 0.14)
-        te -= 0.35 * _gauss(uu, vv, ex, 0.22, 0.16, 0.06)  # lower lid / cheek boundary
-        te += s.canthus_hot * _gauss(uu, vv, inner + side * 0.015, 0.005, 0.045, 0.038)
-        up, lo = _lid_upper(s, uu, ex), _lid_lower(s, uu, ex)
-        a_eye = _cov(-np.minimum(vv - up, lo - vv), px) * (np.abs(uu - ex) < s.eye_w)
-        te += a_eye * (-L["eye"] * s.eye_cool - 1.0 * _gauss(uu, vv, ex, 0.0, 0.055, 0.055))  # cornea, iris
-        span = np.clip(1 - ((uu - ex) / (1.05 * s.eye_w)) ** 2, 0, 1)
-        te -= L["lashes"] * _soft(np.abs(vv - up + 0.008) - 0.02, 1.5 * px) * span  # lash line
-        te += 0.3 * _soft(np.abs(vv - 1.7 * up + 0.045) - 0.008, 2 * px) * span  # lid crease
-        t[w] += te
-    w = F.win(-0.95, s.brow_v - 0.25, 0.95, s.brow_v + 0.15)  # brows: hair insulates, so cooler
-    if w is not None:
-        uu, vv = u[w], v[w]
+            t[w] += 0.5 * _soft(fold, 2 * self.px) * (vv > nb - 0.05) * (vv < s.mouth_v) * (side * uu > s.nose_w)
+
+    def eyes(self, t):
+        """Eyes: warm orbits, hottest inner canthi, a cool open eye (cornea, iris), lash lines, lid creases; brows."""
+        s, px, L = self.s, self.px, LOOK
+        for ex, side in ((-s.eye_dx, -1.0), (s.eye_dx, 1.0)):
+            w, uu, vv = self.area(ex - 0.4, -0.35, ex + 0.4, 0.35)
+            inner = ex - side * s.eye_w
+            te = 0.7 * _gauss(uu, vv, ex + side * 0.02, 0.0, 0.22, 0.14)
+            te -= 0.35 * _gauss(uu, vv, ex, 0.22, 0.16, 0.06)  # lower lid / cheek boundary
+            te += s.canthus_hot * _gauss(uu, vv, inner + side * 0.015, 0.005, 0.045, 0.038)
+            up, lo = _lid_upper(s, uu, ex), _lid_lower(s, uu, ex)
+            a_eye = _cov(-np.minimum(vv - up, lo - vv), px) * (np.abs(uu - ex) < s.eye_w)
+            te += a_eye * (-L["eye"] * s.eye_cool - 1.0 * _gauss(uu, vv, ex, 0.0, 0.055, 0.055))  # cornea, iris
+            span = np.clip(1 - ((uu - ex) / (1.05 * s.eye_w)) ** 2, 0, 1)
+            te -= L["lashes"] * _soft(np.abs(vv - up + 0.008) - 0.02, 1.5 * px) * span  # lash line
+            te += 0.3 * _soft(np.abs(vv - 1.7 * up + 0.045) - 0.008, 2 * px) * span  # lid crease
+            t[w] += te
+        w, uu, vv = self.area(-0.95, s.brow_v - 0.25, 0.95, s.brow_v + 0.15)  # brows: hair insulates, so cooler
         thick = s.brow_thick * np.clip(1.0 - ((np.abs(uu) - 0.35) / 0.55) ** 2, 0.3, 1.0)
         sd = np.maximum(np.abs(vv - _brow_y(s, uu)) - thick, np.abs(np.abs(uu) - 0.49) - 0.31)
-        a = _soft(sd + 0.02 * wobble[w], 2.5 * px)
-        t[w] -= a * (L["brows"] + 0.25 * grain_d[w] + 0.3 * wobble[w])
-    mv, mw = s.mouth_v, s.mouth_w
-    w = F.win(-mw - 0.1, mv - 0.2, mw + 0.1, mv + 0.22)  # lips and the warm line between them
-    if w is not None:
-        uu, vv = u[w], v[w]
+        a = _soft(sd + 0.02 * self.wobble[w], 2.5 * self.px)
+        t[w] -= a * (L["brows"] + 0.25 * self.grain_d[w] + 0.3 * self.wobble[w])
+
+    def lips(self, t):
+        """Cool lips and the warm line between them, parting as the mouth opens."""
+        s, px, mv, mw, mouth_open = self.s, self.px, self.s.mouth_v, self.s.mouth_w, self.pose.mouth_open
+        w, uu, vv = self.area(-mw - 0.1, mv - 0.2, mw + 0.1, mv + 0.22)
         prof = np.clip(1.0 - (uu / mw) ** 2, 0, 1)
-        gap = 0.08 * pose.mouth_open
+        gap = 0.08 * mouth_open
         lips = np.maximum(np.maximum(mv - gap / 2 - s.lip_h * prof - vv, vv - mv - gap / 2 - 1.3 * s.lip_h * prof),
                           np.abs(uu) - mw)
         line = np.maximum(np.abs(vv - mv) - (0.008 + gap / 2 * prof), np.abs(uu) - mw)
-        t[w] += -L["lips"] * _soft(lips, 2 * px) + (0.9 + 1.2 * pose.mouth_open) * _soft(line, 1.5 * px)
-    if s.beard > 0:  # beard and moustache: insulating hair, cooler and textured
-        w = F.win(-1.05, tip, 1.05, chin + 0.05)
-        if w is not None:
-            uu, vv = u[w], v[w]
-            au = np.abs(uu)
-            inside = _soft(_head_radius(s, uu, vv) - 0.985, 3 * px)
-            ragged = 0.05 * wobble[w] + 0.012 * strands[w]
-            prof = np.clip(1.0 - (uu / (mw + 0.06)) ** 2, 0, 1)
-            cheeks = _soft(mv - 0.1 - 0.9 * (au - 0.35) - vv + ragged, 4 * px) * _soft(0.3 - au, 4 * px)
-            lower = _soft(mv + (1.3 * s.lip_h + 0.03) * prof + 0.01 - vv + ragged, 3 * px)
-            tache = _soft(nb + 0.05 - vv + ragged, 3 * px) * _soft(vv - mv + (s.lip_h + 0.02) * prof, 2 * px) * (
-                _soft(au - mw - 0.04 + ragged, 3 * px))
-            zone = np.maximum(np.maximum(cheeks, lower), tache) * inside * s.beard
-            t[w] -= zone * (2.0 + 0.35 * grain_d[w] + 0.3 * strands_d[w] + 0.4 * wobble[w])
-    _over(sub[hd], a_head, t[hd])
+        t[w] += -LOOK["lips"] * _soft(lips, 2 * px) + (0.9 + 1.2 * mouth_open) * _soft(line, 1.5 * px)
 
-    # --- hair on the head, framing the face ---
-    if s.hair != "bald" and hw is not None:
-        uu, vv = u[hw], v[hw]
+    def beard(self, t):
+        """Beard and moustache: insulating hair, cooler and textured."""
+        s, px, mv, mw, nb = self.s, self.px, self.s.mouth_v, self.s.mouth_w, self.s.tip_v + 0.11
+        if s.beard <= 0:  # clean shaven
+            return
+        w, uu, vv = self.area(-1.05, s.tip_v, 1.05, self.chin + 0.05)
+        au = np.abs(uu)
+        inside = _soft(_head_radius(s, uu, vv) - 0.985, 3 * px)
+        ragged = 0.05 * self.wobble[w] + 0.012 * self.strands[w]
+        prof = np.clip(1.0 - (uu / (mw + 0.06)) ** 2, 0, 1)
+        cheeks = _soft(mv - 0.1 - 0.9 * (au - 0.35) - vv + ragged, 4 * px) * _soft(0.3 - au, 4 * px)
+        lower = _soft(mv + (1.3 * s.lip_h + 0.03) * prof + 0.01 - vv + ragged, 3 * px)
+        tache = _soft(nb + 0.05 - vv + ragged, 3 * px) * _soft(vv - mv + (s.lip_h + 0.02) * prof, 2 * px) * (
+            _soft(au - mw - 0.04 + ragged, 3 * px))
+        zone = np.maximum(np.maximum(cheeks, lower), tache) * inside * s.beard
+        t[w] -= zone * (2.0 + 0.35 * self.grain_d[w] + 0.3 * self.strands_d[w] + 0.4 * self.wobble[w])
+
+    def head_hair(self):
+        """Hair on the head, framing the face: cooler at its outer edge, warm where the scalp shows through."""
+        s, px, hv = self.s, self.px, self.s.hair_volume
+        if s.hair == "bald":
+            return
+        hw, uu, vv = self.area(-1.2 - hv, self.extent[1], 1.2 + hv, s.v_widest + 0.8)
         rh = _head_radius(s, uu / (1.0 + hv), s.v_widest + (vv - s.v_widest) / (1.0 + 0.8 * hv))
-        sd_out = (rh - 1.0) * 1.1 + 0.035 * wobble[hw] - 0.012 * strands[hw]
+        sd_out = (rh - 1.0) * 1.1 + 0.035 * self.wobble[hw] - 0.012 * self.strands[hw]
         fw = {"short": 0.95, "curly": 0.9, "long": 0.84}[s.hair]  # half width of the face opening
         vc = s.v_widest - (0.1 if s.hair == "short" else -0.3)
         fh = vc - s.hairline
         q = np.where(vv < vc, np.hypot(uu / fw, (vv - vc) / fh), np.abs(uu) / fw)
-        sd_open = (q - 1.0) * fh + 0.05 * wobble[hw] + 0.008 * strands[hw]
+        sd_open = (q - 1.0) * fh + 0.05 * self.wobble[hw] + 0.008 * self.strands[hw]
         a = _soft(sd_out, 2.5 * px) * _soft(-sd_open, 3 * px)
         if s.hair == "long":  # below the temples the curtains behind the face take over
             a = a * _soft(vv - s.v_widest - 0.6, 0.3)
         edge = np.clip(-sd_out / 0.2, 0, 1)
         warm = 1.0 * np.clip(1.0 - sd_open / 0.3, 0, 1)  # scalp heat shows through near the face
-        _over(sub[hw], a, t_hair[hw] + warm - 1.4 * (1 - edge))
-        alpha[hw] = np.maximum(alpha[hw], a)
+        self.paint(hw, a, self.t_hair[hw] + warm - 1.4 * (1 - edge))
 
-    # --- glasses: opaque to long-wave infrared, so the lenses show the cold room ---
-    if s.glasses:
-        gw = F.win(-1.05, -0.3, 1.05, 0.32)
-        if gw is not None:
-            uu, vv = u[gw], v[gw]
-            sd_l = None
-            for ex in (-s.eye_dx, s.eye_dx):
-                q = ((np.abs(uu - ex) / s.glass_w) ** 4 + (np.abs(vv - 0.03) / s.glass_h) ** 4) ** 0.25
-                d = (q - 1.0) * min(s.glass_w, s.glass_h)
-                sd_l = d if sd_l is None else np.minimum(sd_l, d)
-            _over(sub[gw], _cov(sd_l, px), amb + 1.3 + 0.6 * _gauss(uu, vv, 0.0, -0.3, 0.6, 0.2))
-            inner = s.eye_dx - s.glass_w
-            frame = np.minimum(np.abs(sd_l) - 0.018, _capsule_sd(uu, vv, (-inner, -0.02), (inner, -0.02), 0.018))
-            frame = np.minimum(frame, np.minimum(
-                _capsule_sd(uu, vv, (-(s.eye_dx + s.glass_w), -0.02), (-0.99, 0.02), 0.016),
-                _capsule_sd(uu, vv, (s.eye_dx + s.glass_w, -0.02), (0.99, 0.02), 0.016)))
-            _over(sub[gw], _cov(frame, px), amb + 0.45 * (skin - amb))
-    return (y0, y1, x0, x1), alpha
+    def glasses(self):
+        """Glasses: opaque to long-wave infrared, so the lenses show the cold room; the frame runs warmer."""
+        s, px, amb = self.s, self.px, self.amb
+        if not s.glasses:
+            return
+        gw, uu, vv = self.area(-1.05, -0.3, 1.05, 0.32)
+        sd_l = None
+        for ex in (-s.eye_dx, s.eye_dx):
+            q = ((np.abs(uu - ex) / s.glass_w) ** 4 + (np.abs(vv - 0.03) / s.glass_h) ** 4) ** 0.25
+            d = (q - 1.0) * min(s.glass_w, s.glass_h)
+            sd_l = d if sd_l is None else np.minimum(sd_l, d)
+        _over(self.sub[gw], _cov(sd_l, px), amb + 1.3 + 0.6 * _gauss(uu, vv, 0.0, -0.3, 0.6, 0.2))
+        inner = s.eye_dx - s.glass_w
+        frame = np.minimum(np.abs(sd_l) - 0.018, _capsule_sd(uu, vv, (-inner, -0.02), (inner, -0.02), 0.018))
+        frame = np.minimum(frame, np.minimum(
+            _capsule_sd(uu, vv, (-(s.eye_dx + s.glass_w), -0.02), (-0.99, 0.02), 0.016),
+            _capsule_sd(uu, vv, (s.eye_dx + s.glass_w, -0.02), (0.99, 0.02), 0.016)))
+        _over(self.sub[gw], _cov(frame, px), amb + 0.45 * (self.skin - amb))
 
 # ---------------------------------------------------------------------------------------------
 # Backgrounds and the camera
