@@ -55,7 +55,7 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, io
+from thermsr_utils import config, io, manifests
 
 paths = config.setup(profile, seed)
 print("artifacts:", paths.root)
@@ -125,12 +125,12 @@ if data_source == "synthetic":
 
 # %%
 committed = paths.committed_manifest if data_source == "synthetic" else None
-manifest = data.build_dataset(
+manifest = manifests.build_dataset(
     paths.crops, sftl54_root=sf_root, thermeval_root=te_root, committed_manifest=committed,
     update_committed=update_manifest, palette=palette, caps=(sftl54_max_train, sftl54_max_val, sftl54_max_test),
     size=crop_size, pad=crop_pad, seed=thermeval_split_seed, min_crop_side=min_crop_side,
-    pixel_drift_ok=data.SYNTHETIC_PIXEL_DRIFT_OK if data_source == "synthetic" else 0.0)
-print(data.summary_table(manifest))
+    pixel_drift_ok=manifests.SYNTHETIC_PIXEL_DRIFT_OK if data_source == "synthetic" else 0.0)
+print(manifests.summary_table(manifest))
 drift = manifest.get("committed_pixel_drift", [])
 if drift:
     config.record_provenance(paths, crops=f"{len(drift)} of {len(manifest['records'])} synthetic crops differ in "
@@ -143,8 +143,8 @@ if drift:
 
 # %%
 records = manifest["records"]
-data.check_disjoint(records)
-data.verify_crops(paths.crops, records)
+manifests.check_disjoint(records)
+manifests.verify_crops(paths.crops, records)
 print(f"{len(records)} crops; splits are disjoint and every crop matches its recorded hash")
 
 # %% [markdown]

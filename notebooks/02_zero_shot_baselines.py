@@ -48,9 +48,9 @@ device = "auto"  # auto | cpu | cuda
 # %%
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, downstream, evaluate, findings, instrument, io, models, plots, stats
+from thermsr_utils import config, data, downstream, evaluate, findings, instrument, io, manifests, models, plots, stats
 
-paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
+paths, device, records = manifests.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 test = [r for r in records if r["split"] == "test"]
 table_ids = {r["id"] for r in evaluate.table_subset(records, table_per_dataset)}
 print(f"{len(test)} test crops; the tables use {len(table_ids)} of them; device {device}")

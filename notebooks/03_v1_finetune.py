@@ -48,9 +48,9 @@ import math
 
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, data, evaluate, models, plots, recipes, train
+from thermsr_utils import config, evaluate, manifests, models, plots, recipes, train
 
-paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
+paths, device, records = manifests.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 caption = evaluate.caption(profile, config.provenance(paths))
 
 # %% [markdown]

@@ -71,9 +71,9 @@ device = "auto"  # auto | cpu | cuda
 # %%
 from IPython.display import Markdown, display
 
-from thermsr_utils import checkpoint, config, data, evaluate, io, models, plots, recipes, train
+from thermsr_utils import checkpoint, config, evaluate, io, manifests, models, plots, recipes, train
 
-paths, device, records = data.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
+paths, device, records = manifests.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 
 # %% [markdown]
 # ## Data, starting point, loss and recipe

@@ -62,9 +62,9 @@ device = "auto"  # auto | cpu | cuda
 # %%
 from IPython.display import Markdown, display
 
-from thermsr_utils import checkpoint, config, data, downstream, evaluate, frontier, io, plots, stats
+from thermsr_utils import checkpoint, config, downstream, evaluate, frontier, io, manifests, plots, stats
 
-paths, device, records = data.open_run(profile, seed, device)  # every crop checked against its hash
+paths, device, records = manifests.open_run(profile, seed, device)  # every crop checked against its hash
 table = evaluate.table_subset(records, table_per_dataset)
 caption = evaluate.caption(profile, config.provenance(paths))
 locator = downstream.prepare_locator(nose_model, device=device)

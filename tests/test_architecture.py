@@ -118,7 +118,10 @@ def test_the_package_has_no_import_cycle():
 LAYERS = (
     ("io", "progress", "timing", "metric_specs"),                # atomic files; progress lines; phase times; metric table
     ("config",),                                                  # paths, profiles, parameter rules
-    ("params", "data", "weights", "synthetic"),                   # parameter rules, crops and manifest, weights
+    ("params", "data", "weights", "synthetic"),                   # parameter rules, LR operator and crop geometry,
+                                                                  # weights, the generator
+    ("readers",),                                                 # SF-TL54 and ThermEval-D folders -> crops, records
+    ("manifests",),                                               # the manifest: built, compared, verified; open_run
     ("zoo", "metrics", "downstream", "datasets", "accel", "instrument", "losses"),  # ...; a landmark model against the
                                                                   # annotations; losses (weights checked by params)
     ("models",),
@@ -126,8 +129,11 @@ LAYERS = (
     ("train", "stats", "plots"),
     ("findings", "frontier"),
     ("recipes", "report"),                                        # notebook parameters -> recipe; executed -> report
-    ("console",),                                                 # a running notebook's kernel and console lines
-    ("run",),                                                     # the notebook runner
+    ("console", "lock"),                                          # a running notebook's kernel and console lines;
+                                                                  # one writer per artifacts folder
+    ("notebook",),                                                # notebooks found, parameters resolved, one executed
+    ("publish",),                                                 # figures and report into figures/, the README block
+    ("run",),                                                     # the notebook runner: in order, sweeps, reruns
     ("sr_folder", "train_cli"),                                   # the other command lines
     # the tools package (thermsr_tools/) on top: measurements around the study, never imported by it
     ("bench",),                                                   # the throughput benchmark

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from thermsr_utils import data, io
+from thermsr_utils import data, io, manifests, readers
 
 SF_W, SF_H = 464, 348  # SF-TL54 frame size
 
@@ -196,7 +196,7 @@ def test_read_labelme_face_box_and_landmark_order(tmp_path):
     pts[50:54] = [(1, 2), (3, 4), (5, 6), (7, 8)]
     p = tmp_path / "a.json"
     p.write_text(json.dumps(labelme(pts, face=((300, 250), (10, 20)))))
-    face, lm = data.read_labelme(p)
+    face, lm = readers.read_labelme(p)
     assert face.tolist() == [10, 20, 300, 250]
     assert lm.shape == (54, 2) and np.array_equal(lm, pts)
 
@@ -204,12 +204,12 @@ def test_read_labelme_face_box_and_landmark_order(tmp_path):
 def test_read_labelme_rejects_wrong_count_and_bad_json(tmp_path):
     p = tmp_path / "short.json"
     p.write_text(json.dumps(labelme(landmarks(0, 0, 50, 50)[:53])))
-    with pytest.raises(data.BadAnnotation, match=r"short\.json.*found 53"):
-        data.read_labelme(p)
+    with pytest.raises(readers.BadAnnotation, match=r"short\.json.*found 53"):
+        readers.read_labelme(p)
     q = tmp_path / "broken.json"
     q.write_text('{"shapes": [')
     with pytest.raises(ValueError, match=r"broken\.json"):
-        data.read_labelme(q)
+        readers.read_labelme(q)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_read_labelme_rejects_wrong_count_and_bad_json(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def test_build_sftl54_records(tmp_path):
     root = sftl54_tree(tmp_path / "sf", extra=[("train", "2_1_1_1", landmarks(50, 50, 250, 250, nose=(60, 200)))])
-    res = data.build_sftl54(root, tmp_path / "crops")
+    res = readers.build_sftl54(root, tmp_path / "crops")
     recs = {r["id"]: r for r in res.records}
     assert set(recs) == {"sf_1_1_1_1", "sf_2_1_1_1", "sf_101_1_1_1", "sf_121_1_1_1"}
     r = recs["sf_1_1_1_1"]
@@ -250,15 +250,15 @@ def test_sftl54_caps_take_evenly_spaced_items_in_subject_order(tmp_path):
                        seed=subject * 10 + frame)
     for split in ("val", "test"):
         (root / "gray" / split / "images").mkdir(parents=True)
-    res = data.build_sftl54(root, tmp_path / "crops", caps=(4, 80, 200))
+    res = readers.build_sftl54(root, tmp_path / "crops", caps=(4, 80, 200))
     # order by subject number: 1a 1b 2a 2b 3a 3b 10a 10b 11a 11b; linspace(0, 9, 4) -> 0, 3, 6, 9
     assert sorted(r["id"] for r in res.records) == sorted(
         ["sf_1_1_1_1", "sf_2_1_1_2", "sf_10_1_1_1", "sf_11_1_1_2"])
     assert res.info["available"] == {"train": 10, "val": 0, "test": 0}
     assert len(list((tmp_path / "crops" / "train" / "sftl54").glob("*.png"))) == 4
-    assert len(data.build_sftl54(root, tmp_path / "c2", caps=(None, 0, 0)).records) == 10
+    assert len(readers.build_sftl54(root, tmp_path / "c2", caps=(None, 0, 0)).records) == 10
     with pytest.raises(ValueError, match="caps"):
-        data.build_sftl54(root, tmp_path / "c3", caps=(4, 80))
+        readers.build_sftl54(root, tmp_path / "c3", caps=(4, 80))
 
 
 def test_sftl54_bad_inputs_are_skipped_counted_and_named(tmp_path):
@@ -275,30 +275,30 @@ def test_sftl54_bad_inputs_are_skipped_counted_and_named(tmp_path):
     add_sftl54(root, "train", "8_1_1_1", landmarks(600, 400, 700, 500))     # landmarks off the frame
     add_sftl54(root, "train", "face_1_1_1", good)                 # no subject number
     add_sftl54(root, "train", "9_1_1_1", landmarks(100, 100, 140, 140))     # side 46 < min_crop_side
-    res = data.build_sftl54(root, tmp_path / "crops", min_crop_side=64)
-    assert names(res, data.R_UNREADABLE) == ["gray/train/images/3_1_1_1.png"]
-    assert names(res, data.R_UNPARSEABLE_JSON) == ["gray/train/json/4_1_1_1.json"]
-    assert names(res, data.R_BAD_ANNOTATION) == ["gray/train/json/5_1_1_1.json"]
-    assert names(res, data.R_MISSING_JSON) == ["gray/train/images/6_1_1_1.png"]
-    assert names(res, data.R_MISSING_IMAGE) == ["gray/train/json/7_1_1_1.json"]
-    assert names(res, data.R_DEGENERATE) == ["gray/train/images/8_1_1_1.png"]
-    assert names(res, data.R_BAD_NAME) == ["gray/train/images/face_1_1_1.png"]
-    assert names(res, data.R_TOO_SMALL) == ["gray/train/images/9_1_1_1.png"]
+    res = readers.build_sftl54(root, tmp_path / "crops", min_crop_side=64)
+    assert names(res, readers.R_UNREADABLE) == ["gray/train/images/3_1_1_1.png"]
+    assert names(res, readers.R_UNPARSEABLE_JSON) == ["gray/train/json/4_1_1_1.json"]
+    assert names(res, readers.R_BAD_ANNOTATION) == ["gray/train/json/5_1_1_1.json"]
+    assert names(res, readers.R_MISSING_JSON) == ["gray/train/images/6_1_1_1.png"]
+    assert names(res, readers.R_MISSING_IMAGE) == ["gray/train/json/7_1_1_1.json"]
+    assert names(res, readers.R_DEGENERATE) == ["gray/train/images/8_1_1_1.png"]
+    assert names(res, readers.R_BAD_NAME) == ["gray/train/images/face_1_1_1.png"]
+    assert names(res, readers.R_TOO_SMALL) == ["gray/train/images/9_1_1_1.png"]
     assert sorted(r["id"] for r in res.records) == ["sf_101_1_1_1", "sf_121_1_1_1", "sf_1_1_1_1"]
 
 
 def test_missing_roots_name_path_and_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere.*expected layout"):
-        data.build_sftl54(tmp_path / "nowhere", tmp_path / "crops")
+        readers.build_sftl54(tmp_path / "nowhere", tmp_path / "crops")
     root = sftl54_tree(tmp_path / "sf")
     with pytest.raises(FileNotFoundError, match="iron"):
-        data.build_sftl54(root, tmp_path / "crops", palette="iron")
+        readers.build_sftl54(root, tmp_path / "crops", palette="iron")
     with pytest.raises(FileNotFoundError, match=r"gone.*expected layout"):
-        data.build_thermeval(tmp_path / "gone", tmp_path / "crops")
+        readers.build_thermeval(tmp_path / "gone", tmp_path / "crops")
     te = small_thermeval(tmp_path / "te")
     (te / "Annotations" / "annotations_2.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"annotations_2\.json"):
-        data.build_thermeval(te, tmp_path / "crops")
+        readers.build_thermeval(te, tmp_path / "crops")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ def test_thermeval_smallest_person_and_jpg_name(tmp_path):
     nose = [75, 60, 10, 8]  # centre (80, 64)
     root = thermeval_tree(tmp_path / "te", [("f1.jpg", [big, other, small], [nose])],
                           [("t0.png", [small], [nose])])
-    res = data.build_thermeval(root, tmp_path / "crops")
+    res = readers.build_thermeval(root, tmp_path / "crops")
     r = next(r for r in res.records if r["id"] == "te_f1_0")
     assert r["source"] == "images/f1.png" and r["subject"] is None
     assert r["box"] == [34, 34, 126, 126]  # from the small Person, not the big one
@@ -322,7 +322,7 @@ def test_thermeval_reads_the_real_frame_orientation(tmp_path, hw, box):
     person, nose = [100, 150, 80, 100], [135, 165, 10, 10]  # centre (140, 200), side 115
     root = thermeval_tree(tmp_path / "te", [("a.png", [person], [nose])], [("b.png", [person], [nose])],
                           frames={"a.png": hw, "b.png": hw})
-    res = data.build_thermeval(root, tmp_path / "crops")
+    res = readers.build_thermeval(root, tmp_path / "crops")
     assert [r["box"] for r in res.records] == [box, box]
     assert res.records[0]["source_size"] == [hw[1], hw[0]]
 
@@ -331,7 +331,7 @@ def test_thermeval_splits_by_image_with_seed(tmp_path):
     person, nose = [50, 40, 60, 80], [75, 60, 10, 8]
     file1 = [(f"s{i:02d}.png", [person], [nose, nose]) for i in range(10)]
     file1.insert(4, ("lonely.png", [], [nose]))  # no Person: no crop, not part of the shuffle
-    res = data.build_thermeval(thermeval_tree(tmp_path / "te", file1, [("t.png", [person], [nose])]),
+    res = readers.build_thermeval(thermeval_tree(tmp_path / "te", file1, [("t.png", [person], [nose])]),
                                tmp_path / "crops")
     order = [f"images/s{i:02d}.png" for i in range(10)]
     random.Random(7).shuffle(order)
@@ -339,9 +339,9 @@ def test_thermeval_splits_by_image_with_seed(tmp_path):
     assert by_split == {"train": set(order[:7]), "val": set(order[7:]), "test": {"images/t.png"}}
     assert res.info["images"] == {"train": 7, "val": 3, "test": 1}
     assert sum(r["split"] == "train" for r in res.records) == 14  # two noses per image
-    assert names(res, data.R_NO_PERSON) == ["images/lonely.png (nose 0)"]
-    data.check_disjoint(res.records)
-    other = data.build_thermeval(tmp_path / "te", tmp_path / "c2", seed=8)
+    assert names(res, readers.R_NO_PERSON) == ["images/lonely.png (nose 0)"]
+    manifests.check_disjoint(res.records)
+    other = readers.build_thermeval(tmp_path / "te", tmp_path / "c2", seed=8)
     assert {r["source"] for r in other.records if r["split"] == "train"} != by_split["train"]
 
 
@@ -353,18 +353,18 @@ def test_thermeval_bad_inputs(tmp_path):
     (root / "images" / "ghost.png").unlink()
     raw = (root / "images" / "broken.png").read_bytes()
     (root / "images" / "broken.png").write_bytes(raw[:100])
-    res = data.build_thermeval(root, tmp_path / "crops")
-    assert names(res, data.R_MISSING_IMAGE) == ["Annotations/annotations_1.json: images/ghost.jpg"]
-    assert names(res, data.R_UNREADABLE) == ["images/broken.png"]
-    assert names(res, data.R_NO_PERSON) == ["images/ok.png (nose 1)"]
+    res = readers.build_thermeval(root, tmp_path / "crops")
+    assert names(res, readers.R_MISSING_IMAGE) == ["Annotations/annotations_1.json: images/ghost.jpg"]
+    assert names(res, readers.R_UNREADABLE) == ["images/broken.png"]
+    assert names(res, readers.R_NO_PERSON) == ["images/ok.png (nose 1)"]
     # k counts every Nose of the image, so the ids stay stable when one is skipped
     assert sorted(r["id"] for r in res.records) == ["te_ok_0", "te_ok_2", "te_t_0"]
     (root / "Annotations" / "annotations_1.json").write_text('{"images": [')
     with pytest.raises(ValueError, match=r"annotations_1\.json"):
-        data.build_thermeval(root, tmp_path / "c2")
+        readers.build_thermeval(root, tmp_path / "c2")
     (root / "Annotations" / "annotations_1.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": []}))
     with pytest.raises(ValueError, match=r"annotations_1\.json: malformed images\[0\]"):
-        data.build_thermeval(root, tmp_path / "c3")
+        readers.build_thermeval(root, tmp_path / "c3")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,24 +376,24 @@ def build_both(tmp_path, **kw):
     if not sf.exists():
         sftl54_tree(sf)
         small_thermeval(te)
-    return data.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, **kw)
+    return manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, **kw)
 
 
 def test_build_dataset_writes_manifest_in_stable_order(tmp_path):
     m = build_both(tmp_path)
-    assert m == data.load_manifest(tmp_path / "crops" / "manifest.json")
+    assert m == manifests.load_manifest(tmp_path / "crops" / "manifest.json")
     keys = [(r["split"], r["dataset"], r["id"]) for r in m["records"]]
     # the single pool image of ThermEval-D goes to val: int(0.7 * 1) = 0 train images
     assert keys == [("train", "sftl54", "sf_1_1_1_1"), ("val", "sftl54", "sf_101_1_1_1"),
                     ("val", "thermeval", "te_p0_0"), ("test", "sftl54", "sf_121_1_1_1"),
                     ("test", "thermeval", "te_t0_0")]
-    assert all(set(r) == set(data._RECORD_FIELDS) for r in m["records"])
+    assert all(set(r) == set(readers._RECORD_FIELDS) for r in m["records"])
     assert m["summary"]["counts"]["val"] == {"sftl54": 1, "thermeval": 1, "total": 2}
     assert m["params"]["caps"] == [600, 80, 200] and m["params"]["seed"] == 7
-    assert data.verify_crops(tmp_path / "crops", m["records"]) == 5
-    assert not (tmp_path / "crops" / data._STAGING).exists()
+    assert manifests.verify_crops(tmp_path / "crops", m["records"]) == 5
+    assert not (tmp_path / "crops" / manifests._STAGING).exists()
     assert str(tmp_path) not in (tmp_path / "crops" / "manifest.json").read_text()
-    table = data.summary_table(m)
+    table = manifests.summary_table(m)
     assert "train" in table and "skipped: none" in table
     with pytest.raises(TypeError, match="palete"):
         build_both(tmp_path, palete="iron")
@@ -408,11 +408,11 @@ def test_committed_manifest_mismatch_and_update(tmp_path):
     saved["records"][0]["box"] = [0, 0, 10, 10]
     committed.write_text(json.dumps(saved))
     before = tree_hash(tmp_path / "crops")
-    with pytest.raises(data.ManifestMismatch, match=r"changed: sf_1_1_1_1 \(box\)"):
+    with pytest.raises(manifests.ManifestMismatch, match=r"changed: sf_1_1_1_1 \(box\)"):
         build_both(tmp_path, committed_manifest=committed)
     assert tree_hash(tmp_path / "crops") == before  # a refused build changes nothing
     m = build_both(tmp_path, committed_manifest=committed, update_committed=True)
-    assert data.load_manifest(committed)["records"] == m["records"]
+    assert manifests.load_manifest(committed)["records"] == m["records"]
 
 
 def test_compare_manifests_names_ids_and_fields():
@@ -420,23 +420,23 @@ def test_compare_manifests_names_ids_and_fields():
     b = {"id": "b", "box": [0, 0, 1, 1], "sha256": "y"}
     c = {"id": "c", "box": [0, 0, 1, 1], "sha256": "z"}
     changed = {**b, "box": [0, 0, 2, 2], "sha256": "w"}
-    assert data.compare_manifests([a, b], [a, b]) == []
-    diffs = data.compare_manifests([a, changed, c], [a, b])
+    assert manifests.compare_manifests([a, b], [a, b]) == []
+    diffs = manifests.compare_manifests([a, changed, c], [a, b])
     assert [str(d) for d in diffs] == ["added: c", "changed: b (box, sha256)"]
     assert diffs[1].fields == ("box", "sha256")
-    assert [str(d) for d in data.compare_manifests([a], [a, b])] == ["removed: b"]
+    assert [str(d) for d in manifests.compare_manifests([a], [a, b])] == ["removed: b"]
 
 
 def test_subject_in_two_splits_is_refused(tmp_path):
     sf = sftl54_tree(tmp_path / "sf", extra=[("test", "1_2_1_1", landmarks(100, 80, 200, 160))])
     with pytest.raises(ValueError, match=r"subject 1 of sftl54 is in splits \['train', 'test'\]"):
-        data.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=None)
+        manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=None)
     assert not (tmp_path / "crops" / "manifest.json").exists()
     recs = [{"id": "x", "dataset": "thermeval", "split": "train", "source": "images/a.png", "subject": None},
             {"id": "y", "dataset": "thermeval", "split": "val", "source": "images/a.png", "subject": None}]
     with pytest.raises(ValueError, match="images/a.png"):
-        data.check_disjoint(recs)
-    data.check_disjoint(recs[:1])
+        manifests.check_disjoint(recs)
+    manifests.check_disjoint(recs[:1])
 
 
 def test_stale_crops_removed_and_other_files_kept(tmp_path):
@@ -458,21 +458,21 @@ def test_verify_crops_detects_changed_and_missing(tmp_path):
     img[0, 0, 0] ^= 1
     io.write_png(crops / rec["path"], img)
     with pytest.raises(ValueError, match=rf"1 unreadable or with different pixels: {rec['path']}"):
-        data.verify_crops(crops, m["records"])
+        manifests.verify_crops(crops, m["records"])
     (crops / m["records"][1]["path"]).unlink()
     with pytest.raises(ValueError, match=rf"1 missing: {m['records'][1]['path']}"):
-        data.verify_crops(crops, m["records"])
+        manifests.verify_crops(crops, m["records"])
 
 
 def test_raw_tree_unchanged_and_crops_never_inside_it(tmp_path):
     sf, te = sftl54_tree(tmp_path / "sf"), small_thermeval(tmp_path / "te")
     add_sftl54(sf, "train", "5_1_1_1", landmarks(0, 0, 50, 50)[:53])  # a skipped file too
     before = tree_hash(sf), tree_hash(te)
-    m = data.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te)
+    m = manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te)
     assert (tree_hash(sf), tree_hash(te)) == before
-    assert "5_1_1_1.json" in data.summary_table(m) and "bad annotation: 1" in data.summary_table(m)
+    assert "5_1_1_1.json" in manifests.summary_table(m) and "bad annotation: 1" in manifests.summary_table(m)
     with pytest.raises(ValueError, match="overlap"):
-        data.build_dataset(sf / "crops", sftl54_root=sf, thermeval_root=te)
+        manifests.build_dataset(sf / "crops", sftl54_root=sf, thermeval_root=te)
     assert (tree_hash(sf), tree_hash(te)) == before
 
 
@@ -490,9 +490,9 @@ def test_load_manifest_names_the_file_it_refuses(tmp_path):
     bad = tmp_path / "m.json"
     bad.write_text(json.dumps({"records": []}))
     with pytest.raises(ValueError, match=r"m\.json"):
-        data.load_manifest(bad)
+        manifests.load_manifest(bad)
     with pytest.raises(FileNotFoundError, match=r"absent\.json"):
-        data.load_manifest(tmp_path / "absent.json")
+        manifests.load_manifest(tmp_path / "absent.json")
 
 
 def test_pixel_only_drift_from_the_committed_manifest_is_tolerated_up_to_a_fraction(tmp_path):
@@ -501,7 +501,7 @@ def test_pixel_only_drift_from_the_committed_manifest_is_tolerated_up_to_a_fract
     saved = json.loads(committed.read_text())
     saved["records"][0]["sha256"] = "0" * 64                       # one crop's pixels differ, nothing else
     committed.write_text(json.dumps(saved))
-    with pytest.raises(data.ManifestMismatch, match=r"\(sha256\)"):  # no tolerance: stops
+    with pytest.raises(manifests.ManifestMismatch, match=r"\(sha256\)"):  # no tolerance: stops
         build_both(tmp_path, committed_manifest=committed)
     n = len(m["records"])
     again = build_both(tmp_path, committed_manifest=committed, pixel_drift_ok=1 / n)
@@ -509,15 +509,15 @@ def test_pixel_only_drift_from_the_committed_manifest_is_tolerated_up_to_a_fract
     assert again["records"] == m["records"]                          # the run's manifest holds the real hashes
     saved["records"][1]["sha256"] = "0" * 64                         # two crops: more than the fraction allows
     committed.write_text(json.dumps(saved))
-    with pytest.raises(data.ManifestMismatch):
+    with pytest.raises(manifests.ManifestMismatch):
         build_both(tmp_path, committed_manifest=committed, pixel_drift_ok=1 / n)
     saved["records"][1]["sha256"] = m["records"][1]["sha256"]
     saved["records"][1]["box"] = [0, 0, 10, 10]                      # any other field still stops the build
     committed.write_text(json.dumps(saved))
-    with pytest.raises(data.ManifestMismatch, match=r"\(box\)"):
+    with pytest.raises(manifests.ManifestMismatch, match=r"\(box\)"):
         build_both(tmp_path, committed_manifest=committed, pixel_drift_ok=0.5)
-    D = data.ManifestDiff
-    assert data.pixel_drift([D("changed", "a", ("sha256",)), D("changed", "b", ("box", "sha256")), D("added", "c")]) == ["a"]
+    D = manifests.ManifestDiff
+    assert manifests.pixel_drift([D("changed", "a", ("sha256",)), D("changed", "b", ("box", "sha256")), D("added", "c")]) == ["a"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,15 +532,15 @@ def test_thermeval_file_name_cannot_leave_the_images_folder(tmp_path):
              (str(outside / "secret_frame.png"), [person], [nose])]
     root = thermeval_tree(tmp_path / "data" / "te", file1, [("t.png", [person], [nose])])
     (root / "images" / "secret_frame.png").unlink()   # the only copy is outside the data root
-    res = data.build_thermeval(root, tmp_path / "crops")
+    res = readers.build_thermeval(root, tmp_path / "crops")
     assert sorted(r["source"] for r in res.records) == ["images/ok.png", "images/t.png"]
-    assert names(res, data.R_OUTSIDE_ROOT) == [
+    assert names(res, readers.R_OUTSIDE_ROOT) == [
         "Annotations/annotations_1.json: ../../outside/secret_frame.png",
         f"Annotations/annotations_1.json: {outside / 'secret_frame.png'}"]
-    with pytest.raises(data.OutsideRoot, match=r"'\.\./x\.png' leaves .*images"):
-        data.resolve_image(root / "images", "../x.png")
-    with pytest.raises(data.OutsideRoot):
-        data.resolve_image(root / "images", "sub/../ok.png")
+    with pytest.raises(readers.OutsideRoot, match=r"'\.\./x\.png' leaves .*images"):
+        readers.resolve_image(root / "images", "../x.png")
+    with pytest.raises(readers.OutsideRoot):
+        readers.resolve_image(root / "images", "sub/../ok.png")
 
 
 def test_coco_ids_that_cannot_be_ids_are_named(tmp_path):
@@ -552,23 +552,23 @@ def test_coco_ids_that_cannot_be_ids_are_named(tmp_path):
     bad["images"][0]["id"] = [1, 2]
     ann.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match=r"annotations_1\.json: malformed images\[0\] .*id must be an integer"):
-        data.build_thermeval(root, tmp_path / "c1")
+        readers.build_thermeval(root, tmp_path / "c1")
     bad = good
     bad["annotations"][1]["image_id"] = {"id": 0}
     ann.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match=r"malformed annotations\[1\] .*image_id must be an integer or a string"):
-        data.build_thermeval(root, tmp_path / "c2")
+        readers.build_thermeval(root, tmp_path / "c2")
 
 
 def test_sixteen_bit_frames_are_skipped_not_squeezed(tmp_path):
     root = sftl54_tree(tmp_path / "sf")
     raw = np.random.default_rng(0).integers(7000, 8021, (SF_H, SF_W), dtype=np.uint16)
     assert cv2.imwrite(str(root / "gray" / "train" / "images" / "1_1_1_1.png"), raw)
-    res = data.build_sftl54(root, tmp_path / "crops")
-    assert names(res, data.R_NOT_8BIT) == ["gray/train/images/1_1_1_1.png"]
+    res = readers.build_sftl54(root, tmp_path / "crops")
+    assert names(res, readers.R_NOT_8BIT) == ["gray/train/images/1_1_1_1.png"]
     assert sorted(r["id"] for r in res.records) == ["sf_101_1_1_1", "sf_121_1_1_1"]
-    with pytest.raises(data.NotEightBit, match=r"1_1_1_1\.png: uint16 pixels, values 7\d\d\d-8\d\d\d"):
-        data.read_frame(root / "gray" / "train" / "images" / "1_1_1_1.png")
+    with pytest.raises(readers.NotEightBit, match=r"1_1_1_1\.png: uint16 pixels, values 7\d\d\d-8\d\d\d"):
+        readers.read_frame(root / "gray" / "train" / "images" / "1_1_1_1.png")
 
 
 def test_labelme_size_that_disagrees_with_the_image_is_skipped(tmp_path):
@@ -577,15 +577,15 @@ def test_labelme_size_that_disagrees_with_the_image_is_skipped(tmp_path):
     ann = json.loads(js.read_text())
     ann.update(imageWidth=SF_W, imageHeight=SF_H)
     js.write_text(json.dumps(ann))
-    assert data.build_sftl54(root, tmp_path / "c0").skipped == {}    # agreeing sizes pass
+    assert readers.build_sftl54(root, tmp_path / "c0").skipped == {}    # agreeing sizes pass
     assert cv2.imwrite(str(root / "gray" / "val" / "images" / "101_1_1_1.png"), noise_image(2 * SF_H, 2 * SF_W))
-    res = data.build_sftl54(root, tmp_path / "c1")
-    assert names(res, data.R_SIZE_MISMATCH) == [
+    res = readers.build_sftl54(root, tmp_path / "c1")
+    assert names(res, readers.R_SIZE_MISMATCH) == [
         f"gray/val/images/101_1_1_1.png (annotated {SF_W}×{SF_H}, on disk {2 * SF_W}×{2 * SF_H})"]
     assert [r["split"] for r in res.records] == ["train", "test"]
     ann.update(imageWidth="wide")
     js.write_text(json.dumps(ann))
-    assert names(data.build_sftl54(root, tmp_path / "c2"), data.R_BAD_ANNOTATION) == ["gray/val/json/101_1_1_1.json"]
+    assert names(readers.build_sftl54(root, tmp_path / "c2"), readers.R_BAD_ANNOTATION) == ["gray/val/json/101_1_1_1.json"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,16 +597,16 @@ def test_mix_takes_each_subject_from_one_rendering_in_every_split(tmp_path):
 
     sf = tmp_path / "sf"
     synthetic.write_sftl54(sf, n_subjects=10, frames_per_subject=2, seed=0)   # subjects 1-7 train, 8 val, 9-10 test
-    res = data.build_sftl54(sf, tmp_path / "crops", palette="mix", caps=(None, None, None))
+    res = readers.build_sftl54(sf, tmp_path / "crops", palette="mix", caps=(None, None, None))
     recs = res.records
     assert len(recs) == 20 and not res.skipped
     for r in recs:
-        assert r["palette"] == ("iron" if r["subject"] % 2 else "gray") == data.mix_palette(r["subject"])
+        assert r["palette"] == ("iron" if r["subject"] % 2 else "gray") == readers.mix_palette(r["subject"])
         assert r["source"].startswith(r["palette"] + "/")
     assert {s: sorted({r["palette"] for r in recs if r["split"] == s}) for s in data.SPLITS} == \
         {"train": ["gray", "iron"], "val": ["gray"], "test": ["gray", "iron"]}   # val: subject 8 alone
-    data.check_disjoint(recs)                                                      # subject-disjoint splits
-    crops = data.read_verified_crops(tmp_path / "crops", recs)
+    manifests.check_disjoint(recs)                                                      # subject-disjoint splits
+    crops = manifests.read_verified_crops(tmp_path / "crops", recs)
     for r, img in zip(recs, crops):                                 # iron crops: 3 different channels, unchanged
         assert img.shape == (192, 192, 3) and img.dtype == np.uint8
         differ = bool((img[..., 0] != img[..., 2]).any())
@@ -616,24 +616,24 @@ def test_mix_takes_each_subject_from_one_rendering_in_every_split(tmp_path):
     lr, hr = train_set[next(i for i, r in enumerate(r for r in recs if r["split"] == "train")
                             if r["palette"] == "iron")]
     assert hr.shape == (3, 64, 64) and not np.allclose(hr[0].numpy(), hr[2].numpy())   # colour reaches the model
-    gray = data.build_sftl54(sf, tmp_path / "g", palette="gray", caps=(None, None, None)).records
+    gray = readers.build_sftl54(sf, tmp_path / "g", palette="gray", caps=(None, None, None)).records
     assert {r["palette"] for r in gray} == {"gray"} and [r["id"] for r in gray] == [r["id"] for r in recs]
     with pytest.raises(ValueError, match="'mix'"):
-        data.build_sftl54(sf, tmp_path / "x", palette="rainbow")
+        readers.build_sftl54(sf, tmp_path / "x", palette="rainbow")
 
 
 def test_mix_needs_both_palette_folders(tmp_path):
     root = sftl54_tree(tmp_path / "sf")
     with pytest.raises(FileNotFoundError, match=r"'iron'.*mix"):
-        data.build_sftl54(root, tmp_path / "crops", palette="mix")
+        readers.build_sftl54(root, tmp_path / "crops", palette="mix")
 
 
 def test_every_record_carries_its_palette_and_the_manifest_counts_them(tmp_path):
     m = build_both(tmp_path)
     assert {(r["dataset"], r["palette"]) for r in m["records"]} == {("sftl54", "gray"), ("thermeval", "gray")}
     assert m["summary"]["palettes"]["val"] == {"gray": 2}
-    assert "renderings: train gray 1; val gray 2; test gray 2" in data.summary_table(m)
-    assert data.trained_on(m["records"]) == {"palettes": ["gray"], "datasets": ["sftl54"]}
+    assert "renderings: train gray 1; val gray 2; test gray 2" in manifests.summary_table(m)
+    assert readers.trained_on(m["records"]) == {"palettes": ["gray"], "datasets": ["sftl54"]}
 
 
 def test_a_committed_manifest_from_before_the_palette_field_reads_as_gray(tmp_path):
@@ -643,13 +643,13 @@ def test_a_committed_manifest_from_before_the_palette_field_reads_as_gray(tmp_pa
     for r in old["records"]:
         del r["palette"]
     io.atomic_write_json(committed, old)
-    assert all(r["palette"] == "gray" for r in data.load_manifest(committed)["records"])
-    assert data.compare_manifests(build_both(tmp_path, committed_manifest=committed)["records"], old["records"]) == []
+    assert all(r["palette"] == "gray" for r in manifests.load_manifest(committed)["records"])
+    assert manifests.compare_manifests(build_both(tmp_path, committed_manifest=committed)["records"], old["records"]) == []
     iron = [{**r, "palette": "iron"} for r in old["records"]]
-    assert {d.fields for d in data.compare_manifests(iron, old["records"])} == {("palette",)}
-    assert data.trained_on(old["records"]) == {"palettes": ["gray"], "datasets": ["sftl54"]}
+    assert {d.fields for d in manifests.compare_manifests(iron, old["records"])} == {("palette",)}
+    assert readers.trained_on(old["records"]) == {"palettes": ["gray"], "datasets": ["sftl54"]}
     from thermsr_utils.params import PARAMETER_RULES
-    assert PARAMETER_RULES["palette"].choices == data.PALETTE_CHOICES
+    assert PARAMETER_RULES["palette"].choices == readers.PALETTE_CHOICES
 
 
 def test_evaluation_rows_get_their_crops_palette(tmp_path):

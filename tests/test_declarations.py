@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from thermsr_utils import config, run
+from thermsr_utils import config, notebook
 
 PACKAGE = Path(__file__).resolve().parent.parent / "thermsr_utils"
-NOTEBOOKS = run.discover()
+NOTEBOOKS = notebook.discover()
 
 # The recipe's parameters (λ, the EMA, epochs, learning rate, batch size, warmup, the scale) under the names the
 # package and the notebooks give them.
@@ -133,7 +133,7 @@ def test_the_demo_is_the_notebooks_as_written():
 
 
 def test_a_run_sees_the_notebooks_literals_under_the_profiles_values():
-    resolved = run.resolve_parameters(NOTEBOOKS, "smoke", {"v2_epochs": 3})
+    resolved = notebook.resolve_parameters(NOTEBOOKS, "smoke", {"v2_epochs": 3})
     v2 = next(nb for nb in NOTEBOOKS if nb.name.startswith("05"))
     assert resolved[v2.name]["profile"] == "smoke" and resolved[v2.name]["v2_epochs"] == 3
     assert resolved[v2.name]["lpips_weight"] == config.PROFILES["smoke"]["lpips_weight"]

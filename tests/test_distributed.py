@@ -278,7 +278,7 @@ def test_entry_point_parameters_are_what_the_notebook_would_see(recipe, nb_name,
 
 
 def _tiny_manifest(paths, side=32, n=6):
-    from thermsr_utils import data, io
+    from thermsr_utils import io, manifests
 
     rng = np.random.default_rng(0)
     records = []
@@ -289,7 +289,7 @@ def _tiny_manifest(paths, side=32, n=6):
         rel = f"{split}/{ds}/c{i}.png"
         io.write_png(paths.crops / rel, img)
         records.append({"id": f"c{i}", "dataset": ds, "split": split, "path": rel, "sha256": io.pixel_sha256(img)})
-    io.atomic_write_json(paths.manifest, {"schema_version": data.SCHEMA_VERSION, "records": records})
+    io.atomic_write_json(paths.manifest, {"schema_version": manifests.SCHEMA_VERSION, "records": records})
     return records
 
 

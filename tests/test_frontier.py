@@ -84,13 +84,13 @@ def test_table_markdown_writes_value_and_interval(tmp_path):
 
 def _plan(profile, monkeypatch, tmp_path, overrides=None):
     """The runner's frontier points and plan for ``profile``, the plan written where 07 reads it."""
-    from thermsr_utils import run
+    from thermsr_utils import notebook, run
 
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
-    notebooks = run.discover()
+    notebooks = notebook.discover()
     reader = next(nb for nb in notebooks if "frontier_lambdas" in nb.parameters)
     own = {k: v for k, v in (overrides or {}).items() if k in reader.parameters}
-    p = run.resolve_parameters([reader], profile, own)[reader.name]
+    p = notebook.resolve_parameters([reader], profile, own)[reader.name]
     points, plan = run.frontier_plan(notebooks, reader, p, profile, overrides)
     run.write_plan(config.run_paths(profile), plan)
     return points, plan, frontier.read_plan(config.run_paths(profile))
@@ -395,7 +395,7 @@ def test_blend_words_says_which_of_a_trained_point_and_its_nearest_blend_dominat
 
 
 def test_points_run_side_by_side_each_with_its_share_of_the_cores(monkeypatch, tmp_path):
-    from thermsr_utils import run
+    from thermsr_utils import notebook, run
 
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
     calls = []
@@ -415,7 +415,7 @@ def test_points_run_side_by_side_each_with_its_share_of_the_cores(monkeypatch, t
         active.discard(paths.root)
         return paths.executed / f"{nb.name}.ipynb"
     monkeypatch.setattr(run, "execute", fake_execute)
-    nbs = {nb.name: nb for nb in run.discover()}
+    nbs = {nb.name: nb for nb in notebook.discover()}
     v1, v2 = nbs["03_v1_finetune"], nbs["05_v2_finetune"]
     points = (run.sweep_points([v1], "smoke", {"seed": [1]}) + run.sweep_points([v2], "smoke", {"seed": [1]})
               + run.sweep_points([v2], "smoke", {"lpips_weight": [0.0]}))

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from thermsr_utils import config, data, evaluate, io, run
+from thermsr_utils import config, evaluate, io, manifests, notebook, publish, run
 
 pytestmark = pytest.mark.notebooks
 
@@ -24,7 +24,7 @@ def smoke_run(tmp_path_factory):
 def test_every_notebook_executed(smoke_run):
     paths, outputs = smoke_run
     main = [p for p in outputs if p.parent == paths.executed]
-    assert [p.stem for p in main] == [nb.name for nb in run.discover()]
+    assert [p.stem for p in main] == [nb.name for nb in notebook.discover()]
     points = [p for p in outputs if p.parent != paths.executed]
     assert points and all(p.exists() and p.parents[2] == paths.sweeps for p in points)
 
@@ -64,15 +64,15 @@ def test_the_frontier_sweep_of_the_smoke_profile_ran_before_07(smoke_run):
 
 def test_manifest_matches_the_committed_one(smoke_run):
     paths, _ = smoke_run
-    manifest = data.load_manifest(paths.manifest)
+    manifest = manifests.load_manifest(paths.manifest)
     built = manifest["records"]
     committed = io.read_json(config.MANIFEST_DIR / "smoke.json")["records"]
-    diffs = data.compare_manifests(built, committed)
+    diffs = manifests.compare_manifests(built, committed)
     # the only differences allowed are crops whose pixels alone differ (another CPU's float rounding), named in
-    # the run's manifest and its provenance, and no more of them than data.SYNTHETIC_PIXEL_DRIFT_OK allows
+    # the run's manifest and its provenance, and no more of them than manifests.SYNTHETIC_PIXEL_DRIFT_OK allows
     drift = manifest.get("committed_pixel_drift", [])
-    assert len(diffs) == len(drift) and data.pixel_drift(diffs) == drift
-    assert len(drift) <= data.SYNTHETIC_PIXEL_DRIFT_OK * len(built)
+    assert len(diffs) == len(drift) and manifests.pixel_drift(diffs) == drift
+    assert len(drift) <= manifests.SYNTHETIC_PIXEL_DRIFT_OK * len(built)
     assert bool(drift) == ("crops" in config.provenance(paths))
     assert {r["split"] for r in built} == {"train", "val", "test"}
     assert {r["dataset"] for r in built} == {"sftl54", "thermeval"}
@@ -126,7 +126,7 @@ def test_tables_agree_with_per_crop_results(smoke_run, table, methods):
     per_crop = []
     for m in methods:
         per_crop += evaluate.read_rows(evaluate.result_stem(paths.results, m).with_suffix(".csv"))
-    records = data.load_manifest(paths.manifest)["records"]
+    records = manifests.load_manifest(paths.manifest)["records"]
     ids = {r["id"] for r in evaluate.table_subset(records, 60)}
     expected = evaluate.aggregate([r for r in per_crop if r["id"] in ids])
     for row in rows:
@@ -191,7 +191,7 @@ def test_findings_answer_the_three_questions_with_intervals(smoke_run):
 
 
 def test_publish(smoke_run, tmp_path):
-    dest = run.publish("smoke", dest_root=tmp_path)
+    dest = publish.publish("smoke", dest_root=tmp_path)
     prov = io.read_json(dest / "PROVENANCE.json")
     assert prov["profile"] == "smoke" and prov["data_manifest_sha256"]
     assert prov["substitutes_and_sources"]["lpips"].startswith("lpips-alex (")
@@ -205,8 +205,8 @@ def test_the_published_report_reads_as_the_run_and_opens_in_a_browser(smoke_run,
     from thermsr_utils import report
 
     paths, _ = smoke_run
-    rep = run.publish("smoke", dest_root=tmp_path) / run.REPORT_DIR
-    names = [nb.name for nb in run.discover()]
+    rep = publish.publish("smoke", dest_root=tmp_path) / publish.REPORT_DIR
+    names = [nb.name for nb in notebook.discover()]
     assert sorted(p.stem for p in rep.glob("[0-9][0-9]_*.md")) == names
     executed = [nbformat.read(str(paths.executed / f"{n}.ipynb"), as_version=4) for n in names]
     figures = sum("image/png" in o.get("data", {}) for nb in executed for c in nb.cells for o in c.get("outputs", []))
@@ -230,7 +230,7 @@ def test_the_published_report_reads_as_the_run_and_opens_in_a_browser(smoke_run,
         top, bottom = seen["boxes"][key][1], seen["boxes"][key][3]
         assert 0 <= top and bottom <= 1400, f"{key} is not in the first 1400 × 1400 px: {seen['boxes'][key]}"
     html = (rep / report.INDEX_HTML).read_text()
-    assert (paths.results / run.HEADLINE_FILE).read_text().splitlines()[0].split("**")[1] in html
+    assert (paths.results / publish.HEADLINE_FILE).read_text().splitlines()[0].split("**")[1] in html
     browser(rep / report.INDEX_HTML, shots / "report_smoke_frontier.png",
             start=report.anchor("07_perception_distortion_frontier"))
     browser(rep / report.INDEX_HTML, shots / "report_smoke_panel.png", start="What-the-three-models-look-like")

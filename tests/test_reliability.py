@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from thermsr_utils import checkpoint, config, data, datasets, io, params, run, train
+from thermsr_utils import checkpoint, config, data, datasets, io, lock, manifests, notebook, params, run, train
 
 ROOT = config.REPO_ROOT
 PACKAGE = ROOT / "thermsr_utils"
@@ -187,8 +187,8 @@ def test_one_thread_and_two_threads_agree_within_their_intervals(two_smoke_runs,
 @pytest.mark.notebooks
 def test_crops_match_their_manifest_in_both_runs(two_smoke_runs):
     a, b = two_smoke_runs["runs"]["a"], two_smoke_runs["runs"]["b"]
-    records = data.load_manifest(a.manifest)["records"]
-    assert records == data.load_manifest(b.manifest)["records"] and len(records) > 20
+    records = manifests.load_manifest(a.manifest)["records"]
+    assert records == manifests.load_manifest(b.manifest)["records"] and len(records) > 20
     for r in records:
         pa = io.pixel_sha256(io.read_image(a.crops / r["path"]))
         assert pa == io.pixel_sha256(io.read_image(b.crops / r["path"])) == r["sha256"], r["path"]
@@ -245,7 +245,7 @@ def test_builders_never_write_under_the_raw_roots(tmp_path):
 
     sys.addaudithook(hook)  # audit hooks cannot be removed; ``active`` switches this one off
     try:
-        data.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, caps=(None, None, None))
+        manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, caps=(None, None, None))
     finally:
         active[0] = False
     assert touched == []
@@ -446,7 +446,7 @@ WRITE_CALLS = {"savefig": None, "imwrite": None, "save_pretrained": None, "write
                "move": ("shutil",)}
 ALLOWED = {
     ("models.py", "save_pretrained_into", "save_pretrained"): "written into io.atomic_dir's temp folder, renamed into place",
-    ("run.py", "publish", "copy2"): "copied into a staging folder that is swapped in whole",
+    ("publish.py", "publish", "copy2"): "copied into a staging folder that is swapped in whole",
     ("run.py", "fill_point", "copytree"): "a sweep point assembled in io.atomic_dir's temp folder, renamed into place",
     ("run.py", "fill_point", "copy2"): "the same temp folder",
     ("run.py", "_link_or_copy", "copy2"): "copytree's copy function inside fill_point's temp folder",
@@ -558,20 +558,20 @@ def _tiny_run(tmp_path, n=6):
         io.write_png(paths.crops / rel, img)
         records.append({"id": f"sf_{i}", "dataset": "sftl54", "split": data.SPLITS[i % 3], "path": rel,
                         "sha256": io.pixel_sha256(img)})
-    io.atomic_write_json(paths.manifest, {"schema_version": data.SCHEMA_VERSION, "records": records})
+    io.atomic_write_json(paths.manifest, {"schema_version": manifests.SCHEMA_VERSION, "records": records})
     return paths, records
 
 
 def test_load_verified_manifest_names_changed_and_missing_crops(tmp_path):
     paths, records = _tiny_run(tmp_path)
-    assert data.load_verified_manifest(paths)["records"] == [{**r, "palette": "gray"} for r in records]  # old: gray
+    assert manifests.load_verified_manifest(paths)["records"] == [{**r, "palette": "gray"} for r in records]  # old: gray
     changed = paths.crops / records[1]["path"]
     img = io.read_image(changed)
     img[0, 0, 0] ^= 1                                   # one bit of one pixel
     io.write_png(changed, img)
     (paths.crops / records[4]["path"]).unlink()
-    with pytest.raises(data.CropIntegrityError) as err:
-        data.load_verified_manifest(paths)
+    with pytest.raises(manifests.CropIntegrityError) as err:
+        manifests.load_verified_manifest(paths)
     msg = str(err.value)
     assert records[1]["path"] in msg and records[4]["path"] in msg and "1 missing" in msg
     assert err.value.changed == [records[1]["path"]] and err.value.missing == [records[4]["path"]]
@@ -580,7 +580,7 @@ def test_load_verified_manifest_names_changed_and_missing_crops(tmp_path):
 
 def test_missing_manifest_says_which_notebook_makes_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="01_build_dataset"):
-        data.load_verified_manifest(config.RunPaths("smoke", tmp_path / "nothing"))
+        manifests.load_verified_manifest(config.RunPaths("smoke", tmp_path / "nothing"))
 
 
 def test_training_data_is_verified_before_use(tmp_path):
@@ -590,27 +590,27 @@ def test_training_data_is_verified_before_use(tmp_path):
     changed = paths.crops / records[0]["path"]      # a training crop
     img = io.read_image(changed)
     io.write_png(changed, 255 - img)
-    with pytest.raises(data.CropIntegrityError, match=records[0]["path"]):
+    with pytest.raises(manifests.CropIntegrityError, match=records[0]["path"]):
         datasets.datasets_from_manifest(paths.crops, records, patch=16, augment=False)
 
 
 def test_notebooks_load_the_manifest_through_the_verified_path():
-    for nb in run.discover():
+    for nb in notebook.discover():
         if nb.number == "01":
             continue
         text = nb.source.read_text()
-        assert "data.open_run(profile, seed, device" in text, nb.name
+        assert "manifests.open_run(profile, seed, device" in text, nb.name
         assert "load_manifest(" not in text, nb.name
 
 
 def test_open_run_refuses_changed_crops(tmp_path, monkeypatch):
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
     paths, records = _tiny_run(tmp_path)
-    got_paths, device, got = data.open_run("smoke", 0, "cpu")
+    got_paths, device, got = manifests.open_run("smoke", 0, "cpu")
     assert (got_paths.root, device, got) == (paths.root, "cpu", [{**r, "palette": "gray"} for r in records])
     io.write_png(paths.crops / records[1]["path"], np.zeros((16, 16, 3), np.uint8))
-    with pytest.raises(data.CropIntegrityError, match=records[1]["path"]):
-        data.open_run("smoke", 0, "cpu")
+    with pytest.raises(manifests.CropIntegrityError, match=records[1]["path"]):
+        manifests.open_run("smoke", 0, "cpu")
 
 
 # =============================================================================================
@@ -618,8 +618,8 @@ def test_open_run_refuses_changed_crops(tmp_path, monkeypatch):
 # =============================================================================================
 HOLDER = '''
 import sys, time
-from thermsr_utils import config, run
-with run.run_lock(config.run_paths("demo"), "holder of the lock"):
+from thermsr_utils import config, lock
+with lock.run_lock(config.run_paths("demo"), "holder of the lock"):
     print("HELD", flush=True)
     time.sleep(60)
 '''
@@ -642,8 +642,8 @@ def test_a_second_process_is_refused_while_the_first_holds_the_folder(artifacts,
     holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert holder.stdout.readline().strip() == "HELD"
-        with pytest.raises(run.RunLocked, match=rf"pid {holder.pid} .*holder of the lock"):
-            with run.run_lock(artifacts, "second"):
+        with pytest.raises(lock.RunLocked, match=rf"pid {holder.pid} .*holder of the lock"):
+            with lock.run_lock(artifacts, "second"):
                 pass
         assert run.main(["--profile", "demo", "--only", "01"]) == 1
         assert f"pid {holder.pid}" in capsys.readouterr().err
@@ -652,9 +652,9 @@ def test_a_second_process_is_refused_while_the_first_holds_the_folder(artifacts,
         holder.kill()
         holder.wait()
     # killed without cleaning up: its lock file stays, its flock is gone; the next run takes over
-    assert run.read_lock(artifacts.lock)["pid"] == holder.pid
-    with run.run_lock(artifacts, "third") as me:
-        assert run.read_lock(artifacts.lock) == me
+    assert lock.read_lock(artifacts.lock)["pid"] == holder.pid
+    with lock.run_lock(artifacts, "third") as me:
+        assert lock.read_lock(artifacts.lock) == me
     assert f"stale lock {artifacts.lock} of pid {holder.pid}" in capsys.readouterr().err
     assert not artifacts.lock.exists()
 
@@ -663,14 +663,14 @@ def test_a_lock_of_a_live_process_refuses_and_a_dead_one_is_taken_over(artifacts
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         _write_lock(artifacts, sleeper.pid, "sleep 60")
-        with pytest.raises(run.RunLocked, match=rf"pid {sleeper.pid} on {socket.gethostname()}.*sleep 60"):
-            with run.run_lock(artifacts):
+        with pytest.raises(lock.RunLocked, match=rf"pid {sleeper.pid} on {socket.gethostname()}.*sleep 60"):
+            with lock.run_lock(artifacts):
                 pass
-        assert run.read_lock(artifacts.lock)["pid"] == sleeper.pid, "a refused run must leave the lock alone"
+        assert lock.read_lock(artifacts.lock)["pid"] == sleeper.pid, "a refused run must leave the lock alone"
     finally:
         sleeper.kill()
         sleeper.wait()                                  # reaped: the pid no longer exists
-    with run.run_lock(artifacts, "after") as me:
+    with lock.run_lock(artifacts, "after") as me:
         assert me["pid"] == os.getpid() and me["command"] == "after" and me["host"] == socket.gethostname()
     err = capsys.readouterr().err
     assert "taking over the stale lock" in err and f"pid {sleeper.pid}" in err
@@ -680,12 +680,12 @@ def test_a_lock_of_a_live_process_refuses_and_a_dead_one_is_taken_over(artifacts
 def test_an_unreadable_lock_is_taken_over_and_a_foreign_host_is_not(artifacts, capsys):
     artifacts.root.mkdir(parents=True)
     artifacts.lock.write_text("{ torn")
-    with run.run_lock(artifacts):
+    with lock.run_lock(artifacts):
         pass
     assert "unreadable lock file" in capsys.readouterr().err
     io.atomic_write_json(artifacts.lock, {"pid": 1, "host": "another-host", "started": "x", "command": "y"})
-    with pytest.raises(run.RunLocked, match="another-host"):
-        with run.run_lock(artifacts):
+    with pytest.raises(lock.RunLocked, match="another-host"):
+        with lock.run_lock(artifacts):
             pass
 
 
@@ -707,7 +707,7 @@ def test_the_lock_is_released_when_a_notebook_fails(artifacts, tmp_path):
         # %%
         raise RuntimeError("fails on purpose")
         '''))
-    with pytest.raises(run.NotebookFailed):
+    with pytest.raises(notebook.NotebookFailed):
         run.run("demo", notebooks_dir=folder, progress=False)
     assert not artifacts.lock.exists()
 
@@ -760,16 +760,16 @@ def test_sigterm_to_the_runner_stops_the_kernel_and_releases_the_lock(artifacts,
     assert proc.returncode == 130 and "-p resume True" in err
     assert not artifacts.lock.exists()
     for _ in range(50):  # the kernel is shut down with its runner, not left behind
-        if not run.process_alive(kernel):
+        if not io.process_alive(kernel):
             break
         time.sleep(0.1)
-    assert not run.process_alive(kernel)
+    assert not io.process_alive(kernel)
 
 
 # =============================================================================================
 # 8. Parameters
 # =============================================================================================
-NOTEBOOKS = run.discover()
+NOTEBOOKS = notebook.discover()
 
 
 def test_every_notebook_parameter_has_a_rule():
@@ -782,7 +782,7 @@ def test_notebook_literals_and_every_profile_pass_their_rules():
     for nb in NOTEBOOKS:
         params.check_parameters(nb.parameters, nb.name, require_rules=True)
     for profile in config.PROFILE_NAMES:
-        resolved = run.resolve_parameters(NOTEBOOKS, profile, {})
+        resolved = notebook.resolve_parameters(NOTEBOOKS, profile, {})
         assert set(resolved) == {nb.name for nb in NOTEBOOKS}
 
 
@@ -834,22 +834,22 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("key,value,allowed", BAD_VALUES, ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES])
 def test_bad_values_are_refused_naming_the_parameter(key, value, allowed):
-    with pytest.raises(run.ParameterError) as err:
-        run.resolve_parameters(NOTEBOOKS, "demo", {key: value})
+    with pytest.raises(notebook.ParameterError) as err:
+        notebook.resolve_parameters(NOTEBOOKS, "demo", {key: value})
     assert repr(key) in str(err.value) or key in str(err.value)
     assert allowed in str(err.value)
 
 
 def test_a_bad_value_stops_the_run_before_any_notebook(artifacts):
-    with pytest.raises(run.ParameterError, match="'v2_ema_half_life' = 1.5 is not allowed"):
+    with pytest.raises(notebook.ParameterError, match="'v2_ema_half_life' = 1.5 is not allowed"):
         run.run("demo", overrides={"v2_ema_half_life": 1.5}, progress=False)
     assert not artifacts.root.exists(), "nothing may be created before the parameters are checked"
 
 
 def test_a_bad_profile_default_is_refused(monkeypatch):
     monkeypatch.setitem(config.PROFILES["smoke"], "v1_epochs", 0)
-    with pytest.raises(run.ParameterError, match=r"03_v1_finetune: parameter 'v1_epochs' = 0"):
-        run.resolve_parameters(NOTEBOOKS, "smoke", {})
+    with pytest.raises(notebook.ParameterError, match=r"03_v1_finetune: parameter 'v1_epochs' = 0"):
+        notebook.resolve_parameters(NOTEBOOKS, "smoke", {})
 
 
 def test_good_values_are_accepted_and_folders_made_absolute(tmp_path, monkeypatch):
@@ -858,7 +858,7 @@ def test_good_values_are_accepted_and_folders_made_absolute(tmp_path, monkeypatc
     (model_dir / "config.json").write_text("{}")
     (tmp_path / "sf").mkdir()
     monkeypatch.chdir(tmp_path)
-    resolved = run.resolve_parameters(NOTEBOOKS, "demo", {
+    resolved = notebook.resolve_parameters(NOTEBOOKS, "demo", {
         "backbone": "model", "zero_shot_models": ["eugenesiow/edsr-base", "msrn"], "sftl54_root": "sf",
         "device": "cuda:1", "v2_ema_half_life": 0.0666, "lpips_weight": 0,
         "max_steps_per_epoch": 0, "v2_warmup": 0.0, "keep": "best", "frontier_v1_lrs": [1e-5, 1e-3],

@@ -11,10 +11,10 @@ import tomllib
 import pytest
 import yaml
 
-from thermsr_utils import config, run
+from thermsr_utils import config, notebook
 
 ROOT = config.REPO_ROOT
-NOTEBOOKS = run.discover()
+NOTEBOOKS = notebook.discover()
 
 
 def _req_name(req: str) -> str:
@@ -97,10 +97,11 @@ def test_parameters_cell_then_one_setup_call(nb):
     assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be the parameters cell"
     sweep = ", sweep_point=sweep_point" if "sweep_point" in nb.parameters else ""
     # 01 builds the manifest, so it sets the run up itself; every later notebook opens the run in one call
-    call = f"config.setup(profile, seed{sweep})" if nb.number == "01" else f"data.open_run(profile, seed, device{sweep})"
+    call = (f"config.setup(profile, seed{sweep})" if nb.number == "01"
+            else f"manifests.open_run(profile, seed, device{sweep})")
     assert call in code[1].source
     assert nb.parameters["profile"] == "demo"
-    assert sum(("config.setup(" in c.source) + ("data.open_run(" in c.source) for c in code) == 1
+    assert sum(("config.setup(" in c.source) + ("manifests.open_run(" in c.source) for c in code) == 1
 
 
 def tracked_files() -> list[str]:
@@ -137,13 +138,13 @@ def test_makefile_installs_the_pinned_registry_weights():
 
 
 def test_readme_results_block_is_the_published_one():
-    from thermsr_utils import run
+    from thermsr_utils import publish
 
     readme = (ROOT / "README.md").read_text()
-    start = run.README_START.format(profile="demo")
+    start = publish.README_START.format(profile="demo")
     assert start in readme, "README has no results block for the demo profile"
-    block = readme.split(start, 1)[1].split(run.README_END, 1)[0].strip()
-    assert block == run.readme_block(ROOT / "figures" / "demo"), (
+    block = readme.split(start, 1)[1].split(publish.README_END, 1)[0].strip()
+    assert block == publish.readme_block(ROOT / "figures" / "demo"), (
         "README's results block is stale: `python -m thermsr_utils.run --profile demo --publish-only` rewrites it")
     for line in readme.splitlines():
         if line.startswith("![") and "(figures/" in line:
@@ -151,33 +152,33 @@ def test_readme_results_block_is_the_published_one():
 
 
 def test_update_readme_rewrites_only_its_block(tmp_path):
-    from thermsr_utils import run
+    from thermsr_utils import publish
 
     figs = tmp_path / "figures" / "demo"
     figs.mkdir(parents=True)
-    (figs / run.HEADLINE_FILE).write_text("1. v1 gains 1.0 dB [0.8, 1.2].\n")
+    (figs / publish.HEADLINE_FILE).write_text("1. v1 gains 1.0 dB [0.8, 1.2].\n")
     (figs / "table_v2.md").write_text("| a |\n|---|\n| 1 |\n")
     readme = tmp_path / "README.md"
-    start = run.README_START.format(profile="demo")
-    readme.write_text(f"intro\n{start}\nold stale table\n{run.README_END}\noutro\n")
-    assert run.update_readme("demo", readme, tmp_path / "figures")
+    start = publish.README_START.format(profile="demo")
+    readme.write_text(f"intro\n{start}\nold stale table\n{publish.README_END}\noutro\n")
+    assert publish.update_readme("demo", readme, tmp_path / "figures")
     text = readme.read_text()
     assert "old stale table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
     assert "1. v1 gains 1.0 dB [0.8, 1.2]." in text and "[table_v2.md](figures/demo/table_v2.md)" in text
     assert "| 1 |" not in text                        # the full tables are linked, not copied
-    assert not run.update_readme("smoke", readme, tmp_path / "figures")  # no block for that profile
+    assert not publish.update_readme("smoke", readme, tmp_path / "figures")  # no block for that profile
 
 
 def test_the_results_block_links_the_report_only_once_one_is_published(tmp_path):
-    from thermsr_utils import run
+    from thermsr_utils import publish
 
     figs = tmp_path / "figures" / "demo"
     figs.mkdir(parents=True)
-    (figs / run.HEADLINE_FILE).write_text("1. v1 gains 1.0 dB [0.8, 1.2].\n")
-    assert "report" not in run.readme_block(figs)
-    (figs / run.REPORT_DIR).mkdir()
-    (figs / run.REPORT_DIR / "README.md").write_text("# report\n")
-    block = run.readme_block(figs)
+    (figs / publish.HEADLINE_FILE).write_text("1. v1 gains 1.0 dB [0.8, 1.2].\n")
+    assert "report" not in publish.readme_block(figs)
+    (figs / publish.REPORT_DIR).mkdir()
+    (figs / publish.REPORT_DIR / "README.md").write_text("# report\n")
+    block = publish.readme_block(figs)
     assert block.startswith("**Read the study as it ran:**") and block.endswith("1. v1 gains 1.0 dB [0.8, 1.2].")
     assert "(figures/demo/report/README.md)" in block and "(figures/demo/report/index.html)" in block
 

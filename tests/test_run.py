@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from thermsr_utils import console, run
+from thermsr_utils import console, notebook, run
 
 HEADER = """# ---
 # jupyter:
@@ -59,7 +59,7 @@ def nbdir(tmp_path, monkeypatch):
 
 
 def test_discover_reads_literal_parameters(nbdir):
-    nbs = run.discover(nbdir)
+    nbs = notebook.discover(nbdir)
     assert [nb.name for nb in nbs] == ["01_first", "02_second"]
     assert nbs[0].parameters == {"profile": "demo", "seed": 0, "count": 3, "ratio": 0.5, "label": "x"}
 
@@ -71,46 +71,46 @@ def test_non_literal_parameter_is_rejected(tmp_path):
         m = n * 2
         ''')
     with pytest.raises(ValueError, match="'m' is not a plain literal"):
-        run.discover(tmp_path)
+        notebook.discover(tmp_path)
 
 
 def test_unknown_parameter_fails_before_any_work(nbdir, tmp_path):
-    with pytest.raises(run.ParameterError, match="'cuont' is not declared"):
+    with pytest.raises(notebook.ParameterError, match="'cuont' is not declared"):
         run.run("demo", overrides={"cuont": 4}, notebooks_dir=nbdir, progress=False)
     assert not (tmp_path / "artifacts" / "demo" / "executed").exists()
 
 
 @pytest.mark.parametrize("key,value", [("count", "three"), ("count", 2.5), ("flag", 1), ("ratio", True)])
 def test_wrong_type_is_named(nbdir, key, value):
-    with pytest.raises(run.ParameterError, match=repr(key)):
-        run.resolve_parameters(run.discover(nbdir), "demo", {key: value})
+    with pytest.raises(notebook.ParameterError, match=repr(key)):
+        notebook.resolve_parameters(notebook.discover(nbdir), "demo", {key: value})
 
 
 def test_int_is_accepted_for_float_and_profile_defaults_injected(nbdir):
-    resolved = run.resolve_parameters(run.discover(nbdir), "smoke", {"ratio": 2})
+    resolved = notebook.resolve_parameters(notebook.discover(nbdir), "smoke", {"ratio": 2})
     assert resolved["01_first"]["ratio"] == 2
     assert resolved["01_first"]["profile"] == "smoke" and resolved["02_second"]["profile"] == "smoke"
     assert "ratio" not in resolved["02_second"]
 
 
 def test_parse_value():
-    assert run.parse_value("3") == 3 and run.parse_value("1e-4") == 1e-4
-    assert run.parse_value("True") is True and run.parse_value("some/path") == "some/path"
+    assert notebook.parse_value("3") == 3 and notebook.parse_value("1e-4") == 1e-4
+    assert notebook.parse_value("True") is True and notebook.parse_value("some/path") == "some/path"
 
 
 def test_select_only_and_from(nbdir):
-    nbs = run.discover(nbdir)
-    assert [n.name for n in run.select(nbs, only=["02"])] == ["02_second"]
-    assert [n.name for n in run.select(nbs, start="02")] == ["02_second"]
-    with pytest.raises(run.ParameterError, match="names no notebook"):
-        run.select(nbs, only=["07_nothing"])
+    nbs = notebook.discover(nbdir)
+    assert [n.name for n in notebook.select(nbs, only=["02"])] == ["02_second"]
+    assert [n.name for n in notebook.select(nbs, start="02")] == ["02_second"]
+    with pytest.raises(notebook.ParameterError, match="names no notebook"):
+        notebook.select(nbs, only=["07_nothing"])
 
 
 def test_execution_and_failure_report(nbdir, tmp_path, capsys):
     out = run.run("demo", only=["01_first"], overrides={"count": 4}, notebooks_dir=nbdir, progress=False)
     text = out[0].read_text()
     assert "RESULT 2.0 x" in text
-    with pytest.raises(run.NotebookFailed) as err:
+    with pytest.raises(notebook.NotebookFailed) as err:
         run.run("demo", only=["02_second"], notebooks_dir=nbdir, progress=False)
     msg = str(err.value)
     assert "02_second" in msg and "RuntimeError" in msg and "boom in the second notebook" in msg
@@ -241,11 +241,11 @@ def test_resume_and_fresh_start_do_not_name_a_sweep_point(nbdir):
         count = 1
         resume = False
         ''')
-    nb = run.select(run.discover(nbdir), only=["05"])
+    nb = notebook.select(notebook.discover(nbdir), only=["05"])
     points = run.sweep_points(nb, "demo", {"count": [2, 3]}, {"resume": True})
     assert [p.name for p in points] == ["count=2", "count=3"]
     assert all(p.params["05_train"]["resume"] is True for p in points)
-    with pytest.raises(run.ParameterError, match="'fresh_start' cannot be swept"):
+    with pytest.raises(notebook.ParameterError, match="'fresh_start' cannot be swept"):
         run.sweep_points(nb, "demo", {"fresh_start": [True]})
 
 

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from thermsr_utils import config, run
+from thermsr_utils import config, notebook, run
 
 pytestmark = pytest.mark.slow  # each test builds and runs small notebooks (about 10 s)
 
@@ -113,7 +113,7 @@ def test_a_point_with_the_main_runs_values_is_the_main_run(sweep_dir, capsys):
 def test_an_interrupted_point_resumes_and_the_finished_one_is_not_rerun(sweep_dir, monkeypatch):
     monkeypatch.setenv("SWEEP_TEST_FAIL_AT", "lpips_weight=1.0")
     sweep = {"lpips_weight": [0.5, 1.0]}
-    with pytest.raises(run.NotebookFailed, match="interrupted on purpose"):
+    with pytest.raises(notebook.NotebookFailed, match="interrupted on purpose"):
         run.run("demo", only=["05"], sweep=sweep, notebooks_dir=sweep_dir, progress=False)
     done, broken = _point("lpips_weight=0.5"), _point("lpips_weight=1.0")
     assert (done.results / "point.json").is_file() and not (broken.results / "point.json").exists()
@@ -151,13 +151,13 @@ def test_a_point_starts_from_links_to_the_main_results_and_never_writes_through_
     ({"lpips_weight": []}, {}, "needs at least one value"),
 ])
 def test_bad_sweeps_are_refused_before_anything_runs(notebooks, sweep, overrides, message):
-    with pytest.raises(run.ParameterError, match=message):
+    with pytest.raises(notebook.ParameterError, match=message):
         run.run("demo", only=["05"], sweep=sweep, overrides=overrides, notebooks_dir=notebooks, progress=False)
     assert not config.run_paths("demo").root.exists()
 
 
 def test_a_sweep_cannot_rebuild_the_crops_and_needs_a_main_run(notebooks):
-    with pytest.raises(run.ParameterError, match="cannot run 01_build_dataset"):
+    with pytest.raises(notebook.ParameterError, match="cannot run 01_build_dataset"):
         run.run("demo", sweep={"seed": [1]}, notebooks_dir=notebooks, progress=False)
     with pytest.raises(FileNotFoundError, match="run `python -m thermsr_utils.run --profile demo` first"):
         run.run("demo", only=["05"], sweep={"seed": [1]}, notebooks_dir=notebooks, progress=False)
@@ -179,9 +179,9 @@ def test_notebook_07_reads_the_points_the_runner_trains(profile, tmp_path, monke
     from thermsr_utils import frontier
 
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
-    notebooks = run.discover()
+    notebooks = notebook.discover()
     reader = next(nb for nb in notebooks if "frontier_lambdas" in nb.parameters)
-    resolved = run.resolve_parameters([reader], profile, {})[reader.name]
+    resolved = notebook.resolve_parameters([reader], profile, {})[reader.name]
     points, plan = run.frontier_plan(notebooks, reader, resolved, profile)
     run.write_plan(config.run_paths(profile), plan)
     trained = {(p.name, nb.name) for p in points for nb in p.notebooks}

@@ -1,12 +1,12 @@
 """Phase times of a notebook (thermsr_utils.timing) and how the runner adds them to a run's provenance and README
-(run.record_time, run.timings_file, run.timings_markdown, run.readme_block)."""
+(notebook.record_time, notebook.timings_file, publish.timings_markdown, publish.readme_block)."""
 import json
 import os
 import time
 
 import pytest
 
-from thermsr_utils import config, evaluate, run, timing
+from thermsr_utils import config, evaluate, notebook, publish, run, timing
 
 
 @pytest.fixture
@@ -77,19 +77,19 @@ def test_read_of_a_missing_or_corrupt_file_is_empty(tmp_path):
 # ------------------------------------------------------------------------------ the runner's records
 def test_timings_file_is_per_notebook_in_the_runs_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
-    nb = next(nb for nb in run.discover() if nb.number == "05")
+    nb = next(nb for nb in notebook.discover() if nb.number == "05")
     main, point = config.run_paths("demo"), config.run_paths("demo", "seed=1")
-    assert run.timings_file(main, nb) == tmp_path / "demo" / "timings" / f"{nb.name}.json"
-    assert run.timings_file(point, nb) == tmp_path / "demo" / "sweeps" / "seed=1" / "timings" / f"{nb.name}.json"
+    assert notebook.timings_file(main, nb) == tmp_path / "demo" / "timings" / f"{nb.name}.json"
+    assert notebook.timings_file(point, nb) == tmp_path / "demo" / "sweeps" / "seed=1" / "timings" / f"{nb.name}.json"
 
 
 def test_record_time_accumulates_into_the_main_runs_provenance(tmp_path, monkeypatch):
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path))
     main = config.run_paths("demo")
     config.record_provenance(main, weights="hub")                  # what was there before stays
-    run.record_time(main, "01_build_dataset", 12.34, {"figures": 1.26})
-    run.record_time(main, "05_v2_finetune", 100.0, {"training": 80.04, "validation": 15.0})
-    run.record_time(main, "frontier seed=1 05", 50.0)              # a sweep point's notebook, no phases read
+    notebook.record_time(main, "01_build_dataset", 12.34, {"figures": 1.26})
+    notebook.record_time(main, "05_v2_finetune", 100.0, {"training": 80.04, "validation": 15.0})
+    notebook.record_time(main, "frontier seed=1 05", 50.0)              # a sweep point's notebook, no phases read
     prov = config.provenance(main)
     assert prov["weights"] == "hub"
     t = prov["timings"]
@@ -97,7 +97,7 @@ def test_record_time_accumulates_into_the_main_runs_provenance(tmp_path, monkeyp
     assert t["phases"] == {"01_build_dataset": {"figures": 1.3}, "05_v2_finetune": {"training": 80.0,
                                                                                      "validation": 15.0}}
     assert t["total_seconds"] == pytest.approx(162.3)
-    run.record_time(main, "05_v2_finetune", 90.0, {"training": 70.0})   # a rerun replaces its own entry
+    notebook.record_time(main, "05_v2_finetune", 90.0, {"training": 70.0})   # a rerun replaces its own entry
     t = config.provenance(main)["timings"]
     assert t["seconds"]["05_v2_finetune"] == 90.0 and t["phases"]["05_v2_finetune"] == {"training": 70.0}
     assert t["total_seconds"] == pytest.approx(152.3)
@@ -106,25 +106,25 @@ def test_record_time_accumulates_into_the_main_runs_provenance(tmp_path, monkeyp
 def test_timings_markdown_lists_every_step_its_longest_phases_and_the_total():
     timings = {"seconds": {"01_build_dataset": 30.0, "05_v2_finetune": 600.0, "report": 5.0},
                "phases": {"05_v2_finetune": {"training": 500.0, "validation": 60.0, "figures": 2.0, "score lpips": 9.0}}}
-    md = run.timings_markdown(timings, "2 CPU cores").splitlines()
+    md = publish.timings_markdown(timings, "2 CPU cores").splitlines()
     assert md[0] == "### Where the time went (2 CPU cores)"
     assert md[2] == "| step | seconds | longest phases |"
     assert md[4:] == ["| 01_build_dataset | 30 | – |",
                       "| 05_v2_finetune | 600 | training 500 s, validation 60 s, score lpips 9 s |",   # top three
                       "| report | 5 | – |",
                       "| **total** | **635** (10.6 min) |  |"]
-    assert run.timings_markdown({"seconds": {"a": 1.0}}).startswith("### Where the time went (this machine)")
+    assert publish.timings_markdown({"seconds": {"a": 1.0}}).startswith("### Where the time went (this machine)")
 
 
 def test_readme_block_says_the_run_time_only_when_timed(tmp_path):
-    (tmp_path / run.HEADLINE_FILE).write_text("the findings")
-    assert "The run took" not in run.readme_block(tmp_path)
+    (tmp_path / publish.HEADLINE_FILE).write_text("the findings")
+    assert "The run took" not in publish.readme_block(tmp_path)
     prov = {"device": "cpu", "timings": {"seconds": {"01_build_dataset": 30.0, "02_x": 60.0}, "phases": {}}}
     (tmp_path / "PROVENANCE.json").write_text(json.dumps(prov))
-    block = run.readme_block(tmp_path)
+    block = publish.readme_block(tmp_path)
     assert block.index("the findings") < block.index("The run took 1.5 min on cpu")
     (tmp_path / "PROVENANCE.json").write_text(json.dumps({"timings": {"seconds": {}}}))
-    assert "The run took" not in run.readme_block(tmp_path)
+    assert "The run took" not in publish.readme_block(tmp_path)
 
 
 def test_captions_leave_the_timings_out():
@@ -161,6 +161,6 @@ with timing.phase("work"):
     assert t["phases"]["01_timed"]["work"] >= 0.0             # rounded to 0.1 s
     assert timing.read(main.root / "timings" / "01_timed.json")["work"] >= 0.05   # what the kernel wrote
     assert timing.ENV not in os.environ                        # the runner's own environment is restored
-    run.record_time(main, "frontier seed=1 05", 50.0)          # from an earlier run
+    notebook.record_time(main, "frontier seed=1 05", 50.0)          # from an earlier run
     run.run("demo", notebooks_dir=folder, progress=False, force=True)   # a run from 01 starts the record afresh
     assert list(config.provenance(main)["timings"]["seconds"]) == ["01_timed"]

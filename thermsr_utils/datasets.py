@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset
 
-from .data import DATASET_LABELS, SCALE, bgr_to_tensor, make_lr, read_verified_crops, trained_on
+from .data import DATASET_LABELS, SCALE, bgr_to_tensor, make_lr
+from .manifests import read_verified_crops
+from .readers import trained_on
 
 LR_METHOD = "cv2.resize INTER_AREA to 1/scale, made on the fly"
 
@@ -17,7 +19,7 @@ class SRPatchDataset(Dataset):
     tensors in [0, 1] of shape 3×(patch/scale)×(patch/scale) and 3×patch×patch. ``patch=None`` uses
     the whole image. The crop position and augmentation of item ``i`` in epoch ``e`` come from a
     generator seeded by ``(seed, e, i)``: independent of worker count, order and earlier draws.
-    ``trained_on``: what the images are (``data.trained_on`` of their records: palettes and datasets); a model
+    ``trained_on``: what the images are (``readers.trained_on`` of their records: palettes and datasets); a model
     ``train.fit`` keeps from this set records it in ``thermsr.json``. Gray and colour (iron) crops go through
     unchanged: every image is 3-channel BGR either way.
     """
@@ -106,7 +108,7 @@ def datasets_from_manifest(crops_dir, records, *, patch: int | None, augment: bo
                            scale: int = SCALE) -> tuple[SRPatchDataset, dict[str, SRPatchDataset]]:
     """The training set (random patches) and one whole-crop validation set per dataset, from manifest records.
 
-    Every crop is checked against its manifest sha256 as it is read (data.CropIntegrityError names the
+    Every crop is checked against its manifest sha256 as it is read (manifests.CropIntegrityError names the
     missing or changed ones).
     """
     def load(recs):

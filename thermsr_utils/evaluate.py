@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import data, instrument, timing
+from . import data, instrument, readers, timing
 from .progress import LineProgress, plain_progress
 from .io import (atomic_write_csv_and_md, atomic_write_json, atomic_write_text, markdown_table, read_image, read_json,
                  write_png)
@@ -261,7 +261,7 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
                         write_png(Path(save_sr_dirs[name]) / f"{r['id']}.png", img)
                 for j, r in enumerate(recs):
                     row = {"id": r["id"], "dataset": r["dataset"], "subject": r.get("subject"),
-                           "source": r.get("source"), "palette": data.record_palette(r), "method": name}
+                           "source": r.get("source"), "palette": readers.record_palette(r), "method": name}
                     row.update({k: (bool(v[j]) if v.dtype == bool else float(v[j])) for k, v in scores.items()})
                     rows[name].append(row)
     return rows

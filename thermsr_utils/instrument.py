@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import CROP_SIZE, SCALE, map_point, read_labelme
+from .data import CROP_SIZE, SCALE, map_point
+from .readers import read_labelme
 
 POINTS = ("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")  # image left/right
 NOSE = 2

@@ -191,7 +191,7 @@ PARAMETER_RULES: dict[str, Rule] = {
     "sftl54_max_train": _POSITIVE,
     "sftl54_max_val": _POSITIVE,
     "sftl54_max_test": _POSITIVE,
-    "palette": _choice("gray", "iron", "mix"),        # data.PALETTE_CHOICES (tested equal)
+    "palette": _choice("gray", "iron", "mix"),        # readers.PALETTE_CHOICES (tested equal)
     "crop_size": _int(lo=16, hi=MAX_CROP_SIZE, multiple_of=4),   # LR = crop / 4
     "crop_pad": _float(lo=0, lo_open=True),
     "thermeval_split_seed": _int(lo=0, hi=2**32 - 1),

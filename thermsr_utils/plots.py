@@ -79,7 +79,7 @@ def _spread_readable(items: list, n: int, read) -> tuple[list, int]:
 def _sftl54_samples(root: Path, n: int) -> tuple[list, int]:
     """(image, face box or None, landmarks) of the gray palette spread over subjects and splits, read with
     the builder's own readers; and how many frames were passed over as unreadable."""
-    from . import data
+    from . import readers
 
     pairs = []
     for split in ("train", "val", "test"):
@@ -91,8 +91,8 @@ def _sftl54_samples(root: Path, n: int) -> tuple[list, int]:
         raise FileNotFoundError(f"no SF-TL54 gray images with annotations under {root}")
 
     def read(pair):
-        face, landmarks = data.read_labelme(pair[1])
-        return pair[0], data.read_frame(pair[0]), face, landmarks
+        face, landmarks = readers.read_labelme(pair[1])
+        return pair[0], readers.read_frame(pair[0]), face, landmarks
 
     return _spread_readable(pairs, n, read)
 
@@ -101,11 +101,11 @@ def _thermeval_samples(root: Path, n: int) -> tuple[list, int]:
     """(image path, frame, annotations) spread over both annotation files, frames with a Nose preferred,
     read with the builder's own readers (a file_name that leaves images/ is never opened); and how many
     frames were passed over."""
-    from . import data
+    from . import readers
 
     frames = []
     for ann_file in sorted((root / "Annotations").glob("annotations_*.json")):
-        images, anns = data.read_coco(ann_file)
+        images, anns = readers.read_coco(ann_file)
         by_image: dict = {}
         for a in anns:
             by_image.setdefault(a["image_id"], []).append(a)
@@ -116,10 +116,10 @@ def _thermeval_samples(root: Path, n: int) -> tuple[list, int]:
         raise FileNotFoundError(f"no ThermEval-D images listed under {root / 'Annotations'}")
 
     def read(frame):
-        disk = data.resolve_image(root / "images", frame[1])
+        disk = readers.resolve_image(root / "images", frame[1])
         if disk is None:
             raise tio.ImageReadError(f"image not found: {root / 'images' / frame[1]}")
-        return disk, data.read_frame(disk), frame[2]
+        return disk, readers.read_frame(disk), frame[2]
 
     with_nose = [f for f in frames if f[0]] or frames
     return _spread_readable(with_nose, n, read)

@@ -17,12 +17,12 @@ RECIPE_NOTEBOOKS = {"v1": "03_v1_finetune", "v2": "05_v2_finetune"}
 
 def notebook_parameters(recipe: str, profile: str, overrides: dict | None = None) -> dict:
     """The parameters notebook 03 (v1) or 05 (v2) would run with: its cell's literals, the profile, overrides."""
-    from . import run
+    from . import notebook
 
     if recipe not in RECIPE_NOTEBOOKS:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPE_NOTEBOOKS)}")
-    nbs = run.select(run.discover(), only=[RECIPE_NOTEBOOKS[recipe]])
-    resolved = run.resolve_parameters(nbs, profile, dict(overrides or {}))
+    nbs = notebook.select(notebook.discover(), only=[RECIPE_NOTEBOOKS[recipe]])
+    resolved = notebook.resolve_parameters(nbs, profile, dict(overrides or {}))
     return {**nbs[0].parameters, **resolved[nbs[0].name]}
 
 
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     import contextlib
     import dataclasses
 
-    from . import config, data, models, recipes, run, train
+    from . import config, lock, manifests, models, notebook, recipes, train
 
     ap = argparse.ArgumentParser(prog="python -m thermsr_utils.train_cli",
                                  description="Train one recipe as its notebook would; start it with torchrun "
@@ -46,14 +46,14 @@ def main(argv=None) -> int:
                     help="device data pipeline + channels_last (auto: on for CUDA)")
     args = ap.parse_args(argv)
 
-    p = notebook_parameters(args.recipe, args.profile, {k: run.parse_value(v) for k, v in args.p})
+    p = notebook_parameters(args.recipe, args.profile, {k: notebook.parse_value(v) for k, v in args.p})
     device = config.resolve_device(p["device"])
     info = accel.init_distributed(torch.device(device).type)
     device = str(accel.rank_device(device, info))
     paths = config.setup(args.profile, p["seed"]) if info.is_main else config.run_paths(args.profile)
     if not info.is_main:
         config.seed_everything(p["seed"])
-    records = data.load_verified_manifest(paths)["records"]
+    records = manifests.load_verified_manifest(paths)["records"]
     built = recipes.build(args.recipe, p, paths.crops, records, device)
     recipe = dataclasses.replace(built.recipe, compile=args.compile,
                                  fast={"auto": None, "on": True, "off": False}[args.fast])
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
                                          device=device)
     # rank 0 holds the artifacts folder as the notebook runner does, so no other run writes there meanwhile
     try:
-        with run.run_lock(paths) if info.is_main else contextlib.nullcontext():
+        with lock.run_lock(paths) if info.is_main else contextlib.nullcontext():
             result = train.fit(model, built.train_set, built.val_sets, built.loss_fn, recipe,
                                paths.checkpoints / args.recipe, metrics=train.default_metrics(built.lpips_metric),
                                device=device, resume=p["resume"], fresh=p["fresh_start"],
