@@ -124,7 +124,7 @@ LAYERS = (
     ("manifests",),                                               # the manifest: built, compared, verified; open_run
     ("zoo", "metrics", "downstream", "datasets", "accel", "instrument", "losses"),  # ...; a landmark model against the
                                                                   # annotations; losses (weights checked by params)
-    ("models",),
+    ("models", "colour"),                                         # models loaded; palette images in and out of them
     ("checkpoint", "evaluate"),
     ("train", "stats", "plots"),
     ("findings", "frontier"),

@@ -821,7 +821,7 @@ def test_levelled_words_skips_a_metric_the_run_did_not_validate():
 
 
 def test_the_kept_model_records_what_it_was_trained_on_and_sr_folder_reads_it(tmp_path):
-    from thermsr_utils.sr_folder import model_trained_on, resolve_colour
+    from thermsr_utils.colour import model_trained_on, resolve_colour
 
     seen = {"palettes": ["gray"], "datasets": ["sftl54", "thermeval"]}
     train_set = SRPatchDataset(noise_images(2), names=["x", "y"], patch=16, trained_on=seen)
