@@ -77,6 +77,33 @@ class Point:
     params: dict = field(default_factory=dict)   # notebook name -> injected values
 
 
+def _point_value(value) -> str:
+    """One swept value as it appears in a point's name."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return f"{value:.1f}"
+    return str(value)
+
+
+def point_values(profile: str, values: dict, defaults: dict | None = None) -> dict:
+    """The entries of ``values`` that differ from the main run's: the profile's values over ``defaults`` (the
+    selected notebooks' literals; by default every notebook's). What makes a sweep point different from the main
+    run."""
+    base = {**(config.notebook_defaults() if defaults is None else defaults), **config.profile_values(profile)}
+    return {k: v for k, v in sorted(values.items()) if k not in base or base[k] != v}
+
+
+def point_name(profile: str, values: dict, defaults: dict | None = None) -> str:
+    """The folder name of the sweep point with these parameter values ('' when they are the main run's):
+    ``name=value`` pairs of the non-default values, sorted and joined by commas."""
+    differing = point_values(profile, values, defaults)
+    name = ",".join(f"{k}={_point_value(v)}" for k, v in differing.items())
+    if name and not config.SWEEP_POINT.match(name):
+        raise config.ParameterValueError(f"cannot name a sweep point after {differing}: swept values must be "
+                                         "numbers, True/False or short names made of letters, digits, '.', '_', "
+                                         "'+' and '-'")
+    return name
+
+
 def _typed(value, default):
     """A swept value in the type of the notebook's literal (an int given for a float parameter becomes one)."""
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -114,10 +141,10 @@ def sweep_points(notebooks: list[Notebook], profile: str, grid: dict[str, list],
         resolved = resolve_parameters(notebooks, profile, chosen)   # unknown names, types and rules
         named = {k: v for k, v in chosen.items() if k not in _RUN_CONTROL}
         try:
-            name = config.point_name(profile, named, declared)
+            name = point_name(profile, named, declared)
         except config.ParameterValueError as e:
             raise ParameterError(str(e)) from None
-        values = config.point_values(profile, named, declared)
+        values = point_values(profile, named, declared)
         if name not in points:
             for nb in notebooks:
                 resolved[nb.name] = {**resolved[nb.name], **({"sweep_point": name} if "sweep_point" in nb.parameters
