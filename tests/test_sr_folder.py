@@ -205,16 +205,16 @@ def test_tiled_bands_equal_the_converted_float_output_and_stream_into_one_png(ra
     assert np.array_equal(np.concatenate(bands), ref)
     gray = np.concatenate(list(sr_folder.tiled_bands(random_pan, lr, 4, tile=12, overlap=4, gray=True)))
     assert np.array_equal(gray, cv2.cvtColor(ref, cv2.COLOR_BGR2GRAY))
-    io.write_png_bands(tmp_path / "c.png", iter(bands), 116, 148)
-    io.write_png_bands(tmp_path / "g.png", np.array_split(gray, 5), 116, 148, gray=True)
+    sr_folder.write_png_bands(tmp_path / "c.png", iter(bands), 116, 148)
+    sr_folder.write_png_bands(tmp_path / "g.png", np.array_split(gray, 5), 116, 148, gray=True)
     assert np.array_equal(cv2.imread(str(tmp_path / "c.png"), cv2.IMREAD_UNCHANGED), ref)
     assert np.array_equal(cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_UNCHANGED), gray)
     with pytest.raises(ValueError, match="does not fit a 116-px wide BGR"):
-        io.write_png_bands(tmp_path / "bad.png", [gray], 116, 148)
+        sr_folder.write_png_bands(tmp_path / "bad.png", [gray], 116, 148)
     with pytest.raises(ValueError, match="held 96 rows for an image 148 rows high"):   # never a truncated PNG
-        io.write_png_bands(tmp_path / "short.png", bands[:2], 116, 148)
+        sr_folder.write_png_bands(tmp_path / "short.png", bands[:2], 116, 148)
     with pytest.raises(ValueError, match="more than"):
-        io.write_png_bands(tmp_path / "long.png", bands + bands, 116, 148)
+        sr_folder.write_png_bands(tmp_path / "long.png", bands + bands, 116, 148)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "g.png"]   # nothing half-written is left
 
 

@@ -37,7 +37,8 @@ import numpy as np
 from .data import SCALE
 from .colour import (COLOUR_CHOICES, colour_method, colour_path, is_colour, model_trained_on, resolve_colour,
                      trained_words)
-from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png, write_png_bands
+from . import io
+from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 MIN_SIDE = 32            # smallest HR side scored with --metrics (its LR is 8 px)
@@ -157,11 +158,44 @@ def upscale_tiled(method: Callable, lr: np.ndarray, scale: int, tile: int, overl
     return out
 
 
+def write_png_bands(path: str | os.PathLike, bands, width: int, height: int, *, gray: bool = False,
+                    compression: int = 1) -> None:
+    """Write an image that arrives in horizontal bands (uint8 arrays of rows×width×3 BGR, or rows×width when
+    ``gray``) as one PNG, row by row (pypng), atomically: memory holds one band, never the whole image. The
+    bands must add up to ``height`` rows. ``compression`` is the zlib level (OpenCV's default is 1)."""
+    import png
+
+    count = 0
+
+    def rows():
+        nonlocal count
+        for band in bands:
+            if band.dtype != np.uint8 or band.shape[1:] != ((width,) if gray else (width, 3)):
+                raise ValueError(f"a band of {band.dtype} {band.shape} does not fit a {width}-px wide "
+                                 f"{'gray' if gray else 'BGR'} uint8 image for {path}")
+            band = band if gray else band[..., ::-1]          # PNG stores RGB
+            for row in band:
+                count += 1
+                if count > height:
+                    break
+                yield row.tobytes()
+
+    writer = png.Writer(width, height, greyscale=gray, bitdepth=8, compression=compression)
+    with io.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            writer.write_packed(f, rows())
+            if count != height:   # pypng does not check; a PNG with missing rows must never be left behind
+                raise ValueError(f"{path}: the bands held {'more than ' if count > height else ''}{count} rows "
+                                 f"for an image {height} rows high")
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def tiled_bands(method: Callable, lr: np.ndarray, scale: int, tile: int, overlap: int = TILE_OVERLAP, *,
                 gray: bool = False):
     """The uint8 output of ``upscale_tiled``, one band of tiles at a time, top to bottom: arrays of
     (≤ scale·tile)×(scale·w)×3 BGR, or without the channel axis when ``gray``, converted as ``data.tensor_to_bgr``
-    (then to gray) converts the whole image. Written out as they come (``io.write_png_bands``), memory holds one
+    (then to gray) converts the whole image. Written out as they come (``write_png_bands``), memory holds one
     band, never an image of the output's size."""
     import cv2
 
