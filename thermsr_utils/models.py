@@ -44,6 +44,7 @@ STANDIN_INFO_NAME = "standin.json"
 SOURCES = ("auto", "hub", "local", "standin", "random", "registry")
 MAX_CONFIG_SIZE = 4096  # channels or blocks: no super-image backbone comes near it; more only exhausts memory
 _NOT_SIZES = ("scale", "rgb_range", "res_scale")  # integer config defaults that are not layer sizes
+_OFFERED = ", ".join(f"x{s}" for s in SUPPORTED_SCALES)
 
 
 class Architecture(NamedTuple):
@@ -79,20 +80,16 @@ class WeightsNotFoundError(FileNotFoundError):
 
 def _model_types() -> dict[str, tuple[type, type]]:
     """super-image's ``model_type`` string (e.g. "DRLN") -> (model class, config class)."""
-    out = {}
-    for name in super_image.__all__:
-        if name.endswith("Model") and hasattr(super_image, name[:-5] + "Config"):
-            cfg = getattr(super_image, name[:-5] + "Config")
-            out[cfg.model_type] = (getattr(super_image, name), cfg)
-    return out
+    configs = {n[:-5]: getattr(super_image, n[:-5] + "Config") for n in super_image.__all__
+               if n.endswith("Model") and hasattr(super_image, n[:-5] + "Config")}
+    return {cfg.model_type: (getattr(super_image, base + "Model"), cfg) for base, cfg in configs.items()}
 
 
 # ---- Names, scales and paths ----
 def check_scale(scale: int) -> int:
     """Return ``scale`` if super-image supports it (2, 3 or 4), else raise ValueError naming the choices."""
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) not in SUPPORTED_SCALES:
-        offered = ", ".join(f"x{s}" for s in SUPPORTED_SCALES)
-        raise ValueError(f"unsupported scale {scale!r}: super-image models offer {offered}")
+        raise ValueError(f"unsupported scale {scale!r}: super-image models offer {_OFFERED}")
     return int(scale)
 
 
@@ -128,9 +125,7 @@ def _config_dict(cfg) -> dict:
 
 def _resolve_arch(spec: str) -> str | None:
     """Short name for ``spec`` (a short name or a known hub id), or None."""
-    if spec in ARCHITECTURES:
-        return spec
-    return next((name for name, a in ARCHITECTURES.items() if a.hub_id is not None and a.hub_id == spec), None)
+    return spec if spec in ARCHITECTURES else next((n for n, a in ARCHITECTURES.items() if a.hub_id == spec), None)
 
 
 # ---- Building and reading models ----
@@ -150,8 +145,7 @@ def _check_config_sizes(config_file: Path, cfg_dict: dict, cfg_cls: type) -> Non
     scales = cfg_dict.get("scale")
     for v in scales if isinstance(scales, list) else [scales]:  # a DRN config lists its x2 steps
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v not in SUPPORTED_SCALES):
-            offered = ", ".join(f"x{s}" for s in SUPPORTED_SCALES)
-            raise ValueError(f"{config_file}: field 'scale' is {scales!r}, but super-image models offer {offered}; "
+            raise ValueError(f"{config_file}: field 'scale' is {scales!r}, but super-image models offer {_OFFERED}; "
                              f"{fix}")
     for name, p in inspect.signature(cfg_cls.__init__).parameters.items():
         if name in _NOT_SIZES or isinstance(p.default, bool) or not isinstance(p.default, int) or name not in cfg_dict:
@@ -259,14 +253,9 @@ def cached_hub_files(hub_id: str, scale: int = SCALE) -> tuple[Path, Path] | Non
     """(config, weights) of ``hub_id`` if both are already in the local cache, else None (no network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    cache = hf_cache_dir()
-    found = []
-    for name in (CONFIG_NAME, weights_name(scale)):
-        p = try_to_load_from_cache(hub_id, name, cache_dir=str(cache))
-        if not isinstance(p, str):
-            return None
-        found.append(Path(p))
-    return found[0], found[1]
+    cache = str(hf_cache_dir())
+    found = [try_to_load_from_cache(hub_id, name, cache_dir=cache) for name in (CONFIG_NAME, weights_name(scale))]
+    return (Path(found[0]), Path(found[1])) if all(isinstance(p, str) for p in found) else None
 
 
 def _download_hub_files(hub_id: str, scale: int) -> tuple[Path, Path]:
@@ -309,40 +298,41 @@ def load_model(spec: str | os.PathLike, scale: int = SCALE, *, source: str = "au
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     spec_str = os.fspath(spec)
     is_dir = Path(spec_str).is_dir()
-    zoo_model = _load_zoo(spec_str, is_dir, scale, source, device)
-    if zoo_model is not None:
-        return zoo_model
+    found = _load_zoo(spec_str, is_dir, scale, source, device)
+    model, info = found or _load_super_image(spec_str, is_dir, scale, source, standin_dir)
+    info["spec"] = _friendly_name(Path(spec_str)) if is_dir else spec_str
+    info["n_params"] = count_params(model)
+    info["device"] = str(device)
+    return model.to(device).eval(), info
+
+
+def _load_super_image(spec_str: str, is_dir: bool, scale: int, source: str, standin_dir) -> tuple[nn.Module, dict]:
+    """``load_model`` for a super-image model: the directory, hub, stand-in or random weights ``source`` asks for."""
     arch = None if is_dir else _resolve_arch(spec_str)
     hub_id = ARCHITECTURES[arch].hub_id if arch else (spec_str if _looks_like_hub_id(spec_str) else None)
-
     if source == "local" or (source == "auto" and is_dir):
-        model, info = _load_dir(Path(spec_str), scale)
+        return _load_dir(Path(spec_str), scale)
     elif is_dir:
         raise ValueError(f"{spec_str} is a directory: load it with source='local' or 'auto', not {source!r}")
     elif arch is None and hub_id is None:
         raise ValueError(f"unknown model {spec_str!r}: not a directory, a short name "
                          f"({', '.join(ARCHITECTURES)}) or a hub id like 'eugenesiow/drln-bam'")
     elif source == "random":
-        model, info = _load_random(arch, spec_str, scale)
+        return _load_random(arch, spec_str, scale)
     elif source == "standin":
-        model, info = _load_standin(arch, spec_str, scale, standin_dir, required=True)
+        return _load_standin(arch, spec_str, scale, standin_dir, required=True)
     elif source == "hub":
         found = _load_hub(arch, hub_id, scale, download=not hf_offline())
         if found is None:
             raise WeightsNotFoundError(f"{hub_id} x{scale} is not in the Hugging Face cache ({hf_cache_dir()}) "
                                        "and HF_HUB_OFFLINE is set. To fix: " + _how_to_get(arch, hub_id, scale) + ".")
-        model, info = found
-    else:  # auto, not a directory
-        found = _load_hub(arch, hub_id, scale, download=False) if hub_id else None
-        if found is None and arch is not None and standin_dir is not None:
-            found = _load_standin(arch, spec_str, scale, standin_dir, required=False)
-        if found is None:
-            raise WeightsNotFoundError(_auto_failure(spec_str, arch, hub_id, scale, standin_dir))
-        model, info = found
-    info["spec"] = _friendly_name(Path(spec_str)) if is_dir else spec_str
-    info["n_params"] = count_params(model)
-    info["device"] = str(device)
-    return model.to(device).eval(), info
+        return found
+    found = _load_hub(arch, hub_id, scale, download=False) if hub_id else None   # auto, not a directory
+    if found is None and arch is not None and standin_dir is not None:
+        found = _load_standin(arch, spec_str, scale, standin_dir, required=False)
+    if found is None:
+        raise WeightsNotFoundError(_auto_failure(spec_str, arch, hub_id, scale, standin_dir))
+    return found
 
 
 def _load_zoo(spec: str, is_dir: bool, scale: int, source: str, device) -> tuple[nn.Module, dict] | None:
@@ -366,9 +356,7 @@ def _load_zoo(spec: str, is_dir: bool, scale: int, source: str, device) -> tuple
         return None
     if scale != zoo.SCALE:
         raise ValueError(f"{spec} is a ×{zoo.SCALE} model; scale {scale} is not available")
-    info.update(spec=_friendly_name(Path(spec)) if is_dir else spec, n_params=count_params(model), device=str(device),
-                scale=zoo.SCALE)
-    return model.to(device).eval(), info
+    return model, info
 
 
 def weights_label(spec: str, info: dict) -> str:

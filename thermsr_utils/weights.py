@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata as md
 import io as _io
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,8 +121,6 @@ CARRIED_ENV = "THERMSR_WEIGHTS_DIR"   # a folder of pinned files carried without
 def carried_path(key: str) -> Path | None:
     """Where ``$THERMSR_WEIGHTS_DIR`` would hold ``key``'s file (``<dir>/<dist>==<version>/<member>``), or None
     when the variable is unset."""
-    import os
-
     root = os.environ.get(CARRIED_ENV)
     if not root:
         return None
@@ -202,13 +201,9 @@ def _numpy_globals() -> dict:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar
-    allowed = {}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = _reconstruct
-        allowed[(mod, "scalar")] = scalar
-    allowed[("numpy", "ndarray")] = np.ndarray
-    allowed[("numpy", "dtype")] = np.dtype
-    return allowed
+    allowed = {(mod, name): f for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for name, f in (("_reconstruct", _reconstruct), ("scalar", scalar))}
+    return {**allowed, ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -312,12 +307,11 @@ VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 def imagenet_features(net: str) -> tuple[dict, dict]:
     """State dict for ``torchvision.models.<net>().features`` (net: "alex" | "vgg") from the registry copy,
     and the record of where it came from."""
-    if net == "alex":
-        key, root, convs = "alexnet-imagenet", "AlexNet_0", ALEXNET_CONVS
-    elif net == "vgg":
-        key, root, convs = "vgg16-imagenet", "VGG16_0", VGG16_CONVS
-    else:
+    trunks = {"alex": ("alexnet-imagenet", "AlexNet_0", ALEXNET_CONVS),
+              "vgg": ("vgg16-imagenet", "VGG16_0", VGG16_CONVS)}
+    if net not in trunks:
         raise ValueError(f"no registry ImageNet trunk for {net!r}; expected 'alex' or 'vgg'")
+    key, root, convs = trunks[net]
 
     def convert(path):
         raw = _jax_trunk(path, root, REGISTRY[key].sha256)

@@ -171,9 +171,6 @@ class UpConv7(nn.Module):
     def forward(self, x):
         return self.forward_valid(F.pad(x, (self.pad,) * 4, mode="replicate"))
 
-    def config(self) -> dict:
-        return {}
-
 
 class Repeated(nn.Module):
     """``model`` applied ``times`` times (one set of weights); the scale is ``model.scale ** times``.
