@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io as tio, timing
+from . import io as tio, readers, timing
+from .data import DATASET_LABELS, NOSE_TIP, make_lr
 from .metric_specs import METRICS
 
-NOSE_TIP = 30  # SF-TL54 landmark index of the nose tip (0-based)
-_PERSON, _NOSE = 0, 3  # ThermEval-D category ids
 CAPTION_FONTSIZE = 7
 
 
@@ -71,8 +70,6 @@ def _spread_readable(items: list, n: int, read) -> tuple[list, int]:
 def _sftl54_samples(root: Path, n: int) -> tuple[list, int]:
     """(path, image, face box or None, landmarks) of gray-palette frames spread over subjects and splits, and how
     many were passed over as unreadable."""
-    from . import readers
-
     pairs = []
     for split in ("train", "val", "test"):
         for js in sorted((root / "gray" / split / "json").glob("*.json")):
@@ -92,8 +89,6 @@ def _sftl54_samples(root: Path, n: int) -> tuple[list, int]:
 def _thermeval_samples(root: Path, n: int) -> tuple[list, int]:
     """(path, frame, annotations) spread over both annotation files, frames with a Nose preferred (a file_name
     that leaves images/ is never opened), and how many were passed over."""
-    from . import readers
-
     frames = []
     for ann_file in sorted((root / "Annotations").glob("annotations_*.json")):
         images, anns = readers.read_coco(ann_file)
@@ -102,7 +97,7 @@ def _thermeval_samples(root: Path, n: int) -> tuple[list, int]:
             by_image.setdefault(a["image_id"], []).append(a)
         for im in images:
             found = by_image.get(im["id"], [])
-            frames.append((any(int(a["category_id"]) == _NOSE for a in found), im["file_name"], found))
+            frames.append((any(int(a["category_id"]) == readers.NOSE for a in found), im["file_name"], found))
     if not frames:
         raise FileNotFoundError(f"no ThermEval-D images listed under {root / 'Annotations'}")
 
@@ -163,7 +158,7 @@ def synthetic_samples_figure(sftl54_root, thermeval_root, out_path, n: int = 4, 
         ax.imshow(img[..., ::-1])
         for a in anns:
             x, y, w, h = (float(v) for v in a["bbox"])
-            if (colour := {_PERSON: "lime", _NOSE: "red"}.get(int(a["category_id"]))) is not None:
+            if (colour := {readers.PERSON: "lime", readers.NOSE: "red"}.get(int(a["category_id"]))) is not None:
                 ax.add_patch(Rectangle((x, y), w, h, fill=False, ec=colour, lw=1))
         ax.set_title(f"ThermEval-D · {img_path.stem}", fontsize=7)
     fig.suptitle(f"{title_prefix} data: SF-TL54-style portraits (face box, 54 landmarks, + nose tip) and "
@@ -192,8 +187,6 @@ def _rgb(img_bgr):
 def crop_grid(crops_dir, records, out_path, *, split="test", per_dataset=6, caption=None):
     """A grid of HR crops per dataset with their ground-truth nose points."""
     import cv2
-
-    from .data import DATASET_LABELS
 
     names = [d for d in ("sftl54", "thermeval") if any(r["dataset"] == d and r["split"] == split for r in records)]
     fig = new_figure(1.6 * per_dataset, 1.8 * len(names))
@@ -406,7 +399,6 @@ def method_panel(crops_dir, sr_dir, recs, methods, out_path, *, caption=None, ti
     """HR, the LR input and each method's saved output (``<sr_dir>/<method stem>/<id>.png``) for the crops
     ``recs``, with a close-up of the nose, each output's error there and its PSNR (and LPIPS from ``crop_rows``,
     per-crop result rows); ``locators`` ({model name: nose locator}) draws each model's nose on every image."""
-    from .data import make_lr
     from .evaluate import load_crops, result_stem
 
     lpips = {(r.get("method"), r.get("id")): r.get("lpips") for r in crop_rows or ()}

