@@ -572,13 +572,11 @@ def _version(dist: str) -> str:
 def build_standin(arch: str, out_dir: str | os.PathLike, *, scale: int = SCALE, steps: int = 300, batch: int = 8,
                   patch: int = 96, lr: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu",
                   progress: bool = True) -> dict:
-    """Pretrain ``arch`` briefly with L1 on scikit-image's photographs and save it as a stand-in.
+    """Pretrain ``arch`` briefly with L1 on scikit-image's photographs and save it as a stand-in in ``out_dir``
+    (save_pretrained + standin.json, atomically); return the standin.json dict. Deterministic by ``seed`` on CPU.
 
-    HR patches of ``patch`` px with flips; LR by INTER_AREA 1/``scale``; Adam (``lr``) with a cosine
-    schedule down to ``lr``/10. (PAN-small, 300 steps: lr 2e-4 stayed below bicubic on the held-out
-    photograph, 1e-3 passed it.)
-    Writes ``out_dir`` (save_pretrained + standin.json) atomically and returns the standin.json dict.
-    Deterministic by ``seed`` on CPU.
+    HR patches of ``patch`` px with flips; LR by INTER_AREA 1/``scale``; Adam (``lr``) with a cosine schedule down to
+    ``lr``/10. (PAN-small, 300 steps: lr 2e-4 stayed below bicubic on the held-out photograph, 1e-3 passed it.)
     """
     from skimage.metrics import peak_signal_noise_ratio
     from tqdm.auto import tqdm
