@@ -245,7 +245,8 @@ def test_builders_never_write_under_the_raw_roots(tmp_path):
 
     sys.addaudithook(hook)  # audit hooks cannot be removed; ``active`` switches this one off
     try:
-        manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, caps=(None, None, None))
+        manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, palette="gray",
+                                caps=(None, None, None), size=192, pad=1.15, min_crop_side=0, seed=7)
     finally:
         active[0] = False
     assert touched == []
