@@ -26,9 +26,6 @@ _BODY_U = (-4.0, 4.0)
 _BODY_V = (-1.0, 22.0)
 
 
-# ---------------------------------------------------------------------------------------------
-# Subjects and poses
-# ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Subject:
     """One person's fixed appearance: geometry in face units, temperatures in degrees Celsius."""
@@ -94,31 +91,29 @@ class Pose:
 
 def make_subject(sub_id: int, rng: np.random.Generator) -> Subject:
     """Draw one subject's appearance from ``rng`` (a generator private to this subject)."""
-    u = rng.uniform
+    u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
     sex = "F" if rng.random() < 0.5 else "M"
     r_hair = rng.random()
     if sex == "F":
         hair = "long" if r_hair < 0.6 else ("curly" if r_hair < 0.8 else "short")
     else:
         hair = "short" if r_hair < 0.6 else ("bald" if r_hair < 0.75 else ("curly" if r_hair < 0.9 else "long"))
-    beard = float(u(0.3, 1.0)) if (sex == "M" and rng.random() < 0.35) else 0.0
+    beard = u(0.3, 1.0) if (sex == "M" and rng.random() < 0.35) else 0.0
     skin = float(rng.normal(34.2, 0.45))
     return Subject(
-        sub_id=int(sub_id), sex=sex, half_width=float(u(66, 96)),
-        v_widest=float(u(0.05, 0.25)), jaw_len=float(u(1.4, 1.65)), skull_len=float(u(1.55, 1.8)),
-        jaw_p=float(u(1.9, 2.8)), skull_p=float(u(2.0, 2.4)),
-        eye_dx=float(u(0.40, 0.48)), eye_w=float(u(0.17, 0.22)), eye_h=float(u(0.08, 0.11)),
-        brow_v=float(u(-0.36, -0.26)), brow_arch=float(u(0.02, 0.08)), brow_thick=float(u(0.035, 0.075)),
-        tip_v=float(u(0.46, 0.58)), nose_w=float(u(0.17, 0.25)), nose_h=float(u(0.28, 0.42)),
-        mouth_v=float(u(0.86, 0.98)), mouth_w=float(u(0.30, 0.40)), lip_h=float(u(0.04, 0.07)),
-        hair=hair, hairline=float(u(-1.15, -0.85)) if hair != "bald" else -1.9,
-        hair_volume=float(u(0.06, 0.14)) if hair != "curly" else float(u(0.18, 0.32)),
-        hair_len=float(u(1.8, 3.4)), hair_frac=float(u(0.35, 0.6)), hair_wave=float(u(0.0, 0.05)),
-        beard=beard, glasses=bool(rng.random() < 0.3), glass_w=float(u(0.22, 0.3)), glass_h=float(u(0.15, 0.21)),
-        skin=skin, nose_cool=float(u(1.4, 3.4)), canthus_hot=float(u(1.9, 2.7)), ear_cool=float(u(1.5, 3.0)),
-        cheek_cool=float(u(0.5, 1.3)), cloth_frac=float(u(0.4, 0.72)),
-        neckline=("round", "vee", "collar")[int(rng.integers(3))], shoulder_w=float(u(2.4, 3.0)),
-        neck_w=float(u(0.52, 0.64)), ambient=float(u(20.5, 25.0)), tex_seed=int(rng.integers(2**31)), eye_cool=float(u(4.0, 5.0)),
+        sub_id=int(sub_id), sex=sex, half_width=u(66, 96), v_widest=u(0.05, 0.25), jaw_len=u(1.4, 1.65),
+        skull_len=u(1.55, 1.8), jaw_p=u(1.9, 2.8), skull_p=u(2.0, 2.4),
+        eye_dx=u(0.40, 0.48), eye_w=u(0.17, 0.22), eye_h=u(0.08, 0.11),
+        brow_v=u(-0.36, -0.26), brow_arch=u(0.02, 0.08), brow_thick=u(0.035, 0.075),
+        tip_v=u(0.46, 0.58), nose_w=u(0.17, 0.25), nose_h=u(0.28, 0.42),
+        mouth_v=u(0.86, 0.98), mouth_w=u(0.30, 0.40), lip_h=u(0.04, 0.07),
+        hair=hair, hairline=u(-1.15, -0.85) if hair != "bald" else -1.9,
+        hair_volume=u(0.06, 0.14) if hair != "curly" else u(0.18, 0.32),
+        hair_len=u(1.8, 3.4), hair_frac=u(0.35, 0.6), hair_wave=u(0.0, 0.05),
+        beard=beard, glasses=bool(rng.random() < 0.3), glass_w=u(0.22, 0.3), glass_h=u(0.15, 0.21),
+        skin=skin, nose_cool=u(1.4, 3.4), canthus_hot=u(1.9, 2.7), ear_cool=u(1.5, 3.0), cheek_cool=u(0.5, 1.3),
+        cloth_frac=u(0.4, 0.72), neckline=("round", "vee", "collar")[int(rng.integers(3))], shoulder_w=u(2.4, 3.0),
+        neck_w=u(0.52, 0.64), ambient=u(20.5, 25.0), tex_seed=int(rng.integers(2**31)), eye_cool=u(4.0, 5.0),
     )
 
 
@@ -141,16 +136,10 @@ def canonical_landmarks(s: Subject, mouth_open: float = 0.0) -> np.ndarray:
     pts[31:36, 0] = np.array([-1.0, -0.5, 0.0, 0.5, 1.0]) * s.nose_w
     pts[31:36, 1] = nb + np.array([-0.03, 0.0, 0.015, 0.0, -0.03])
     # 36-41 image-left eye (outer, upper x2, inner, lower x2); 42-47 image-right eye (inner first).
-    for k, (ex, sign) in enumerate(((-s.eye_dx, -1.0), (s.eye_dx, 1.0))):
-        outer, inner = ex + sign * s.eye_w, ex - sign * s.eye_w
-        up = [ex + sign * 0.35 * s.eye_w, ex - sign * 0.35 * s.eye_w]
-        if k == 0:
-            xs = [outer, up[0], up[1], inner, up[1], up[0]]
-        else:
-            xs = [inner, up[1], up[0], outer, up[0], up[1]]
-        xs = np.array(xs)
-        ys = np.array([0, _lid_upper(s, xs[1], ex), _lid_upper(s, xs[2], ex), 0,
-                       _lid_lower(s, xs[4], ex), _lid_lower(s, xs[5], ex)])
+    for k, ex in enumerate((-s.eye_dx, s.eye_dx)):  # both listed left to right along the upper lid, then back
+        xs = ex + np.array([-1.0, -0.35, 0.35, 1.0, 0.35, -0.35]) * s.eye_w
+        up, lo = _lids(s, xs, ex)
+        ys = np.array([0, up[1], up[2], 0, lo[4], lo[5]])
         pts[36 + 6 * k: 42 + 6 * k] = np.stack([xs, ys], 1)
     # 48-53 lips: left corner, upper-lip top, right corner, lower-lip bottom, upper inner, lower inner.
     gap = 0.08 * mouth_open
@@ -166,14 +155,10 @@ def _brow_y(s: Subject, x):
     return s.brow_v - s.brow_arch * (1.0 - np.clip(t, -1, 1) ** 2) + 0.03 * np.clip(np.abs(x) - 0.65, 0, None) / 0.15
 
 
-def _lid_upper(s: Subject, x, ex):
-    """y of the upper eyelid at x for an eye centred at ex."""
-    return -s.eye_h * np.clip(1.0 - ((x - ex) / s.eye_w) ** 2, 0, None)
-
-
-def _lid_lower(s: Subject, x, ex):
-    """y of the lower eyelid at x for an eye centred at ex."""
-    return 0.7 * s.eye_h * np.clip(1.0 - ((x - ex) / s.eye_w) ** 2, 0, None)
+def _lids(s: Subject, x, ex):
+    """y of the upper and of the lower eyelid at x for an eye centred at ex."""
+    bulge = np.clip(1.0 - ((x - ex) / s.eye_w) ** 2, 0, None)
+    return -s.eye_h * bulge, 0.7 * s.eye_h * bulge
 
 
 def _head_radius(s: Subject, u, v):
@@ -200,10 +185,8 @@ def project(s: Subject, pose: Pose, pts) -> np.ndarray:
     uc, v = pts[:, 0], pts[:, 1]
     u = uc.copy()
     for _ in range(40):  # fixed point of u = uc + yaw * depth(u, v); contracting for |yaw| <= 0.2
-        nxt = uc + pose.yaw * _depth(s, u, v)
-        done = np.max(np.abs(nxt - u), initial=0.0) < 1e-7
-        u = nxt
-        if done:
+        u, prev = uc + pose.yaw * _depth(s, u, v), u
+        if np.max(np.abs(u - prev), initial=0.0) < 1e-7:
             break
     c, sn = np.cos(pose.roll), np.sin(pose.roll)
     x = pose.cx + pose.scale * (c * u - sn * v)
@@ -211,14 +194,10 @@ def project(s: Subject, pose: Pose, pts) -> np.ndarray:
     return np.stack([x, y], 1)
 
 
-# ---------------------------------------------------------------------------------------------
-# Textures (per subject, in face units)
-# ---------------------------------------------------------------------------------------------
+# --- Textures (per subject, in face units) ---
 def _unit_noise(rng, shape, sigma_xy):
-    """Gaussian-blurred white noise rescaled to unit standard deviation, float32 of ``shape``.
-
-    Wide blurs are made on a coarser grid and interpolated up (same look, a fraction of the cost).
-    """
+    """Gaussian-blurred white noise at unit standard deviation, float32 of ``shape``; wide blurs are made on a
+    coarser grid and interpolated up (same look, a fraction of the cost)."""
     h, w = shape
     f = max(1, int(min(sigma_xy) // 2))
     n = rng.standard_normal((h // f + 2, w // f + 2), dtype=np.float32)
@@ -230,12 +209,9 @@ def _unit_noise(rng, shape, sigma_xy):
 
 
 def make_textures(s: Subject, du: float = TEX_DU) -> dict:
-    """The subject's fixed texture fields in face units, sampled every ``du`` face units.
-
-    ``fine`` (float32 H×W×4): hair strands, fine isotropic noise (stubble, brow hair), vessel-like ridges,
-    low-frequency wobble for ragged outlines; ``coarse`` (float32 H×W×2): clothing folds and weave.
-    All channels have roughly zero mean and unit spread (the ridges lie in [0, 1]).
-    """
+    """The subject's fixed texture fields, sampled every ``du`` face units: ``fine`` (float32 H×W×4: hair strands,
+    fine noise for stubble and brow hair, vessel-like ridges, a low-frequency wobble for ragged outlines) and
+    ``coarse`` (float32 H×W×2: clothing folds and weave); roughly zero mean and unit spread (ridges in [0, 1])."""
     rng = np.random.default_rng(s.tex_seed)
     w = int(np.ceil((_TEX_U[1] - _TEX_U[0]) / du))
     h = int(np.ceil((_TEX_V[1] - _TEX_V[0]) / du))
@@ -267,9 +243,7 @@ def _sample(tex: np.ndarray, u, v, origin, du, shift=None):
     return out if out.ndim == 3 else out[..., None]
 
 
-# ---------------------------------------------------------------------------------------------
-# Drawing helpers (face units; ``px`` is the size of one pixel in face units)
-# ---------------------------------------------------------------------------------------------
+# --- Drawing helpers (face units; ``px`` is the size of one pixel in face units) ---
 def _cov(sd, px):
     """Antialiased coverage of the region sd < 0 (linear ramp one pixel wide), float32 in [0, 1]."""
     return np.clip(0.5 - sd / px, 0.0, 1.0).astype(np.float32)
@@ -306,11 +280,8 @@ def _over(T, alpha, value):
 
 
 def _map_px(s: Subject, pose: Pose, cu, cv, body: bool = False):
-    """Face-unit points -> absolute pixel coordinates, ignoring yaw (used for windows, not landmarks).
-
-    The head (``body=False``) rolls about the face origin; the torso (``body=True``) stays upright and
-    joins the head where the neck meets the shoulders.
-    """
+    """Face-unit points -> pixel coordinates, ignoring yaw (for windows, not landmarks). The head rolls about the
+    face origin; the torso (``body``) stays upright and joins the head where the neck meets the shoulders."""
     cu, cv = np.asarray(cu, np.float64), np.asarray(cv, np.float64)
     c, sn = np.cos(pose.roll), np.sin(pose.roll)
     if not body:
@@ -321,17 +292,13 @@ def _map_px(s: Subject, pose: Pose, cu, cv, body: bool = False):
 
 
 class _Frame:
-    """Face-unit coordinates of a person's pixel window, with sub-windows for cheap local drawing.
-
-    ``u, v`` are head coordinates (rolled, yaw undone on the head); ``ub, vb`` are upright body coordinates.
-    """
+    """Face-unit coordinates of a person's pixel window, with sub-windows for cheap local drawing: ``u, v`` on the
+    head (rolled, yaw undone), ``ub, vb`` on the upright body."""
 
     def __init__(self, s: Subject, pose: Pose, roi):
         self.s, self.pose, self.roi = s, pose, roi
         y0, y1, x0, x1 = roi
-        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        xx += 0.5
-        yy += 0.5
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32) + np.float32(0.5)
         c, sn = np.float32(np.cos(pose.roll)), np.float32(np.sin(pose.roll))
         dx = (xx - np.float32(pose.cx)) / np.float32(pose.scale)
         dy = (yy - np.float32(pose.cy)) / np.float32(pose.scale)
@@ -353,14 +320,10 @@ class _Frame:
         h, w = self.u.shape
         x0, x1 = max(int(np.floor(xs.min())) - self.roi[2], 0), min(int(np.ceil(xs.max())) + 1 - self.roi[2], w)
         y0, y1 = max(int(np.floor(ys.min())) - self.roi[0], 0), min(int(np.ceil(ys.max())) + 1 - self.roi[0], h)
-        if x0 >= x1 or y0 >= y1:
-            return None
-        return slice(y0, y1), slice(x0, x1)
+        return None if x0 >= x1 or y0 >= y1 else (slice(y0, y1), slice(x0, x1))
 
 
-# ---------------------------------------------------------------------------------------------
-# The person renderer
-# ---------------------------------------------------------------------------------------------
+# --- The person renderer ---
 def _shoulder_v(s: Subject) -> float:
     """y of the top of the shoulders where they meet the neck."""
     return s.v_widest + s.jaw_len + 0.55
@@ -380,12 +343,10 @@ LOOK = {"ridge": 0.8, "tip": 0.1, "alae": 0.2, "nostrils": 2.5, "eye": 1.0, "las
 
 
 def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body: bool = False) -> tuple:
-    """Draw one person into the temperature map T (float32 H×W, °C) in place, part by part from back to front.
-
-    ``full_body`` draws legs and hands (a standing person); otherwise the torso runs off the frame.
-    Returns ``(roi, alpha)``: the (y0, y1, x0, x1) pixel window touched and the person's coverage in it
-    (float32 in [0, 1]), or ``(None, None)`` when the person lies entirely outside the frame.
-    """
+    """Draw one person into the temperature map T (float32 H×W, °C) in place, part by part from back to front;
+    ``full_body`` adds legs and hands (a standing person), else the torso runs off the frame. Returns ``(roi, alpha)``:
+    the (y0, y1, x0, x1) pixel window touched and the person's coverage there (float32 in [0, 1]), or ``(None, None)``
+    when the person lies entirely outside the frame."""
     roi = _person_roi(T.shape, s, pose, full_body)
     if roi is None:
         return None, None
@@ -598,7 +559,7 @@ class _Person(_Frame):
             te = 0.7 * _gauss(uu, vv, ex + side * 0.02, 0.0, 0.22, 0.14)
             te -= 0.35 * _gauss(uu, vv, ex, 0.22, 0.16, 0.06)  # lower lid / cheek boundary
             te += s.canthus_hot * _gauss(uu, vv, inner + side * 0.015, 0.005, 0.045, 0.038)
-            up, lo = _lid_upper(s, uu, ex), _lid_lower(s, uu, ex)
+            up, lo = _lids(s, uu, ex)
             a_eye = _cov(-np.minimum(vv - up, lo - vv), px) * (np.abs(uu - ex) < s.eye_w)
             te += a_eye * (-L["eye"] * s.eye_cool - 1.0 * _gauss(uu, vv, ex, 0.0, 0.055, 0.055))  # cornea, iris
             span = np.clip(1 - ((uu - ex) / (1.05 * s.eye_w)) ** 2, 0, 1)

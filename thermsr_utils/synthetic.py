@@ -40,12 +40,8 @@ SFTL54_SIZE = (464, 348)  # width, height (FLIR T540)
 THERMEVAL_SIZE = (256, 192)  # width, height (TOPDON TC001+ sensor)
 SFTL54_SPLIT_SIZES = (100, 20, 22)  # subjects in train / val / test for the full 142
 SFTL54_PALETTES = ("gray", "iron")
-THERMEVAL_CATEGORIES = [
-    {"id": 0, "name": "Person", "supercategory": "person"},
-    {"id": 1, "name": "Chest", "supercategory": "person"},
-    {"id": 2, "name": "Forehead", "supercategory": "person"},
-    {"id": 3, "name": "Nose", "supercategory": "person"},
-]
+THERMEVAL_CATEGORIES = [{"id": i, "name": name, "supercategory": "person"}
+                        for i, name in enumerate(("Person", "Chest", "Forehead", "Nose"))]
 PERSON, CHEST, FOREHEAD, NOSE = 0, 1, 2, 3
 LABELME_VERSION = "4.5.7"
 STAMP_NAME = "synthetic.json"
@@ -58,9 +54,7 @@ THERMEVAL_CAMERA = dict(blur=1.0, noise=2.0, col_std=1.2, row_std=0.6, halo=0.06
                         high_pct=99.5)
 THERMEVAL_BLUR_RANGE = (0.8, 1.1)
 
-# ---------------------------------------------------------------------------------------------
-# Backgrounds and the camera
-# ---------------------------------------------------------------------------------------------
+# --- Backgrounds and the camera ---
 def _smooth_field(rng, h, w, cells=6):
     """Smooth random field (float32 H×W, unit-ish amplitude) from an upsampled coarse grid."""
     g = rng.standard_normal((cells, cells)).astype(np.float32)
@@ -102,14 +96,6 @@ def make_camera(rng, width, height, *, col_std, row_std, **kw) -> Camera:
     return Camera(col_fpn=col, row_fpn=row, **kw)
 
 
-def _wide_blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Approximate a wide Gaussian blur cheaply: blur a 4x smaller copy and scale it back up."""
-    h, w = img.shape
-    small = cv2.resize(img, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), sigma / 4.0, borderType=cv2.BORDER_REFLECT)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
 def expose(T: np.ndarray, cam: Camera, rng, blur: float | None = None) -> np.ndarray:
     """Temperature map (float32 H×W, °C) -> white-hot 8-bit frame (uint8 H×W) through ``cam``.
 
@@ -118,8 +104,11 @@ def expose(T: np.ndarray, cam: Camera, rng, blur: float | None = None) -> np.nda
     """
     sigma = cam.blur if blur is None else blur
     Tb = cv2.GaussianBlur(T, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    if cam.halo > 0:
-        Tb = (1.0 - cam.halo) * Tb + cam.halo * _wide_blur(T, 6.0 * sigma + 6.0)
+    if cam.halo > 0:  # a wide blur, made cheaply on a 4x smaller copy
+        h, w = T.shape
+        small = cv2.resize(T, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), (6.0 * sigma + 6.0) / 4.0, borderType=cv2.BORDER_REFLECT)
+        Tb = (1.0 - cam.halo) * Tb + cam.halo * cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     lo, hi = np.percentile(Tb[::2, ::2], (cam.low_pct, cam.high_pct))
     span = max(float(hi - lo), 2.0)
     lo, hi = lo - 0.03 * span, hi + 0.04 * span
@@ -136,9 +125,7 @@ def iron(gray: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO)
 
 
-# ---------------------------------------------------------------------------------------------
-# SF-TL54-like portraits
-# ---------------------------------------------------------------------------------------------
+# --- SF-TL54-like portraits ---
 def sftl54_split(sub_id: int, n_subjects: int = 142) -> str:
     """Split of a subject: ids 1-100 train, 101-120 val, 121-142 test, scaled for other subject counts."""
     if not 1 <= sub_id <= n_subjects:
@@ -265,9 +252,7 @@ def gallery(seed: int = 0, sub_id: int = 1) -> list[tuple[str, np.ndarray]]:
         out.append((label, gray))
     return out
 
-# ---------------------------------------------------------------------------------------------
-# ThermEval-D-like indoor scenes
-# ---------------------------------------------------------------------------------------------
+# --- ThermEval-D-like indoor scenes ---
 def indoor_background(rng, ambient: float) -> np.ndarray:
     """Indoor scene temperature map (float32 192×256): walls, floor and warm or cold clutter."""
     w, h = THERMEVAL_SIZE
@@ -357,15 +342,6 @@ def _scene_people(rng, seed: int, scene: int) -> list:
     return people
 
 
-def _bbox_of(mask: np.ndarray, roi) -> list | None:
-    """COCO box [x, y, w, h] of a boolean mask placed at roi (y0, y1, x0, x1); None if empty."""
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        return None
-    y0, _, x0, _ = roi
-    return [float(x0 + xs.min()), float(y0 + ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
-
-
 def _proj_box(s: Subject, pose: Pose, u0, v0, u1, v1) -> list | None:
     """COCO box of a face-unit rectangle after projection, clipped to the frame; None if under 2 px."""
     w, h = THERMEVAL_SIZE
@@ -405,7 +381,9 @@ def render_thermeval_frame(seed: int, scene: int, cam: Camera) -> tuple:
         n_vis = int(visible.sum())
         if n_vis < 20 or n_vis < 0.3 * int(body.sum()):  # mostly hidden behind someone nearer: not labelled
             continue
-        pbox = _bbox_of(body, roi)  # the person's full extent inside the frame, as annotators draw it
+        ys, xs = np.nonzero(body)  # the person's full extent inside the frame, as annotators draw it
+        pbox = [float(x0 + xs.min()), float(y0 + ys.min()), float(xs.max() - xs.min() + 1),
+                float(ys.max() - ys.min() + 1)]
         nose = None
         if not pose.back_view:
             nx, ny = project(s, pose, canonical_landmarks(s)[NOSE_TIP:NOSE_TIP + 1])[0]
@@ -474,9 +452,7 @@ def _orphan_noses(anns) -> int:
     return n
 
 
-# ---------------------------------------------------------------------------------------------
-# Generate once, reuse while the parameters stay the same
-# ---------------------------------------------------------------------------------------------
+# --- Generate once, reuse while the parameters stay the same ---
 def _stamp(seed, sftl54_subjects, sftl54_frames_per_subject, thermeval_frames_file1, thermeval_frames_file2) -> dict:
     """The parameters that fully determine the generated files."""
     return {"generator_version": GENERATOR_VERSION, "seed": int(seed), "sftl54_subjects": int(sftl54_subjects),
