@@ -19,8 +19,6 @@ seeded from ``seed`` and its index.
 """
 from __future__ import annotations
 
-import csv
-import io as _stdio
 import os
 import shutil
 import tempfile
@@ -97,11 +95,9 @@ def make_camera(rng, width, height, *, col_std, row_std, **kw) -> Camera:
 
 
 def expose(T: np.ndarray, cam: Camera, rng, blur: float | None = None) -> np.ndarray:
-    """Temperature map (float32 H×W, °C) -> white-hot 8-bit frame (uint8 H×W) through ``cam``.
-
-    Optics blur (plus a little wide scatter), an auto-gain window from scene percentiles, temporal noise,
-    the camera's detail enhancement, column/row fixed-pattern offsets, then rounding to 8 bits.
-    """
+    """Temperature map (float32 H×W, °C) -> white-hot frame (uint8 H×W) through ``cam``: optics blur and a little
+    wide scatter, an auto-gain window from scene percentiles, temporal noise, the camera's detail enhancement,
+    column/row fixed-pattern offsets, rounding to 8 bits."""
     sigma = cam.blur if blur is None else blur
     Tb = cv2.GaussianBlur(T, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
     if cam.halo > 0:  # a wide blur, made cheaply on a 4x smaller copy
@@ -159,10 +155,7 @@ def render_sftl54_frame(s: Subject, pose: Pose, tex: dict, cam: Camera, rng) -> 
     T = portrait_background(np.random.default_rng(s.tex_seed + 1), s)
     T += float(rng.normal(0, 0.1))
     render_person(T, s, pose, tex)
-    gray = expose(T, cam, rng)
-    lm = project(s, pose, canonical_landmarks(s, pose.mouth_open))
-    box = face_box(s, pose)
-    return gray, lm, box
+    return expose(T, cam, rng), project(s, pose, canonical_landmarks(s, pose.mouth_open)), face_box(s, pose)
 
 
 def face_box(s: Subject, pose: Pose) -> list:
@@ -179,8 +172,7 @@ def face_box(s: Subject, pose: Pose) -> list:
 
 def _labelme(name: str, box, lm) -> dict:
     """LabelMe annotation: a ``face`` rectangle then 54 point shapes in SF-TL54 order."""
-    def shape(label, pts, kind):
-        """One LabelMe shape with coordinates rounded to 0.01 px."""
+    def shape(label, pts, kind):  # coordinates rounded to 0.01 px
         return {"label": label, "points": [[round(float(x), 2), round(float(y), 2)] for x, y in pts],
                 "group_id": None, "shape_type": kind, "flags": {}}
     shapes = [shape("face", [box[:2], box[2:]], "rectangle")]
@@ -218,20 +210,17 @@ def write_sftl54(root, n_subjects=142, frames_per_subject=3, seed=0, palettes=("
                 tio.write_png(root / pal / split / "images" / f"{name}.png", img)
                 tio.atomic_write_json(root / pal / split / "json" / f"{name}.json", ann)
             counts[split] += 1
-    buf = _stdio.StringIO()
-    wr = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    wr.writeheader()
-    wr.writerows(rows)
-    tio.atomic_write_text(root / "metadata.csv", buf.getvalue())
+    lines = [",".join(rows[0])] + [",".join(str(v) for v in row.values()) for row in rows]  # nothing needs quoting
+    tio.atomic_write_text(root / "metadata.csv", "\n".join(lines) + "\n")
     return {"subjects": n_subjects, "frames": sum(counts.values()), "frames_per_split": counts,
             "palettes": list(palettes)}
-
 
 
 GALLERY = (  # (label, subject changes, pose changes, face scale): one generator parameter at a time
     ("frontal", {}, {}, 1.0), ("turned left", {}, {"yaw": -0.18}, 1.0), ("turned right", {}, {"yaw": 0.18}, 1.0),
     ("tilted", {}, {"roll": 0.15}, 1.0), ("mouth open", {}, {"mouth_open": 1.0}, 1.0),
-    ("long hair", {"hair": "long", "hair_len": 3.0}, {}, 1.0), ("curly hair", {"hair": "curly", "hair_volume": 0.25}, {}, 1.0),
+    ("long hair", {"hair": "long", "hair_len": 3.0}, {}, 1.0),
+    ("curly hair", {"hair": "curly", "hair_volume": 0.25}, {}, 1.0),
     ("bald", {"hair": "bald", "hairline": -1.9}, {}, 1.0), ("glasses", {"glasses": True}, {}, 1.0),
     ("beard", {"beard": 0.8}, {}, 1.0), ("farther away", {}, {}, 0.6), ("cold nose", {"nose_cool": 3.4}, {}, 1.0),
 )
@@ -248,8 +237,8 @@ def gallery(seed: int = 0, sub_id: int = 1) -> list[tuple[str, np.ndarray]]:
         pose = replace(sftl54_pose(s, np.random.default_rng([seed, 54, sub_id, 1])), yaw=0.0, roll=0.0,
                        mouth_open=0.0)
         pose = replace(pose, scale=pose.scale * scale, **pose_changes)
-        gray, _, _ = render_sftl54_frame(s, pose, make_textures(s), cam, np.random.default_rng([seed, 54, sub_id, 99]))
-        out.append((label, gray))
+        frame_rng = np.random.default_rng([seed, 54, sub_id, 99])
+        out.append((label, render_sftl54_frame(s, pose, make_textures(s), cam, frame_rng)[0]))
     return out
 
 # --- ThermEval-D-like indoor scenes ---
@@ -453,14 +442,6 @@ def _orphan_noses(anns) -> int:
 
 
 # --- Generate once, reuse while the parameters stay the same ---
-def _stamp(seed, sftl54_subjects, sftl54_frames_per_subject, thermeval_frames_file1, thermeval_frames_file2) -> dict:
-    """The parameters that fully determine the generated files."""
-    return {"generator_version": GENERATOR_VERSION, "seed": int(seed), "sftl54_subjects": int(sftl54_subjects),
-            "sftl54_frames_per_subject": int(sftl54_frames_per_subject),
-            "thermeval_frames_file1": int(thermeval_frames_file1),
-            "thermeval_frames_file2": int(thermeval_frames_file2)}
-
-
 def _is_current(base: Path, stamp: dict) -> bool:
     """True when ``base`` holds both datasets and a stamp equal to ``stamp``."""
     if not ((base / SFTL54_DIRNAME).is_dir() and (base / THERMEVAL_DIRNAME).is_dir()):
@@ -474,14 +455,15 @@ def _is_current(base: Path, stamp: dict) -> bool:
 
 def ensure_synthetic(base, *, seed, sftl54_subjects, sftl54_frames_per_subject,
                      thermeval_frames_file1, thermeval_frames_file2) -> tuple[Path, Path]:
-    """Generate both synthetic datasets under ``base`` unless an identical set is already there.
-
-    Returns ``(base/"SF-TL54", base/"ThermEval-D")``. A new set is written into a temporary sibling folder
-    and renamed into place, with the stamp ``base/synthetic.json`` written last, so an interrupted run
-    never leaves a set that looks complete. The whole of ``base`` is replaced on regeneration.
-    """
+    """Generate both synthetic datasets under ``base`` unless an identical set is already there; returns
+    ``(base/"SF-TL54", base/"ThermEval-D")``. A new set is written into a temporary sibling folder and renamed into
+    place, with the stamp ``base/synthetic.json`` written last, so an interrupted run never leaves a set that looks
+    complete. The whole of ``base`` is replaced on regeneration."""
     base = Path(base)
-    stamp = _stamp(seed, sftl54_subjects, sftl54_frames_per_subject, thermeval_frames_file1, thermeval_frames_file2)
+    stamp = {"generator_version": GENERATOR_VERSION, "seed": int(seed),  # what fully determines the files
+             "sftl54_subjects": int(sftl54_subjects), "sftl54_frames_per_subject": int(sftl54_frames_per_subject),
+             "thermeval_frames_file1": int(thermeval_frames_file1),
+             "thermeval_frames_file2": int(thermeval_frames_file2)}
     tio.remove_leftovers(base)          # the temporary folders of a generation that was killed, also beside a set
     if not _is_current(base, stamp):    # that is current
         base.parent.mkdir(parents=True, exist_ok=True)
