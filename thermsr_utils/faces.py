@@ -351,10 +351,8 @@ def render_person(T: np.ndarray, s: Subject, pose: Pose, tex: dict, *, full_body
     if roi is None:
         return None, None
     P = _Person(T, s, pose, tex, roi, full_body)
-    P.clothing()
-    P.long_hair()
-    P.neck()
-    P.ears()
+    for part in (P.clothing, P.long_hair, P.neck, P.ears):
+        part()
     if P.face():  # drawn (on-frame and not seen from behind): hair frames it, glasses sit on it
         P.head_hair()
         P.glasses()

@@ -187,8 +187,7 @@ def write_sftl54(root, n_subjects=142, frames_per_subject=3, seed=0, palettes=("
     root = Path(root)
     if n_subjects < 1 or frames_per_subject < 1:
         raise ValueError(f"n_subjects and frames_per_subject must be >= 1, got {n_subjects}, {frames_per_subject}")
-    bad = [p for p in palettes if p not in SFTL54_PALETTES]
-    if bad:
+    if bad := [p for p in palettes if p not in SFTL54_PALETTES]:
         raise ValueError(f"unknown palette(s) {bad}; choose from {SFTL54_PALETTES}")
     cam = make_camera(np.random.default_rng([seed, 540]), *SFTL54_SIZE, **SFTL54_CAMERA)
     rows, counts = [], {sp: 0 for sp in ("train", "val", "test")}
@@ -303,6 +302,10 @@ def indoor_background(rng, ambient: float) -> np.ndarray:
     return T.astype(np.float32)
 
 
+# Where people stand in a scene: (range of face scales in pixels per face unit, range of the face's height / frame)
+_PLACES = {"far": ((3.2, 6.5), (0.1, 0.35)), "mid": ((8.0, 16.0), (0.25, 0.55)), "close": ((20.0, 40.0), (0.3, 0.6))}
+
+
 def _scene_people(rng, seed: int, scene: int) -> list:
     """1-4 (subject, pose, full_body) triples for one indoor scene, drawn far to near."""
     w, h = THERMEVAL_SIZE
@@ -311,15 +314,9 @@ def _scene_people(rng, seed: int, scene: int) -> list:
     for i in range(n):
         s = make_subject(10_000 + i, np.random.default_rng([seed, 256, scene, i]))
         kind = rng.choice(["far", "mid", "close"], p=[0.25, 0.5, 0.25] if n > 1 else [0.15, 0.45, 0.4])
-        if kind == "far":
-            scale, full = float(rng.uniform(3.2, 6.5)), True
-            cy = float(rng.uniform(0.1, 0.35)) * h
-        elif kind == "mid":
-            scale, full = float(rng.uniform(8.0, 16.0)), False
-            cy = float(rng.uniform(0.25, 0.55)) * h
-        else:
-            scale, full = float(rng.uniform(20.0, 40.0)), False
-            cy = float(rng.uniform(0.3, 0.6)) * h
+        scales, heights = _PLACES[kind]
+        scale, full = float(rng.uniform(*scales)), bool(kind == "far")  # far away: a standing person, seen whole
+        cy = float(rng.uniform(*heights)) * h
         cx = float(rng.uniform(-0.05, 1.05)) * w
         pose = Pose(cx=cx, cy=cy, scale=scale, roll=float(rng.normal(0, 0.08)),
                     yaw=float(np.clip(rng.normal(0, 0.08), -0.18, 0.18)),
@@ -431,14 +428,8 @@ def write_thermeval(root, frames_file1=40, frames_file2=36, seed=0) -> dict:
 def _orphan_noses(anns) -> int:
     """Nose boxes that no Person box of the same frame contains."""
     persons = [b for c, b in anns if c == PERSON]
-    n = 0
-    for c, b in anns:
-        if c != NOSE:
-            continue
-        nx, ny = b[0] + b[2] / 2, b[1] + b[3] / 2
-        if not any(p[0] <= nx <= p[0] + p[2] and p[1] <= ny <= p[1] + p[3] for p in persons):
-            n += 1
-    return n
+    centres = [(b[0] + b[2] / 2, b[1] + b[3] / 2) for c, b in anns if c == NOSE]
+    return sum(not any(p[0] <= x <= p[0] + p[2] and p[1] <= y <= p[1] + p[3] for p in persons) for x, y in centres)
 
 
 # --- Generate once, reuse while the parameters stay the same ---
