@@ -1,9 +1,8 @@
-"""Procedural thermal faces written in the on-disk layouts of SF-TL54 and ThermEval-D.
-
-Offline stand-in for the real datasets. Every frame is rendered as a float temperature map
-in degrees Celsius, then passed through a simple camera model (optics blur, auto-gain window, temporal and
-fixed-pattern noise, 8-bit quantisation) and written white-hot (and, for SF-TL54, also through a colour
-palette). Annotations use the real formats, so the dataset builders read both kinds of data unchanged:
+"""Procedural thermal faces written in the on-disk layouts of SF-TL54 and ThermEval-D, an offline stand-in for the
+real datasets. Every frame is rendered as a temperature map (°C; its people drawn by ``faces``), passed through a
+simple camera model (optics blur, auto-gain window, temporal and fixed-pattern noise, 8-bit quantisation) and
+written white-hot (and, for SF-TL54, also through a colour palette). Annotations use the real formats, so the
+dataset builders read both kinds of data unchanged:
 
 * SF-TL54-like: ``<root>/{gray,iron}/{train,val,test}/{images,json}/`` with LabelMe JSON (a ``face``
   rectangle and 54 landmark points in SF-TL54 order) and ``<root>/metadata.csv``; 464×348 portraits.
@@ -11,8 +10,6 @@ palette). Annotations use the real formats, so the dataset builders read both ki
   (Person = 0, Chest = 1, Forehead = 2, Nose = 3; segmentation left empty); 256×192 indoor scenes with one
   to four people. Some ``file_name`` entries end ``.jpg`` while the file on disk is ``.png``, as in the
   real lists, and about one Nose in twenty has no Person box.
-
-The people themselves (subjects, poses, landmarks, the person renderer) come from ``faces``.
 
 Everything is deterministic: each subject, frame, scene and camera draws from its own NumPy generator
 seeded from ``seed`` and its index.
@@ -351,8 +348,7 @@ def render_thermeval_frame(seed: int, scene: int, cam: Camera) -> tuple:
     drawn = []
     for k, (s, pose, full) in enumerate(people):
         s = replace(s, ambient=ambient)
-        tex = make_textures(s, du=max(TEX_DU, 0.45 / pose.scale))
-        roi, alpha = render_person(T, s, pose, tex, full_body=full)
+        roi, alpha = render_person(T, s, pose, make_textures(s, du=max(TEX_DU, 0.45 / pose.scale)), full_body=full)
         if roi is None:
             continue
         y0, y1, x0, x1 = roi
@@ -363,8 +359,7 @@ def render_thermeval_frame(seed: int, scene: int, cam: Camera) -> tuple:
     for k, s, pose, roi, alpha in drawn:
         y0, y1, x0, x1 = roi
         body = alpha > 0.5
-        visible = body & (owner[y0:y1, x0:x1] == k)
-        n_vis = int(visible.sum())
+        n_vis = int((body & (owner[y0:y1, x0:x1] == k)).sum())
         if n_vis < 20 or n_vis < 0.3 * int(body.sum()):  # mostly hidden behind someone nearer: not labelled
             continue
         ys, xs = np.nonzero(body)  # the person's full extent inside the frame, as annotators draw it
@@ -377,8 +372,7 @@ def render_thermeval_frame(seed: int, scene: int, cam: Camera) -> tuple:
             if 1 <= nx < w - 1 and 1 <= ny < h - 1 and owner[iy, ix] == k:
                 side = float(np.clip(round(0.45 * pose.scale), 3, 8))
                 nose = [round(nx - side / 2, 2), round(ny - side / 2, 2), side, side]
-        keep_person = nose is None or drop_rng.random() >= 0.05
-        if keep_person:
+        if nose is None or drop_rng.random() >= 0.05:  # about one Nose in twenty has no Person box
             anns.append((PERSON, pbox))
         if nose is not None:
             anns.append((NOSE, nose))
@@ -388,8 +382,7 @@ def render_thermeval_frame(seed: int, scene: int, cam: Camera) -> tuple:
         cb = _proj_box(s, pose, -1.0, s.v_widest + s.jaw_len + 1.6, 1.0, s.v_widest + s.jaw_len + 3.2)
         if cb is not None and not pose.back_view and pose.scale >= 6:
             anns.append((CHEST, cb))
-    gray = expose(T, cam, rng, blur=float(rng.uniform(*THERMEVAL_BLUR_RANGE)))
-    return gray, anns
+    return expose(T, cam, rng, blur=float(rng.uniform(*THERMEVAL_BLUR_RANGE))), anns
 
 
 def write_thermeval(root, frames_file1=40, frames_file2=36, seed=0) -> dict:
