@@ -130,7 +130,6 @@ def canonical_landmarks(s: Subject, mouth_open: float = 0.0) -> np.ndarray:
     pts[17:22] = np.stack([bx, _brow_y(s, bx)], 1)
     pts[22:27] = np.stack([-bx[::-1], _brow_y(s, -bx[::-1])], 1)
     # 27-30 nose bridge down to the tip; 31-35 nose base, 33 = centre.
-    pts[27:31, 0] = 0.0
     pts[27:31, 1] = np.linspace(-0.06, s.tip_v, 4)
     nb = s.tip_v + 0.11
     pts[31:36, 0] = np.array([-1.0, -0.5, 0.0, 0.5, 1.0]) * s.nose_w
@@ -441,10 +440,9 @@ class _Person(_Frame):
         # skin showing at the neckline, and a collar
         if s.neckline == "vee":
             sd_open = np.maximum(np.abs(uu) - 0.62 * np.clip(1 - (vv - v_sh - 0.1) / 1.4, 0, 1), v_sh - 0.2 - vv)
-        elif s.neckline == "round":
-            sd_open = (np.hypot(uu / 0.7, (vv - v_sh - 0.05) / 0.45) - 1.0) * 0.45
-        else:
-            sd_open = (np.hypot(uu / 0.55, (vv - v_sh - 0.05) / 0.3) - 1.0) * 0.3
+        else:  # round, or the smaller opening under a collar
+            rx, ry = (0.7, 0.45) if s.neckline == "round" else (0.55, 0.3)
+            sd_open = (np.hypot(uu / rx, (vv - v_sh - 0.05) / ry) - 1.0) * ry
         chest = skin - 1.3 - 0.5 * np.clip(vv - v_sh, 0, 1) + 0.15 * self.grain_d[bw]
         _over(self.sub[bw], _soft(sd_open, 1.5 * px) * _cov(sd, px), chest)
         if s.neckline == "collar":

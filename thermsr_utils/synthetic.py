@@ -160,10 +160,13 @@ def face_box(s: Subject, pose: Pose) -> list:
     lm = canonical_landmarks(s)[:17]
     top = min(s.hairline, -0.9) if s.hair != "bald" else -1.1
     fore = np.stack([np.linspace(-0.85, 0.85, 5), np.full(5, top)], 1)
-    p = project(s, pose, np.concatenate([lm, fore]))
-    w, h = SFTL54_SIZE
-    x0, y0 = np.clip(p.min(0), 0, [w, h])
-    x1, y1 = np.clip(p.max(0), 0, [w, h])
+    return _frame_box(s, pose, np.concatenate([lm, fore]), SFTL54_SIZE)
+
+
+def _frame_box(s: Subject, pose: Pose, pts, size) -> list:
+    """[x0, y0, x1, y1] around face-unit points after projection, clipped to a frame of ``size`` (width, height)."""
+    p = project(s, pose, pts)
+    (x0, y0), (x1, y1) = np.clip(p.min(0), 0, size), np.clip(p.max(0), 0, size)
     return [float(x0), float(y0), float(x1), float(y1)]
 
 
@@ -174,9 +177,8 @@ def _labelme(name: str, box, lm) -> dict:
                 "group_id": None, "shape_type": kind, "flags": {}}
     shapes = [shape("face", [box[:2], box[2:]], "rectangle")]
     shapes += [shape(str(i + 1), [p], "point") for i, p in enumerate(lm)]
-    w, h = SFTL54_SIZE
     return {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": f"../images/{name}.png",
-            "imageData": None, "imageHeight": h, "imageWidth": w}
+            "imageData": None, "imageHeight": SFTL54_SIZE[1], "imageWidth": SFTL54_SIZE[0]}
 
 
 def write_sftl54(root, n_subjects=142, frames_per_subject=3, seed=0, palettes=("gray", "iron")) -> dict:
@@ -327,14 +329,9 @@ def _scene_people(rng, seed: int, scene: int) -> list:
 
 def _proj_box(s: Subject, pose: Pose, u0, v0, u1, v1) -> list | None:
     """COCO box of a face-unit rectangle after projection, clipped to the frame; None if under 2 px."""
-    w, h = THERMEVAL_SIZE
     g = np.stack(np.meshgrid(np.linspace(u0, u1, 5), np.linspace(v0, v1, 5)), -1).reshape(-1, 2)
-    p = project(s, pose, g)
-    x0, y0 = np.clip(p.min(0), 0, [w, h])
-    x1, y1 = np.clip(p.max(0), 0, [w, h])
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return None
-    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+    x0, y0, x1, y1 = _frame_box(s, pose, g, THERMEVAL_SIZE)
+    return None if x1 - x0 < 2 or y1 - y0 < 2 else [x0, y0, x1 - x0, y1 - y0]
 
 
 def render_thermeval_frame(seed: int, scene: int, cam: Camera) -> tuple:
