@@ -96,12 +96,13 @@ def test_flat_and_extreme_images(value):
 
 def thermal_crops():
     """192×192 crops of one generated SF-TL54-like portrait, white-hot and in the colour palette."""
+    from thermsr_utils import faces as F
     from thermsr_utils import synthetic as S
 
     cam = S.make_camera(np.random.default_rng([0, 540]), *S.SFTL54_SIZE, **S.SFTL54_CAMERA)
-    subject = S.make_subject(3, np.random.default_rng([0, 54, 3]))
+    subject = F.make_subject(3, np.random.default_rng([0, 54, 3]))
     rng = np.random.default_rng([0, 54, 3, 1])
-    gray, _, box = S.render_sftl54_frame(subject, S.sftl54_pose(subject, rng), S.make_textures(subject), cam, rng)
+    gray, _, box = S.render_sftl54_frame(subject, S.sftl54_pose(subject, rng), F.make_textures(subject), cam, rng)
     colour = S.iron(gray)
     gray3 = np.repeat(gray[:, :, None], 3, axis=2)
     x0 = int(np.clip((box[0] + box[2]) / 2 - 96, 0, gray.shape[1] - 192))

@@ -118,9 +118,10 @@ def test_the_package_has_no_import_cycle():
 LAYERS = (
     ("io", "progress", "timing", "metric_specs"),                # atomic files; progress lines; phase times; metric table
     ("config",),                                                  # paths, profiles, parameter rules
-    ("params", "data", "weights", "synthetic"),                   # parameter rules, LR operator and crop geometry,
-                                                                  # weights, the generator
-    ("readers",),                                                 # SF-TL54 and ThermEval-D folders -> crops, records
+    ("params", "data", "weights", "faces"),                       # parameter rules, LR operator and crop geometry,
+                                                                  # weights, the generator's people
+    ("readers", "synthetic"),                                     # SF-TL54 and ThermEval-D folders -> crops, records;
+                                                                  # the generator writing look-alike folders
     ("manifests",),                                               # the manifest: built, compared, verified; open_run
     ("zoo", "metrics", "downstream", "datasets", "accel", "instrument", "losses"),  # ...; a landmark model against the
                                                                   # annotations; losses (weights checked by params)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from thermsr_utils import colour as C, data as D, metrics, models, synthetic as S  # noqa: E402
+from thermsr_utils import colour as C, data as D, faces as F, metrics, models, synthetic as S  # noqa: E402
 
 
 def gray_crops(n: int, seed: int = 0, first: int = 121) -> list[np.ndarray]:
@@ -32,11 +32,11 @@ def gray_crops(n: int, seed: int = 0, first: int = 121) -> list[np.ndarray]:
     cam = S.make_camera(np.random.default_rng([seed, 540]), *S.SFTL54_SIZE, **S.SFTL54_CAMERA)
     out = []
     for sub_id in range(first, first + n):
-        s = S.make_subject(sub_id, np.random.default_rng([seed, 54, sub_id]))
+        s = F.make_subject(sub_id, np.random.default_rng([seed, 54, sub_id]))
         frng = np.random.default_rng([seed, 54, sub_id, 1])
         pose = S.sftl54_pose(s, frng)
         focus = replace(cam, blur=float(frng.uniform(*S.SFTL54_BLUR_RANGE)))
-        gray, lm, _ = S.render_sftl54_frame(s, pose, S.make_textures(s), focus, frng)
+        gray, lm, _ = S.render_sftl54_frame(s, pose, F.make_textures(s), focus, frng)
         out.append(D.crop_and_resize(gray, D.sftl54_crop_box(lm, *S.SFTL54_SIZE))[0])
     return out
 
