@@ -1,17 +1,12 @@
-"""Faster execution of the same training recipe: on-device training batches, execution settings, several GPUs.
+"""Faster execution of the same training recipe (used by ``train.fit``; ``train_cli`` runs it under ``torchrun``).
 
-Two parts, both used by ``thermsr_utils.train.fit``:
-
-- ``DevicePatchSampler``: the training crops decoded once into one uint8 tensor on the device; random
-  windows, flips and rotations, the LR image and the float conversion all happen there. Batches hold the
-  same items in the same order as ``train.make_loader``; the windows and augmentations are drawn per epoch
-  from a seeded ``torch.Generator`` (so they differ from the DataLoader path's, with the same distribution).
-- Distributed helpers for ``torchrun``: process-group setup, a batch sampler that gives each rank a slice of
-  every global batch, and the loss weights that make DistributedDataParallel's gradient average equal the
-  single-process gradient even for the last, smaller batch of an epoch.
-
-The LR operator it uses, ``data.area_downsample``, lives with the data; the command line that trains one
-recipe under ``torchrun`` is ``thermsr_utils.train_cli``.
+- ``DevicePatchSampler``: the training crops as one uint8 tensor on the device, where windows, flips, rotations,
+  the LR image (``data.area_downsample``) and the float conversion happen. Its batches hold the items of
+  ``train.make_loader``'s in the same order; the windows and augmentations come from a seeded ``torch.Generator``
+  per epoch (so they differ from the DataLoader path's, with the same distribution).
+- Distributed helpers for ``torchrun``: process-group setup, a batch sampler that gives each rank a slice of every
+  global batch, and the loss weights that make DistributedDataParallel's gradient average equal the single-process
+  gradient even for the last, smaller batch of an epoch.
 """
 from __future__ import annotations
 
@@ -145,19 +140,17 @@ class ShardedBatchSampler(torch.utils.data.Sampler):
         return len(self.batches)
 
 
-class WeightedLoader:
-    """Wraps a DataLoader built on a ``ShardedBatchSampler``: yields ``(lr, hr, weight)`` per batch."""
+class Batches:
+    """The batches ``make()`` yields, anew on every iteration, with a length ``n``: what ``fit`` expects of a loader."""
 
-    def __init__(self, loader, weights: list[float]):
-        self.loader = loader
-        self.weights = list(weights)
+    def __init__(self, make, n: int):
+        self.make, self.n = make, n
 
     def __iter__(self):
-        for (lr, hr), w in zip(self.loader, self.weights):
-            yield lr, hr, w
+        return iter(self.make())
 
     def __len__(self) -> int:
-        return len(self.weights)
+        return self.n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,24 +256,6 @@ class DevicePatchSampler:
             hr = self.hr_patches(idx, draws)
             lr = area_downsample(hr, self.scale)
             yield lr.float().div_(255.0), hr.float().div_(255.0), weight
-
-
-class _EpochView:
-    """``DevicePatchSampler.epoch(e)`` with a length, as ``fit``'s loop expects of a loader."""
-
-    def __init__(self, sampler: DevicePatchSampler, epoch: int):
-        self.sampler, self.epoch = sampler, epoch
-
-    def __iter__(self):
-        return self.sampler.epoch(self.epoch)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-
-def epoch_view(sampler: DevicePatchSampler, epoch: int) -> _EpochView:
-    """An iterable with ``len`` over the batches of ``epoch``."""
-    return _EpochView(sampler, epoch)
 
 
 # ---------------------------------------------------------------------------------------------

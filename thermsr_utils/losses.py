@@ -56,15 +56,11 @@ def fft_amplitude_l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
 
 def perceptual_term(lpips_metric) -> LossFn:
     """Loss callable: ``lpips_metric.loss`` on sr clamped to [0, 1] (the metric scales to [-1, 1]); scalar.
-
-    ``lpips_metric`` is a ``thermsr_utils.metrics.LPIPSMetric`` (or any object with ``.loss(sr, hr)``
-    taking [0, 1] tensors and an optional ``.name``).
-    """
+    ``lpips_metric``: a ``metrics.LPIPSMetric``, or any object with ``.loss(sr, hr)`` on [0, 1] (``.name`` optional)."""
     if not callable(getattr(lpips_metric, "loss", None)):
         raise TypeError(f"lpips_metric needs a .loss(sr, hr) method, got {type(lpips_metric).__name__}")
 
     def lpips_on_clamped(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        """LPIPS of clamp(sr, 0, 1) against hr; N×3×H×W in, scalar."""
         _check_pair(sr, hr)
         return lpips_metric.loss(sr.clamp(0.0, 1.0), hr)
 
@@ -73,11 +69,8 @@ def perceptual_term(lpips_metric) -> LossFn:
 
 
 class CombinedLoss(nn.Module):
-    """Weighted sum of named loss terms; remembers each term's last (unweighted) value in ``.last``.
-
-    ``terms`` is a list of ``(name, weight, fn)`` with ``fn(sr, hr) -> scalar``. A term of weight 0
-    is still computed (without gradient) so it can be watched during training.
-    """
+    """Weighted sum of named loss terms ``(name, weight, fn(sr, hr) -> scalar)``; each term's last (unweighted)
+    value is in ``.last``. A term of weight 0 is still computed (without gradient) so it can be watched."""
 
     def __init__(self, terms: list[tuple[str, float, LossFn]]):
         super().__init__()
