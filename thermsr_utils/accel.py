@@ -167,29 +167,20 @@ def stack_crops(images, device="cpu") -> torch.Tensor:
 
 def _dihedral_tables(size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """For the 8 flip/rot90 variants of a size×size window: source row and column of every output pixel."""
-    rows = torch.arange(size).view(size, 1).expand(size, size)
-    cols = torch.arange(size).view(1, size).expand(size, size)
-    out_r, out_c = [], []
-    for flip, k in DIHEDRAL:
-        r, c = rows, cols
-        if flip:
-            r, c = r.flip(-1), c.flip(-1)
-        out_r.append(torch.rot90(r, k, dims=(0, 1)))
-        out_c.append(torch.rot90(c, k, dims=(0, 1)))
-    return torch.stack(out_r).to(device), torch.stack(out_c).to(device)
+    pixel = torch.arange(size * size).view(size, size)                      # row * size + column
+    variants = torch.stack([torch.rot90(pixel.flip(-1) if flip else pixel, k, dims=(0, 1)) for flip, k in DIHEDRAL])
+    return (variants // size).to(device), (variants % size).to(device)
 
 
 class DevicePatchSampler:
     """Training batches of an ``SRPatchDataset`` made on ``device`` from one uint8 tensor of all its crops.
 
-    ``epoch(e)`` yields ``(lr, hr, weight)``: float RGB tensors in [0, 1] (B×3×p/s×p/s and B×3×p×p, or the
-    whole crop when the dataset's patch is None) and this rank's loss weight (1.0 on one process). Batch b
-    holds the items of ``epoch_order(n, order_seed, e)`` in the same positions as the batch b of
-    ``train.make_loader`` with a recipe whose seed is ``order_seed`` (default: the dataset's seed); with
-    several ranks each takes its ``shard``. Windows (uniform over all positions), the horizontal flip
-    (probability 1/2) and the rotation by k·90° (k uniform in 0..3) of every item in epoch e are drawn at
-    once from a ``torch.Generator`` seeded by ``window_seed(dataset seed, e)``, on the CPU, so they are the
-    same on every device and rank. The LR image is ``area_downsample`` of the uint8 HR patch.
+    ``epoch(e)`` yields ``(lr, hr, weight)``: float RGB in [0, 1] (B×3×p/s×p/s and B×3×p×p, or whole crops when
+    the dataset's patch is None) and this rank's loss weight (1.0 on one process). Batch b holds the items of
+    ``train.make_loader``'s batch b for a recipe seeded ``order_seed`` (default: the dataset's seed); each rank takes
+    its ``shard``. Every item's window (uniform), flip (probability 1/2) and k·90° turn (k uniform in 0..3) in epoch
+    e are drawn on the CPU from a generator seeded by ``window_seed(dataset seed, e)``: the same on every device and
+    rank. The LR image is ``area_downsample`` of the uint8 HR patch.
     """
 
     def __init__(self, dataset, batch_size: int, device="cpu", *, order_seed: int | None = None, rank: int = 0,
@@ -202,8 +193,7 @@ class DevicePatchSampler:
         self.device = torch.device(device)
         self.images = stack_crops(dataset.images, self.device)
         self.n, _, self.h, self.w = self.images.shape
-        self.patch = dataset.patch
-        self.ph, self.pw = (self.h, self.w) if self.patch is None else (self.patch, self.patch)
+        self.ph, self.pw = (self.h, self.w) if dataset.patch is None else (dataset.patch, dataset.patch)
         self.scale = int(dataset.scale)
         if self.ph % self.scale or self.pw % self.scale:
             raise ValueError(f"patch {self.pw}x{self.ph} is not divisible by scale {self.scale}")
@@ -299,10 +289,8 @@ def dist_info() -> DistInfo:
 
 
 def init_distributed(device_type: str = "cuda") -> DistInfo:
-    """Join the process group described by torchrun's environment (NCCL on CUDA, else gloo), once.
-
-    Does nothing for a single process. On CUDA the process uses GPU ``LOCAL_RANK``.
-    """
+    """Join the process group of torchrun's environment once (NCCL on CUDA, using GPU ``LOCAL_RANK``, else gloo);
+    nothing for a single process."""
     import torch.distributed as dist
 
     if not launched_distributed() or dist.is_initialized():
@@ -346,10 +334,8 @@ def broadcast_object(obj, src: int = 0):
 
 
 def reduce_weighted(values: dict[str, float], weight: float, device) -> dict[str, float]:
-    """Per key, the mean over ranks of ``weight * value``: with ``shard``'s weights, the global batch's value.
-
-    Every rank must pass the same keys in the same order.
-    """
+    """Per key, the mean over ranks of ``weight * value``: with ``shard``'s weights, the global batch's value
+    (every rank passes the same keys in the same order)."""
     import torch.distributed as dist
 
     if not values or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):

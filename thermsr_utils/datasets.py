@@ -2,6 +2,8 @@
 and the datasets of a run read from its manifest (``datasets_from_manifest``)."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 from torch.utils.data import Dataset
 
@@ -74,9 +76,7 @@ class SRPatchDataset(Dataset):
 
     def describe(self) -> dict:
         """The dataset's settings as plain data, for run metadata."""
-        counts: dict[str, int] = {}
-        for n in self.names or []:
-            counts[str(n)] = counts.get(str(n), 0) + 1
+        counts = dict(Counter(str(n) for n in self.names or []))
         return {"n_images": len(self), "per_dataset": counts, "patch": self.patch, "scale": self.scale,
                 "augment": "hflip + rot90" if self.augment else "none", "lr_method": LR_METHOD}
 

@@ -3,9 +3,8 @@
 Convention: ``sr`` and ``hr`` are float RGB tensors N×3×H×W. ``hr`` lies in [0, 1]; ``sr`` is the raw
 network output and may leave [0, 1]. Every loss returns a scalar tensor that carries gradients to ``sr``.
 
-The training loop receives the loss as an argument (``thermsr_utils.train.fit``); it never builds one.
-``make_loss`` gives the recipes used by the notebooks, with the second term's weight as the caller passes it
-(notebook 05's ``lpips_weight`` / ``fft_weight``):
+The training loop (``train.fit``) receives the loss and never builds one. ``make_loss`` gives the notebooks'
+recipes, with the second term's weight as the caller passes it (notebook 05's ``lpips_weight`` / ``fft_weight``):
 
 - ``"l1"``        v1: L1 on the unclamped output.
 - ``"l1+lpips"``  v2: L1 + λ · LPIPS on the clamped output (LPIPS expects [-1, 1]; the metric scales).
@@ -86,7 +85,6 @@ class CombinedLoss(nn.Module):
             if not callable(fn):
                 raise TypeError(f"loss term {name!r} is not callable: {fn!r}")
         self.terms = [(name, float(weight), fn) for name, weight, fn in terms]
-        self.weights = {name: float(weight) for name, weight, _ in terms}
         self.last: dict[str, float] = {}
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
@@ -109,7 +107,7 @@ class CombinedLoss(nn.Module):
     def shares(self, values: dict[str, float] | None = None) -> dict[str, float]:
         """Each term's weighted share of the total (0..1) from ``values`` (default: ``.last``)."""
         values = self.last if values is None else values
-        weighted = {name: self.weights[name] * values[name] for name in self.weights if name in values}
+        weighted = {name: weight * values[name] for name, weight, _ in self.terms if name in values}
         total = sum(weighted.values())
         return {name: (w / total if total else 0.0) for name, w in weighted.items()}
 

@@ -253,12 +253,9 @@ def _per_image(values, n: int, metric: str) -> list[float]:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, val_sets: Mapping, metrics: Mapping[str, Callable], *,
              device="cpu", batch_size: int = 16, amp: str | None = None) -> dict[str, dict[str, float]]:
-    """Mean of each metric per validation set and over all images ("all"); SR clamped to [0, 1].
-
-    ``val_sets`` maps a dataset name to a list of ``(lr, hr)`` tensor pairs or a Dataset yielding
-    them (3×h×w and 3×H×W, float RGB in [0, 1]). Each metric is ``fn(sr, hr) -> (N,)`` values.
-    The result also holds ``n`` (the image count) per set.
-    """
+    """Mean of each metric per validation set and over all images ("all"), with ``n`` (the image count); SR clamped
+    to [0, 1]. ``val_sets`` maps a dataset name to ``(lr, hr)`` tensor pairs (a list or a Dataset; 3×h×w and 3×H×W
+    float RGB in [0, 1]); each metric is ``fn(sr, hr) -> (N,)`` values."""
     if not val_sets:
         raise ValueError("no validation sets given")
     if ALL in val_sets:
@@ -268,13 +265,12 @@ def evaluate(model: torch.nn.Module, val_sets: Mapping, metrics: Mapping[str, Ca
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    pooled: dict[str, list[float]] = {m: [] for m in metrics}
-    result: dict[str, dict[str, float]] = {}
+    per_set: dict[str, dict[str, list[float]]] = {}     # per-image values of every metric, per set
     try:
         for set_name, pairs in val_sets.items():
             if len(pairs) == 0:
                 raise ValueError(f"validation set {set_name!r} is empty")
-            per: dict[str, list[float]] = {m: [] for m in metrics}
+            per = per_set[set_name] = {m: [] for m in metrics}
             for lr, hr in DataLoader(pairs, batch_size=batch_size, shuffle=False):
                 lr, hr = lr.to(device), hr.to(device)
                 with _autocast(device, amp):
@@ -285,15 +281,11 @@ def evaluate(model: torch.nn.Module, val_sets: Mapping, metrics: Mapping[str, Ca
                                      f"not match HR {tuple(hr.shape)}")
                 for m, fn in metrics.items():
                     per[m] += _per_image(fn(sr, hr), hr.shape[0], m)
-            result[set_name] = {m: float(np.mean(v)) for m, v in per.items()}
-            result[set_name]["n"] = len(per[next(iter(metrics))])
-            for m in metrics:
-                pooled[m] += per[m]
     finally:
         model.train(was_training)
-    result[ALL] = {m: float(np.mean(v)) for m, v in pooled.items()}
-    result[ALL]["n"] = len(pooled[next(iter(metrics))])
-    return result
+    per_set[ALL] = {m: [v for per in per_set.values() for v in per[m]] for m in metrics}
+    return {name: {**{m: float(np.mean(v)) for m, v in per.items()}, "n": len(per[next(iter(metrics))])}
+            for name, per in per_set.items()}
 
 
 def _autocast(device: torch.device, amp: str | None):
