@@ -101,12 +101,11 @@ def global_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 
 def shard(batch: torch.Tensor, rank: int, world_size: int) -> tuple[torch.Tensor, float]:
-    """This rank's slice of a global batch and its loss weight.
+    """This rank's slice of a global batch (contiguous; lengths differ by at most one) and its loss weight.
 
-    The slices are contiguous and differ in length by at most one. DDP averages gradients over ranks, so
-    rank r's loss is scaled by ``len(slice_r) * world_size / len(batch)``; the average is then the gradient
-    of the mean loss over the whole batch. A rank left without items gets the batch's first item with
-    weight 0, so it still joins the gradient all-reduce.
+    DDP averages gradients over ranks, so rank r's loss is scaled by ``len(slice_r) * world_size / len(batch)``: the
+    average is then the gradient of the mean loss over the whole batch. A rank left without items gets the batch's
+    first item with weight 0, so it still joins the gradient all-reduce.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
@@ -120,11 +119,8 @@ def shard(batch: torch.Tensor, rank: int, world_size: int) -> tuple[torch.Tensor
 
 
 class ShardedBatchSampler(torch.utils.data.Sampler):
-    """Index lists of one rank: its ``shard`` of every global batch of ``epoch_order(n, seed, epoch)``.
-
-    With ``world_size`` 1 the batches equal those of ``DataLoader(shuffle=True)`` with a generator seeded by
-    ``order_seed(seed, epoch)``. ``weights`` holds each batch's loss weight (see ``shard``).
-    """
+    """Index lists of one rank: its ``shard`` of every global batch of ``epoch_order(n, seed, epoch)`` (with one rank,
+    those of ``DataLoader(shuffle=True)`` seeded by ``order_seed(seed, epoch)``); ``weights``: their loss weights."""
 
     def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1):
         if n < 1:

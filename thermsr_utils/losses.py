@@ -42,11 +42,9 @@ def l1_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
 
 
 def fft_amplitude_l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """Mean |‖FFT2(sr)‖ − ‖FFT2(hr)‖| per channel (orthonormal FFT over H, W); N×C×H×W in, scalar ≥ 0.
-
-    Amplitudes ignore phase, so a circular shift of ``sr`` does not change the value: the term
-    rewards matching the energy of each spatial frequency (sharpness), not pixel alignment.
-    """
+    """Mean |‖FFT2(sr)‖ − ‖FFT2(hr)‖| per channel (orthonormal FFT over H, W); N×C×H×W in, scalar ≥ 0. Amplitudes
+    ignore phase (a circular shift of ``sr`` does not change the value): the term rewards matching the energy of each
+    spatial frequency (sharpness), not pixel alignment."""
     _check_pair(sr, hr)
     amp_sr = torch.fft.fft2(sr.float(), norm="ortho").abs()
     amp_hr = torch.fft.fft2(hr.float(), norm="ortho").abs()

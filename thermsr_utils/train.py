@@ -193,10 +193,8 @@ def steps_per_epoch(n_items: int, recipe: Recipe) -> int:
 
 def sized_schedule(recipe: Recipe, n_steps_per_epoch: int) -> dict:
     """The recipe's fractions made concrete for a run of ``n_steps_per_epoch``: total steps, warmup steps, EMA decay.
-
-    The EMA's decay is the one whose half-life is ``ema_half_life`` of the run's steps (the write-up's 0.999 over
-    10,400 steps for its own length), so that a short run averages over the same share of training instead of
-    lagging further behind."""
+    The EMA's half-life is ``ema_half_life`` of the run's steps (the write-up's 0.999 over 10,400 steps for its own
+    length), so a short run averages over the same share of training instead of lagging further behind."""
     total = recipe.epochs * n_steps_per_epoch
     warmup = int(round(recipe.warmup * total))
     decay = None
