@@ -331,10 +331,7 @@ class LPIPSMetric(_PairMetric):
             slices = [(n, m) for k in range(1, model.net.N_slices + 1)
                       for n, m in getattr(model.net, f"slice{k}").named_children()]
             _fill_convs(slices, features, self.name)
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
+        return model.eval().requires_grad_(False)
 
     def describe(self) -> dict:
         """Plain-data record of what this metric is and which weight file it used, for results and captions."""
@@ -400,9 +397,7 @@ class DISTSMetric(_PairMetric):
         self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
         for t in ("alpha", "beta", "mean", "std"):
             setattr(self, t, getattr(self, t).to(self.device))
-        self.stages.to(self.device, memory_format=torch.channels_last)
-        for p in self.stages.parameters():
-            p.requires_grad_(False)
+        self.stages.to(self.device, memory_format=torch.channels_last).requires_grad_(False)
         self._hr_features: tuple[bytes, list[torch.Tensor]] | None = None   # (HR batch digest, its features)
 
     def describe(self) -> dict:

@@ -111,16 +111,6 @@ def _stat(x: np.ndarray, stat: str, axis=None):
 # ------------------------------------------------------------------------------------------------
 # Bootstrap and verdicts
 # ------------------------------------------------------------------------------------------------
-def _check_bootstrap(stat: str, n_boot: int, level: float) -> None:
-    """A ValueError for a stat other than mean/median, n_boot < 1 or a level outside (0, 1)."""
-    if stat not in ("mean", "median"):
-        raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-
-
 def _unit_codes(groups, ok: np.ndarray) -> np.ndarray:
     """Unit index (0..n_units−1, in order of first appearance) of each kept element: length ok.sum()."""
     if len(groups) != ok.size:
@@ -174,7 +164,12 @@ def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0
     p < 1/n_boot). Returns {"diff", "lo", "hi", "p", "n", "n_units", "unit" ("crop"/"cluster"), "n_dropped",
     "stat", "level", "n_boot", "seed"}; NaNs with n = 0 when no finite pair is left.
     """
-    _check_bootstrap(stat, n_boot, level)
+    if stat not in ("mean", "median"):
+        raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
     a, b, ok = _finite(a, b)
     codes = None if groups is None else _unit_codes(groups, ok)
     n_units = int(a.size) if codes is None else int(codes.max(initial=-1)) + 1
