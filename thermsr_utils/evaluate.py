@@ -23,9 +23,8 @@ from .io import (atomic_write_csv_and_md, atomic_write_json, atomic_write_text, 
 from .metric_specs import METRICS
 
 SPLITS = ("all", *data.DATASET_LABELS.values())
-# A nose model's per-crop columns (prefix nose_ for the primary model, nose2_ for the second): found on HR / SR,
-# SR-vs-HR distance, distances to the ground truth, and fail (1.0 when it found no nose on the SR crop, 0.0 when
-# it did, NaN when that model did not run)
+# A nose model's per-crop columns (nose_ primary, nose2_ second): found on HR / SR, SR-vs-HR distance, distances to
+# the ground truth, and fail (1.0 when it found no nose on the SR crop, 0.0 when it did, NaN when it did not run)
 NOSE_KEYS = ("hr_found", "sr_found", "err_px", "gt_err_hr", "gt_err_sr", "fail")
 # subject (SF-TL54; empty for ThermEval-D) and source (the raw frame) name the bootstrap unit of each crop
 ROW_FIELDS = ["id", "dataset", "subject", "source", "palette", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists",
@@ -471,13 +470,9 @@ def make_scorer(locator=None, *, device: str = "cpu", perceptual=DEFAULT_PERCEPT
     without ``pixel_extras`` PSNR is the only pixel metric (the others are NaN: not computed)."""
     from . import metrics
 
-    built = {}
-    if "lpips" in perceptual:
-        built["lpips"] = metrics.LPIPSMetric(device=device)
-    if "dists" in perceptual:
-        built["dists"] = metrics.DISTSMetric(device=device)
-    if "lpips_vgg" in perceptual:
-        built["lpips_vgg"] = metrics.LPIPSMetric(device=device, net="vgg")
+    makers = {"lpips": lambda: metrics.LPIPSMetric(device=device), "dists": lambda: metrics.DISTSMetric(device=device),
+              "lpips_vgg": lambda: metrics.LPIPSMetric(device=device, net="vgg")}
+    built = {key: make() for key, make in makers.items() if key in perceptual}
     return Scorer(locator=locator, locator2=locator2, device=device, pixel_extras=pixel_extras, **built)
 
 

@@ -32,11 +32,7 @@ STANDIN_SEED = 0
 
 # torchvision weight enums whose checkpoints the LPIPS trunks load (attribute names in
 # torchvision.models); lpips 0.1.4 asks torchvision for exactly these.
-_LPIPS_TRUNK_WEIGHTS = {
-    "alex": "AlexNet_Weights",
-    "vgg": "VGG16_Weights",
-    "squeeze": "SqueezeNet1_1_Weights",
-}
+_LPIPS_TRUNK_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 
 
 # ---------------------------------------------------------------------------------------------
