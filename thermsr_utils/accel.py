@@ -23,9 +23,7 @@ AMP_CHOICES = (None, "bf16", "auto")
 DIHEDRAL = tuple((flip, k) for flip in (False, True) for k in range(4))   # (horizontal flip, then k·90° turns)
 
 
-# ---------------------------------------------------------------------------------------------
-# Execution settings
-# ---------------------------------------------------------------------------------------------
+# ---- Execution settings ----
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (Intel AMX or AVX512-BF16), where oneDNN's bf16 convolutions
     run several times faster than float32; elsewhere bf16 is emulated and slower."""
@@ -69,9 +67,7 @@ def device_path_problem(dataset) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------
-# Seeds shared by the DataLoader path and the device path
-# ---------------------------------------------------------------------------------------------
+# ---- Seeds shared by the DataLoader path and the device path ----
 def order_seed(seed: int, epoch: int) -> int:
     """Seed of the shuffling generator of ``epoch``; depends only on (seed, epoch)."""
     return int(np.random.SeedSequence([int(seed), int(epoch), 1]).generate_state(1)[0])
@@ -149,9 +145,7 @@ class Batches:
         return self.n
 
 
-# ---------------------------------------------------------------------------------------------
-# The device data pipeline
-# ---------------------------------------------------------------------------------------------
+# ---- The device data pipeline ----
 def stack_crops(images, device="cpu") -> torch.Tensor:
     """uint8 BGR H×W×3 arrays (all one size) → one uint8 RGB tensor N×3×H×W on ``device``."""
     arr = np.stack(list(images))
@@ -244,9 +238,7 @@ class DevicePatchSampler:
             yield lr.float().div_(255.0), hr.float().div_(255.0), weight
 
 
-# ---------------------------------------------------------------------------------------------
-# Several processes (torchrun)
-# ---------------------------------------------------------------------------------------------
+# ---- Several processes (torchrun) ----
 class DistInfo(NamedTuple):
     """Where this process stands in a distributed run (0, 1, 0 for a single process)."""
 

@@ -30,9 +30,7 @@ ALL = "all"                  # key of the pooled validation result (mean over ev
 _RESUME_FREE_FIELDS = ("num_workers", "compile", "fast")
 
 
-# ---------------------------------------------------------------------------------------------
-# State: save, load, restore
-# ---------------------------------------------------------------------------------------------
+# ---- State: save, load, restore ----
 def rng_states() -> dict:
     """Python, NumPy and torch (CPU, CUDA) RNG states as tensors and plain values."""
     version, py_state, gauss = random.getstate()
@@ -113,9 +111,7 @@ def check_resume_pipeline(saved: Mapping | None, execution: Mapping, path: Path)
                          f"windows); set the recipe's fast={before == 'device'} to continue it")
 
 
-# ---------------------------------------------------------------------------------------------
-# The kept model
-# ---------------------------------------------------------------------------------------------
+# ---- The kept model ----
 def save_best(model: torch.nn.Module, out_dir, meta: dict, name: str = BEST_DIR) -> Path:
     """Write ``model`` (``save_pretrained``) and ``thermsr.json`` to ``out_dir/<name>`` via a temp folder + rename."""
     from .models import save_model
@@ -149,9 +145,7 @@ def set_aside(out_dir: Path) -> Path | None:
     return old
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading a history
-# ---------------------------------------------------------------------------------------------
+# ---- Reading a history ----
 def last_val_change(history: list[dict], metric: str = "psnr") -> tuple[float, int]:
     """How much the pooled validation ``metric`` moved between the last two validations of a ``fit`` history,
     and over how many epochs: (nan, 0) with fewer than two validations."""

@@ -83,9 +83,7 @@ def check_images(images_bgr, name: str = "images_bgr", multiple: int = 1) -> np.
     return images_bgr
 
 
-# ---------------------------------------------------------------------------------------------
-# rtmlib Wholebody (the write-up's downstream model)
-# ---------------------------------------------------------------------------------------------
+# ---- rtmlib Wholebody (the write-up's downstream model) ----
 
 def rtmlib_cache_dir() -> Path:
     """The folder where rtmlib keeps downloaded checkpoints (honours TORCH_HOME / XDG_CACHE_HOME)."""
@@ -188,9 +186,7 @@ class RtmlibNose(_ScoredLocator):
         return xy, found, scores
 
 
-# ---------------------------------------------------------------------------------------------
-# RetinaFace-MobileNet0.25 (the offline default): its nose landmark, decoded in floating point
-# ---------------------------------------------------------------------------------------------
+# ---- RetinaFace-MobileNet0.25 (the offline default): its nose landmark, decoded in floating point ----
 RETINAFACE_KEY = "retinaface-mobilenet0.25"   # the weights.REGISTRY entry
 RETINAFACE_MEAN_BGR = (104.0, 117.0, 127.0)   # subtracted from the BGR input (the package's preprocess.MEAN)
 RETINAFACE_STRIDES = (8, 16, 32)              # feature-map strides, in input pixels
@@ -336,9 +332,7 @@ class RetinaFaceNose(_ScoredLocator):
         return out
 
 
-# ---------------------------------------------------------------------------------------------
-# dlib: HOG face detector + 68-point shape predictor (a second, independent landmark model)
-# ---------------------------------------------------------------------------------------------
+# ---- dlib: HOG face detector + 68-point shape predictor (a second, independent landmark model) ----
 DLIB_KEY = "dlib-shape-predictor-68"          # the weights.REGISTRY entry
 # dlib's 68-point indices behind the five landmarks, in RetinaFace's order: image-left eye (mean of its six
 # points), image-right eye, nose tip, image-left and image-right mouth corner.
@@ -409,9 +403,7 @@ class DlibNose(_ScoredLocator):
         return [self._faces(img) for img in images_bgr]
 
 
-# ---------------------------------------------------------------------------------------------
-# Choosing the nose model for a run
-# ---------------------------------------------------------------------------------------------
+# ---- Choosing the nose model for a run ----
 NOSE_MODELS = ("auto", "rtmlib", "retinaface", "dlib")
 SECOND_MODELS = ("none", "rtmlib", "retinaface", "dlib")
 
@@ -463,9 +455,7 @@ def prepare_locators(nose_model: str, second_model: str = "dlib", *, device: str
     return primary, None if second_model == "none" else _build_locator(second_model, device)
 
 
-# ---------------------------------------------------------------------------------------------
-# The metric
-# ---------------------------------------------------------------------------------------------
+# ---- The metric ----
 
 def _checked_locate(locator: NoseLocator, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run ``locator`` and check its output shapes; positions are NaN where not found."""
@@ -501,9 +491,7 @@ def nose_errors(locator: NoseLocator, hr_bgr: np.ndarray, sr_bgr: np.ndarray, gt
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# The instrument's own noise floor
-# ---------------------------------------------------------------------------------------------
+# ---- The instrument's own noise floor ----
 NOISE_FLOOR_CONDITIONS = ("noise", "shift", "shift_raw")
 
 

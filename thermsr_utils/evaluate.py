@@ -68,9 +68,7 @@ def table_subset(records, per_dataset: int | None = 60) -> list[dict]:
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# Methods: callables uint8 BGR LR batch (N×h×w×3) → float RGB SR tensor N×3×H×W (unclamped)
-# ------------------------------------------------------------------------------------------------
+# ---- Methods: callables uint8 BGR LR batch (N×h×w×3) → float RGB SR tensor N×3×H×W (unclamped) ----
 def bicubic_method(scale: int = data.SCALE) -> Callable:
     """Bicubic upsampling (cv2.INTER_CUBIC), the no-model baseline."""
     import cv2
@@ -253,9 +251,7 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
     return rows
 
 
-# ------------------------------------------------------------------------------------------------
-# Files
-# ------------------------------------------------------------------------------------------------
+# ---- Files ----
 def write_rows(rows: list[dict], path, meta: dict) -> Path:
     """Write per-crop rows as CSV and ``meta`` (parameters, weight source, substitutes) as JSON beside it."""
     path = Path(path)
@@ -318,9 +314,7 @@ def zero_shot_weights(results_dir) -> dict[str, dict]:
     return found
 
 
-# ------------------------------------------------------------------------------------------------
-# Aggregation and tables
-# ------------------------------------------------------------------------------------------------
+# ---- Aggregation and tables ----
 def _nanmean(values) -> float:
     a = np.asarray(values, float)
     a = a[np.isfinite(a)]

@@ -422,9 +422,7 @@ def trade_off(v2_vs_v1: list[dict]) -> dict:
     return {"shown": shown, "markdown": text}
 
 
-# ---------------------------------------------------------------------------------------------
-# Which landmark model may speak on which dataset (notebook 02's instrument check)
-# ---------------------------------------------------------------------------------------------
+# ---- Which landmark model may speak on which dataset (notebook 02's instrument check) ----
 WITHHELD = "withheld"
 _DATASETS = ("SF-TL54", "ThermEval-D")
 
@@ -494,9 +492,7 @@ def withheld_line(ctx: dict) -> str:
     return text
 
 
-# ---------------------------------------------------------------------------------------------
-# The four lines a reader sees first (the report's banner and the README)
-# ---------------------------------------------------------------------------------------------
+# ---- The four lines a reader sees first (the report's banner and the README) ----
 def _stated_nose(diffs: list[dict], models) -> list[tuple[str, dict]]:
     """(label, comparison) of every nose-median comparison whose verdict is stated (not withheld), split by split."""
     out = []

@@ -35,9 +35,7 @@ STANDIN_SEED = 0
 _LPIPS_TRUNK_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 
 
-# ---------------------------------------------------------------------------------------------
-# Input checks and colour conversions
-# ---------------------------------------------------------------------------------------------
+# ---- Input checks and colour conversions ----
 def _as_batch(x, name: str) -> torch.Tensor:
     """3×H×W or N×3×H×W float tensor → N×3×H×W view; raises on a wrong type, shape or dtype."""
     if not isinstance(x, torch.Tensor):
@@ -102,9 +100,7 @@ def _shave(x: torch.Tensor, shave: int) -> torch.Tensor:
     return x[..., shave:h - shave, shave:w - shave] if shave else x
 
 
-# ---------------------------------------------------------------------------------------------
-# The write-up's PSNR and SSIM
-# ---------------------------------------------------------------------------------------------
+# ---- The write-up's PSNR and SSIM ----
 def psnr(sr, hr) -> torch.Tensor:
     """(N,) float64 PSNR in dB per image: 10·log10(1 / MSE) over RGB in [0, 1], sr clamped, no shave. Identical
     images give ``inf`` (not capped, so an accidental copy of HR shows in a mean instead of hiding in it)."""
@@ -133,9 +129,7 @@ def ssim(sr, hr) -> np.ndarray:
                      for a, b in zip(sr, hr)], dtype=np.float64)
 
 
-# ---------------------------------------------------------------------------------------------
-# The literature's Y-channel PSNR and SSIM
-# ---------------------------------------------------------------------------------------------
+# ---- The literature's Y-channel PSNR and SSIM ----
 def psnr_y(sr, hr, shave: int = 4) -> torch.Tensor:
     """(N,) float64 PSNR in dB on the BT.601 studio-range Y channel (0-255, peak 255), sr clamped (not quantised),
     ``shave`` border pixels removed first (as BasicSR and super-image do with shave = scale)."""
@@ -157,9 +151,7 @@ def ssim_y(sr, hr, shave: int = 4) -> np.ndarray:
                      for a, b in zip(ys, yh)], dtype=np.float64)
 
 
-# ---------------------------------------------------------------------------------------------
-# Sharpness fidelity (SR relative to HR; 1.0 = as sharp as HR, < 1 blurrier, > 1 sharper/noisier)
-# ---------------------------------------------------------------------------------------------
+# ---- Sharpness fidelity (SR relative to HR; 1.0 = as sharp as HR, < 1 blurrier, > 1 sharper/noisier) ----
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den elementwise, NaN where den is 0 (the ratio is undefined for a flat reference)."""
     return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, float("nan")))
@@ -204,9 +196,7 @@ def hf_energy_ratio(sr, hr, cutoff: float = 0.25) -> torch.Tensor:
     return _ratio(_hf_energy(rgb_to_luma(sr), cutoff), _hf_energy(rgb_to_luma(hr), cutoff))
 
 
-# ---------------------------------------------------------------------------------------------
-# LPIPS (AlexNet v0.1) and DISTS with ImageNet trunks: torchvision's cache first, then the registry copy
-# ---------------------------------------------------------------------------------------------
+# ---- LPIPS (AlexNet v0.1) and DISTS with ImageNet trunks: torchvision's cache first, then the registry copy ----
 def lpips_weights_path(net: str = "alex") -> Path:
     """Path where torch hub caches the ImageNet checkpoint that the LPIPS ``net`` trunk loads."""
     if net not in _LPIPS_TRUNK_WEIGHTS:

@@ -81,9 +81,7 @@ class _Candidate:
     palette: str = DEFAULT_PALETTE
 
 
-# ---------------------------------------------------------------------------------------------
-# SF-TL54
-# ---------------------------------------------------------------------------------------------
+# ---- SF-TL54 ----
 def read_labelme(json_path) -> tuple[np.ndarray | None, np.ndarray]:
     """Read an SF-TL54 LabelMe JSON: (face box [xmin, ymin, xmax, ymax] float or None, (54, 2) landmarks).
 
@@ -337,9 +335,7 @@ def _write_crops(cands: list[_Candidate], crops_dir: Path, size: int) -> list[di
     return records
 
 
-# ---------------------------------------------------------------------------------------------
-# ThermEval-D
-# ---------------------------------------------------------------------------------------------
+# ---- ThermEval-D ----
 def read_coco(path: Path) -> tuple[list[dict], list[dict]]:
     """(images, annotations) of a COCO file; a missing, unparseable or malformed file stops with its name."""
     if not path.is_file():

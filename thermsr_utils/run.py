@@ -57,9 +57,7 @@ from .notebook import (Notebook, NotebookFailed, ParameterError, discover, execu
 from .publish import publish, update_readme
 
 
-# ---------------------------------------------------------------------------------------------
-# Sweeps
-# ---------------------------------------------------------------------------------------------
+# ---- Sweeps ----
 POINT_RECORD = "point.json"        # in a point's folder: its values and the notebooks finished there
 _RECORD_LOCK = threading.Lock()     # points run side by side write the main run's provenance one at a time
 FRONTIER_TRAINERS = {"v1": "03_v1_finetune", "v2": "05_v2_finetune"}
@@ -420,9 +418,7 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
     return outputs
 
 
-# ---------------------------------------------------------------------------------------------
-# Reruns recompute only what changed (as jupyter-cache or Quarto's freeze do)
-# ---------------------------------------------------------------------------------------------
+# ---- Reruns recompute only what changed (as jupyter-cache or Quarto's freeze do) ----
 CACHE_FILE = "cache.json"
 # what a notebook makes outside its executed copy that a rerun may not find anymore (removed by hand): its absence
 # reruns it

@@ -102,9 +102,7 @@ def load_method(spec: str, scale: int, device: str, standin_dir=None):
     return run_model, info
 
 
-# ---------------------------------------------------------------------------------------------
-# Tiling
-# ---------------------------------------------------------------------------------------------
+# ---- Tiling ----
 def choose_tile(height: int, width: int, tile: int | None) -> int:
     """The LR tile side to use for an h×w LR image: ``tile`` when given (0 = no tiling), else AUTO_TILE
     above AUTO_TILE_PIXELS pixels and 0 below. Raises ValueError for a tile below MIN_TILE."""
@@ -214,9 +212,7 @@ def tiled_bands(method: Callable, lr: np.ndarray, scale: int, tile: int, overlap
         yield band
 
 
-# ---------------------------------------------------------------------------------------------
-# The folder
-# ---------------------------------------------------------------------------------------------
+# ---- The folder ----
 def _read(path: Path, report: Report) -> np.ndarray | None:
     """Decode ``path`` (any depth and channel count), or record why not (None)."""
     import cv2

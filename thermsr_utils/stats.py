@@ -59,9 +59,7 @@ COMPARISON_COLUMNS = [("pair", "Base → New"), ("split", "Split"), ("metric", "
                       ("interval", "New − Base [95 % CI]"), ("verdict", "Verdict")]
 
 
-# ------------------------------------------------------------------------------------------------
-# Per-crop values
-# ------------------------------------------------------------------------------------------------
+# ---- Per-crop values ----
 def _float(value) -> float:
     """``value`` as a float; None, empty strings and anything unparsable become NaN."""
     try:
@@ -108,9 +106,7 @@ def _stat(x: np.ndarray, stat: str, axis=None):
     return np.median(x, axis=axis) if stat == "median" else np.mean(x, axis=axis)
 
 
-# ------------------------------------------------------------------------------------------------
-# Bootstrap and verdicts
-# ------------------------------------------------------------------------------------------------
+# ---- Bootstrap and verdicts ----
 def _unit_codes(groups, ok: np.ndarray) -> np.ndarray:
     """Unit index (0..n_units−1, in order of first appearance) of each kept element: length ok.sum()."""
     if len(groups) != ok.size:
@@ -216,9 +212,7 @@ def verdict(ci: dict, direction: int | str) -> str:
     return "no detectable difference"
 
 
-# ------------------------------------------------------------------------------------------------
-# Comparing two methods
-# ------------------------------------------------------------------------------------------------
+# ---- Comparing two methods ----
 def _by_id(rows: list[dict], method: str) -> dict[str, dict]:
     """{crop id: row} of ``method``; a ValueError when the method is absent or scored a crop twice."""
     out = {}
@@ -321,9 +315,7 @@ def flip(c: dict) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# Multiplicity
-# ------------------------------------------------------------------------------------------------
+# ---- Multiplicity ----
 def is_nose(c: dict) -> bool:
     """The default family of ``holm``: every comparison whose metric starts with "nose"."""
     return str(c["metric"]).startswith("nose")
@@ -377,9 +369,7 @@ def final_verdict(c: dict) -> str:
     return "no detectable difference" if v == "indistinguishable" else v
 
 
-# ------------------------------------------------------------------------------------------------
-# Words and tables
-# ------------------------------------------------------------------------------------------------
+# ---- Words and tables ----
 def format_diff(c: dict, digits: int | None = None) -> str:
     """"+1.23 dB [+0.98, +1.49]": the difference and its interval in the metric's digits and unit (a failure rate in
     percentage points: "+3.3 pp [+1.0, +5.6]")."""
@@ -463,9 +453,7 @@ def read_comparisons(path) -> list[dict]:
     return rows
 
 
-# ------------------------------------------------------------------------------------------------
-# Recommendation
-# ------------------------------------------------------------------------------------------------
+# ---- Recommendation ----
 def _all_rows(comparisons) -> list[dict]:
     """Comparison rows from a {(base, new): rows} mapping or an iterable of row lists."""
     groups = comparisons.values() if isinstance(comparisons, Mapping) else comparisons

@@ -55,9 +55,7 @@ from .progress import LineProgress, plain_progress
 TIMING_KEYS = ("train_seconds", "val_seconds", "steps_per_second")
 
 
-# ---------------------------------------------------------------------------------------------
-# Loader
-# ---------------------------------------------------------------------------------------------
+# ---- Loader ----
 def make_loader(dataset, recipe: "Recipe", epoch: int, rank: int = 0, world_size: int = 1):
     """Shuffled training loader for ``epoch`` (1-based); its order depends only on (seed, epoch). With several ranks,
     rank r loads its ``accel.shard`` of every global batch (those of one process) and gets ``(lr, hr, weight)``."""
@@ -80,9 +78,7 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-# ---------------------------------------------------------------------------------------------
-# Recipe
-# ---------------------------------------------------------------------------------------------
+# ---- Recipe ----
 @dataclass(frozen=True)
 class Recipe:
     """Every setting of one finetuning run. ``Recipe.v1`` / ``Recipe.v2`` fix what no notebook declares (weight decay,
@@ -174,9 +170,7 @@ def _require(recipe: str, values: dict, names: tuple) -> None:
                         f"{'03' if recipe == 'v1' else '05'} declares them; recipes.recipe passes them)")
 
 
-# ---------------------------------------------------------------------------------------------
-# Optimiser, schedule, EMA
-# ---------------------------------------------------------------------------------------------
+# ---- Optimiser, schedule, EMA ----
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.AdamW:
     """AdamW over the model's trainable parameters with the recipe's lr and weight decay."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -225,9 +219,7 @@ def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation
-# ---------------------------------------------------------------------------------------------
+# ---- Validation ----
 def default_metrics(lpips_metric=None) -> dict[str, Callable]:
     """PSNR and SSIM from ``thermsr_utils.metrics`` (imported on first use), plus LPIPS when given one."""
     from . import metrics
@@ -300,9 +292,7 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-# ---------------------------------------------------------------------------------------------
-# Stopping on SIGINT / SIGTERM
-# ---------------------------------------------------------------------------------------------
+# ---- Stopping on SIGINT / SIGTERM ----
 class TrainingInterrupted(KeyboardInterrupt):
     """``fit`` stopped by SIGINT; ``state.pt`` holds the last completed epoch (the message says how to resume)."""
 
@@ -364,9 +354,7 @@ class _StopOnSignal:
         raise TrainingInterrupted(msg)
 
 
-# ---------------------------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------------------------
+# ---- The loop ----
 _RESERVED_META = ("recipe", "epoch", "value", "val", "select_metric", "select_mode", "selected_copy",
                   "loss", "model_class", "train_set", "trained_on", "versions", "execution")
 
