@@ -279,7 +279,7 @@ def _how_to_get(arch: str | None, hub_id: str | None, scale: int) -> str:
                     f"(`hf download {hub_id} {CONFIG_NAME} {weights_name(scale)}`) and copy the cache here")
     if arch:
         tips.append(f"build the offline stand-in with thermsr_utils.models.build_standin({arch!r}, "
-                    f"standin_path(standin_dir, {arch!r}, {scale})) or by running notebook 02")
+                    f"standin_path(standin_dir, {arch!r}, {scale}), steps=N) or by running notebook 02")
     tips.append("or pass source='random' to use untrained weights on purpose")
     return "; ".join(tips)
 
@@ -569,7 +569,7 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def build_standin(arch: str, out_dir: str | os.PathLike, *, scale: int = SCALE, steps: int = 300, batch: int = 8,
+def build_standin(arch: str, out_dir: str | os.PathLike, *, steps: int, scale: int = SCALE, batch: int = 8,
                   patch: int = 96, lr: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu",
                   progress: bool = True) -> dict:
     """Pretrain ``arch`` briefly with L1 on scikit-image's photographs and save it as a stand-in in ``out_dir``
@@ -638,8 +638,8 @@ def build_standin(arch: str, out_dir: str | os.PathLike, *, scale: int = SCALE, 
     return info
 
 
-def prepare_backbone(spec: str, *, weights: str = "auto", standin_dir=None, build_standin_if_missing=False,
-                     standin_steps: int = 300, scale: int = SCALE, seed: int = 0, device="cpu",
+def prepare_backbone(spec: str, *, standin_steps: int, weights: str = "auto", standin_dir=None,
+                     build_standin_if_missing=False, scale: int = SCALE, seed: int = 0, device="cpu",
                      progress: bool = True) -> tuple[nn.Module, dict]:
     """Load the initial weights a notebook asks for; build the offline stand-in first when allowed and needed.
 
