@@ -163,7 +163,8 @@ def items_of(hr):
 def test_device_batches_hold_the_loader_items_in_order(patch, augment):
     imgs = indexed_images(11)
     ds = SRPatchDataset(imgs, patch=patch, augment=augment, seed=4)
-    recipe = Recipe(name="t", epochs=3, batch_size=4, lr=1e-3, weight_decay=0.0, patch=patch, augment=augment, seed=7)
+    recipe = Recipe(name="t", epochs=3, batch_size=4, lr=1e-3, weight_decay=0.0, patch=patch, augment=augment, seed=7,
+                    val_every=5, keep="best")
     sampler = accel.DevicePatchSampler(ds, recipe.batch_size, order_seed=recipe.seed)   # windows: the set's seed
     assert len(sampler) == 3 == len(train.make_loader(ds, recipe, 1))
     for epoch in (1, 2):
@@ -344,7 +345,7 @@ def test_execution_uses_channels_last_with_bf16(monkeypatch, native):
 
 
 def test_recipe_defaults_and_checks_for_the_fast_path():
-    r = Recipe.v1(epochs=2, lr=1e-3, batch_size=4, patch=16)
+    r = Recipe.v1(epochs=2, lr=1e-3, batch_size=4, patch=16, val_every=5, keep="best")
     assert (r.amp, r.fast, r.compile) == ("auto", None, False)
     with pytest.raises(ValueError, match="fast"):
         dataclasses.replace(r, fast="on")
@@ -364,7 +365,7 @@ def mae(sr, hr):
 
 def small_recipe(**kw):
     base = dict(name="t", epochs=2, batch_size=2, lr=3e-3, weight_decay=1e-4, patch=16, augment=False,
-                val_every=1, select_metric="mae", select_mode="min", seed=1)
+                val_every=1, keep="best", select_metric="mae", select_mode="min", seed=1)
     base.update(kw)
     return Recipe(**base)
 

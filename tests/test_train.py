@@ -49,7 +49,7 @@ def writeup(name, **changes):
 
 def small_recipe(**kw):
     base = dict(name="t", epochs=2, batch_size=2, lr=1e-3, weight_decay=1e-4, patch=16, augment=False,
-                val_every=1, select_metric="mae", select_mode="min")
+                val_every=1, keep="best", select_metric="mae", select_mode="min")
     base.update(kw)
     return Recipe(**base)
 
@@ -177,9 +177,10 @@ def test_the_paper_profile_builds_the_writeups_recipes():
 
 
 def test_recipes_take_the_notebooks_values_and_name_what_is_missing():
-    with pytest.raises(TypeError, match=r"Recipe.v1\(\) needs epochs, lr, batch_size, patch \(notebook 03"):
+    with pytest.raises(TypeError,
+                       match=r"Recipe.v1\(\) needs epochs, lr, batch_size, patch, val_every, keep \(notebook 03"):
         Recipe.v1()
-    with pytest.raises(TypeError, match=r"Recipe.v2\(\) needs ema_half_life \(notebook 05"):
+    with pytest.raises(TypeError, match=r"Recipe.v2\(\) needs ema_half_life, val_every, keep \(notebook 05"):
         Recipe.v2(epochs=2, lr=1e-3, batch_size=4, warmup=0.0)
 
 

@@ -79,7 +79,7 @@ def _seed_worker(worker_id: int) -> None:
 
 
 # ---- Recipe ----
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
     """Every setting of one finetuning run. ``Recipe.v1`` / ``Recipe.v2`` fix what no notebook declares (weight decay,
     patches, augmentation, schedule); the declared values come in through ``recipes.recipe``."""
@@ -95,10 +95,10 @@ class Recipe:
     warmup_start_factor: float = 0.01   # lr factor of the first warmup step
     schedule: str = "cosine"            # "cosine" (to min_lr over the post-warmup steps) or "constant"
     min_lr: float = 0.0
-    val_every: int = 5                  # validate every this many epochs, and at the last one
+    val_every: int                      # validate every this many epochs, and at the last one
     val_at_start: bool = True           # also validate the initial model (epoch 0; never kept)
     ema_half_life: float | None = None  # None = no EMA; else the EMA's half-life as a fraction of the run's steps
-    keep: str = "best"                  # "best": the epoch with the best select_metric; "last": the final epoch
+    keep: str                           # "best": the epoch with the best select_metric; "last": the final epoch
     select_metric: str = "psnr"         # metric on the pooled validation set that picks the kept epoch
     select_mode: str = "max"            # "max" (psnr, ssim) or "min" (lpips, errors)
     select_on: str | None = None        # "ema" or "model"; None = "ema" when EMA is on, else "model"
@@ -142,7 +142,7 @@ class Recipe:
     def v1(cls, **values) -> "Recipe":
         """v1 as the write-up trains it: AdamW (weight decay 1e-5), cosine, no warmup, no augmentation, no EMA;
         ``values`` must give epochs, lr, batch_size and patch (notebook 03's ``v1_*``)."""
-        _require("v1", values, ("epochs", "lr", "batch_size", "patch"))
+        _require("v1", values, ("epochs", "lr", "batch_size", "patch", "val_every", "keep"))
         return cls(**{"name": "v1", "weight_decay": 1e-5, "augment": False, "warmup": 0.0, "schedule": "cosine",
                       "ema_half_life": None, "select_metric": "psnr", "select_mode": "max", **values})
 
@@ -150,7 +150,7 @@ class Recipe:
     def v2(cls, **values) -> "Recipe":
         """v2 as the write-up trains it: AdamW (weight decay 1e-5), warmup then cosine, whole crops with flip/rot90,
         EMA; ``values`` must give epochs, lr, batch_size, warmup and ema_half_life (notebook 05's ``v2_*``)."""
-        _require("v2", values, ("epochs", "lr", "batch_size", "warmup", "ema_half_life"))
+        _require("v2", values, ("epochs", "lr", "batch_size", "warmup", "ema_half_life", "val_every", "keep"))
         return cls(**{"name": "v2", "weight_decay": 1e-5, "patch": None, "augment": True, "schedule": "cosine",
                       "select_metric": "psnr", "select_mode": "max",
                       "notes": "batch 16 as the write-up's text states (its training script defaulted to 8)", **values})
