@@ -431,9 +431,7 @@ def metric_dots(table, metric, out_path, *, label=None, caption=None, title=None
     seen = []
     for k, split in enumerate(splits):
         rows = [next((r for r in table if r["method"] == m and r["split"] == split), {}) for m in methods]
-        v = np.array([float(r.get(metric, np.nan)) for r in rows])
-        lo = np.array([float(r.get(f"{metric}_lo", np.nan)) for r in rows])
-        hi = np.array([float(r.get(f"{metric}_hi", np.nan)) for r in rows])
+        v, lo, hi = (np.array([float(r.get(k, np.nan)) for r in rows]) for k in (metric, f"{metric}_lo", f"{metric}_hi"))
         y = np.arange(len(methods)) + (k - (len(splits) - 1) / 2) * step
         whiskers = np.isfinite(lo).any()
         ax.errorbar(v, y, xerr=np.abs([v - lo, hi - v]) if whiskers else None, fmt=_SPLIT_MARKERS[k % 6], ms=6,
