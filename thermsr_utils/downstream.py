@@ -98,12 +98,9 @@ def rtmlib_expected_files(mode: str = "balanced") -> dict[str, tuple[str, str]]:
 
     if mode not in Wholebody.MODE:
         raise ValueError(f"unknown rtmlib Wholebody mode {mode!r}; choose one of {', '.join(Wholebody.MODE)}")
-    out = {}
-    for part in ("det", "pose"):
-        url = Wholebody.MODE[mode][part]
-        # rtmlib names the extracted model after the zip, cut at the first dot (rtmlib.tools.file).
-        out[part] = (Path(urlparse(url).path).name.split(".")[0] + ".onnx", url)
-    return out
+    urls = {part: Wholebody.MODE[mode][part] for part in ("det", "pose")}
+    # rtmlib names the extracted model after the zip, cut at the first dot (rtmlib.tools.file).
+    return {part: (Path(urlparse(url).path).name.split(".")[0] + ".onnx", url) for part, url in urls.items()}
 
 
 def rtmlib_models_cached(mode: str = "balanced") -> bool:
@@ -115,10 +112,9 @@ def rtmlib_models_cached(mode: str = "balanced") -> bool:
 def _resolve_rtmlib_models(det_model, pose_model, mode: str) -> tuple[Path, Path]:
     """Local ONNX paths for the detector and pose model; FileNotFoundError listing what is missing."""
     expected = rtmlib_expected_files(mode)
-    given = {"det": det_model, "pose": pose_model}
     cache = rtmlib_cache_dir()
     resolved, missing = {}, []
-    for part, arg in given.items():
+    for part, arg in (("det", det_model), ("pose", pose_model)):
         fname, url = expected[part]
         if arg is not None:
             if "://" in str(arg):
@@ -305,15 +301,12 @@ class RetinaFaceNose(_ScoredLocator):
     def _raw(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Network outputs (loc N×A×4, face score N×A, landmarks N×A×10) for checked uint8 BGR images."""
         mean = np.asarray(RETINAFACE_MEAN_BGR, dtype=np.float32)
-        locs, scores, pts = [], [], []
-        for s in range(0, len(images_bgr), self.batch_size):
-            x = images_bgr[s:s + self.batch_size].astype(np.float32) - mean
-            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-            loc, conf, lm = self.session.run(None, {self.input_name: x})
-            locs.append(loc)
-            scores.append(conf[..., 1])
-            pts.append(lm)
-        return np.concatenate(locs), np.concatenate(scores), np.concatenate(pts)
+        batches = (images_bgr[s:s + self.batch_size].astype(np.float32) - mean
+                   for s in range(0, len(images_bgr), self.batch_size))
+        outs = [self.session.run(None, {self.input_name: np.ascontiguousarray(x.transpose(0, 3, 1, 2))})
+                for x in batches]
+        loc, conf, lm = (np.concatenate(part) for part in zip(*outs))
+        return loc, conf[..., 1], lm
 
     def detect(self, images_bgr: np.ndarray) -> list[dict[str, np.ndarray]]:
         """All faces per image after the score threshold and NMS, best first: a dict per image with
@@ -399,8 +392,7 @@ class DlibNose(_ScoredLocator):
     def detect(self, images_bgr: np.ndarray) -> list[dict[str, np.ndarray]]:
         """All faces per image, best first: ``boxes`` K×4 (left, top, right, bottom), ``scores`` K, ``landmarks``
         K×5×2 (RetinaFace's order) and ``points68`` K×68×2, float64 pixels."""
-        images_bgr = check_images(images_bgr)
-        return [self._faces(img) for img in images_bgr]
+        return [self._faces(img) for img in check_images(images_bgr)]
 
 
 # ---- Choosing the nose model for a run ----

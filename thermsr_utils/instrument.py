@@ -204,13 +204,8 @@ def summary_line(dataset: str, model: str, res: dict) -> str:
     if nose is not None:
         parts.append(f"median nose distance to the annotated nose {nose:.2f} px "
                      f"({'meets' if t['nose'] else 'misses'} ≤ {TARGETS['nose_px']:g} px)")
-    moves = []
-    for name in PERTURBATIONS:
-        got = res["displacement_px"][name]
-        if got is None:
-            continue
-        real = f" (real crops {ref[name]:.2f})" if name in ref else ""
-        moves.append(f"{name} {got:.2f} px{real}")
+    moves = [f"{name} {got:.2f} px" + (f" (real crops {ref[name]:.2f})" if name in ref else "")
+             for name in PERTURBATIONS if (got := res["displacement_px"][name]) is not None]
     if moves:
         missed = [k for k in PERTURBATIONS if t.get(k) is False]
         tail = (f"; outside ×{TARGETS['ratio']:g} of the real figure: {', '.join(missed)}" if missed else

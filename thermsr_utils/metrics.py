@@ -123,10 +123,8 @@ def ssim(sr, hr) -> np.ndarray:
     from skimage.metrics import structural_similarity
 
     sr, hr = _check_pair(sr, hr)
-    sr = sr.detach().cpu().float()
-    hr = hr.detach().cpu().float()
     return np.array([structural_similarity(_to_gray_uint8(a), _to_gray_uint8(b), data_range=255)
-                     for a, b in zip(sr, hr)], dtype=np.float64)
+                     for a, b in zip(sr.detach().cpu().float(), hr.detach().cpu().float())], dtype=np.float64)
 
 
 # ---- The literature's Y-channel PSNR and SSIM ----
@@ -394,8 +392,7 @@ class DISTSMetric(_PairMetric):
         h = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         feats = [x]
         for stage in self.stages:
-            h = stage(h)
-            feats.append(h)
+            feats.append(h := stage(h))
         return feats
 
     def _distance(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

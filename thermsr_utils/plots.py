@@ -173,11 +173,12 @@ def synthetic_samples_figure(sftl54_root, thermeval_root, out_path, n: int = 4, 
 
 
 # Result figures: built on matplotlib.figure.Figure (not pyplot), so a notebook shows each exactly once.
-def new_figure(w: float, h: float):
-    """A pyplot-free matplotlib Figure of ``w``×``h`` inches."""
+def new_figure(w: float, h: float, *grid, **kwargs):
+    """A pyplot-free matplotlib Figure of ``w``×``h`` inches and its axes, ``fig.subplots(*grid, **kwargs)``."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(w, h), layout="constrained")
+    fig = Figure(figsize=(w, h), layout="constrained")
+    return fig, fig.subplots(*grid, **kwargs)
 
 
 def _rgb(img_bgr):
@@ -189,8 +190,7 @@ def crop_grid(crops_dir, records, out_path, *, split="test", per_dataset=6, capt
     import cv2
 
     names = [d for d in ("sftl54", "thermeval") if any(r["dataset"] == d and r["split"] == split for r in records)]
-    fig = new_figure(1.6 * per_dataset, 1.8 * len(names))
-    axes = fig.subplots(len(names), per_dataset, squeeze=False)
+    fig, axes = new_figure(1.6 * per_dataset, 1.8 * len(names), len(names), per_dataset, squeeze=False)
     for row, name in zip(axes, names):
         recs = [r for r in records if r["dataset"] == name and r["split"] == split][:per_dataset]
         for ax, rec in zip(row, recs):
@@ -209,8 +209,7 @@ def crop_grid(crops_dir, records, out_path, *, split="test", per_dataset=6, capt
 def image_gallery(items, out_path, *, ncols: int = 4, caption=None, title=None):
     """``items`` = [(label, uint8 gray or BGR image)] in a grid of ``ncols`` columns, each titled with its label."""
     nrows = -(-len(items) // ncols)
-    fig = new_figure(2.6 * ncols, 2.1 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig, axes = new_figure(2.6 * ncols, 2.1 * nrows, nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (label, img) in zip(axes.flat, items):
@@ -225,8 +224,7 @@ def landmark_overlay(images, truth, predictions: dict, labels, out_path, *, capt
     """HR crops (uint8 BGR N×H×W×3) with the annotated five points (``truth`` N×5×2, green circles) and each
     model's points (``predictions`` {model name: N×5×2}, NaN where not found) as coloured crosses."""
     colours = ["red", "deepskyblue", "orange", "magenta"]
-    fig = new_figure(2.3 * len(images), 2.7)
-    axes = fig.subplots(1, len(images), squeeze=False)[0]
+    fig, (axes,) = new_figure(2.3 * len(images), 2.7, 1, len(images), squeeze=False)
     for i, ax in enumerate(axes):
         ax.imshow(_rgb(images[i]))
         t = np.asarray(truth[i], float)
@@ -270,8 +268,8 @@ def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=
     drawn as crosses beside the HR column's positions as circles.
     """
     per = 3 if zoom else 1
-    fig = new_figure(1.75 * len(columns) + 0.7, 1.75 * len(rows) * per)
-    axes = fig.subplots(len(rows) * per, len(columns), squeeze=False)
+    fig, axes = new_figure(1.75 * len(columns) + 0.7, 1.75 * len(rows) * per, len(rows) * per, len(columns),
+                           squeeze=False)
     vmax = _error_scale(rows, zoom, n_inputs) if zoom else None
     for i, images in enumerate(rows):
         _image_row(axes[per * i], images, zoom[i] if zoom else None, scores[i] if scores else None)
@@ -428,15 +426,12 @@ def metric_dots(table, metric, out_path, *, label=None, caption=None, title=None
     label says where it starts when not at zero), so a 1 dB difference shows."""
     methods = list(dict.fromkeys(r["method"] for r in table))
     splits = list(dict.fromkeys(r["split"] for r in table))
-    fig = new_figure(6.6, 1.5 + len(methods) * (0.24 * len(splits) + 0.2))
-    ax = fig.subplots()
+    fig, ax = new_figure(6.6, 1.5 + len(methods) * (0.24 * len(splits) + 0.2))
     step = 0.8 / len(splits)
     seen = []
     for k, split in enumerate(splits):
         rows = [next((r for r in table if r["method"] == m and r["split"] == split), {}) for m in methods]
-        v = np.array([float(r.get(metric, np.nan)) for r in rows])
-        lo = np.array([float(r.get(f"{metric}_lo", np.nan)) for r in rows])
-        hi = np.array([float(r.get(f"{metric}_hi", np.nan)) for r in rows])
+        v, lo, hi = (np.array([float(r.get(k, np.nan)) for r in rows]) for k in (metric, f"{metric}_lo", f"{metric}_hi"))
         y = np.arange(len(methods)) + (k - (len(splits) - 1) / 2) * step
         whiskers = np.isfinite(lo).any()
         ax.errorbar(v, y, xerr=np.abs([v - lo, hi - v]) if whiskers else None, fmt=_SPLIT_MARKERS[k % 6], ms=6,
@@ -474,8 +469,7 @@ def _value_axis(ax, values) -> float:
 
 def training_curves(histories: dict, out_path, *, metric="psnr", caption=None):
     """Validation ``metric`` against epoch: overall (left) and per dataset (right), one line style per run."""
-    fig = new_figure(9, 3.2)
-    ax_all, ax_ds = fig.subplots(1, 2)
+    fig, (ax_all, ax_ds) = new_figure(9, 3.2, 1, 2)
     for (name, hist), ls in zip(histories.items(), ["-", "--", ":", "-."]):
         vals = [h for h in hist if h.get("val")]
         ep = [h["epoch"] for h in vals]
@@ -507,8 +501,7 @@ def scatter(x, y, out_path, *, xlabel, ylabel, labels=None, groups=None, caption
             annotate=None, hline=None, vline=None):
     """A labelled scatter plot; ``groups`` colours points by group name, ``annotate`` marks points by text. A far
     outlier (``_bulk_limits``) is drawn at the edge as a triangle pointing its way, its value beside it."""
-    fig = new_figure(5.6, 4.2)
-    ax = fig.subplots()
+    fig, ax = new_figure(5.6, 4.2)
     x, y = np.asarray(x, float), np.asarray(y, float)
     (xlo, xhi, xm), (ylo, yhi, ym) = _bulk_limits(x, vline), _bulk_limits(y, hline)
     out = (x < xlo) | (x > xhi) | (y < ylo) | (y > yhi)
@@ -547,8 +540,7 @@ def loss_share(history, out_path, *, caption=None):
     recs = [h for h in history if h.get("train_term_share")]
     names = list(recs[0]["train_term_share"]) if recs else []
     ep = [h["epoch"] for h in recs]
-    fig = new_figure(5.0, 3.0)
-    ax = fig.subplots()
+    fig, ax = new_figure(5.0, 3.0)
     if recs:
         ax.stackplot(ep, np.array([[h["train_term_share"][n] for h in recs] for n in names]), labels=names,
                      alpha=0.8)
@@ -619,8 +611,7 @@ def perception_distortion(table, out_path, *, split="all", axes_spec=(("lpips", 
     """The perception–distortion plane (Blau & Michaeli, 2018): PSNR (right is better) against each perceptual
     measure (down is better), one labelled point per method."""
     rows = [r for r in table if r["split"] == split]
-    fig = new_figure(4.2 * len(axes_spec), 3.6)
-    axs = np.atleast_1d(fig.subplots(1, len(axes_spec)))
+    fig, (axs,) = new_figure(4.2 * len(axes_spec), 3.6, 1, len(axes_spec), squeeze=False)
     panels = []
     for ax, (key, label) in zip(axs, axes_spec):
         pts = [(float(r["psnr"]), float(r[key]), r["method"]) for r in rows]
@@ -645,8 +636,7 @@ def plane_with_intervals(groups: dict, out_path, *, metrics=(("lpips", "LPIPS"),
     some of their points lack); ``fronts`` maps a metric to its non-dominated methods (a dashed line); the method
     ``mark`` gets a star.
     """
-    fig = new_figure(4.3 * len(metrics), 4.1)
-    axs = np.atleast_1d(fig.subplots(1, len(metrics)))
+    fig, (axs,) = new_figure(4.3 * len(metrics), 4.1, 1, len(metrics), squeeze=False)
     every = {r["method"]: r for rows in groups.values() for r in rows}
     labels = []
     for ax, (key, label) in zip(axs, metrics):
