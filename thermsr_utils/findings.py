@@ -194,16 +194,16 @@ def _models(diffs: list[dict]) -> list[str]:
     return [m for m in stats.NOSE_MODELS if m == "nose" or any(c["metric"] == f"{m}_err_px" for c in diffs)]
 
 
-def _fail_words(diffs: list[dict], prefix: str, split: str, who: str, models) -> str:
-    """"v1 made RetinaFace fail on 4 more crops (+3.3 pp [+1.0, +5.6])" when the failure-rate interval of model
-    ``prefix`` excludes zero (Holm's verdict where set), else ""."""
+def _fail_words(diffs: list[dict], prefix: str, split: str, who: str, models) -> list[str]:
+    """["v1 made RetinaFace fail on 4 more crops (+3.3 pp [+1.0, +5.6])"] when the failure-rate interval of model
+    ``prefix`` excludes zero (Holm's verdict where set), else []."""
     if _final(diffs, f"{prefix}_fail", split) not in ("better", "worse"):
-        return ""
+        return []
     c = stats.find(diffs, f"{prefix}_fail", split)
     k = int(round(abs(stats._float(c["diff"])) * c["n"]))
     more = "more" if c["diff"] > 0 else "fewer"
-    return (f"{who} made {stats.model_name(stats.nose_model(c['metric']), models)} fail on {k} {more} "
-            f"crop{'s' if k != 1 else ''} ({stats.format_diff(c)})")
+    return [f"{who} made {stats.model_name(stats.nose_model(c['metric']), models)} fail on {k} {more} "
+            f"crop{'s' if k != 1 else ''} ({stats.format_diff(c)})"]
 
 
 def _nose_lines(diffs: list[dict], split: str, who: str, reported, floor_px, models) -> list[str]:
@@ -223,9 +223,7 @@ def _nose_lines(diffs: list[dict], split: str, who: str, reported, floor_px, mod
                   and math.isfinite(n["lo"]) and (n["lo"] > floor or n["hi"] < -floor)
                   and "noise floor" not in clause else "")
         out.append(clause + beyond)
-        words = _fail_words(diffs, prefix, split, who, models)
-        if words:
-            out.append(words)
+        out += _fail_words(diffs, prefix, split, who, models)
         if _has(diffs, f"{prefix}_gt_err_sr", split):
             g = stats.find(diffs, f"{prefix}_gt_err_sr", split)
             if g["n"]:
@@ -330,9 +328,7 @@ def finding_v2(v2_vs_v1: list[dict], v2_vs_zs: list[dict], v1_vs_zs: list[dict],
                          f"({stats.final_verdict(a)}{'; ' + agree if agree else ''}), v2 − zero-shot "
                          f"{stats.format_diff(b)} ({stats.final_verdict(b)})")
             for diffs, who in ((v2_vs_v1, "against v1, v2"), (v2_vs_zs, "against zero-shot, v2")):
-                words = _fail_words(diffs, m, split, who, models)
-                if words:
-                    parts.append(words)
+                parts += _fail_words(diffs, m, split, who, models)
         lines.append(f"* **{split}**: " + "; ".join(parts) + f"; PSNR v2 − v1 {stats.format_diff(d)} "
                      f"({stats.final_verdict(d)})")
     recovered_by = {}
