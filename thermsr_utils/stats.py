@@ -116,14 +116,6 @@ def _unit_codes(groups, ok: np.ndarray) -> np.ndarray:
     return np.array([index[k] for k in keys], dtype=np.intp)
 
 
-def _unit_counts(rng: np.random.Generator, n_units: int, n_boot: int) -> np.ndarray:
-    """n_boot×n_units: how often each unit is drawn (the crop path's draw with n = n_units, so one-crop units give
-    the crop bootstrap's replicates)."""
-    idx = rng.integers(0, n_units, size=(n_boot, n_units))
-    flat = (idx + n_units * np.arange(n_boot)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n_units).reshape(n_boot, n_units)
-
-
 def _cluster_stat(x: np.ndarray, codes: np.ndarray, counts: np.ndarray, stat: str) -> np.ndarray:
     """stat per replicate (length n_boot) of x (length n), unit codes[i]'s elements taken counts[r, unit] times."""
     if stat == "mean":
@@ -164,12 +156,14 @@ def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0
     if a.size == 0:
         return {"diff": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, **out}
     diff = float(_stat(b, stat) - _stat(a, stat))
-    rng = np.random.default_rng(seed)                          # n_boot replicates: crops drawn, or units
+    # n_boot replicates, each drawing n_units crops or units (one draw for both, so one-crop units give the crop
+    # bootstrap's replicates); with units, counts (n_boot×n_units) is how often each unit is drawn
+    idx = np.random.default_rng(seed).integers(0, n_units, size=(n_boot, n_units))
     if codes is None:
-        idx = rng.integers(0, a.size, size=(n_boot, a.size))
         boot = _stat(b[idx], stat, axis=1) - _stat(a[idx], stat, axis=1)
     else:
-        counts = _unit_counts(rng, n_units, n_boot)
+        flat = (idx + n_units * np.arange(n_boot)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=n_boot * n_units).reshape(n_boot, n_units)
         boot = _cluster_stat(b, codes, counts, stat) - _cluster_stat(a, codes, counts, stat)
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return {"diff": diff, "lo": min(float(lo), diff), "hi": max(float(hi), diff), "p": bootstrap_p(boot), **out}
