@@ -339,9 +339,7 @@ def summarize(rows: list[dict]) -> dict:
         "grad_ratio": _nanmean([r["grad_ratio"] for r in rows]),
         "hf_ratio": _nanmean([r["hf_ratio"] for r in rows]),
         **_nose_summary(rows, "nose", _truthy),
-        **(_nose_summary(ran, "nose2", _flag) if ran else
-           {f"nose2_{k}": float("nan") for k in ("median", "mean", "failed", "failed_hr", "failed_sr", "gt_sr",
-                                                  "fail_rate")}),
+        **{k: (v if ran else float("nan")) for k, v in _nose_summary(ran, "nose2", _flag).items()},
     }
 
 
