@@ -105,11 +105,7 @@ class CachedLocator:
 
         keys = [hashlib.sha1(np.ascontiguousarray(img).tobytes() + repr(img.shape).encode()).hexdigest()
                 for img in images_bgr]
-        todo, queued = [], set()
-        for i, k in enumerate(keys):
-            if k not in self.cache and k not in queued:
-                queued.add(k)
-                todo.append(i)
+        todo = [i for i, k in enumerate(keys) if k not in self.cache and keys.index(k) == i]   # first of each new
         if todo:
             xy, found = self.locator.locate(np.ascontiguousarray(images_bgr[todo]))
             xy, found = np.asarray(xy, dtype=np.float64), np.asarray(found)
@@ -270,12 +266,10 @@ def read_rows(path) -> list[dict]:
         rows = list(csv.DictReader(f))
     for row in rows:
         for k, v in row.items():
-            if k in ("id", "dataset", "method", "source", "palette"):
-                continue
             if k == "subject":
                 row[k] = int(v) if v.strip() else None
-                continue
-            row[k] = (v == "True") if v in ("True", "False") else float(v)
+            elif k not in ("id", "dataset", "method", "source", "palette"):
+                row[k] = (v == "True") if v in ("True", "False") else float(v)
     return rows
 
 
@@ -307,11 +301,8 @@ def retire_zero_shot(results_dir, kept) -> list[str]:
 
 def zero_shot_weights(results_dir) -> dict[str, dict]:
     """{method: weights info} of every zero-shot model notebook 02 scored (its ``zero-shot_*.json`` files)."""
-    found = {}
-    for path in sorted(Path(results_dir).glob("zero-shot_*.json")):
-        meta = read_json(path)
-        found[meta["method"]] = meta["weights"]
-    return found
+    metas = [read_json(path) for path in sorted(Path(results_dir).glob("zero-shot_*.json"))]
+    return {meta["method"]: meta["weights"] for meta in metas}
 
 
 # ---- Aggregation and tables ----
@@ -348,9 +339,7 @@ def summarize(rows: list[dict]) -> dict:
         "grad_ratio": _nanmean([r["grad_ratio"] for r in rows]),
         "hf_ratio": _nanmean([r["hf_ratio"] for r in rows]),
         **_nose_summary(rows, "nose", _truthy),
-        **(_nose_summary(ran, "nose2", _flag) if ran else
-           {f"nose2_{k}": float("nan") for k in ("median", "mean", "failed", "failed_hr", "failed_sr", "gt_sr",
-                                                  "fail_rate")}),
+        **{k: (v if ran else float("nan")) for k, v in _nose_summary(ran, "nose2", _flag).items()},
     }
 
 

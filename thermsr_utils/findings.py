@@ -103,22 +103,12 @@ def _floor(floor_px, prefix: str) -> float:
     return value if math.isfinite(value) and value > 0 else 0.0
 
 
-def _is_nose_px(metric: str) -> bool:
-    """A nose metric measured in pixels (a displacement or an error against the true nose), where a floor applies."""
-    m = spec(metric)
-    return bool(m.model) and m.unit == "px"
-
-
-def _direction_word(diff: float, metric: str) -> str:
-    return "better" if (diff > 0) == (spec(metric).direction > 0) else "worse"
-
-
 def reported_category(reported: float, metric: str, floor: float = 0.0) -> str:
     """The write-up's difference as "better" / "worse" / "no change": no change when its magnitude is below the
     noise floor (or it is exactly zero)."""
     if not math.isfinite(reported) or abs(reported) < floor or reported == 0:
         return "no change"
-    return _direction_word(reported, metric)
+    return "better" if (reported > 0) == (spec(metric).direction > 0) else "worse"
 
 
 def measured_category(c: dict, floor: float = 0.0) -> str:
@@ -167,7 +157,7 @@ def _agrees(c: dict, reported: float | None, floor: float = 0.0) -> str:
     metric in pixels by ``against_reported``'s noise floor rule)."""
     if reported is None or not math.isfinite(reported):
         return ""
-    if _is_nose_px(c["metric"]):
+    if spec(c["metric"]).model and spec(c["metric"]).unit == "px":   # a nose metric in pixels: a floor applies
         return against_reported(c, reported, floor)["text"]
     if stats.final_verdict(c) == "no detectable difference":
         return ("the write-up's difference was " + (f"{reported:+.2f}" if c["metric"] != "lpips" else f"{reported:+.3f}")
@@ -190,11 +180,6 @@ def _clause(c: dict, what: str, reported: dict | None, floor: float = 0.0) -> st
     return f"{what} {stats.format_diff(c)} — {_verdict(c)}" + (f" ({agree})" if agree else "")
 
 
-def nose_outside_floor(c: dict, floor_px: float) -> bool:
-    """True when a nose-median difference's whole interval lies beyond ± the instrument's noise floor."""
-    return math.isfinite(c["lo"]) and (c["lo"] > floor_px or c["hi"] < -floor_px)
-
-
 def _has(diffs: list[dict], metric: str, split: str = "all") -> bool:
     return any(c["metric"] == metric and c["split"] == split for c in diffs)
 
@@ -209,16 +194,16 @@ def _models(diffs: list[dict]) -> list[str]:
     return [m for m in stats.NOSE_MODELS if m == "nose" or any(c["metric"] == f"{m}_err_px" for c in diffs)]
 
 
-def _fail_words(diffs: list[dict], prefix: str, split: str, who: str, models) -> str:
-    """"v1 made RetinaFace fail on 4 more crops (+3.3 pp [+1.0, +5.6])" when the failure-rate interval of model
-    ``prefix`` excludes zero (Holm's verdict where set), else ""."""
+def _fail_words(diffs: list[dict], prefix: str, split: str, who: str, models) -> list[str]:
+    """["v1 made RetinaFace fail on 4 more crops (+3.3 pp [+1.0, +5.6])"] when the failure-rate interval of model
+    ``prefix`` excludes zero (Holm's verdict where set), else []."""
     if _final(diffs, f"{prefix}_fail", split) not in ("better", "worse"):
-        return ""
+        return []
     c = stats.find(diffs, f"{prefix}_fail", split)
     k = int(round(abs(stats._float(c["diff"])) * c["n"]))
     more = "more" if c["diff"] > 0 else "fewer"
-    return (f"{who} made {stats.model_name(stats.nose_model(c['metric']), models)} fail on {k} {more} "
-            f"crop{'s' if k != 1 else ''} ({stats.format_diff(c)})")
+    return [f"{who} made {stats.model_name(stats.nose_model(c['metric']), models)} fail on {k} {more} "
+            f"crop{'s' if k != 1 else ''} ({stats.format_diff(c)})"]
 
 
 def _nose_lines(diffs: list[dict], split: str, who: str, reported, floor_px, models) -> list[str]:
@@ -233,12 +218,12 @@ def _nose_lines(diffs: list[dict], split: str, who: str, reported, floor_px, mod
         label = stats.metric_label(n["metric"], models)
         withheld = stats.final_verdict(n) == WITHHELD
         clause = (f"{label} {stats.format_diff(n)} (withheld)" if withheld else _clause(n, label, reported, floor))
+        # a worse nose whose whole interval lies beyond ± the instrument's noise floor
         beyond = (" and beyond the instrument's noise floor" if floor > 0 and stats.final_verdict(n) == "worse"
-                  and nose_outside_floor(n, floor) and "noise floor" not in clause else "")
+                  and math.isfinite(n["lo"]) and (n["lo"] > floor or n["hi"] < -floor)
+                  and "noise floor" not in clause else "")
         out.append(clause + beyond)
-        words = _fail_words(diffs, prefix, split, who, models)
-        if words:
-            out.append(words)
+        out += _fail_words(diffs, prefix, split, who, models)
         if _has(diffs, f"{prefix}_gt_err_sr", split):
             g = stats.find(diffs, f"{prefix}_gt_err_sr", split)
             if g["n"]:
@@ -288,19 +273,17 @@ def finding_v1(diffs: list[dict], reported: dict | None = None, floor_px=0.0,
         lines.append(f"* **{split}** ({p['n']} crops): {_clause(p, 'PSNR', reported)}; {nose}")
     i = ("**(i) v1 raises PSNR over zero-shot on every split**" if psnr_up else
          "**(i) v1 does not raise PSNR detectably on every split**")
-    nose_worse = worse["nose"]
-    if len(prefixes) == 1:
-        ii = (f"**(ii) v1 worsens the nose metric on {', '.join(nose_worse)}**" if nose_worse else
-              "**(ii) this run detects no worsening of the nose metric by v1** on any split")
+    # one sentence for one or two landmark models: the second adds a per-model parenthesis and _on_models
+    two = len(prefixes) > 1
+    any_worse = [s for s in SPLITS if any(s in w for w in worse.values())]
+    per = "; ".join(f"{stats.model_name(m, models)}: {', '.join(w) or 'no split'}" for m, w in worse.items())
+    if any_worse:
+        ii = (f"**(ii) v1 worsens the nose metric on {', '.join(any_worse)}**" + (f" ({per})" if two else "")
+              + _on_models(worse, lambda w: bool(w) and w == any_worse, models, "this"))
     else:
-        any_worse = [s for s in SPLITS if any(s in w for w in worse.values())]
-        per = "; ".join(f"{stats.model_name(m, models)}: {', '.join(w) or 'no split'}" for m, w in worse.items())
-        if any_worse:
-            ii = (f"**(ii) v1 worsens the nose metric on {', '.join(any_worse)}** ({per})"
-                  + _on_models(worse, lambda w: bool(w) and w == any_worse, models, "this"))
-        else:
-            ii = ("**(ii) this run detects no worsening of the nose metric by v1** on any split, on either landmark "
-                  f"model ({', '.join(stats.model_name(m, models) for m in prefixes)})")
+        names = ", ".join(stats.model_name(m, models) for m in prefixes)
+        ii = ("**(ii) this run detects no worsening of the nose metric by v1** on any split"
+              + (f", on either landmark model ({names})" if two else ""))
     stated = [f"{stats.model_name(m, models)} on {split}" for m in prefixes for split in SPLITS
               if _final(diffs, f"{m}_err_px", split) not in (None, WITHHELD)]
     n_all = sum(_has(diffs, f"{m}_err_px", sp) for m in prefixes for sp in SPLITS)
@@ -311,7 +294,7 @@ def finding_v1(diffs: list[dict], reported: dict | None = None, floor_px=0.0,
               f"({', '.join(stated)}; the others are withheld)")
     fails = [f"{stats.model_name(m, models)} on {', '.join(w)}" for m, w in fail_worse.items() if w]
     tail = (f" v1 made the landmark model fail to find the nose more often ({'; '.join(fails)})." if fails else "")
-    return {"psnr_up": psnr_up, "nose_worse": nose_worse, "nose_worse_by_model": worse, "fail_worse": fail_worse,
+    return {"psnr_up": psnr_up, "nose_worse": worse["nose"], "nose_worse_by_model": worse, "fail_worse": fail_worse,
             "markdown": f"{i}; {ii}.{tail} Differences are v1 − zero-shot with paired bootstrap 95 % intervals:\n\n"
                         + "\n".join(lines)}
 
@@ -345,9 +328,7 @@ def finding_v2(v2_vs_v1: list[dict], v2_vs_zs: list[dict], v1_vs_zs: list[dict],
                          f"({stats.final_verdict(a)}{'; ' + agree if agree else ''}), v2 − zero-shot "
                          f"{stats.format_diff(b)} ({stats.final_verdict(b)})")
             for diffs, who in ((v2_vs_v1, "against v1, v2"), (v2_vs_zs, "against zero-shot, v2")):
-                words = _fail_words(diffs, m, split, who, models)
-                if words:
-                    parts.append(words)
+                parts += _fail_words(diffs, m, split, who, models)
         lines.append(f"* **{split}**: " + "; ".join(parts) + f"; PSNR v2 − v1 {stats.format_diff(d)} "
                      f"({stats.final_verdict(d)})")
     recovered_by = {}
@@ -358,31 +339,24 @@ def finding_v2(v2_vs_v1: list[dict], v2_vs_zs: list[dict], v1_vs_zs: list[dict],
         recovered_by[m] = (all(stats.final_verdict(stats.find(v2_vs_v1, metric, s)) == "better"
                                and stats.final_verdict(stats.find(v2_vs_zs, metric, s)) != "worse"
                                for s in worse_by[m]) if worse_by[m] else None)
-    recovered, worse_splits = recovered_by["nose"], worse_by["nose"]
-    if len(prefixes) == 1:
-        if worse_splits:
-            nose = (f"**recovers the nose metric** where v1 had worsened it ({', '.join(worse_splits)})" if recovered
-                    else f"**does not detectably recover the nose metric** where v1 had worsened it "
-                         f"({', '.join(worse_splits)})")
-        else:
-            nose = "has no nose regression to recover (v1 worsened no split detectably)"
+    # one sentence for one or two landmark models: one names the splits, two say per model what was recovered
+    regressed = [m for m, r in recovered_by.items() if r is not None]
+    where = ", ".join(worse_by["nose"]) if len(prefixes) == 1 else "; ".join(
+        f"{stats.model_name(m, models)}: " + ("no regression to recover" if r is None else
+                                               f"{'recovered' if r else 'not recovered'} on {', '.join(worse_by[m])}")
+        for m, r in recovered_by.items())
+    if not regressed:
+        nose = ("has no nose regression to recover (v1 worsened no split detectably"
+                + (" on either landmark model, where a verdict is stated)" if len(prefixes) > 1 else ")"))
+    elif all(recovered_by[m] for m in regressed):
+        nose = f"**recovers the nose metric** where v1 had worsened it ({where})"
+    elif any(recovered_by[m] for m in regressed):
+        nose = f"**recovers the nose metric on some landmark models only** ({where})"
     else:
-        per = "; ".join(f"{stats.model_name(m, models)}: " + (
-            "no regression to recover" if r is None else
-            f"{'recovered' if r else 'not recovered'} on {', '.join(worse_by[m])}") for m, r in recovered_by.items())
-        regressed = [m for m, r in recovered_by.items() if r is not None]
-        if not regressed:
-            nose = ("has no nose regression to recover (v1 worsened no split detectably on either landmark model, "
-                    "where a verdict is stated)")
-        elif all(recovered_by[m] for m in regressed):
-            nose = f"**recovers the nose metric** where v1 had worsened it ({per})"
-        elif any(recovered_by[m] for m in regressed):
-            nose = f"**recovers the nose metric on some landmark models only** ({per})"
-        else:
-            nose = f"**does not detectably recover the nose metric** where v1 had worsened it ({per})"
-        nose += _on_models({m: recovered_by[m] for m in regressed}, lambda r: r is True, models, "the recovery")
+        nose = f"**does not detectably recover the nose metric** where v1 had worsened it ({where})"
+    nose += _on_models({m: recovered_by[m] for m in regressed}, lambda r: r is True, models, "the recovery")
     cut = (f"**cuts LPIPS** (v1/v2 = {ratio:.2f}×)" if lpips_cut else "**does not cut LPIPS detectably**")
-    return {"lpips_cut": lpips_cut, "lpips_ratio": ratio, "nose_recovered": recovered,
+    return {"lpips_cut": lpips_cut, "lpips_ratio": ratio, "nose_recovered": recovered_by["nose"],
             "nose_recovered_by_model": recovered_by,
             "markdown": f"**(iii) v2** {cut} and {nose}.\n\n" + "\n".join(lines)}
 
@@ -403,22 +377,20 @@ def trade_off(v2_vs_v1: list[dict]) -> dict:
     better = [m.upper() for m in perceptual if stats.final_verdict(stats.find(v2_vs_v1, m)) == "better"]
     worse = [m.upper() for m in perceptual if stats.final_verdict(stats.find(v2_vs_v1, m)) == "worse"]
     parts = ", ".join(f"{m.upper()} {stats.format_diff(stats.find(v2_vs_v1, m))}" for m in perceptual)
-    if stats.final_verdict(p) == "worse" and better:
+    shown = stats.final_verdict(p) == "worse" and bool(better)
+    if shown:
         text = (f"**v2 trades PSNR for perceptual closeness**: it gives up PSNR ({stats.format_diff(p)}) and is "
                 f"closer to the HR on {', '.join(better)}" + (f" but further from it on {', '.join(worse)}" if worse
                                                                else "") + f" ({parts}). v2 changes five things at "
                 "once; how much of this the perceptual term did and how much the rest of the recipe did is split in "
                 "notebook 07, which trains v2 at λ = 0 alike.")
-        shown = True
-    elif stats.final_verdict(p) != "worse" and better:
+    elif better:
         text = (f"**v2 is better than v1 on {', '.join(better)} without a detectable PSNR cost** "
                 f"({stats.format_diff(p)}; {parts})" + (f", though worse on {', '.join(worse)}" if worse else "")
                 + ".")
-        shown = False
     else:
         text = (f"**This run does not show v2 trading PSNR for perception** (PSNR {stats.format_diff(p)}; {parts}"
                 + (f"; worse on {', '.join(worse)}" if worse else "") + ").")
-        shown = False
     return {"shown": shown, "markdown": text}
 
 
@@ -452,19 +424,15 @@ def nose_context(results_dir, locator, locator2=None) -> dict:
     return {"models": models, "floors": floors, "reads": got.get("reads_faces", {}), "sensitivity": sens}
 
 
-def _reads(ctx: dict, prefix: str, split: str) -> bool:
-    model = ctx["models"].get(prefix)
-    datasets = _DATASETS if split == "all" else (split,)
-    return all(ctx["reads"].get(f"{d}|{model}", False) for d in datasets)
-
-
 def withhold(comparisons: list[dict], ctx: dict) -> list[dict]:
     """Copies of ``comparisons`` with the verdicts of every nose comparison whose model failed 02's instrument check
     on that split's data (both datasets for "all") set to ``WITHHELD`` (numbers kept)."""
     out = []
     for c in comparisons:
         prefix = stats.nose_model(c["metric"])
-        if prefix is not None and not _reads(ctx, prefix, c["split"]):
+        datasets = _DATASETS if c["split"] == "all" else (c["split"],)
+        if prefix is not None and not all(ctx["reads"].get(f"{d}|{ctx['models'].get(prefix)}", False)
+                                          for d in datasets):
             c = {**c, "verdict": WITHHELD, **({"verdict_holm": WITHHELD} if "verdict_holm" in c else {})}
         out.append(c)
     return out
@@ -493,23 +461,20 @@ def withheld_line(ctx: dict) -> str:
 
 
 # ---- The four lines a reader sees first (the report's banner and the README) ----
-def _stated_nose(diffs: list[dict], models) -> list[tuple[str, dict]]:
-    """(label, comparison) of every nose-median comparison whose verdict is stated (not withheld), split by split."""
-    out = []
+def stated_nose(diffs: list[dict], models, who: str) -> str:
+    """Every nose-median comparison whose verdict is stated (not withheld), split by split: "<split>, <model>:
+    <difference> (<verdict>)"; a sentence saying none is where every one is withheld."""
+    stated = []
     for split in SPLITS:
         for c in diffs:
             prefix = stats.nose_model(c["metric"])
             if (c["split"] == split and prefix and c["metric"] == f"{prefix}_err_px"
                     and stats.final_verdict(c) != WITHHELD):
-                out.append((f"{split}, {stats.model_name(prefix, models)}", c))
-    return out
-
-
-def stated_nose(diffs: list[dict], models, who: str) -> str:
-    stated = _stated_nose(diffs, models)
+                stated.append(f"{split}, {stats.model_name(prefix, models)}: {stats.format_diff(c)} "
+                              f"({stats.final_verdict(c)})")
     if not stated:
         return f"no nose verdict on {who} is stated: no landmark model read these faces well enough (notebook 02)"
-    return "; ".join(f"{label}: {stats.format_diff(c)} ({stats.final_verdict(c)})" for label, c in stated)
+    return "; ".join(stated)
 
 
 def headline(v1_vs_zs: list[dict], v2_vs_v1: list[dict], models=None, reported_ratio: float | None = None) -> str:

@@ -14,8 +14,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from . import config, evaluate, io, stats
 from .metric_specs import METRICS as SPECS
 

@@ -116,14 +116,6 @@ def _unit_codes(groups, ok: np.ndarray) -> np.ndarray:
     return np.array([index[k] for k in keys], dtype=np.intp)
 
 
-def _unit_counts(rng: np.random.Generator, n_units: int, n_boot: int) -> np.ndarray:
-    """n_boot×n_units: how often each unit is drawn (the crop path's draw with n = n_units, so one-crop units give
-    the crop bootstrap's replicates)."""
-    idx = rng.integers(0, n_units, size=(n_boot, n_units))
-    flat = (idx + n_units * np.arange(n_boot)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n_units).reshape(n_boot, n_units)
-
-
 def _cluster_stat(x: np.ndarray, codes: np.ndarray, counts: np.ndarray, stat: str) -> np.ndarray:
     """stat per replicate (length n_boot) of x (length n), unit codes[i]'s elements taken counts[r, unit] times."""
     if stat == "mean":
@@ -137,16 +129,6 @@ def _cluster_stat(x: np.ndarray, codes: np.ndarray, counts: np.ndarray, stat: st
     upper = (cum < total // 2 + 1).sum(axis=1)
     xs = x[order]
     return (xs[lower] + xs[upper]) / 2
-
-
-def _replicates(a: np.ndarray, b: np.ndarray, codes, stat: str, n_boot: int, seed: int) -> np.ndarray:
-    """stat(b) − stat(a) of n_boot bootstrap replicates (length n_boot): crops drawn, or units if ``codes``."""
-    rng = np.random.default_rng(seed)
-    if codes is None:
-        idx = rng.integers(0, a.size, size=(n_boot, a.size))
-        return _stat(b[idx], stat, axis=1) - _stat(a[idx], stat, axis=1)
-    counts = _unit_counts(rng, int(codes.max()) + 1, n_boot)
-    return _cluster_stat(b, codes, counts, stat) - _cluster_stat(a, codes, counts, stat)
 
 
 def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0, level: float = 0.95,
@@ -174,7 +156,15 @@ def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0
     if a.size == 0:
         return {"diff": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, **out}
     diff = float(_stat(b, stat) - _stat(a, stat))
-    boot = _replicates(a, b, codes, stat, n_boot, seed)
+    # n_boot replicates, each drawing n_units crops or units (one draw for both, so one-crop units give the crop
+    # bootstrap's replicates); with units, counts (n_boot×n_units) is how often each unit is drawn
+    idx = np.random.default_rng(seed).integers(0, n_units, size=(n_boot, n_units))
+    if codes is None:
+        boot = _stat(b[idx], stat, axis=1) - _stat(a[idx], stat, axis=1)
+    else:
+        flat = (idx + n_units * np.arange(n_boot)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=n_boot * n_units).reshape(n_boot, n_units)
+        boot = _cluster_stat(b, codes, counts, stat) - _cluster_stat(a, codes, counts, stat)
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return {"diff": diff, "lo": min(float(lo), diff), "hi": max(float(hi), diff), "p": bootstrap_p(boot), **out}
 
@@ -228,23 +218,6 @@ def _by_id(rows: list[dict], method: str) -> dict[str, dict]:
     return out
 
 
-def _in_split(row: dict, split: str) -> bool:
-    return split == "all" or DATASET_LABELS.get(row["dataset"], row["dataset"]) == split
-
-
-def _comparison(pairs: list[tuple[dict, dict]], groups, metric: str, n_boot: int, seed: int, level: float) -> dict:
-    """The paired bootstrap of ``metric`` over (base row, new row) ``pairs`` (groups: their unit keys or None)."""
-    stat = spec(metric).stat
-    va = np.array([_float(a.get(metric)) for a, _ in pairs], float)
-    vb = np.array([_float(b.get(metric)) for _, b in pairs], float)
-    ci = paired_bootstrap(va, vb, stat=stat, n_boot=n_boot, seed=seed, level=level, groups=groups)
-    fa, fb, _ = _finite(va, vb)
-    return {"metric": metric, "stat": stat, "base_value": float(_stat(fa, stat)) if fa.size else math.nan,
-            "new_value": float(_stat(fb, stat)) if fb.size else math.nan, "diff": ci["diff"], "lo": ci["lo"],
-            "hi": ci["hi"], "n": ci["n"], "n_dropped": ci["n_dropped"],
-            "verdict": verdict(ci, spec(metric).direction), "n_units": ci["n_units"], "p": ci["p"]}
-
-
 def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, ids=None, n_boot: int = 2000,
             seed: int = 0, level: float = 0.95, unit: str = "subject/frame") -> list[dict]:
     """new − base per split × metric over the crops both methods scored (paired by "id", within ``ids``).
@@ -279,12 +252,21 @@ def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, 
         pairs = list(zip(derive_gaps([a for a, _ in pairs]), derive_gaps([b for _, b in pairs])))
     out = []
     for split in splits:
-        sel = [k for k, (a, _) in enumerate(pairs) if _in_split(a, split)]
+        sel = [k for k, (a, _) in enumerate(pairs)
+               if split == "all" or DATASET_LABELS.get(a["dataset"], a["dataset"]) == split]
         groups = None if units is None else [units[k] for k in sel]
         for metric in metrics:
-            c = _comparison([pairs[k] for k in sel], groups, metric, n_boot, seed, level)
-            p = c.pop("p")                                   # new columns after the old ones
-            out.append({"base": base, "new": new, "split": split, **c, "unit": unit, "p": p, "n_boot": n_boot})
+            stat = spec(metric).stat
+            va = np.array([_float(pairs[k][0].get(metric)) for k in sel], float)
+            vb = np.array([_float(pairs[k][1].get(metric)) for k in sel], float)
+            ci = paired_bootstrap(va, vb, stat=stat, n_boot=n_boot, seed=seed, level=level, groups=groups)
+            fa, fb, _ = _finite(va, vb)
+            out.append({"base": base, "new": new, "split": split, "metric": metric, "stat": stat,
+                        "base_value": float(_stat(fa, stat)) if fa.size else math.nan,
+                        "new_value": float(_stat(fb, stat)) if fb.size else math.nan,
+                        **{k: ci[k] for k in ("diff", "lo", "hi", "n", "n_dropped")},
+                        "verdict": verdict(ci, spec(metric).direction), "n_units": ci["n_units"], "unit": unit,
+                        "p": ci["p"], "n_boot": n_boot})
     return out
 
 
@@ -444,8 +426,7 @@ def read_comparisons(path) -> list[dict]:
         for key in ("p", "p_holm", "n_boot", "holm_m", "verdict_holm"):
             if row.get(key) in (None, ""):
                 row.pop(key, None)
-        for key in ("p", "p_holm"):
-            if key in row:
+            elif key in ("p", "p_holm"):
                 row[key] = _float(row[key])
         for key in ("n", "n_dropped", "n_units", "n_boot", "holm_m"):
             if row.get(key) not in (None, ""):
@@ -454,12 +435,6 @@ def read_comparisons(path) -> list[dict]:
 
 
 # ---- Recommendation ----
-def _all_rows(comparisons) -> list[dict]:
-    """Comparison rows from a {(base, new): rows} mapping or an iterable of row lists."""
-    groups = comparisons.values() if isinstance(comparisons, Mapping) else comparisons
-    return [c for group in groups for c in group]
-
-
 def _oriented(rows: list[dict], metric: str, split: str, method: str, other: str) -> dict:
     """The comparison of ``metric`` on ``split`` between two methods, as method − other (new = method)."""
     for c in rows:
@@ -507,11 +482,8 @@ def _pixel_pick(rows: list[dict], split: str, metric: str) -> dict:
     others = [_oriented(rows, metric, split, top, m) for m in ranked[1:]]
     tied = [c["base"] for c in others if c["verdict"] != "better"]
     value = f"{top} has the highest {label} ({_value(metric, values[top])}{spec(metric).suffix})"
-    why = "; ".join([value] + [_clause(c) for c in others])
-    if tied:
-        return {"use case": use, "pick": " ≈ ".join([top, *tied]) + f" (no detectable {label} difference)",
-                "why": why}
-    return {"use case": use, "pick": top, "why": why}
+    pick = " ≈ ".join([top, *tied]) + f" (no detectable {label} difference)" if tied else top
+    return {"use case": use, "pick": pick, "why": "; ".join([value] + [_clause(c) for c in others])}
 
 
 def _present(rows: list[dict], metrics, split: str) -> list[str]:
@@ -539,16 +511,14 @@ def _perceptual_pick(rows: list[dict], split: str, metrics, models=None) -> dict
     nose_why = [nose_clause(_oriented(rows, k, split, m, o), models) for m in picks for k in noses
                 for o in methods if o != m and (best or methods.index(o) > methods.index(m))]
     if best == 0:
-        why = "; ".join([_clause(c, models) for c in rows if c["split"] == split and c["metric"] in metrics]
-                        + nose_why)
-        return {"use case": use, "pick": " ≈ ".join(methods) + f" (none is better than all others on any of {labels})",
-                "why": why}
-    why = "; ".join([_clause(_oriented(rows, k, split, m, o), models) for m in picks for k in wins[m]
-                     for o in methods if o != m] + nose_why)
-    if len(picks) > 1:
-        return {"use case": use, "pick": " ≈ ".join(picks) + f" (each better than all others on {best} "
-                f"metric{'s' if best > 1 else ''})", "why": why}
-    return {"use case": use, "pick": picks[0], "why": why}
+        why = [_clause(c, models) for c in rows if c["split"] == split and c["metric"] in metrics]
+        pick = " ≈ ".join(methods) + f" (none is better than all others on any of {labels})"
+    else:
+        why = [_clause(_oriented(rows, k, split, m, o), models) for m in picks for k in wins[m] for o in methods
+               if o != m]
+        pick = (" ≈ ".join(picks) + f" (each better than all others on {best} metric{'s' if best > 1 else ''})"
+                if len(picks) > 1 else picks[0])
+    return {"use case": use, "pick": pick, "why": "; ".join(why + nose_why)}
 
 
 def _nose_pick(rows: list[dict], split: str, metrics, models=None) -> dict:
@@ -576,19 +546,19 @@ def _nose_pick(rows: list[dict], split: str, metrics, models=None) -> dict:
                                    for k in metrics)]
     excluded = [m for m in methods if m not in ok]
     if not ok:
-        why = "; ".join(nose_clause(c, models) for m in methods for c in worse[m])
         return {"use case": use, "pick": "none (each method is measured worse than another on some nose metric)",
-                "why": why}
+                "why": "; ".join(nose_clause(c, models) for m in methods for c in worse[m])}
     shown = winner or ok
     why = "; ".join(nose_clause(oriented[(m, o, k)], models) for m in shown for o in methods if o != m
                     and (o not in shown or methods.index(o) > methods.index(m)) for k in metrics)
     note = f"; {', '.join(excluded)} measured worse on the nose" if excluded else ""
     if winner or len(ok) == 1:
-        return {"use case": use, "pick": shown[0] + (f" ({note[2:]})" if note else ""), "why": why}
-    if not excluded:
-        return {"use case": use, "pick": " ≈ ".join(ok) + " (no detectable nose difference)", "why": why}
-    return {"use case": use, "pick": " ≈ ".join(ok) + f" (none of them worse on the nose than another{note})",
-            "why": why}
+        pick = shown[0] + (f" ({note[2:]})" if note else "")
+    elif not excluded:
+        pick = " ≈ ".join(ok) + " (no detectable nose difference)"
+    else:
+        pick = " ≈ ".join(ok) + f" (none of them worse on the nose than another{note})"
+    return {"use case": use, "pick": pick, "why": why}
 
 
 def recommend(comparisons_by_pair, split: str = "all", pixel_metric: str = "psnr",
@@ -602,7 +572,8 @@ def recommend(comparisons_by_pair, split: str = "all", pixel_metric: str = "psnr
     the ``nose`` metrics (nose metrics listed in ``perceptual`` are judged here). "why" names each interval, nose
     models named by ``models``. A missing pair, or comparisons resampled by different units, is a ValueError.
     """
-    rows = _all_rows(comparisons_by_pair)
+    groups = comparisons_by_pair.values() if isinstance(comparisons_by_pair, Mapping) else comparisons_by_pair
+    rows = [c for group in groups for c in group]
     if not rows:
         raise ValueError("recommend needs at least one list of compare() rows.")
     units = sorted({c["unit"] for c in rows if c.get("unit")})
