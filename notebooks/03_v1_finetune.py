@@ -48,7 +48,7 @@ import math
 
 from IPython.display import Markdown, display
 
-from thermsr_utils import config, evaluate, manifests, models, plots, recipes, train
+from thermsr_utils import checkpoint, config, evaluate, manifests, models, plots, recipes, train
 
 paths, device, records = manifests.open_run(profile, seed, device, sweep_point=sweep_point)  # every crop checked against its hash
 caption = evaluate.caption(profile, config.provenance(paths))
@@ -113,7 +113,7 @@ result = train.fit(model, train_set, val_sets, built.loss_fn, recipe, paths.chec
                    fresh=fresh_start, extra_meta=built.meta(paths.manifest, init_info))
 history = result["history"]
 print(f"kept epoch {result['best_epoch']} (validation PSNR {result['best_value']:.2f} dB) -> {result['best_dir']}")
-display(Markdown(train.kept_words(history, recipe)))
+display(Markdown(checkpoint.kept_words(history, recipe)))
 
 # %% [markdown]
 # ## Training curves

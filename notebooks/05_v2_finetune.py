@@ -98,7 +98,7 @@ result = train.fit(model, built.train_set, built.val_sets, built.loss_fn, recipe
                    fresh=fresh_start, extra_meta=built.meta(paths.manifest, init_info))
 history = result["history"]
 print(f"kept epoch {result['best_epoch']} of the EMA copy (validation PSNR {result['best_value']:.2f} dB)")
-display(Markdown(train.kept_words(history, recipe)))
+display(Markdown(checkpoint.kept_words(history, recipe)))
 
 # %% [markdown]
 # ## Training curves, beside v1's
@@ -140,7 +140,7 @@ display(Markdown(f"The perceptual term ({term_name}) made up {100 * shares[0][na
 # every validation metric is read over the last two validations, for both recipes.
 
 # %%
-display(Markdown(train.levelled_words({"v1": v1_history, "v2": history})))
+display(Markdown(checkpoint.levelled_words({"v1": v1_history, "v2": history})))
 
 # %% [markdown]
 # ## Summary

@@ -96,12 +96,13 @@ def test_flat_and_extreme_images(value):
 
 def thermal_crops():
     """192×192 crops of one generated SF-TL54-like portrait, white-hot and in the colour palette."""
+    from thermsr_utils import faces as F
     from thermsr_utils import synthetic as S
 
     cam = S.make_camera(np.random.default_rng([0, 540]), *S.SFTL54_SIZE, **S.SFTL54_CAMERA)
-    subject = S.make_subject(3, np.random.default_rng([0, 54, 3]))
+    subject = F.make_subject(3, np.random.default_rng([0, 54, 3]))
     rng = np.random.default_rng([0, 54, 3, 1])
-    gray, _, box = S.render_sftl54_frame(subject, S.sftl54_pose(subject, rng), S.make_textures(subject), cam, rng)
+    gray, _, box = S.render_sftl54_frame(subject, S.sftl54_pose(subject, rng), F.make_textures(subject), cam, rng)
     colour = S.iron(gray)
     gray3 = np.repeat(gray[:, :, None], 3, axis=2)
     x0 = int(np.clip((box[0] + box[2]) / 2 - 96, 0, gray.shape[1] - 192))
@@ -162,7 +163,8 @@ def items_of(hr):
 def test_device_batches_hold_the_loader_items_in_order(patch, augment):
     imgs = indexed_images(11)
     ds = SRPatchDataset(imgs, patch=patch, augment=augment, seed=4)
-    recipe = Recipe(name="t", epochs=3, batch_size=4, lr=1e-3, weight_decay=0.0, patch=patch, augment=augment, seed=7)
+    recipe = Recipe(name="t", epochs=3, batch_size=4, lr=1e-3, weight_decay=0.0, patch=patch, augment=augment, seed=7,
+                    val_every=5, keep="best")
     sampler = accel.DevicePatchSampler(ds, recipe.batch_size, order_seed=recipe.seed)   # windows: the set's seed
     assert len(sampler) == 3 == len(train.make_loader(ds, recipe, 1))
     for epoch in (1, 2):
@@ -343,7 +345,7 @@ def test_execution_uses_channels_last_with_bf16(monkeypatch, native):
 
 
 def test_recipe_defaults_and_checks_for_the_fast_path():
-    r = Recipe.v1(epochs=2, lr=1e-3, batch_size=4, patch=16)
+    r = Recipe.v1(epochs=2, lr=1e-3, batch_size=4, patch=16, val_every=5, keep="best")
     assert (r.amp, r.fast, r.compile) == ("auto", None, False)
     with pytest.raises(ValueError, match="fast"):
         dataclasses.replace(r, fast="on")
@@ -363,7 +365,7 @@ def mae(sr, hr):
 
 def small_recipe(**kw):
     base = dict(name="t", epochs=2, batch_size=2, lr=3e-3, weight_decay=1e-4, patch=16, augment=False,
-                val_every=1, select_metric="mae", select_mode="min", seed=1)
+                val_every=1, keep="best", select_metric="mae", select_mode="min", seed=1)
     base.update(kw)
     return Recipe(**base)
 

@@ -118,13 +118,14 @@ def test_the_package_has_no_import_cycle():
 LAYERS = (
     ("io", "progress", "timing", "metric_specs"),                # atomic files; progress lines; phase times; metric table
     ("config",),                                                  # paths, profiles, parameter rules
-    ("params", "data", "weights", "synthetic"),                   # parameter rules, LR operator and crop geometry,
-                                                                  # weights, the generator
-    ("readers",),                                                 # SF-TL54 and ThermEval-D folders -> crops, records
+    ("params", "data", "weights", "faces"),                       # parameter rules, LR operator and crop geometry,
+                                                                  # weights, the generator's people
+    ("readers", "synthetic"),                                     # SF-TL54 and ThermEval-D folders -> crops, records;
+                                                                  # the generator writing look-alike folders
     ("manifests",),                                               # the manifest: built, compared, verified; open_run
     ("zoo", "metrics", "downstream", "datasets", "accel", "instrument", "losses"),  # ...; a landmark model against the
                                                                   # annotations; losses (weights checked by params)
-    ("models",),
+    ("models", "colour"),                                         # models loaded; palette images in and out of them
     ("checkpoint", "evaluate"),
     ("train", "stats", "plots"),
     ("findings", "frontier"),
@@ -167,3 +168,46 @@ def test_the_layers_page_lists_the_tested_layers():
     listed = [tuple(sorted(re.findall(r"`(\w+)\.py`", row.split("|")[3]))) for row in rows]
     assert listed == [tuple(sorted(layer)) for layer in LAYERS], (
         "docs/architecture.md's layer table differs from LAYERS in tests/test_architecture.py")
+
+
+# What a newcomer reads to follow the study: the modules the notebooks import, directly or through others.
+MAX_MODULE_LINES = 700
+MAX_FUNCTION_LINES = 80
+GENERATOR_MODULES = {"synthetic", "faces"}   # drawing a face is long by nature; only its module size is held
+
+
+def study_modules(graph: dict[str, set[str]], notebooks: list[str]) -> set[str]:
+    """The modules that the notebooks' sources import, and everything those import in turn."""
+    found, todo = set(), [m for src in notebooks for m in package_imports(src, set(graph), relative=False)]
+    while todo:
+        module = todo.pop()
+        if module not in found:
+            found.add(module)
+            todo += graph[module]
+    return found
+
+
+def long_functions(source: str, limit: int) -> list[str]:
+    """``name (N lines)`` of every function or method in ``source`` longer than ``limit`` lines."""
+    return [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(source))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > limit]
+
+
+def test_the_study_scan_follows_imports_and_measures_functions():
+    graph = {"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a"}}
+    assert study_modules(graph, ["from thermsr_utils import a\n"]) == {"a", "b", "c"}
+    assert long_functions("def f():\n    x = 1\n    return x\n\ndef g():\n    pass\n", 2) == ["f (3 lines)"]
+
+
+def test_the_study_is_short_enough_to_read():
+    """Every study module at most 700 lines; every function at most 80 lines outside the face generator."""
+    graph = {m: deps for m, deps in import_graph(tools=None).items()}
+    notebooks = [p.read_text(encoding="utf-8") for p in sorted((PACKAGE.parent / "notebooks").glob("[0-9]*.py"))]
+    study = study_modules(graph, notebooks)
+    assert {"train", "data", "stats"} <= study and "run" not in study
+    sources = {m: (PACKAGE / f"{m}.py").read_text(encoding="utf-8") for m in sorted(study)}
+    too_long = {m: len(s.splitlines()) for m, s in sources.items() if len(s.splitlines()) > MAX_MODULE_LINES}
+    assert too_long == {}, f"study modules over {MAX_MODULE_LINES} lines: {too_long}"
+    long = {m: f for m, s in sources.items() if m not in GENERATOR_MODULES
+            if (f := long_functions(s, MAX_FUNCTION_LINES))}
+    assert long == {}, f"functions over {MAX_FUNCTION_LINES} lines: {long}"

@@ -15,6 +15,19 @@ import pytest
 
 from thermsr_utils import data, io, manifests, readers
 
+# The builders take every value notebook 01 declares; these tests build the write-up's gray crops with its caps.
+SF = dict(palette="gray", caps=(600, 80, 200), size=192, pad=1.15, min_crop_side=0)
+TE = dict(seed=7, size=192, pad=1.15, min_crop_side=0)
+BOTH = {**SF, **TE}
+
+
+def build_sf(root, crops, **kw):
+    return readers.build_sftl54(root, crops, **{**SF, **kw})
+
+
+def build_te(root, crops, **kw):
+    return readers.build_thermeval(root, crops, **{**TE, **kw})
+
 SF_W, SF_H = 464, 348  # SF-TL54 frame size
 
 
@@ -217,7 +230,7 @@ def test_read_labelme_rejects_wrong_count_and_bad_json(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def test_build_sftl54_records(tmp_path):
     root = sftl54_tree(tmp_path / "sf", extra=[("train", "2_1_1_1", landmarks(50, 50, 250, 250, nose=(60, 200)))])
-    res = readers.build_sftl54(root, tmp_path / "crops")
+    res = build_sf(root, tmp_path / "crops")
     recs = {r["id"]: r for r in res.records}
     assert set(recs) == {"sf_1_1_1_1", "sf_2_1_1_1", "sf_101_1_1_1", "sf_121_1_1_1"}
     r = recs["sf_1_1_1_1"]
@@ -250,15 +263,15 @@ def test_sftl54_caps_take_evenly_spaced_items_in_subject_order(tmp_path):
                        seed=subject * 10 + frame)
     for split in ("val", "test"):
         (root / "gray" / split / "images").mkdir(parents=True)
-    res = readers.build_sftl54(root, tmp_path / "crops", caps=(4, 80, 200))
+    res = build_sf(root, tmp_path / "crops", caps=(4, 80, 200))
     # order by subject number: 1a 1b 2a 2b 3a 3b 10a 10b 11a 11b; linspace(0, 9, 4) -> 0, 3, 6, 9
     assert sorted(r["id"] for r in res.records) == sorted(
         ["sf_1_1_1_1", "sf_2_1_1_2", "sf_10_1_1_1", "sf_11_1_1_2"])
     assert res.info["available"] == {"train": 10, "val": 0, "test": 0}
     assert len(list((tmp_path / "crops" / "train" / "sftl54").glob("*.png"))) == 4
-    assert len(readers.build_sftl54(root, tmp_path / "c2", caps=(None, 0, 0)).records) == 10
+    assert len(build_sf(root, tmp_path / "c2", caps=(None, 0, 0)).records) == 10
     with pytest.raises(ValueError, match="caps"):
-        readers.build_sftl54(root, tmp_path / "c3", caps=(4, 80))
+        build_sf(root, tmp_path / "c3", caps=(4, 80))
 
 
 def test_sftl54_bad_inputs_are_skipped_counted_and_named(tmp_path):
@@ -275,7 +288,7 @@ def test_sftl54_bad_inputs_are_skipped_counted_and_named(tmp_path):
     add_sftl54(root, "train", "8_1_1_1", landmarks(600, 400, 700, 500))     # landmarks off the frame
     add_sftl54(root, "train", "face_1_1_1", good)                 # no subject number
     add_sftl54(root, "train", "9_1_1_1", landmarks(100, 100, 140, 140))     # side 46 < min_crop_side
-    res = readers.build_sftl54(root, tmp_path / "crops", min_crop_side=64)
+    res = build_sf(root, tmp_path / "crops", min_crop_side=64)
     assert names(res, readers.R_UNREADABLE) == ["gray/train/images/3_1_1_1.png"]
     assert names(res, readers.R_UNPARSEABLE_JSON) == ["gray/train/json/4_1_1_1.json"]
     assert names(res, readers.R_BAD_ANNOTATION) == ["gray/train/json/5_1_1_1.json"]
@@ -289,16 +302,16 @@ def test_sftl54_bad_inputs_are_skipped_counted_and_named(tmp_path):
 
 def test_missing_roots_name_path_and_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere.*expected layout"):
-        readers.build_sftl54(tmp_path / "nowhere", tmp_path / "crops")
+        build_sf(tmp_path / "nowhere", tmp_path / "crops")
     root = sftl54_tree(tmp_path / "sf")
     with pytest.raises(FileNotFoundError, match="iron"):
-        readers.build_sftl54(root, tmp_path / "crops", palette="iron")
+        build_sf(root, tmp_path / "crops", palette="iron")
     with pytest.raises(FileNotFoundError, match=r"gone.*expected layout"):
-        readers.build_thermeval(tmp_path / "gone", tmp_path / "crops")
+        build_te(tmp_path / "gone", tmp_path / "crops")
     te = small_thermeval(tmp_path / "te")
     (te / "Annotations" / "annotations_2.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"annotations_2\.json"):
-        readers.build_thermeval(te, tmp_path / "crops")
+        build_te(te, tmp_path / "crops")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +322,7 @@ def test_thermeval_smallest_person_and_jpg_name(tmp_path):
     nose = [75, 60, 10, 8]  # centre (80, 64)
     root = thermeval_tree(tmp_path / "te", [("f1.jpg", [big, other, small], [nose])],
                           [("t0.png", [small], [nose])])
-    res = readers.build_thermeval(root, tmp_path / "crops")
+    res = build_te(root, tmp_path / "crops")
     r = next(r for r in res.records if r["id"] == "te_f1_0")
     assert r["source"] == "images/f1.png" and r["subject"] is None
     assert r["box"] == [34, 34, 126, 126]  # from the small Person, not the big one
@@ -322,7 +335,7 @@ def test_thermeval_reads_the_real_frame_orientation(tmp_path, hw, box):
     person, nose = [100, 150, 80, 100], [135, 165, 10, 10]  # centre (140, 200), side 115
     root = thermeval_tree(tmp_path / "te", [("a.png", [person], [nose])], [("b.png", [person], [nose])],
                           frames={"a.png": hw, "b.png": hw})
-    res = readers.build_thermeval(root, tmp_path / "crops")
+    res = build_te(root, tmp_path / "crops")
     assert [r["box"] for r in res.records] == [box, box]
     assert res.records[0]["source_size"] == [hw[1], hw[0]]
 
@@ -331,7 +344,7 @@ def test_thermeval_splits_by_image_with_seed(tmp_path):
     person, nose = [50, 40, 60, 80], [75, 60, 10, 8]
     file1 = [(f"s{i:02d}.png", [person], [nose, nose]) for i in range(10)]
     file1.insert(4, ("lonely.png", [], [nose]))  # no Person: no crop, not part of the shuffle
-    res = readers.build_thermeval(thermeval_tree(tmp_path / "te", file1, [("t.png", [person], [nose])]),
+    res = build_te(thermeval_tree(tmp_path / "te", file1, [("t.png", [person], [nose])]),
                                tmp_path / "crops")
     order = [f"images/s{i:02d}.png" for i in range(10)]
     random.Random(7).shuffle(order)
@@ -341,7 +354,7 @@ def test_thermeval_splits_by_image_with_seed(tmp_path):
     assert sum(r["split"] == "train" for r in res.records) == 14  # two noses per image
     assert names(res, readers.R_NO_PERSON) == ["images/lonely.png (nose 0)"]
     manifests.check_disjoint(res.records)
-    other = readers.build_thermeval(tmp_path / "te", tmp_path / "c2", seed=8)
+    other = build_te(tmp_path / "te", tmp_path / "c2", seed=8)
     assert {r["source"] for r in other.records if r["split"] == "train"} != by_split["train"]
 
 
@@ -353,7 +366,7 @@ def test_thermeval_bad_inputs(tmp_path):
     (root / "images" / "ghost.png").unlink()
     raw = (root / "images" / "broken.png").read_bytes()
     (root / "images" / "broken.png").write_bytes(raw[:100])
-    res = readers.build_thermeval(root, tmp_path / "crops")
+    res = build_te(root, tmp_path / "crops")
     assert names(res, readers.R_MISSING_IMAGE) == ["Annotations/annotations_1.json: images/ghost.jpg"]
     assert names(res, readers.R_UNREADABLE) == ["images/broken.png"]
     assert names(res, readers.R_NO_PERSON) == ["images/ok.png (nose 1)"]
@@ -361,10 +374,10 @@ def test_thermeval_bad_inputs(tmp_path):
     assert sorted(r["id"] for r in res.records) == ["te_ok_0", "te_ok_2", "te_t_0"]
     (root / "Annotations" / "annotations_1.json").write_text('{"images": [')
     with pytest.raises(ValueError, match=r"annotations_1\.json"):
-        readers.build_thermeval(root, tmp_path / "c2")
+        build_te(root, tmp_path / "c2")
     (root / "Annotations" / "annotations_1.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": []}))
     with pytest.raises(ValueError, match=r"annotations_1\.json: malformed images\[0\]"):
-        readers.build_thermeval(root, tmp_path / "c3")
+        build_te(root, tmp_path / "c3")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +389,7 @@ def build_both(tmp_path, **kw):
     if not sf.exists():
         sftl54_tree(sf)
         small_thermeval(te)
-    return manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, **kw)
+    return manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, **{**BOTH, **kw})
 
 
 def test_build_dataset_writes_manifest_in_stable_order(tmp_path):
@@ -430,7 +443,7 @@ def test_compare_manifests_names_ids_and_fields():
 def test_subject_in_two_splits_is_refused(tmp_path):
     sf = sftl54_tree(tmp_path / "sf", extra=[("test", "1_2_1_1", landmarks(100, 80, 200, 160))])
     with pytest.raises(ValueError, match=r"subject 1 of sftl54 is in splits \['train', 'test'\]"):
-        manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=None)
+        manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=None, **BOTH)
     assert not (tmp_path / "crops" / "manifest.json").exists()
     recs = [{"id": "x", "dataset": "thermeval", "split": "train", "source": "images/a.png", "subject": None},
             {"id": "y", "dataset": "thermeval", "split": "val", "source": "images/a.png", "subject": None}]
@@ -468,11 +481,11 @@ def test_raw_tree_unchanged_and_crops_never_inside_it(tmp_path):
     sf, te = sftl54_tree(tmp_path / "sf"), small_thermeval(tmp_path / "te")
     add_sftl54(sf, "train", "5_1_1_1", landmarks(0, 0, 50, 50)[:53])  # a skipped file too
     before = tree_hash(sf), tree_hash(te)
-    m = manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te)
+    m = manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, **BOTH)
     assert (tree_hash(sf), tree_hash(te)) == before
     assert "5_1_1_1.json" in manifests.summary_table(m) and "bad annotation: 1" in manifests.summary_table(m)
     with pytest.raises(ValueError, match="overlap"):
-        manifests.build_dataset(sf / "crops", sftl54_root=sf, thermeval_root=te)
+        manifests.build_dataset(sf / "crops", sftl54_root=sf, thermeval_root=te, **BOTH)
     assert (tree_hash(sf), tree_hash(te)) == before
 
 
@@ -532,7 +545,7 @@ def test_thermeval_file_name_cannot_leave_the_images_folder(tmp_path):
              (str(outside / "secret_frame.png"), [person], [nose])]
     root = thermeval_tree(tmp_path / "data" / "te", file1, [("t.png", [person], [nose])])
     (root / "images" / "secret_frame.png").unlink()   # the only copy is outside the data root
-    res = readers.build_thermeval(root, tmp_path / "crops")
+    res = build_te(root, tmp_path / "crops")
     assert sorted(r["source"] for r in res.records) == ["images/ok.png", "images/t.png"]
     assert names(res, readers.R_OUTSIDE_ROOT) == [
         "Annotations/annotations_1.json: ../../outside/secret_frame.png",
@@ -552,19 +565,19 @@ def test_coco_ids_that_cannot_be_ids_are_named(tmp_path):
     bad["images"][0]["id"] = [1, 2]
     ann.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match=r"annotations_1\.json: malformed images\[0\] .*id must be an integer"):
-        readers.build_thermeval(root, tmp_path / "c1")
+        build_te(root, tmp_path / "c1")
     bad = good
     bad["annotations"][1]["image_id"] = {"id": 0}
     ann.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match=r"malformed annotations\[1\] .*image_id must be an integer or a string"):
-        readers.build_thermeval(root, tmp_path / "c2")
+        build_te(root, tmp_path / "c2")
 
 
 def test_sixteen_bit_frames_are_skipped_not_squeezed(tmp_path):
     root = sftl54_tree(tmp_path / "sf")
     raw = np.random.default_rng(0).integers(7000, 8021, (SF_H, SF_W), dtype=np.uint16)
     assert cv2.imwrite(str(root / "gray" / "train" / "images" / "1_1_1_1.png"), raw)
-    res = readers.build_sftl54(root, tmp_path / "crops")
+    res = build_sf(root, tmp_path / "crops")
     assert names(res, readers.R_NOT_8BIT) == ["gray/train/images/1_1_1_1.png"]
     assert sorted(r["id"] for r in res.records) == ["sf_101_1_1_1", "sf_121_1_1_1"]
     with pytest.raises(readers.NotEightBit, match=r"1_1_1_1\.png: uint16 pixels, values 7\d\d\d-8\d\d\d"):
@@ -577,15 +590,15 @@ def test_labelme_size_that_disagrees_with_the_image_is_skipped(tmp_path):
     ann = json.loads(js.read_text())
     ann.update(imageWidth=SF_W, imageHeight=SF_H)
     js.write_text(json.dumps(ann))
-    assert readers.build_sftl54(root, tmp_path / "c0").skipped == {}    # agreeing sizes pass
+    assert build_sf(root, tmp_path / "c0").skipped == {}    # agreeing sizes pass
     assert cv2.imwrite(str(root / "gray" / "val" / "images" / "101_1_1_1.png"), noise_image(2 * SF_H, 2 * SF_W))
-    res = readers.build_sftl54(root, tmp_path / "c1")
+    res = build_sf(root, tmp_path / "c1")
     assert names(res, readers.R_SIZE_MISMATCH) == [
         f"gray/val/images/101_1_1_1.png (annotated {SF_W}×{SF_H}, on disk {2 * SF_W}×{2 * SF_H})"]
     assert [r["split"] for r in res.records] == ["train", "test"]
     ann.update(imageWidth="wide")
     js.write_text(json.dumps(ann))
-    assert names(readers.build_sftl54(root, tmp_path / "c2"), readers.R_BAD_ANNOTATION) == ["gray/val/json/101_1_1_1.json"]
+    assert names(build_sf(root, tmp_path / "c2"), readers.R_BAD_ANNOTATION) == ["gray/val/json/101_1_1_1.json"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,7 +610,7 @@ def test_mix_takes_each_subject_from_one_rendering_in_every_split(tmp_path):
 
     sf = tmp_path / "sf"
     synthetic.write_sftl54(sf, n_subjects=10, frames_per_subject=2, seed=0)   # subjects 1-7 train, 8 val, 9-10 test
-    res = readers.build_sftl54(sf, tmp_path / "crops", palette="mix", caps=(None, None, None))
+    res = build_sf(sf, tmp_path / "crops", palette="mix", caps=(None, None, None))
     recs = res.records
     assert len(recs) == 20 and not res.skipped
     for r in recs:
@@ -616,16 +629,16 @@ def test_mix_takes_each_subject_from_one_rendering_in_every_split(tmp_path):
     lr, hr = train_set[next(i for i, r in enumerate(r for r in recs if r["split"] == "train")
                             if r["palette"] == "iron")]
     assert hr.shape == (3, 64, 64) and not np.allclose(hr[0].numpy(), hr[2].numpy())   # colour reaches the model
-    gray = readers.build_sftl54(sf, tmp_path / "g", palette="gray", caps=(None, None, None)).records
+    gray = build_sf(sf, tmp_path / "g", palette="gray", caps=(None, None, None)).records
     assert {r["palette"] for r in gray} == {"gray"} and [r["id"] for r in gray] == [r["id"] for r in recs]
     with pytest.raises(ValueError, match="'mix'"):
-        readers.build_sftl54(sf, tmp_path / "x", palette="rainbow")
+        build_sf(sf, tmp_path / "x", palette="rainbow")
 
 
 def test_mix_needs_both_palette_folders(tmp_path):
     root = sftl54_tree(tmp_path / "sf")
     with pytest.raises(FileNotFoundError, match=r"'iron'.*mix"):
-        readers.build_sftl54(root, tmp_path / "crops", palette="mix")
+        build_sf(root, tmp_path / "crops", palette="mix")
 
 
 def test_every_record_carries_its_palette_and_the_manifest_counts_them(tmp_path):
@@ -666,3 +679,16 @@ def test_evaluation_rows_get_their_crops_palette(tmp_path):
     rows = evaluate.evaluate_method("bicubic", evaluate.bicubic_method(), tmp_path, records,
                                     evaluate.Scorer(pixel_extras=False), batch_size=2, progress=False)
     assert [(r["id"], r["palette"]) for r in rows] == [("sf_1", "iron"), ("sf_2", "gray"), ("te_3", "gray")]
+
+
+def test_build_dataset_takes_notebook_01s_values_and_names_what_is_missing(tmp_path):
+    """The builders declare no defaults of their own for what notebook 01 declares; a missing one is named."""
+    no_pad = {k: v for k, v in BOTH.items() if k != "pad"}
+    with pytest.raises(TypeError, match="needs pad"):
+        manifests.build_dataset(tmp_path / "crops", sftl54_root=tmp_path, thermeval_root=None, **no_pad)
+    with pytest.raises(TypeError, match=r"unknown build parameter\(s\) \['colour'\]"):
+        manifests.build_dataset(tmp_path / "crops", sftl54_root=tmp_path, thermeval_root=None, colour="x", **BOTH)
+    with pytest.raises(TypeError, match="palette"):
+        readers.build_sftl54(tmp_path, tmp_path / "c", caps=(1, 1, 1), size=192, pad=1.15, min_crop_side=0)
+    m = build_both(tmp_path)
+    assert list(m["params"])[:8] == list(manifests.PARAMS) and m["params"]["train_frac"] == readers.TRAIN_FRAC

@@ -14,7 +14,7 @@ NOTEBOOKS = notebook.discover()
 # The recipe's parameters (λ, the EMA, epochs, learning rate, batch size, warmup, the scale) under the names the
 # package and the notebooks give them.
 RECIPE_NAME = re.compile(r"^(v[12]_)?(lpips_weight|fft_weight|weight|ema|ema_decay|decay|ema_half_life|half_life|"
-                         r"epochs|lr|peak_lr|lr_peak|batch_size|warmup|scale)$")
+                         r"epochs|lr|peak_lr|lr_peak|batch_size|warmup|scale|standin_steps|val_every)$")
 RECIPE_CONSTANT = re.compile(r"(LPIPS|FFT_WEIGHT|DEFAULT_WEIGHT|(^|_)EMA(_|$)|DECAY|HALF_LIFE|EPOCHS?|(^|_)LR(_|$)|"
                              r"BATCH|WARMUP|(^|_)SCALE$)")
 

@@ -72,7 +72,8 @@ def run(out, fast):
     train_set = SRPatchDataset(images(5, 24, 1), patch=16, augment=True, seed=3)
     val_sets = {"a": SRPatchDataset(images(2, 16, 2), patch=None)}
     recipe = Recipe(name="ddp", epochs=2, batch_size=4, lr=1e-3, weight_decay=1e-4, patch=16, augment=True,
-                    val_every=1, select_metric="mae", select_mode="min", ema_half_life=0.25, seed=5, fast=fast,
+                    val_every=1, keep="best", select_metric="mae", select_mode="min", ema_half_life=0.25, seed=5,
+                    fast=fast,
                     amp=None)   # float32: the comparison is of the gradient arithmetic, not of bf16 rounding
     return fit(model, train_set, val_sets, make_loss("l1+fft", 0.5), recipe, out, metrics={"mae": mae},
                device="cpu", progress=False)
@@ -158,7 +159,8 @@ def test_make_loader_shards_are_slices_of_the_single_process_batches():
     rng = np.random.default_rng(0)
     ds = SRPatchDataset([rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(5)], patch=8,
                         augment=True, seed=3)
-    recipe = Recipe(name="t", epochs=2, batch_size=4, lr=1e-3, weight_decay=0.0, patch=8, augment=True, seed=9)
+    recipe = Recipe(name="t", epochs=2, batch_size=4, lr=1e-3, weight_decay=0.0, patch=8, augment=True, seed=9,
+                    val_every=5, keep="best")
     single = [hr for _, hr in train.make_loader(ds, recipe, 2)]
     parts = [list(train.make_loader(ds, recipe, 2, rank=r, world_size=2)) for r in range(2)]
     for j, hr in enumerate(single):
@@ -354,7 +356,7 @@ def test_protocol_table_sets_the_run_beside_the_reported_protocol():
     from thermsr_utils import findings, recipes
 
     reported = {"optimizer": {"v1": "AdamW lr=1e-5", "v2": "AdamW peak"}, "ema": {"v1": "none", "v2": "decay 0.999"}}
-    r = Recipe.v2(epochs=7, lr=2e-5, batch_size=16, warmup=0.25, ema_half_life=0.1)
+    r = Recipe.v2(epochs=7, lr=2e-5, batch_size=16, warmup=0.25, ema_half_life=0.1, val_every=5, keep="best")
     md = recipes.protocol_table(r, "0.05·LPIPS", reported)
     lines = md.splitlines()
     assert lines[0] == "| setting | the write-up | this run |"
@@ -369,7 +371,7 @@ def test_protocol_table_sets_the_run_beside_the_reported_protocol():
     assert ("| schedule | — | linear warmup over 25.0 % of the steps (7 steps), then cosine over 7 epochs "
             "(28 optimizer steps), stepped every optimizer step |") in sized
     assert f"| ema | decay 0.999 | half-life 10.0 % of the run's steps (decay {0.5 ** (1 / 2.8):.4f}), validated and kept |" in sized
-    last = recipes.protocol_table(Recipe.v1(epochs=60, lr=1e-5, batch_size=16, patch=128, keep="last"), None, reported).splitlines()
+    last = recipes.protocol_table(Recipe.v1(epochs=60, lr=1e-5, batch_size=16, patch=128, val_every=5, keep="last"), None, reported).splitlines()
     assert "| kept | — | the last epoch's model copy |" in last and "| ema | none | none |" in last
     assert "| schedule | — | cosine over 60 epochs, stepped every optimizer step |" in last
     assert findings.reported_protocol()["hr_patch"]["v2"].startswith("random 192x192")

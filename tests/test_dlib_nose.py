@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from thermsr_utils import data, evaluate, synthetic, weights
+from thermsr_utils import data, evaluate, faces, synthetic, weights
 from thermsr_utils import downstream as ds
 
 
@@ -29,8 +29,8 @@ def synthetic_crops():
     cam = synthetic.make_camera(np.random.default_rng([seed, 540]), *synthetic.SFTL54_SIZE, **synthetic.SFTL54_CAMERA)
     crops, five = [], []
     for sub_id in range(121, 125):
-        s = synthetic.make_subject(sub_id, np.random.default_rng([seed, 54, sub_id]))
-        tex = synthetic.make_textures(s)
+        s = faces.make_subject(sub_id, np.random.default_rng([seed, 54, sub_id]))
+        tex = faces.make_textures(s)
         frng = np.random.default_rng([seed, 54, sub_id, 1])
         pose = synthetic.sftl54_pose(s, frng)
         focus = replace(cam, blur=float(frng.uniform(*synthetic.SFTL54_BLUR_RANGE)))
@@ -39,7 +39,7 @@ def synthetic_crops():
         crop, _ = data.crop_and_resize(gray, box)
         pts = np.array([data.map_point(p, box) for p in lm])
         crops.append(np.repeat(crop[..., None], 3, axis=-1))
-        five.append(np.stack([pts[36:42].mean(0), pts[42:48].mean(0), pts[synthetic.NOSE_TIP], pts[48], pts[50]]))
+        five.append(np.stack([pts[36:42].mean(0), pts[42:48].mean(0), pts[faces.NOSE_TIP], pts[48], pts[50]]))
     return np.stack(crops), np.stack(five)
 
 

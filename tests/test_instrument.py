@@ -4,6 +4,7 @@ import pytest
 
 from thermsr_utils import instrument as I
 from thermsr_utils import io as tio
+from thermsr_utils import faces as F
 from thermsr_utils import synthetic as S
 
 
@@ -33,7 +34,7 @@ def test_to_pixel_centres_moves_half_a_pixel_up_and_left():
 
 
 def test_five_points_are_eye_centres_nose_tip_and_mouth_corners():
-    lm = S.canonical_landmarks(S.make_subject(1, np.random.default_rng(0)))
+    lm = F.canonical_landmarks(F.make_subject(1, np.random.default_rng(0)))
     five = I.five_points(lm)
     assert np.allclose(five[0], lm[36:42].mean(0)) and np.allclose(five[1], lm[42:48].mean(0))
     assert np.allclose(five[2], lm[30]) and np.allclose(five[3], lm[48]) and np.allclose(five[4], lm[50])
@@ -86,9 +87,9 @@ def test_perturbations_change_the_image_and_unknown_names_are_refused():
 
 
 def test_truth_points_reads_the_labelme_file_and_maps_into_the_crop(tmp_path):
-    s = S.make_subject(3, np.random.default_rng(3))
-    pose = S.Pose(cx=232, cy=150, scale=80, roll=0.0, yaw=0.0, mouth_open=0.0, skin_dt=0.0, breath=0.0)
-    lm = S.project(s, pose, S.canonical_landmarks(s))
+    s = F.make_subject(3, np.random.default_rng(3))
+    pose = F.Pose(cx=232, cy=150, scale=80, roll=0.0, yaw=0.0, mouth_open=0.0, skin_dt=0.0, breath=0.0)
+    lm = F.project(s, pose, F.canonical_landmarks(s))
     tio.atomic_write_json(tmp_path / "gray" / "test" / "json" / "003_1_1_1_001.json",
                           S._labelme("003_1_1_1_001", S.face_box(s, pose), lm))
     box = [100, 50, 300, 250]

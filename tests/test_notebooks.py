@@ -35,9 +35,9 @@ def test_the_frontier_sweep_of_the_smoke_profile_ran_before_07(smoke_run):
     paths, outputs = smoke_run
     p = config.profile_params("smoke")
     names = sorted(q.name for q in paths.sweeps.iterdir())
-    expected = {config.point_name("smoke", {"lpips_weight": lam}) for lam in p["frontier_lambdas"]}
-    expected |= {config.point_name("smoke", {"seed": s}) for s in p["frontier_seeds"]}
-    expected |= {config.point_name("smoke", {"v1_lr": lr}) for lr in p["frontier_v1_lrs"]}
+    expected = {run.point_name("smoke", {"lpips_weight": lam}) for lam in p["frontier_lambdas"]}
+    expected |= {run.point_name("smoke", {"seed": s}) for s in p["frontier_seeds"]}
+    expected |= {run.point_name("smoke", {"v1_lr": lr}) for lr in p["frontier_v1_lrs"]}
     assert names == sorted(expected - {""})                    # the main λ, seed and rate are the main run
     order = [(q.parents[2] == paths.sweeps, q.stem) for q in outputs]
     assert order.index((False, "07_perception_distortion_frontier")) > max(

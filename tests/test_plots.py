@@ -27,8 +27,8 @@ def test_a_long_caption_is_one_line_cut_to_the_figure_width(tmp_path):
 
 
 def test_a_short_caption_is_kept_whole(tmp_path):
-    fig = plots.new_figure(6, 3)
-    fig.subplots().plot([0, 1])
+    fig, ax = plots.new_figure(6, 3)
+    ax.plot([0, 1])
     plots.save_figure(fig, tmp_path / "f.png", "demo profile · synthetic faces")
     assert fig._supxlabel.get_text() == "demo profile · synthetic faces"
 

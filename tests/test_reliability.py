@@ -245,7 +245,8 @@ def test_builders_never_write_under_the_raw_roots(tmp_path):
 
     sys.addaudithook(hook)  # audit hooks cannot be removed; ``active`` switches this one off
     try:
-        manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, caps=(None, None, None))
+        manifests.build_dataset(tmp_path / "crops", sftl54_root=sf, thermeval_root=te, palette="gray",
+                                caps=(None, None, None), size=192, pad=1.15, min_crop_side=0, seed=7)
     finally:
         active[0] = False
     assert touched == []
@@ -286,7 +287,7 @@ def run(out, resume=False, slow=False):
     train_set = (SlowPatches if slow else datasets.SRPatchDataset)(images, patch=16, augment=True, seed=1)
     val_sets = {"a": datasets.SRPatchDataset(images[:3], patch=None)}
     recipe = train.Recipe.v2(epochs=EPOCHS, batch_size=2, lr=2e-3, patch=16, warmup=1 / EPOCHS, val_every=3,
-                             ema_half_life=0.1, seed=1)
+                             keep="best", ema_half_life=0.1, seed=1)
     return train.fit(model, train_set, val_sets, losses.make_loss("l1"), recipe, out, resume=resume,
                      progress=False)
 
@@ -424,7 +425,7 @@ def test_sigint_in_process_raises_training_interrupted(tmp_path, one_thread):
         return losses.l1_loss(sr, hr)
 
     torch.manual_seed(0)
-    recipe = train.Recipe.v1(epochs=6, batch_size=2, lr=1e-3, patch=16, val_every=1, seed=0)
+    recipe = train.Recipe.v1(epochs=6, batch_size=2, lr=1e-3, patch=16, val_every=1, keep="best", seed=0)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(train.TrainingInterrupted, match=r"holds epoch 2/6.*-p resume True"):
         train.fit(models.new_model("pan-tiny"), datasets.SRPatchDataset(images, patch=16),
@@ -540,7 +541,7 @@ def test_a_training_state_that_would_run_code_is_refused(tmp_path, one_thread):
     with pytest.raises(ValueError, match=r"state\.pt"):
         train.fit(models.new_model("pan-tiny"), datasets.SRPatchDataset(images, patch=16),
                   {"a": datasets.SRPatchDataset(images, patch=None)}, losses.make_loss("l1"),
-                  train.Recipe.v1(epochs=1, batch_size=2, lr=1e-3, patch=16), out, resume=True, progress=False)
+                  train.Recipe.v1(epochs=1, batch_size=2, lr=1e-3, patch=16, val_every=5, keep="best"), out, resume=True, progress=False)
     assert not marker.exists()
 
 

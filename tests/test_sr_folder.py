@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from thermsr_utils import sr_folder
+from thermsr_utils import colour, sr_folder
 
 
 def notes_of(report, name):
@@ -205,16 +205,16 @@ def test_tiled_bands_equal_the_converted_float_output_and_stream_into_one_png(ra
     assert np.array_equal(np.concatenate(bands), ref)
     gray = np.concatenate(list(sr_folder.tiled_bands(random_pan, lr, 4, tile=12, overlap=4, gray=True)))
     assert np.array_equal(gray, cv2.cvtColor(ref, cv2.COLOR_BGR2GRAY))
-    io.write_png_bands(tmp_path / "c.png", iter(bands), 116, 148)
-    io.write_png_bands(tmp_path / "g.png", np.array_split(gray, 5), 116, 148, gray=True)
+    sr_folder.write_png_bands(tmp_path / "c.png", iter(bands), 116, 148)
+    sr_folder.write_png_bands(tmp_path / "g.png", np.array_split(gray, 5), 116, 148, gray=True)
     assert np.array_equal(cv2.imread(str(tmp_path / "c.png"), cv2.IMREAD_UNCHANGED), ref)
     assert np.array_equal(cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_UNCHANGED), gray)
     with pytest.raises(ValueError, match="does not fit a 116-px wide BGR"):
-        io.write_png_bands(tmp_path / "bad.png", [gray], 116, 148)
+        sr_folder.write_png_bands(tmp_path / "bad.png", [gray], 116, 148)
     with pytest.raises(ValueError, match="held 96 rows for an image 148 rows high"):   # never a truncated PNG
-        io.write_png_bands(tmp_path / "short.png", bands[:2], 116, 148)
+        sr_folder.write_png_bands(tmp_path / "short.png", bands[:2], 116, 148)
     with pytest.raises(ValueError, match="more than"):
-        io.write_png_bands(tmp_path / "long.png", bands + bands, 116, 148)
+        sr_folder.write_png_bands(tmp_path / "long.png", bands + bands, 116, 148)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "g.png"]   # nothing half-written is left
 
 
@@ -353,14 +353,14 @@ def test_palette_inversion_round_trips_an_inferno_image_exactly():
     from thermsr_utils import synthetic
 
     gray = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    index, dist = sr_folder.invert_palette(synthetic.iron(gray))
+    index, dist = colour.invert_palette(synthetic.iron(gray))
     assert np.array_equal(index, gray) and float(dist.max()) == 0.0
-    assert np.array_equal(np.rint(sr_folder.apply_palette(gray) * 255).astype(np.uint8), synthetic.iron(gray))
+    assert np.array_equal(np.rint(colour.apply_palette(gray) * 255).astype(np.uint8), synthetic.iron(gray))
     hot = cv2.applyColorMap(gray, cv2.COLORMAP_HOT)         # another palette: far from inferno
-    assert float(sr_folder.invert_palette(hot)[1].mean()) > sr_folder.PALETTE_MAX_ERROR
-    assert sr_folder.colour_path("palette", hot)[0] == "luma"
-    assert sr_folder.colour_path("palette", synthetic.iron(gray))[0] == "palette"
-    assert sr_folder.is_colour(synthetic.iron(gray)) and not sr_folder.is_colour(np.dstack([gray] * 3))
+    assert float(colour.invert_palette(hot)[1].mean()) > colour.PALETTE_MAX_ERROR
+    assert colour.colour_path("palette", hot)[0] == "luma"
+    assert colour.colour_path("palette", synthetic.iron(gray))[0] == "palette"
+    assert colour.is_colour(synthetic.iron(gray)) and not colour.is_colour(np.dstack([gray] * 3))
 
 
 def test_the_colour_paths_of_an_identity_method_keep_the_image():
@@ -374,12 +374,12 @@ def test_the_colour_paths_of_an_identity_method_keep_the_image():
 
     iron, _ = iron_crop(32)
     expected = cv2.resize(iron, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    out = data.tensor_to_bgr(sr_folder.palette_method(nearest)(iron))
+    out = data.tensor_to_bgr(colour.palette_method(nearest)(iron))
     assert np.abs(out.astype(int) - expected).max() <= 1
-    luma = data.tensor_to_bgr(sr_folder.luma_method(nearest)(iron))   # Cr/Cb bicubic: close, not equal
+    luma = data.tensor_to_bgr(colour.luma_method(nearest)(iron))   # Cr/Cb bicubic: close, not equal
     assert 10 * np.log10(255 ** 2 / np.mean((luma.astype(float) - expected) ** 2)) > 25
-    assert sr_folder.colour_method(nearest, "as-is") is nearest
-    assert isinstance(sr_folder.palette_method(nearest)(iron), torch.Tensor)
+    assert colour.colour_method(nearest, "as-is") is nearest
+    assert isinstance(colour.palette_method(nearest)(iron), torch.Tensor)
 
 
 def _gray_trained_model(tmp_path, trained_on):
@@ -430,10 +430,10 @@ def test_models_without_a_training_record_run_colour_as_is(tmp_path):
     report = sr_folder.process_folder("bicubic", src, tmp_path / "out", progress=False)
     (note,) = notes_of(report, "iron.png")
     assert note.startswith("colour image (as-is, --colour auto)") and "bicubic has no training" in note
-    assert sr_folder.model_trained_on("waifu2x-photo") is None
-    assert sr_folder.resolve_colour("auto", None) == "as-is"
+    assert colour.model_trained_on("waifu2x-photo") is None
+    assert colour.resolve_colour("auto", None) == "as-is"
     with pytest.raises(ValueError, match="--colour"):
-        sr_folder.resolve_colour("sepia", None)
+        colour.resolve_colour("sepia", None)
 
 
 def test_colour_as_is_reproduces_the_old_behaviour_bit_for_bit(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from thermsr_utils import faces as F
 from thermsr_utils import synthetic as S
 
 N_SUB, N_FRAMES = 6, 2
@@ -74,9 +75,9 @@ def test_sftl54_layout_and_labelme_schema(sets):
             assert ann["shapes"][0]["label"] == "face" and len(face) == 1
             assert face[0]["shape_type"] == "rectangle" and len(face[0]["points"]) == 2
             points = [s for s in ann["shapes"] if s["label"] != "face"]
-            assert len(points) == S.N_LANDMARKS
+            assert len(points) == F.N_LANDMARKS
             assert all(s["shape_type"] == "point" and len(s["points"]) == 1 for s in points)
-            assert pts.shape == (S.N_LANDMARKS, 2) and np.isfinite(pts).all()
+            assert pts.shape == (F.N_LANDMARKS, 2) and np.isfinite(pts).all()
             assert int(js.stem.split("_")[0]) >= 1  # first field of the name is the subject id
 
 
@@ -137,7 +138,7 @@ def test_landmarks_inside_face_box_and_nose_tip_cooler_than_inner_canthi(sets):
     frames = _gray_frames(sf_root)
     checked = 0
     for sub, img, pts, (x0, y0, x1, y1) in frames:
-        nx, ny = pts[S.NOSE_TIP]
+        nx, ny = pts[F.NOSE_TIP]
         assert x0 < nx < x1 and y0 < ny < y1
         assert pts[:, 0].min() >= x0 - 1 and pts[:, 0].max() <= x1 + 1  # landmarks inside the face box
         if glasses[sub]:  # cold lenses hide the eyes
@@ -147,7 +148,7 @@ def test_landmarks_inside_face_box_and_nose_tip_cooler_than_inner_canthi(sets):
             x, y = int(p[0]), int(p[1])
             return float(img[y - 1:y + 2, x - 1:x + 2].mean())
 
-        tip, canthi = patch(pts[S.NOSE_TIP]), [patch(pts[i]) for i in S.INNER_EYE_CORNERS]
+        tip, canthi = patch(pts[F.NOSE_TIP]), [patch(pts[i]) for i in F.INNER_EYE_CORNERS]
         assert tip < min(canthi) - 5, (sub, tip, canthi)  # white-hot: cooler = darker
         assert tip < patch(pts[27])  # the tip is cooler than the top of the nose bridge
         face = img[int(y0):int(y1), int(x0):int(x1)]
@@ -187,23 +188,23 @@ def test_frames_of_one_subject_vary_in_pose(sets):
 
 
 def test_projection_matches_the_renderer_under_roll_and_yaw():
-    s = S.make_subject(1, np.random.default_rng(5))
-    pose = S.Pose(cx=230.0, cy=150.0, scale=80.0, roll=0.1, yaw=0.15, mouth_open=0.0, skin_dt=0.0, breath=0.0)
-    lm = S.canonical_landmarks(s)
-    px = S.project(s, pose, lm)
-    frame = S._Frame(s, pose, (0, 348, 0, 464))
-    for i in (S.NOSE_TIP, *S.INNER_EYE_CORNERS, 8, 48):
+    s = F.make_subject(1, np.random.default_rng(5))
+    pose = F.Pose(cx=230.0, cy=150.0, scale=80.0, roll=0.1, yaw=0.15, mouth_open=0.0, skin_dt=0.0, breath=0.0)
+    lm = F.canonical_landmarks(s)
+    px = F.project(s, pose, lm)
+    frame = F._Frame(s, pose, (0, 348, 0, 464))
+    for i in (F.NOSE_TIP, *F.INNER_EYE_CORNERS, 8, 48):
         x, y = px[i]
         # face units of the pixel holding the landmark: within a pixel of the landmark's own coordinates
         got = np.array([frame.u[int(y), int(x)], frame.v[int(y), int(x)]])
         assert np.abs(got - lm[i]).max() < 1.5 / pose.scale, i
-    flat = S.project(s, S.Pose(230.0, 150.0, 80.0, 0.0, 0.0, 0.0, 0.0, 0.0), lm)
+    flat = F.project(s, F.Pose(230.0, 150.0, 80.0, 0.0, 0.0, 0.0, 0.0, 0.0), lm)
     assert np.allclose(flat, np.array([230.0, 150.0]) + 80.0 * lm)  # no roll, no yaw: a plain scaling
-    turned = S.project(s, S.Pose(230.0, 150.0, 80.0, 0.0, 0.15, 0.0, 0.0, 0.0), lm)
+    turned = F.project(s, F.Pose(230.0, 150.0, 80.0, 0.0, 0.15, 0.0, 0.0, 0.0), lm)
     shift = turned[:, 0] - flat[:, 0]
-    assert shift[S.NOSE_TIP] > 5  # the nose moves with the yaw ...
+    assert shift[F.NOSE_TIP] > 5  # the nose moves with the yaw ...
     assert abs(shift[16]) < 0.5  # ... the outline on the side it turns to stays ...
-    assert 0 <= shift[0] < shift[S.NOSE_TIP]  # ... and the far side's outline moves in, less than the nose
+    assert 0 <= shift[0] < shift[F.NOSE_TIP]  # ... and the far side's outline moves in, less than the nose
 
 
 # ---------------------------------------------------------------------------------------------

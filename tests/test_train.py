@@ -49,7 +49,7 @@ def writeup(name, **changes):
 
 def small_recipe(**kw):
     base = dict(name="t", epochs=2, batch_size=2, lr=1e-3, weight_decay=1e-4, patch=16, augment=False,
-                val_every=1, select_metric="mae", select_mode="min")
+                val_every=1, keep="best", select_metric="mae", select_mode="min")
     base.update(kw)
     return Recipe(**base)
 
@@ -177,9 +177,10 @@ def test_the_paper_profile_builds_the_writeups_recipes():
 
 
 def test_recipes_take_the_notebooks_values_and_name_what_is_missing():
-    with pytest.raises(TypeError, match=r"Recipe.v1\(\) needs epochs, lr, batch_size, patch \(notebook 03"):
+    with pytest.raises(TypeError,
+                       match=r"Recipe.v1\(\) needs epochs, lr, batch_size, patch, val_every, keep \(notebook 03"):
         Recipe.v1()
-    with pytest.raises(TypeError, match=r"Recipe.v2\(\) needs ema_half_life \(notebook 05"):
+    with pytest.raises(TypeError, match=r"Recipe.v2\(\) needs ema_half_life, val_every, keep \(notebook 05"):
         Recipe.v2(epochs=2, lr=1e-3, batch_size=4, warmup=0.0)
 
 
@@ -721,8 +722,8 @@ def test_last_val_change_is_the_move_between_the_last_two_validations():
         return {"epoch": epoch, "val": {"all": {"psnr": psnr}} if psnr is not None else None}
 
     history = [h(0, 30.0), h(1, None), h(5, 31.0), h(6, None), h(10, 31.25)]
-    assert train.last_val_change(history) == (0.25, 5)
-    gain, epochs = train.last_val_change(history[:2])
+    assert checkpoint.last_val_change(history) == (0.25, 5)
+    gain, epochs = checkpoint.last_val_change(history[:2])
     assert math.isnan(gain) and epochs == 0
 
 
@@ -752,8 +753,8 @@ def test_keep_last_keeps_the_final_epoch_even_when_an_earlier_one_scored_better(
     if keep == "last":                                      # the kept weights are the final model's
         saved = torch.load(tmp_path / "best" / "pytorch_model_4x.pt", weights_only=True)
         assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
-        assert train.kept_words(history, recipe).startswith("Kept: epoch 3 (its last epoch; PSNR 28.00 dB).")
-        assert "would have kept epoch 1 (PSNR 30.00 dB)" in train.kept_words(history, recipe)
+        assert checkpoint.kept_words(history, recipe).startswith("Kept: epoch 3 (its last epoch; PSNR 28.00 dB).")
+        assert "would have kept epoch 1 (PSNR 30.00 dB)" in checkpoint.kept_words(history, recipe)
 
 
 # ------------------------------------------------------------------------------ prose helpers
@@ -773,36 +774,36 @@ def _no_val(epoch):
 def test_kept_words_when_the_kept_epoch_is_the_best_psnr_and_when_it_is_not():
     best = writeup("v1", epochs=10, val_every=5)
     history = [_val(0, 35.0, lpips=0.1), _val(5, 30.0, lpips=0.3, best=True), _no_val(6), _val(10, 29.5, lpips=0.2)]
-    words = train.kept_words(history, best)                 # epoch 0 (the initial model) is never kept
+    words = checkpoint.kept_words(history, best)                 # epoch 0 (the initial model) is never kept
     assert words == ("Kept: epoch 5 (its best validation PSNR; PSNR 30.00 dB, LPIPS 0.3000). It is also the "
                      "epoch the write-up's rule, the best validation PSNR, would have kept.")
     last = dataclasses.replace(best, keep="last")
     history = [_val(0, 35.0), _val(5, 30.0), _val(10, 29.5, best=True)]
-    assert train.kept_words(history, last) == (
+    assert checkpoint.kept_words(history, last) == (
         "Kept: epoch 10 (its last epoch; PSNR 29.50 dB). The write-up's rule, the best validation PSNR, would have "
         "kept epoch 5 (PSNR 30.00 dB).")
     by_lpips = dataclasses.replace(best, select_metric="lpips", select_mode="min")
     history = [_val(5, 31.0, lpips=0.3), _val(10, 30.0, lpips=0.2, best=True)]
-    assert train.kept_words(history, by_lpips).startswith("Kept: epoch 10 (its best validation LPIPS; ")
-    assert train.kept_words([_val(0, 30.0), _no_val(1)], best) == "No epoch was validated."
+    assert checkpoint.kept_words(history, by_lpips).startswith("Kept: epoch 10 (its best validation LPIPS; ")
+    assert checkpoint.kept_words([_val(0, 30.0), _no_val(1)], best) == "No epoch was validated."
 
 
 def test_kept_words_without_a_kept_flag_names_the_last_validated_epoch():
     history = [_val(5, 31.0), _val(10, 30.0), _no_val(11)]
-    assert train.kept_words(history, writeup("v1", keep="last")).startswith("Kept: epoch 10 (its last epoch; ")
+    assert checkpoint.kept_words(history, writeup("v1", keep="last")).startswith("Kept: epoch 10 (its last epoch; ")
 
 
 def test_kept_words_names_the_epoch_fit_kept_when_the_best_improved_twice():
     # what fit writes with keep="best" when PSNR improves at epochs 5 and 10: is_best on both, epoch 10 kept
     history = [_val(0, 30.0), _val(5, 31.0, best=True), _val(10, 32.0, best=True)]
-    assert train.kept_words(history, writeup("v1", epochs=10)).startswith("Kept: epoch 10 ")
+    assert checkpoint.kept_words(history, writeup("v1", epochs=10)).startswith("Kept: epoch 10 ")
 
 
 def test_levelled_words_says_still_improving_or_levelled_off_per_run():
     still = [_val(0, 30.0, 0.80, 0.30), _val(5, 31.0, 0.85, 0.25), _no_val(6), _val(10, 31.2, 0.8505, 0.2490)]
     flat = [_val(0, 30.0, 0.80, 0.30), _val(4, 30.5, 0.82, 0.28), _val(8, 30.52, 0.8205, 0.2795)]
     worse = [_val(3, 30.0, 0.80, 0.30), _val(6, 29.0, 0.70, 0.40)]
-    words = train.levelled_words({"v1": still, "v2": flat, "v3": worse, "v4": [_val(0, 30.0, 0.8, 0.3)]})
+    words = checkpoint.levelled_words({"v1": still, "v2": flat, "v3": worse, "v4": [_val(0, 30.0, 0.8, 0.3)]})
     assert words == (
         "Over its last 5 epochs v1 moved by PSNR +0.20, SSIM +0.0005, LPIPS -0.0010: **still improving** on PSNR, so "
         "its scores are not yet what this recipe reaches with longer training. "
@@ -810,18 +811,18 @@ def test_levelled_words_says_still_improving_or_levelled_off_per_run():
         "Over its last 3 epochs v3 moved by PSNR -1.00, SSIM -0.1000, LPIPS +0.1000: levelled off on every metric. "
         "v4 was validated fewer than twice.")
     lpips_only = [_val(0, 30.0, 0.80, 0.30), _val(5, 30.0, 0.80, 0.29)]      # LPIPS falls by 0.01 > 0.002
-    assert "**still improving** on LPIPS," in train.levelled_words({"v2": lpips_only})
+    assert "**still improving** on LPIPS," in checkpoint.levelled_words({"v2": lpips_only})
     both = [_val(0, 30.0, 0.80, 0.30), _val(5, 30.1, 0.81, 0.29)]
-    assert "**still improving** on PSNR, SSIM, LPIPS," in train.levelled_words({"v2": both})
+    assert "**still improving** on PSNR, SSIM, LPIPS," in checkpoint.levelled_words({"v2": both})
 
 
 def test_levelled_words_skips_a_metric_the_run_did_not_validate():
     history = [_val(0, 30.0, 0.8), _val(5, 31.0, 0.85)]    # fit with default_metrics() and no LPIPS metric
-    assert train.levelled_words({"v1": history}).startswith("Over its last 5 epochs v1 moved by PSNR +1.00, SSIM")
+    assert checkpoint.levelled_words({"v1": history}).startswith("Over its last 5 epochs v1 moved by PSNR +1.00, SSIM")
 
 
 def test_the_kept_model_records_what_it_was_trained_on_and_sr_folder_reads_it(tmp_path):
-    from thermsr_utils.sr_folder import model_trained_on, resolve_colour
+    from thermsr_utils.colour import model_trained_on, resolve_colour
 
     seen = {"palettes": ["gray"], "datasets": ["sftl54", "thermeval"]}
     train_set = SRPatchDataset(noise_images(2), names=["x", "y"], patch=16, trained_on=seen)

@@ -1,17 +1,12 @@
-"""Faster execution of the same training recipe: on-device training batches, execution settings, several GPUs.
+"""Faster execution of the same training recipe (used by ``train.fit``; ``train_cli`` runs it under ``torchrun``).
 
-Two parts, both used by ``thermsr_utils.train.fit``:
-
-- ``DevicePatchSampler``: the training crops decoded once into one uint8 tensor on the device; random
-  windows, flips and rotations, the LR image and the float conversion all happen there. Batches hold the
-  same items in the same order as ``train.make_loader``; the windows and augmentations are drawn per epoch
-  from a seeded ``torch.Generator`` (so they differ from the DataLoader path's, with the same distribution).
-- Distributed helpers for ``torchrun``: process-group setup, a batch sampler that gives each rank a slice of
-  every global batch, and the loss weights that make DistributedDataParallel's gradient average equal the
-  single-process gradient even for the last, smaller batch of an epoch.
-
-The LR operator it uses, ``data.area_downsample``, lives with the data; the command line that trains one
-recipe under ``torchrun`` is ``thermsr_utils.train_cli``.
+- ``DevicePatchSampler``: the training crops as one uint8 tensor on the device, where windows, flips, rotations,
+  the LR image (``data.area_downsample``) and the float conversion happen. Its batches hold the items of
+  ``train.make_loader``'s in the same order; the windows and augmentations come from a seeded ``torch.Generator``
+  per epoch (so they differ from the DataLoader path's, with the same distribution).
+- Distributed helpers for ``torchrun``: process-group setup, a batch sampler that gives each rank a slice of every
+  global batch, and the loss weights that make DistributedDataParallel's gradient average equal the single-process
+  gradient even for the last, smaller batch of an epoch.
 """
 from __future__ import annotations
 
@@ -28,9 +23,7 @@ AMP_CHOICES = (None, "bf16", "auto")
 DIHEDRAL = tuple((flip, k) for flip in (False, True) for k in range(4))   # (horizontal flip, then k·90° turns)
 
 
-# ---------------------------------------------------------------------------------------------
-# Execution settings
-# ---------------------------------------------------------------------------------------------
+# ---- Execution settings ----
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (Intel AMX or AVX512-BF16), where oneDNN's bf16 convolutions
     run several times faster than float32; elsewhere bf16 is emulated and slower."""
@@ -74,9 +67,7 @@ def device_path_problem(dataset) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------
-# Seeds shared by the DataLoader path and the device path
-# ---------------------------------------------------------------------------------------------
+# ---- Seeds shared by the DataLoader path and the device path ----
 def order_seed(seed: int, epoch: int) -> int:
     """Seed of the shuffling generator of ``epoch``; depends only on (seed, epoch)."""
     return int(np.random.SeedSequence([int(seed), int(epoch), 1]).generate_state(1)[0])
@@ -106,12 +97,11 @@ def global_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 
 def shard(batch: torch.Tensor, rank: int, world_size: int) -> tuple[torch.Tensor, float]:
-    """This rank's slice of a global batch and its loss weight.
+    """This rank's slice of a global batch (contiguous; lengths differ by at most one) and its loss weight.
 
-    The slices are contiguous and differ in length by at most one. DDP averages gradients over ranks, so
-    rank r's loss is scaled by ``len(slice_r) * world_size / len(batch)``; the average is then the gradient
-    of the mean loss over the whole batch. A rank left without items gets the batch's first item with
-    weight 0, so it still joins the gradient all-reduce.
+    DDP averages gradients over ranks, so rank r's loss is scaled by ``len(slice_r) * world_size / len(batch)``: the
+    average is then the gradient of the mean loss over the whole batch. A rank left without items gets the batch's
+    first item with weight 0, so it still joins the gradient all-reduce.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
@@ -125,11 +115,8 @@ def shard(batch: torch.Tensor, rank: int, world_size: int) -> tuple[torch.Tensor
 
 
 class ShardedBatchSampler(torch.utils.data.Sampler):
-    """Index lists of one rank: its ``shard`` of every global batch of ``epoch_order(n, seed, epoch)``.
-
-    With ``world_size`` 1 the batches equal those of ``DataLoader(shuffle=True)`` with a generator seeded by
-    ``order_seed(seed, epoch)``. ``weights`` holds each batch's loss weight (see ``shard``).
-    """
+    """Index lists of one rank: its ``shard`` of every global batch of ``epoch_order(n, seed, epoch)`` (with one rank,
+    those of ``DataLoader(shuffle=True)`` seeded by ``order_seed(seed, epoch)``); ``weights``: their loss weights."""
 
     def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1):
         if n < 1:
@@ -145,24 +132,20 @@ class ShardedBatchSampler(torch.utils.data.Sampler):
         return len(self.batches)
 
 
-class WeightedLoader:
-    """Wraps a DataLoader built on a ``ShardedBatchSampler``: yields ``(lr, hr, weight)`` per batch."""
+class Batches:
+    """The batches ``make()`` yields, anew on every iteration, with a length ``n``: what ``fit`` expects of a loader."""
 
-    def __init__(self, loader, weights: list[float]):
-        self.loader = loader
-        self.weights = list(weights)
+    def __init__(self, make, n: int):
+        self.make, self.n = make, n
 
     def __iter__(self):
-        for (lr, hr), w in zip(self.loader, self.weights):
-            yield lr, hr, w
+        return iter(self.make())
 
     def __len__(self) -> int:
-        return len(self.weights)
+        return self.n
 
 
-# ---------------------------------------------------------------------------------------------
-# The device data pipeline
-# ---------------------------------------------------------------------------------------------
+# ---- The device data pipeline ----
 def stack_crops(images, device="cpu") -> torch.Tensor:
     """uint8 BGR H×W×3 arrays (all one size) → one uint8 RGB tensor N×3×H×W on ``device``."""
     arr = np.stack(list(images))
@@ -174,29 +157,20 @@ def stack_crops(images, device="cpu") -> torch.Tensor:
 
 def _dihedral_tables(size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """For the 8 flip/rot90 variants of a size×size window: source row and column of every output pixel."""
-    rows = torch.arange(size).view(size, 1).expand(size, size)
-    cols = torch.arange(size).view(1, size).expand(size, size)
-    out_r, out_c = [], []
-    for flip, k in DIHEDRAL:
-        r, c = rows, cols
-        if flip:
-            r, c = r.flip(-1), c.flip(-1)
-        out_r.append(torch.rot90(r, k, dims=(0, 1)))
-        out_c.append(torch.rot90(c, k, dims=(0, 1)))
-    return torch.stack(out_r).to(device), torch.stack(out_c).to(device)
+    pixel = torch.arange(size * size).view(size, size)                      # row * size + column
+    variants = torch.stack([torch.rot90(pixel.flip(-1) if flip else pixel, k, dims=(0, 1)) for flip, k in DIHEDRAL])
+    return (variants // size).to(device), (variants % size).to(device)
 
 
 class DevicePatchSampler:
     """Training batches of an ``SRPatchDataset`` made on ``device`` from one uint8 tensor of all its crops.
 
-    ``epoch(e)`` yields ``(lr, hr, weight)``: float RGB tensors in [0, 1] (B×3×p/s×p/s and B×3×p×p, or the
-    whole crop when the dataset's patch is None) and this rank's loss weight (1.0 on one process). Batch b
-    holds the items of ``epoch_order(n, order_seed, e)`` in the same positions as the batch b of
-    ``train.make_loader`` with a recipe whose seed is ``order_seed`` (default: the dataset's seed); with
-    several ranks each takes its ``shard``. Windows (uniform over all positions), the horizontal flip
-    (probability 1/2) and the rotation by k·90° (k uniform in 0..3) of every item in epoch e are drawn at
-    once from a ``torch.Generator`` seeded by ``window_seed(dataset seed, e)``, on the CPU, so they are the
-    same on every device and rank. The LR image is ``area_downsample`` of the uint8 HR patch.
+    ``epoch(e)`` yields ``(lr, hr, weight)``: float RGB in [0, 1] (B×3×p/s×p/s and B×3×p×p, or whole crops when
+    the dataset's patch is None) and this rank's loss weight (1.0 on one process). Batch b holds the items of
+    ``train.make_loader``'s batch b for a recipe seeded ``order_seed`` (default: the dataset's seed); each rank takes
+    its ``shard``. Every item's window (uniform), flip (probability 1/2) and k·90° turn (k uniform in 0..3) in epoch
+    e are drawn on the CPU from a generator seeded by ``window_seed(dataset seed, e)``: the same on every device and
+    rank. The LR image is ``area_downsample`` of the uint8 HR patch.
     """
 
     def __init__(self, dataset, batch_size: int, device="cpu", *, order_seed: int | None = None, rank: int = 0,
@@ -209,8 +183,7 @@ class DevicePatchSampler:
         self.device = torch.device(device)
         self.images = stack_crops(dataset.images, self.device)
         self.n, _, self.h, self.w = self.images.shape
-        self.patch = dataset.patch
-        self.ph, self.pw = (self.h, self.w) if self.patch is None else (self.patch, self.patch)
+        self.ph, self.pw = (self.h, self.w) if dataset.patch is None else (dataset.patch, dataset.patch)
         self.scale = int(dataset.scale)
         if self.ph % self.scale or self.pw % self.scale:
             raise ValueError(f"patch {self.pw}x{self.ph} is not divisible by scale {self.scale}")
@@ -265,27 +238,7 @@ class DevicePatchSampler:
             yield lr.float().div_(255.0), hr.float().div_(255.0), weight
 
 
-class _EpochView:
-    """``DevicePatchSampler.epoch(e)`` with a length, as ``fit``'s loop expects of a loader."""
-
-    def __init__(self, sampler: DevicePatchSampler, epoch: int):
-        self.sampler, self.epoch = sampler, epoch
-
-    def __iter__(self):
-        return self.sampler.epoch(self.epoch)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-
-def epoch_view(sampler: DevicePatchSampler, epoch: int) -> _EpochView:
-    """An iterable with ``len`` over the batches of ``epoch``."""
-    return _EpochView(sampler, epoch)
-
-
-# ---------------------------------------------------------------------------------------------
-# Several processes (torchrun)
-# ---------------------------------------------------------------------------------------------
+# ---- Several processes (torchrun) ----
 class DistInfo(NamedTuple):
     """Where this process stands in a distributed run (0, 1, 0 for a single process)."""
 
@@ -324,10 +277,8 @@ def dist_info() -> DistInfo:
 
 
 def init_distributed(device_type: str = "cuda") -> DistInfo:
-    """Join the process group described by torchrun's environment (NCCL on CUDA, else gloo), once.
-
-    Does nothing for a single process. On CUDA the process uses GPU ``LOCAL_RANK``.
-    """
+    """Join the process group of torchrun's environment once (NCCL on CUDA, using GPU ``LOCAL_RANK``, else gloo);
+    nothing for a single process."""
     import torch.distributed as dist
 
     if not launched_distributed() or dist.is_initialized():
@@ -371,10 +322,8 @@ def broadcast_object(obj, src: int = 0):
 
 
 def reduce_weighted(values: dict[str, float], weight: float, device) -> dict[str, float]:
-    """Per key, the mean over ranks of ``weight * value``: with ``shard``'s weights, the global batch's value.
-
-    Every rank must pass the same keys in the same order.
-    """
+    """Per key, the mean over ranks of ``weight * value``: with ``shard``'s weights, the global batch's value
+    (every rank passes the same keys in the same order)."""
     import torch.distributed as dist
 
     if not values or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):

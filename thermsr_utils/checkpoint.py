@@ -1,4 +1,5 @@
-"""Checkpoints: the resumable training state (weights, optimiser, schedule, EMA, RNG states) and the kept model.
+"""Checkpoints: the resumable training state (weights, optimiser, schedule, EMA, RNG states), the kept model, and
+a run's ``history.json`` in words (which epoch was kept, whether training levelled off).
 
 ``state.pt`` holds tensors and plain containers only, so ``torch.load(weights_only=True)`` reads it; every file
 is written by temp file + rename. The kept model is a ``best/`` folder written by super-image's
@@ -6,6 +7,7 @@ is written by temp file + rename. The kept model is a ``best/`` folder written b
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -23,18 +25,17 @@ HISTORY_FILE = "history.json"
 BEST_DIR = "best"
 BEST_RAW_DIR = "best_raw"    # with an EMA copy: the trained weights at the EMA copy's kept epoch
 META_FILE = "thermsr.json"
+ALL = "all"                  # key of the pooled validation result (mean over every image)
 # Recipe fields that may change on resume: no effect on results, or (fast) checked through the pipeline it resolves to.
 _RESUME_FREE_FIELDS = ("num_workers", "compile", "fast")
 
 
-# ---------------------------------------------------------------------------------------------
-# State: save, load, restore
-# ---------------------------------------------------------------------------------------------
+# ---- State: save, load, restore ----
 def rng_states() -> dict:
     """Python, NumPy and torch (CPU, CUDA) RNG states as tensors and plain values."""
     version, py_state, gauss = random.getstate()
     np_state = np.random.get_state(legacy=False)
-    states = {
+    return {
         "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64),
                    "gauss_next": gauss},
         "numpy": {"bit_generator": np_state["bit_generator"],
@@ -44,7 +45,6 @@ def rng_states() -> dict:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    return states
 
 
 def set_rng_states(states: Mapping) -> None:
@@ -111,9 +111,7 @@ def check_resume_pipeline(saved: Mapping | None, execution: Mapping, path: Path)
                          f"windows); set the recipe's fast={before == 'device'} to continue it")
 
 
-# ---------------------------------------------------------------------------------------------
-# The kept model
-# ---------------------------------------------------------------------------------------------
+# ---- The kept model ----
 def save_best(model: torch.nn.Module, out_dir, meta: dict, name: str = BEST_DIR) -> Path:
     """Write ``model`` (``save_pretrained``) and ``thermsr.json`` to ``out_dir/<name>`` via a temp folder + rename."""
     from .models import save_model
@@ -146,3 +144,65 @@ def set_aside(out_dir: Path) -> Path | None:
     out_dir.mkdir()
     return old
 
+
+# ---- Reading a history ----
+def last_val_change(history: list[dict], metric: str = "psnr") -> tuple[float, int]:
+    """How much the pooled validation ``metric`` moved between the last two validations of a ``fit`` history,
+    and over how many epochs: (nan, 0) with fewer than two validations."""
+    vals = [h for h in history if h["val"]]
+    if len(vals) < 2:
+        return float("nan"), 0
+    return vals[-1]["val"][ALL][metric] - vals[-2]["val"][ALL][metric], vals[-1]["epoch"] - vals[-2]["epoch"]
+
+
+# How much a validation metric must still improve between the last two validations for a run to count as
+# still learning (in its own units), and which way is better.
+LEVEL_TOLERANCE = {"psnr": (0.05, +1), "ssim": (0.001, +1), "lpips": (0.002, -1)}
+
+
+def levelled_words(histories: Mapping[str, list[dict]]) -> str:
+    """One sentence per run: every pooled validation metric's change over its last two validations, and whether
+    the run was still improving on any of them (``LEVEL_TOLERANCE``)."""
+    out = []
+    for name, history in histories.items():
+        moves, still = [], []
+        measured = set.intersection(*(set(h["val"][ALL]) for h in history if h["val"])) if any(
+            h["val"] for h in history) else set()
+        for metric, (tol, sign) in LEVEL_TOLERANCE.items():
+            if metric not in measured:
+                continue
+            change, epochs = last_val_change(history, metric)
+            if epochs == 0 or math.isnan(change):
+                continue
+            digits = 2 if metric == "psnr" else 4
+            moves.append(f"{metric.upper()} {change:+.{digits}f}")
+            if sign * change > tol:
+                still.append(metric.upper())
+        if not moves:
+            out.append(f"{name} was validated fewer than twice.")
+            continue
+        epochs = last_val_change(history, "psnr")[1]
+        out.append(f"Over its last {epochs} epochs {name} moved by " + ", ".join(moves) + ": "
+                   + (f"**still improving** on {', '.join(still)}, so its scores are not yet what this recipe "
+                      "reaches with longer training." if still else "levelled off on every metric."))
+    return " ".join(out)
+
+
+def kept_words(history: list[dict], recipe) -> str:
+    """Which epoch the run kept and why, and which epoch the write-up's rule (best validation PSNR) would have kept,
+    with both epochs' pooled validation PSNR and (when measured) LPIPS."""
+    vals = [h for h in history if h["val"] and h["epoch"] > 0]
+    if not vals:
+        return "No epoch was validated."
+    kept = next((h for h in reversed(vals) if h.get("is_best")), vals[-1])   # each new best is marked; the last is kept
+    by_psnr = max(vals, key=lambda h: h["val"][ALL]["psnr"])
+
+    def scores(h):
+        v = h["val"][ALL]
+        return f"PSNR {v['psnr']:.2f} dB" + (f", LPIPS {v['lpips']:.4f}" if "lpips" in v else "")
+    rule = "its last epoch" if recipe.keep == "last" else f"its best validation {recipe.select_metric.upper()}"
+    words = f"Kept: epoch {kept['epoch']} ({rule}; {scores(kept)})."
+    if by_psnr["epoch"] == kept["epoch"]:
+        return words + " It is also the epoch the write-up's rule, the best validation PSNR, would have kept."
+    return words + (f" The write-up's rule, the best validation PSNR, would have kept epoch {by_psnr['epoch']} "
+                    f"({scores(by_psnr)}).")

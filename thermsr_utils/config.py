@@ -268,32 +268,6 @@ def run_paths(profile: str, sweep_point: str = "") -> RunPaths:
     return RunPaths(profile, main / "sweeps" / sweep_point, base=main)
 
 
-def _point_value(value) -> str:
-    """One swept value as it appears in a point's name."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return f"{value:.1f}"
-    return str(value)
-
-
-def point_values(profile: str, values: dict, defaults: dict | None = None) -> dict:
-    """The entries of ``values`` that differ from the main run's: the profile's values over ``defaults`` (the
-    selected notebooks' literals; by default every notebook's). What makes a sweep point different from the main
-    run."""
-    base = {**(notebook_defaults() if defaults is None else defaults), **profile_values(profile)}
-    return {k: v for k, v in sorted(values.items()) if k not in base or base[k] != v}
-
-
-def point_name(profile: str, values: dict, defaults: dict | None = None) -> str:
-    """The folder name of the sweep point with these parameter values ('' when they are the main run's):
-    ``name=value`` pairs of the non-default values, sorted and joined by commas."""
-    differing = point_values(profile, values, defaults)
-    name = ",".join(f"{k}={_point_value(v)}" for k, v in differing.items())
-    if name and not SWEEP_POINT.match(name):
-        raise ParameterValueError(f"cannot name a sweep point after {differing}: swept values must be numbers, "
-                                  "True/False or short names made of letters, digits, '.', '_', '+' and '-'")
-    return name
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every GPU); ask torch and cuDNN for deterministic kernels.
 

@@ -31,9 +31,7 @@ def make_lr(hr: np.ndarray, scale: int = SCALE) -> np.ndarray:
     return cv2.resize(hr, (w // scale, h // scale), interpolation=cv2.INTER_AREA)
 
 
-# ---------------------------------------------------------------------------------------------
-# Exact INTER_AREA reduction, on tensors (any device) and arrays
-# ---------------------------------------------------------------------------------------------
+# ---- Exact INTER_AREA reduction, on tensors (any device) and arrays ----
 # OpenCV's INTER_AREA reduction by an integer factor, reproduced bit for bit (``make_lr`` is the reference): each
 # LR pixel is the mean of an s×s block, rounded half to even except in OpenCV's vectorised 2× path, which rounds
 # halves up. The block sum is taken in integers and rounded with integer arithmetic: no float rounding at all.

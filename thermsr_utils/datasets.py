@@ -2,6 +2,8 @@
 and the datasets of a run read from its manifest (``datasets_from_manifest``)."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 from torch.utils.data import Dataset
 
@@ -15,13 +17,11 @@ LR_METHOD = "cv2.resize INTER_AREA to 1/scale, made on the fly"
 class SRPatchDataset(Dataset):
     """(LR, HR) training pairs cut from HR crops: random patch, optional flip/rot90, LR made on the fly.
 
-    ``images`` are uint8 BGR H×W×3 arrays (the 192×192 crops). An item is ``(lr, hr)``: float RGB
-    tensors in [0, 1] of shape 3×(patch/scale)×(patch/scale) and 3×patch×patch. ``patch=None`` uses
-    the whole image. The crop position and augmentation of item ``i`` in epoch ``e`` come from a
-    generator seeded by ``(seed, e, i)``: independent of worker count, order and earlier draws.
-    ``trained_on``: what the images are (``readers.trained_on`` of their records: palettes and datasets); a model
-    ``train.fit`` keeps from this set records it in ``thermsr.json``. Gray and colour (iron) crops go through
-    unchanged: every image is 3-channel BGR either way.
+    ``images`` are uint8 BGR H×W×3 arrays (the 192×192 crops; gray and iron alike). An item is ``(lr, hr)``: float
+    RGB tensors in [0, 1], 3×(patch/scale)×(patch/scale) and 3×patch×patch (``patch=None``: the whole image). Item
+    ``i``'s window and augmentation in epoch ``e`` come from a generator seeded by ``(seed, e, i)``, independent of
+    worker count, order and earlier draws. ``trained_on`` (``readers.trained_on`` of the records: palettes and
+    datasets) goes into the ``thermsr.json`` of a model ``train.fit`` keeps from this set.
     """
 
     def __init__(self, images, names=None, patch: int | None = 128, scale: int = SCALE,
@@ -39,13 +39,8 @@ class SRPatchDataset(Dataset):
             raise ValueError(f"patch must be a positive multiple of scale {scale}, got {patch}")
         for i, img in enumerate(images):
             _check_hr_image(img, i, patch, scale, None if names is None else names[i])
-        self.images = images
-        self.names = names
-        self.patch = patch
-        self.scale = scale
-        self.augment = bool(augment)
-        self.seed = int(seed)
-        self.epoch = 0
+        self.images, self.names, self.patch, self.scale = images, names, patch, scale
+        self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
         self.trained_on = None if trained_on is None else dict(trained_on)
 
     def __len__(self) -> int:
@@ -64,9 +59,7 @@ class SRPatchDataset(Dataset):
         img = self.images[index]
         rng = self.rng(index)
         h, w = img.shape[:2]
-        ph = pw = self.patch
-        if self.patch is None:
-            ph, pw = h, w
+        ph, pw = (h, w) if self.patch is None else (self.patch, self.patch)
         y = int(rng.integers(0, h - ph + 1))
         x = int(rng.integers(0, w - pw + 1))
         hr = img[y:y + ph, x:x + pw]
@@ -83,9 +76,7 @@ class SRPatchDataset(Dataset):
 
     def describe(self) -> dict:
         """The dataset's settings as plain data, for run metadata."""
-        counts: dict[str, int] = {}
-        for n in self.names or []:
-            counts[str(n)] = counts.get(str(n), 0) + 1
+        counts = dict(Counter(str(n) for n in self.names or []))
         return {"n_images": len(self), "per_dataset": counts, "patch": self.patch, "scale": self.scale,
                 "augment": "hflip + rot90" if self.augment else "none", "lr_method": LR_METHOD}
 
@@ -107,21 +98,18 @@ def _check_hr_image(img, index: int, patch: int | None, scale: int, name) -> Non
 def datasets_from_manifest(crops_dir, records, *, patch: int | None, augment: bool, seed: int = 0,
                            scale: int = SCALE) -> tuple[SRPatchDataset, dict[str, SRPatchDataset]]:
     """The training set (random patches) and one whole-crop validation set per dataset, from manifest records.
-
     Every crop is checked against its manifest sha256 as it is read (manifests.CropIntegrityError names the
-    missing or changed ones).
-    """
-    def load(recs):
-        return read_verified_crops(crops_dir, recs)
-
+    missing or changed ones)."""
     train_recs = [r for r in records if r["split"] == "train"]
     if not train_recs:
         raise ValueError("the manifest has no training crops")
-    train_set = SRPatchDataset(load(train_recs), names=[DATASET_LABELS[r["dataset"]] for r in train_recs],
-                               patch=patch, scale=scale, augment=augment, seed=seed, trained_on=trained_on(train_recs))
+    train_set = SRPatchDataset(read_verified_crops(crops_dir, train_recs),
+                               names=[DATASET_LABELS[r["dataset"]] for r in train_recs], patch=patch, scale=scale,
+                               augment=augment, seed=seed, trained_on=trained_on(train_recs))
     val_sets = {}
     for name, label in DATASET_LABELS.items():
         recs = [r for r in records if r["split"] == "val" and r["dataset"] == name]
         if recs:
-            val_sets[label] = SRPatchDataset(load(recs), names=[label] * len(recs), patch=None, scale=scale)
+            val_sets[label] = SRPatchDataset(read_verified_crops(crops_dir, recs), names=[label] * len(recs),
+                                             patch=None, scale=scale)
     return train_set, val_sets

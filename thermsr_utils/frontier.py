@@ -14,8 +14,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from . import config, evaluate, io, stats
 from .metric_specs import METRICS as SPECS
 
@@ -197,9 +195,7 @@ def write_table(summary: list[dict], stem, caption: str) -> tuple[Path, Path]:
     return io.atomic_write_csv_and_md(summary, stem, table_markdown(summary, caption))
 
 
-# ------------------------------------------------------------------------------------------------
-# Network interpolation: the curve between two trained models, without training
-# ------------------------------------------------------------------------------------------------
+# ---- Network interpolation: the curve between two trained models, without training ----
 def blend_state(a: dict, b: dict, alpha: float) -> dict:
     """(1 − alpha)·a + alpha·b for every floating tensor of two state dicts of one architecture (others from a)."""
     if a.keys() != b.keys():
@@ -239,9 +235,7 @@ def blend_label(alpha: float) -> str:
     return f"blend α={alpha:.2f}"
 
 
-# ------------------------------------------------------------------------------------------------
-# v1 → v2 in two parts: the rest of the recipe (v1 → v2 at λ = 0) and the perceptual term (λ = 0 → main λ)
-# ------------------------------------------------------------------------------------------------
+# ---- v1 → v2 in two parts: the rest of the recipe (v1 → v2 at λ = 0) and the perceptual term (λ = 0 → main λ) ----
 def decomposition(rows: list[dict], v1: str, v2_zero: str, v2_main: str, *, metrics=("psnr", "lpips", "dists"),
                   n_boot: int = 2000, seed: int = 0) -> dict[str, list[dict]]:
     """Paired comparisons (subject/frame bootstrap) of the whole change v1 → v2 and of its two parts."""
@@ -304,9 +298,7 @@ def seed_words(gaps: dict, v1_rows: list[dict], v2_rows: list[dict], metric: str
                    "so the gap is not larger than the spread between seeds.")
 
 
-# ------------------------------------------------------------------------------------------------
-# The learning rate: v1 at each rate, read from each run's own validation (no test scoring)
-# ------------------------------------------------------------------------------------------------
+# ---- The learning rate: v1 at each rate, read from each run's own validation (no test scoring) ----
 def lr_table(histories: dict[float, list[dict]]) -> list[dict]:
     """One row per learning rate: pooled validation PSNR before finetuning (epoch 0, the zero-shot model) and at
     the last epoch, and the LPIPS there."""

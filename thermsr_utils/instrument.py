@@ -1,23 +1,15 @@
 """Does a landmark model read the test faces? Its five points against the annotated ones, and how far its nose
-moves under the degradations that were measured on real thermal face crops.
+moves under the degradations measured on real thermal face crops.
 
-The downstream metric (``downstream.nose_errors``) is only as good as the landmark model behind it: if the model
-puts the nose 20 px from where the face's nose is, what moves its estimate between HR and SR is not the nose.
-``check`` measures, on the HR test crops of one dataset:
+``downstream.nose_errors`` is only as good as the model behind it: if it puts the nose 20 px from the face's nose,
+what moves its estimate between HR and SR is not the nose. ``check`` measures on one dataset's HR test crops the
+detection rate, the median distance of each of the five points (eye centres, nose tip, mouth corners) to the
+annotation's (SF-TL54: eye centre = mean of six eyelid points; ThermEval-D: only the nose, its box centre), and the
+nose's displacement under blur σ 1 / σ 2 and bicubic ×4, beside the figures of 115 real thermal face crops.
+``targets`` turns that into notebook 02's pass/fail lines; a dataset a model fails gets no downstream verdict.
 
-- the detection rate;
-- the median distance between each of the model's five points (eye centres, nose tip, mouth corners) and the
-  annotation's (SF-TL54: its 54 LabelMe landmarks, eye centre = mean of the six eyelid points; ThermEval-D: only
-  the nose, the centre of the Nose box);
-- the nose's displacement between each crop and the crop under Gaussian blur σ 1 and σ 2 and under bicubic ×4
-  (INTER_AREA ÷4 then bicubic ×4) — beside the same figures measured on 115 real thermal face crops.
-
-``targets`` turns that into the pass/fail lines notebook 02 prints; a dataset on which the model fails them gets
-no downstream verdict in the later notebooks (``verdict_datasets``).
-
-Coordinates: annotations are continuous image coordinates with pixel *corners* at integers (the generator's and
-LabelMe's convention: pixel i covers [i, i + 1)); the landmark models report pixel *centres* at integers. The
-truth is converted (``to_pixel_centres``: − 0.5 px) before any distance is taken.
+Annotations have pixel *corners* at integers (pixel i covers [i, i + 1)), the models pixel *centres*: the truth is
+shifted by ``to_pixel_centres`` (− 0.5 px) before any distance is taken.
 """
 from __future__ import annotations
 
@@ -55,10 +47,8 @@ def five_points(landmarks) -> np.ndarray:
 
 
 def truth_points(records: list[dict], sftl54_root, size: int = CROP_SIZE) -> dict[str, list]:
-    """{crop id: 5×2 list} of the annotated five points in crop coordinates (pixel centres at integers).
-
-    SF-TL54 crops read their source's LabelMe file (``<root>/<palette>/<split>/json/<stem>.json``); ThermEval-D
-    crops know only the nose (the others are None)."""
+    """{crop id: 5×2 list} of the annotated five points in crop pixel centres: SF-TL54 from its LabelMe file
+    (``<root>/<palette>/<split>/json/<stem>.json``), ThermEval-D the nose only (the others None)."""
     out, root = {}, Path(sftl54_root)
     for r in records:
         if r["dataset"] == "sftl54":
@@ -89,7 +79,7 @@ def perturb(images_bgr: np.ndarray, name: str, scale: int = SCALE) -> np.ndarray
     """The HR crops under one of ``PERTURBATIONS`` (uint8 N×H×W×3 in and out)."""
     import cv2
 
-    if name == "blur σ1" or name == "blur σ2":
+    if name in ("blur σ1", "blur σ2"):
         sigma = 1.0 if name == "blur σ1" else 2.0
         return np.stack([cv2.GaussianBlur(im, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) for im in images_bgr])
     if name == "bicubic ×4":
@@ -130,10 +120,9 @@ def real_key(locator) -> str | None:
 
 
 def check(locator, images_bgr: np.ndarray, truth: np.ndarray) -> dict:
-    """The instrument check of one landmark model on HR crops (uint8 BGR N×H×W×3) with ``truth`` N×5×2 (pixel
-    centres, NaN where unknown). Plain JSON data: n, detected (rate), per point median distance to the truth and
-    the number of crops it is taken over, nose displacement per perturbation (median px over crops where the nose
-    was found on both), and the real-crop reference when the model is one of ``REAL_CROPS``."""
+    """The instrument check of one model on HR crops (uint8 BGR N×H×W×3) against ``truth`` N×5×2 (pixel centres,
+    NaN where unknown), as JSON data: n, detected, per point median distance to the truth (and over how many crops),
+    median nose displacement per perturbation (px), and the ``REAL_CROPS`` reference of the model."""
     truth = np.asarray(truth, dtype=np.float64)
     if truth.shape != (len(images_bgr), len(POINTS), 2):
         raise ValueError(f"truth must have shape ({len(images_bgr)}, {len(POINTS)}, 2), got {truth.shape}")
@@ -149,15 +138,13 @@ def check(locator, images_bgr: np.ndarray, truth: np.ndarray) -> dict:
         d = np.linalg.norm(moved[:, NOSE] - pts[:, NOSE], axis=1)
         out["displacement_px"][name] = _median(d)
         out["displacement_n"][name] = int(np.isfinite(d).sum())
-    key = real_key(locator)
-    out["real_crops"] = REAL_CROPS.get(key)
+    out["real_crops"] = REAL_CROPS.get(real_key(locator))
     return out
 
 
 def targets(result: dict, dataset: str | None = None, *, with_displacements: bool = True) -> dict[str, bool | None]:
-    """Which of ``TARGETS`` a ``check`` result meets: "detected" (on face crops, ``DETECTION_TARGET_DATASETS``;
-    None for another ``dataset``), "nose" (median nose distance to the truth) and, where a real-crop reference
-    exists, one entry per perturbation (within ×ratio of the real figure). None where it cannot be judged."""
+    """Which of ``TARGETS`` a ``check`` result meets: "detected" (face-crop datasets only), "nose" (median distance to
+    the truth) and each perturbation (within ×ratio of the real figure); None where it cannot be judged."""
     out: dict[str, bool | None] = {}
     det = result.get("detected")
     face_crops = dataset is None or dataset in DETECTION_TARGET_DATASETS
@@ -177,10 +164,9 @@ def targets(result: dict, dataset: str | None = None, *, with_displacements: boo
 
 
 def reads_faces(result: dict, dataset: str) -> bool:
-    """The condition for stating a model's downstream verdicts on a dataset: its median nose lies within
-    ``TARGETS["nose_px"]`` of the annotated nose and, on face crops (``DETECTION_TARGET_DATASETS``), it detects at
-    least ``TARGETS["detected"]`` of the faces (elsewhere its failures are counted, not gated). The displacements
-    say how sensitive the instrument is, not where it looks, so they are reported beside the real figures only."""
+    """Whether a model's downstream verdicts on a dataset are stated: its median nose within ``TARGETS["nose_px"]``
+    of the annotated one and, on face crops, the detection target met. Displacements (sensitivity, not where it
+    looks) are only reported."""
     t = targets(result, dataset, with_displacements=False)
     return t["detected"] is not False and result.get("detected") is not None and t["nose"] is True
 
@@ -218,13 +204,8 @@ def summary_line(dataset: str, model: str, res: dict) -> str:
     if nose is not None:
         parts.append(f"median nose distance to the annotated nose {nose:.2f} px "
                      f"({'meets' if t['nose'] else 'misses'} ≤ {TARGETS['nose_px']:g} px)")
-    moves = []
-    for name in PERTURBATIONS:
-        got = res["displacement_px"][name]
-        if got is None:
-            continue
-        real = f" (real crops {ref[name]:.2f})" if name in ref else ""
-        moves.append(f"{name} {got:.2f} px{real}")
+    moves = [f"{name} {got:.2f} px" + (f" (real crops {ref[name]:.2f})" if name in ref else "")
+             for name in PERTURBATIONS if (got := res["displacement_px"][name]) is not None]
     if moves:
         missed = [k for k in PERTURBATIONS if t.get(k) is False]
         tail = (f"; outside ×{TARGETS['ratio']:g} of the real figure: {', '.join(missed)}" if missed else

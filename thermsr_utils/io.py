@@ -224,39 +224,6 @@ def write_png(path: str | os.PathLike, img: np.ndarray) -> None:
     atomic_write_bytes(path, enc)   # the encoded buffer itself: no copy of a possibly large PNG
 
 
-def write_png_bands(path: str | os.PathLike, bands, width: int, height: int, *, gray: bool = False,
-                    compression: int = 1) -> None:
-    """Write an image that arrives in horizontal bands (uint8 arrays of rows×width×3 BGR, or rows×width when
-    ``gray``) as one PNG, row by row (pypng), atomically: memory holds one band, never the whole image. The
-    bands must add up to ``height`` rows. ``compression`` is the zlib level (OpenCV's default is 1)."""
-    import png
-
-    count = 0
-
-    def rows():
-        nonlocal count
-        for band in bands:
-            if band.dtype != np.uint8 or band.shape[1:] != ((width,) if gray else (width, 3)):
-                raise ValueError(f"a band of {band.dtype} {band.shape} does not fit a {width}-px wide "
-                                 f"{'gray' if gray else 'BGR'} uint8 image for {path}")
-            band = band if gray else band[..., ::-1]          # PNG stores RGB
-            for row in band:
-                count += 1
-                if count > height:
-                    break
-                yield row.tobytes()
-
-    writer = png.Writer(width, height, greyscale=gray, bitdepth=8, compression=compression)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            writer.write_packed(f, rows())
-            if count != height:   # pypng does not check; a PNG with missing rows must never be left behind
-                raise ValueError(f"{path}: the bands held {'more than ' if count > height else ''}{count} rows "
-                                 f"for an image {height} rows high")
-            f.flush()
-            os.fsync(f.fileno())
-
-
 def pixel_sha256(img: np.ndarray) -> str:
     """sha256 of an image's decoded pixels (shape and dtype included), independent of PNG encoding."""
     h = hashlib.sha256()

@@ -3,9 +3,8 @@
 Convention: ``sr`` and ``hr`` are float RGB tensors N×3×H×W. ``hr`` lies in [0, 1]; ``sr`` is the raw
 network output and may leave [0, 1]. Every loss returns a scalar tensor that carries gradients to ``sr``.
 
-The training loop receives the loss as an argument (``thermsr_utils.train.fit``); it never builds one.
-``make_loss`` gives the recipes used by the notebooks, with the second term's weight as the caller passes it
-(notebook 05's ``lpips_weight`` / ``fft_weight``):
+The training loop (``train.fit``) receives the loss and never builds one. ``make_loss`` gives the notebooks'
+recipes, with the second term's weight as the caller passes it (notebook 05's ``lpips_weight`` / ``fft_weight``):
 
 - ``"l1"``        v1: L1 on the unclamped output.
 - ``"l1+lpips"``  v2: L1 + λ · LPIPS on the clamped output (LPIPS expects [-1, 1]; the metric scales).
@@ -43,11 +42,9 @@ def l1_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
 
 
 def fft_amplitude_l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """Mean |‖FFT2(sr)‖ − ‖FFT2(hr)‖| per channel (orthonormal FFT over H, W); N×C×H×W in, scalar ≥ 0.
-
-    Amplitudes ignore phase, so a circular shift of ``sr`` does not change the value: the term
-    rewards matching the energy of each spatial frequency (sharpness), not pixel alignment.
-    """
+    """Mean |‖FFT2(sr)‖ − ‖FFT2(hr)‖| per channel (orthonormal FFT over H, W); N×C×H×W in, scalar ≥ 0. Amplitudes
+    ignore phase (a circular shift of ``sr`` does not change the value): the term rewards matching the energy of each
+    spatial frequency (sharpness), not pixel alignment."""
     _check_pair(sr, hr)
     amp_sr = torch.fft.fft2(sr.float(), norm="ortho").abs()
     amp_hr = torch.fft.fft2(hr.float(), norm="ortho").abs()
@@ -56,15 +53,11 @@ def fft_amplitude_l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
 
 def perceptual_term(lpips_metric) -> LossFn:
     """Loss callable: ``lpips_metric.loss`` on sr clamped to [0, 1] (the metric scales to [-1, 1]); scalar.
-
-    ``lpips_metric`` is a ``thermsr_utils.metrics.LPIPSMetric`` (or any object with ``.loss(sr, hr)``
-    taking [0, 1] tensors and an optional ``.name``).
-    """
+    ``lpips_metric``: a ``metrics.LPIPSMetric``, or any object with ``.loss(sr, hr)`` on [0, 1] (``.name`` optional)."""
     if not callable(getattr(lpips_metric, "loss", None)):
         raise TypeError(f"lpips_metric needs a .loss(sr, hr) method, got {type(lpips_metric).__name__}")
 
     def lpips_on_clamped(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        """LPIPS of clamp(sr, 0, 1) against hr; N×3×H×W in, scalar."""
         _check_pair(sr, hr)
         return lpips_metric.loss(sr.clamp(0.0, 1.0), hr)
 
@@ -73,11 +66,8 @@ def perceptual_term(lpips_metric) -> LossFn:
 
 
 class CombinedLoss(nn.Module):
-    """Weighted sum of named loss terms; remembers each term's last (unweighted) value in ``.last``.
-
-    ``terms`` is a list of ``(name, weight, fn)`` with ``fn(sr, hr) -> scalar``. A term of weight 0
-    is still computed (without gradient) so it can be watched during training.
-    """
+    """Weighted sum of named loss terms ``(name, weight, fn(sr, hr) -> scalar)``; each term's last (unweighted)
+    value is in ``.last``. A term of weight 0 is still computed (without gradient) so it can be watched."""
 
     def __init__(self, terms: list[tuple[str, float, LossFn]]):
         super().__init__()
@@ -93,7 +83,6 @@ class CombinedLoss(nn.Module):
             if not callable(fn):
                 raise TypeError(f"loss term {name!r} is not callable: {fn!r}")
         self.terms = [(name, float(weight), fn) for name, weight, fn in terms]
-        self.weights = {name: float(weight) for name, weight, _ in terms}
         self.last: dict[str, float] = {}
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
@@ -116,7 +105,7 @@ class CombinedLoss(nn.Module):
     def shares(self, values: dict[str, float] | None = None) -> dict[str, float]:
         """Each term's weighted share of the total (0..1) from ``values`` (default: ``.last``)."""
         values = self.last if values is None else values
-        weighted = {name: self.weights[name] * values[name] for name in self.weights if name in values}
+        weighted = {name: weight * values[name] for name, weight, _ in self.terms if name in values}
         total = sum(weighted.values())
         return {name: (w / total if total else 0.0) for name, w in weighted.items()}
 

@@ -12,20 +12,14 @@ from typing import NamedTuple
 import numpy as np
 
 from . import io
-from .data import CROP_SIZE, DATASETS, SPLITS
-from .readers import BuildResult, build_sftl54, build_thermeval, record_palette
+from .data import DATASETS, SPLITS
+from .readers import TRAIN_FRAC, BuildResult, build_sftl54, build_thermeval, record_palette
 
 SCHEMA_VERSION = 1
-DEFAULT_PARAMS = {
-    "palette": "gray",
-    "caps": (600, 80, 200),
-    "size": CROP_SIZE,
-    "pad": 1.15,
-    "min_crop_side": 0,
-    "keep_square": False,
-    "seed": 7,
-    "train_frac": 0.7,
-}
+# The builders' parameters, in the manifest's order: notebook 01 gives the values of the first six (its palette,
+# sftl54_max_*, crop_size, crop_pad, min_crop_side, thermeval_split_seed); the last two are the protocol's.
+PARAMS = ("palette", "caps", "size", "pad", "min_crop_side", "keep_square", "seed", "train_frac")
+PROTOCOL = {"keep_square": False, "train_frac": TRAIN_FRAC}
 _SFTL54_KEYS = ("palette", "caps", "size", "pad", "min_crop_side", "keep_square")
 _THERMEVAL_KEYS = ("seed", "train_frac", "size", "pad", "min_crop_side", "keep_square")
 _STAGING = ".staging"
@@ -235,11 +229,15 @@ def summary_table(manifest: dict, max_names: int = 20) -> str:
 
 
 def _resolve_params(params: dict) -> dict:
-    """The builder parameters with defaults filled in; TypeError naming any unknown key."""
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    """The builder parameters with the protocol's filled in; TypeError naming any unknown or missing key."""
+    unknown = sorted(set(params) - set(PARAMS))
     if unknown:
-        raise TypeError(f"unknown build parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
-    return {**DEFAULT_PARAMS, **params}
+        raise TypeError(f"unknown build parameter(s) {unknown}; known: {sorted(PARAMS)}")
+    given = {**PROTOCOL, **params}
+    missing = [k for k in PARAMS if k not in given]
+    if missing:
+        raise TypeError(f"build_dataset needs {', '.join(missing)} (notebook 01 passes its parameters)")
+    return {k: given[k] for k in PARAMS}
 
 
 def _is_within(a: Path, b: Path) -> bool:
@@ -279,8 +277,7 @@ def build_dataset(crops_dir, *, sftl54_root, thermeval_root, committed_manifest=
                   update_committed: bool = False, pixel_drift_ok: float = 0.0, **params) -> dict:
     """Build both datasets' crops and ``crops_dir/manifest.json``; return the manifest.
 
-    ``params`` override DEFAULT_PARAMS (palette, caps, size, pad, min_crop_side, keep_square, seed,
-    train_frac). A root of None leaves that dataset out. Crops are written to a staging folder
+    ``params``: the builders' values (``PARAMS``; ``PROTOCOL`` fills keep_square and train_frac). A root of None leaves that dataset out. Crops are written to a staging folder
     first; only when both builds succeed, the splits are disjoint (``check_disjoint``), the ids are
     unique and the committed manifest (if given) agrees, are they moved into place; then PNGs of an
     earlier run that the new manifest does not name are deleted, and the manifest is written last,

@@ -1,18 +1,12 @@
-"""Image-quality metrics for SR outputs: the write-up's PSNR/SSIM/LPIPS, the literature's Y-channel
-PSNR/SSIM, two sharpness-fidelity ratios and DISTS.
+"""Image-quality metrics for SR outputs: the write-up's PSNR/SSIM/LPIPS, the literature's Y-channel PSNR/SSIM, two
+sharpness-fidelity ratios and DISTS.
 
-Inputs everywhere: float RGB tensors ``sr`` and ``hr`` of the same shape, N×3×H×W (a single 3×H×W
-image is treated as N = 1), nominally in [0, 1]. ``hr`` must lie in [0, 1]; ``sr`` may stray slightly
-outside (model outputs are unbounded) and is clamped to [0, 1] before every metric. Every function
-returns one value per image; averaging over images is left to the caller.
-
-Two families of definitions are kept apart on purpose:
-
-* the write-up's (``psnr``, ``ssim``, ``LPIPSMetric``): PSNR over RGB with no border shave, SSIM on
-  the truncated uint8 grayscale image with scikit-image's default 7×7 uniform window;
-* the SR literature's (``psnr_y``, ``ssim_y``): the BT.601 studio-range Y channel with ``shave``
-  border pixels removed, SSIM with the 11×11 Gaussian window (sigma 1.5) of Wang et al. (2004),
-  as BasicSR computes it. Numbers from the two families are not comparable with each other.
+Inputs: float RGB tensors ``sr`` and ``hr`` of one shape, N×3×H×W (3×H×W is N = 1); ``hr`` must lie in [0, 1],
+``sr`` (unbounded model output) is clamped to [0, 1] first. Every function returns one value per image.
+Two families are kept apart and are not comparable: the write-up's (``psnr``, ``ssim``, ``LPIPSMetric``: RGB PSNR
+without border shave, SSIM on truncated uint8 grey with scikit-image's 7×7 uniform window) and the SR literature's
+(``psnr_y``, ``ssim_y``: BT.601 studio-range Y with ``shave`` border pixels removed, SSIM with the 11×11 Gaussian
+window of Wang et al. (2004), as BasicSR computes it).
 """
 from __future__ import annotations
 
@@ -38,16 +32,10 @@ STANDIN_SEED = 0
 
 # torchvision weight enums whose checkpoints the LPIPS trunks load (attribute names in
 # torchvision.models); lpips 0.1.4 asks torchvision for exactly these.
-_LPIPS_TRUNK_WEIGHTS = {
-    "alex": "AlexNet_Weights",
-    "vgg": "VGG16_Weights",
-    "squeeze": "SqueezeNet1_1_Weights",
-}
+_LPIPS_TRUNK_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 
 
-# ---------------------------------------------------------------------------------------------
-# Input checks and colour conversions
-# ---------------------------------------------------------------------------------------------
+# ---- Input checks and colour conversions ----
 def _as_batch(x, name: str) -> torch.Tensor:
     """3×H×W or N×3×H×W float tensor → N×3×H×W view; raises on a wrong type, shape or dtype."""
     if not isinstance(x, torch.Tensor):
@@ -112,16 +100,10 @@ def _shave(x: torch.Tensor, shave: int) -> torch.Tensor:
     return x[..., shave:h - shave, shave:w - shave] if shave else x
 
 
-# ---------------------------------------------------------------------------------------------
-# The write-up's PSNR and SSIM
-# ---------------------------------------------------------------------------------------------
+# ---- The write-up's PSNR and SSIM ----
 def psnr(sr, hr) -> torch.Tensor:
-    """(N,) float64 PSNR in dB per image: 10·log10(1 / MSE) over RGB in [0, 1], sr clamped, no shave.
-
-    An image identical to its reference has MSE 0 and PSNR ``inf`` (as in scikit-image); it is not
-    capped, so the mean over a set of images containing one is ``inf`` too, which makes an accidental
-    copy of HR visible instead of hiding it inside an average.
-    """
+    """(N,) float64 PSNR in dB per image: 10·log10(1 / MSE) over RGB in [0, 1], sr clamped, no shave. Identical
+    images give ``inf`` (not capped, so an accidental copy of HR shows in a mean instead of hiding in it)."""
     sr, hr = _prepare(sr, hr)
     mse = (sr - hr).pow(2).mean(dim=(1, 2, 3))
     return 10.0 * torch.log10(1.0 / mse)
@@ -136,30 +118,19 @@ def _to_gray_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def ssim(sr, hr) -> np.ndarray:
-    """(N,) float64 SSIM per image as the write-up computed it (identical images give 1.0).
-
-    Each image is clamped, multiplied by 255 and truncated to uint8, converted to gray with OpenCV's
-    RGB2GRAY, and scored by ``skimage.metrics.structural_similarity`` with data_range 255 and its
-    default 7×7 uniform window. Images must be at least 7×7.
-    """
+    """(N,) float64 SSIM per image as the write-up computed it: clamped, ×255 truncated to uint8, OpenCV RGB2GRAY,
+    ``skimage.metrics.structural_similarity`` (data_range 255, 7×7 uniform window; images at least 7×7)."""
     from skimage.metrics import structural_similarity
 
     sr, hr = _check_pair(sr, hr)
-    sr = sr.detach().cpu().float()
-    hr = hr.detach().cpu().float()
     return np.array([structural_similarity(_to_gray_uint8(a), _to_gray_uint8(b), data_range=255)
-                     for a, b in zip(sr, hr)], dtype=np.float64)
+                     for a, b in zip(sr.detach().cpu().float(), hr.detach().cpu().float())], dtype=np.float64)
 
 
-# ---------------------------------------------------------------------------------------------
-# The literature's Y-channel PSNR and SSIM
-# ---------------------------------------------------------------------------------------------
+# ---- The literature's Y-channel PSNR and SSIM ----
 def psnr_y(sr, hr, shave: int = 4) -> torch.Tensor:
-    """(N,) float64 PSNR in dB on the BT.601 studio-range Y channel (0-255 scale, peak 255).
-
-    sr is clamped to [0, 1] (not quantised); ``shave`` border pixels are removed on every side first,
-    as BasicSR and super-image do with shave = scale. Identical images give ``inf``.
-    """
+    """(N,) float64 PSNR in dB on the BT.601 studio-range Y channel (0-255, peak 255), sr clamped (not quantised),
+    ``shave`` border pixels removed first (as BasicSR and super-image do with shave = scale)."""
     sr, hr = _prepare(sr, hr)
     ys, yh = _shave(rgb_to_y(sr), shave), _shave(rgb_to_y(hr), shave)
     mse = (ys - yh).pow(2).mean(dim=(1, 2))
@@ -167,13 +138,8 @@ def psnr_y(sr, hr, shave: int = 4) -> torch.Tensor:
 
 
 def ssim_y(sr, hr, shave: int = 4) -> np.ndarray:
-    """(N,) float64 SSIM on the shaved BT.601 Y channel (float, 0-255 scale, data_range 255).
-
-    Uses the Wang et al. (2004) setting that BasicSR also uses: 11×11 Gaussian window with sigma 1.5,
-    population covariances, mean over the window-valid region (scikit-image
-    ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``).
-    The shaved image must be at least 11×11.
-    """
+    """(N,) float64 SSIM on the shaved BT.601 Y channel (0-255, data_range 255) with Wang et al.'s / BasicSR's
+    11×11 Gaussian window (sigma 1.5) and population covariances; the shaved image must be at least 11×11."""
     from skimage.metrics import structural_similarity
 
     sr, hr = _prepare(sr, hr)
@@ -183,9 +149,7 @@ def ssim_y(sr, hr, shave: int = 4) -> np.ndarray:
                      for a, b in zip(ys, yh)], dtype=np.float64)
 
 
-# ---------------------------------------------------------------------------------------------
-# Sharpness fidelity (SR relative to HR; 1.0 = as sharp as HR, < 1 blurrier, > 1 sharper/noisier)
-# ---------------------------------------------------------------------------------------------
+# ---- Sharpness fidelity (SR relative to HR; 1.0 = as sharp as HR, < 1 blurrier, > 1 sharper/noisier) ----
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den elementwise, NaN where den is 0 (the ratio is undefined for a flat reference)."""
     return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, float("nan")))
@@ -199,11 +163,8 @@ def _mean_abs_gradient(y: torch.Tensor) -> torch.Tensor:
 
 
 def grad_ratio(sr, hr) -> torch.Tensor:
-    """(N,) float64: mean absolute luma gradient of sr over that of hr (NaN where hr is flat).
-
-    The gradient is the sum of the mean absolute vertical and horizontal differences of adjacent
-    pixels of the BT.601 luma. Images must be at least 2×2.
-    """
+    """(N,) float64: mean absolute luma gradient (vertical + horizontal adjacent differences) of sr over hr's
+    (NaN where hr is flat). Images must be at least 2×2."""
     sr, hr = _prepare(sr, hr)
     if min(sr.shape[-2:]) < 2:
         raise ValueError(f"grad_ratio needs images of at least 2×2, got {tuple(sr.shape[-2:])}")
@@ -223,12 +184,8 @@ def _hf_energy(y: torch.Tensor, cutoff: float) -> torch.Tensor:
 
 
 def hf_energy_ratio(sr, hr, cutoff: float = 0.25) -> torch.Tensor:
-    """(N,) float64: luma spectral energy above ``cutoff`` × Nyquist radius, sr over hr.
-
-    Each image's luma has its mean removed and a 2-D Hann window applied (so the image border does
-    not leak into high frequencies) before the FFT. ``cutoff`` must be in (0, 1); NaN where hr has
-    no energy above it. Images must be at least 4×4.
-    """
+    """(N,) float64: luma spectral energy above ``cutoff`` × Nyquist radius (in (0, 1); mean removed, 2-D Hann
+    window), sr over hr; NaN where hr has none. Images must be at least 4×4."""
     if not 0.0 < cutoff < 1.0:
         raise ValueError(f"cutoff must be in (0, 1) (a fraction of the Nyquist radius), got {cutoff!r}")
     sr, hr = _prepare(sr, hr)
@@ -237,9 +194,7 @@ def hf_energy_ratio(sr, hr, cutoff: float = 0.25) -> torch.Tensor:
     return _ratio(_hf_energy(rgb_to_luma(sr), cutoff), _hf_energy(rgb_to_luma(hr), cutoff))
 
 
-# ---------------------------------------------------------------------------------------------
-# LPIPS (AlexNet v0.1) and DISTS with ImageNet trunks: torchvision's cache first, then the registry copy
-# ---------------------------------------------------------------------------------------------
+# ---- LPIPS (AlexNet v0.1) and DISTS with ImageNet trunks: torchvision's cache first, then the registry copy ----
 def lpips_weights_path(net: str = "alex") -> Path:
     """Path where torch hub caches the ImageNet checkpoint that the LPIPS ``net`` trunk loads."""
     if net not in _LPIPS_TRUNK_WEIGHTS:
@@ -326,13 +281,11 @@ class _PairMetric:
 
 
 class LPIPSMetric(_PairMetric):
-    """LPIPS v0.1 (lpips package) on RGB in [0, 1]: sr clamped, both inputs scaled to [-1, 1].
+    """LPIPS v0.1 (lpips package) on RGB in [0, 1]: sr clamped, both scaled to [-1, 1]; lpips's own linear layers.
 
-    The trunk is ImageNet-trained: torchvision's own cached checkpoint when present, else the same weights
-    from the registry package (``weights.imagenet_features``), copied into lpips's trunk. The linear layers
-    are the lpips package's own. ``allow_standin=True`` (never a default) permits a random trunk when neither
-    exists, named ``lpips-<net>-randtrunk (stand-in)``; it carries no perceptual signal. No download is ever
-    attempted.
+    The ImageNet trunk is torchvision's cached checkpoint, else the registry copy (``imagenet_trunk``).
+    ``allow_standin=True`` (never a default) permits a random trunk, named ``lpips-<net>-randtrunk (stand-in)``,
+    which carries no perceptual signal. Nothing is ever downloaded.
     """
 
     def __init__(self, device="cpu", net: str = "alex", allow_standin: bool = False):
@@ -362,10 +315,7 @@ class LPIPSMetric(_PairMetric):
             slices = [(n, m) for k in range(1, model.net.N_slices + 1)
                       for n, m in getattr(model.net, f"slice{k}").named_children()]
             _fill_convs(slices, features, self.name)
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
+        return model.eval().requires_grad_(False)
 
     def describe(self) -> dict:
         """Plain-data record of what this metric is and which weight file it used, for results and captions."""
@@ -397,12 +347,10 @@ class _L2Pool(torch.nn.Module):
 
 
 class DISTSMetric(_PairMetric):
-    """DISTS (Ding et al., 2020) on RGB in [0, 1], as the DISTS_pytorch package computes it: ImageNet VGG16
-    features with L2 pooling, learned α/β (from ``dists-pytorch==0.1``); 0 = identical, higher = less similar.
-
-    The trunk runs channels-last (about twice as fast on a CPU, equal to float rounding). Without gradients the
-    HR batch's features are kept until a different HR batch arrives, so scoring several methods against the same
-    batch (``evaluate.evaluate_methods``) computes them once.
+    """DISTS (Ding et al., 2020) on RGB in [0, 1] as DISTS_pytorch computes it: ImageNet VGG16 features with L2
+    pooling, α/β from ``dists-pytorch==0.1``; 0 = identical. The trunk runs channels-last (about twice as fast
+    on a CPU). Without gradients the last HR batch's features are kept, so methods scored against one batch
+    share them.
     """
 
     CHANNELS = (3, 64, 128, 256, 512, 512)
@@ -433,9 +381,7 @@ class DISTSMetric(_PairMetric):
         self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
         for t in ("alpha", "beta", "mean", "std"):
             setattr(self, t, getattr(self, t).to(self.device))
-        self.stages.to(self.device, memory_format=torch.channels_last)
-        for p in self.stages.parameters():
-            p.requires_grad_(False)
+        self.stages.to(self.device, memory_format=torch.channels_last).requires_grad_(False)
         self._hr_features: tuple[bytes, list[torch.Tensor]] | None = None   # (HR batch digest, its features)
 
     def describe(self) -> dict:
@@ -446,8 +392,7 @@ class DISTSMetric(_PairMetric):
         h = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         feats = [x]
         for stage in self.stages:
-            h = stage(h)
-            feats.append(h)
+            feats.append(h := stage(h))
         return feats
 
     def _distance(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

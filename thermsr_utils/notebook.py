@@ -153,9 +153,7 @@ def _how_to_resume(nb: Notebook, paths: config.RunPaths) -> str:
             + (" (training continues from its last completed epoch)" if "resume" in nb.parameters else ""))
 
 
-# ---------------------------------------------------------------------------------------------
-# What a running notebook shows on the runner's console, and how its kernel is reached
-# ---------------------------------------------------------------------------------------------
+# ---- What a running notebook shows on the runner's console, and how its kernel is reached ----
 def timings_file(paths: config.RunPaths, nb: Notebook) -> Path:
     """Where ``nb``'s kernel writes its phase times in the run ``paths`` (see ``timing``)."""
     return paths.root / "timings" / f"{nb.name}.json"

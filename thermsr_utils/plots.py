@@ -10,23 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io as tio, timing
+from . import io as tio, readers, timing
+from .data import DATASET_LABELS, NOSE_TIP, make_lr
 from .metric_specs import METRICS
-
-NOSE_TIP = 30  # SF-TL54 landmark index of the nose tip (0-based)
-_PERSON, _NOSE = 0, 3  # ThermEval-D category ids
-
 
 CAPTION_FONTSIZE = 7
 
 
 def save_figure(fig, path: str | os.PathLike, caption: str | None = None, **kwargs):
-    """Add ``caption`` (a short tag naming the profile) under the figure as one line of small text, save it
-    atomically; return ``fig``.
-
-    A caption wider than the figure is cut with "…", never wrapped: a paragraph under a figure would crowd the axis
-    labels, and one long line would widen a tight-bboxed figure to fit it. The format follows the file suffix.
-    """
+    """Save ``fig`` atomically (format from the suffix) with ``caption`` under it as one line of small text, cut
+    with "…" rather than wrapped (a paragraph would crowd the axis labels); return ``fig``."""
     path = Path(path)
     if caption:
         _one_line_label(fig, " ".join(caption.split()))
@@ -36,8 +29,7 @@ def save_figure(fig, path: str | os.PathLike, caption: str | None = None, **kwar
 
 
 def _one_line_label(fig, text: str):
-    """``fig``'s supxlabel: ``text`` in small grey type, cut with "…" to the figure's width (a bisection on
-    the cut, measured with the figure's renderer)."""
+    """``fig``'s supxlabel: ``text`` in small grey type, cut with "…" to the figure's width (by bisection)."""
     label = fig.supxlabel(text, fontsize=CAPTION_FONTSIZE, color="0.35")
     renderer, limit = fig._get_renderer(), 0.98 * fig.bbox.width
 
@@ -62,9 +54,8 @@ def _spread(items: list, n: int) -> list:
 
 
 def _spread_readable(items: list, n: int, read) -> tuple[list, int]:
-    """Up to ``n`` of ``items`` spread evenly, each passed through ``read``; items whose ``read`` raises
-    ImageReadError or ValueError (a corrupt frame, a bad annotation) are replaced by others. Returns the
-    read items and how many were passed over. With every item readable this is ``_spread`` itself."""
+    """``_spread`` of ``items`` passed through ``read``, replacing items whose ``read`` raises ImageReadError or
+    ValueError (a corrupt frame, a bad annotation); returns the read items and how many were passed over."""
     pool, good, passed_over = list(items), [], 0
     while pool and len(good) < n:
         for item in _spread(pool, n - len(good)):
@@ -77,10 +68,8 @@ def _spread_readable(items: list, n: int, read) -> tuple[list, int]:
 
 
 def _sftl54_samples(root: Path, n: int) -> tuple[list, int]:
-    """(image, face box or None, landmarks) of the gray palette spread over subjects and splits, read with
-    the builder's own readers; and how many frames were passed over as unreadable."""
-    from . import readers
-
+    """(path, image, face box or None, landmarks) of gray-palette frames spread over subjects and splits, and how
+    many were passed over as unreadable."""
     pairs = []
     for split in ("train", "val", "test"):
         for js in sorted((root / "gray" / split / "json").glob("*.json")):
@@ -98,11 +87,8 @@ def _sftl54_samples(root: Path, n: int) -> tuple[list, int]:
 
 
 def _thermeval_samples(root: Path, n: int) -> tuple[list, int]:
-    """(image path, frame, annotations) spread over both annotation files, frames with a Nose preferred,
-    read with the builder's own readers (a file_name that leaves images/ is never opened); and how many
-    frames were passed over."""
-    from . import readers
-
+    """(path, frame, annotations) spread over both annotation files, frames with a Nose preferred (a file_name
+    that leaves images/ is never opened), and how many were passed over."""
     frames = []
     for ann_file in sorted((root / "Annotations").glob("annotations_*.json")):
         images, anns = readers.read_coco(ann_file)
@@ -111,7 +97,7 @@ def _thermeval_samples(root: Path, n: int) -> tuple[list, int]:
             by_image.setdefault(a["image_id"], []).append(a)
         for im in images:
             found = by_image.get(im["id"], [])
-            frames.append((any(int(a["category_id"]) == _NOSE for a in found), im["file_name"], found))
+            frames.append((any(int(a["category_id"]) == readers.NOSE for a in found), im["file_name"], found))
     if not frames:
         raise FileNotFoundError(f"no ThermEval-D images listed under {root / 'Annotations'}")
 
@@ -172,10 +158,8 @@ def synthetic_samples_figure(sftl54_root, thermeval_root, out_path, n: int = 4, 
         ax.imshow(img[..., ::-1])
         for a in anns:
             x, y, w, h = (float(v) for v in a["bbox"])
-            if int(a["category_id"]) == _PERSON:
-                ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="lime", lw=1))
-            elif int(a["category_id"]) == _NOSE:
-                ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="red", lw=1))
+            if (colour := {readers.PERSON: "lime", readers.NOSE: "red"}.get(int(a["category_id"]))) is not None:
+                ax.add_patch(Rectangle((x, y), w, h, fill=False, ec=colour, lw=1))
         ax.set_title(f"ThermEval-D · {img_path.stem}", fontsize=7)
     fig.suptitle(f"{title_prefix} data: SF-TL54-style portraits (face box, 54 landmarks, + nose tip) and "
                  f"ThermEval-D-style scenes (Person green, Nose red)", fontsize=9)
@@ -188,14 +172,13 @@ def synthetic_samples_figure(sftl54_root, thermeval_root, out_path, n: int = 4, 
     return fig
 
 
-# ------------------------------------------------------------------------------------------------
-# Result figures. Built on matplotlib.figure.Figure (not pyplot), so a notebook shows each exactly once.
-# ------------------------------------------------------------------------------------------------
-def new_figure(w: float, h: float):
-    """A pyplot-free matplotlib Figure of ``w``×``h`` inches."""
+# Result figures: built on matplotlib.figure.Figure (not pyplot), so a notebook shows each exactly once.
+def new_figure(w: float, h: float, *grid, **kwargs):
+    """A pyplot-free matplotlib Figure of ``w``×``h`` inches and its axes, ``fig.subplots(*grid, **kwargs)``."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(w, h), layout="constrained")
+    fig = Figure(figsize=(w, h), layout="constrained")
+    return fig, fig.subplots(*grid, **kwargs)
 
 
 def _rgb(img_bgr):
@@ -206,16 +189,12 @@ def crop_grid(crops_dir, records, out_path, *, split="test", per_dataset=6, capt
     """A grid of HR crops per dataset with their ground-truth nose points."""
     import cv2
 
-    from .data import DATASET_LABELS
-    from .io import read_image
-
     names = [d for d in ("sftl54", "thermeval") if any(r["dataset"] == d and r["split"] == split for r in records)]
-    fig = new_figure(1.6 * per_dataset, 1.8 * len(names))
-    axes = fig.subplots(len(names), per_dataset, squeeze=False)
+    fig, axes = new_figure(1.6 * per_dataset, 1.8 * len(names), len(names), per_dataset, squeeze=False)
     for row, name in zip(axes, names):
         recs = [r for r in records if r["dataset"] == name and r["split"] == split][:per_dataset]
         for ax, rec in zip(row, recs):
-            ax.imshow(_rgb(read_image(Path(crops_dir) / rec["path"], cv2.IMREAD_COLOR)))
+            ax.imshow(_rgb(tio.read_image(Path(crops_dir) / rec["path"], cv2.IMREAD_COLOR)))
             if rec.get("nose") is not None:
                 ax.plot(*rec["nose"], "+", color="cyan", ms=8, mew=1.5)
             ax.set_title(rec["id"], fontsize=6)
@@ -230,8 +209,7 @@ def crop_grid(crops_dir, records, out_path, *, split="test", per_dataset=6, capt
 def image_gallery(items, out_path, *, ncols: int = 4, caption=None, title=None):
     """``items`` = [(label, uint8 gray or BGR image)] in a grid of ``ncols`` columns, each titled with its label."""
     nrows = -(-len(items) // ncols)
-    fig = new_figure(2.6 * ncols, 2.1 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig, axes = new_figure(2.6 * ncols, 2.1 * nrows, nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (label, img) in zip(axes.flat, items):
@@ -246,9 +224,7 @@ def landmark_overlay(images, truth, predictions: dict, labels, out_path, *, capt
     """HR crops (uint8 BGR N×H×W×3) with the annotated five points (``truth`` N×5×2, green circles) and each
     model's points (``predictions`` {model name: N×5×2}, NaN where not found) as coloured crosses."""
     colours = ["red", "deepskyblue", "orange", "magenta"]
-    n = len(images)
-    fig = new_figure(2.3 * n, 2.7)
-    axes = fig.subplots(1, n, squeeze=False)[0]
+    fig, (axes,) = new_figure(2.3 * len(images), 2.7, 1, len(images), squeeze=False)
     for i, ax in enumerate(axes):
         ax.imshow(_rgb(images[i]))
         t = np.asarray(truth[i], float)
@@ -272,8 +248,7 @@ _MARKERS = (("x", "red"), ("+", "cyan"), ("1", "orange"))
 
 
 def _draw_points(ax, points, ref=None, label_it=False):
-    """``points`` {model: (x, y) or None} as crosses (one style per model); ``ref`` the same for HR, drawn as
-    hollow circles of the same colour, so the distance between circle and cross is the nose's displacement."""
+    """``points`` {model: (x, y) or None} as crosses, one style per model, beside ``ref`` (on HR) as circles."""
     for k, (model, xy) in enumerate(points.items()):
         marker, colour = _MARKERS[k % len(_MARKERS)]
         if ref is not None and ref.get(model) is not None:
@@ -286,17 +261,15 @@ def comparison_panel(rows, columns, out_path, *, zoom=None, caption=None, title=
                      row_labels=None, n_inputs=2):
     """Rows of images (uint8 BGR, the first of each row HR, any sizes) under column titles.
 
-    ``zoom`` = per row (x0, y0, x1, y1) in HR pixels: the region is outlined on every column and drawn below it
-    twice, enlarged: as luma contrast-stretched to the HR region's 1st–99th percentile (one stretch for the whole
-    row), and, for the columns after the first ``n_inputs`` (HR and the LR input), as |image − HR| on one colour
-    scale for the whole figure. ``scores`` = per row, per column a text written on that image (or None);
-    ``row_labels`` names each row. ``points`` = per row, per column a {model: (x, y) or None} of landmark positions
-    in HR pixels (None for a column without), drawn as crosses with the first column's (HR) positions as circles
-    beside them.
+    ``zoom`` = per row (x0, y0, x1, y1) in HR pixels: the region is outlined and drawn below twice, enlarged: as
+    luma stretched to the HR region's 1st–99th percentile, and (columns after the first ``n_inputs``) as
+    |image − HR| on one colour scale for the figure. ``scores`` = per row, per column a text on that image (or
+    None). ``points`` = per row, per column {model: (x, y) or None} in HR pixels (None for a column without),
+    drawn as crosses beside the HR column's positions as circles.
     """
     per = 3 if zoom else 1
-    fig = new_figure(1.75 * len(columns) + 0.7, 1.75 * len(rows) * per)
-    axes = fig.subplots(len(rows) * per, len(columns), squeeze=False)
+    fig, axes = new_figure(1.75 * len(columns) + 0.7, 1.75 * len(rows) * per, len(rows) * per, len(columns),
+                           squeeze=False)
     vmax = _error_scale(rows, zoom, n_inputs) if zoom else None
     for i, images in enumerate(rows):
         _image_row(axes[per * i], images, zoom[i] if zoom else None, scores[i] if scores else None)
@@ -410,8 +383,8 @@ def _score_text(hr, out, lpips=None) -> str:
 
 
 def nose_box(rec: dict, shape, side: int = 64) -> tuple[int, int, int, int]:
-    """The zoom box (x0, y0, x1, y1) of a method panel: ``side`` px around the crop's nose annotation, a little
-    above it so the eyes show (the crop's centre when it has none), kept inside the crop."""
+    """The zoom box (x0, y0, x1, y1) of a method panel: ``side`` px around the nose (else the centre), a little
+    above it so the eyes show, inside the crop."""
     h, w = shape[:2]
     side = min(side, h, w)
     nx, ny = rec["nose"] if rec.get("nose") else (w / 2, h / 2)
@@ -421,12 +394,9 @@ def nose_box(rec: dict, shape, side: int = 64) -> tuple[int, int, int, int]:
 
 def method_panel(crops_dir, sr_dir, recs, methods, out_path, *, caption=None, title=None, locators=None,
                  crop_rows=None):
-    """HR, the LR input (nearest-neighbour) and each method's saved output (``<sr_dir>/<method stem>/<id>.png``,
-    as ``evaluate`` writes them) for the crops ``recs``, each with a stretched close-up of its nose and each
-    output's error there, the output's PSNR written on it. ``crop_rows`` (per-crop result rows with ``method``,
-    ``id`` and ``lpips``, as the notebooks hold them) adds the crop's LPIPS. ``locators`` ({model name: nose
-    locator}) draws each model's nose on HR and on every output."""
-    from .data import make_lr
+    """HR, the LR input and each method's saved output (``<sr_dir>/<method stem>/<id>.png``) for the crops
+    ``recs``, with a close-up of the nose, each output's error there and its PSNR (and LPIPS from ``crop_rows``,
+    per-crop result rows); ``locators`` ({model name: nose locator}) draws each model's nose on every image."""
     from .evaluate import load_crops, result_stem
 
     lpips = {(r.get("method"), r.get("id")): r.get("lpips") for r in crop_rows or ()}
@@ -451,23 +421,17 @@ _DISTORTION_AXIS = f"{METRICS['psnr'].heading(unit=True)}, → less distortion" 
 
 
 def metric_dots(table, metric, out_path, *, label=None, caption=None, title=None):
-    """``metric`` per method (a row each, top down) and split (a marker each) from an aggregated table, as points
-    with their value beside them, and whiskers where the rows carry ``<metric>_lo`` / ``<metric>_hi``.
-
-    Points, not bars: the axis spans the values rather than starting at zero, so a 1 dB difference shows, and its
-    label says where it starts when that is not zero.
-    """
+    """``metric`` per method (a row each) and split (a marker each) as points with their value beside them, and
+    whiskers where rows carry ``<metric>_lo`` / ``<metric>_hi``. Points, not bars: the axis spans the values (its
+    label says where it starts when not at zero), so a 1 dB difference shows."""
     methods = list(dict.fromkeys(r["method"] for r in table))
     splits = list(dict.fromkeys(r["split"] for r in table))
-    fig = new_figure(6.6, 1.5 + len(methods) * (0.24 * len(splits) + 0.2))
-    ax = fig.subplots()
+    fig, ax = new_figure(6.6, 1.5 + len(methods) * (0.24 * len(splits) + 0.2))
     step = 0.8 / len(splits)
     seen = []
     for k, split in enumerate(splits):
         rows = [next((r for r in table if r["method"] == m and r["split"] == split), {}) for m in methods]
-        v = np.array([float(r.get(metric, np.nan)) for r in rows])
-        lo = np.array([float(r.get(f"{metric}_lo", np.nan)) for r in rows])
-        hi = np.array([float(r.get(f"{metric}_hi", np.nan)) for r in rows])
+        v, lo, hi = (np.array([float(r.get(k, np.nan)) for r in rows]) for k in (metric, f"{metric}_lo", f"{metric}_hi"))
         y = np.arange(len(methods)) + (k - (len(splits) - 1) / 2) * step
         whiskers = np.isfinite(lo).any()
         ax.errorbar(v, y, xerr=np.abs([v - lo, hi - v]) if whiskers else None, fmt=_SPLIT_MARKERS[k % 6], ms=6,
@@ -490,8 +454,7 @@ def metric_dots(table, metric, out_path, *, label=None, caption=None, title=None
 
 
 def _value_axis(ax, values) -> float:
-    """Set the value axis of a dot plot to the values' range with a margin (room for the labels on the right);
-    from zero when zero is near. Returns where the axis starts."""
+    """Set a dot plot's value axis to the values' range plus margins (from 0 when near); return its start."""
     f = values[np.isfinite(values)]
     if not len(f):
         return 0.0
@@ -506,10 +469,8 @@ def _value_axis(ax, values) -> float:
 
 def training_curves(histories: dict, out_path, *, metric="psnr", caption=None):
     """Validation ``metric`` against epoch: overall (left) and per dataset (right), one line style per run."""
-    fig = new_figure(9, 3.2)
-    ax_all, ax_ds = fig.subplots(1, 2)
-    styles = ["-", "--", ":", "-."]
-    for (name, hist), ls in zip(histories.items(), styles):
+    fig, (ax_all, ax_ds) = new_figure(9, 3.2, 1, 2)
+    for (name, hist), ls in zip(histories.items(), ["-", "--", ":", "-."]):
         vals = [h for h in hist if h.get("val")]
         ep = [h["epoch"] for h in vals]
         ax_all.plot(ep, [h["val"]["all"][metric] for h in vals], ls, marker="o", ms=3, label=name)
@@ -523,9 +484,8 @@ def training_curves(histories: dict, out_path, *, metric="psnr", caption=None):
 
 
 def _bulk_limits(v, keep=None) -> tuple[float, float, float]:
-    """(lo, hi, margin) for an axis that holds the bulk of ``v``: its 5th–95th percentile range widened by 1.5 times
-    itself on each side, never past the data, with ``keep`` (a reference line) inside; a value outside [lo, hi] is
-    an outlier drawn at the axis's edge."""
+    """(lo, hi, margin) of an axis holding the bulk of ``v``: the 5th–95th percentile range widened 1.5 times on
+    each side, within the data, ``keep`` (a reference line) inside; values outside are drawn at the edge."""
     f = v[np.isfinite(v)]
     if not len(f):
         return -1.0, 1.0, 0.1
@@ -539,13 +499,9 @@ def _bulk_limits(v, keep=None) -> tuple[float, float, float]:
 
 def scatter(x, y, out_path, *, xlabel, ylabel, labels=None, groups=None, caption=None, title=None,
             annotate=None, hline=None, vline=None):
-    """A labelled scatter plot; ``groups`` colours points by group name, ``annotate`` marks points by text.
-
-    The axes hold the bulk of the points (``_bulk_limits``): a far outlier would flatten every other point, so it
-    is drawn at the edge as a triangle pointing its way, its value beside it, and the title says how many.
-    """
-    fig = new_figure(5.6, 4.2)
-    ax = fig.subplots()
+    """A labelled scatter plot; ``groups`` colours points by group name, ``annotate`` marks points by text. A far
+    outlier (``_bulk_limits``) is drawn at the edge as a triangle pointing its way, its value beside it."""
+    fig, ax = new_figure(5.6, 4.2)
     x, y = np.asarray(x, float), np.asarray(y, float)
     (xlo, xhi, xm), (ylo, yhi, ym) = _bulk_limits(x, vline), _bulk_limits(y, hline)
     out = (x < xlo) | (x > xhi) | (y < ylo) | (y > yhi)
@@ -581,13 +537,10 @@ def scatter(x, y, out_path, *, xlabel, ylabel, labels=None, groups=None, caption
 
 def loss_share(history, out_path, *, caption=None):
     """Each loss term's share of the weighted total per training epoch (stacked areas)."""
-    import numpy as np
-
     recs = [h for h in history if h.get("train_term_share")]
     names = list(recs[0]["train_term_share"]) if recs else []
     ep = [h["epoch"] for h in recs]
-    fig = new_figure(5.0, 3.0)
-    ax = fig.subplots()
+    fig, ax = new_figure(5.0, 3.0)
     if recs:
         ax.stackplot(ep, np.array([[h["train_term_share"][n] for h in recs] for n in names]), labels=names,
                      alpha=0.8)
@@ -601,11 +554,9 @@ _AROUND = ((1, 1), (1, 0), (1, -1), (-1, 1), (-1, 0), (-1, -1), (0, 1), (0, -1))
 
 
 def _place_labels(ax, items, *, avoid=(), fontsize=7, avoid_px=5.0, pad_px=2.0):
-    """Write each (x, y, text) of ``items`` beside its point, where it overlaps no label placed before it, no point
-    of ``avoid`` ((x, y), or (x, y, radius in px)), stays inside the axes and is not nearer another point than its
-    own: the first such spot among rings of offsets around the point, nearest ring first (a greedy placement in
-    display coordinates; the least bad spot when none is free). A label off the first ring gets a leader line.
-    Returns the annotations."""
+    """Write each (x, y, text) of ``items`` beside its point, greedily at the first spot, ring by ring, that
+    overlaps no earlier label nor point of ``avoid`` ((x, y) or (x, y, radius px)), stays inside the axes and is
+    nearer its own point than any other (else the least bad spot); off the first ring with a leader line."""
     from matplotlib.transforms import Bbox
 
     fig = ax.figure
@@ -657,12 +608,10 @@ def _overlap(a, b) -> float:
 
 
 def perception_distortion(table, out_path, *, split="all", axes_spec=(("lpips", "LPIPS"),), caption=None):
-    """The perception–distortion plane: PSNR (distortion, right is better) against each perceptual measure
-    (down is better), one point per method; the lower-right corner is out of reach (Blau & Michaeli, 2018).
-    Each point's name is placed clear of the others, inside the panel, once every panel is drawn."""
+    """The perception–distortion plane (Blau & Michaeli, 2018): PSNR (right is better) against each perceptual
+    measure (down is better), one labelled point per method."""
     rows = [r for r in table if r["split"] == split]
-    fig = new_figure(4.2 * len(axes_spec), 3.6)
-    axs = np.atleast_1d(fig.subplots(1, len(axes_spec)))
+    fig, (axs,) = new_figure(4.2 * len(axes_spec), 3.6, 1, len(axes_spec), squeeze=False)
     panels = []
     for ax, (key, label) in zip(axs, axes_spec):
         pts = [(float(r["psnr"]), float(r[key]), r["method"]) for r in rows]
@@ -682,15 +631,12 @@ def plane_with_intervals(groups: dict, out_path, *, metrics=(("lpips", "LPIPS"),
                          mark=None, caption=None, title=None):
     """PSNR (x, right is less distortion) against each metric of ``metrics`` (y, lower is better), one panel each.
 
-    ``groups`` maps a legend label to summary rows (``method``, each metric and its ``_lo``/``_hi`` interval,
-    optional ``tag`` to write beside the point); the groups named in ``connect`` are joined in their order, and
-    left out of a panel whose metric some of their points lack;
-    ``fronts`` maps a metric to the methods of its non-dominated set (drawn as a dashed line); the method
-    ``mark`` gets a star. Each point is labelled once, placed clear of the other labels and points; the legend sits
-    under the title, outside the panels.
+    ``groups`` maps a legend label to summary rows (``method``, each metric with ``_lo``/``_hi``, optional ``tag``
+    to write beside the point); groups in ``connect`` are joined in order (and left out of a panel whose metric
+    some of their points lack); ``fronts`` maps a metric to its non-dominated methods (a dashed line); the method
+    ``mark`` gets a star.
     """
-    fig = new_figure(4.3 * len(metrics), 4.1)
-    axs = np.atleast_1d(fig.subplots(1, len(metrics)))
+    fig, (axs,) = new_figure(4.3 * len(metrics), 4.1, 1, len(metrics), squeeze=False)
     every = {r["method"]: r for rows in groups.values() for r in rows}
     labels = []
     for ax, (key, label) in zip(axs, metrics):
@@ -717,8 +663,8 @@ def plane_with_intervals(groups: dict, out_path, *, metrics=(("lpips", "LPIPS"),
 
 
 def _plane_panel(ax, groups, key, connect):
-    """One panel of ``plane_with_intervals``: each group's points with their intervals on both axes. Returns the
-    labels to write ((x, y, tag), each point once) and the points they must keep clear of."""
+    """One panel of ``plane_with_intervals``: each group's points with intervals; returns the labels to write
+    ((x, y, tag), each point once) and the points they must keep clear of."""
     items, avoid = {}, []
     for g, (name, rows) in enumerate(groups.items()):
         finite = [r for r in rows if np.isfinite(r["psnr"]) and np.isfinite(r[key])]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io
-from .data import (CROP_SIZE, N_LANDMARKS, NOSE_TIP, SPLITS, DegenerateCrop, crop_and_resize, map_point,
+from .data import (N_LANDMARKS, NOSE_TIP, SPLITS, DegenerateCrop, crop_and_resize, map_point,
                    sftl54_crop_box, thermeval_crop_box)
 
 PERSON, NOSE = 0, 3          # ThermEval-D COCO category ids
@@ -42,6 +42,7 @@ _RECORD_FIELDS = ("id", "dataset", "split", "path", "source", "subject", "palett
 # subject-disjoint and every split holds both renderings.
 PALETTES = ("gray", "iron")
 PALETTE_CHOICES = PALETTES + ("mix",)
+TRAIN_FRAC = 0.7            # ThermEval-D: share of annotations_1's images in train (the rest is val)
 DEFAULT_PALETTE = "gray"    # what a record without a ``palette`` field (a manifest written before it) was built from
 
 
@@ -80,9 +81,7 @@ class _Candidate:
     palette: str = DEFAULT_PALETTE
 
 
-# ---------------------------------------------------------------------------------------------
-# SF-TL54
-# ---------------------------------------------------------------------------------------------
+# ---- SF-TL54 ----
 def read_labelme(json_path) -> tuple[np.ndarray | None, np.ndarray]:
     """Read an SF-TL54 LabelMe JSON: (face box [xmin, ymin, xmax, ymax] float or None, (54, 2) landmarks).
 
@@ -159,9 +158,11 @@ def _even_subset(n: int, cap: int | None) -> list[int]:
     return idx.tolist()
 
 
-def build_sftl54(root, crops_dir, *, palette: str = "gray", caps=(600, 80, 200), size: int = CROP_SIZE,
-                 pad: float = 1.15, min_crop_side: int = 0, keep_square: bool = False) -> BuildResult:
-    """Build SF-TL54 crops into ``crops_dir/<split>/sftl54/sf_<stem>.png``; return records and skips.
+def build_sftl54(root, crops_dir, *, palette: str, caps, size: int, pad: float, min_crop_side: int,
+                 keep_square: bool = False) -> BuildResult:
+    """Build SF-TL54 crops into ``crops_dir/<split>/sftl54/sf_<stem>.png``; return records and skips. The values
+    come from notebook 01's parameters (``palette``, ``caps`` = its sftl54_max_*, ``size`` = crop_size, ``pad`` =
+    crop_pad, ``min_crop_side``).
 
     The split is the folder an image sits in; the subject is the first ``_`` field of its name. A
     file is skipped (and named under its reason) when its annotation is missing, unparseable or not
@@ -334,9 +335,7 @@ def _write_crops(cands: list[_Candidate], crops_dir: Path, size: int) -> list[di
     return records
 
 
-# ---------------------------------------------------------------------------------------------
-# ThermEval-D
-# ---------------------------------------------------------------------------------------------
+# ---- ThermEval-D ----
 def read_coco(path: Path) -> tuple[list[dict], list[dict]]:
     """(images, annotations) of a COCO file; a missing, unparseable or malformed file stops with its name."""
     if not path.is_file():
@@ -469,8 +468,8 @@ def _thermeval_file(root: Path, ann_name: str, pad: float, keep_square: bool, mi
     return out
 
 
-def build_thermeval(root, crops_dir, *, seed: int = 7, train_frac: float = 0.7, size: int = CROP_SIZE,
-                    pad: float = 1.15, min_crop_side: int = 0, keep_square: bool = False) -> BuildResult:
+def build_thermeval(root, crops_dir, *, seed: int, size: int, pad: float, min_crop_side: int,
+                    train_frac: float = TRAIN_FRAC, keep_square: bool = False) -> BuildResult:
     """Build ThermEval-D crops into ``crops_dir/<split>/thermeval/te_<stem>_<k>.png``; return records.
 
     One crop per Nose box (k = its index among the image's Nose annotations, in file order; nose

@@ -125,9 +125,7 @@ def protocol_table(r: Recipe, term_name: str | None = None, reported: Mapping | 
                            for setting, ours in _this_run(r, term_name, sized).items()))
 
 
-# ---------------------------------------------------------------------------------------------
-# Which pretrained network notebook 03 finetunes
-# ---------------------------------------------------------------------------------------------
+# ---- Which pretrained network notebook 03 finetunes ----
 def training_step_seconds(model, loss_fn, dataset, batch_size: int, *, steps: int = 2, untimed: int = 1,
                           device="cpu") -> float:
     """Seconds per AdamW training step of a copy of ``model`` (left unchanged) on the first ``batch_size`` items of

@@ -57,9 +57,7 @@ from .notebook import (Notebook, NotebookFailed, ParameterError, discover, execu
 from .publish import publish, update_readme
 
 
-# ---------------------------------------------------------------------------------------------
-# Sweeps
-# ---------------------------------------------------------------------------------------------
+# ---- Sweeps ----
 POINT_RECORD = "point.json"        # in a point's folder: its values and the notebooks finished there
 _RECORD_LOCK = threading.Lock()     # points run side by side write the main run's provenance one at a time
 FRONTIER_TRAINERS = {"v1": "03_v1_finetune", "v2": "05_v2_finetune"}
@@ -75,6 +73,33 @@ class Point:
     values: dict                    # the parameter values that differ from the profile's defaults
     notebooks: list                 # Notebook objects, in order
     params: dict = field(default_factory=dict)   # notebook name -> injected values
+
+
+def _point_value(value) -> str:
+    """One swept value as it appears in a point's name."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return f"{value:.1f}"
+    return str(value)
+
+
+def point_values(profile: str, values: dict, defaults: dict | None = None) -> dict:
+    """The entries of ``values`` that differ from the main run's: the profile's values over ``defaults`` (the
+    selected notebooks' literals; by default every notebook's). What makes a sweep point different from the main
+    run."""
+    base = {**(config.notebook_defaults() if defaults is None else defaults), **config.profile_values(profile)}
+    return {k: v for k, v in sorted(values.items()) if k not in base or base[k] != v}
+
+
+def point_name(profile: str, values: dict, defaults: dict | None = None) -> str:
+    """The folder name of the sweep point with these parameter values ('' when they are the main run's):
+    ``name=value`` pairs of the non-default values, sorted and joined by commas."""
+    differing = point_values(profile, values, defaults)
+    name = ",".join(f"{k}={_point_value(v)}" for k, v in differing.items())
+    if name and not config.SWEEP_POINT.match(name):
+        raise config.ParameterValueError(f"cannot name a sweep point after {differing}: swept values must be "
+                                         "numbers, True/False or short names made of letters, digits, '.', '_', "
+                                         "'+' and '-'")
+    return name
 
 
 def _typed(value, default):
@@ -114,10 +139,10 @@ def sweep_points(notebooks: list[Notebook], profile: str, grid: dict[str, list],
         resolved = resolve_parameters(notebooks, profile, chosen)   # unknown names, types and rules
         named = {k: v for k, v in chosen.items() if k not in _RUN_CONTROL}
         try:
-            name = config.point_name(profile, named, declared)
+            name = point_name(profile, named, declared)
         except config.ParameterValueError as e:
             raise ParameterError(str(e)) from None
-        values = config.point_values(profile, named, declared)
+        values = point_values(profile, named, declared)
         if name not in points:
             for nb in notebooks:
                 resolved[nb.name] = {**resolved[nb.name], **({"sweep_point": name} if "sweep_point" in nb.parameters
@@ -393,9 +418,7 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
     return outputs
 
 
-# ---------------------------------------------------------------------------------------------
-# Reruns recompute only what changed (as jupyter-cache or Quarto's freeze do)
-# ---------------------------------------------------------------------------------------------
+# ---- Reruns recompute only what changed (as jupyter-cache or Quarto's freeze do) ----
 CACHE_FILE = "cache.json"
 # what a notebook makes outside its executed copy that a rerun may not find anymore (removed by hand): its absence
 # reruns it

@@ -5,27 +5,18 @@
     python -m thermsr_utils.sr_folder --model bicubic --input crops --output out --metrics
     python -m thermsr_utils.sr_folder --model drln --input big_frames --output out --tile 128
 
-Without ``--metrics`` every image is upscaled ×scale (real use). With ``--metrics`` each image is treated as the
-high-resolution truth: it is trimmed to a multiple of the scale, downsampled with INTER_AREA, super-resolved
-and scored by the same code as the notebooks' tables (``evaluate.Scorer``): PSNR/SSIM as the write-up computed
-them and on the Y channel with the border shaved, LPIPS and DISTS (``--perceptual``), the gradient and
-high-frequency energy ratios (sharpness of SR against HR), and the nose metric (``--nose-model``: how far the
-nose landmark moves between HR and SR, where a face is found in both); the SR images, a per-image CSV and a
-summary JSON (means, nose median and failures, and which LPIPS/DISTS weights and nose model were used) are
-written. Large inputs are super-resolved in overlapping tiles (``--tile``), so memory stays bounded whatever
-the image size. Files that cannot be used (empty, not an image,
-16-bit, too small, corrupt) are listed with the reason and skipped; they never stop the rest of the folder.
-The input folder is only read.
+Without ``--metrics`` every image is upscaled ×scale. With ``--metrics`` each image is the high-resolution truth:
+trimmed to a multiple of the scale, downsampled with INTER_AREA, super-resolved and scored by the notebooks' own
+``evaluate.Scorer`` (PSNR/SSIM, LPIPS/DISTS with ``--perceptual``, sharpness ratios, the nose metric with
+``--nose-model``); a per-image CSV and summary.json (means, instruments) are written beside the SR images. Large
+inputs are tiled (``--tile``) so memory stays bounded. Unusable files (empty, not an image, 16-bit, too small,
+corrupt) are listed with the reason and skipped. The input folder is only read.
 
-Colour input (``--colour``): thermal cameras save false-colour (palette) images, and a model finetuned on gray
-crops shifts their hues when run on them as they are. A saved model's ``thermsr.json`` records what it was
-trained on (``trained_on``: palettes and datasets); when that is gray only, a colour image (three channels that
-differ) is not run as it is: ``auto`` inverts the known palette (OpenCV's inferno, which the synthetic iron
-rendering uses) to its gray index image, super-resolves that and re-applies the palette, and where the colours
-are not that palette super-resolves the luminance (YCrCb Y) alone with the colour upscaled bicubically. Models
-trained on colour too, and models without a record (registry zero-shot networks, hub models, bicubic: trained on
-RGB photos), run on colour as it is. Every processed colour image gets a note saying what was done and what the
-model was trained on; summary.json's ``colour`` counts them.
+Colour input (``--colour``): a model finetuned on gray crops shifts the hues of false-colour (palette) images. When
+a saved model's ``thermsr.json`` says it was trained on gray only, ``auto`` inverts the known palette (OpenCV's
+inferno, the synthetic iron rendering) to its gray index, super-resolves that and re-applies the palette; other
+colours get the luminance (YCrCb Y) path. Models trained on colour too, and models without a record (registry,
+hub, bicubic), run on colour as it is. Each colour image gets a note; summary.json's ``colour`` counts them.
 """
 from __future__ import annotations
 
@@ -44,7 +35,10 @@ from typing import Callable
 import numpy as np
 
 from .data import SCALE
-from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png, write_png_bands
+from .colour import (COLOUR_CHOICES, colour_method, colour_path, is_colour, model_trained_on, resolve_colour,
+                     trained_words)
+from . import io
+from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 MIN_SIDE = 32            # smallest HR side scored with --metrics (its LR is 8 px)
@@ -55,19 +49,6 @@ TILE_OVERLAP = 8         # LR pixels of context around each tile (cut away from 
 MIN_TILE = 8             # smallest allowed --tile
 DEFAULT_PERCEPTUAL = ("lpips", "dists")
 DEFAULT_NOSE_MODEL = "auto"   # notebook 02's default: rtmlib when its files are cached, else RetinaFace
-COLOUR_CHOICES = ("auto", "as-is", "luma", "palette")
-# What ``--colour auto`` does with a colour image when the model was trained on gray crops only. Measured
-# (tools/palette_check.py: 40 generated iron crops, RGB PSNR): the demo's gray-finetuned v1 scores 29.8 dB run on
-# the colour as is, 31.4 on the luminance alone and 34.2 through palette inversion, against 33.3 for the srresnet it
-# started from and 32.8 for waifu2x-photo, both run as is (v2: 30.4 / 31.2 / 33.3). In a palette that is not inferno
-# (COLORMAP_HOT) the luminance fallback beats as is for v1 (29.9 against 29.3) but stays ~2 dB below a zero-shot
-# network run as is (waifu2x-photo 31.9): the fallback's note says so.
-AUTO_FOR_GRAY_TRAINED = "palette"
-# Palette inversion is used when the mean distance (Euclidean, 0-255 BGR) of the image's pixels to their nearest
-# inferno colour is at most this; above it the colours are taken to be another palette and get the luminance path.
-# Measured: generated inferno crops lie 1.4-2.8 from the palette (their INTER_AREA LR), JPEG-saved ones 3-8 (quality
-# 95 to 50); other OpenCV palettes 26 or more (plasma 26-35, hot 29-53, magma 36-41, jet/turbo/bone 70-124).
-PALETTE_MAX_ERROR = 12.0
 METRIC_COLUMNS = ["file", "width", "height", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists", "lpips_vgg",
                   "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px"]
 
@@ -106,174 +87,6 @@ def to_bgr8(img: np.ndarray, name: str, report: Report) -> np.ndarray | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------
-# Colour input
-# ---------------------------------------------------------------------------------------------
-def inferno_lut() -> np.ndarray:
-    """The 256 colours (uint8 BGR, 256×3) of OpenCV's COLORMAP_INFERNO, which ``synthetic.iron`` applies."""
-    import cv2
-
-    return cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_INFERNO)[:, 0].copy()
-
-
-def is_colour(img: np.ndarray) -> bool:
-    """True when uint8 BGR ``img`` has three channels that differ somewhere (gray stored as BGR is not colour)."""
-    return img.ndim == 3 and img.shape[2] == 3 and bool(
-        (img[..., 0] != img[..., 1]).any() or (img[..., 1] != img[..., 2]).any())
-
-
-def invert_palette(img: np.ndarray, lut: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 H×W index image, float32 H×W distance): each BGR pixel of ``img`` mapped to the index of its nearest
-    colour of ``lut`` (default: inferno), and how far (Euclidean, 0-255 units) that colour is from it. An image
-    made by applying the palette inverts exactly (distance 0)."""
-    lut = inferno_lut() if lut is None else np.asarray(lut, np.uint8)
-    px = np.ascontiguousarray(img[..., :3]).reshape(-1, 3)
-    packed = (px[:, 0].astype(np.int32) << 16) | (px[:, 1].astype(np.int32) << 8) | px[:, 2]
-    uniq, inverse = np.unique(packed, return_inverse=True)
-    colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1).astype(np.int32)
-    index = np.empty(len(uniq), np.uint8)
-    dist = np.empty(len(uniq), np.float32)
-    lut32 = lut.astype(np.int32)
-    for i in range(0, len(uniq), 4096):          # bounded memory: 4096 colours × 256 entries at a time
-        d2 = ((colours[i:i + 4096, None, :] - lut32[None]) ** 2).sum(-1)
-        index[i:i + 4096] = d2.argmin(1)
-        dist[i:i + 4096] = np.sqrt(d2.min(1))
-    shape = img.shape[:2]
-    return index[inverse].reshape(shape), dist[inverse].reshape(shape)
-
-
-def _sr_gray(sr) -> np.ndarray:
-    """Float RGB tensor 3×H×W → float32 H×W luma (0.299 R + 0.587 G + 0.114 B), unclamped, 0-1 scale."""
-    from .metrics import LUMA_WEIGHTS
-
-    x = sr.detach().float().cpu().numpy()
-    return (LUMA_WEIGHTS[0] * x[0] + LUMA_WEIGHTS[1] * x[1] + LUMA_WEIGHTS[2] * x[2]).astype(np.float32)
-
-
-def _bgr_float_to_tensor(bgr: np.ndarray):
-    """Float32 BGR H×W×3 on the 0-1 scale → float RGB tensor 3×H×W (not clamped: ``tensor_to_bgr`` clamps)."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1].transpose(2, 0, 1))).float()
-
-
-def luma_method(method: Callable) -> Callable:
-    """``method`` applied to the luminance alone: the LR image's YCrCb Y, replicated to 3 channels, is
-    super-resolved (the output's luma kept), Cr and Cb are upscaled bicubically, and the result converted back."""
-    import cv2
-
-    def run(lr: np.ndarray):
-        ycc = cv2.cvtColor(lr, cv2.COLOR_BGR2YCrCb)
-        y = np.repeat(ycc[:, :, :1], 3, axis=2)
-        y_sr = _sr_gray(method(np.ascontiguousarray(y)))
-        h, w = y_sr.shape
-        crcb = cv2.resize(ycc[:, :, 1:].astype(np.float32) / 255.0, (w, h), interpolation=cv2.INTER_CUBIC)
-        out = cv2.cvtColor(np.dstack([y_sr, crcb]).astype(np.float32), cv2.COLOR_YCrCb2BGR)
-        return _bgr_float_to_tensor(out)
-    return run
-
-
-def apply_palette(index: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray:
-    """Float H×W palette index (0-255, clipped) → float32 BGR H×W×3 on the 0-1 scale, interpolating linearly between
-    the palette's 256 colours (an integer index gives its colour exactly)."""
-    lut = (inferno_lut() if lut is None else np.asarray(lut)).astype(np.float32) / 255.0
-    t = np.clip(np.asarray(index, np.float32), 0.0, 255.0)
-    lo = np.floor(t).astype(np.int64)
-    hi = np.minimum(lo + 1, 255)
-    f = (t - lo)[..., None]
-    return (lut[lo] * (1.0 - f) + lut[hi] * f).astype(np.float32)
-
-
-def palette_method(method: Callable, lut: np.ndarray | None = None) -> Callable:
-    """``method`` applied to the palette's index image: each LR pixel mapped to its nearest palette colour's index
-    (``invert_palette``), that gray image super-resolved (the output's luma taken as the index) and the palette
-    re-applied (``apply_palette``)."""
-    lut = inferno_lut() if lut is None else lut
-
-    def run(lr: np.ndarray):
-        index, _ = invert_palette(lr, lut)
-        sr = method(np.ascontiguousarray(np.repeat(index[:, :, None], 3, axis=2)))
-        return _bgr_float_to_tensor(apply_palette(_sr_gray(sr) * 255.0, lut))
-    return run
-
-
-def model_trained_on(spec) -> dict | None:
-    """What a saved model was trained on, from its ``thermsr.json``: ``{"palettes": [...], "datasets": [...]}``.
-
-    A model finetuned by this project before the record existed (a ``recipe`` but no ``trained_on``) is taken to be
-    gray-trained (the builder's default palette then), marked ``"assumed": True``. None for models without a
-    training record (short names, hub ids, bicubic, registry zoo folders): trained on RGB photos.
-    """
-    from .data import DATASET_LABELS
-    from .io import read_json
-
-    path = Path(os.fspath(spec))
-    meta_file = path / "thermsr.json"
-    if not (path.is_dir() and meta_file.is_file()):
-        return None
-    try:
-        meta = read_json(meta_file)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict):
-        return None
-    if isinstance(meta.get("trained_on"), dict):
-        return {"palettes": sorted(meta["trained_on"].get("palettes") or []),
-                "datasets": sorted(meta["trained_on"].get("datasets") or [])}
-    if "recipe" in meta:
-        labels = {v: k for k, v in DATASET_LABELS.items()}
-        per_dataset = (meta.get("train_set") or {}).get("per_dataset") or {}
-        return {"palettes": ["gray"], "datasets": sorted(labels.get(k, k) for k in per_dataset), "assumed": True}
-    return None
-
-
-def trained_words(trained: dict | None, spec: str) -> str:
-    """What the model was trained on, in a few words for the notes."""
-    if spec == "bicubic":
-        return "bicubic has no training"
-    if trained is None:
-        return "the model has no thermal training record: trained on RGB photos"
-    words = "/".join(trained["palettes"]) + " thermal crops"
-    if trained.get("datasets"):
-        words += " of " + ", ".join(trained["datasets"])
-    if trained.get("assumed"):
-        words += " (assumed: its thermsr.json predates the trained_on record, when the builder's palette was gray)"
-    return "the model was trained on " + words
-
-
-def resolve_colour(option: str, trained: dict | None) -> str:
-    """The colour path ``option`` means for a model trained on ``trained``: ``auto`` is AUTO_FOR_GRAY_TRAINED for a
-    gray-only model and as-is otherwise (a colour-trained model, or one trained on RGB photos)."""
-    if option not in COLOUR_CHOICES:
-        raise ValueError(f"--colour must be one of {', '.join(COLOUR_CHOICES)}, got {option!r}")
-    if option != "auto":
-        return option
-    return AUTO_FOR_GRAY_TRAINED if trained is not None and trained["palettes"] == ["gray"] else "as-is"
-
-
-def colour_path(mode: str, lr: np.ndarray) -> tuple[str, str]:
-    """(the path taken, what was done in words) for colour LR image ``lr`` under ``mode``: "palette" falls back to
-    "luma" when the colours are not the inferno palette (mean distance above PALETTE_MAX_ERROR)."""
-    if mode == "as-is":
-        return "as-is", "run on the colour image as it is"
-    if mode == "palette":
-        _, dist = invert_palette(lr)
-        err = float(dist.mean())
-        if err <= PALETTE_MAX_ERROR:
-            return "palette", (f"inferno palette inverted to its gray index (mean colour error {err:.2f}), the index "
-                               "super-resolved, the palette re-applied")
-        return "luma", (f"colours are not the inferno palette (mean distance {err:.1f} > {PALETTE_MAX_ERROR:g}): "
-                        "luminance (Y) super-resolved, colour (CrCb) upscaled bicubically (measured on another "
-                        "palette, a gray-trained model does better so than as is but about 2 dB worse than a "
-                        "zero-shot network run as is)")
-    return "luma", "luminance (Y) super-resolved, colour (CrCb) upscaled bicubically"
-
-
-def colour_method(method: Callable, path: str) -> Callable:
-    """``method`` wrapped for colour path ``path`` ("as-is", "luma" or "palette")."""
-    return {"as-is": lambda m: m, "luma": luma_method, "palette": palette_method}[path](method)
-
-
 def load_method(spec: str, scale: int, device: str, standin_dir=None):
     """``bicubic`` or a model spec → (callable LR uint8 BGR h×w×3 → SR float RGB tensor 3×sh×sw, info dict)."""
     from . import data, models
@@ -289,9 +102,7 @@ def load_method(spec: str, scale: int, device: str, standin_dir=None):
     return run_model, info
 
 
-# ---------------------------------------------------------------------------------------------
-# Tiling
-# ---------------------------------------------------------------------------------------------
+# ---- Tiling ----
 def choose_tile(height: int, width: int, tile: int | None) -> int:
     """The LR tile side to use for an h×w LR image: ``tile`` when given (0 = no tiling), else AUTO_TILE
     above AUTO_TILE_PIXELS pixels and 0 below. Raises ValueError for a tile below MIN_TILE."""
@@ -345,11 +156,44 @@ def upscale_tiled(method: Callable, lr: np.ndarray, scale: int, tile: int, overl
     return out
 
 
+def write_png_bands(path: str | os.PathLike, bands, width: int, height: int, *, gray: bool = False,
+                    compression: int = 1) -> None:
+    """Write an image that arrives in horizontal bands (uint8 arrays of rows×width×3 BGR, or rows×width when
+    ``gray``) as one PNG, row by row (pypng), atomically: memory holds one band, never the whole image. The
+    bands must add up to ``height`` rows. ``compression`` is the zlib level (OpenCV's default is 1)."""
+    import png
+
+    count = 0
+
+    def rows():
+        nonlocal count
+        for band in bands:
+            if band.dtype != np.uint8 or band.shape[1:] != ((width,) if gray else (width, 3)):
+                raise ValueError(f"a band of {band.dtype} {band.shape} does not fit a {width}-px wide "
+                                 f"{'gray' if gray else 'BGR'} uint8 image for {path}")
+            band = band if gray else band[..., ::-1]          # PNG stores RGB
+            for row in band:
+                count += 1
+                if count > height:
+                    break
+                yield row.tobytes()
+
+    writer = png.Writer(width, height, greyscale=gray, bitdepth=8, compression=compression)
+    with io.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            writer.write_packed(f, rows())
+            if count != height:   # pypng does not check; a PNG with missing rows must never be left behind
+                raise ValueError(f"{path}: the bands held {'more than ' if count > height else ''}{count} rows "
+                                 f"for an image {height} rows high")
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def tiled_bands(method: Callable, lr: np.ndarray, scale: int, tile: int, overlap: int = TILE_OVERLAP, *,
                 gray: bool = False):
     """The uint8 output of ``upscale_tiled``, one band of tiles at a time, top to bottom: arrays of
     (≤ scale·tile)×(scale·w)×3 BGR, or without the channel axis when ``gray``, converted as ``data.tensor_to_bgr``
-    (then to gray) converts the whole image. Written out as they come (``io.write_png_bands``), memory holds one
+    (then to gray) converts the whole image. Written out as they come (``write_png_bands``), memory holds one
     band, never an image of the output's size."""
     import cv2
 
@@ -368,9 +212,7 @@ def tiled_bands(method: Callable, lr: np.ndarray, scale: int, tile: int, overlap
         yield band
 
 
-# ---------------------------------------------------------------------------------------------
-# The folder
-# ---------------------------------------------------------------------------------------------
+# ---- The folder ----
 def _read(path: Path, report: Report) -> np.ndarray | None:
     """Decode ``path`` (any depth and channel count), or record why not (None)."""
     import cv2
@@ -522,10 +364,7 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
     ``tile_overlap``: LR pixels of context around each tile; ``perceptual`` and ``nose_model``: what
     ``metrics`` scores besides PSNR/SSIM and the sharpness ratios (``make_scorer``).
     """
-    import cv2
     from tqdm.auto import tqdm
-
-    from . import data
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
@@ -545,46 +384,22 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
     method, info = load_method(model, scale, device, standin_dir)
     clear_earlier_run(output_dir)    # only now that this run can start: a refused run changes nothing
     taken: set[str] = set()
-    files = input_files(input_dir, report)
-    for path in tqdm(files, desc="sr_folder", disable=not progress):
+    for path in tqdm(input_files(input_dir, report), desc="sr_folder", disable=not progress):
         raw = _read(path, report)
-        if raw is None:
+        img = None if raw is None else to_bgr8(raw, path.name, report)
+        pair = None if img is None else _pair(img, path.name, scale, metrics, report)
+        if pair is None:
             continue
-        img = to_bgr8(raw, path.name, report)
-        if img is None:
-            continue
+        hr, lr = pair
         gray = raw.ndim == 2 or (raw.ndim == 3 and raw.shape[2] in (1, 2))
-        h, w = img.shape[:2]
-        if metrics:
-            if min(h, w) < MIN_SIDE:
-                report.skipped.append((path.name, f"{w}x{h} is smaller than {MIN_SIDE} px, too small to score"))
-                continue
-            hh, ww = h - h % scale, w - w % scale
-            if (hh, ww) != (h, w):
-                report.notes.append((path.name, f"trimmed {w}x{h} to {ww}x{hh} (a multiple of {scale})"))
-            hr = img[:hh, :ww]
-            lr = data.make_lr(hr, scale)
-        else:
-            if min(h, w) < MIN_INPUT_SIDE:
-                report.skipped.append((path.name, f"{w}x{h} is smaller than {MIN_INPUT_SIDE} px on a side, "
-                                                  "too small to super-resolve"))
-                continue
-            lr = img
-        n_tile = choose_tile(*lr.shape[:2], tile)
-        tiled = bool(n_tile) and max(lr.shape[:2]) > n_tile
         run, taken_path = method, None
         if not gray and is_colour(img):
             taken_path, done = colour_path(colour_mode, lr)
             run = colour_method(method, taken_path)
         out_path = output_dir / _output_name(path, taken, report)
+        n_tile = choose_tile(*lr.shape[:2], tile)
         try:
-            if tiled and not metrics:   # streamed band by band into the PNG: memory set by the tile, not the image
-                write_png_bands(out_path, tiled_bands(run, lr, scale, n_tile, tile_overlap, gray=gray),
-                                lr.shape[1] * scale, lr.shape[0] * scale, gray=gray)
-            else:                       # untiled, or scored: the float output of an input-sized image
-                sr = upscale_tiled(run, lr, scale, n_tile, tile_overlap) if tiled else run(lr)
-                out_img = data.tensor_to_bgr(sr)
-                write_png(out_path, cv2.cvtColor(out_img, cv2.COLOR_BGR2GRAY) if gray else out_img)
+            sr = _write_sr(run, lr, scale, n_tile, tile_overlap, gray, out_path, keep_float=metrics)
         except (RuntimeError, MemoryError) as e:  # e.g. out of memory: report it, carry on with the folder
             taken.discard(out_path.name)
             report.notes = [n for n in report.notes if n != (path.name, f"written as {out_path.name}: another "
@@ -592,7 +407,7 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
             report.skipped.append((path.name, f"super-resolution failed ({type(e).__name__}: {e}); "
                                               "a smaller --tile may help"))
             continue
-        if tiled:
+        if n_tile and max(lr.shape[:2]) > n_tile:
             n = len(tile_boxes(*lr.shape[:2], n_tile))
             report.notes.append((path.name, f"super-resolved in {n} tiles of {n_tile} px (LR) with "
                                             f"{tile_overlap} px overlap"))
@@ -607,6 +422,47 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
                             "trained_words": trained_note, "colour_images": dict(sorted(report.colour.items()))}
     _write_outputs(report, output_dir, info, scorer)
     return report
+
+
+def _pair(img: np.ndarray, name: str, scale: int, metrics: bool, report: Report):
+    """(HR, LR) of one readable image: with ``metrics`` the image trimmed to a multiple of ``scale`` and its LR
+    (``data.make_lr``), else (None, the image itself); None, with the reason in ``report``, when it is too small."""
+    from . import data
+
+    h, w = img.shape[:2]
+    if not metrics:
+        if min(h, w) < MIN_INPUT_SIDE:
+            report.skipped.append((name, f"{w}x{h} is smaller than {MIN_INPUT_SIDE} px on a side, "
+                                         "too small to super-resolve"))
+            return None
+        return None, img
+    if min(h, w) < MIN_SIDE:
+        report.skipped.append((name, f"{w}x{h} is smaller than {MIN_SIDE} px, too small to score"))
+        return None
+    hh, ww = h - h % scale, w - w % scale
+    if (hh, ww) != (h, w):
+        report.notes.append((name, f"trimmed {w}x{h} to {ww}x{hh} (a multiple of {scale})"))
+    hr = img[:hh, :ww]
+    return hr, data.make_lr(hr, scale)
+
+
+def _write_sr(run: Callable, lr: np.ndarray, scale: int, n_tile: int, overlap: int, gray: bool, out_path: Path, *,
+              keep_float: bool):
+    """Super-resolve ``lr`` into the PNG ``out_path``; return the float output when ``keep_float`` (to score it).
+    A tiled image that is not scored streams band by band into the PNG: memory is set by the tile, not the image."""
+    import cv2
+
+    from . import data
+
+    tiled = bool(n_tile) and max(lr.shape[:2]) > n_tile
+    if tiled and not keep_float:
+        write_png_bands(out_path, tiled_bands(run, lr, scale, n_tile, overlap, gray=gray),
+                        lr.shape[1] * scale, lr.shape[0] * scale, gray=gray)
+        return None
+    sr = upscale_tiled(run, lr, scale, n_tile, overlap) if tiled else run(lr)
+    out_img = data.tensor_to_bgr(sr)
+    write_png(out_path, cv2.cvtColor(out_img, cv2.COLOR_BGR2GRAY) if gray else out_img)
+    return sr
 
 
 def _write_outputs(report: Report, output_dir: Path, info: dict, scorer) -> None:

@@ -1,19 +1,12 @@
 """Paired bootstrap intervals between two methods, and the words notebooks use for what they show.
 
-Every comparison pairs the crops two methods were scored on (by crop ``id``), takes the difference
-stat(new) − stat(base) of a per-crop metric, and puts a percentile bootstrap interval around it by
-resampling the independent units with replacement, each with all its crops: the subject for SF-TL54 and the
-source frame for ThermEval-D (``resampling_unit``). Crops of one subject or one frame are not independent, so
-resampling crops (what earlier versions did, still ``unit="crop"``) gives intervals that are too narrow. A
-difference is called "better" or "worse" only when its interval excludes zero; otherwise the two methods are
-reported as indistinguishable on that metric.
-
-Each comparison also carries a two-sided bootstrap p-value from the same replicates (``p``); ``holm`` adjusts
-the p-values of a family of comparisons (by default the nose comparisons) for multiplicity. The downstream
-metrics of a landmark model come as a family of columns per model: ``nose_*`` for the first, ``nose2_*`` for a
-second, independent one (``<prefix>_err_px`` the HR–SR displacement, ``<prefix>_fail`` 1.0 where the model found
-no nose on the SR image, ``<prefix>_gt_err_sr`` the distance to the generator's true nose); ``metric_label``
-names them, optionally after the model (``models={"nose": "RetinaFace", "nose2": "dlib"}``).
+Every comparison pairs two methods' crops by ``id`` and puts a percentile bootstrap interval around
+stat(new) − stat(base) of a per-crop metric, resampling the independent units with all their crops: the subject
+for SF-TL54, the source frame for ThermEval-D (``resampling_unit``; resampling crops, ``unit="crop"``, gives
+intervals that are too narrow). A difference is "better" or "worse" only when its interval excludes zero.
+Each comparison also carries a two-sided bootstrap p-value (``p``), which ``holm`` adjusts over a family (by
+default the nose comparisons). Nose metrics come per landmark model: ``nose_*`` for the first, ``nose2_*`` for a
+second (``_err_px`` HR–SR displacement, ``_fail`` no nose on SR, ``_gt_err_sr`` distance to the true nose).
 """
 from __future__ import annotations
 
@@ -49,9 +42,8 @@ def nose_model(metric: str) -> str | None:
 
 
 def metric_label(metric: str, models: Mapping[str, str] | None = None) -> str:
-    """A metric's display label. Nose metrics name their landmark model when ``models`` maps its prefix
-    ("nose median (RetinaFace)", "nose failure rate (dlib)"); without a name, the first model's metrics keep
-    their plain label ("nose median") and another's is numbered ("nose median (model 2)")."""
+    """A metric's display label; a nose metric names its model where ``models`` maps its prefix ("nose median
+    (RetinaFace)"), else keeps its own label ("nose median", "nose median (model 2)")."""
     m = spec(metric)
     if m.model and models and models.get(m.model):
         return f"{METRICS['nose_' + m.kind].label} ({models[m.model]})"
@@ -67,9 +59,7 @@ COMPARISON_COLUMNS = [("pair", "Base → New"), ("split", "Split"), ("metric", "
                       ("interval", "New − Base [95 % CI]"), ("verdict", "Verdict")]
 
 
-# ------------------------------------------------------------------------------------------------
-# Per-crop values
-# ------------------------------------------------------------------------------------------------
+# ---- Per-crop values ----
 def _float(value) -> float:
     """``value`` as a float; None, empty strings and anything unparsable become NaN."""
     try:
@@ -111,29 +101,12 @@ def _finite(a, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a[ok], b[ok], ok
 
 
-def _finite_pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs (a[i], b[i]) where both are finite, as two float arrays of equal length."""
-    return _finite(a, b)[:2]
-
-
 def _stat(x: np.ndarray, stat: str, axis=None):
     """Mean or median of ``x`` along ``axis``."""
     return np.median(x, axis=axis) if stat == "median" else np.mean(x, axis=axis)
 
 
-# ------------------------------------------------------------------------------------------------
-# Bootstrap and verdicts
-# ------------------------------------------------------------------------------------------------
-def _check_bootstrap(stat: str, n_boot: int, level: float) -> None:
-    """A ValueError for a stat other than mean/median, n_boot < 1 or a level outside (0, 1)."""
-    if stat not in ("mean", "median"):
-        raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-
-
+# ---- Bootstrap and verdicts ----
 def _unit_codes(groups, ok: np.ndarray) -> np.ndarray:
     """Unit index (0..n_units−1, in order of first appearance) of each kept element: length ok.sum()."""
     if len(groups) != ok.size:
@@ -141,16 +114,6 @@ def _unit_codes(groups, ok: np.ndarray) -> np.ndarray:
     keys = [g for g, keep in zip(groups, ok) if keep]
     index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
     return np.array([index[k] for k in keys], dtype=np.intp)
-
-
-def _unit_counts(rng: np.random.Generator, n_units: int, n_boot: int) -> np.ndarray:
-    """n_boot×n_units: how often each unit is drawn when a replicate draws n_units units with replacement.
-
-    The draw is the crop path's ``rng.integers(0, n, size=(n_boot, n))`` with n = n_units, so units of one
-    crop each give the crop bootstrap's replicates."""
-    idx = rng.integers(0, n_units, size=(n_boot, n_units))
-    flat = (idx + n_units * np.arange(n_boot)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n_units).reshape(n_boot, n_units)
 
 
 def _cluster_stat(x: np.ndarray, codes: np.ndarray, counts: np.ndarray, stat: str) -> np.ndarray:
@@ -168,32 +131,23 @@ def _cluster_stat(x: np.ndarray, codes: np.ndarray, counts: np.ndarray, stat: st
     return (xs[lower] + xs[upper]) / 2
 
 
-def _replicates(a: np.ndarray, b: np.ndarray, codes, stat: str, n_boot: int, seed: int) -> np.ndarray:
-    """stat(b) − stat(a) of n_boot bootstrap replicates (length n_boot): crops drawn, or units if ``codes``."""
-    rng = np.random.default_rng(seed)
-    if codes is None:
-        idx = rng.integers(0, a.size, size=(n_boot, a.size))
-        return _stat(b[idx], stat, axis=1) - _stat(a[idx], stat, axis=1)
-    counts = _unit_counts(rng, int(codes.max()) + 1, n_boot)
-    return _cluster_stat(b, codes, counts, stat) - _cluster_stat(a, codes, counts, stat)
-
-
 def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0, level: float = 0.95,
                      groups=None) -> dict:
     """stat(b) − stat(a) for paired per-crop arrays (length n) with a ``level`` percentile bootstrap interval.
 
-    Pairs where either value is non-finite are dropped first. Without ``groups`` each replicate draws n crops
-    with replacement (one n_boot×n index matrix from ``np.random.default_rng(seed)``). With ``groups`` (one
-    hashable key per element, length n, e.g. ``resampling_unit`` of each row) each replicate draws as many
-    units as the finite pairs hold, with replacement, and takes every element of each drawn unit; the stat is
-    that of the concatenated elements. The interval is widened to contain ``diff`` in the rare case the
-    percentile interval misses it (float rounding on a constant shift, a median on very few crops). ``p`` is
-    the two-sided bootstrap p-value of the same replicates, min(1, 2·min(share ≤ 0, share ≥ 0)): up to ties it
-    is below 1 − level exactly when the percentile interval excludes zero (0 means no replicate on the other
-    side, i.e. p < 1/n_boot). Returns {"diff", "lo", "hi", "p", "n", "n_units", "unit", "n_dropped", "stat",
-    "level", "n_boot", "seed"} with unit "crop" or "cluster"; NaNs with n = 0 when no finite pair is left.
+    Non-finite pairs are dropped. Without ``groups`` each replicate draws n crops with replacement (one
+    n_boot×n index matrix from ``np.random.default_rng(seed)``); with ``groups`` (a unit key per element) it draws
+    as many units and takes every element of each. The interval is widened to contain ``diff`` where the
+    percentile interval misses it (rounding, a median on few crops). ``p``: ``bootstrap_p`` of the replicates (0:
+    p < 1/n_boot). Returns {"diff", "lo", "hi", "p", "n", "n_units", "unit" ("crop"/"cluster"), "n_dropped",
+    "stat", "level", "n_boot", "seed"}; NaNs with n = 0 when no finite pair is left.
     """
-    _check_bootstrap(stat, n_boot, level)
+    if stat not in ("mean", "median"):
+        raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
     a, b, ok = _finite(a, b)
     codes = None if groups is None else _unit_codes(groups, ok)
     n_units = int(a.size) if codes is None else int(codes.max(initial=-1)) + 1
@@ -202,7 +156,15 @@ def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = 2000, seed: int = 0
     if a.size == 0:
         return {"diff": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, **out}
     diff = float(_stat(b, stat) - _stat(a, stat))
-    boot = _replicates(a, b, codes, stat, n_boot, seed)
+    # n_boot replicates, each drawing n_units crops or units (one draw for both, so one-crop units give the crop
+    # bootstrap's replicates); with units, counts (n_boot×n_units) is how often each unit is drawn
+    idx = np.random.default_rng(seed).integers(0, n_units, size=(n_boot, n_units))
+    if codes is None:
+        boot = _stat(b[idx], stat, axis=1) - _stat(a[idx], stat, axis=1)
+    else:
+        flat = (idx + n_units * np.arange(n_boot)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=n_boot * n_units).reshape(n_boot, n_units)
+        boot = _cluster_stat(b, codes, counts, stat) - _cluster_stat(a, codes, counts, stat)
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return {"diff": diff, "lo": min(float(lo), diff), "hi": max(float(hi), diff), "p": bootstrap_p(boot), **out}
 
@@ -219,9 +181,8 @@ def bootstrap_p(replicates) -> float:
 
 def interval(values, stat: str = "mean", n_boot: int = 2000, seed: int = 0, level: float = 0.95,
              groups=None) -> dict:
-    """stat of one method's per-crop ``values`` (length n; ``groups``: n unit keys or None for crops) with the
-    same percentile bootstrap interval as ``paired_bootstrap`` (it is that difference against zeros). Returns
-    {"value", "lo", "hi", "n", "n_units", "unit", "n_dropped", "stat"}; NaNs with n = 0 when no value is finite."""
+    """stat of one method's per-crop ``values`` with ``paired_bootstrap``'s interval (against zeros): {"value",
+    "lo", "hi", "n", "n_units", "unit", "n_dropped", "stat"}; NaNs with n = 0 when no value is finite."""
     x = np.asarray(values, float).ravel()
     ci = paired_bootstrap(np.zeros_like(x), x, stat, n_boot=n_boot, seed=seed, level=level, groups=groups)
     return {"value": ci["diff"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"], "n_units": ci["n_units"],
@@ -241,9 +202,7 @@ def verdict(ci: dict, direction: int | str) -> str:
     return "no detectable difference"
 
 
-# ------------------------------------------------------------------------------------------------
-# Comparing two methods
-# ------------------------------------------------------------------------------------------------
+# ---- Comparing two methods ----
 def _by_id(rows: list[dict], method: str) -> dict[str, dict]:
     """{crop id: row} of ``method``; a ValueError when the method is absent or scored a crop twice."""
     out = {}
@@ -259,36 +218,16 @@ def _by_id(rows: list[dict], method: str) -> dict[str, dict]:
     return out
 
 
-def _in_split(row: dict, split: str) -> bool:
-    return split == "all" or DATASET_LABELS.get(row["dataset"], row["dataset"]) == split
-
-
-def _comparison(pairs: list[tuple[dict, dict]], groups, metric: str, n_boot: int, seed: int, level: float) -> dict:
-    """The paired bootstrap of ``metric`` over (base row, new row) ``pairs`` (groups: their unit keys or None)."""
-    stat = spec(metric).stat
-    va = np.array([_float(a.get(metric)) for a, _ in pairs], float)
-    vb = np.array([_float(b.get(metric)) for _, b in pairs], float)
-    ci = paired_bootstrap(va, vb, stat=stat, n_boot=n_boot, seed=seed, level=level, groups=groups)
-    fa, fb = _finite_pairs(va, vb)
-    return {"metric": metric, "stat": stat, "base_value": float(_stat(fa, stat)) if fa.size else math.nan,
-            "new_value": float(_stat(fb, stat)) if fb.size else math.nan, "diff": ci["diff"], "lo": ci["lo"],
-            "hi": ci["hi"], "n": ci["n"], "n_dropped": ci["n_dropped"],
-            "verdict": verdict(ci, spec(metric).direction), "n_units": ci["n_units"], "p": ci["p"]}
-
-
 def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, ids=None, n_boot: int = 2000,
             seed: int = 0, level: float = 0.95, unit: str = "subject/frame") -> list[dict]:
     """new − base per split × metric over the crops both methods scored (paired by "id", within ``ids``).
 
-    ``metrics`` defaults to DEFAULT_METRICS, less any no row carries, followed by the other NOSE_METRICS (failure
-    rates, errors against the true nose, a second landmark model's) that at least one compared crop carries a
-    finite value of; ``grad_gap``/``hf_gap`` are derived from the ratios when asked for. Each metric's statistic
-    is its ``metric_specs.METRICS`` entry's. ``unit="subject/frame"`` resamples the ``resampling_unit`` of each
-    base row with all its crops (a row without subject/source is a ValueError); ``unit="crop"`` resamples crops.
+    ``metrics`` defaults to DEFAULT_METRICS that rows carry, then the other NOSE_METRICS with a finite value on
+    some compared crop; ``grad_gap``/``hf_gap`` are derived when asked for; each metric's statistic is its
+    ``METRICS`` entry's. ``unit="subject/frame"`` resamples ``resampling_unit`` of the base rows, "crop" crops.
     Returns rows {"base", "new", "split", "metric", "stat", "base_value", "new_value", "diff", "lo", "hi", "n",
-    "n_dropped", "verdict", "n_units", "unit", "p", "n_boot"}, where the values are the statistic over the crops
-    used (both values finite), n counts crops, n_units the units they belong to, p is the bootstrap p-value of the
-    same replicates (``paired_bootstrap``), and a split without crops is NaN, n 0.
+    "n_dropped", "verdict", "n_units", "unit", "p", "n_boot"} (values over crops where both are finite; a split
+    without crops is NaN, n 0).
     """
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
@@ -313,12 +252,21 @@ def compare(rows: list[dict], base: str, new: str, metrics=None, splits=SPLITS, 
         pairs = list(zip(derive_gaps([a for a, _ in pairs]), derive_gaps([b for _, b in pairs])))
     out = []
     for split in splits:
-        sel = [k for k, (a, _) in enumerate(pairs) if _in_split(a, split)]
+        sel = [k for k, (a, _) in enumerate(pairs)
+               if split == "all" or DATASET_LABELS.get(a["dataset"], a["dataset"]) == split]
         groups = None if units is None else [units[k] for k in sel]
         for metric in metrics:
-            c = _comparison([pairs[k] for k in sel], groups, metric, n_boot, seed, level)
-            p = c.pop("p")                                   # new columns after the old ones
-            out.append({"base": base, "new": new, "split": split, **c, "unit": unit, "p": p, "n_boot": n_boot})
+            stat = spec(metric).stat
+            va = np.array([_float(pairs[k][0].get(metric)) for k in sel], float)
+            vb = np.array([_float(pairs[k][1].get(metric)) for k in sel], float)
+            ci = paired_bootstrap(va, vb, stat=stat, n_boot=n_boot, seed=seed, level=level, groups=groups)
+            fa, fb, _ = _finite(va, vb)
+            out.append({"base": base, "new": new, "split": split, "metric": metric, "stat": stat,
+                        "base_value": float(_stat(fa, stat)) if fa.size else math.nan,
+                        "new_value": float(_stat(fb, stat)) if fb.size else math.nan,
+                        **{k: ci[k] for k in ("diff", "lo", "hi", "n", "n_dropped")},
+                        "verdict": verdict(ci, spec(metric).direction), "n_units": ci["n_units"], "unit": unit,
+                        "p": ci["p"], "n_boot": n_boot})
     return out
 
 
@@ -349,9 +297,7 @@ def flip(c: dict) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# Multiplicity
-# ------------------------------------------------------------------------------------------------
+# ---- Multiplicity ----
 def is_nose(c: dict) -> bool:
     """The default family of ``holm``: every comparison whose metric starts with "nose"."""
     return str(c["metric"]).startswith("nose")
@@ -370,12 +316,10 @@ def holm_adjust(pvalues) -> list[float]:
 
 
 def holm(comparisons: list[dict], family=is_nose, alpha: float = 0.05) -> list[dict]:
-    """Copies of ``comparisons`` (same order) where the ones in ``family`` (a predicate on a comparison row;
-    default: metric starts with "nose") also carry Holm's adjustment over that family: ``p_holm`` (the adjusted
-    p-value), ``verdict_holm`` ("better" / "worse" by the sign of diff and the metric's direction when p_holm ≤
-    ``alpha``, "indistinguishable" otherwise, "not measured" without a p-value) and ``holm_m`` (how many
-    comparisons were tested together). Rows outside the family are copied unchanged. Pass every comparison of
-    the family at once (e.g. v1_vs_zs + v2_vs_v1): a family split over several calls is corrected less."""
+    """Copies of ``comparisons`` where those in ``family`` (default: nose metrics) also carry Holm's adjustment over
+    the family: ``p_holm``, ``verdict_holm`` ("better" / "worse" by the sign of diff when p_holm ≤ ``alpha``,
+    "indistinguishable" otherwise, "not measured" without a p-value) and ``holm_m`` (the tests counted). Pass the
+    whole family at once: a family split over several calls is corrected less."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     out = [dict(c) for c in comparisons]
@@ -407,12 +351,10 @@ def final_verdict(c: dict) -> str:
     return "no detectable difference" if v == "indistinguishable" else v
 
 
-# ------------------------------------------------------------------------------------------------
-# Words and tables
-# ------------------------------------------------------------------------------------------------
+# ---- Words and tables ----
 def format_diff(c: dict, digits: int | None = None) -> str:
-    """"+1.23 dB [+0.98, +1.49]": the difference and its interval (psnr 2 dp dB, ssim 3, lpips/dists 4, nose 2 px,
-    a failure rate in percentage points with 1 dp: "+3.3 pp [+1.0, +5.6]")."""
+    """"+1.23 dB [+0.98, +1.49]": the difference and its interval in the metric's digits and unit (a failure rate in
+    percentage points: "+3.3 pp [+1.0, +5.6]")."""
     m = spec(c["metric"])
     d = m.digits if digits is None else digits
     scale = 100.0 if m.percent else 1.0
@@ -431,8 +373,7 @@ def _value(metric: str, value) -> str:
 
 
 def format_p(p, n_boot=None, m: int = 1) -> str:
-    """A bootstrap p-value for a table: 3 decimals; 0 (no replicate on the other side) as "<" its resolution,
-    m/n_boot for a Holm-adjusted one of a family of m (or "<0.001" without n_boot); "–" when absent."""
+    """A p-value with 3 decimals; 0 as "<" its resolution m/n_boot ("<0.001" without n_boot); "–" when absent."""
     p = _float(p)
     if not math.isfinite(p):
         return "–"
@@ -453,9 +394,8 @@ EXTRA_COLUMNS = [("p", "p"), ("p_holm", "p (Holm)"), ("verdict_holm", "Verdict (
 
 
 def comparisons_markdown(comparisons: list[dict], caption: str, models: Mapping[str, str] | None = None) -> str:
-    """A Markdown table of comparison rows (one line each) with the caption line under it. The columns of
-    COMPARISON_COLUMNS, then p, p (Holm) and Verdict (Holm) where some row carries them ("–" in a row without);
-    nose metrics are labelled after their landmark model where ``models`` names it (``metric_label``)."""
+    """A Markdown table of comparison rows with the caption under it: COMPARISON_COLUMNS, then the EXTRA_COLUMNS
+    some row carries ("–" in a row without); nose metrics labelled by ``metric_label``."""
     extra = [(k, label) for k, label in EXTRA_COLUMNS if any(k in c for c in comparisons)]
 
     def cells(c: dict) -> list[str]:
@@ -477,8 +417,7 @@ def write_comparisons(comparisons: list[dict], stem, caption: str,
 
 
 def read_comparisons(path) -> list[dict]:
-    """Comparison rows written by ``write_comparisons`` (its CSV), with numbers parsed back (a field a row did
-    not carry, such as p_holm outside the Holm family, is dropped)."""
+    """Comparison rows of ``write_comparisons``' CSV with numbers parsed back (empty optional fields dropped)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
@@ -487,8 +426,7 @@ def read_comparisons(path) -> list[dict]:
         for key in ("p", "p_holm", "n_boot", "holm_m", "verdict_holm"):
             if row.get(key) in (None, ""):
                 row.pop(key, None)
-        for key in ("p", "p_holm"):
-            if key in row:
+            elif key in ("p", "p_holm"):
                 row[key] = _float(row[key])
         for key in ("n", "n_dropped", "n_units", "n_boot", "holm_m"):
             if row.get(key) not in (None, ""):
@@ -496,15 +434,7 @@ def read_comparisons(path) -> list[dict]:
     return rows
 
 
-# ------------------------------------------------------------------------------------------------
-# Recommendation
-# ------------------------------------------------------------------------------------------------
-def _all_rows(comparisons) -> list[dict]:
-    """Comparison rows from a {(base, new): rows} mapping or an iterable of row lists."""
-    groups = comparisons.values() if isinstance(comparisons, Mapping) else comparisons
-    return [c for group in groups for c in group]
-
-
+# ---- Recommendation ----
 def _oriented(rows: list[dict], metric: str, split: str, method: str, other: str) -> dict:
     """The comparison of ``metric`` on ``split`` between two methods, as method − other (new = method)."""
     for c in rows:
@@ -529,9 +459,8 @@ def _clause(c: dict, models: Mapping[str, str] | None = None) -> str:
 
 
 def nose_clause(c: dict, models: Mapping[str, str] | None = None) -> str:
-    """A nose comparison in the words of the evidence column: "nose: v2 − v1 +0.87 px [+0.21, +1.44] (worse,
-    RetinaFace)" ("nose failures: …" for a failure rate, "nose to true nose: …" for the error against the
-    generator's true nose); the verdict is Holm's where ``holm`` set one, the model named by ``model_name``."""
+    """A nose comparison in words: "nose: v2 − v1 +0.87 px [+0.21, +1.44] (worse, RetinaFace)" (the metric's
+    ``words``; Holm's verdict where set)."""
     m = METRICS[c["metric"]]
     return (f"{m.words}: {c['new']} − {c['base']} {format_diff(c)} "
             f"({final_verdict(c)}, {model_name(m.model, models)})")
@@ -553,11 +482,8 @@ def _pixel_pick(rows: list[dict], split: str, metric: str) -> dict:
     others = [_oriented(rows, metric, split, top, m) for m in ranked[1:]]
     tied = [c["base"] for c in others if c["verdict"] != "better"]
     value = f"{top} has the highest {label} ({_value(metric, values[top])}{spec(metric).suffix})"
-    why = "; ".join([value] + [_clause(c) for c in others])
-    if tied:
-        return {"use case": use, "pick": " ≈ ".join([top, *tied]) + f" (no detectable {label} difference)",
-                "why": why}
-    return {"use case": use, "pick": top, "why": why}
+    pick = " ≈ ".join([top, *tied]) + f" (no detectable {label} difference)" if tied else top
+    return {"use case": use, "pick": pick, "why": "; ".join([value] + [_clause(c) for c in others])}
 
 
 def _present(rows: list[dict], metrics, split: str) -> list[str]:
@@ -571,8 +497,8 @@ def _in_every_pair(rows: list[dict], metric: str, split: str) -> bool:
 
 
 def _perceptual_pick(rows: list[dict], split: str, metrics, models=None) -> dict:
-    """Perception use case: the method better than every other on the most perceptual metrics; "why" also names
-    each picked method's nose displacement against every other (whatever the pick, the nose as measured)."""
+    """Perception use case: the method better than every other on the most perceptual metrics ("why" also names
+    each pick's nose displacement against every other)."""
     methods = _methods(rows)
     metrics = _present(rows, metrics, split)
     labels = ", ".join(metric_label(m, models) for m in metrics)
@@ -585,26 +511,22 @@ def _perceptual_pick(rows: list[dict], split: str, metrics, models=None) -> dict
     nose_why = [nose_clause(_oriented(rows, k, split, m, o), models) for m in picks for k in noses
                 for o in methods if o != m and (best or methods.index(o) > methods.index(m))]
     if best == 0:
-        why = "; ".join([_clause(c, models) for c in rows if c["split"] == split and c["metric"] in metrics]
-                        + nose_why)
-        return {"use case": use, "pick": " ≈ ".join(methods) + f" (none is better than all others on any of {labels})",
-                "why": why}
-    why = "; ".join([_clause(_oriented(rows, k, split, m, o), models) for m in picks for k in wins[m]
-                     for o in methods if o != m] + nose_why)
-    if len(picks) > 1:
-        return {"use case": use, "pick": " ≈ ".join(picks) + f" (each better than all others on {best} "
-                f"metric{'s' if best > 1 else ''})", "why": why}
-    return {"use case": use, "pick": picks[0], "why": why}
+        why = [_clause(c, models) for c in rows if c["split"] == split and c["metric"] in metrics]
+        pick = " ≈ ".join(methods) + f" (none is better than all others on any of {labels})"
+    else:
+        why = [_clause(_oriented(rows, k, split, m, o), models) for m in picks for k in wins[m] for o in methods
+               if o != m]
+        pick = (" ≈ ".join(picks) + f" (each better than all others on {best} metric{'s' if best > 1 else ''})"
+                if len(picks) > 1 else picks[0])
+    return {"use case": use, "pick": pick, "why": "; ".join(why + nose_why)}
 
 
 def _nose_pick(rows: list[dict], split: str, metrics, models=None) -> dict:
-    """Downstream nose localisation: never a method this run measures worse than another on any nose metric.
+    """Downstream nose localisation: never a method measured worse than another on any nose metric.
 
-    A method "worse" than some other on some nose metric (displacement, failure rate or error against the true
-    nose, of either landmark model; Holm's verdict where set) is excluded. Of the rest, one better than every
-    other on some nose metric is the pick (there is at most one: every other is worse than it); otherwise the
-    rest are tied; when every method is worse than another somewhere, none is picked. A nose metric that some
-    pair of methods was not compared on is left out (the first model's displacement is required)."""
+    Of the methods never "worse" (Holm's verdict where set), one better than every other on some nose metric is
+    the pick (at most one can be), otherwise they are tied; when every method is worse somewhere, none is picked.
+    A nose metric some pair was not compared on is left out (the first model's displacement is required)."""
     methods = _methods(rows)
     # a nose metric other than the first model's displacement counts only where every pair compared it
     metrics = [k for k in _present(rows, metrics, split) if k == "nose_err_px" or _in_every_pair(rows, k, split)]
@@ -624,45 +546,34 @@ def _nose_pick(rows: list[dict], split: str, metrics, models=None) -> dict:
                                    for k in metrics)]
     excluded = [m for m in methods if m not in ok]
     if not ok:
-        why = "; ".join(nose_clause(c, models) for m in methods for c in worse[m])
         return {"use case": use, "pick": "none (each method is measured worse than another on some nose metric)",
-                "why": why}
+                "why": "; ".join(nose_clause(c, models) for m in methods for c in worse[m])}
     shown = winner or ok
     why = "; ".join(nose_clause(oriented[(m, o, k)], models) for m in shown for o in methods if o != m
                     and (o not in shown or methods.index(o) > methods.index(m)) for k in metrics)
     note = f"; {', '.join(excluded)} measured worse on the nose" if excluded else ""
     if winner or len(ok) == 1:
-        return {"use case": use, "pick": shown[0] + (f" ({note[2:]})" if note else ""), "why": why}
-    if not excluded:
-        return {"use case": use, "pick": " ≈ ".join(ok) + " (no detectable nose difference)", "why": why}
-    return {"use case": use, "pick": " ≈ ".join(ok) + f" (none of them worse on the nose than another{note})",
-            "why": why}
+        pick = shown[0] + (f" ({note[2:]})" if note else "")
+    elif not excluded:
+        pick = " ≈ ".join(ok) + " (no detectable nose difference)"
+    else:
+        pick = " ≈ ".join(ok) + f" (none of them worse on the nose than another{note})"
+    return {"use case": use, "pick": pick, "why": why}
 
 
 def recommend(comparisons_by_pair, split: str = "all", pixel_metric: str = "psnr",
               perceptual=("lpips", "dists"), nose=NOSE_METRICS, models: Mapping[str, str] | None = None) -> list[dict]:
     """Three use cases → [{"use case", "pick", "why"}] from compare() rows of every pair of the candidate methods.
 
-    ``comparisons_by_pair``: {(base, new): compare(rows, base, new, ...)} (or any iterable of such row lists)
-    covering every pair, e.g. zero-shot→v1, v1→v2, zero-shot→v2; the pair each row belongs to is read from its
-    own "base"/"new". Decided on ``split`` only, by each comparison's verdict (Holm's where ``holm`` set one):
-
-    * maximum PSNR: the method with the highest ``pixel_metric`` value; any method whose interval against it
-      spans 0 is reported tied with it ("A ≈ B (no detectable PSNR difference)").
-    * perceptual quality: for each method, the ``perceptual`` metrics on which it is "better" than every
-      other method; the method with the most such metrics is picked, several with equally many are tied, and
-      none with any reports all the methods tied. Its "why" also names the picked method's nose displacement
-      against every other, as measured.
-    * downstream nose localisation: the ``nose`` metrics the comparisons carry (displacement, failure rate and
-      error against the true nose, per landmark model); a method measured worse than another on any of them is
-      never picked (``_nose_pick``). Nose metrics listed in ``perceptual`` (the old PERCEPTUAL_METRICS) are
-      judged here, not there.
-
-    "why" names each interval (format_diff; nose metrics as ``nose_clause``, their model named by ``models``,
-    e.g. {"nose": "RetinaFace", "nose2": "dlib"}). A pair missing for a needed metric, or comparisons resampled
-    by different units (their "unit"), is a ValueError.
+    ``comparisons_by_pair``: {(base, new): rows} or any iterable of row lists; decided on ``split`` by each
+    verdict (Holm's where set). Maximum PSNR: the highest ``pixel_metric``, tied with any method whose interval
+    against it spans 0. Perceptual quality: the method "better" than every other on the most ``perceptual``
+    metrics (ties reported; none: all tied), its nose displacement named too. Downstream nose: ``_nose_pick`` over
+    the ``nose`` metrics (nose metrics listed in ``perceptual`` are judged here). "why" names each interval, nose
+    models named by ``models``. A missing pair, or comparisons resampled by different units, is a ValueError.
     """
-    rows = _all_rows(comparisons_by_pair)
+    groups = comparisons_by_pair.values() if isinstance(comparisons_by_pair, Mapping) else comparisons_by_pair
+    rows = [c for group in groups for c in group]
     if not rows:
         raise ValueError("recommend needs at least one list of compare() rows.")
     units = sorted({c["unit"] for c in rows if c.get("unit")})

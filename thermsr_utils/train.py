@@ -1,29 +1,23 @@
 """The training engine: the recipe, optimiser/scheduler/EMA, and one resumable ``fit`` loop (datasets live in
-``datasets``, the saved state and the kept model in ``checkpoint``).
+``datasets``, the saved state and the kept model in ``checkpoint``, reading a history in ``checkpoint`` too).
 
-One loop serves both recipes of the study. v1 and v2 differ only in their ``Recipe`` (patch size,
-augmentation, warmup, EMA, length) and in the loss the caller passes; the loop never builds a loss.
+v1 and v2 differ only in their ``Recipe`` and in the loss the caller passes; the loop never builds a loss.
+``fit`` writes to ``out_dir``:
 
-Outputs of ``fit`` in ``out_dir``:
+- ``history.json``  one record per epoch (lr, train loss and its terms, validation metrics per dataset and over
+  all images, timings, whether this epoch gave the kept checkpoint);
+- ``best/``         the kept model (super-image's ``save_pretrained``; ``models.load_model`` loads it) plus
+  ``thermsr.json``: the resolved recipe, the epoch, its metric values, the loss terms, ``trained_on`` (palettes
+  and datasets of the training crops, when the training set knows them) and the caller's metadata;
+- ``state.pt``      everything needed to continue after an interruption, rewritten after every epoch
+  (tensors and plain containers only: ``torch.load(weights_only=True)`` reads it).
 
-- ``history.json``  one record per epoch (learning rate, train loss and its terms, validation metrics
-  per dataset and over all images, timings, whether this epoch gave the kept checkpoint);
-- ``best/``         the kept model, written by super-image's ``save_pretrained`` (so
-  ``XxxModel.from_pretrained(out_dir / "best", scale=4)`` or ``models.load_model`` loads it) plus
-  ``thermsr.json``: the resolved recipe, the epoch, its metric values, the loss terms, what it was trained on
-  (``trained_on``: the palettes and datasets of the training crops, when the training set knows them) and the
-  caller's metadata;
-- ``state.pt``      everything needed to continue after an interruption, rewritten at the end of every
-  epoch; it holds tensors and plain containers only, so ``torch.load(weights_only=True)`` reads it.
-
-Reproducibility: every random choice of the data pipeline is drawn from generators seeded by
-(recipe seed, epoch, item index) (on the device pipeline of ``accel``, by (seed, epoch)), and the
-global RNG states travel in ``state.pt``. A run interrupted
-after epoch k and resumed ends, on CPU, with the same weights and history as an uninterrupted run.
-Every file is written by temp file + rename, so a kill at any moment leaves the last complete version;
-SIGINT / SIGTERM stop at a clean point and say how to resume. A run is never deleted: without ``resume`` a folder
-holding an interrupted one is refused (``TrainingRunExists``); a finished one, or any with ``fresh=True``, is moved
-aside to ``<name>.old-<date-time>``.
+Every random choice of the data pipeline comes from generators seeded by (recipe seed, epoch, item index) (on
+``accel``'s device pipeline by (seed, epoch)) and the global RNG states travel in ``state.pt``, so on CPU a run
+interrupted after epoch k and resumed ends with the weights and history of an uninterrupted one. Files are written
+by temp file + rename; SIGINT / SIGTERM stop at a clean point and say how to resume. A run is never deleted:
+without ``resume`` a folder holding an interrupted one is refused (``TrainingRunExists``); a finished one, or any
+with ``fresh=True``, is moved aside to ``<name>.old-<date-time>``.
 """
 from __future__ import annotations
 
@@ -52,24 +46,19 @@ from .datasets import LR_METHOD
 from .io import atomic_write_json
 from .config import ParameterValueError
 from .params import RECIPE_RULES
-from .checkpoint import (BEST_DIR, BEST_RAW_DIR, HISTORY_FILE, STATE_FILE, check_resume_pipeline, check_resume_recipe,
-                         load_state, remove_leftovers, save_best, save_state, set_aside, set_rng_states)
+from .checkpoint import (ALL, BEST_DIR, BEST_RAW_DIR, HISTORY_FILE, STATE_FILE, check_resume_pipeline,
+                         check_resume_recipe, load_state, remove_leftovers, save_best, save_state, set_aside,
+                         set_rng_states)
 from .losses import describe_loss
 from .progress import LineProgress, plain_progress
 
-ALL = "all"                     # key of the pooled validation result (mean over every image)
 TIMING_KEYS = ("train_seconds", "val_seconds", "steps_per_second")
 
 
-# ---------------------------------------------------------------------------------------------
-# Loader
-# ---------------------------------------------------------------------------------------------
+# ---- Loader ----
 def make_loader(dataset, recipe: "Recipe", epoch: int, rank: int = 0, world_size: int = 1):
-    """Shuffled training loader for ``epoch`` (1-based); its order depends only on (seed, epoch).
-
-    With several ranks, rank r loads its ``accel.shard`` of every global batch and the loader yields
-    ``(lr, hr, weight)``; the global batches are those of the single-process loader.
-    """
+    """Shuffled training loader for ``epoch`` (1-based); its order depends only on (seed, epoch). With several ranks,
+    rank r loads its ``accel.shard`` of every global batch (those of one process) and gets ``(lr, hr, weight)``."""
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     generator = torch.Generator().manual_seed(accel.order_seed(recipe.seed, epoch))
@@ -77,7 +66,8 @@ def make_loader(dataset, recipe: "Recipe", epoch: int, rank: int = 0, world_size
                    generator=generator)
     if world_size > 1:
         sampler = accel.ShardedBatchSampler(len(dataset), recipe.batch_size, recipe.seed, epoch, rank, world_size)
-        return accel.WeightedLoader(DataLoader(dataset, batch_sampler=sampler, **workers), sampler.weights)
+        loader = DataLoader(dataset, batch_sampler=sampler, **workers)
+        return accel.Batches(lambda: ((lr, hr, w) for (lr, hr), w in zip(loader, sampler.weights)), len(sampler))
     return DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True, drop_last=False, **workers)
 
 
@@ -88,16 +78,11 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-# ---------------------------------------------------------------------------------------------
-# Recipe
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+# ---- Recipe ----
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
-    """Every setting of one finetuning run. ``Recipe.v1(...)`` / ``Recipe.v2(...)`` hold what sets the two recipes
-    apart that no notebook declares (weight decay, patches, augmentation, schedule); the values the notebooks
-    declare (epochs, lr, batch size, v1's patch, v2's warmup and EMA half-life) are passed in
-    (``recipes.recipe`` does it from a notebook's parameters).
-    """
+    """Every setting of one finetuning run. ``Recipe.v1`` / ``Recipe.v2`` fix what no notebook declares (weight decay,
+    patches, augmentation, schedule); the declared values come in through ``recipes.recipe``."""
 
     name: str
     epochs: int
@@ -110,10 +95,10 @@ class Recipe:
     warmup_start_factor: float = 0.01   # lr factor of the first warmup step
     schedule: str = "cosine"            # "cosine" (to min_lr over the post-warmup steps) or "constant"
     min_lr: float = 0.0
-    val_every: int = 5                  # validate every this many epochs, and at the last one
+    val_every: int                      # validate every this many epochs, and at the last one
     val_at_start: bool = True           # also validate the initial model (epoch 0; never kept)
     ema_half_life: float | None = None  # None = no EMA; else the EMA's half-life as a fraction of the run's steps
-    keep: str = "best"                  # "best": the epoch with the best select_metric; "last": the final epoch
+    keep: str                           # "best": the epoch with the best select_metric; "last": the final epoch
     select_metric: str = "psnr"         # metric on the pooled validation set that picks the kept epoch
     select_mode: str = "max"            # "max" (psnr, ssim) or "min" (lpips, errors)
     select_on: str | None = None        # "ema" or "model"; None = "ema" when EMA is on, else "model"
@@ -157,7 +142,7 @@ class Recipe:
     def v1(cls, **values) -> "Recipe":
         """v1 as the write-up trains it: AdamW (weight decay 1e-5), cosine, no warmup, no augmentation, no EMA;
         ``values`` must give epochs, lr, batch_size and patch (notebook 03's ``v1_*``)."""
-        _require("v1", values, ("epochs", "lr", "batch_size", "patch"))
+        _require("v1", values, ("epochs", "lr", "batch_size", "patch", "val_every", "keep"))
         return cls(**{"name": "v1", "weight_decay": 1e-5, "augment": False, "warmup": 0.0, "schedule": "cosine",
                       "ema_half_life": None, "select_metric": "psnr", "select_mode": "max", **values})
 
@@ -165,7 +150,7 @@ class Recipe:
     def v2(cls, **values) -> "Recipe":
         """v2 as the write-up trains it: AdamW (weight decay 1e-5), warmup then cosine, whole crops with flip/rot90,
         EMA; ``values`` must give epochs, lr, batch_size, warmup and ema_half_life (notebook 05's ``v2_*``)."""
-        _require("v2", values, ("epochs", "lr", "batch_size", "warmup", "ema_half_life"))
+        _require("v2", values, ("epochs", "lr", "batch_size", "warmup", "ema_half_life", "val_every", "keep"))
         return cls(**{"name": "v2", "weight_decay": 1e-5, "patch": None, "augment": True, "schedule": "cosine",
                       "select_metric": "psnr", "select_mode": "max",
                       "notes": "batch 16 as the write-up's text states (its training script defaulted to 8)", **values})
@@ -185,9 +170,7 @@ def _require(recipe: str, values: dict, names: tuple) -> None:
                         f"{'03' if recipe == 'v1' else '05'} declares them; recipes.recipe passes them)")
 
 
-# ---------------------------------------------------------------------------------------------
-# Optimiser, schedule, EMA
-# ---------------------------------------------------------------------------------------------
+# ---- Optimiser, schedule, EMA ----
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.AdamW:
     """AdamW over the model's trainable parameters with the recipe's lr and weight decay."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -204,10 +187,8 @@ def steps_per_epoch(n_items: int, recipe: Recipe) -> int:
 
 def sized_schedule(recipe: Recipe, n_steps_per_epoch: int) -> dict:
     """The recipe's fractions made concrete for a run of ``n_steps_per_epoch``: total steps, warmup steps, EMA decay.
-
-    The EMA's decay is the one whose half-life is ``ema_half_life`` of the run's steps (the write-up's 0.999 over
-    10,400 steps for its own length), so that a short run averages over the same share of training instead of
-    lagging further behind."""
+    The EMA's half-life is ``ema_half_life`` of the run's steps (the write-up's 0.999 over 10,400 steps for its own
+    length), so a short run averages over the same share of training instead of lagging further behind."""
     total = recipe.epochs * n_steps_per_epoch
     warmup = int(round(recipe.warmup * total))
     decay = None
@@ -238,9 +219,7 @@ def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation
-# ---------------------------------------------------------------------------------------------
+# ---- Validation ----
 def default_metrics(lpips_metric=None) -> dict[str, Callable]:
     """PSNR and SSIM from ``thermsr_utils.metrics`` (imported on first use), plus LPIPS when given one."""
     from . import metrics
@@ -264,12 +243,9 @@ def _per_image(values, n: int, metric: str) -> list[float]:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, val_sets: Mapping, metrics: Mapping[str, Callable], *,
              device="cpu", batch_size: int = 16, amp: str | None = None) -> dict[str, dict[str, float]]:
-    """Mean of each metric per validation set and over all images ("all"); SR clamped to [0, 1].
-
-    ``val_sets`` maps a dataset name to a list of ``(lr, hr)`` tensor pairs or a Dataset yielding
-    them (3×h×w and 3×H×W, float RGB in [0, 1]). Each metric is ``fn(sr, hr) -> (N,)`` values.
-    The result also holds ``n`` (the image count) per set.
-    """
+    """Mean of each metric per validation set and over all images ("all"), with ``n`` (the image count); SR clamped
+    to [0, 1]. ``val_sets`` maps a dataset name to ``(lr, hr)`` tensor pairs (a list or a Dataset; 3×h×w and 3×H×W
+    float RGB in [0, 1]); each metric is ``fn(sr, hr) -> (N,)`` values."""
     if not val_sets:
         raise ValueError("no validation sets given")
     if ALL in val_sets:
@@ -279,13 +255,12 @@ def evaluate(model: torch.nn.Module, val_sets: Mapping, metrics: Mapping[str, Ca
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    pooled: dict[str, list[float]] = {m: [] for m in metrics}
-    result: dict[str, dict[str, float]] = {}
+    per_set: dict[str, dict[str, list[float]]] = {}     # per-image values of every metric, per set
     try:
         for set_name, pairs in val_sets.items():
             if len(pairs) == 0:
                 raise ValueError(f"validation set {set_name!r} is empty")
-            per: dict[str, list[float]] = {m: [] for m in metrics}
+            per = per_set[set_name] = {m: [] for m in metrics}
             for lr, hr in DataLoader(pairs, batch_size=batch_size, shuffle=False):
                 lr, hr = lr.to(device), hr.to(device)
                 with _autocast(device, amp):
@@ -296,15 +271,11 @@ def evaluate(model: torch.nn.Module, val_sets: Mapping, metrics: Mapping[str, Ca
                                      f"not match HR {tuple(hr.shape)}")
                 for m, fn in metrics.items():
                     per[m] += _per_image(fn(sr, hr), hr.shape[0], m)
-            result[set_name] = {m: float(np.mean(v)) for m, v in per.items()}
-            result[set_name]["n"] = len(per[next(iter(metrics))])
-            for m in metrics:
-                pooled[m] += per[m]
     finally:
         model.train(was_training)
-    result[ALL] = {m: float(np.mean(v)) for m, v in pooled.items()}
-    result[ALL]["n"] = len(pooled[next(iter(metrics))])
-    return result
+    per_set[ALL] = {m: [v for per in per_set.values() for v in per[m]] for m in metrics}
+    return {name: {**{m: float(np.mean(v)) for m, v in per.items()}, "n": len(per[next(iter(metrics))])}
+            for name, per in per_set.items()}
 
 
 def _autocast(device: torch.device, amp: str | None):
@@ -318,14 +289,10 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     """Strict improvement of ``value`` over ``best`` ("max" or "min"); NaN never improves."""
     if value is None or math.isnan(value):
         return False
-    if best is None:
-        return True
-    return value > best if mode == "max" else value < best
+    return best is None or (value > best if mode == "max" else value < best)
 
 
-# ---------------------------------------------------------------------------------------------
-# Stopping on SIGINT / SIGTERM
-# ---------------------------------------------------------------------------------------------
+# ---- Stopping on SIGINT / SIGTERM ----
 class TrainingInterrupted(KeyboardInterrupt):
     """``fit`` stopped by SIGINT; ``state.pt`` holds the last completed epoch (the message says how to resume)."""
 
@@ -335,36 +302,19 @@ class TrainingRunExists(RuntimeError):
     nothing; the message names the folder, the epoch the run reached and the two ways on."""
 
 
-def _interrupted_run(out_dir: Path, state: Mapping) -> TrainingRunExists:
-    """The refusal for the unfinished run whose ``state.pt`` is in ``out_dir``, naming the two ways on."""
-    name, epochs, epoch = state["recipe"]["name"], state["recipe"]["epochs"], state["epoch"]
-    return TrainingRunExists(f"{out_dir} holds an interrupted training run ({name}, stopped after epoch {epoch}/"
-                             f"{epochs}): continue it with `-p resume True` (fit(..., resume=True)), or start over "
-                             f"with `-p fresh_start True` (fit(..., fresh=True)), which moves it aside to "
-                             f"{out_dir.name}.old-<date-time> instead of deleting it.")
-
-
 class _StopOnSignal:
-    """SIGINT/SIGTERM handling for one ``fit`` call (installed only in the main thread).
-
-    While an epoch's training steps run, a signal abandons that epoch at once: its partial updates are
-    never written, so ``state.pt`` keeps the previous epoch, exactly what a SIGKILL would leave. Once the
-    steps are done (``hold``), a signal waits until the epoch's validation, checkpoint, history and state
-    are written (``release``); a second signal stops at once. Stopping prints how to resume and raises
-    TrainingInterrupted (SIGINT) or SystemExit (SIGTERM).
-    """
-
-    SIGNALS = ("SIGINT", "SIGTERM")
+    """SIGINT/SIGTERM during one ``fit`` call (handled in the main thread only). During an epoch's training steps a
+    signal abandons the epoch at once: ``state.pt`` keeps the previous epoch, as after a SIGKILL. After ``hold`` a
+    first signal waits until the epoch is fully written (``release``); a second stops at once. Stopping prints how
+    to resume and raises TrainingInterrupted (SIGINT) or SystemExit (SIGTERM)."""
 
     def __init__(self, name: str, state_path: Path, epochs: int):
-        self.name, self.state_path, self.epochs = name, Path(state_path), epochs
+        self.name, self.state_path, self.epochs = name, state_path, epochs
         self.signum, self.holding, self.saved_epoch, self._previous = None, False, None, {}
 
     def __enter__(self) -> "_StopOnSignal":
         if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                sig = getattr(signal, name)
-                self._previous[sig] = signal.signal(sig, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc) -> None:
@@ -372,62 +322,46 @@ class _StopOnSignal:
             signal.signal(sig, handler)
 
     def hold(self) -> None:
-        """The epoch's steps are done: from now on a first signal waits for ``release``."""
         self.holding = True
 
     def release(self, epoch: int) -> None:
-        """Epoch ``epoch`` is fully written; stop now if a signal arrived meanwhile."""
-        self.holding = False
-        self.saved_epoch = epoch
+        self.holding, self.saved_epoch = False, epoch
         if self.signum is not None:
             self._stop()
 
     def _handle(self, signum, frame) -> None:
-        first = self.signum is None
-        self.signum = signum
+        first, self.signum = self.signum is None, signum
         if self.holding and first:
-            print(f"{self._signal_name()} received: finishing this epoch's validation and checkpoint before "
+            print(f"{signal.Signals(signum).name} received: finishing this epoch's validation and checkpoint before "
                   "stopping (send it again to stop at once)", file=sys.stderr, flush=True)
             return
         self._stop()
 
-    def _signal_name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    def message(self) -> str:
-        """What was interrupted, what is saved, and how to continue."""
+    def _stop(self):
+        self.holding = False
         if self.saved_epoch is not None:
             saved = f"{self.state_path} holds epoch {self.saved_epoch}/{self.epochs}"
         elif self.state_path.exists():
             saved = f"{self.state_path} holds the last completed epoch"
         else:
             saved = "no epoch was completed yet, so a resumed run starts from the beginning"
-        return (f"training {self.name!r} stopped by {self._signal_name()}; {saved}. Continue it with "
-                f"`-p resume True` (python -m thermsr_utils.run) or fit(..., resume=True); the result is the "
-                f"same as an uninterrupted run.")
-
-    def _stop(self):
-        self.holding = False
-        msg = self.message()
+        msg = (f"training {self.name!r} stopped by {signal.Signals(self.signum).name}; {saved}. Continue it with "
+               f"`-p resume True` (python -m thermsr_utils.run) or fit(..., resume=True); the result is the "
+               f"same as an uninterrupted run.")
         if self.signum == signal.SIGTERM:
             raise SystemExit(msg)
         print(msg, file=sys.stderr, flush=True)
         raise TrainingInterrupted(msg)
 
 
-# ---------------------------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------------------------
+# ---- The loop ----
 _RESERVED_META = ("recipe", "epoch", "value", "val", "select_metric", "select_mode", "selected_copy",
                   "loss", "model_class", "train_set", "trained_on", "versions", "execution")
 
 
 def _execution(train_set, recipe: Recipe, device: torch.device, dist) -> dict:
-    """How this run executes (resolved amp, memory format, data pipeline, compile, ranks), as plain data.
-
-    ``recipe.fast`` True with a training set the device pipeline cannot serve raises ValueError; with
-    None (auto) such a set quietly uses the DataLoader.
-    """
+    """How this run executes (resolved amp, memory format, data pipeline, compile, ranks), as plain data. With
+    ``recipe.fast`` None (auto) a training set the device pipeline cannot serve quietly uses the DataLoader."""
     fast = accel.resolve_fast(recipe.fast, device)
     problem = accel.device_path_problem(train_set) if fast else None
     if problem and recipe.fast:
@@ -451,23 +385,18 @@ def _versions() -> dict:
 def _train_epoch(model, loader, loss_fn, optimizer, scheduler, ema, recipe: Recipe, device, bar_desc: str,
                  progress: bool, *, amp: str | None = None, channels_last: bool = False,
                  ema_source: torch.nn.Module | None = None, distributed: bool = False) -> dict:
-    """One pass over ``loader``: forward, loss, optimizer and lr-schedule step, EMA update; returns the epoch's loss
-    statistics.
+    """One pass over ``loader`` (forward, loss, optimizer, lr-schedule and EMA steps); the epoch's loss statistics.
 
-    ``loader`` yields ``(lr, hr)`` or ``(lr, hr, weight)``; the weight scales this rank's loss before the
-    backward pass (see ``accel.shard``). With ``distributed`` the reported loss and terms are the global
-    batch's (``accel.reduce_weighted``), so every rank sees the same values. ``amp`` is the resolved autocast
-    ("bf16" or None); ``ema_source`` is the module the EMA copy follows (default ``model``).
-    """
+    ``loader`` yields ``(lr, hr)`` or ``(lr, hr, weight)``; the weight scales this rank's loss (``accel.shard``).
+    With ``distributed`` the reported loss and terms are the global batch's, the same on every rank. ``amp`` is the
+    resolved autocast ("bf16" or None); ``ema_source`` is the module the EMA copy follows (default ``model``)."""
     from tqdm import tqdm
 
     model.train()
     total = 0.0
     terms: dict[str, float] = {}
     steps = 0
-    n_batches = len(loader)
-    if recipe.max_steps_per_epoch is not None:
-        n_batches = min(n_batches, recipe.max_steps_per_epoch)
+    n_batches = min(len(loader), recipe.max_steps_per_epoch or len(loader))
     lines = LineProgress(bar_desc, n_batches, "steps") if progress and plain_progress() else None  # under the runner
     bar = tqdm(total=n_batches, desc=bar_desc, leave=False, disable=not progress or lines is not None, unit="step",
                mininterval=1.0)
@@ -566,7 +495,11 @@ class _Runner:
         if not (resume or fresh) and state_path.exists():
             state = load_state(state_path)
             if state["epoch"] < state["recipe"]["epochs"]:
-                raise _interrupted_run(out_dir, state)
+                raise TrainingRunExists(
+                    f"{out_dir} holds an interrupted training run ({state['recipe']['name']}, stopped after epoch "
+                    f"{state['epoch']}/{state['recipe']['epochs']}): continue it with `-p resume True` (fit(..., "
+                    f"resume=True)), or start over with `-p fresh_start True` (fit(..., fresh=True)), which moves it "
+                    f"aside to {out_dir.name}.old-<date-time> instead of deleting it.")
             fresh = True           # a finished run is kept too: moved aside, never deleted
         if fresh:
             resume = False
@@ -609,16 +542,11 @@ class _Runner:
                                                     world_size=self.dist.world_size)
         return begun
 
-    def batches(self, epoch: int):
-        """Epoch ``epoch``'s training batches: the device sampler's, else this rank's DataLoader."""
-        if self.sampler is not None:
-            return accel.epoch_view(self.sampler, epoch)
-        return make_loader(self.train_set, self.recipe, epoch, self.dist.rank, self.dist.world_size)
-
     def train_epoch(self, epoch: int) -> dict:
         """Epoch ``epoch``'s training steps (``_train_epoch``); its history record, not yet validated."""
         r, ex, lr = self.recipe, self.execution, self.optimizer.param_groups[0]["lr"]
-        batches = self.batches(epoch)
+        batches = (make_loader(self.train_set, r, epoch, self.dist.rank, self.dist.world_size) if self.sampler is None
+                   else accel.Batches(lambda: self.sampler.epoch(epoch), len(self.sampler)))
         t0 = time.perf_counter()
         with timing.phase("training"):
             stats = _train_epoch(self.train_model, batches, self.loss_fn, self.optimizer, self.scheduler, self.ema, r,
@@ -667,11 +595,17 @@ class _Runner:
 
     def report(self, record: dict) -> None:
         """With progress, one line per epoch: its validation, or its loss between validations."""
-        r = self.recipe
-        if self.progress:
-            print(_val_line(record["epoch"], r.epochs, record, r.selected_copy) if record["val"] is not None else
-                  f"epoch {record['epoch']:>3}/{r.epochs}  loss {record['train_loss']:.4g}  (validated every "
-                  f"{r.val_every} epochs)")
+        r, head = self.recipe, f"epoch {record['epoch']:>3}/{self.recipe.epochs}  "
+        if not self.progress:
+            return
+        if record["val"] is None:
+            print(f"{head}loss {record['train_loss']:.4g}  (validated every {r.val_every} epochs)")
+            return
+        parts = [f"{name}: " + " ".join(f"{m} {v:.4g}" for m, v in vals.items() if m != "n")
+                 for name, vals in record["val"].items()]
+        loss = "" if record.get("train_loss") is None else f"loss {record['train_loss']:.4g}  "
+        star = "  * kept" if record.get("is_best") else ""
+        print(f"{head}{loss}val[{r.selected_copy}] " + " | ".join(parts) + star)
 
     def save(self, epoch: int, history: list, best: dict | None) -> None:
         """Rank 0 writes ``history.json`` and ``state.pt``: everything needed to continue after ``epoch``."""
@@ -695,24 +629,18 @@ def fit(model: torch.nn.Module, train_set, val_sets: Mapping, loss_fn: Callable,
         extra_meta: Mapping | None = None, progress: bool = True) -> dict:
     """Train ``model`` (a super-image PreTrainedModel) with ``loss_fn`` under ``recipe``; keep the best epoch.
 
-    ``train_set`` yields ``(lr, hr)`` float RGB pairs (e.g. ``SRPatchDataset``); ``val_sets`` maps a
-    dataset name to (lr, hr) pairs; ``metrics`` maps a name to ``fn(sr, hr) -> (N,)`` (default: PSNR
-    and SSIM from ``thermsr_utils.metrics``). ``loss_fn(sr, hr) -> scalar`` gets the unclamped output.
-    With ``resume=True`` training continues from ``out_dir/state.pt`` when present (a finished run is returned
-    as it is). Without it, an interrupted run's ``state.pt`` there raises TrainingRunExists before anything
-    changes, and a finished run is renamed to ``<name>.old-<date-time>`` before training starts over, as any run
-    is with ``fresh=True`` (which wins over ``resume``). Returns a summary dict (kept epoch and its metrics, the
-    history, the final EMA copy or None, ``execution``).
+    ``train_set`` yields ``(lr, hr)`` float RGB pairs (e.g. ``SRPatchDataset``); ``val_sets`` maps a dataset name to
+    (lr, hr) pairs; ``metrics`` maps a name to ``fn(sr, hr) -> (N,)`` (default: PSNR and SSIM).
+    ``loss_fn(sr, hr) -> scalar`` gets the unclamped output. With ``resume=True`` training continues from
+    ``out_dir/state.pt`` when present (a finished run is returned as it is); without it an interrupted run there
+    raises TrainingRunExists and a finished one is moved aside, as any run is with ``fresh=True`` (which wins over
+    ``resume``). Returns a summary (kept epoch and its metrics, the history, the final EMA copy or None, ``execution``).
 
-    Execution (``_Runner``; recorded as ``execution`` in the result, ``thermsr.json`` and ``state.pt``): on CUDA
-    the training steps run under bf16 autocast (``recipe.amp="auto"``), with channels_last, on batches made
-    on the device by ``accel.DevicePatchSampler`` (``recipe.fast``), optionally through ``torch.compile``;
-    on a CPU the DataLoader path in float32 runs as before. Under ``torchrun`` (WORLD_SIZE > 1) the model
-    is wrapped in DistributedDataParallel, each rank trains on its slice of every global batch
-    (``recipe.batch_size`` stays the global batch), rank 0 validates and alone writes files.
-
-    SIGINT or SIGTERM stops training cleanly (``_StopOnSignal``): ``state.pt`` then holds the last completed epoch,
-    a message says how to resume, and TrainingInterrupted (SIGINT) or SystemExit (SIGTERM) is raised.
+    Execution (recorded as ``execution`` in the result, ``thermsr.json`` and ``state.pt``): bf16 autocast,
+    channels_last, the device data pipeline (``accel.DevicePatchSampler``) and ``torch.compile`` as the recipe's
+    amp, fast and compile resolve on ``device``. Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in
+    DistributedDataParallel, each rank trains on its slice of every global batch (``recipe.batch_size`` stays the
+    global batch), rank 0 validates and alone writes files. SIGINT or SIGTERM stops cleanly (``_StopOnSignal``).
     """
     out_dir = Path(out_dir)
     with _StopOnSignal(recipe.name, out_dir / STATE_FILE, recipe.epochs) as stop:
@@ -744,82 +672,6 @@ def run_meta(manifest_path, init_info: dict, **more) -> dict:
     from .config import code_version, determinism
     from .io import file_sha256
 
-    return {"manifest_sha256": file_sha256(manifest_path), "init_weights": init_info,
-            "code_version": code_version(), "lr_recipe": LR_METHOD,
-            "determinism": determinism(), **more}
+    return {"manifest_sha256": file_sha256(manifest_path), "init_weights": init_info, "code_version": code_version(),
+            "lr_recipe": LR_METHOD, "determinism": determinism(), **more}
 
-
-# ---------------------------------------------------------------------------------------------
-# Reading a history
-# ---------------------------------------------------------------------------------------------
-def last_val_change(history: list[dict], metric: str = "psnr") -> tuple[float, int]:
-    """How much the pooled validation ``metric`` moved between the last two validations of a ``fit`` history,
-    and over how many epochs: (nan, 0) with fewer than two validations."""
-    vals = [h for h in history if h["val"]]
-    if len(vals) < 2:
-        return float("nan"), 0
-    return vals[-1]["val"]["all"][metric] - vals[-2]["val"]["all"][metric], vals[-1]["epoch"] - vals[-2]["epoch"]
-
-
-# How much a validation metric must still improve between the last two validations for a run to count as
-# still learning (in its own units), and which way is better.
-LEVEL_TOLERANCE = {"psnr": (0.05, +1), "ssim": (0.001, +1), "lpips": (0.002, -1)}
-
-
-def levelled_words(histories: Mapping[str, list[dict]]) -> str:
-    """One sentence per run: every pooled validation metric's change over its last two validations, and whether
-    the run was still improving on any of them (``LEVEL_TOLERANCE``)."""
-    out = []
-    for name, history in histories.items():
-        moves, still = [], []
-        measured = set.intersection(*(set(h["val"]["all"]) for h in history if h["val"])) if any(
-            h["val"] for h in history) else set()
-        for metric, (tol, sign) in LEVEL_TOLERANCE.items():
-            if metric not in measured:
-                continue
-            change, epochs = last_val_change(history, metric)
-            if epochs == 0 or math.isnan(change):
-                continue
-            digits = 2 if metric == "psnr" else 4
-            moves.append(f"{metric.upper()} {change:+.{digits}f}")
-            if sign * change > tol:
-                still.append(metric.upper())
-        if not moves:
-            out.append(f"{name} was validated fewer than twice.")
-            continue
-        epochs = last_val_change(history, "psnr")[1]
-        out.append(f"Over its last {epochs} epochs {name} moved by " + ", ".join(moves) + ": "
-                   + (f"**still improving** on {', '.join(still)}, so its scores are not yet what this recipe "
-                      "reaches with longer training." if still else "levelled off on every metric."))
-    return " ".join(out)
-
-
-def kept_words(history: list[dict], recipe: Recipe) -> str:
-    """Which epoch the run kept and why, and which epoch the write-up's rule (best validation PSNR) would have kept,
-    with both epochs' pooled validation PSNR and (when measured) LPIPS."""
-    vals = [h for h in history if h["val"] and h["epoch"] > 0]
-    if not vals:
-        return "No epoch was validated."
-    kept = next((h for h in reversed(vals) if h.get("is_best")), vals[-1])   # each new best is marked; the last is kept
-    by_psnr = max(vals, key=lambda h: h["val"][ALL]["psnr"])
-
-    def scores(h):
-        v = h["val"][ALL]
-        return f"PSNR {v['psnr']:.2f} dB" + (f", LPIPS {v['lpips']:.4f}" if "lpips" in v else "")
-    rule = "its last epoch" if recipe.keep == "last" else f"its best validation {recipe.select_metric.upper()}"
-    words = f"Kept: epoch {kept['epoch']} ({rule}; {scores(kept)})."
-    if by_psnr["epoch"] == kept["epoch"]:
-        return words + " It is also the epoch the write-up's rule, the best validation PSNR, would have kept."
-    return words + (f" The write-up's rule, the best validation PSNR, would have kept epoch {by_psnr['epoch']} "
-                    f"({scores(by_psnr)}).")
-
-
-def _val_line(epoch: int, epochs: int, record: dict, copy: str) -> str:
-    """One human-readable line summarising a validation."""
-    parts = []
-    for set_name, vals in record["val"].items():
-        ms = " ".join(f"{m} {v:.4g}" for m, v in vals.items() if m != "n")
-        parts.append(f"{set_name}: {ms}")
-    loss = "" if record.get("train_loss") is None else f"loss {record['train_loss']:.4g}  "
-    star = "  * kept" if record.get("is_best") else ""
-    return f"epoch {epoch:>3}/{epochs}  {loss}val[{copy}] " + " | ".join(parts) + star

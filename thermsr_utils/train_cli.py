@@ -9,9 +9,7 @@ import torch
 
 from . import accel
 
-# ---------------------------------------------------------------------------------------------
-# Command line: train one recipe as its notebook configures it (under torchrun for several GPUs)
-# ---------------------------------------------------------------------------------------------
+# ---- Command line: train one recipe as its notebook configures it (under torchrun for several GPUs) ----
 RECIPE_NOTEBOOKS = {"v1": "03_v1_finetune", "v2": "05_v2_finetune"}
 
 

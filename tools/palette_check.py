@@ -6,8 +6,8 @@ Makes ``--n`` 192×192 SF-TL54-like crops from the generator (subjects 121 onwar
 of the builder), their iron rendering (``synthetic.iron``, OpenCV's inferno) and another palette (COLORMAP_HOT,
 which palette inversion must refuse), LR = INTER_AREA ÷4, and scores RGB PSNR (``metrics.psnr``, the tables'
 PSNR) of bicubic, the zero-shot networks and the v1/v2 checkpoints under ``--checkpoints`` (``v1/best``,
-``v2/best``), each run as is, on the luminance alone and through palette inversion (``sr_folder``'s paths).
-Also prints how far the LR pixels of each palette lie from the inferno palette (``sr_folder.PALETTE_MAX_ERROR``).
+``v2/best``), each run as is, on the luminance alone and through palette inversion (``colour``'s paths, which ``sr_folder --colour`` takes).
+Also prints how far the LR pixels of each palette lie from the inferno palette (``colour.PALETTE_MAX_ERROR``).
 Single-threaded; about two minutes on one CPU core for 40 crops.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from thermsr_utils import data as D, metrics, models, sr_folder as SF, synthetic as S  # noqa: E402
+from thermsr_utils import colour as C, data as D, faces as F, metrics, models, synthetic as S  # noqa: E402
 
 
 def gray_crops(n: int, seed: int = 0, first: int = 121) -> list[np.ndarray]:
@@ -32,11 +32,11 @@ def gray_crops(n: int, seed: int = 0, first: int = 121) -> list[np.ndarray]:
     cam = S.make_camera(np.random.default_rng([seed, 540]), *S.SFTL54_SIZE, **S.SFTL54_CAMERA)
     out = []
     for sub_id in range(first, first + n):
-        s = S.make_subject(sub_id, np.random.default_rng([seed, 54, sub_id]))
+        s = F.make_subject(sub_id, np.random.default_rng([seed, 54, sub_id]))
         frng = np.random.default_rng([seed, 54, sub_id, 1])
         pose = S.sftl54_pose(s, frng)
         focus = replace(cam, blur=float(frng.uniform(*S.SFTL54_BLUR_RANGE)))
-        gray, lm, _ = S.render_sftl54_frame(s, pose, S.make_textures(s), focus, frng)
+        gray, lm, _ = S.render_sftl54_frame(s, pose, F.make_textures(s), focus, frng)
         out.append(D.crop_and_resize(gray, D.sftl54_crop_box(lm, *S.SFTL54_SIZE))[0])
     return out
 
@@ -57,12 +57,12 @@ def main(argv=None) -> int:
     print(f"{args.n} crops in {time.time() - t0:.1f}s")
     for k, v in lrs.items():
         if k != "gray":
-            errs = [float(SF.invert_palette(lr)[1].mean()) for lr in v]
+            errs = [float(C.invert_palette(lr)[1].mean()) for lr in v]
             print(f"LR {k}: distance to the inferno palette, mean over pixels: min {min(errs):.2f} "
                   f"median {np.median(errs):.2f} max {max(errs):.2f}")
     for name in ("magma", "plasma", "jet", "turbo", "bone"):
         cmap = getattr(cv2, f"COLORMAP_{name.upper()}")
-        errs = [float(SF.invert_palette(D.make_lr(cv2.applyColorMap(c, cmap)))[1].mean()) for c in g[:10]]
+        errs = [float(C.invert_palette(D.make_lr(cv2.applyColorMap(c, cmap)))[1].mean()) for c in g[:10]]
         print(f"LR {name}: distance to inferno min {min(errs):.2f} max {max(errs):.2f}")
 
     rows, per_crop = [], {}
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             method = lambda lr, m=model: models.upscale(m, D.bgr_to_tensor(lr)[None], batch_size=1)[0]  # noqa: E731
         for pal, paths in (("gray", ("as-is",)), ("iron", ("as-is", "luma", "palette")), ("hot", ("as-is", "luma"))):
             for path in paths:
-                fn = SF.colour_method(method, path)
+                fn = C.colour_method(method, path)
                 t = time.time()
                 sr = torch.stack([fn(lr) for lr in lrs[pal]])
                 hr = D.bgr_to_tensor(np.stack(sets[pal]))
