@@ -466,3 +466,76 @@ def test_colour_as_is_reproduces_the_old_behaviour_bit_for_bit(tmp_path, monkeyp
     for name in ("iron.png", "hot.png", "gray.png"):
         assert np.array_equal(cv2.imread(str(tmp_path / "cli" / name), cv2.IMREAD_UNCHANGED),
                               cv2.imread(str(plain / name), cv2.IMREAD_UNCHANGED)), name
+
+
+# ------------------------------------------------------------------------------ --tta: the x8 self-ensemble
+@pytest.fixture(scope="module")
+def saved_pan(tmp_path_factory):
+    import torch
+
+    from thermsr_utils import models
+
+    torch.manual_seed(0)
+    model, _ = models.load_model("pan-tiny", source="random")
+    path = tmp_path_factory.mktemp("tta_model") / "m"
+    models.save_model(model, path)
+    return str(path)
+
+
+def test_tta_writes_the_self_ensemble_of_every_image_and_says_so(tmp_path, saved_pan, capsys):
+    from thermsr_utils import data, models
+
+    rng = np.random.default_rng(9)
+    src = tmp_path / "in"
+    src.mkdir()
+    images = {"colour.png": rng.integers(0, 256, (10, 14, 3), dtype=np.uint8),
+              "gray.png": rng.integers(0, 256, (12, 12), dtype=np.uint8)}
+    for name, img in images.items():
+        cv2.imwrite(str(src / name), img)
+    out = tmp_path / "tta"
+    assert sr_folder.main(["--model", saved_pan, "--input", str(src), "--output", str(out), "--tta"]) == 0
+    assert "8 forward passes per image" in capsys.readouterr().out
+    method = json.loads((out / "summary.json").read_text())["method"]
+    assert method["self_ensemble"] is True and method["forward_passes_per_image"] == 8
+    model, _ = models.load_model(saved_pan, 4)
+    for name, img in images.items():
+        bgr = img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
+        x = data.bgr_to_tensor(bgr)[None]
+        want = data.tensor_to_bgr(models.upscale(model, x, self_ensemble=True)[0])
+        plain = data.tensor_to_bgr(models.upscale(model, x)[0])
+        if img.ndim == 2:
+            want, plain = cv2.cvtColor(want, cv2.COLOR_BGR2GRAY), cv2.cvtColor(plain, cv2.COLOR_BGR2GRAY)
+        written = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        assert written.shape == want.shape == (4 * img.shape[0], 4 * img.shape[1]) + img.shape[2:]
+        assert np.array_equal(written, want), name
+        assert not np.array_equal(written, plain), name        # the ensemble is not the plain pass
+    report = sr_folder.process_folder(saved_pan, src, tmp_path / "plain", progress=False)
+    assert sorted(report.written) == sorted(images)
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["method"]["self_ensemble"] is False
+
+
+def test_tta_runs_every_tile_through_the_self_ensemble(tmp_path, saved_pan):
+    rng = np.random.default_rng(10)
+    src = tmp_path / "in"
+    src.mkdir()
+    lr = cv2.GaussianBlur(rng.integers(0, 256, (13, 19, 3), dtype=np.uint8), (3, 3), 1)
+    cv2.imwrite(str(src / "big.png"), lr)
+    report = sr_folder.process_folder(saved_pan, src, tmp_path / "o", tile=8, tile_overlap=4, tta=True,
+                                      progress=False)
+    assert any("tiles of 8 px" in n for n in notes_of(report, "big.png"))
+    tta_method, info = sr_folder.load_method(saved_pan, 4, "cpu", self_ensemble=True)
+    assert info["self_ensemble"] is True
+    want = np.concatenate(list(sr_folder.tiled_bands(tta_method, lr, 4, 8, 4)))
+    assert np.array_equal(cv2.imread(str(tmp_path / "o" / "big.png")), want)
+
+
+def test_tta_with_bicubic_is_refused_in_one_sentence_and_writes_nothing(folder, tmp_path, capsys):
+    src, before = folder
+    out = tmp_path / "o"
+    assert sr_folder.main(["--model", "bicubic", "--input", str(src), "--output", str(out), "--tta"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {sr_folder.NO_TTA_FOR_BICUBIC}\n" and "bicubic has no model to ensemble" in err
+    assert not out.exists()
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    with pytest.raises(ValueError, match="no model to ensemble"):
+        sr_folder.load_method("bicubic", 4, "cpu", self_ensemble=True)

@@ -33,6 +33,7 @@ import super_image
 from torch.overrides import TorchFunctionMode
 
 from . import config as _config, zoo
+from .accel import DIHEDRAL
 from .data import SCALE, bgr_to_tensor, make_lr
 from .io import atomic_dir, atomic_write_json, file_sha256, load_torch, read_json
 from .zoo import count_params, load_strict
@@ -479,9 +480,39 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike, *, extra_json: dict
 
 
 # ---- Inference and the bicubic baseline ----
+def _forward(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> list[torch.Tensor]:
+    """``model`` on ``x`` in batches of ``batch_size``: float32 CPU outputs, one per batch."""
+    return [model(x[i:i + batch_size].to(device=device, dtype=torch.float32)).float().cpu()
+            for i in range(0, x.shape[0], batch_size)]
+
+
+def _self_ensemble(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> list[torch.Tensor]:
+    """The mean of ``model``'s outputs on the 8 ``DIHEDRAL`` variants of ``x`` (horizontal flip, then k·90° turns),
+    each turned back, one float32 CPU tensor per chunk. Chunks of ``batch_size // 8`` images (at least one) carry all their variants through
+    ``_forward``; the variants of one shape (k even, then k odd: H and W swapped) run together."""
+    per = max(1, batch_size // len(DIHEDRAL))
+    groups = [DIHEDRAL] if x.shape[-2] == x.shape[-1] else [[t for t in DIHEDRAL if t[1] % 2 == r] for r in (0, 1)]
+    outs = []
+    for i in range(0, x.shape[0], per):
+        chunk, total = x[i:i + per], None
+        n = chunk.shape[0]
+        for group in groups:
+            variants = torch.cat([torch.rot90(chunk.flip(-1) if f else chunk, k, dims=(-2, -1)) for f, k in group])
+            ys = torch.cat(_forward(model, variants, batch_size, device))
+            for j, (f, k) in enumerate(group):
+                y = torch.rot90(ys[j * n:(j + 1) * n], -k, dims=(-2, -1))
+                y = y.flip(-1) if f else y
+                total = y if total is None else total + y
+        outs.append(total / len(DIHEDRAL))
+    return outs
+
+
 def upscale(model: nn.Module, lr: torch.Tensor, *, batch_size: int = 8,
-            device: str | torch.device | None = None) -> torch.Tensor:
-    """Batched no-grad SR: float RGB N×3×h×w (or 3×h×w) in [0, 1] -> float32 CPU N×3×sh×sw, not clamped."""
+            device: str | torch.device | None = None, self_ensemble: bool = False) -> torch.Tensor:
+    """Batched no-grad SR: float RGB N×3×h×w (or 3×h×w) in [0, 1] -> float32 CPU N×3×sh×sw, not clamped.
+
+    ``self_ensemble``: the x8 geometric self-ensemble of SR papers (EDSR+): the mean over the 8 flips and 90°
+    turns of the input, each undone on its output (``_self_ensemble``); 8 forward passes per image."""
     if not torch.is_tensor(lr) or lr.ndim not in (3, 4) or lr.shape[-3] != 3:
         raise ValueError(f"expected a float RGB tensor N×3×H×W or 3×H×W, got {getattr(lr, 'shape', type(lr))}")
     if batch_size < 1:
@@ -494,8 +525,7 @@ def upscale(model: nn.Module, lr: torch.Tensor, *, batch_size: int = 8,
     model.eval()
     try:
         with torch.no_grad():
-            outs = [model(x[i:i + batch_size].to(device=device, dtype=torch.float32)).float().cpu()
-                    for i in range(0, x.shape[0], batch_size)]
+            outs = (_self_ensemble if self_ensemble else _forward)(model, x, batch_size, device)
     finally:
         model.train(was_training)
     out = torch.cat(outs) if outs else x.new_zeros((0, 3, 0, 0))
