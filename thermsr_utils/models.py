@@ -488,8 +488,9 @@ def _forward(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> list
 
 def _self_ensemble(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> list[torch.Tensor]:
     """The mean of ``model``'s outputs on the 8 ``DIHEDRAL`` variants of ``x`` (horizontal flip, then k·90° turns),
-    each turned back, one float32 CPU tensor per chunk. Chunks of ``batch_size // 8`` images (at least one) carry all their variants through
-    ``_forward``; the variants of one shape (k even, then k odd: H and W swapped) run together."""
+    each turned back, one float32 CPU tensor per chunk. Chunks of ``batch_size // 8`` images (at least one) carry
+    all their variants through ``_forward``; the variants of one shape (k even, then k odd: H and W swapped) run
+    together."""
     per = max(1, batch_size // len(DIHEDRAL))
     groups = [DIHEDRAL] if x.shape[-2] == x.shape[-1] else [[t for t in DIHEDRAL if t[1] % 2 == r] for r in (0, 1)]
     outs = []
