@@ -86,11 +86,26 @@ def _model_types() -> dict[str, tuple[type, type]]:
 
 
 # ---- Names, scales and paths ----
-def check_scale(scale: int) -> int:
-    """Return ``scale`` if super-image supports it (2, 3 or 4), else raise ValueError naming the choices."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) not in SUPPORTED_SCALES:
+def _who_offers(scale: int) -> str:
+    """E.g. "×8 is offered by waifu2x-photo (waifu2x-photo ×2 applied three times) and bicubic"."""
+    return zoo.who_offers(scale, ("the super-image models",) if scale in SUPPORTED_SCALES else ())
+
+
+def check_scale(scale: int, spec: str | os.PathLike | None = None) -> int:
+    """Return ``scale`` if the model ``spec`` can upscale by it, else raise ValueError in one sentence naming the
+    scale and the models that offer it. A zoo name (``zoo.ZOO``) offers what its network serves, e.g.
+    waifu2x-photo ×2, ×4, ×8 (``zoo.zoo_scale_times``); any other spec, or none, is held to super-image's 2, 3, 4."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) < 1:
         raise ValueError(f"unsupported scale {scale!r}: super-image models offer {_OFFERED}")
-    return int(scale)
+    scale = int(scale)
+    if isinstance(spec, str) and spec in zoo.ZOO:
+        if zoo.zoo_scale_times(spec, scale) is None:
+            raise ValueError(f"{spec} ({zoo.ZOO[spec]['scale_note']}) cannot upscale ×{scale}: "
+                             f"{_who_offers(scale)}")
+        return scale
+    if scale not in SUPPORTED_SCALES:
+        raise ValueError(f"unsupported scale {scale}: super-image models offer {_OFFERED}; {_who_offers(scale)}")
+    return scale
 
 
 def standin_path(standin_dir: str | os.PathLike, arch: str, scale: int = SCALE) -> Path:
@@ -293,11 +308,11 @@ def load_model(spec: str | os.PathLike, scale: int = SCALE, *, source: str = "au
     Returns ``(model, info)``; ``info["source"]`` is "hub", "local", "standin" or "random". With
     ``source="auto"`` the order is: directory, hub cache, stand-in; random weights never by default.
     """
-    scale = check_scale(scale)
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     spec_str = os.fspath(spec)
     is_dir = Path(spec_str).is_dir()
+    scale = check_scale(scale, None if is_dir else spec_str)
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     found = _load_zoo(spec_str, is_dir, scale, source, device)
     model, info = found or _load_super_image(spec_str, is_dir, scale, source, standin_dir)
     info["spec"] = _friendly_name(Path(spec_str)) if is_dir else spec_str
@@ -350,8 +365,9 @@ def _load_zoo(spec: str, is_dir: bool, scale: int, source: str, device) -> tuple
         if source not in ("auto", "registry"):
             raise ValueError(f"{spec} is a registry-pretrained zoo model; its weights come from a package "
                              f"(source 'auto' or 'registry'), not {source!r}")
-        model, info = zoo.load_zoo_model(spec, device=device)
+        model, info = zoo.load_zoo_model(spec, device=device, scale=scale)
         info["weights"] = f"{info['package']}=={info['version']} {Path(info['file']).name}"
+        return model, info
     else:
         return None
     if scale != zoo.SCALE:
@@ -368,8 +384,11 @@ def weights_label(spec: str, info: dict) -> str:
 
 
 def method_label(spec: str, info: dict) -> str:
-    """The table name of a zero-shot model; a ×2 network applied twice says so."""
-    return f"zero-shot {spec}" + (" ×2 twice" if info.get("applications", 1) == 2 else "")
+    """The table name of a zero-shot model; a ×2 network applied twice (or more) says so."""
+    times = info.get("applications", 1)
+    if times > 2:
+        return f"zero-shot {spec} ×{info.get('native_scale')} {zoo.times_words(times)}"
+    return f"zero-shot {spec}" + (" ×2 twice" if times == 2 else "")
 
 
 def _looks_like_hub_id(spec: str) -> bool:

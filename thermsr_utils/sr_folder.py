@@ -4,6 +4,7 @@
     python -m thermsr_utils.sr_folder --model artifacts/demo/checkpoints/v2/best --input crops --output out --metrics
     python -m thermsr_utils.sr_folder --model bicubic --input crops --output out --metrics
     python -m thermsr_utils.sr_folder --model drln --input big_frames --output out --tile 128
+    python -m thermsr_utils.sr_folder --model waifu2x-photo --input crops --output out8 --scale 8
 
 Without ``--metrics`` every image is upscaled ×scale. With ``--metrics`` each image is the high-resolution truth:
 trimmed to a multiple of the scale, downsampled with INTER_AREA, super-resolved and scored by the notebooks' own
@@ -11,6 +12,10 @@ trimmed to a multiple of the scale, downsampled with INTER_AREA, super-resolved 
 ``--nose-model``); a per-image CSV and summary.json (means, instruments) are written beside the SR images. Large
 inputs are tiled (``--tile``) so memory stays bounded. Unusable files (empty, not an image, 16-bit, too small,
 corrupt) are listed with the reason and skipped. The input folder is only read.
+
+×8 (``--scale 8``): waifu2x-photo (its ×2 network applied three times, the registry weights unchanged) and bicubic;
+every other model is refused in one sentence before any work. With ``--metrics`` an image is scored at ×8 only
+when its LR keeps at least MIN_LR_SIDE px on a side (``min_scored_side``: 64 px of HR).
 
 Colour input (``--colour``): a model finetuned on gray crops shifts the hues of false-colour (palette) images. When
 a saved model's ``thermsr.json`` says it was trained on gray only, ``auto`` inverts the known palette (OpenCV's
@@ -41,7 +46,8 @@ from . import io
 from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-MIN_SIDE = 32            # smallest HR side scored with --metrics (its LR is 8 px)
+MIN_SIDE = 32            # smallest HR side scored with --metrics (its LR is 8 px at ×4)
+MIN_LR_SIDE = MIN_SIDE // SCALE   # smallest LR side scored: at ×8 the smallest HR side is 8 times this
 MIN_INPUT_SIDE = 4       # smallest side super-resolved without --metrics
 AUTO_TILE_PIXELS = 256 * 256  # LR images with more pixels than this are tiled when no --tile is given
 AUTO_TILE = 128          # LR tile side used then
@@ -87,10 +93,23 @@ def to_bgr8(img: np.ndarray, name: str, report: Report) -> np.ndarray | None:
     return None
 
 
+def check_method_scale(spec: str, scale: int) -> None:
+    """Raise ValueError, in one sentence naming the scale and the models that offer it, when ``spec`` cannot
+    upscale ×``scale`` (bicubic serves every scale; waifu2x-photo ×2, ×4, ×8; other models ×2, ×3, ×4)."""
+    from . import models
+
+    if spec != "bicubic":
+        models.check_scale(scale, None if Path(spec).is_dir() else spec)
+
+
 def load_method(spec: str, scale: int, device: str, standin_dir=None):
-    """``bicubic`` or a model spec → (callable LR uint8 BGR h×w×3 → SR float RGB tensor 3×sh×sw, info dict)."""
+    """``bicubic`` or a model spec → (callable LR uint8 BGR h×w×3 → SR float RGB tensor 3×sh×sw, info dict).
+
+    The info records the scale, and for a zoo network applied more than once how often (e.g. waifu2x-photo at ×8:
+    ``applications`` 3, ``scale_note`` "waifu2x-photo ×2 applied three times")."""
     from . import data, models
 
+    check_method_scale(spec, scale)
     if spec == "bicubic":
         def run_bicubic(lr):
             return data.bgr_to_tensor(models.bicubic(lr, scale))
@@ -375,6 +394,7 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
     if tile_overlap < 0:
         raise ValueError(f"--tile-overlap must be ≥ 0, got {tile_overlap}")
     check_scoring(perceptual, nose_model)
+    check_method_scale(model, scale)
     trained = None if model == "bicubic" else model_trained_on(model)
     colour_mode = resolve_colour(colour, trained)
     trained_note = trained_words(trained, model)
@@ -424,6 +444,12 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
     return report
 
 
+def min_scored_side(scale: int) -> int:
+    """The smallest HR side scored with --metrics at ×``scale``: MIN_SIDE, or more where the LR of MIN_SIDE would
+    be under MIN_LR_SIDE px (64 at ×8)."""
+    return max(MIN_SIDE, MIN_LR_SIDE * scale)
+
+
 def _pair(img: np.ndarray, name: str, scale: int, metrics: bool, report: Report):
     """(HR, LR) of one readable image: with ``metrics`` the image trimmed to a multiple of ``scale`` and its LR
     (``data.make_lr``), else (None, the image itself); None, with the reason in ``report``, when it is too small."""
@@ -436,8 +462,10 @@ def _pair(img: np.ndarray, name: str, scale: int, metrics: bool, report: Report)
                                          "too small to super-resolve"))
             return None
         return None, img
-    if min(h, w) < MIN_SIDE:
-        report.skipped.append((name, f"{w}x{h} is smaller than {MIN_SIDE} px, too small to score"))
+    side = min_scored_side(scale)
+    if min(h, w) < side:
+        why = f" at ×{scale} (its LR must be at least {MIN_LR_SIDE} px)" if side > MIN_SIDE else ""
+        report.skipped.append((name, f"{w}x{h} is smaller than {side} px, too small to score{why}"))
         return None
     hh, ww = h - h % scale, w - w % scale
     if (hh, ww) != (h, w):
