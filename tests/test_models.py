@@ -541,3 +541,26 @@ def test_no_leftovers_from_failed_save(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         M.save_model(Broken(), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("spec", ["srresnet", "dat-light", "drln", "pan-tiny", "eugenesiow/drln-bam"])
+def test_x8_is_refused_in_one_sentence_naming_who_offers_it(spec):
+    """Only waifu2x-photo (its ×2 network three times) and bicubic offer ×8; the refusal comes before any loading."""
+    with pytest.raises(ValueError) as e:
+        M.load_model(spec, 8, source="random" if spec == "pan-tiny" else "auto")
+    msg = str(e.value)
+    assert "×8 is offered by waifu2x-photo (waifu2x-photo ×2 applied three times) and bicubic" in msg
+    assert msg.count(".") == 0 and "\n" not in msg
+    assert ("cannot upscale ×8" in msg) if spec in ("srresnet", "dat-light") else ("x2, x3, x4" in msg)
+
+
+def test_check_scale_per_model():
+    assert M.check_scale(8, "waifu2x-photo") == 8 and M.check_scale(2, "waifu2x-photo") == 2
+    assert M.check_scale(4, "srresnet") == 4 and M.check_scale(3, "pan") == 3
+    with pytest.raises(ValueError, match="x2, x3, x4"):
+        M.check_scale(8)                          # super-image (and its file names) stay at 2, 3, 4
+    with pytest.raises(ValueError, match="x2, x3, x4"):
+        M.weights_name(8)
+    with pytest.raises(ValueError, match=r"×3 is offered by the super-image models and bicubic"):
+        M.check_scale(3, "waifu2x-photo")
+    assert M.zoo.offered_by(8) == ["waifu2x-photo", "bicubic"] and M.zoo.offered_by(5) == ["bicubic"]

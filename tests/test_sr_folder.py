@@ -539,3 +539,108 @@ def test_tta_with_bicubic_is_refused_in_one_sentence_and_writes_nothing(folder, 
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
     with pytest.raises(ValueError, match="no model to ensemble"):
         sr_folder.load_method("bicubic", 4, "cpu", self_ensemble=True)
+
+
+# ------------------------------------------------------------------------------ ×8
+def _need_zoo(name):
+    """Skip, saying why, unless the registry package holding ``name``'s weights is installed at its pin."""
+    import importlib.metadata as md
+
+    from thermsr_utils import zoo
+
+    spec = zoo.ZOO[name]
+    try:
+        version = md.distribution(spec["package"]).version
+    except md.PackageNotFoundError:
+        pytest.skip(f"{spec['package']}=={spec['version']} is not installed (run `make install`)")
+    if version != spec["version"]:
+        pytest.skip(f"{spec['package']} {version} is installed, {spec['version']} is pinned (run `make install`)")
+
+
+@pytest.fixture
+def x8_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))   # zoo weights converted privately
+    rng = np.random.default_rng(8)
+    src = tmp_path / "in"
+    src.mkdir()
+    smooth = lambda h, w, c: cv2.GaussianBlur(rng.integers(0, 256, (h, w, c), dtype=np.uint8), (5, 5), 2)  # noqa: E731
+    cv2.imwrite(str(src / "colour.png"), smooth(72, 80, 3))
+    cv2.imwrite(str(src / "gray.png"), smooth(66, 64, 1))          # 66 rows: trimmed to 64 for --metrics
+    return src
+
+
+@pytest.mark.parametrize("model", ["waifu2x-photo", "bicubic"])
+def test_x8_folder_with_and_without_metrics(x8_folder, tmp_path, model, capsys):
+    if model != "bicubic":
+        _need_zoo(model)
+    src = x8_folder
+    out = tmp_path / "out"
+    assert sr_folder.main(["--model", model, "--input", str(src), "--output", str(out), "--scale", "8"]) == 0
+    sizes = {n: cv2.imread(str(out / n), cv2.IMREAD_UNCHANGED).shape for n in ("colour.png", "gray.png")}
+    assert sizes == {"colour.png": (576, 640, 3), "gray.png": (528, 512)}
+    method = json.loads((out / "summary.json").read_text())["method"]
+    assert method["scale"] == 8
+    if model == "waifu2x-photo":
+        assert (method["applications"], method["native_scale"]) == (3, 2)
+        assert method["scale_note"] == "waifu2x-photo ×2 applied three times"
+
+    cv2.imwrite(str(src / "small.png"), np.full((40, 72), 90, np.uint8))   # ≥ 32 px, but its ×8 LR is 5 px high
+    scored = tmp_path / "scored"
+    report = sr_folder.process_folder(model, src, scored, metrics=True, scale=8, perceptual=(), nose_model="none",
+                                      progress=False)
+    assert report.processed == ["colour.png", "gray.png"]
+    assert dict(report.skipped) == {"small.png": "72x40 is smaller than 64 px, too small to score at ×8 "
+                                                 "(its LR must be at least 8 px)"}
+    assert "trimmed 64x66 to 64x64 (a multiple of 8)" in notes_of(report, "gray.png")
+    summary = json.loads((scored / "summary.json").read_text())
+    assert summary["n_scored"] == 2 and summary["method"]["scale"] == 8
+    assert math.isfinite(summary["mean"]["psnr"]) and 10 < summary["mean"]["psnr"] < 60
+    assert cv2.imread(str(scored / "gray.png"), cv2.IMREAD_UNCHANGED).shape == (64, 64)   # the SR of its ×8 LR
+    rows = {r["file"]: r for r in csv.DictReader((scored / "metrics.csv").open())}
+    assert set(rows) == {"colour.png", "gray.png"} and (rows["gray.png"]["width"], rows["gray.png"]["height"]) == (
+        "64", "64")
+
+
+def test_the_smallest_scored_side_depends_on_the_scale():
+    assert [sr_folder.min_scored_side(s) for s in (2, 3, 4, 8, 16)] == [32, 32, 32, 64, 128]
+
+
+@pytest.mark.parametrize("model", ["srresnet", "dat-light", "drln"])
+def test_models_without_a_x8_path_are_refused_in_one_sentence_before_any_work(x8_folder, tmp_path, model, capsys):
+    out = tmp_path / "out"
+    assert sr_folder.main(["--model", model, "--input", str(x8_folder), "--output", str(out), "--scale", "8",
+                           "--metrics"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "×8 is offered by waifu2x-photo (waifu2x-photo ×2 applied three times) and bicubic" in err
+    assert not out.exists()
+
+
+def test_tiling_at_x8_equals_the_whole_image_pass(tmp_path):
+    rng = np.random.default_rng(9)
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "gray.png"), cv2.GaussianBlur(rng.integers(0, 256, (21, 30), dtype=np.uint8), (3, 3), 1))
+    cv2.imwrite(str(src / "colour.png"), rng.integers(0, 256, (17, 23, 3), dtype=np.uint8))
+    tiled = sr_folder.process_folder("bicubic", src, tmp_path / "tiled", scale=8, tile=8, tile_overlap=4,
+                                     progress=False)
+    assert any("tiles of 8 px" in n for n in notes_of(tiled, "gray.png"))
+    sr_folder.process_folder("bicubic", src, tmp_path / "whole", scale=8, tile=0, progress=False)
+    for name, shape in (("gray.png", (168, 240)), ("colour.png", (136, 184, 3))):
+        a = cv2.imread(str(tmp_path / "tiled" / name), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "whole" / name), cv2.IMREAD_UNCHANGED)
+        assert a.shape == b.shape == shape and np.array_equal(a, b), name   # the banded PNG path at ×8
+
+
+def test_tiled_waifu2x_x8_matches_the_whole_image_pass(tmp_path, monkeypatch):
+    _need_zoo("waifu2x-photo")
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))
+    method, info = sr_folder.load_method("waifu2x-photo", 8, "cpu")
+    assert info["applications"] == 3
+    rng = np.random.default_rng(10)
+    lr = cv2.GaussianBlur(rng.integers(0, 256, (19, 26, 3), dtype=np.uint8), (3, 3), 1)   # not a multiple of the tile
+    whole = method(lr)
+    tiled = sr_folder.upscale_tiled(method, lr, 8, tile=12, overlap=sr_folder.TILE_OVERLAP)   # the default
+    assert tiled.shape == whole.shape == (3, 152, 208)
+    assert _psnr(tiled, whole) > 50
+    assert _psnr(sr_folder.upscale_tiled(method, lr, 8, tile=12, overlap=0), whole) < 50

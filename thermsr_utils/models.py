@@ -87,11 +87,19 @@ def _model_types() -> dict[str, tuple[type, type]]:
 
 
 # ---- Names, scales and paths ----
-def check_scale(scale: int) -> int:
-    """Return ``scale`` if super-image supports it (2, 3 or 4), else raise ValueError naming the choices."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) not in SUPPORTED_SCALES:
+def check_scale(scale: int, spec: str | os.PathLike | None = None) -> int:
+    """Return ``scale`` if the model ``spec`` can upscale by it, else raise ValueError in one sentence naming the
+    scale and the models that offer it. A zoo name offers what its network serves (``zoo.zoo_scale_times``: e.g.
+    waifu2x-photo ×2, ×4, ×8); any other spec, or none, is held to super-image's 2, 3, 4."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) < 1:
         raise ValueError(f"unsupported scale {scale!r}: super-image models offer {_OFFERED}")
-    return int(scale)
+    scale, zoo_name = int(scale), isinstance(spec, str) and spec in zoo.ZOO
+    if (zoo.zoo_scale_times(spec, scale) is not None) if zoo_name else scale in SUPPORTED_SCALES:
+        return scale
+    who = zoo.who_offers(scale, ("the super-image models",) if scale in SUPPORTED_SCALES else ())
+    if zoo_name:
+        raise ValueError(f"{spec} ({zoo.ZOO[spec]['scale_note']}) cannot upscale ×{scale}: {who}")
+    raise ValueError(f"unsupported scale {scale}: super-image models offer {_OFFERED}; {who}")
 
 
 def standin_path(standin_dir: str | os.PathLike, arch: str, scale: int = SCALE) -> Path:
@@ -294,11 +302,11 @@ def load_model(spec: str | os.PathLike, scale: int = SCALE, *, source: str = "au
     Returns ``(model, info)``; ``info["source"]`` is "hub", "local", "standin" or "random". With
     ``source="auto"`` the order is: directory, hub cache, stand-in; random weights never by default.
     """
-    scale = check_scale(scale)
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     spec_str = os.fspath(spec)
     is_dir = Path(spec_str).is_dir()
+    scale = check_scale(scale, None if is_dir else spec_str)
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     found = _load_zoo(spec_str, is_dir, scale, source, device)
     model, info = found or _load_super_image(spec_str, is_dir, scale, source, standin_dir)
     info["spec"] = _friendly_name(Path(spec_str)) if is_dir else spec_str
@@ -351,8 +359,9 @@ def _load_zoo(spec: str, is_dir: bool, scale: int, source: str, device) -> tuple
         if source not in ("auto", "registry"):
             raise ValueError(f"{spec} is a registry-pretrained zoo model; its weights come from a package "
                              f"(source 'auto' or 'registry'), not {source!r}")
-        model, info = zoo.load_zoo_model(spec, device=device)
+        model, info = zoo.load_zoo_model(spec, device=device, scale=scale)
         info["weights"] = f"{info['package']}=={info['version']} {Path(info['file']).name}"
+        return model, info
     else:
         return None
     if scale != zoo.SCALE:
@@ -369,8 +378,9 @@ def weights_label(spec: str, info: dict) -> str:
 
 
 def method_label(spec: str, info: dict) -> str:
-    """The table name of a zero-shot model; a ×2 network applied twice says so."""
-    return f"zero-shot {spec}" + (" ×2 twice" if info.get("applications", 1) == 2 else "")
+    """The table name of a zero-shot model; a ×2 network applied more than once says so ("×2 twice")."""
+    times = info.get("applications", 1)
+    return f"zero-shot {spec}" + (f" ×{info.get('native_scale', 2)} {zoo.times_words(times)}" if times > 1 else "")
 
 
 def _looks_like_hub_id(spec: str) -> bool:

@@ -5,6 +5,7 @@
     python -m thermsr_utils.sr_folder --model bicubic --input crops --output out --metrics
     python -m thermsr_utils.sr_folder --model drln --input big_frames --output out --tile 128
     python -m thermsr_utils.sr_folder --model drln --input my_frames --output sr_frames --tta
+    python -m thermsr_utils.sr_folder --model waifu2x-photo --input crops --output out8 --scale 8
 
 Without ``--metrics`` every image is upscaled ×scale. With ``--metrics`` each image is the high-resolution truth:
 trimmed to a multiple of the scale, downsampled with INTER_AREA, super-resolved and scored by the notebooks' own
@@ -14,6 +15,10 @@ inputs are tiled (``--tile``) so memory stays bounded. Unusable files (empty, no
 corrupt) are listed with the reason and skipped. The input folder is only read. ``--tta`` super-resolves every
 image (every tile) with the x8 geometric self-ensemble (``models.upscale(..., self_ensemble=True)``): 8 forward
 passes per image, averaged.
+
+×8 (``--scale 8``): waifu2x-photo (its ×2 network applied three times, the registry weights unchanged) and bicubic;
+every other model is refused in one sentence before any work. With ``--metrics`` an image is scored at ×8 only
+when its LR keeps at least MIN_LR_SIDE px on a side (``min_scored_side``: 64 px of HR).
 
 Colour input (``--colour``): a model finetuned on gray crops shifts the hues of false-colour (palette) images. When
 a saved model's ``thermsr.json`` says it was trained on gray only, ``auto`` inverts the known palette (OpenCV's
@@ -44,7 +49,8 @@ from . import io
 from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-MIN_SIDE = 32            # smallest HR side scored with --metrics (its LR is 8 px)
+MIN_SIDE = 32            # smallest HR side scored with --metrics (its LR is 8 px at ×4)
+MIN_LR_SIDE = MIN_SIDE // SCALE   # smallest LR side scored: at ×8 the smallest HR side is 8 times this
 MIN_INPUT_SIDE = 4       # smallest side super-resolved without --metrics
 AUTO_TILE_PIXELS = 256 * 256  # LR images with more pixels than this are tiled when no --tile is given
 AUTO_TILE = 128          # LR tile side used then
@@ -93,12 +99,25 @@ def to_bgr8(img: np.ndarray, name: str, report: Report) -> np.ndarray | None:
     return None
 
 
+def check_method_scale(spec: str, scale: int) -> None:
+    """Raise ValueError, in one sentence naming the scale and the models that offer it, when ``spec`` cannot
+    upscale ×``scale`` (bicubic serves every scale; waifu2x-photo ×2, ×4, ×8; other models ×2, ×3, ×4)."""
+    from . import models
+
+    if spec != "bicubic":
+        models.check_scale(scale, None if Path(spec).is_dir() else spec)
+
+
 def load_method(spec: str, scale: int, device: str, standin_dir=None, self_ensemble: bool = False):
     """``bicubic`` or a model spec → (callable LR uint8 BGR h×w×3 → SR float RGB tensor 3×sh×sw, info dict).
-    ``self_ensemble`` (``--tta``): the model's x8 self-ensemble; the info says so and how many forward passes each
-    image (each tile) takes. Bicubic with ``self_ensemble`` is a ValueError."""
+
+    The info records the scale, and for a zoo network applied more than once how often (e.g. waifu2x-photo at ×8:
+    ``applications`` 3, ``scale_note`` "waifu2x-photo ×2 applied three times"). ``self_ensemble`` (``--tta``): the
+    model's x8 self-ensemble; the info says so and how many forward passes each image (each tile) takes. Bicubic
+    with ``self_ensemble`` is a ValueError."""
     from . import data, models
 
+    check_method_scale(spec, scale)
     if spec == "bicubic":
         if self_ensemble:
             raise ValueError(NO_TTA_FOR_BICUBIC)
@@ -391,6 +410,7 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
     check_scoring(perceptual, nose_model)
     if tta and model == "bicubic":
         raise ValueError(NO_TTA_FOR_BICUBIC)
+    check_method_scale(model, scale)
     trained = None if model == "bicubic" else model_trained_on(model)
     colour_mode = resolve_colour(colour, trained)
     trained_note = trained_words(trained, model)
@@ -440,6 +460,12 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
     return report
 
 
+def min_scored_side(scale: int) -> int:
+    """The smallest HR side scored with --metrics at ×``scale``: MIN_SIDE, or more where the LR of MIN_SIDE would
+    be under MIN_LR_SIDE px (64 at ×8)."""
+    return max(MIN_SIDE, MIN_LR_SIDE * scale)
+
+
 def _pair(img: np.ndarray, name: str, scale: int, metrics: bool, report: Report):
     """(HR, LR) of one readable image: with ``metrics`` the image trimmed to a multiple of ``scale`` and its LR
     (``data.make_lr``), else (None, the image itself); None, with the reason in ``report``, when it is too small."""
@@ -452,8 +478,10 @@ def _pair(img: np.ndarray, name: str, scale: int, metrics: bool, report: Report)
                                          "too small to super-resolve"))
             return None
         return None, img
-    if min(h, w) < MIN_SIDE:
-        report.skipped.append((name, f"{w}x{h} is smaller than {MIN_SIDE} px, too small to score"))
+    side = min_scored_side(scale)
+    if min(h, w) < side:
+        why = f" at ×{scale} (its LR must be at least {MIN_LR_SIDE} px)" if side > MIN_SIDE else ""
+        report.skipped.append((name, f"{w}x{h} is smaller than {side} px, too small to score{why}"))
         return None
     hh, ww = h - h % scale, w - w % scale
     if (hh, ww) != (h, w):
