@@ -424,6 +424,102 @@ def test_upscale_does_not_clamp_and_restores_training_mode():
         M.upscale(model, torch.zeros(2, 1, 4, 4))
 
 
+class _NearestX4(nn.Module):
+    """A 1×1 conv (channel mixing) then nearest ×4 upsampling: exactly equivariant to flips and 90° turns."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.mix = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(self.mix(x), scale_factor=4, mode="nearest")
+
+
+class _Counting(nn.Module):
+    """``inner``, counting the images it is given and the batches they came in."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.images, self.batches = inner, 0, []
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        self.batches.append(tuple(x.shape))
+        return self.inner(x)
+
+
+def _hand_written_self_ensemble(model, x):
+    """The x8 self-ensemble written out: every flip × 90° turn of ``x``, the model, the turn and flip undone, mean."""
+    outs = []
+    with torch.no_grad():
+        for flip in (False, True):
+            for k in range(4):
+                v = torch.rot90(torch.flip(x, dims=[-1]) if flip else x, k, dims=[-2, -1])
+                y = torch.rot90(model(v), -k, dims=[-2, -1])
+                outs.append(torch.flip(y, dims=[-1]) if flip else y)
+    return torch.stack(outs).mean(0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 6, 6), (2, 3, 5, 9)])
+def test_self_ensemble_of_an_equivariant_model_is_the_model(shape):
+    model = _NearestX4().eval()
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(4))
+    plain = M.upscale(model, x, batch_size=3)
+    tta = M.upscale(model, x, batch_size=3, self_ensemble=True)
+    assert tta.shape == plain.shape == (2, 3, 4 * shape[2], 4 * shape[3])
+    torch.testing.assert_close(tta, plain, rtol=0, atol=1e-6)
+
+
+def test_self_ensemble_is_the_mean_over_the_eight_flips_and_turns():
+    model = tiny_pan(seed=12)
+    x = torch.rand(3, 3, 10, 14, generator=torch.Generator().manual_seed(5))           # not square: turns swap H, W
+    expected = _hand_written_self_ensemble(model, x)
+    for batch_size in (1, 3, 8, 16):                                                      # chunks of 1 or 2 images
+        tta = M.upscale(model, x, batch_size=batch_size, self_ensemble=True)
+        assert tta.shape == (3, 3, 40, 56) and tta.dtype == torch.float32
+        torch.testing.assert_close(tta, expected, rtol=0, atol=1e-5)
+    single = M.upscale(model, x[1], self_ensemble=True)
+    assert single.shape == (3, 40, 56)
+    torch.testing.assert_close(single, expected[1], rtol=0, atol=1e-5)
+    plain = M.upscale(model, x)
+    assert (tta - plain).abs().max() > 1e-3, "a 3×3-conv model is not equivariant: the ensemble must differ"
+    square = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(M.upscale(model, square, batch_size=8, self_ensemble=True),
+                               _hand_written_self_ensemble(model, square), rtol=0, atol=1e-5)
+
+
+def test_self_ensemble_takes_eight_passes_per_image_in_batches_of_at_most_batch_size():
+    counting = _Counting(tiny_pan(seed=13))
+    M.upscale(counting, torch.rand(3, 3, 6, 10), batch_size=8, self_ensemble=True)
+    assert counting.images == 3 * 8
+    assert max(b[0] for b in counting.batches) <= 8
+    assert {b[2:] for b in counting.batches} == {(6, 10), (10, 6)}
+    counting.images = 0
+    M.upscale(counting, torch.rand(2, 3, 6, 6), batch_size=1, self_ensemble=True)
+    assert counting.images == 2 * 8
+
+
+def test_without_self_ensemble_upscale_is_the_plain_forward_pass_bit_for_bit():
+    model = tiny_pan(seed=14)
+    x = lr_batch(4, 9, seed=7)
+    with torch.no_grad():
+        plain = torch.cat([model(x[0:2]), model(x[2:4])])
+    assert torch.equal(M.upscale(model, x, batch_size=2), plain)
+    assert torch.equal(M.upscale(model, x, batch_size=2, self_ensemble=False), plain)
+
+
+def test_model_method_passes_self_ensemble_through():
+    from thermsr_utils import data, evaluate
+
+    model = tiny_pan(seed=15)
+    lr = np.random.default_rng(8).integers(0, 256, (2, 7, 11, 3), dtype=np.uint8)
+    x = data.bgr_to_tensor(lr)
+    assert torch.equal(evaluate.model_method(model, 2)(lr), M.upscale(model, x, batch_size=2))
+    assert torch.equal(evaluate.model_method(model, 2, self_ensemble=True)(lr),
+                       M.upscale(model, x, batch_size=2, self_ensemble=True))
+
+
 def test_bicubic_baseline():
     flat = np.full((6, 5, 3), 77, np.uint8)
     up = M.bicubic(flat, 4)
@@ -445,3 +541,26 @@ def test_no_leftovers_from_failed_save(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         M.save_model(Broken(), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("spec", ["srresnet", "dat-light", "drln", "pan-tiny", "eugenesiow/drln-bam"])
+def test_x8_is_refused_in_one_sentence_naming_who_offers_it(spec):
+    """Only waifu2x-photo (its ×2 network three times) and bicubic offer ×8; the refusal comes before any loading."""
+    with pytest.raises(ValueError) as e:
+        M.load_model(spec, 8, source="random" if spec == "pan-tiny" else "auto")
+    msg = str(e.value)
+    assert "×8 is offered by waifu2x-photo (waifu2x-photo ×2 applied three times) and bicubic" in msg
+    assert msg.count(".") == 0 and "\n" not in msg
+    assert ("cannot upscale ×8" in msg) if spec in ("srresnet", "dat-light") else ("x2, x3, x4" in msg)
+
+
+def test_check_scale_per_model():
+    assert M.check_scale(8, "waifu2x-photo") == 8 and M.check_scale(2, "waifu2x-photo") == 2
+    assert M.check_scale(4, "srresnet") == 4 and M.check_scale(3, "pan") == 3
+    with pytest.raises(ValueError, match="x2, x3, x4"):
+        M.check_scale(8)                          # super-image (and its file names) stay at 2, 3, 4
+    with pytest.raises(ValueError, match="x2, x3, x4"):
+        M.weights_name(8)
+    with pytest.raises(ValueError, match=r"×3 is offered by the super-image models and bicubic"):
+        M.check_scale(3, "waifu2x-photo")
+    assert M.zoo.offered_by(8) == ["waifu2x-photo", "bicubic"] and M.zoo.offered_by(5) == ["bicubic"]

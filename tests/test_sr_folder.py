@@ -466,3 +466,181 @@ def test_colour_as_is_reproduces_the_old_behaviour_bit_for_bit(tmp_path, monkeyp
     for name in ("iron.png", "hot.png", "gray.png"):
         assert np.array_equal(cv2.imread(str(tmp_path / "cli" / name), cv2.IMREAD_UNCHANGED),
                               cv2.imread(str(plain / name), cv2.IMREAD_UNCHANGED)), name
+
+
+# ------------------------------------------------------------------------------ --tta: the x8 self-ensemble
+@pytest.fixture(scope="module")
+def saved_pan(tmp_path_factory):
+    import torch
+
+    from thermsr_utils import models
+
+    torch.manual_seed(0)
+    model, _ = models.load_model("pan-tiny", source="random")
+    path = tmp_path_factory.mktemp("tta_model") / "m"
+    models.save_model(model, path)
+    return str(path)
+
+
+def test_tta_writes_the_self_ensemble_of_every_image_and_says_so(tmp_path, saved_pan, capsys):
+    from thermsr_utils import data, models
+
+    rng = np.random.default_rng(9)
+    src = tmp_path / "in"
+    src.mkdir()
+    images = {"colour.png": rng.integers(0, 256, (10, 14, 3), dtype=np.uint8),
+              "gray.png": rng.integers(0, 256, (12, 12), dtype=np.uint8)}
+    for name, img in images.items():
+        cv2.imwrite(str(src / name), img)
+    out = tmp_path / "tta"
+    assert sr_folder.main(["--model", saved_pan, "--input", str(src), "--output", str(out), "--tta"]) == 0
+    assert "8 forward passes per image" in capsys.readouterr().out
+    method = json.loads((out / "summary.json").read_text())["method"]
+    assert method["self_ensemble"] is True and method["forward_passes_per_image"] == 8
+    model, _ = models.load_model(saved_pan, 4)
+    for name, img in images.items():
+        bgr = img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
+        x = data.bgr_to_tensor(bgr)[None]
+        want = data.tensor_to_bgr(models.upscale(model, x, self_ensemble=True)[0])
+        plain = data.tensor_to_bgr(models.upscale(model, x)[0])
+        if img.ndim == 2:
+            want, plain = cv2.cvtColor(want, cv2.COLOR_BGR2GRAY), cv2.cvtColor(plain, cv2.COLOR_BGR2GRAY)
+        written = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        assert written.shape == want.shape == (4 * img.shape[0], 4 * img.shape[1]) + img.shape[2:]
+        assert np.array_equal(written, want), name
+        assert not np.array_equal(written, plain), name        # the ensemble is not the plain pass
+    report = sr_folder.process_folder(saved_pan, src, tmp_path / "plain", progress=False)
+    assert sorted(report.written) == sorted(images)
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["method"]["self_ensemble"] is False
+
+
+def test_tta_runs_every_tile_through_the_self_ensemble(tmp_path, saved_pan):
+    rng = np.random.default_rng(10)
+    src = tmp_path / "in"
+    src.mkdir()
+    lr = cv2.GaussianBlur(rng.integers(0, 256, (13, 19, 3), dtype=np.uint8), (3, 3), 1)
+    cv2.imwrite(str(src / "big.png"), lr)
+    report = sr_folder.process_folder(saved_pan, src, tmp_path / "o", tile=8, tile_overlap=4, tta=True,
+                                      progress=False)
+    assert any("tiles of 8 px" in n for n in notes_of(report, "big.png"))
+    tta_method, info = sr_folder.load_method(saved_pan, 4, "cpu", self_ensemble=True)
+    assert info["self_ensemble"] is True
+    want = np.concatenate(list(sr_folder.tiled_bands(tta_method, lr, 4, 8, 4)))
+    assert np.array_equal(cv2.imread(str(tmp_path / "o" / "big.png")), want)
+
+
+def test_tta_with_bicubic_is_refused_in_one_sentence_and_writes_nothing(folder, tmp_path, capsys):
+    src, before = folder
+    out = tmp_path / "o"
+    assert sr_folder.main(["--model", "bicubic", "--input", str(src), "--output", str(out), "--tta"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {sr_folder.NO_TTA_FOR_BICUBIC}\n" and "bicubic has no model to ensemble" in err
+    assert not out.exists()
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    with pytest.raises(ValueError, match="no model to ensemble"):
+        sr_folder.load_method("bicubic", 4, "cpu", self_ensemble=True)
+
+
+# ------------------------------------------------------------------------------ ×8
+def _need_zoo(name):
+    """Skip, saying why, unless the registry package holding ``name``'s weights is installed at its pin."""
+    import importlib.metadata as md
+
+    from thermsr_utils import zoo
+
+    spec = zoo.ZOO[name]
+    try:
+        version = md.distribution(spec["package"]).version
+    except md.PackageNotFoundError:
+        pytest.skip(f"{spec['package']}=={spec['version']} is not installed (run `make install`)")
+    if version != spec["version"]:
+        pytest.skip(f"{spec['package']} {version} is installed, {spec['version']} is pinned (run `make install`)")
+
+
+@pytest.fixture
+def x8_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))   # zoo weights converted privately
+    rng = np.random.default_rng(8)
+    src = tmp_path / "in"
+    src.mkdir()
+    smooth = lambda h, w, c: cv2.GaussianBlur(rng.integers(0, 256, (h, w, c), dtype=np.uint8), (5, 5), 2)  # noqa: E731
+    cv2.imwrite(str(src / "colour.png"), smooth(72, 80, 3))
+    cv2.imwrite(str(src / "gray.png"), smooth(66, 64, 1))          # 66 rows: trimmed to 64 for --metrics
+    return src
+
+
+@pytest.mark.parametrize("model", ["waifu2x-photo", "bicubic"])
+def test_x8_folder_with_and_without_metrics(x8_folder, tmp_path, model, capsys):
+    if model != "bicubic":
+        _need_zoo(model)
+    src = x8_folder
+    out = tmp_path / "out"
+    assert sr_folder.main(["--model", model, "--input", str(src), "--output", str(out), "--scale", "8"]) == 0
+    sizes = {n: cv2.imread(str(out / n), cv2.IMREAD_UNCHANGED).shape for n in ("colour.png", "gray.png")}
+    assert sizes == {"colour.png": (576, 640, 3), "gray.png": (528, 512)}
+    method = json.loads((out / "summary.json").read_text())["method"]
+    assert method["scale"] == 8
+    if model == "waifu2x-photo":
+        assert (method["applications"], method["native_scale"]) == (3, 2)
+        assert method["scale_note"] == "waifu2x-photo ×2 applied three times"
+
+    cv2.imwrite(str(src / "small.png"), np.full((40, 72), 90, np.uint8))   # ≥ 32 px, but its ×8 LR is 5 px high
+    scored = tmp_path / "scored"
+    report = sr_folder.process_folder(model, src, scored, metrics=True, scale=8, perceptual=(), nose_model="none",
+                                      progress=False)
+    assert report.processed == ["colour.png", "gray.png"]
+    assert dict(report.skipped) == {"small.png": "72x40 is smaller than 64 px, too small to score at ×8 "
+                                                 "(its LR must be at least 8 px)"}
+    assert "trimmed 64x66 to 64x64 (a multiple of 8)" in notes_of(report, "gray.png")
+    summary = json.loads((scored / "summary.json").read_text())
+    assert summary["n_scored"] == 2 and summary["method"]["scale"] == 8
+    assert math.isfinite(summary["mean"]["psnr"]) and 10 < summary["mean"]["psnr"] < 60
+    assert cv2.imread(str(scored / "gray.png"), cv2.IMREAD_UNCHANGED).shape == (64, 64)   # the SR of its ×8 LR
+    rows = {r["file"]: r for r in csv.DictReader((scored / "metrics.csv").open())}
+    assert set(rows) == {"colour.png", "gray.png"} and (rows["gray.png"]["width"], rows["gray.png"]["height"]) == (
+        "64", "64")
+
+
+def test_the_smallest_scored_side_depends_on_the_scale():
+    assert [sr_folder.min_scored_side(s) for s in (2, 3, 4, 8, 16)] == [32, 32, 32, 64, 128]
+
+
+@pytest.mark.parametrize("model", ["srresnet", "dat-light", "drln"])
+def test_models_without_a_x8_path_are_refused_in_one_sentence_before_any_work(x8_folder, tmp_path, model, capsys):
+    out = tmp_path / "out"
+    assert sr_folder.main(["--model", model, "--input", str(x8_folder), "--output", str(out), "--scale", "8",
+                           "--metrics"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "×8 is offered by waifu2x-photo (waifu2x-photo ×2 applied three times) and bicubic" in err
+    assert not out.exists()
+
+
+def test_tiling_at_x8_equals_the_whole_image_pass(tmp_path):
+    rng = np.random.default_rng(9)
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "gray.png"), cv2.GaussianBlur(rng.integers(0, 256, (21, 30), dtype=np.uint8), (3, 3), 1))
+    cv2.imwrite(str(src / "colour.png"), rng.integers(0, 256, (17, 23, 3), dtype=np.uint8))
+    tiled = sr_folder.process_folder("bicubic", src, tmp_path / "tiled", scale=8, tile=8, tile_overlap=4,
+                                     progress=False)
+    assert any("tiles of 8 px" in n for n in notes_of(tiled, "gray.png"))
+    sr_folder.process_folder("bicubic", src, tmp_path / "whole", scale=8, tile=0, progress=False)
+    for name, shape in (("gray.png", (168, 240)), ("colour.png", (136, 184, 3))):
+        a = cv2.imread(str(tmp_path / "tiled" / name), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "whole" / name), cv2.IMREAD_UNCHANGED)
+        assert a.shape == b.shape == shape and np.array_equal(a, b), name   # the banded PNG path at ×8
+
+
+def test_tiled_waifu2x_x8_matches_the_whole_image_pass(tmp_path, monkeypatch):
+    _need_zoo("waifu2x-photo")
+    monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))
+    method, info = sr_folder.load_method("waifu2x-photo", 8, "cpu")
+    assert info["applications"] == 3
+    rng = np.random.default_rng(10)
+    lr = cv2.GaussianBlur(rng.integers(0, 256, (19, 26, 3), dtype=np.uint8), (3, 3), 1)   # not a multiple of the tile
+    whole = method(lr)
+    tiled = sr_folder.upscale_tiled(method, lr, 8, tile=12, overlap=sr_folder.TILE_OVERLAP)   # the default
+    assert tiled.shape == whole.shape == (3, 152, 208)
+    assert _psnr(tiled, whole) > 50
+    assert _psnr(sr_folder.upscale_tiled(method, lr, 8, tile=12, overlap=0), whole) < 50

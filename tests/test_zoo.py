@@ -288,3 +288,52 @@ def test_zoo_models_load_through_the_model_registry_and_train_save_loads_them_ba
     _, w2 = models.load_model("waifu2x-photo") if waifu2x else (None, {"applications": 2})
     assert models.method_label("waifu2x-photo", w2) == "zero-shot waifu2x-photo ×2 twice"
     assert models.method_label("srresnet", info) == "zero-shot srresnet"
+
+
+# ---------------------------------------------------------------------------------------------
+# Other scales: a ×2 network repeated; the ×4-only networks refuse
+# ---------------------------------------------------------------------------------------------
+def test_which_scales_each_network_serves():
+    times = {n: {s: zoo.zoo_scale_times(n, s) for s in (1, 2, 3, 4, 6, 8, 16)} for n in NAMES}
+    assert times["waifu2x-photo"] == {1: None, 2: 1, 3: None, 4: 2, 6: None, 8: 3, 16: 4}
+    for name in ("srresnet", "dat-light"):
+        assert times[name] == {1: None, 2: None, 3: None, 4: 1, 6: None, 8: None, 16: None}
+    assert zoo.zoo_scale_note("waifu2x-photo", 8) == "waifu2x-photo ×2 applied three times"
+    assert zoo.zoo_scale_note("waifu2x-photo", 4) == zoo.WAIFU2X_NOTE
+
+
+def test_waifu2x_x8_is_the_x2_network_three_times_with_clamping_between():
+    _need("waifu2x-photo")
+    x4, _ = _model("waifu2x-photo")
+    x8, info = zoo.load_zoo_model("waifu2x-photo", scale=8)
+    assert isinstance(x8, zoo.Repeated) and x8.times == 3 and x8.scale == 8 and not x8.training
+    assert (info["scale"], info["applications"], info["native_scale"]) == (8, 3, 2)
+    assert info["scale_note"] == "waifu2x-photo ×2 applied three times"
+    assert info["n_params"] == zoo.ZOO["waifu2x-photo"]["n_params"]          # the same weights, no new ones
+    sd8, sd4 = x8.state_dict(), x4.state_dict()
+    assert set(sd8) == set(sd4) and all(torch.equal(sd8[k], sd4[k]) for k in sd4)
+    net = x4.model                                                           # the ×2 UpConv7 itself
+    x = torch.rand(1, 3, 10, 13, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = net(net(net(x).clamp(0, 1)).clamp(0, 1))
+        no_clamp = net(net(net(x)))
+        got = x8(x)
+    assert got.shape == (1, 3, 80, 104)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert (no_clamp - want).abs().max() > 1e-3           # the clamping between applications matters here
+
+
+def test_load_model_at_x8_and_a_x8_model_is_not_saved_as_a_x4_folder(tmp_path):
+    _need("waifu2x-photo")
+    from thermsr_utils import models
+
+    model, info = models.load_model("waifu2x-photo", 8)
+    assert model.scale == 8 and info["scale"] == 8 and info["applications"] == 3
+    assert models.method_label("waifu2x-photo", info) == "zero-shot waifu2x-photo ×2 three times"
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 6, 7)).shape == (1, 3, 48, 56)
+    with pytest.raises(ValueError, match="zoo folders hold ×4 models"):
+        zoo.save_zoo_folder("waifu2x-photo", tmp_path / "x8", model)
+    assert not (tmp_path / "x8").exists()
+    with pytest.raises(ValueError, match="cannot serve scale 3"):
+        zoo.load_zoo_model("waifu2x-photo", scale=3)

@@ -79,12 +79,14 @@ def bicubic_method(scale: int = data.SCALE) -> Callable:
     return sr
 
 
-def model_method(model, batch_size: int = 8, device: str = "cpu") -> Callable:
-    """A super-image model, batched, no grad."""
+def model_method(model, batch_size: int = 8, device: str = "cpu", self_ensemble: bool = False) -> Callable:
+    """A super-image model, batched, no grad; ``self_ensemble``: the mean over the 8 flips and 90° turns of the
+    input (``models.upscale``)."""
     from . import models
 
     def sr(lr):
-        return models.upscale(model, data.bgr_to_tensor(lr), batch_size=batch_size, device=device)
+        return models.upscale(model, data.bgr_to_tensor(lr), batch_size=batch_size, device=device,
+                              self_ensemble=self_ensemble)
     return sr
 
 

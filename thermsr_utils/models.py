@@ -33,6 +33,7 @@ import super_image
 from torch.overrides import TorchFunctionMode
 
 from . import config as _config, zoo
+from .accel import DIHEDRAL
 from .data import SCALE, bgr_to_tensor, make_lr
 from .io import atomic_dir, atomic_write_json, file_sha256, load_torch, read_json
 from .zoo import count_params, load_strict
@@ -86,11 +87,19 @@ def _model_types() -> dict[str, tuple[type, type]]:
 
 
 # ---- Names, scales and paths ----
-def check_scale(scale: int) -> int:
-    """Return ``scale`` if super-image supports it (2, 3 or 4), else raise ValueError naming the choices."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) not in SUPPORTED_SCALES:
+def check_scale(scale: int, spec: str | os.PathLike | None = None) -> int:
+    """Return ``scale`` if the model ``spec`` can upscale by it, else raise ValueError in one sentence naming the
+    scale and the models that offer it. A zoo name offers what its network serves (``zoo.zoo_scale_times``: e.g.
+    waifu2x-photo ×2, ×4, ×8); any other spec, or none, is held to super-image's 2, 3, 4."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) < 1:
         raise ValueError(f"unsupported scale {scale!r}: super-image models offer {_OFFERED}")
-    return int(scale)
+    scale, zoo_name = int(scale), isinstance(spec, str) and spec in zoo.ZOO
+    if (zoo.zoo_scale_times(spec, scale) is not None) if zoo_name else scale in SUPPORTED_SCALES:
+        return scale
+    who = zoo.who_offers(scale, ("the super-image models",) if scale in SUPPORTED_SCALES else ())
+    if zoo_name:
+        raise ValueError(f"{spec} ({zoo.ZOO[spec]['scale_note']}) cannot upscale ×{scale}: {who}")
+    raise ValueError(f"unsupported scale {scale}: super-image models offer {_OFFERED}; {who}")
 
 
 def standin_path(standin_dir: str | os.PathLike, arch: str, scale: int = SCALE) -> Path:
@@ -293,11 +302,11 @@ def load_model(spec: str | os.PathLike, scale: int = SCALE, *, source: str = "au
     Returns ``(model, info)``; ``info["source"]`` is "hub", "local", "standin" or "random". With
     ``source="auto"`` the order is: directory, hub cache, stand-in; random weights never by default.
     """
-    scale = check_scale(scale)
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     spec_str = os.fspath(spec)
     is_dir = Path(spec_str).is_dir()
+    scale = check_scale(scale, None if is_dir else spec_str)
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     found = _load_zoo(spec_str, is_dir, scale, source, device)
     model, info = found or _load_super_image(spec_str, is_dir, scale, source, standin_dir)
     info["spec"] = _friendly_name(Path(spec_str)) if is_dir else spec_str
@@ -350,8 +359,9 @@ def _load_zoo(spec: str, is_dir: bool, scale: int, source: str, device) -> tuple
         if source not in ("auto", "registry"):
             raise ValueError(f"{spec} is a registry-pretrained zoo model; its weights come from a package "
                              f"(source 'auto' or 'registry'), not {source!r}")
-        model, info = zoo.load_zoo_model(spec, device=device)
+        model, info = zoo.load_zoo_model(spec, device=device, scale=scale)
         info["weights"] = f"{info['package']}=={info['version']} {Path(info['file']).name}"
+        return model, info
     else:
         return None
     if scale != zoo.SCALE:
@@ -368,8 +378,9 @@ def weights_label(spec: str, info: dict) -> str:
 
 
 def method_label(spec: str, info: dict) -> str:
-    """The table name of a zero-shot model; a ×2 network applied twice says so."""
-    return f"zero-shot {spec}" + (" ×2 twice" if info.get("applications", 1) == 2 else "")
+    """The table name of a zero-shot model; a ×2 network applied more than once says so ("×2 twice")."""
+    times = info.get("applications", 1)
+    return f"zero-shot {spec}" + (f" ×{info.get('native_scale', 2)} {zoo.times_words(times)}" if times > 1 else "")
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -479,9 +490,40 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike, *, extra_json: dict
 
 
 # ---- Inference and the bicubic baseline ----
+def _forward(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> list[torch.Tensor]:
+    """``model`` on ``x`` in batches of ``batch_size``: float32 CPU outputs, one per batch."""
+    return [model(x[i:i + batch_size].to(device=device, dtype=torch.float32)).float().cpu()
+            for i in range(0, x.shape[0], batch_size)]
+
+
+def _self_ensemble(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> list[torch.Tensor]:
+    """The mean of ``model``'s outputs on the 8 ``DIHEDRAL`` variants of ``x`` (horizontal flip, then k·90° turns),
+    each turned back, one float32 CPU tensor per chunk. Chunks of ``batch_size // 8`` images (at least one) carry
+    all their variants through ``_forward``; the variants of one shape (k even, then k odd: H and W swapped) run
+    together."""
+    per = max(1, batch_size // len(DIHEDRAL))
+    groups = [DIHEDRAL] if x.shape[-2] == x.shape[-1] else [[t for t in DIHEDRAL if t[1] % 2 == r] for r in (0, 1)]
+    outs = []
+    for i in range(0, x.shape[0], per):
+        chunk, total = x[i:i + per], None
+        n = chunk.shape[0]
+        for group in groups:
+            variants = torch.cat([torch.rot90(chunk.flip(-1) if f else chunk, k, dims=(-2, -1)) for f, k in group])
+            ys = torch.cat(_forward(model, variants, batch_size, device))
+            for j, (f, k) in enumerate(group):
+                y = torch.rot90(ys[j * n:(j + 1) * n], -k, dims=(-2, -1))
+                y = y.flip(-1) if f else y
+                total = y if total is None else total + y
+        outs.append(total / len(DIHEDRAL))
+    return outs
+
+
 def upscale(model: nn.Module, lr: torch.Tensor, *, batch_size: int = 8,
-            device: str | torch.device | None = None) -> torch.Tensor:
-    """Batched no-grad SR: float RGB N×3×h×w (or 3×h×w) in [0, 1] -> float32 CPU N×3×sh×sw, not clamped."""
+            device: str | torch.device | None = None, self_ensemble: bool = False) -> torch.Tensor:
+    """Batched no-grad SR: float RGB N×3×h×w (or 3×h×w) in [0, 1] -> float32 CPU N×3×sh×sw, not clamped.
+
+    ``self_ensemble``: the x8 geometric self-ensemble of SR papers (EDSR+): the mean over the 8 flips and 90°
+    turns of the input, each undone on its output (``_self_ensemble``); 8 forward passes per image."""
     if not torch.is_tensor(lr) or lr.ndim not in (3, 4) or lr.shape[-3] != 3:
         raise ValueError(f"expected a float RGB tensor N×3×H×W or 3×H×W, got {getattr(lr, 'shape', type(lr))}")
     if batch_size < 1:
@@ -494,8 +536,7 @@ def upscale(model: nn.Module, lr: torch.Tensor, *, batch_size: int = 8,
     model.eval()
     try:
         with torch.no_grad():
-            outs = [model(x[i:i + batch_size].to(device=device, dtype=torch.float32)).float().cpu()
-                    for i in range(0, x.shape[0], batch_size)]
+            outs = (_self_ensemble if self_ensemble else _forward)(model, x, batch_size, device)
     finally:
         model.train(was_training)
     out = torch.cat(outs) if outs else x.new_zeros((0, 3, 0, 0))

@@ -4,13 +4,21 @@
     python -m thermsr_utils.sr_folder --model artifacts/demo/checkpoints/v2/best --input crops --output out --metrics
     python -m thermsr_utils.sr_folder --model bicubic --input crops --output out --metrics
     python -m thermsr_utils.sr_folder --model drln --input big_frames --output out --tile 128
+    python -m thermsr_utils.sr_folder --model drln --input my_frames --output sr_frames --tta
+    python -m thermsr_utils.sr_folder --model waifu2x-photo --input crops --output out8 --scale 8
 
 Without ``--metrics`` every image is upscaled ×scale. With ``--metrics`` each image is the high-resolution truth:
 trimmed to a multiple of the scale, downsampled with INTER_AREA, super-resolved and scored by the notebooks' own
 ``evaluate.Scorer`` (PSNR/SSIM, LPIPS/DISTS with ``--perceptual``, sharpness ratios, the nose metric with
 ``--nose-model``); a per-image CSV and summary.json (means, instruments) are written beside the SR images. Large
 inputs are tiled (``--tile``) so memory stays bounded. Unusable files (empty, not an image, 16-bit, too small,
-corrupt) are listed with the reason and skipped. The input folder is only read.
+corrupt) are listed with the reason and skipped. The input folder is only read. ``--tta`` super-resolves every
+image (every tile) with the x8 geometric self-ensemble (``models.upscale(..., self_ensemble=True)``): 8 forward
+passes per image, averaged.
+
+×8 (``--scale 8``): waifu2x-photo (its ×2 network applied three times, the registry weights unchanged) and bicubic;
+every other model is refused in one sentence before any work. With ``--metrics`` an image is scored at ×8 only
+when its LR keeps at least MIN_LR_SIDE px on a side (``min_scored_side``: 64 px of HR).
 
 Colour input (``--colour``): a model finetuned on gray crops shifts the hues of false-colour (palette) images. When
 a saved model's ``thermsr.json`` says it was trained on gray only, ``auto`` inverts the known palette (OpenCV's
@@ -41,7 +49,8 @@ from . import io
 from .io import ImageReadError, atomic_write_json, atomic_write_text, read_image, write_png
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-MIN_SIDE = 32            # smallest HR side scored with --metrics (its LR is 8 px)
+MIN_SIDE = 32            # smallest HR side scored with --metrics (its LR is 8 px at ×4)
+MIN_LR_SIDE = MIN_SIDE // SCALE   # smallest LR side scored: at ×8 the smallest HR side is 8 times this
 MIN_INPUT_SIDE = 4       # smallest side super-resolved without --metrics
 AUTO_TILE_PIXELS = 256 * 256  # LR images with more pixels than this are tiled when no --tile is given
 AUTO_TILE = 128          # LR tile side used then
@@ -51,6 +60,9 @@ DEFAULT_PERCEPTUAL = ("lpips", "dists")
 DEFAULT_NOSE_MODEL = "auto"   # notebook 02's default: rtmlib when its files are cached, else RetinaFace
 METRIC_COLUMNS = ["file", "width", "height", "psnr", "ssim", "psnr_y", "ssim_y", "lpips", "dists", "lpips_vgg",
                   "grad_ratio", "hf_ratio", "nose_hr_found", "nose_sr_found", "nose_err_px"]
+TTA_PASSES = 8           # --tta: the 8 flips and 90° turns of models.upscale's self-ensemble
+NO_TTA_FOR_BICUBIC = ("--tta averages a model's outputs over the 8 flips and 90° turns of each image, and bicubic "
+                      "has no model to ensemble: drop --tta or choose a model")
 
 
 @dataclass
@@ -87,19 +99,39 @@ def to_bgr8(img: np.ndarray, name: str, report: Report) -> np.ndarray | None:
     return None
 
 
-def load_method(spec: str, scale: int, device: str, standin_dir=None):
-    """``bicubic`` or a model spec → (callable LR uint8 BGR h×w×3 → SR float RGB tensor 3×sh×sw, info dict)."""
+def check_method_scale(spec: str, scale: int) -> None:
+    """Raise ValueError, in one sentence naming the scale and the models that offer it, when ``spec`` cannot
+    upscale ×``scale`` (bicubic serves every scale; waifu2x-photo ×2, ×4, ×8; other models ×2, ×3, ×4)."""
+    from . import models
+
+    if spec != "bicubic":
+        models.check_scale(scale, None if Path(spec).is_dir() else spec)
+
+
+def load_method(spec: str, scale: int, device: str, standin_dir=None, self_ensemble: bool = False):
+    """``bicubic`` or a model spec → (callable LR uint8 BGR h×w×3 → SR float RGB tensor 3×sh×sw, info dict).
+
+    The info records the scale, and for a zoo network applied more than once how often (e.g. waifu2x-photo at ×8:
+    ``applications`` 3, ``scale_note`` "waifu2x-photo ×2 applied three times"). ``self_ensemble`` (``--tta``): the
+    model's x8 self-ensemble; the info says so and how many forward passes each image (each tile) takes. Bicubic
+    with ``self_ensemble`` is a ValueError."""
     from . import data, models
 
+    check_method_scale(spec, scale)
     if spec == "bicubic":
+        if self_ensemble:
+            raise ValueError(NO_TTA_FOR_BICUBIC)
+
         def run_bicubic(lr):
             return data.bgr_to_tensor(models.bicubic(lr, scale))
-        return run_bicubic, {"method": "bicubic", "source": "none", "scale": scale}
+        return run_bicubic, {"method": "bicubic", "source": "none", "scale": scale, "self_ensemble": False}
     model, info = models.load_model(spec, scale, standin_dir=standin_dir, device=device)
 
     def run_model(lr):
-        return models.upscale(model, data.bgr_to_tensor(lr)[None], batch_size=1, device=device)[0]
-    return run_model, info
+        return models.upscale(model, data.bgr_to_tensor(lr)[None], batch_size=1, device=device,
+                              self_ensemble=self_ensemble)[0]
+    return run_model, {**info, "self_ensemble": self_ensemble,
+                       "forward_passes_per_image": TTA_PASSES if self_ensemble else 1}
 
 
 # ---- Tiling ----
@@ -354,7 +386,7 @@ def score_image(scorer, name: str, sr, hr: np.ndarray, scale: int) -> dict:
 def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SCALE, device="cpu",
                    standin_dir=None, tile: int | None = None, tile_overlap: int = TILE_OVERLAP,
                    perceptual=DEFAULT_PERCEPTUAL, nose_model: str = DEFAULT_NOSE_MODEL, colour: str = "auto",
-                   progress=True) -> Report:
+                   tta: bool = False, progress=True) -> Report:
     """Upscale (or, with ``metrics``, score) every image of ``input_dir``; write results to ``output_dir``.
 
     ``colour``: what is done with a colour image (``COLOUR_CHOICES``; ``resolve_colour`` says what ``auto`` means
@@ -362,7 +394,8 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
     a note naming the path taken and what the model was trained on.
     ``tile``: LR tile side (0 = never tile; None = tile automatically above AUTO_TILE_PIXELS LR pixels);
     ``tile_overlap``: LR pixels of context around each tile; ``perceptual`` and ``nose_model``: what
-    ``metrics`` scores besides PSNR/SSIM and the sharpness ratios (``make_scorer``).
+    ``metrics`` scores besides PSNR/SSIM and the sharpness ratios (``make_scorer``); ``tta``: every image (every
+    tile) through the model's x8 self-ensemble (``load_method``), refused for bicubic before any work.
     """
     from tqdm.auto import tqdm
 
@@ -375,13 +408,16 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
     if tile_overlap < 0:
         raise ValueError(f"--tile-overlap must be ≥ 0, got {tile_overlap}")
     check_scoring(perceptual, nose_model)
+    if tta and model == "bicubic":
+        raise ValueError(NO_TTA_FOR_BICUBIC)
+    check_method_scale(model, scale)
     trained = None if model == "bicubic" else model_trained_on(model)
     colour_mode = resolve_colour(colour, trained)
     trained_note = trained_words(trained, model)
     report = Report()
     prepare_output(input_dir, output_dir)
     scorer = make_scorer(perceptual, nose_model, device) if metrics else None
-    method, info = load_method(model, scale, device, standin_dir)
+    method, info = load_method(model, scale, device, standin_dir, self_ensemble=tta)
     clear_earlier_run(output_dir)    # only now that this run can start: a refused run changes nothing
     taken: set[str] = set()
     for path in tqdm(input_files(input_dir, report), desc="sr_folder", disable=not progress):
@@ -424,6 +460,12 @@ def process_folder(model: str, input_dir, output_dir, *, metrics=False, scale=SC
     return report
 
 
+def min_scored_side(scale: int) -> int:
+    """The smallest HR side scored with --metrics at ×``scale``: MIN_SIDE, or more where the LR of MIN_SIDE would
+    be under MIN_LR_SIDE px (64 at ×8)."""
+    return max(MIN_SIDE, MIN_LR_SIDE * scale)
+
+
 def _pair(img: np.ndarray, name: str, scale: int, metrics: bool, report: Report):
     """(HR, LR) of one readable image: with ``metrics`` the image trimmed to a multiple of ``scale`` and its LR
     (``data.make_lr``), else (None, the image itself); None, with the reason in ``report``, when it is too small."""
@@ -436,8 +478,10 @@ def _pair(img: np.ndarray, name: str, scale: int, metrics: bool, report: Report)
                                          "too small to super-resolve"))
             return None
         return None, img
-    if min(h, w) < MIN_SIDE:
-        report.skipped.append((name, f"{w}x{h} is smaller than {MIN_SIDE} px, too small to score"))
+    side = min_scored_side(scale)
+    if min(h, w) < side:
+        why = f" at ×{scale} (its LR must be at least {MIN_LR_SIDE} px)" if side > MIN_SIDE else ""
+        report.skipped.append((name, f"{w}x{h} is smaller than {side} px, too small to score{why}"))
         return None
     hh, ww = h - h % scale, w - w % scale
     if (hh, ww) != (h, w):
@@ -542,17 +586,24 @@ def main(argv=None) -> int:
                          "too or on RGB photos; as-is = run the model on the colour image; luma = super-resolve "
                          "the luminance, upscale the colour bicubically; palette = invert the inferno palette, "
                          "super-resolve the gray index, re-apply it (luma where the colours are another palette)")
+    ap.add_argument("--tta", action="store_true",
+                    help=f"test-time self-ensemble: average the model's outputs over the {TTA_PASSES} flips and 90° "
+                         f"turns of every image (every tile), undone on the output; {TTA_PASSES} forward passes per "
+                         "image; not with --model bicubic")
     args = ap.parse_args(argv)
     try:
         report = process_folder(args.model, args.input, args.output, metrics=args.metrics, scale=args.scale,
                                 device=args.device, standin_dir=args.standin_dir, tile=args.tile,
                                 tile_overlap=args.tile_overlap, nose_model=args.nose_model, colour=args.colour,
+                                tta=args.tta,
                                 perceptual=[] if args.perceptual == "none" else
                                 [p.strip() for p in args.perceptual.split(",") if p.strip()])
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"processed {len(report.processed)} image(s) into {args.output}")
+    if args.tta:
+        print(f"  self-ensemble (--tta): {TTA_PASSES} forward passes per image (per tile when tiled), averaged")
     for name, note in report.notes:
         print(f"  note: {name}: {note}")
     for name, reason in report.skipped:

@@ -19,6 +19,11 @@ name               weights                                  network
 Every module takes float RGB N×3×h×w in [0, 1] and returns N×3×4h×4w, roughly in [0, 1] (not clamped), the
 convention of ``models.upscale``; any input normalisation a network needs happens inside it.
 
+Other scales: a network is applied ``t`` times (``Repeated``) to serve its native scale to the power ``t``
+(``zoo_scale_times``), so waifu2x-photo's ×2 network also serves ×2 (once) and ×8 (three times); the ×4-only
+networks (dat-light, srresnet) serve ×4 alone. ``load_zoo_model(name, device, scale=8)`` loads the same registry
+weights applied that many times; saved zoo folders hold ×4 models only.
+
 A zoo model is saved like a super-image model (``save_zoo_folder``): ``config.json`` (``model_type`` is the
 zoo name), ``pytorch_model_4x.pt`` (a plain state dict) and ``thermsr.json`` (where the weights came from);
 ``load_zoo_folder`` rebuilds the module from the config and reads the state dict with ``weights_only=True``,
@@ -91,6 +96,49 @@ def _spec(name: str) -> dict:
     if name not in ZOO:
         raise ValueError(f"unknown zoo model {name!r}; choose one of {', '.join(ZOO)}")
     return ZOO[name]
+
+
+_TIMES_WORDS = {1: "once", 2: "twice", 3: "three times"}
+
+
+def times_words(times: int) -> str:
+    """"once", "twice", "three times", "4 times", ..."""
+    return _TIMES_WORDS.get(times, f"{times} times")
+
+
+def zoo_scale_times(name: str, scale: int) -> int | None:
+    """How many times zoo model ``name``'s network is applied to upscale ×``scale`` (its native scale to that
+    power: waifu2x-photo's ×2 serves ×2, ×4, ×8, ...; a ×4 network serves ×4 alone), or None when it cannot."""
+    native = _spec(name)["native_scale"]
+    if native == SCALE:
+        return 1 if scale == SCALE else None
+    times, s = 1, native
+    while s < scale:
+        times, s = times + 1, s * native
+    return times if s == scale else None
+
+
+def zoo_scale_note(name: str, scale: int) -> str:
+    """What ×``scale`` means for zoo model ``name``, e.g. "waifu2x-photo ×2 applied three times" for ×8."""
+    spec, times = _spec(name), zoo_scale_times(name, scale)
+    if times is None:
+        raise ValueError(f"{name} does not serve scale {scale}")
+    if times == spec["applications"]:
+        return spec["scale_note"]
+    return f"{name} ×{spec['native_scale']} applied {times_words(times)}"
+
+
+def offered_by(scale: int) -> list[str]:
+    """The zoo models whose network serves ×``scale`` (``zoo_scale_times``), then bicubic, which serves any."""
+    return [n for n in ZOO if zoo_scale_times(n, scale) is not None] + ["bicubic"]
+
+
+def who_offers(scale: int, also: tuple[str, ...] = ()) -> str:
+    """E.g. "×8 is offered by waifu2x-photo (waifu2x-photo ×2 applied three times) and bicubic"; ``also`` names
+    other offerers first (models.check_scale adds the super-image models at ×2, ×3, ×4)."""
+    names = [*also, *(f"{n} ({zoo_scale_note(n, scale)})" if n in ZOO else n for n in offered_by(scale))]
+    return f"×{scale} is offered by " + (" and ".join(names) if len(names) < 3 else
+                                          ", ".join(names[:-1]) + " and " + names[-1])
 
 
 # ---- The networks ----
@@ -398,8 +446,12 @@ def count_params(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def load_zoo_model(name: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_zoo_model(name: str, device: str | torch.device = "cpu", *, scale: int = SCALE) -> tuple[nn.Module, dict]:
     """Zoo model ``name`` with its registry weights (eval mode, on ``device``) and its ``info`` record.
+
+    ``scale``: the upscaling factor; a scale other than the native one applies the network more times
+    (``zoo_scale_times``; waifu2x-photo ×8 is its ×2 network three times), recorded in ``info["applications"]``
+    and ``info["scale_note"]``; one it cannot serve raises ValueError.
 
     The first call converts the pinned file and caches the tensors under ``<artifacts>/weights``; later
     calls read the cache (``weights_only=True``). Raises ValueError for an unknown name,
@@ -407,14 +459,17 @@ def load_zoo_model(name: str, device: str | torch.device = "cpu") -> tuple[nn.Mo
     differs from its pin.
     """
     spec = _spec(name)
+    times = zoo_scale_times(name, scale)
+    if times is None:
+        raise ValueError(f"{name} ({spec['scale_note']}) cannot serve scale {scale}")
     key = spec["key"]
     convert, tag = _CONVERT[name]
     sd, cached = weights.cached_state_dict(key, convert, tag=tag)
     if name == "waifu2x-photo":
         sd = {f"model.{k}": v for k, v in sd.items()}
-    model = _build(name, None, sd, cached.name)
-    info = {"name": name, **weights.describe(key), "scale": SCALE, "scale_note": spec["scale_note"],
-            "native_scale": spec["native_scale"], "applications": spec["applications"],
+    model = _build(name, {"times": times} if times != spec["applications"] else None, sd, cached.name)
+    info = {"name": name, **weights.describe(key), "scale": scale, "scale_note": zoo_scale_note(name, scale),
+            "native_scale": spec["native_scale"], "applications": times,
             "architecture": spec["architecture"], "training_data": spec["training_data"],
             "n_params": count_params(model), "source": "registry", "cache": cached.name}
     return model.to(device).eval(), info
@@ -431,6 +486,8 @@ def save_zoo_folder(name: str, out_dir: str | os.PathLike, model: nn.Module | No
     spec = _spec(name)
     if model is None:
         model, _ = load_zoo_model(name)
+    if getattr(model, "scale", SCALE) != SCALE:
+        raise ValueError(f"zoo folders hold ×{SCALE} models; this {name} is ×{model.scale}")
     arch_kwargs = _arch_kwargs(name, model)
     config = {"model_type": name, "scale": SCALE, "native_scale": spec["native_scale"],
               "applications": spec["applications"], "scale_note": spec["scale_note"], "arch_kwargs": arch_kwargs}
