@@ -17,6 +17,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def need_zoo(name):
+    """Skip, saying why, unless the registry package holding zoo model ``name``'s weights is installed at its pin."""
+    import importlib.metadata as md
+
+    from thermsr_utils import zoo
+
+    spec = zoo.ZOO[name]
+    try:
+        version = md.distribution(spec["package"]).version
+    except md.PackageNotFoundError:
+        pytest.skip(f"{spec['package']}=={spec['version']} is not installed (run `make install`)")
+    if version != spec["version"]:
+        pytest.skip(f"{spec['package']} {version} is installed, {spec['version']} is pinned (run `make install`)")
+
+
 @pytest.fixture
 def one_thread():
     """Run torch single-threaded: tiny convolutions are much faster that way on a busy 2-core machine."""

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import need_zoo
 from thermsr_utils import colour, sr_folder
 
 
@@ -542,21 +543,6 @@ def test_tta_with_bicubic_is_refused_in_one_sentence_and_writes_nothing(folder, 
 
 
 # ------------------------------------------------------------------------------ ×8
-def _need_zoo(name):
-    """Skip, saying why, unless the registry package holding ``name``'s weights is installed at its pin."""
-    import importlib.metadata as md
-
-    from thermsr_utils import zoo
-
-    spec = zoo.ZOO[name]
-    try:
-        version = md.distribution(spec["package"]).version
-    except md.PackageNotFoundError:
-        pytest.skip(f"{spec['package']}=={spec['version']} is not installed (run `make install`)")
-    if version != spec["version"]:
-        pytest.skip(f"{spec['package']} {version} is installed, {spec['version']} is pinned (run `make install`)")
-
-
 @pytest.fixture
 def x8_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))   # zoo weights converted privately
@@ -572,7 +558,7 @@ def x8_folder(tmp_path, monkeypatch):
 @pytest.mark.parametrize("model", ["waifu2x-photo", "bicubic"])
 def test_x8_folder_with_and_without_metrics(x8_folder, tmp_path, model, capsys):
     if model != "bicubic":
-        _need_zoo(model)
+        need_zoo(model)
     src = x8_folder
     out = tmp_path / "out"
     assert sr_folder.main(["--model", model, "--input", str(src), "--output", str(out), "--scale", "8"]) == 0
@@ -633,7 +619,7 @@ def test_tiling_at_x8_equals_the_whole_image_pass(tmp_path):
 
 
 def test_tiled_waifu2x_x8_matches_the_whole_image_pass(tmp_path, monkeypatch):
-    _need_zoo("waifu2x-photo")
+    need_zoo("waifu2x-photo")
     monkeypatch.setenv("THERMSR_ARTIFACTS", str(tmp_path / "artifacts"))
     method, info = sr_folder.load_method("waifu2x-photo", 8, "cpu")
     assert info["applications"] == 3

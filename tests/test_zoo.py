@@ -1,11 +1,11 @@
 """The registry SR zoo: ports equal their sources, beat bicubic, save and load back, refuse wrong files."""
-import importlib.metadata as md
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import need_zoo
 from thermsr_utils import metrics, weights, zoo
 
 NAMES = list(zoo.ZOO)
@@ -25,13 +25,7 @@ def _artifacts(tmp_path_factory):
 
 def _need(name):
     """Skip unless the package holding ``name``'s weights (and the reader it needs) is installed."""
-    spec = zoo.ZOO[name]
-    try:
-        version = md.distribution(spec["package"]).version
-    except md.PackageNotFoundError:
-        pytest.skip(f"{spec['package']}=={spec['version']} is not installed (run `make install`)")
-    if version != spec["version"]:
-        pytest.skip(f"{spec['package']} {version} is installed, {spec['version']} is pinned (run `make install`)")
+    need_zoo(name)
     if name == "dat-light":
         pytest.importorskip("spandrel", reason="spandrel builds DAT-light (run `make install`)")
 
