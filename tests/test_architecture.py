@@ -125,7 +125,8 @@ LAYERS = (
     ("manifests",),                                               # the manifest: built, compared, verified; open_run
     ("zoo", "metrics", "downstream", "datasets", "accel", "instrument", "losses"),  # ...; a landmark model against the
                                                                   # annotations; losses (weights checked by params)
-    ("models", "colour"),                                         # models loaded; palette images in and out of them
+    ("models", "colour", "taskloss"),                             # models loaded; palette images in and out of them;
+                                                                  # a frozen face model as a loss term (v3)
     ("checkpoint", "evaluate"),
     ("train", "stats", "plots"),
     ("findings", "frontier"),

@@ -237,7 +237,7 @@ def evaluate_methods(methods: dict[str, Callable], crops_dir, records, scorer: S
             for name, sr_fn in methods.items():
                 with timing.phase("SR inference"):
                     sr = sr_fn(lr)
-                scores = scorer.score([r["id"] for r in recs], sr, hr, gt)
+                scores = scorer.score([r["id"] for r in recs], sr, hr, gt, scale=scale)
                 if name in save_sr_dirs:
                     for r, img in zip(recs, data.tensor_to_bgr(sr)):
                         write_png(Path(save_sr_dirs[name]) / f"{r['id']}.png", img)

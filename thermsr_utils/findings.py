@@ -495,3 +495,75 @@ def headline(v1_vs_zs: list[dict], v2_vs_v1: list[dict], models=None, reported_r
         f"4. **v2 − v1, what it cost:** PSNR {stats.format_diff(p2)} ({stats.final_verdict(p2)}); nose error: "
         f"{stated_nose(v2_vs_v1, models, 'v2')}.",
     ]) + "\n"
+
+
+# ---- Notebook 08: does a task term help the task, or only its own judge? ----
+def finding_v3(v3_vs_v2: list[dict], models, in_loss: str = "nose", variant: str = "v3") -> dict:
+    """One paragraph on ``variant`` − v2: PSNR, LPIPS, DISTS over all crops, and for each landmark model (``in_loss``
+    the prefix of the one in the loss, the other independent) its nose median and failure rate on every split where
+    its verdict is stated (all crops when stated there). Returns {"own", "independent": "better" / "worse" / "no
+    detectable difference" / "mixed" / WITHHELD (no split stated) / "not measured", "only_own_judge", "verdict",
+    "markdown"}; a verdict is the Holm-adjusted one where set."""
+    def said(metric: str, split: str = "all") -> str:
+        c = stats.find(v3_vs_v2, metric, split)
+        return f"{stats.format_diff(c)} ({stats.final_verdict(c)})"
+
+    def stated(prefix: str) -> list[str]:
+        splits = [s for s in SPLITS if _has(v3_vs_v2, f"{prefix}_err_px", s)
+                  and stats.final_verdict(stats.find(v3_vs_v2, f"{prefix}_err_px", s)) != WITHHELD]
+        return ["all"] if "all" in splits else splits
+
+    def overall(prefix: str | None) -> str:
+        if prefix is None:
+            return "not measured"
+        got = {stats.final_verdict(stats.find(v3_vs_v2, f"{prefix}_err_px", s)) for s in stated(prefix)}
+        return WITHHELD if not got else got.pop() if len(got) == 1 else "mixed"
+
+    other = next((m for m in _models(v3_vs_v2) if m != in_loss), None)
+    image = "; ".join(f"{stats.metric_label(m)} {said(m)}" for m in ("psnr", "lpips", "dists") if _has(v3_vs_v2, m))
+    nose = []
+    for prefix, role in ((in_loss, "in the loss"), (other, "not in the loss")):
+        if prefix is None:
+            continue
+        where = stated(prefix)
+        got = "; ".join(f"{s}: nose median {said(f'{prefix}_err_px', s)}, failure rate {said(f'{prefix}_fail', s)}"
+                        for s in where) or "every verdict withheld (notebook 02: it does not read these faces)"
+        nose.append(f"{stats.model_name(prefix, models)} ({role}) — {got}")
+    own, independent = overall(in_loss), overall(other)
+    judge, second = stats.model_name(in_loss, models), stats.model_name(other, models) if other else "a second model"
+    words = {"worse": "the nose further off", "mixed": "mixed verdicts across the datasets",
+             WITHHELD: "no verdict (withheld by notebook 02's check)"}
+    if own == "better" and independent == "better":
+        verdict = f"**the nose gain holds on {second}, the model the loss never saw**"
+    elif own == "better" and independent in (WITHHELD, "not measured"):
+        verdict = (f"{judge} reads the nose closer, but {second}, which the loss never saw, cannot judge these faces "
+                   "(its verdicts are withheld): **this run cannot tell a better nose from a better-pleased judge**")
+    elif own == "better":
+        verdict = (f"**{variant} only improves its own judge**: {judge} reads the nose closer, while {second}, which "
+                   f"the loss never saw, finds {words.get(independent, independent)}")
+    elif independent == "better":
+        verdict = f"{second} (not in the loss) reads the nose closer; {judge} (in the loss) finds {words.get(own, own)}"
+    else:
+        verdict = (f"neither landmark model reads the nose closer ({judge}: {words.get(own, own)}; {second}: "
+                   f"{words.get(independent, independent)})")
+    return {"own": own, "independent": independent, "only_own_judge": own == "better" and independent != "better",
+            "verdict": verdict,
+            "markdown": f"**{variant} − v2:** {verdict}. Image, all crops: {image}. Landmarks: {'. '.join(nose)}."}
+
+
+def self_ensemble_words(gains: list[dict], reported_db: tuple[float, float], short: bool = False) -> str:
+    """What self-ensemble gave each method (``gains``: "<method> +" − "<method>" comparisons over all crops) in PSNR,
+    against the ``reported_db`` range the write-up expects; with ``short`` one sentence, PSNR only."""
+    parts, inside = [], []
+    for c in (g for g in gains if g["metric"] == "psnr" and g["split"] == "all"):
+        words = f"{c['base']}: PSNR {stats.format_diff(c)} ({stats.final_verdict(c)})"
+        if not short:
+            more = [f"{stats.metric_label(d['metric'])} {stats.format_diff(d)} ({stats.final_verdict(d)})" for d in gains
+                    if d["base"] == c["base"] and d["split"] == "all" and d["metric"] != "psnr"]
+            words += f", {', '.join(more)}" if more else ""
+        parts.append(words)
+        inside.append(reported_db[0] <= c["diff"] <= reported_db[1])
+    where = ("inside" if all(inside) else "below" if not any(inside) and all(
+        c["diff"] < reported_db[0] for c in gains if c["metric"] == "psnr") else "partly outside")
+    return (f"Self-ensemble gains {'; '.join(parts)} — {where} the write-up's expected "
+            f"+{reported_db[0]:g}–{reported_db[1]:g} dB.")

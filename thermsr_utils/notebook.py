@@ -239,3 +239,26 @@ def execute(nb: Notebook, params: dict, paths: config.RunPaths, progress: bool =
         raise NotebookFailed(f"{nb.name} failed in cell {failure.exec_count} ({failure.ename}: {failure.evalue}); "
                              f"partly executed copy: {out}") from None
     return out
+
+
+# ---- Which executions are current (the runner's rerun record; publish shows only these) ----
+CACHE_FILE = "cache.json"
+
+
+def read_cache(paths: config.RunPaths) -> dict:
+    """{notebook name: key of its last finished execution} of the run ``paths`` ({} when none); a notebook whose
+    predecessor ran again since is not in it."""
+    from .io import read_json
+
+    try:
+        data = read_json(paths.executed / CACHE_FILE)
+    except (FileNotFoundError, ValueError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cache(paths: config.RunPaths, record: dict) -> None:
+    from .io import atomic_write_json
+
+    paths.executed.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(paths.executed / CACHE_FILE, record)

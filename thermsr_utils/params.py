@@ -234,6 +234,12 @@ PARAMETER_RULES: dict[str, Rule] = {
     "frontier_seeds": Rule("list", item=_SEED),
     "frontier_v1_lrs": Rule("list", item=RECIPE_RULES["lr"]),
     "interpolation_points": _COUNT,                # weight blends between v2 at the smallest and largest λ
+    # 08: beyond the write-up (RetinaFace is the landmark model in v3's loss; the independent one is another)
+    "independent_nose_model": _choice("dlib", "rtmlib"),
+    "v3_terms": Rule("list", item=_choice("landmarks", "features")),
+    "landmark_weight": _WEIGHT,
+    "feature_weight": _WEIGHT,
+    "x8_model": Rule("backbone"),
 }
 
 # Rules between two parameters, of one notebook or of two that run together: (names, test, what is required).

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 from . import config, report
-from .notebook import discover, record_time
+from .notebook import discover, read_cache, record_time
 
 # What a published folder holds beside the figures (from the run's results folder)
 PUBLISHED_RESULTS = ("table_*.md", "table_*.csv", "recommendation.md", "findings.md", "frontier.md", "headline.md",
                      "nose_noise_floor.json")
+# What the notebooks beyond the write-up (config.BEYOND_FROM on) add: published only while their execution is current
+BEYOND_FILES = ("table_v3*", "table_self_ensemble*", "table_x8*", "v3_*.png", "x8_*.png")
 # The README's results block of a profile lies between these markers; `--publish` rewrites it.
 README_START = "<!-- results: figures/{profile} (written by --publish; a test keeps it equal to the published files) -->"
 README_END = "<!-- end results -->"
@@ -65,9 +67,12 @@ def readme_block(figures_dir: Path) -> str:
     prov_file = figures_dir / "PROVENANCE.json"
     prov = json.loads(prov_file.read_text()) if prov_file.is_file() else {}
     seconds = prov.get("timings", {}).get("seconds", {})
+    beyond = {k: v for k, v in seconds.items() if k[:2].isdigit() and k[:2] >= config.BEYOND_FROM}
     if seconds:
-        parts.append(f"The run took {sum(seconds.values()) / 60:.1f} min on {prov.get('device') or 'this machine'} "
-                     "(per notebook: the report's provenance appendix).")
+        more = (f"; notebook{'s' if len(beyond) > 1 else ''} {', '.join(k[:2] for k in beyond)}, beyond the write-up "
+                f"(`make beyond`), took {sum(beyond.values()) / 60:.1f} min more" if beyond else "")
+        parts.append(f"The run took {(sum(seconds.values()) - sum(beyond.values())) / 60:.1f} min on "
+                     f"{prov.get('device') or 'this machine'}{more} (per notebook: the report's provenance appendix).")
     return "\n\n".join(parts)
 
 
@@ -104,9 +109,15 @@ def publish(profile: str, dest_root: Path | None = None) -> Path:
     from .io import atomic_write_json, file_sha256
 
     paths = config.run_paths(profile)
+    current = read_cache(paths)
+    executed = [paths.executed / f"{nb.name}.ipynb" for nb in discover() if nb.name in current]
+    beyond = [nb.name for nb in discover() if nb.number >= config.BEYOND_FROM]
+    stale = {f for pattern in BEYOND_FILES for f in (*paths.figures.glob(pattern), *paths.results.glob(pattern))
+             if not all(name in current for name in beyond)}
     files = sorted(paths.figures.glob("*.png"))
     for pattern in PUBLISHED_RESULTS:
         files += sorted(paths.results.glob(pattern))
+    files = [f for f in files if f not in stale]
     if not files:
         raise FileNotFoundError(f"nothing to publish: no figures in {paths.figures} (run the notebooks first)")
     dest = Path(dest_root or config.FIGURES_DIR) / profile
@@ -132,7 +143,6 @@ def publish(profile: str, dest_root: Path | None = None) -> Path:
     }
     t0 = time.perf_counter()
     run_times = config.provenance(paths).get("timings") or {}
-    executed = [paths.executed / f"{nb.name}.ipynb" for nb in discover()]
     if any(p.is_file() for p in executed):   # the executed narrative, readable without running it
         report.write_report([p for p in executed if p.is_file()], staging / REPORT_DIR,
                             title=f"thermsr: the study as executed ({profile} profile)",

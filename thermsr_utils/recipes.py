@@ -1,7 +1,9 @@
 """One builder per recipe: a notebook's parameters in; the recipe, its loss and its datasets out.
 
-Notebooks 03 (v1) and 05 (v2) and the torchrun entry point (``train_cli``) all call ``build``, so a run
-started from the command line trains exactly what the notebook trains. ``protocol_table`` sets the recipe
+Notebooks 03 (v1), 05 (v2) and 08 (v3) and the torchrun entry point (``train_cli``) all call ``build``, so a run
+started from the command line trains exactly what the notebook trains. v3 is v2 as notebook 05 ran it (its kept
+checkpoint's record: recipe, loss, seed) plus one task term of a frozen face model (``taskloss``), so that v3 and
+v2 differ in that term only. ``protocol_table`` sets the recipe
 beside the write-up's reported protocol (``findings.reported_protocol``).
 """
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from . import findings, losses, metrics
+from . import findings, losses, metrics, taskloss
 from .datasets import datasets_from_manifest
 from .io import markdown_table
 from .train import Recipe, run_meta, sized_schedule, steps_per_epoch
@@ -20,7 +22,9 @@ PARAMETERS = {
            "max_steps_per_epoch", "keep"),
     "v2": ("seed", "sweep_point", "v2_perceptual", "lpips_weight", "fft_weight", "v2_epochs", "v2_warmup",
            "v2_lr", "v2_batch_size", "v2_ema_half_life", "val_every", "max_steps_per_epoch", "keep"),
+    "v3": ("landmark_weight", "feature_weight"),     # the rest is v2's, read from its checkpoint
 }
+TASK_WEIGHTS = {"landmarks": "landmark_weight", "features": "feature_weight"}   # v3's term -> its weight's parameter
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Built:
     term_name: str | None              # v2's perceptual term, e.g. "0.05·LPIPS (AlexNet, …)"; None for v1
     train_set: object
     val_sets: dict
+    task_term: str | None = None       # v3's task term, e.g. "0.01·RetinaFace landmark L2 (px) …"; None otherwise
 
     @property
     def schedule(self) -> dict:
@@ -44,6 +49,8 @@ class Built:
         more = {"lpips": self.lpips_metric.name}
         if self.term_name is not None:
             more["perceptual_term"] = self.term_name
+        if self.task_term is not None:
+            more["task_term"] = self.task_term
         return run_meta(manifest_path, init_info, **more)
 
 
@@ -76,19 +83,60 @@ def writeup(name: str) -> Recipe:
     return recipe(name, profile_params("paper"))
 
 
-def build(name: str, p: Mapping, crops_dir, records, device) -> Built:
+def v3_recipe(base: Mapping) -> Recipe:
+    """v2's recipe exactly as its kept checkpoint records it (``base``: its thermsr.json), renamed v3."""
+    if not isinstance(base, Mapping) or not isinstance(base.get("recipe"), Mapping) or base["recipe"].get("name") != "v2":
+        raise ValueError("recipe v3 needs base=, the record of notebook 05's kept v2 checkpoint "
+                         "(checkpoints/v2/best/thermsr.json): run notebook 05 first")
+    return Recipe(**{**base["recipe"], "name": "v3", "notes": "v2's recipe as notebook 05 ran it, plus a task term"})
+
+
+def _v2_loss(base: Mapping, lpips_metric) -> tuple[losses.CombinedLoss, str]:
+    """v2's loss rebuilt from its checkpoint's record: L1 plus its perceptual term at the recorded weight."""
+    terms = {t["name"]: t["weight"] for t in base.get("loss", [])}
+    second = [k for k in terms if k != "l1"]
+    if "l1" not in terms or len(second) != 1 or second[0] not in ("lpips", "fft"):
+        raise ValueError(f"the v2 checkpoint records the loss terms {sorted(terms)}; v3 expects l1 and one of lpips/fft")
+    return losses.v2_loss(second[0], lpips_metric, lpips_weight=terms[second[0]], fft_weight=terms[second[0]])
+
+
+def build(name: str, p: Mapping, crops_dir, records, device, *, base: Mapping | None = None,
+          term: str | None = None) -> Built:
     """Recipe, loss, LPIPS metric and datasets of ``name`` from the notebook parameters ``p`` (a notebook's
-    globals or ``train_cli``'s resolved parameters; only the names in ``PARAMETERS[name]`` are read)."""
-    r = recipe(name, p)
+    globals or ``train_cli``'s resolved parameters; only the names in ``PARAMETERS[name]`` are read). v3 also needs
+    ``base``, the record of the kept v2 checkpoint it repeats, and its task ``term`` ("landmarks" or "features")."""
+    q = _params(name, p)
     lpips_metric = metrics.LPIPSMetric(device=device)
+    task = None
     if name == "v1":
-        loss_fn, term_name = losses.make_loss("l1"), None
+        r, loss_fn, term_name = recipe(name, p), losses.make_loss("l1"), None
+    elif name == "v2":
+        r = recipe(name, p)
+        loss_fn, term_name = losses.v2_loss(q["v2_perceptual"], lpips_metric, lpips_weight=q["lpips_weight"],
+                                            fft_weight=q["fft_weight"])
     else:
-        loss_fn, term_name = losses.v2_loss(p["v2_perceptual"], lpips_metric, lpips_weight=p["lpips_weight"],
-                                            fft_weight=p["fft_weight"])
+        r = v3_recipe(base)
+        v2, term_name = _v2_loss(base, lpips_metric)
+        if term not in TASK_WEIGHTS:
+            raise ValueError(f"recipe v3 needs term= one of {', '.join(TASK_WEIGHTS)}, got {term!r}")
+        weight = q[TASK_WEIGHTS[term]]
+        fn = taskloss.make_term(term, device=device)
+        loss_fn = losses.CombinedLoss([*v2.terms, (term, weight, fn)])
+        task = f"{weight:g}·{fn.description}"
     train_set, val_sets = datasets_from_manifest(crops_dir, records, patch=r.patch, augment=r.augment, seed=r.seed,
                                                  scale=r.scale)
-    return Built(r, loss_fn, lpips_metric, term_name, train_set, val_sets)
+    return Built(r, loss_fn, lpips_metric, term_name, train_set, val_sets, task_term=task)
+
+
+def task_share_words(trained: Mapping[str, Mapping]) -> str:
+    """One sentence per v3 term (``trained``: term -> {"history": fit's history}): the term's share of the loss in the
+    first and the last epoch."""
+    out = []
+    for term, run in trained.items():
+        shares = [h["train_term_share"] for h in run["history"] if h.get("train_term_share")]
+        out.append(f"The {term} term made up {100 * shares[0][term]:.0f} % of v3 ({term})'s loss in the first epoch "
+                   f"and {100 * shares[-1][term]:.0f} % in the last.")
+    return " ".join(out)
 
 
 def _this_run(r: Recipe, term_name: str | None, sized: dict | None = None) -> dict[str, str]:

@@ -52,8 +52,8 @@ from pathlib import Path
 
 from . import config, timing
 from .lock import RunLocked, run_lock
-from .notebook import (Notebook, NotebookFailed, ParameterError, discover, execute, parse_value, points_phases,
-                       record_time, resolve_parameters, select, timings_file)
+from .notebook import (CACHE_FILE, Notebook, NotebookFailed, ParameterError, discover, execute, parse_value,
+                       points_phases, read_cache, record_time, resolve_parameters, select, timings_file, write_cache)
 from .publish import publish, update_readme
 
 
@@ -369,6 +369,12 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
         raise ParameterError("sweep_point is set by --sweep, not with -p")
     all_notebooks = discover(notebooks_dir)
     notebooks = select(all_notebooks, only, start)
+    if not (only or start or config.RUNS_BEYOND[profile]):
+        left = [nb.name for nb in notebooks if nb.number >= config.BEYOND_FROM]
+        notebooks = [nb for nb in notebooks if nb.number < config.BEYOND_FROM]
+        if left:
+            print(f"the {profile} profile runs notebooks 01-{notebooks[-1].number}; {', '.join(left)} (beyond the "
+                  f"write-up) run with `--from {config.BEYOND_FROM}` (`make beyond`)", flush=True)
     paths = config.run_paths(profile)
     if sweep:
         points = sweep_points(notebooks, profile, sweep, overrides)
@@ -419,7 +425,6 @@ def run(profile: str, only=None, start=None, overrides=None, notebooks_dir=None,
 
 
 # ---- Reruns recompute only what changed (as jupyter-cache or Quarto's freeze do) ----
-CACHE_FILE = "cache.json"
 # what a notebook makes outside its executed copy that a rerun may not find anymore (removed by hand): its absence
 # reruns it
 KEPT_OUTPUTS = {"01_build_dataset": lambda paths: (paths.manifest,)}
@@ -450,24 +455,6 @@ def previous_key(all_notebooks: list[Notebook], nb: Notebook, record: dict) -> s
     """The recorded key of the notebook just before ``nb`` ('' for the first, 'missing' when it never finished)."""
     before = [n for n in all_notebooks if n.number < nb.number]
     return record.get(before[-1].name, "missing") if before else ""
-
-
-def read_cache(paths: config.RunPaths) -> dict:
-    """{notebook name: key of its last finished execution} of the run ``paths`` ({} when none)."""
-    from .io import read_json
-
-    try:
-        data = read_json(paths.executed / CACHE_FILE)
-    except (FileNotFoundError, ValueError, OSError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_cache(paths: config.RunPaths, record: dict) -> None:
-    from .io import atomic_write_json
-
-    paths.executed.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(paths.executed / CACHE_FILE, record)
 
 
 def default_jobs() -> int:
