@@ -19,7 +19,7 @@
 # The write-up ends with what it would do next. First, put the downstream task into the loss: a frozen keypoint
 # model reads SR and HR, and the distance between its two readings joins the loss, as task-driven SR losses do
 # ([Super-FAN, Bulat & Tzimiropoulos 2018](https://arxiv.org/abs/1712.02765); [SR4IR, Kim et al.
-# 2024](https://arxiv.org/abs/2311.18729)). Then test-time self-ensemble, for which it expects +0.5–1.5 dB, and ×8.
+# 2024](https://arxiv.org/abs/2404.01692)). Then test-time self-ensemble, for which it expects +0.5–1.5 dB, and ×8.
 #
 # **The catch of a task loss is its judge.** A network trained against one landmark model can learn what that model
 # likes to see instead of a better face. The only way to tell the two apart is a second landmark model that the loss
@@ -42,8 +42,8 @@ seed = 0  # seeds Python, NumPy and torch (v3 repeats v2's own recipe seed)
 sweep_point = ""  # the sweep point this run belongs to (set by the runner's --sweep; "" is the main run)
 independent_nose_model = "dlib"  # the landmark model the loss never sees (RetinaFace is the one in the loss)
 v3_terms = ["landmarks", "features"]  # which task terms to train, each as its own v3
-landmark_weight = 0.01  # μ: each px of landmark distance weighs as much as 0.01 of L1 (see the table below)
-feature_weight = 0.5  # ν: weight of the relative feature distance
+landmark_weight = 0.01  # μ, weight of the landmark distance in px (its share of the loss is printed below)
+feature_weight = 0.5  # ν, weight of the relative feature distance (its share likewise)
 x8_model = "waifu2x-photo"  # the model served at ×8 (its registry ×2 network applied three times)
 table_per_dataset = 60  # the write-up's tables use the first 60 test crops of each dataset
 bootstrap_samples = 2000  # bootstrap resamples (of subjects and source frames) for every interval
@@ -166,9 +166,10 @@ fig
 # %% [markdown]
 # ## Self-ensemble: eight views of one input
 #
-# The "+" of SR papers: the network sees the input flipped and turned eight ways, each output is turned back, and the
-# eight are averaged (eight forward passes). The write-up expects +0.5–1.5 dB. Measured here for v2 and for its
-# zero-shot starting point, each against itself without the ensemble, on the same crops.
+# The "+" of SR papers ([EDSR+, Lim et al. 2017](https://arxiv.org/abs/1707.02921)): the network sees the input
+# flipped and turned eight ways, each output is turned back, and the eight are averaged (eight forward passes). The
+# write-up expects +0.5–1.5 dB. Measured here for v2 and for its zero-shot starting point, each against itself
+# without the ensemble, on the same crops.
 
 # %%
 zs_model, _ = models.load_model(init["spec"], source=init["source"], standin_dir=paths.models / "standin",
@@ -220,7 +221,20 @@ display(Markdown(stats.comparisons_markdown(x8_gains, caption)))
 # %%
 x8 = {s: stats.find(x8_gains, "psnr", base=f"bicubic ×{s}") for s in (4, 8)}
 lines = [f"* **v3 ({t}) − v2:** {v['verdict']}." for t, v in verdicts.items()]
-lines.append(f"* **Self-ensemble:** {findings.self_ensemble_words(gains, reported_db=(0.5, 1.5), short=True)}")
+lines.append(f"* {findings.self_ensemble_words(gains, reported_db=(0.5, 1.5), short=True)}")
 lines.append(f"* **×8:** {x8_model} over bicubic, PSNR {stats.format_diff(x8[8])} at ×8 against "
              f"{stats.format_diff(x8[4])} at ×4.")
 display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## References
+#
+# The works first cited here; the full list is in the repository's `docs/references.md`.
+#
+# * A. Bulat and G. Tzimiropoulos, "Super-FAN: Integrated facial landmark localization and super-resolution of
+#   real-world low resolution faces in arbitrary poses with GANs", CVPR 2018.
+#   [arXiv:1712.02765](https://arxiv.org/abs/1712.02765)
+# * J. Kim, J. Oh and K. M. Lee, "Beyond Image Super-Resolution for Image Recognition with Task-Driven Perceptual
+#   Loss" (SR4IR), CVPR 2024. [arXiv:2404.01692](https://arxiv.org/abs/2404.01692)
+# * B. Lim, S. Son, H. Kim, S. Nah and K. M. Lee, "Enhanced Deep Residual Networks for Single Image Super-Resolution"
+#   (EDSR; its self-ensemble is "EDSR+"), CVPRW 2017. [arXiv:1707.02921](https://arxiv.org/abs/1707.02921)

@@ -32,6 +32,29 @@ def need_zoo(name):
         pytest.skip(f"{spec['package']} {version} is installed, {spec['version']} is pinned (run `make install`)")
 
 
+ASTRONAUT_FACE = (178, 57, 273, 177)  # x0, y0, x1, y1 of the face in skimage's 512×512 astronaut
+
+
+def astronaut_face_crops(pads, offsets=((0.0, 0.0),), size=192):
+    """Square crops around the astronaut's face (side ``pad`` × the face, centre moved by ``offsets`` × the side),
+    each resized to ``size``² by INTER_AREA: uint8 BGR N×size×size×3, the kind of face crop the project evaluates."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    img = np.ascontiguousarray(data.astronaut()[..., ::-1])
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
+    out = []
+    for pad in pads:
+        for dx, dy in offsets:
+            s = int(round(pad * side))
+            a = min(max(int(round(cx - s / 2 + dx * s)), 0), 512 - s)
+            b = min(max(int(round(cy - s / 2 + dy * s)), 0), 512 - s)
+            out.append(cv2.resize(img[b:b + s, a:a + s], (size, size), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
+
+
 @pytest.fixture
 def one_thread():
     """Run torch single-threaded: tiny convolutions are much faster that way on a busy 2-core machine."""

@@ -343,6 +343,7 @@ def test_recipe_builders_read_only_their_notebooks_parameters():
     for name, nb_name in train_cli.RECIPE_NOTEBOOKS.items():
         declared = _notebook_globals(nb_name, "demo", {})
         assert set(recipes.PARAMETERS[name]) <= set(declared), name
+    assert set(recipes.PARAMETERS["v3"]) <= set(_notebook_globals("08_downstream_aware", "demo", {}))
     p = _notebook_globals("03_v1_finetune", "smoke", {})
     with pytest.raises(ValueError, match="v1_lr"):
         recipes.recipe("v1", {k: v for k, v in p.items() if k != "v1_lr"})

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import ASTRONAUT_FACE, astronaut_face_crops
 from thermsr_utils import downstream as ds
 from thermsr_utils import weights
 
@@ -272,7 +273,6 @@ def test_nose_errors_rejects_mismatches():
 # ---------------------------------------------------------------------------------------------
 # RetinaFace: the offline default, on a real photograph
 # ---------------------------------------------------------------------------------------------
-ASTRONAUT_FACE = (178, 57, 273, 177)  # x0, y0, x1, y1 of the face in skimage's 512×512 astronaut
 
 
 @pytest.fixture(scope="module")
@@ -289,19 +289,9 @@ def astronaut(astronaut_bgr):
 
 
 @pytest.fixture(scope="module")
-def face_crops(astronaut_bgr):
-    """16 square 192×192 crops around the astronaut's face (pad 1.15-2 × the face, off-centre by up to 8 %),
-    the kind of tight face crop the project evaluates."""
-    x0, y0, x1, y1 = ASTRONAUT_FACE
-    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
-    out = []
-    for pad in (1.15, 1.4, 1.7, 2.0):
-        for dx, dy in ((0, 0), (-0.08, 0.05), (0.07, -0.06), (0.03, 0.08)):
-            s = int(round(pad * side))
-            a = min(max(int(round(cx - s / 2 + dx * s)), 0), 512 - s)
-            b = min(max(int(round(cy - s / 2 + dy * s)), 0), 512 - s)
-            out.append(cv2.resize(astronaut_bgr[b:b + s, a:a + s], (192, 192), interpolation=cv2.INTER_AREA))
-    return np.stack(out)
+def face_crops():
+    """16 square 192×192 crops around the astronaut's face (pad 1.15-2 × the face, off-centre by up to 8 %)."""
+    return astronaut_face_crops((1.15, 1.4, 1.7, 2.0), ((0, 0), (-0.08, 0.05), (0.07, -0.06), (0.03, 0.08)))
 
 
 @pytest.fixture(scope="module")

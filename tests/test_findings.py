@@ -236,3 +236,58 @@ def test_the_headline_states_four_findings_with_intervals_and_leaves_withheld_no
     assert "ThermEval-D, RetinaFace" in held and "SF-TL54, RetinaFace" not in held and "all, RetinaFace" not in held
     none = findings.headline(findings.withhold(v1_vs_zs, {**ctx, "reads": {}}), v2_vs_v1, ctx["models"])
     assert "no nose verdict on v1 is stated" in none
+
+
+# ---- Notebook 08: the task term judged by the model in its loss and by an independent one ----
+def _v3_rows(own_shift, other_shift, n=40, seed=1):
+    """v2 and v3 crops with two landmark models: v3 moves the first one's nose error by ``own_shift`` px and the
+    second one's by ``other_shift`` (0 leaves it as noise around v2's)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"c{i}" for i in range(n)]
+    ds = ["sftl54"] * (n // 2) + ["thermeval"] * (n // 2)
+    v2 = _rows("v2", rng.normal(34, 1, n), rng.normal(0.2, 0.02, n), rng.normal(2.0, 0.3, n), ids, ds)
+    for r in v2:
+        r |= {"nose_fail": 0.0, "nose2_err_px": float(rng.normal(3.0, 0.3)), "nose2_fail": 0.0}
+    v3 = [{**r, "method": "v3", "psnr": r["psnr"] - 0.05, "nose_err_px": r["nose_err_px"] + own_shift + rng.normal(0, 0.02),
+           "nose2_err_px": r["nose2_err_px"] + other_shift + rng.normal(0, 0.3)} for r in v2]
+    return stats.compare(v2 + v3, "v2", "v3", n_boot=500)
+
+
+MODELS = {"nose": "RetinaFace", "nose2": "dlib"}
+
+
+def test_finding_v3_tells_a_better_nose_from_a_better_pleased_judge():
+    held = findings.finding_v3(_v3_rows(-0.5, -1.0), MODELS)
+    assert (held["own"], held["independent"], held["only_own_judge"]) == ("better", "better", False)
+    assert "holds on dlib, the model the loss never saw" in held["markdown"]
+    own_only = findings.finding_v3(_v3_rows(-0.5, 0.0), MODELS, variant="v3 (landmarks)")
+    assert own_only["own"] == "better" and own_only["independent"] == "no detectable difference"
+    assert own_only["only_own_judge"] and "**v3 (landmarks) only improves its own judge**" in own_only["markdown"]
+    worse = findings.finding_v3(_v3_rows(0.5, 1.0), MODELS)
+    assert (worse["own"], worse["independent"]) == ("worse", "worse")
+    assert "neither landmark model reads the nose closer" in worse["markdown"]
+    assert "PSNR -0.05 dB" in worse["markdown"] and "dlib (not in the loss) — all: nose median +" in worse["markdown"]
+
+
+def test_finding_v3_says_when_the_independent_judge_cannot_read_the_faces():
+    diffs = _v3_rows(-0.5, -1.0)
+    ctx = {"models": MODELS, "reads": {"SF-TL54|RetinaFace": True, "ThermEval-D|RetinaFace": True}}
+    f = findings.finding_v3(findings.withhold(diffs, ctx), MODELS)
+    assert (f["own"], f["independent"]) == ("better", findings.WITHHELD)
+    assert "cannot tell a better nose from a better-pleased judge" in f["markdown"]
+    assert "dlib (not in the loss) — every verdict withheld" in f["markdown"]
+    # RetinaFace stated on one dataset only: its verdict there is the one read
+    ctx["reads"] = {"ThermEval-D|RetinaFace": True}
+    f = findings.finding_v3(findings.withhold(diffs, ctx), MODELS)
+    assert f["own"] == "better" and "RetinaFace (in the loss) — ThermEval-D: nose median -0.5" in f["markdown"]
+
+
+def test_self_ensemble_words_set_the_gain_against_the_writeups_range():
+    def gain(method, d):
+        return {"base": method, "new": f"{method} +", "split": "all", "metric": "psnr", "diff": d, "lo": d - 0.1,
+                "hi": d + 0.1, "verdict": "better" if d > 0.1 else "no detectable difference"}
+    text = findings.self_ensemble_words([gain("v2", 0.05), gain("zs", 0.02)], reported_db=(0.5, 1.5))
+    assert "v2: PSNR +0.05 dB [-0.05, +0.15] (no detectable difference)" in text
+    assert "below the write-up's expected +0.5–1.5 dB" in text
+    assert "inside the write-up's" in findings.self_ensemble_words([gain("v2", 0.7)], reported_db=(0.5, 1.5))
+    assert "partly outside" in findings.self_ensemble_words([gain("v2", 0.7), gain("zs", 0.1)], reported_db=(0.5, 1.5))

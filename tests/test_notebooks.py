@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from thermsr_utils import config, evaluate, io, manifests, notebook, publish, run
+from thermsr_utils import config, evaluate, io, manifests, notebook, publish, run, stats
 
 pytestmark = pytest.mark.notebooks
 
@@ -87,7 +87,7 @@ def test_raw_figures_written(smoke_run):
 FIGURES = ["zero_shot_panel.png", "zero_shot_psnr.png", "v1_training_curves.png", "v1_psnr_gain_vs_nose_change.png",
            "v1_worst_nose_crops.png", "v2_training_curves.png", "v2_training_lpips.png", "v2_loss_share.png",
            "v2_panel_sftl54.png", "v2_panel_thermeval.png", "v2_panel_all.png", "v2_lpips.png",
-           "perception_distortion.png"]
+           "perception_distortion.png", "v3_training_curves.png", "v3_panel.png"]
 
 
 @pytest.mark.parametrize("name", FIGURES)
@@ -236,3 +236,26 @@ def test_the_published_report_reads_as_the_run_and_opens_in_a_browser(smoke_run,
     browser(rep / report.INDEX_HTML, shots / "report_smoke_panel.png", start="What-the-three-models-look-like")
     for name in ("top", "frontier", "panel"):
         assert (shots / f"report_smoke_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_notebook_08_judges_v3_by_both_landmark_models_and_tables_self_ensemble_and_x8(smoke_run):
+    paths, _ = smoke_run
+    v3 = _read_csv(paths.results / "table_v3.csv")
+    assert {r["method"] for r in v3} == {"v2 perceptual", "v3 landmarks", "v3 features"}
+    assert all(r["nose_failed_sr"] != "" and r["nose2_failed_sr"] != "" for r in v3)      # both models' failures
+    diffs = stats.read_comparisons(paths.results / "table_v3_differences.csv")
+    for new in ("v3 landmarks", "v3 features"):
+        got = {c["metric"] for c in diffs if c["new"] == new and c["split"] == "all"}
+        assert {"psnr", "lpips", "dists", "nose_err_px", "nose_fail", "nose2_err_px", "nose2_fail"} <= got
+    text = (paths.results / "downstream_aware.md").read_text()
+    assert "RetinaFace (in the loss)" in text and "dlib (not in the loss)" in text
+    for name in ("v3-landmarks", "v3-features"):
+        meta = io.read_json(paths.checkpoints / name / "best" / "thermsr.json")
+        assert meta["recipe"]["name"] == "v3" and meta["task_term"]
+    gains = stats.read_comparisons(paths.results / "table_self_ensemble.csv")
+    assert {(c["base"], c["new"]) for c in gains} == {("zero-shot pan-tiny", "zero-shot pan-tiny +"),
+                                                      ("v2 perceptual", "v2 perceptual +")}
+    x8 = _read_csv(paths.results / "table_x8.csv")
+    assert {r["method"] for r in x8} == {"bicubic ×4", "waifu2x-photo ×4", "bicubic ×8", "waifu2x-photo ×8"}
+    psnr = {r["method"]: float(r["psnr"]) for r in x8 if r["split"] == "all"}
+    assert psnr["bicubic ×8"] < psnr["bicubic ×4"] and psnr["waifu2x-photo ×8"] < psnr["waifu2x-photo ×4"]

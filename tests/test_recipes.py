@@ -71,3 +71,53 @@ def test_candidates_verdict_names_the_best_gain_the_cheapest_step_and_the_chosen
     assert one.startswith("The one pretrained network scored in 02, big, gains +1.50 dB [+1.40, +1.60] over bicubic")
     table = recipes.candidates_table([big, small], steps_per_epoch=10).splitlines()
     assert len(table) == 4 and table[2] == "| big | 1,000 | +1.50 dB [+1.40, +1.60] | 2.00 | 20 |"
+
+
+# ---- v3: v2 as its checkpoint records it, plus one task term ----
+def _v2_record(second=("lpips", 0.05)):
+    r = recipes.Recipe.v2(epochs=3, lr=1e-3, batch_size=4, warmup=0.1, ema_half_life=0.1, val_every=1, keep="last",
+                          seed=5, max_steps_per_epoch=2)
+    return {"recipe": r.to_dict(), "loss": [{"name": "l1", "weight": 1.0, "fn": "l1_loss"},
+                                            {"name": second[0], "weight": second[1], "fn": "…"}]}
+
+
+@pytest.mark.parametrize("term,weight", [("landmarks", 0.01), ("features", 0.5)])
+def test_v3_is_v2s_recorded_recipe_and_loss_plus_one_task_term(monkeypatch, term, weight):
+    seen = {}
+    monkeypatch.setattr(recipes, "datasets_from_manifest", lambda *a, **k: seen.update(k) or ("train", {"all": "val"}))
+    base = _v2_record(("lpips", 0.07))
+    built = recipes.build("v3", {"landmark_weight": 0.01, "feature_weight": 0.5}, "crops", [], "cpu", base=base,
+                          term=term)
+    got = built.recipe.to_dict()
+    assert got["name"] == "v3" and {k: v for k, v in got.items() if k not in ("name", "notes")} == \
+        {k: v for k, v in base["recipe"].items() if k not in ("name", "notes")}
+    assert seen == {"patch": None, "augment": True, "seed": 5, "scale": 4}          # v2's data, v2's seed
+    assert [(n, w) for n, w, _ in built.loss_fn.terms] == [("l1", 1.0), ("lpips", 0.07), (term, weight)]
+    assert built.task_term.startswith(f"{weight:g}·RetinaFace") and built.term_name.startswith("0.07·")
+    fft = recipes.build("v3", {"landmark_weight": 0.01, "feature_weight": 0.5}, "crops", [], "cpu",
+                        base=_v2_record(("fft", 16.0)), term=term)
+    assert [(n, w) for n, w, _ in fft.loss_fn.terms][:2] == [("l1", 1.0), ("fft", 16.0)]
+
+
+def test_v3_refuses_without_v2s_record_or_with_an_unknown_term(monkeypatch):
+    monkeypatch.setattr(recipes, "datasets_from_manifest", lambda *a, **k: ("train", {}))
+    p = {"landmark_weight": 0.01, "feature_weight": 0.5}
+    with pytest.raises(ValueError, match="needs base=.*run notebook 05 first"):
+        recipes.build("v3", p, "crops", [], "cpu", term="landmarks")
+    with pytest.raises(ValueError, match="needs base=.*run notebook 05 first"):
+        recipes.build("v3", p, "crops", [], "cpu", base={"recipe": {**_v2_record()["recipe"], "name": "v1"}},
+                      term="landmarks")
+    with pytest.raises(ValueError, match="term= one of landmarks, features, got 'nose'"):
+        recipes.build("v3", p, "crops", [], "cpu", base=_v2_record(), term="nose")
+    with pytest.raises(ValueError, match=r"records the loss terms \['l1'\]; v3 expects l1 and one of lpips/fft"):
+        recipes.build("v3", p, "crops", [], "cpu", base={**_v2_record(), "loss": _v2_record()["loss"][:1]},
+                      term="landmarks")
+    with pytest.raises(ValueError, match="needs the notebook parameters feature_weight"):
+        recipes.build("v3", {"landmark_weight": 0.01}, "crops", [], "cpu", base=_v2_record(), term="landmarks")
+
+
+def test_task_share_words_read_each_terms_share_from_the_history():
+    hist = [{"train_term_share": None}, {"train_term_share": {"l1": 0.8, "landmarks": 0.2}},
+            {"train_term_share": {"l1": 0.6, "landmarks": 0.4}}]
+    assert recipes.task_share_words({"landmarks": {"history": hist}}) == (
+        "The landmarks term made up 20 % of v3 (landmarks)'s loss in the first epoch and 40 % in the last.")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from thermsr_utils import console, notebook, run
+from thermsr_utils import config, console, notebook, run
 
 HEADER = """# ---
 # jupyter:
@@ -433,3 +433,48 @@ def test_a_notebook_run_alone_invalidates_the_ones_after_it(chain):
     run.run("demo", notebooks_dir=folder, progress=False, overrides={"scale": 3.0})
     assert _executed(log) == ["02_use", "03_end"]   # a missing executed copy is not reused
     assert (config_root.executed / run.CACHE_FILE).is_file()
+
+
+def test_the_demo_leaves_the_notebooks_beyond_the_writeup_to_their_own_target(chain, monkeypatch, capsys):
+    folder, log = chain
+    monkeypatch.setattr(config, "BEYOND_FROM", "03")                      # 03_end plays notebook 08
+    run.run("demo", notebooks_dir=folder, progress=False)
+    assert _executed(log) == ["01_make", "02_use"]
+    assert "03_end (beyond the write-up) run with `--from 03` (`make beyond`)" in capsys.readouterr().out
+    run.run("demo", notebooks_dir=folder, progress=False, start="03")     # what `make beyond` runs
+    assert _executed(log) == ["03_end"]
+    run.run("smoke", notebooks_dir=folder, progress=False)                # CI's smoke run executes every notebook
+    assert _executed(log) == ["01_make", "02_use", "03_end"]
+    assert set(config.RUNS_BEYOND) == set(config.PROFILE_NAMES)
+
+
+def test_publish_leaves_out_a_notebook_whose_predecessors_ran_again_since(chain, monkeypatch, tmp_path):
+    from thermsr_utils import publish
+
+    folder, log = chain
+    monkeypatch.setattr(config, "BEYOND_FROM", "03")
+    monkeypatch.setattr(config, "NOTEBOOKS_DIR", folder)
+    paths = config.run_paths("demo")
+    run.run("demo", notebooks_dir=folder, progress=False)
+    run.run("demo", notebooks_dir=folder, progress=False, start="03")
+    for name in ("a.png", "x8_panel.png"):
+        (paths.figures / name).parent.mkdir(parents=True, exist_ok=True)
+        (paths.figures / name).write_bytes(b"png")
+    for name in ("table_v2.md", "table_x8.md", "table_v3_differences.csv"):
+        (paths.results / name).parent.mkdir(parents=True, exist_ok=True)
+        (paths.results / name).write_text("t")
+
+    def published():
+        dest = publish.publish("demo", dest_root=tmp_path / "figures")
+        pages = {p.name for p in (dest / publish.REPORT_DIR).glob("*.md")}
+        return {p.name for p in dest.iterdir() if p.is_file()}, pages
+
+    files, pages = published()
+    assert {"a.png", "x8_panel.png", "table_v2.md", "table_x8.md", "table_v3_differences.csv"} <= files
+    assert any("03_end" in p for p in pages)
+    run.run("demo", notebooks_dir=folder, progress=False, overrides={"scale": 2.0})   # 02 again: 03 is now stale
+    assert _executed(log) == ["01_make", "02_use", "03_end", "02_use"]
+    files, pages = published()
+    assert {"a.png", "table_v2.md"} <= files
+    assert not files & {"x8_panel.png", "table_x8.md", "table_v3_differences.csv"}
+    assert not any("03_end" in p for p in pages) and any("02_use" in p for p in pages)

@@ -123,6 +123,10 @@ def test_readme_block_says_the_run_time_only_when_timed(tmp_path):
     (tmp_path / "PROVENANCE.json").write_text(json.dumps(prov))
     block = publish.readme_block(tmp_path)
     assert block.index("the findings") < block.index("The run took 1.5 min on cpu")
+    prov["timings"]["seconds"] |= {"08_downstream_aware": 420.0, "report": 6.0}      # `make beyond` ran 08 too
+    (tmp_path / "PROVENANCE.json").write_text(json.dumps(prov))
+    assert ("The run took 1.6 min on cpu; notebook 08, beyond the write-up (`make beyond`), took 7.0 min more"
+            in publish.readme_block(tmp_path))
     (tmp_path / "PROVENANCE.json").write_text(json.dumps({"timings": {"seconds": {}}}))
     assert "The run took" not in publish.readme_block(tmp_path)
 

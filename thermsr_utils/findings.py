@@ -565,5 +565,5 @@ def self_ensemble_words(gains: list[dict], reported_db: tuple[float, float], sho
         inside.append(reported_db[0] <= c["diff"] <= reported_db[1])
     where = ("inside" if all(inside) else "below" if not any(inside) and all(
         c["diff"] < reported_db[0] for c in gains if c["metric"] == "psnr") else "partly outside")
-    return (f"Self-ensemble gains {'; '.join(parts)} — {where} the write-up's expected "
-            f"+{reported_db[0]:g}–{reported_db[1]:g} dB.")
+    return (f"{'**Self-ensemble**' if short else 'Self-ensemble'} gains {'; '.join(parts)} — {where} the "
+            f"write-up's expected +{reported_db[0]:g}–{reported_db[1]:g} dB.")

@@ -13,9 +13,9 @@ from .notebook import discover, read_cache, record_time
 
 # What a published folder holds beside the figures (from the run's results folder)
 PUBLISHED_RESULTS = ("table_*.md", "table_*.csv", "recommendation.md", "findings.md", "frontier.md", "headline.md",
-                     "nose_noise_floor.json")
+                     "nose_noise_floor.json", "downstream_aware.md")
 # What the notebooks beyond the write-up (config.BEYOND_FROM on) add: published only while their execution is current
-BEYOND_FILES = ("table_v3*", "table_self_ensemble*", "table_x8*", "v3_*.png", "x8_*.png")
+BEYOND_FILES = ("table_v3*", "table_self_ensemble*", "table_x8*", "v3_*.png", "x8_*.png", "downstream_aware.md")
 # The README's results block of a profile lies between these markers; `--publish` rewrites it.
 README_START = "<!-- results: figures/{profile} (written by --publish; a test keeps it equal to the published files) -->"
 README_END = "<!-- end results -->"

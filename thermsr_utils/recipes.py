@@ -65,6 +65,8 @@ def _params(name: str, p: Mapping) -> dict:
 
 def recipe(name: str, p: Mapping) -> Recipe:
     """The ``Recipe`` of ``name`` ("v1" or "v2") sized by the notebook parameters ``p``."""
+    if name not in ("v1", "v2"):
+        raise ValueError(f"unknown recipe {name!r} here; choose v1 or v2 (v3 repeats v2's recorded recipe: v3_recipe)")
     q = _params(name, p)
     common = dict(val_every=q["val_every"], seed=q["seed"], max_steps_per_epoch=q["max_steps_per_epoch"] or None,
                   val_at_start=not q["sweep_point"], keep=q["keep"])  # a sweep point starts where the main run did
