@@ -53,6 +53,8 @@ fresh_start = False  # move an earlier v3 run aside (to <name>.old-<date-time>) 
 device = "auto"  # auto | cpu | cuda
 
 # %%
+import time
+
 from IPython.display import Markdown, display
 
 from thermsr_utils import (checkpoint, config, downstream, evaluate, findings, io, manifests, models, plots, recipes,
@@ -65,6 +67,7 @@ table_ids = {r["id"] for r in evaluate.table_subset(records, table_per_dataset)}
 table_recs = [r for r in records if r["id"] in table_ids]
 prov = config.record_provenance(paths, v3_loss="v2's loss + a RetinaFace term (notebook 08)")
 caption = evaluate.caption(profile, prov)
+took, t0 = {}, time.perf_counter()  # wall time of each section, for the summary
 
 # %% [markdown]
 # ## The frozen judge, in torch
@@ -100,6 +103,7 @@ for term in v3_terms:
     trained[term] = {"built": built, "history": result["history"], "dir": result["best_dir"]}
 display(Markdown(recipes.protocol_table(built.recipe, f"{built.term_name} + {built.task_term}", sized=built.schedule)))
 display(Markdown(recipes.task_share_words(trained)))
+took["training v3"], t0 = time.perf_counter() - t0, time.perf_counter()
 
 # %%
 v2_history = io.read_json(paths.checkpoints / "v2" / checkpoint.HISTORY_FILE)
@@ -135,6 +139,7 @@ family = findings.withhold(stats.holm([c for cs in each for c in cs]), nose)
 stats.write_comparisons(family, paths.results / "table_v3_differences", caption, models=nose["models"])
 display(Markdown(stats.comparisons_markdown([c for c in family if c["split"] == "all"], caption, models=nose["models"])))
 display(Markdown(findings.withheld_line(nose)))
+took["scoring v2 and v3"], t0 = time.perf_counter() - t0, time.perf_counter()
 
 # %% [markdown]
 # ## Does the gain hold on the model the loss never saw?
@@ -188,6 +193,7 @@ display(Markdown(stats.comparisons_markdown(gains, caption)))
 
 # %%
 display(Markdown(findings.self_ensemble_words(gains, reported_db=(0.5, 1.5))))
+took["self-ensemble"], t0 = time.perf_counter() - t0, time.perf_counter()
 
 # %% [markdown]
 # ## ×8 beside ×4
@@ -214,6 +220,7 @@ x8_gains = [c for scale in (4, 8) for c in
                           splits=("all",), n_boot=bootstrap_samples, seed=seed)]
 stats.write_comparisons(x8_gains, paths.results / "table_x8_differences", caption)
 display(Markdown(stats.comparisons_markdown(x8_gains, caption)))
+took["×8 beside ×4"] = time.perf_counter() - t0
 
 # %% [markdown]
 # ## Summary
@@ -224,6 +231,7 @@ lines = [f"* **v3 ({t}) − v2:** {v['verdict']}." for t, v in verdicts.items()]
 lines.append(f"* {findings.self_ensemble_words(gains, reported_db=(0.5, 1.5), short=True)}")
 lines.append(f"* **×8:** {x8_model} over bicubic, PSNR {stats.format_diff(x8[8])} at ×8 against "
              f"{stats.format_diff(x8[4])} at ×4.")
+lines.append(f"* **Wall time** on {device}: " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()) + ".")
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]

@@ -132,18 +132,18 @@ def executed(monkeypatch, tmp_path):
     (["--only", "03", "5"], ["03_v1_finetune", "05_v2_finetune"]),
     (["--only", "v1_finetune"], ["03_v1_finetune"]),
     (["--only", "notebooks/04_v1_eval.py"], ["04_v1_eval"]),
-    (["--from", "6"], ["06_v2_finetune_eval", "07_perception_distortion_frontier"]),
+    (["--from", "6"], ["06_v2_finetune_eval", "07_perception_distortion_frontier", "08_downstream_aware"]),
 ])
 def test_a_number_or_a_name_selects_its_notebook(executed, argv, expected):
     assert run.main(["--profile", "smoke", "--no-progress", *argv]) == 0
     assert executed == expected
 
 
-@pytest.mark.parametrize("argv", [["--from", "9"], ["--only", "8"], ["--only", "3", "zero"], ["--from", "x"]])
+@pytest.mark.parametrize("argv", [["--from", "9"], ["--only", "9"], ["--only", "3", "zero"], ["--from", "x"]])
 def test_a_selector_that_matches_nothing_exits_naming_the_notebooks(executed, capsys, argv):
     assert run.main(["--profile", "smoke", *argv]) == 2
     err = capsys.readouterr().err
-    assert "names no notebook" in err and "01_build_dataset" in err and "07_perception_distortion_frontier" in err
+    assert "names no notebook" in err and "01_build_dataset" in err and "08_downstream_aware" in err
     assert executed == []
 
 

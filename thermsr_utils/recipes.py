@@ -96,10 +96,12 @@ def v3_recipe(base: Mapping) -> Recipe:
 def _v2_loss(base: Mapping, lpips_metric) -> tuple[losses.CombinedLoss, str]:
     """v2's loss rebuilt from its checkpoint's record: L1 plus its perceptual term at the recorded weight."""
     terms = {t["name"]: t["weight"] for t in base.get("loss", [])}
-    second = [k for k in terms if k != "l1"]
-    if "l1" not in terms or len(second) != 1 or second[0] not in ("lpips", "fft"):
+    others = [k for k in terms if k != "l1"]
+    if "l1" not in terms or len(others) != 1 or not set(others) <= {"lpips", "fft"}:
         raise ValueError(f"the v2 checkpoint records the loss terms {sorted(terms)}; v3 expects l1 and one of lpips/fft")
-    return losses.v2_loss(second[0], lpips_metric, lpips_weight=terms[second[0]], fft_weight=terms[second[0]])
+    (term,) = others
+    recorded = terms[term]
+    return losses.v2_loss(term, lpips_metric, lpips_weight=recorded, fft_weight=recorded)
 
 
 def build(name: str, p: Mapping, crops_dir, records, device, *, base: Mapping | None = None,
