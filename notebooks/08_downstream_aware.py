@@ -174,7 +174,8 @@ fig
 # The "+" of SR papers ([EDSR+, Lim et al. 2017](https://arxiv.org/abs/1707.02921)): the network sees the input
 # flipped and turned eight ways, each output is turned back, and the eight are averaged (eight forward passes). The
 # write-up expects +0.5–1.5 dB. Measured here for v2 and for its zero-shot starting point, each against itself
-# without the ensemble, on the same crops.
+# without the ensemble, on the same crops. Averaging eight outputs can also average away detail a perceptual
+# recipe put there; LPIPS and DISTS say whether it did.
 
 # %%
 zs_model, _ = models.load_model(init["spec"], source=init["source"], standin_dir=paths.models / "standin",
