@@ -60,8 +60,8 @@ def readme_block(figures_dir: Path) -> str:
         parts.append(f"**What the {figures_dir.name} run found:**\n\n" + (figures_dir / HEADLINE_FILE).read_text().strip())
     if (figures_dir / HEADLINE_FIGURE).is_file():
         parts.append(f"![the perception–distortion frontier]({where}/{HEADLINE_FIGURE})\n\n*{HEADLINE_CAPTION}*")
-    more = [f"[{name}]({where}/{name})" for name in ("findings.md", "recommendation.md", "frontier.md", "table_v2.md")
-            if (figures_dir / name).is_file()]
+    more = [f"[{name}]({where}/{name})" for name in ("findings.md", "recommendation.md", "frontier.md", "table_v2.md",
+                                                     "downstream_aware.md") if (figures_dir / name).is_file()]
     if more:
         parts.append("In full: " + ", ".join(more) + ".")
     prov_file = figures_dir / "PROVENANCE.json"
