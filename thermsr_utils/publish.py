@@ -69,10 +69,10 @@ def readme_block(figures_dir: Path) -> str:
     seconds = prov.get("timings", {}).get("seconds", {})
     beyond = {k: v for k, v in seconds.items() if k[:2].isdigit() and k[:2] >= config.BEYOND_FROM}
     if seconds:
-        more = (f"; notebook{'s' if len(beyond) > 1 else ''} {', '.join(k[:2] for k in beyond)}, beyond the write-up "
-                f"(`make beyond`), took {sum(beyond.values()) / 60:.1f} min more" if beyond else "")
+        extra = (f"; notebook{'s' if len(beyond) > 1 else ''} {', '.join(k[:2] for k in beyond)}, beyond the write-up "
+                 f"(`make beyond`), took {sum(beyond.values()) / 60:.1f} min more" if beyond else "")
         parts.append(f"The run took {(sum(seconds.values()) - sum(beyond.values())) / 60:.1f} min on "
-                     f"{prov.get('device') or 'this machine'}{more} (per notebook: the report's provenance appendix).")
+                     f"{prov.get('device') or 'this machine'}{extra} (per notebook: the report's provenance appendix).")
     return "\n\n".join(parts)
 
 
@@ -109,11 +109,11 @@ def publish(profile: str, dest_root: Path | None = None) -> Path:
     from .io import atomic_write_json, file_sha256
 
     paths = config.run_paths(profile)
-    current = read_cache(paths)
-    executed = [paths.executed / f"{nb.name}.ipynb" for nb in discover() if nb.name in current]
-    beyond = [nb.name for nb in discover() if nb.number >= config.BEYOND_FROM]
-    stale = {f for pattern in BEYOND_FILES for f in (*paths.figures.glob(pattern), *paths.results.glob(pattern))
-             if not all(name in current for name in beyond)}
+    current, notebooks = read_cache(paths), discover()
+    executed = [paths.executed / f"{nb.name}.ipynb" for nb in notebooks if nb.name in current]
+    stale = set()
+    if not all(nb.name in current for nb in notebooks if nb.number >= config.BEYOND_FROM):
+        stale = {f for pattern in BEYOND_FILES for f in (*paths.figures.glob(pattern), *paths.results.glob(pattern))}
     files = sorted(paths.figures.glob("*.png"))
     for pattern in PUBLISHED_RESULTS:
         files += sorted(paths.results.glob(pattern))
